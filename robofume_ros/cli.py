@@ -1,0 +1,116 @@
+"""`robofume`: the package's command line (works with or without a ROS 2 distro).
+
+    robofume launch sim world:=drawer --duration 60     run a node graph from graph.py (like ros2 launch)
+    robofume main [--quick]                             the main job (see README)
+    robofume params [NODE]                              every node knob with default and description
+    robofume topic echo|hz TOPIC                        watch a topic (like ros2 topic)
+    robofume dataset from-bags|generate|info|video|plot datasets (see README)
+    robofume pretrain ...                               offline Cal-QL pre-training
+    robofume reward train ...                           fine-tune the success classifier
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+# subcommands implemented elsewhere: name -> "module:function" taking argv
+DELEGATES = {
+    "pretrain": "robofume_ros.rl.pretrain:main",
+    "main": "robofume_ros.main_job:main",
+    "topic": "robofume_ros.topic_tools:main",
+}
+DATASET = {
+    "from-bags": "robofume_ros.data.convert:main",
+    "generate": "robofume_ros.data.generate:main",
+    "info": "robofume_ros.data.inspect:main_info",
+    "video": "robofume_ros.data.inspect:main_video",
+    "plot": "robofume_ros.data.inspect:main_plot",
+}
+REWARD = {
+    "train": "robofume_ros.reward.train:main",
+    "eval": "robofume_ros.reward.train:main_eval",
+}
+
+
+def _call(target: str, argv: list[str]) -> int:
+    mod, fn = target.split(":")
+    return int(getattr(importlib.import_module(mod), fn)(argv) or 0)
+
+
+def parse_launch_args(items: list[str]) -> dict:
+    out = {}
+    for it in items:
+        if ":=" not in it:
+            raise SystemExit(f"launch arguments are name:=value, got {it!r}")
+        k, v = it.split(":=", 1)
+        out[k] = v
+    return out
+
+
+def default_run_dir(prefix: str) -> Path:
+    return Path("runs") / f"{prefix}_{time.strftime('%Y%m%d_%H%M%S')}"
+
+
+def cmd_launch(argv: list[str]) -> int:
+    from robofume_ros import graph, runner
+    ap = argparse.ArgumentParser(prog="robofume launch", description="Run a node graph from robofume_ros/graph.py "
+                                 "(the same nodes and parameters as launch/<graph>.launch.py).",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="launch arguments (name:=value):\n" + "\n".join(
+                                     f"  {a.name:18s} {a.description} [default: {a.default!r}]" for a in graph.ARGUMENTS))
+    ap.add_argument("graph", choices=graph.GRAPHS)
+    ap.add_argument("args", nargs="*", help="launch arguments name:=value")
+    ap.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    ap.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph")
+    ns = ap.parse_args(argv)
+    args = parse_launch_args(ns.args)
+    run_dir = Path(args.get("run_dir") or default_run_dir(ns.graph))
+    args["run_dir"] = str(run_dir)
+    if not args.get("bag_dir"):
+        args["bag_dir"] = str(run_dir / "bags")
+    return runner.run_graph(ns.graph, args, run_dir, duration=ns.duration, domain_id=ns.domain_id)
+
+
+def cmd_params(argv: list[str]) -> int:
+    from robofume_ros import graph
+    from robofume_ros.params import describe
+    ap = argparse.ArgumentParser(prog="robofume params", description="Print every node parameter with its default and description.")
+    ap.add_argument("node", nargs="?", help="executable name, e.g. sim_node (default: all)")
+    ns = ap.parse_args(argv)
+    for exe in graph.executables():
+        if ns.node and ns.node not in (exe, exe.removesuffix("_node")):
+            continue
+        mod = importlib.import_module(f"robofume_ros.nodes.{exe}")
+        print(f"{exe}:")
+        for name, default, help_text in describe(mod.Params):
+            print(f"  {name:24s} {default!r:28s} {help_text}")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "launch":
+        return cmd_launch(rest)
+    if cmd == "params":
+        return cmd_params(rest)
+    if cmd in DELEGATES:
+        return _call(DELEGATES[cmd], rest)
+    for name, table in (("dataset", DATASET), ("reward", REWARD)):
+        if cmd == name:
+            if not rest or rest[0] not in table:
+                print(f"usage: robofume {name} {{{','.join(table)}}} ...", file=sys.stderr)
+                return 2
+            return _call(table[rest[0]], rest[1:])
+    print(f"unknown command {cmd!r}\n{__doc__}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

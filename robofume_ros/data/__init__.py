@@ -1,0 +1,1 @@
+"""Episodes, datasets on disk, and rosbag conversion."""

@@ -1,0 +1,133 @@
+"""Camera ingestion: any camera image -> policy-sized Observation at the control rate.
+
+in:  image topic (sensor_msgs/Image rgb8/bgr8/mono8/rgba8/bgra8, or CompressedImage), /robot/state,
+     /task_phase
+out: /observation (robofume_ros/Observation): cropped + resized rgb8 frame, latest proprio,
+     active task and instruction, episode index; header.stamp = the camera frame's stamp.
+
+Frames arriving faster than the control rate are thinned to it; wrong encodings, odd sizes,
+stale or missing frames give a throttled warning and are dropped, never a crash.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rclpy.node import Node
+from rclpy.time import Time
+from sensor_msgs.msg import CompressedImage, Image
+
+from robofume_ros import graph
+from robofume_ros.msg import Observation, RobotState, TaskPhase
+from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.params import declare, knob
+from robofume_ros.ros import qos
+from robofume_ros.ros.convert import ImageError, compressed_to_rgb, image_to_rgb, resize_rgb, rgb_to_image
+
+
+@dataclass
+class Params:
+    control_rate_hz: float = knob(10.0, "observations per second (frames arriving faster are thinned)")
+    output_width: int = knob(100, "policy image width")
+    output_height: int = knob(100, "policy image height")
+    crop: list = knob([0, 0, 0, 0], "crop x, y, width, height in source pixels before resizing (0 width = no crop)")
+    compressed: bool = knob(False, "subscribe to sensor_msgs/CompressedImage (<image topic>/compressed)")
+    max_frame_age_s: float = knob(0.5, "warn and skip when the newest frame is older than this")
+    max_state_age_s: float = knob(0.5, "warn and skip when the newest robot state is older than this")
+    require_state: bool = knob(True, "publish only when a robot state has arrived")
+    default_task: str = knob("", "task id used before the first /task_phase message")
+    default_instruction: str = knob("", "instruction used before the first /task_phase message")
+
+
+class CameraNode(Node):
+    def __init__(self):
+        super().__init__("camera")
+        self.p = p = declare(self, Params)
+        self.throttle = Throttle(self.get_logger())
+        self.period_ns = int(1e9 / p.control_rate_hz)
+        self.size = (p.output_height, p.output_width)
+        self.crop = tuple(int(v) for v in p.crop) if p.crop and len(p.crop) == 4 else None
+        self.state = None
+        self.phase = None
+        self.last_pub_ns = None
+        self.last_frame_wall_ns = None
+        self.published = 0
+        self.dropped = 0
+        self.pub = self.create_publisher(Observation, graph.TOPICS["observation"], qos.RELIABLE)
+        if p.compressed:
+            self.create_subscription(CompressedImage, graph.TOPICS["image"] + "/compressed",
+                                     self.on_compressed, qos.SENSOR)
+        else:
+            self.create_subscription(Image, graph.TOPICS["image"], self.on_image, qos.SENSOR)
+        self.create_subscription(RobotState, graph.TOPICS["state"], self.on_state, qos.SENSOR)
+        self.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
+        self.create_timer(1.0, self.watchdog)
+
+    def on_state(self, msg):
+        self.state = msg
+
+    def on_phase(self, msg):
+        self.phase = msg
+
+    def on_compressed(self, msg):
+        self._handle(msg, compressed_to_rgb)
+
+    def on_image(self, msg):
+        self._handle(msg, image_to_rgb)
+
+    def _handle(self, msg, decode):
+        now = self.get_clock().now()
+        self.last_frame_wall_ns = now.nanoseconds
+        stamp_ns = Time.from_msg(msg.header.stamp).nanoseconds
+        # thin to the control rate (10% slack so a source at exactly the rate is never thinned)
+        if self.last_pub_ns is not None and stamp_ns - self.last_pub_ns < 0.9 * self.period_ns:
+            return
+        age = (now.nanoseconds - stamp_ns) * 1e-9
+        if stamp_ns > 0 and age > self.p.max_frame_age_s:
+            self.dropped += 1
+            self.throttle.warn("stale", f"camera frame is {age:.2f} s old (max {self.p.max_frame_age_s}): skipped")
+            return
+        if self.p.require_state:
+            if self.state is None:
+                self.throttle.warn("nostate", f"no robot state on {graph.TOPICS['state']} yet: frames skipped")
+                return
+            state_age = (stamp_ns - Time.from_msg(self.state.header.stamp).nanoseconds) * 1e-9
+            if state_age > self.p.max_state_age_s:
+                self.throttle.warn("oldstate", f"robot state is {state_age:.2f} s older than the frame: skipped")
+                self.dropped += 1
+                return
+        try:
+            rgb = resize_rgb(decode(msg), self.size, self.crop)
+        except ImageError as e:
+            self.dropped += 1
+            self.throttle.warn("bad", f"dropped a camera frame: {e}")
+            return
+        obs = Observation()
+        obs.header.stamp = msg.header.stamp
+        obs.header.frame_id = msg.header.frame_id
+        obs.image = rgb_to_image(rgb, msg.header.stamp, msg.header.frame_id)
+        obs.image_stamp = msg.header.stamp
+        if self.state is not None:
+            obs.proprio = list(self.state.proprio)
+        if self.phase is not None:
+            obs.instruction, obs.task = self.phase.instruction, self.phase.task
+            obs.phase, obs.episode_index = self.phase.phase, self.phase.episode_index
+        else:
+            obs.instruction, obs.task = self.p.default_instruction, self.p.default_task
+        self.pub.publish(obs)
+        self.published += 1
+        self.last_pub_ns = stamp_ns
+
+    def watchdog(self):
+        now = self.get_clock().now().nanoseconds
+        if self.last_frame_wall_ns is None:
+            self.throttle.warn("noframes", f"no camera frames on {graph.TOPICS['image']} yet")
+        elif (now - self.last_frame_wall_ns) * 1e-9 > self.p.max_frame_age_s:
+            self.throttle.warn("gap", f"no camera frame for {(now - self.last_frame_wall_ns) * 1e-9:.1f} s")
+
+
+def main(args=None) -> int:
+    return run_node(CameraNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

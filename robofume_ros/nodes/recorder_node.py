@@ -1,0 +1,116 @@
+"""Recorder: every observation, command, reward and task switch into a rosbag2 (MCAP) file.
+
+in:  the topics in `topics` (types discovered from the graph, any message type)
+out: <output_dir>/<bag_name>/ : numbered MCAP files with message definitions embedded, split by
+     size or duration, flushed every `flush_interval_s` so a killed recorder loses at most that.
+
+Messages are written as the serialized CDR bytes that arrived (no deserialize/serialize round trip).
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rclpy.node import Node
+
+from robofume_ros import graph
+from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.params import declare, knob
+from robofume_ros.ros import qos
+
+DEFAULT_TOPICS = [graph.TOPICS[k] for k in ("observation", "command", "intervention", "state", "reward",
+                                            "task_phase", "ground_truth")]
+
+
+@dataclass
+class Params:
+    output_dir: str = knob("bags", "folder the bag directory is created in")
+    bag_name: str = knob("", "bag directory name (default: robofume_<date>_<time>)")
+    topics: list = knob(DEFAULT_TOPICS, "topics to record")
+    max_bag_size_mb: float = knob(512.0, "start a new file past this size (0 = never)")
+    max_bag_duration_s: float = knob(300.0, "start a new file past this duration (0 = never)")
+    flush_interval_s: float = knob(0.5, "write pending messages to disk at least this often")
+
+
+def message_class(type_name: str):
+    """'pkg/msg/Name' -> the Python message class."""
+    pkg, kind, name = type_name.split("/")
+    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+
+
+class RecorderNode(Node):
+    def __init__(self):
+        from robofume_ros.data.bags import BagWriter, typestore
+
+        super().__init__("recorder")
+        self.p = p = declare(self, Params)
+        self.throttle = Throttle(self.get_logger())
+        name = p.bag_name or time.strftime("robofume_%Y%m%d_%H%M%S")
+        self.path = Path(p.output_dir).expanduser() / name
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = BagWriter(self.path, store=typestore(), max_bytes=int(p.max_bag_size_mb * 2**20),
+                                max_duration_s=p.max_bag_duration_s, flush_interval_s=p.flush_interval_s)
+        self.subscribed = {}
+        self.counts = {}
+        self.failed = False
+        self.create_timer(1.0, self.discover)
+        self.create_timer(p.flush_interval_s, self.flush)
+        self.create_timer(10.0, self.report)
+        self.get_logger().info(f"recording {len(p.topics)} topics to {self.path}")
+        self.discover()
+
+    def discover(self):
+        known = dict(self.get_topic_names_and_types())
+        for topic in self.p.topics:
+            if topic in self.subscribed or topic not in known:
+                continue
+            type_name = known[topic][0]
+            try:
+                cls = message_class(type_name)
+            except (ImportError, AttributeError, ValueError) as e:
+                self.throttle.warn(f"type:{topic}", f"cannot record {topic}: type {type_name} not importable ({e})")
+                continue
+            # the sensor-style topics are best effort; a reliable subscription would not match them
+            profile = qos.SENSOR if topic in (graph.TOPICS["state"], graph.TOPICS["image"]) else qos.RELIABLE
+            if topic == graph.TOPICS["task_phase"]:
+                profile = qos.LATCHED
+            self.subscribed[topic] = self.create_subscription(
+                cls, topic, lambda data, t=topic, ty=type_name: self.on_message(t, ty, data), profile, raw=True)
+            self.counts[topic] = 0
+            self.get_logger().info(f"recording {topic} [{type_name}]")
+
+    def on_message(self, topic, type_name, data: bytes):
+        if self.failed:
+            return
+        stamp = self.get_clock().now().nanoseconds
+        try:
+            self.writer.write(topic, type_name, data, stamp)
+            self.counts[topic] += 1
+        except Exception as e:  # noqa: BLE001 - a full disk must stop recording loudly, not crash the graph
+            self.failed = True
+            self.get_logger().error(f"recording stopped: {e}; everything before this is in {self.path}")
+
+    def flush(self):
+        if not self.failed:
+            try:
+                self.writer.flush()
+            except Exception as e:  # noqa: BLE001
+                self.failed = True
+                self.get_logger().error(f"recording stopped: {e}")
+
+    def report(self):
+        self.get_logger().info("recorded " + ", ".join(f"{t}: {n}" for t, n in self.counts.items()))
+
+    def close(self):
+        self.writer.close()
+        self.get_logger().info(f"bag closed: {self.path} ({sum(self.counts.values())} messages)")
+
+
+def main(args=None) -> int:
+    return run_node(RecorderNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,197 @@
+"""Simulated robot: a reset-free MuJoCo / Meta-World pair behind the arm command interface.
+
+in:  /robot/command (ArmCommand, through the safety envelope), /robot/stop (Bool), /task_phase
+out: /camera/image_raw (Image rgb8), /robot/state (RobotState), /eval/ground_truth (GroundTruth,
+     evaluation only), /sim/expert_state (privileged state for scripted experts), /clock (lockstep)
+
+Steps at `control_rate_hz` in wall time, or in lockstep (`lockstep:=true`): each step waits for the
+command answering the last frame and advances /clock by one control period, as fast as the loop
+allows. A task switch copies the scene across; it never resets it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool, Float64MultiArray
+
+from robofume_ros import graph
+from robofume_ros.msg import ArmCommand, GroundTruth, RobotState, TaskPhase
+from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.params import declare, knob
+from robofume_ros.ros import qos
+from robofume_ros.ros.convert import command_to_action, rgb_to_image, stamp_key
+from robofume_ros.safety.envelope import EnvelopeConfig, SafetyEnvelope
+
+
+@dataclass
+class Params:
+    world: str = knob("drawer", "reset-free task pair: drawer, window, handle or door-lock")
+    seed: int = knob(0, "object placement seed (the simulation is deterministic given it)")
+    camera: str = knob("corner4", "Meta-World camera to render (corner4, corner2, corner3, topview, behindGripper)")
+    image_width: int = knob(200, "rendered frame width in pixels (the camera node resizes for the policy)")
+    image_height: int = knob(200, "rendered frame height in pixels")
+    control_rate_hz: float = knob(10.0, "simulation steps per second of (sim or wall) time")
+    lockstep: bool = knob(False, "step as fast as possible, waiting for each frame's command; publishes /clock")
+    lockstep_timeout_s: float = knob(2.0, "lockstep: wall seconds to wait for a command before holding still")
+    command_timeout_s: float = knob(0.5, "hold still when the last command is older than this")
+    max_translation_m: float = knob(0.01, "metres per tick for a normalized translation of 1.0 (Meta-World: 0.01)")
+    workspace_low: list = knob([-0.55, 0.3, 0.03], "end-effector box lower corner x, y, z in metres")
+    workspace_high: list = knob([0.55, 1.05, 0.5], "end-effector box upper corner x, y, z in metres")
+    max_delta_per_tick: float = knob(2.0, "largest change of one action component between ticks (2.0 = no limit)")
+    initial_phase: str = knob("forward", "task active before the first /task_phase message")
+
+
+class SimNode(Node):
+    def __init__(self):
+        from robofume_ros.sim.world import ResetFreeWorld   # imports MuJoCo: only when a sim runs
+
+        super().__init__("sim")
+        node = self
+        self.p = p = declare(node, Params)
+        self.log = node.get_logger()
+        self.throttle = Throttle(self.log)
+        self.world = ResetFreeWorld(pair=p.world, camera=p.camera, image_size=(p.image_height, p.image_width),
+                                    seed=p.seed, render=True)
+        self.envelope = SafetyEnvelope(EnvelopeConfig(
+            action_dim=self.world.action_dim, max_translation_m=p.max_translation_m,
+            workspace_low=tuple(p.workspace_low), workspace_high=tuple(p.workspace_high),
+            max_delta_per_tick=p.max_delta_per_tick, command_timeout_s=p.command_timeout_s))
+        self.obs = self.world.reset()
+        if p.initial_phase != "forward":
+            self.obs = self.world.switch(p.initial_phase)
+        self.period = 1.0 / p.control_rate_hz
+        self.sim_time_ns = 0
+        self._cmd = None            # (action, stamp_ns, receipt_monotonic)
+        self._gripper = -1.0
+        self._last_frame_ns = None
+        self._frame_wall = time.monotonic()
+        self.steps = 0
+
+        self.pub_image = node.create_publisher(Image, graph.TOPICS["image"], qos.SENSOR)
+        self.pub_state = node.create_publisher(RobotState, graph.TOPICS["state"], qos.SENSOR)
+        self.pub_gt = node.create_publisher(GroundTruth, graph.TOPICS["ground_truth"], qos.RELIABLE)
+        self.pub_expert = node.create_publisher(Float64MultiArray, graph.TOPICS["expert_state"], qos.SENSOR)
+        self.pub_clock = node.create_publisher(Clock, "/clock", 10) if p.lockstep else None
+        node.create_subscription(ArmCommand, graph.TOPICS["command"], self.on_command, qos.RELIABLE)
+        node.create_subscription(Bool, graph.TOPICS["stop"], self.on_stop, qos.RELIABLE)
+        node.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
+        if p.lockstep:
+            node.create_timer(0.001, self.lockstep_tick)
+        else:
+            node.create_timer(self.period, self.tick)
+        node.create_timer(10.0, self.report)
+        self.log.info(f"world {p.world} ({'/'.join(self.world.tasks)}), camera {p.camera} "
+                      f"{p.image_width}x{p.image_height}, {p.control_rate_hz} Hz{' lockstep' if p.lockstep else ''}")
+        self.publish_frame()
+
+    # --- inputs -----------------------------------------------------------------------------
+    def on_command(self, msg):
+        a = command_to_action(msg, self.world.action_dim)
+        self._cmd = (a, stamp_key(msg.header.stamp), time.monotonic())
+
+    def on_stop(self, msg):
+        if msg.data:
+            self.envelope.stop("stop topic")
+            self.log.warning("stop requested: holding the arm until /robot/stop false")
+        elif self.envelope.stopped:
+            self.envelope.release()
+            self.log.info("stop released")
+
+    def on_phase(self, msg):
+        phase = "forward" if msg.phase == 0 else "backward"
+        if phase != self.world.phase:
+            self.obs = self.world.switch(phase)   # copies the scene; never resets it
+            self.log.info(f"switched to {phase} task {self.world.task} (episode {msg.episode_index})")
+
+    # --- stepping ---------------------------------------------------------------------------
+    def _action(self) -> np.ndarray:
+        """The command to execute this tick, after the safety envelope; holds still if none."""
+        now = time.monotonic()
+        hold = np.array([0.0, 0.0, 0.0, self._gripper])
+        if self._cmd is None:
+            return hold
+        a, _stamp, received = self._cmd
+        if now - received > self.p.command_timeout_s and not self.p.lockstep:
+            self.throttle.warn("stale", f"last command is {now - received:.2f} s old: holding still")
+            return hold
+        d = self.envelope.filter(a, self.world.ee_pose()[:3], now)
+        if d.action is None:
+            self.throttle.warn("reject", f"command not executed ({'; '.join(d.reasons)})")
+            return hold
+        if d.modified:
+            self.throttle.warn("clip", f"command modified by the safety envelope: {', '.join(d.reasons)}")
+        self._gripper = float(d.action[-1])
+        return d.action
+
+    def step_once(self):
+        self.obs = self.world.step(self._action())
+        self.steps += 1
+        self.sim_time_ns += int(round(self.period * 1e9))
+        self.publish_frame()
+
+    def tick(self):
+        self.step_once()
+
+    def lockstep_tick(self):
+        answered = self._cmd is not None and self._last_frame_ns is not None and self._cmd[1] >= self._last_frame_ns
+        if answered or time.monotonic() - self._frame_wall > self.p.lockstep_timeout_s:
+            if not answered:
+                self.throttle.warn("lockstep", "no command for the last frame: stepping with the arm held")
+            self.step_once()
+
+    def stamp(self):
+        if self.p.lockstep:
+            return Time(sec=self.sim_time_ns // 1_000_000_000, nanosec=self.sim_time_ns % 1_000_000_000)
+        return self.get_clock().now().to_msg()
+
+    def publish_frame(self):
+        if self.pub_clock is not None:
+            c = Clock()
+            c.clock = self.stamp()
+            self.pub_clock.publish(c)
+        stamp = self.stamp()
+        obs = self.obs
+        self.pub_image.publish(rgb_to_image(obs.image, stamp, frame_id="sim_camera"))
+        st = RobotState()
+        st.header.stamp = stamp
+        st.header.frame_id = "world"
+        pose = self.world.ee_pose()
+        st.ee_pose.position.x, st.ee_pose.position.y, st.ee_pose.position.z = (float(v) for v in pose[:3])
+        st.ee_pose.orientation.w, st.ee_pose.orientation.x, st.ee_pose.orientation.y, st.ee_pose.orientation.z = \
+            (float(v) for v in pose[3:7])
+        st.gripper_opening = float(obs.proprio[3])
+        st.proprio = [float(v) for v in obs.proprio]
+        st.stopped = self.envelope.stopped
+        self.pub_state.publish(st)
+        gt = GroundTruth()
+        gt.header.stamp = stamp
+        gt.task = obs.task
+        gt.success = bool(obs.success)
+        gt.sim_step = int(obs.sim_step)
+        self.pub_gt.publish(gt)
+        ex = Float64MultiArray()
+        ex.data = [float(v) for v in obs.state]
+        self.pub_expert.publish(ex)
+        self._last_frame_ns = stamp_key(stamp)
+        self._frame_wall = time.monotonic()
+
+    def report(self):
+        counts = {k: v for k, v in self.envelope.counts.items() if k != "commands"}
+        self.log.info(f"{self.steps} steps; task {self.world.task}; envelope {dict(counts) or 'no interventions'}")
+
+    def close(self):
+        self.world.close()
+
+
+def main(args=None) -> int:
+    return run_node(SimNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

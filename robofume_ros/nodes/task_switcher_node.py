@@ -1,0 +1,147 @@
+"""Task switcher: the reset-free forward/backward state machine as a node.
+
+in:  /observation (one tick per observation), /reward (success_source "reward") or
+     /eval/ground_truth (success_source "ground_truth": scripted data collection only)
+out: /task_phase (latched, on every change and at 1 Hz), /task_switcher/help, /robot/stop
+services (std_srvs/Trigger): ~/pause, ~/resume, ~/force_switch, ~/stop
+
+If the reward stops arriving the episode still ends at its time limit: the switcher never hangs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rclpy.node import Node
+from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
+
+from robofume_ros import graph
+from robofume_ros.msg import GroundTruth, Observation, Reward, TaskPhase
+from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.params import declare, knob
+from robofume_ros.ros import qos
+from robofume_ros.switching.task_switcher import (PHASE_NAMES, REASON_NAMES, REASON_SUCCESS, TaskSpec,
+                                                  TaskSwitcher)
+
+
+@dataclass
+class Params:
+    forward_task: str = knob("drawer-open", "task id of the forward task")
+    forward_instruction: str = knob("open the drawer", "language instruction of the forward task")
+    backward_task: str = knob("drawer-close", "task id of the backward (reset) task")
+    backward_instruction: str = knob("close the drawer", "language instruction of the backward task")
+    max_episode_steps: int = knob(150, "time limit of one episode in control ticks")
+    success_frames: int = knob(1, "consecutive successful frames that end an episode")
+    success_source: str = knob("reward", "reward (the learned /reward) or ground_truth (simulator; data collection only)")
+    max_verdict_age_ticks: int = knob(3, "ignore success verdicts older than this many ticks")
+    help_after_timeouts: int = knob(4, "consecutive timeouts before pausing and asking a human for help (0 = never)")
+    control_rate_hz: float = knob(10.0, "expected observation rate (for the verdict age check)")
+
+
+class TaskSwitcherNode(Node):
+    def __init__(self):
+        super().__init__("task_switcher")
+        self.p = p = declare(self, Params)
+        if p.success_source not in ("reward", "ground_truth"):
+            raise ValueError(f"success_source must be reward or ground_truth, got {p.success_source!r}")
+        self.log = self.get_logger()
+        self.throttle = Throttle(self.log)
+        self.sm = TaskSwitcher(TaskSpec(p.forward_task, p.forward_instruction),
+                               TaskSpec(p.backward_task, p.backward_instruction),
+                               max_episode_steps=p.max_episode_steps, success_frames=p.success_frames,
+                               help_after_timeouts=p.help_after_timeouts)
+        self.verdict = None          # (success, stamp_ns) for the active episode/task
+        self.pub_phase = self.create_publisher(TaskPhase, graph.TOPICS["task_phase"], qos.LATCHED)
+        self.pub_help = self.create_publisher(String, graph.TOPICS["help"], qos.LATCHED)
+        self.pub_stop = self.create_publisher(Bool, graph.TOPICS["stop"], qos.RELIABLE)
+        self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)
+        if p.success_source == "reward":
+            self.create_subscription(Reward, graph.TOPICS["reward"], self.on_reward, qos.RELIABLE)
+        else:
+            self.create_subscription(GroundTruth, graph.TOPICS["ground_truth"], self.on_ground_truth, qos.RELIABLE)
+        for name, fn in (("pause", self.srv_pause), ("resume", self.srv_resume),
+                         ("force_switch", self.srv_force), ("stop", self.srv_stop)):
+            self.create_service(Trigger, f"~/{name}", fn)
+        self.create_timer(1.0, self.publish_phase)
+        self.publish_phase()
+        self.log.info(f"start: {self.sm.summary()}; success from {p.success_source}")
+
+    # --- verdicts ---------------------------------------------------------------------------
+    def on_reward(self, msg):
+        if msg.episode_index == self.sm.episode_index and msg.instruction in ("", self.sm.active.instruction):
+            self.verdict = (bool(msg.success), msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
+
+    def on_ground_truth(self, msg):
+        if msg.task == self.sm.active.task:
+            self.verdict = (bool(msg.success), msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
+
+    # --- ticks ------------------------------------------------------------------------------
+    def on_observation(self, obs):
+        if obs.episode_index != self.sm.episode_index:
+            return   # an observation assembled before the last switch reached the camera node
+        success = None
+        if self.verdict is not None:
+            ok, stamp_ns = self.verdict
+            obs_ns = obs.header.stamp.sec * 10**9 + obs.header.stamp.nanosec
+            max_age = self.p.max_verdict_age_ticks * 1e9 / self.p.control_rate_hz
+            if obs_ns - stamp_ns <= max_age:
+                success = ok
+        ev = self.sm.step(success)
+        if ev is not None:
+            self.verdict = None
+            self.log.info(f"episode {ev.ended_episode} ({PHASE_NAMES[ev.ended_phase]}) ended by "
+                          f"{REASON_NAMES[ev.reason]} after {ev.steps} steps -> {self.sm.summary()}")
+            if self.sm.help_requested:
+                text = (f"{self.sm.consecutive_timeouts} timeouts in a row: paused, please check the scene "
+                        f"and call ~/resume")
+                self.log.error("HELP: " + text)
+                self.pub_help.publish(String(data=text))
+            self.publish_phase()
+
+    def publish_phase(self):
+        sm = self.sm
+        m = TaskPhase()
+        m.header.stamp = self.get_clock().now().to_msg()
+        m.phase, m.task, m.instruction = sm.phase, sm.active.task, sm.active.instruction
+        m.episode_index, m.last_switch_reason = sm.episode_index, sm.last_reason
+        m.steps_in_episode, m.paused = sm.steps_in_episode, sm.paused
+        m.forward_successes, m.backward_successes = sm.successes[0], sm.successes[1]
+        m.forward_timeouts, m.backward_timeouts = sm.timeouts[0], sm.timeouts[1]
+        self.pub_phase.publish(m)
+
+    # --- services ---------------------------------------------------------------------------
+    def srv_pause(self, req, res):
+        self.sm.pause()
+        self.publish_phase()
+        res.success, res.message = True, "paused"
+        return res
+
+    def srv_resume(self, req, res):
+        self.sm.resume()
+        self.verdict = None
+        self.pub_stop.publish(Bool(data=False))
+        self.publish_phase()
+        res.success, res.message = True, self.sm.summary()
+        return res
+
+    def srv_force(self, req, res):
+        ev = self.sm.force_switch()
+        self.verdict = None
+        self.publish_phase()
+        res.success, res.message = True, f"switched to {PHASE_NAMES[ev.new_phase]}"
+        return res
+
+    def srv_stop(self, req, res):
+        self.sm.pause()
+        self.pub_stop.publish(Bool(data=True))
+        self.publish_phase()
+        res.success, res.message = True, "arm stopped and switcher paused; ~/resume releases both"
+        return res
+
+
+def main(args=None) -> int:
+    return run_node(TaskSwitcherNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""The reset-free forward/backward state machine (RoboFuME Sec. IV): pure Python, no ROS.
+
+The robot alternates a forward task (e.g. open the drawer) and its backward/reset task (close
+it). An episode ends when the success signal holds for `success_frames` consecutive steps, or
+when `max_episode_steps` pass (timeout); then the other task becomes active. The scene is never
+reset. After `help_after_timeouts` timeouts in a row the machine pauses and asks for help; it
+resumes on `resume()`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+FORWARD, BACKWARD = 0, 1
+PHASE_NAMES = {FORWARD: "forward", BACKWARD: "backward"}
+REASON_START, REASON_SUCCESS, REASON_TIMEOUT, REASON_FORCED, REASON_RESUMED = range(5)
+REASON_NAMES = {REASON_START: "start", REASON_SUCCESS: "success", REASON_TIMEOUT: "timeout",
+                REASON_FORCED: "forced", REASON_RESUMED: "resumed"}
+
+
+@dataclass
+class TaskSpec:
+    task: str
+    instruction: str
+
+
+@dataclass
+class SwitchEvent:
+    """Emitted when an episode ends."""
+    ended_phase: int
+    ended_episode: int
+    reason: int
+    steps: int
+    new_phase: int
+    new_episode: int
+
+
+@dataclass
+class TaskSwitcher:
+    forward: TaskSpec
+    backward: TaskSpec
+    max_episode_steps: int = 200
+    success_frames: int = 1
+    help_after_timeouts: int = 3
+    phase: int = FORWARD
+    episode_index: int = 0
+    steps_in_episode: int = 0
+    last_reason: int = REASON_START
+    paused: bool = False
+    help_requested: bool = False
+    successes: dict = field(default_factory=lambda: {FORWARD: 0, BACKWARD: 0})
+    timeouts: dict = field(default_factory=lambda: {FORWARD: 0, BACKWARD: 0})
+    consecutive_timeouts: int = 0
+    _consecutive_success: int = 0
+
+    def __post_init__(self):
+        if self.max_episode_steps < 1:
+            raise ValueError("max_episode_steps must be >= 1")
+        if self.success_frames < 1:
+            raise ValueError("success_frames must be >= 1")
+
+    @property
+    def active(self) -> TaskSpec:
+        return self.forward if self.phase == FORWARD else self.backward
+
+    def step(self, success: Optional[bool]) -> Optional[SwitchEvent]:
+        """Advance one control tick. `success` is the reward's verdict for the newest frame of
+        the active task (None when no verdict arrived this tick). Returns a SwitchEvent when the
+        episode ended on this tick."""
+        if self.paused:
+            return None
+        self.steps_in_episode += 1
+        if success is True:
+            self._consecutive_success += 1
+        elif success is False:
+            self._consecutive_success = 0
+        if self._consecutive_success >= self.success_frames:
+            self.successes[self.phase] += 1
+            self.consecutive_timeouts = 0
+            return self._switch(REASON_SUCCESS)
+        if self.steps_in_episode >= self.max_episode_steps:
+            self.timeouts[self.phase] += 1
+            self.consecutive_timeouts += 1
+            ev = self._switch(REASON_TIMEOUT)
+            if self.help_after_timeouts > 0 and self.consecutive_timeouts >= self.help_after_timeouts:
+                self.paused = True
+                self.help_requested = True
+            return ev
+        return None
+
+    def force_switch(self) -> SwitchEvent:
+        return self._switch(REASON_FORCED)
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        """Resume after a pause (e.g. a human fixed the scene); a new episode of the same task starts."""
+        if self.paused:
+            self.paused = False
+            self.help_requested = False
+            self.consecutive_timeouts = 0
+            self.episode_index += 1
+            self.steps_in_episode = 0
+            self._consecutive_success = 0
+            self.last_reason = REASON_RESUMED
+
+    def _switch(self, reason: int) -> SwitchEvent:
+        ended_phase, ended_ep, steps = self.phase, self.episode_index, self.steps_in_episode
+        self.phase = BACKWARD if self.phase == FORWARD else FORWARD
+        self.episode_index += 1
+        self.steps_in_episode = 0
+        self._consecutive_success = 0
+        self.last_reason = reason
+        return SwitchEvent(ended_phase, ended_ep, reason, steps, self.phase, self.episode_index)
+
+    def summary(self) -> str:
+        return (f"episode {self.episode_index} ({PHASE_NAMES[self.phase]}: {self.active.task}); "
+                f"successes fwd {self.successes[FORWARD]} bwd {self.successes[BACKWARD]}; "
+                f"timeouts fwd {self.timeouts[FORWARD]} bwd {self.timeouts[BACKWARD]}")
