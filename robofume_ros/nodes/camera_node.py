@@ -69,10 +69,16 @@ class CameraNode(Node):
         self.phase = msg
 
     def on_compressed(self, msg):
-        self._handle(msg, compressed_to_rgb)
+        self._handle(msg, compressed_to_rgb)   # decoded only if not thinned away (JPEG costs)
 
     def on_image(self, msg):
-        self._handle(msg, image_to_rgb)
+        try:
+            rgb = image_to_rgb(msg)             # a view: cheap, and every bad frame is reported
+        except ImageError as e:
+            self.dropped += 1
+            self.throttle.warn("bad", f"dropped a camera frame: {e}")
+            return
+        self._handle(msg, lambda _m: rgb)
 
     def _handle(self, msg, decode):
         now = self.get_clock().now()

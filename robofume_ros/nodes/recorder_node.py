@@ -72,10 +72,7 @@ class RecorderNode(Node):
             except (ImportError, AttributeError, ValueError) as e:
                 self.throttle.warn(f"type:{topic}", f"cannot record {topic}: type {type_name} not importable ({e})")
                 continue
-            # the sensor-style topics are best effort; a reliable subscription would not match them
-            profile = qos.SENSOR if topic in (graph.TOPICS["state"], graph.TOPICS["image"]) else qos.RELIABLE
-            if topic == graph.TOPICS["task_phase"]:
-                profile = qos.LATCHED
+            profile = qos.for_topic(topic)   # best-effort publishers need best-effort subscribers
             self.subscribed[topic] = self.create_subscription(
                 cls, topic, lambda data, t=topic, ty=type_name: self.on_message(t, ty, data), profile, raw=True)
             self.counts[topic] = 0

@@ -31,7 +31,7 @@ class Params:
 
 class ScriptedPolicyNode(Node):
     def __init__(self):
-        from robofume_ros.sim.world import _make_policy as expert_policy   # imports Meta-World
+        from robofume_ros.sim.world import expert_policy   # imports Meta-World
 
         super().__init__("scripted_policy")
         self.p = declare(self, Params)

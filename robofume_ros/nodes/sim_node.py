@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from builtin_interfaces.msg import Time
+from rclpy.clock import Clock as RosClock
+from rclpy.clock import ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
@@ -81,19 +83,31 @@ class SimNode(Node):
         node.create_subscription(ArmCommand, graph.TOPICS["command"], self.on_command, qos.RELIABLE)
         node.create_subscription(Bool, graph.TOPICS["stop"], self.on_stop, qos.RELIABLE)
         node.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
+        # The simulator is the clock source: its own timers run on the steady (wall) clock even
+        # when the rest of the graph uses /clock.
+        wall = RosClock(clock_type=ClockType.STEADY_TIME)
         if p.lockstep:
-            node.create_timer(0.001, self.lockstep_tick)
+            node.create_timer(0.001, self.lockstep_tick, clock=wall)
         else:
-            node.create_timer(self.period, self.tick)
-        node.create_timer(10.0, self.report)
+            node.create_timer(self.period, self.tick, clock=wall)
+        node.create_timer(10.0, self.report, clock=wall)
         self.log.info(f"world {p.world} ({'/'.join(self.world.tasks)}), camera {p.camera} "
                       f"{p.image_width}x{p.image_height}, {p.control_rate_hz} Hz{' lockstep' if p.lockstep else ''}")
         self.publish_frame()
 
     # --- inputs -----------------------------------------------------------------------------
     def on_command(self, msg):
-        a = command_to_action(msg, self.world.action_dim)
-        self._cmd = (a, stamp_key(msg.header.stamp), time.monotonic())
+        """Every command goes through the safety envelope as it arrives (the arm is where the last
+        step left it, so the workspace check is exact); the newest safe action runs at the tick."""
+        now = time.monotonic()
+        d = self.envelope.filter(command_to_action(msg, self.world.action_dim), self.world.ee_pose()[:3], now)
+        if d.action is None:
+            self.throttle.warn("reject", f"command not executed ({'; '.join(d.reasons)})")
+            self._cmd = (None, stamp_key(msg.header.stamp), now)
+            return
+        if d.modified:
+            self.throttle.warn("clip", f"command modified by the safety envelope: {', '.join(d.reasons)}")
+        self._cmd = (d.action, stamp_key(msg.header.stamp), now)
 
     def on_stop(self, msg):
         if msg.data:
@@ -111,23 +125,20 @@ class SimNode(Node):
 
     # --- stepping ---------------------------------------------------------------------------
     def _action(self) -> np.ndarray:
-        """The command to execute this tick, after the safety envelope; holds still if none."""
-        now = time.monotonic()
+        """The (already filtered) command to execute this tick; hold still if none, if it was
+        rejected, if it is stale, or while the envelope is stopped."""
         hold = np.array([0.0, 0.0, 0.0, self._gripper])
-        if self._cmd is None:
+        if self._cmd is None or self.envelope.stopped:
             return hold
         a, _stamp, received = self._cmd
-        if now - received > self.p.command_timeout_s and not self.p.lockstep:
-            self.throttle.warn("stale", f"last command is {now - received:.2f} s old: holding still")
+        age = time.monotonic() - received
+        if age > self.p.command_timeout_s and not self.p.lockstep:
+            self.throttle.warn("stale", f"last command is {age:.2f} s old: holding still")
             return hold
-        d = self.envelope.filter(a, self.world.ee_pose()[:3], now)
-        if d.action is None:
-            self.throttle.warn("reject", f"command not executed ({'; '.join(d.reasons)})")
+        if a is None:
             return hold
-        if d.modified:
-            self.throttle.warn("clip", f"command modified by the safety envelope: {', '.join(d.reasons)}")
-        self._gripper = float(d.action[-1])
-        return d.action
+        self._gripper = float(a[-1])
+        return a
 
     def step_once(self):
         self.obs = self.world.step(self._action())
@@ -148,7 +159,7 @@ class SimNode(Node):
     def stamp(self):
         if self.p.lockstep:
             return Time(sec=self.sim_time_ns // 1_000_000_000, nanosec=self.sim_time_ns % 1_000_000_000)
-        return self.get_clock().now().to_msg()
+        return RosClock().now().to_msg()   # system time, whatever use_sim_time says
 
     def publish_frame(self):
         if self.pub_clock is not None:

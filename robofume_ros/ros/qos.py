@@ -8,3 +8,13 @@ RELIABLE = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=Rel
 # State that late joiners must see (task phase, latest weights notification).
 LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def for_topic(topic: str) -> QoSProfile:
+    """The profile a subscriber should use for one of the graph's topics (see graph.TOPICS)."""
+    from robofume_ros.graph import TOPICS
+    if topic in (TOPICS["image"], TOPICS["state"], TOPICS["expert_state"]):
+        return SENSOR
+    if topic in (TOPICS["task_phase"], TOPICS["weights"], TOPICS["help"]):
+        return LATCHED
+    return RELIABLE

@@ -1,0 +1,101 @@
+"""Bench: bag -> dataset conversion speed vs raw rosbags read speed of the same bag, and
+dataset sampling throughput (batch 256, 100x100 images).
+
+    python bench/bench_dataset.py [--steps 2000] [--episodes 20] [--size 100]
+"""
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from robofume_ros.data import bags as B  # noqa: E402
+from robofume_ros.data.convert import convert_bags  # noqa: E402
+from robofume_ros.data.dataset import TransitionSampler, load_episodes  # noqa: E402
+from robofume_ros.data.episode import Episode  # noqa: E402
+
+
+def make_episodes(n_eps, T, size, seed=0):
+    rng = np.random.default_rng(seed)
+    img0 = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    eps = []
+    for k in range(n_eps):
+        imgs = rng.integers(0, 255, (T + 1, size, size, 3), dtype=np.uint8)
+        imgs[0] = img0
+        img0 = imgs[-1]
+        r = -np.ones(T, np.float32)
+        r[-1] = 0
+        eps.append(Episode(imgs, rng.normal(size=(T + 1, 9)).astype(np.float32),
+                           rng.uniform(-1, 1, (T, 4)).astype(np.float32), r, r == 0,
+                           "open the drawer", "drawer-open", success=True))
+    return eps
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--size", type=int, default=100)
+    ap.add_argument("--batches", type=int, default=200)
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_ds_"))
+    try:
+        T = a.steps // a.episodes
+        eps = make_episodes(a.episodes, T, a.size)
+        t = time.perf_counter()
+        bag = B.write_episodes_bag(eps, tmp / "bag", rate_hz=5.0)
+        tw = time.perf_counter() - t
+        n_obs = a.episodes * T + 1
+        print(f"bag: {n_obs} observations {a.size}x{a.size}, written in {tw:.2f} s "
+              f"({n_obs / tw:.0f} obs/s incl. serialization), "
+              f"{sum(f.stat().st_size for f in bag.glob('*')) / 1e6:.1f} MB")
+
+        from rosbags.rosbag2 import Reader
+        # warm the page cache once, then time raw reading of every message (bytes only)
+        for _ in range(2):
+            t = time.perf_counter()
+            nb = nm = 0
+            with Reader(bag) as r:
+                for _, _, data in r.messages():
+                    nb += len(data)
+                    nm += 1
+            t_raw = time.perf_counter() - t
+        raw_fps = n_obs / t_raw
+        print(f"raw rosbags read: {nm} msgs ({nb / 1e6:.1f} MB) in {t_raw:.3f} s = {raw_fps:.0f} obs-frames/s")
+
+        from robofume_ros.data.dataset import DatasetWriter
+        t = time.perf_counter()
+        rep = convert_bags([bag], tmp / "ds", labels="phase", progress=False, sync=False)
+        t_conv = time.perf_counter() - t
+        t = time.perf_counter()
+        w = DatasetWriter(tmp / "ds")
+        w.written = 1
+        w.sync()
+        t_sync = time.perf_counter() - t
+        conv_fps = n_obs / t_conv
+        print(f"convert bag -> dataset: {rep.episodes} episodes, {rep.transitions} transitions in "
+              f"{t_conv:.3f} s = {conv_fps:.0f} frames/s = {100 * conv_fps / raw_fps:.0f}% of raw read "
+              f"(target >= 50%); + final disk sync {t_sync:.3f} s "
+              f"({n_obs / (t_conv + t_sync):.0f} frames/s including it)")
+
+        t = time.perf_counter()
+        loaded = load_episodes(tmp / "ds")
+        s = TransitionSampler(loaded)
+        t_load = time.perf_counter() - t
+        s.sample(256)
+        t = time.perf_counter()
+        for _ in range(a.batches):
+            b = s.sample(256)
+        t_s = time.perf_counter() - t
+        print(f"sampling: load+index {t_load:.3f} s; batch 256 ({b['obs'].shape} obs + next_obs): "
+              f"{a.batches / t_s:.0f} batches/s = {256 * a.batches / t_s:.0f} transitions/s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

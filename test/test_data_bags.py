@@ -1,0 +1,159 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robofume_ros.data import bags as B
+from test_data_helpers import T0
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_typestore_and_msg_dir():
+    assert (B.msg_dir() / "Observation.msg").exists()
+    s = B.typestore()
+    for t in B.MSGTYPES.values():
+        assert t in s.fielddefs
+    msg = B.make_command(s, T0, [0.1, -0.2, 0.3, 1.0])
+    back = s.deserialize_cdr(s.serialize_cdr(msg, B.MSGTYPES["command"]), B.MSGTYPES["command"])
+    np.testing.assert_allclose(B.command_to_action(back, 4), [0.1, -0.2, 0.3, 1.0], rtol=1e-6)
+    m7 = B.make_command(s, T0, [1, 2, 3, 4, 5, 6, 7])
+    np.testing.assert_allclose(B.command_to_action(m7, 7), [1, 2, 3, 4, 5, 6, 7])
+
+
+def test_msg_dir_env_override(tmp_path, monkeypatch):
+    (tmp_path / "X.msg").write_text("int32 a\n")
+    monkeypatch.setenv("ROBOFUME_MSG_DIR", str(tmp_path))
+    assert B.msg_dir() == tmp_path
+
+
+def _write(path, n, **kw):
+    s = B.typestore()
+    with B.BagWriter(path, store=s, **kw) as w:
+        for i in range(n):
+            ns = T0 + i * 100_000_000
+            w.write("/observation", B.MSGTYPES["observation"],
+                    B.make_observation(s, ns, np.full((8, 8, 3), i % 255, np.uint8), [i], "x", "t"), ns)
+            w.write("/robot/command", B.MSGTYPES["command"],
+                    s.serialize_cdr(B.make_command(s, ns, [i, 0, 0, 0]), B.MSGTYPES["command"]), ns)
+    return path
+
+
+def test_split_files_definitions_embedded_and_readable_by_rosbags(tmp_path):
+    from rosbags.highlevel import AnyReader
+    p = _write(tmp_path / "bag", 50, max_duration_s=1.0)
+    files = sorted(p.glob("*.mcap"))
+    assert len(files) >= 4
+    # plain rosbags with an EMPTY typestore reads it: definitions travel inside the MCAP files
+    from rosbags.typesys import Stores, get_typestore
+    with AnyReader([p], default_typestore=get_typestore(Stores.EMPTY)) as r:
+        msgs = [r.deserialize(d, c.msgtype) for c, _, d in r.messages()]
+    assert len(msgs) == 100
+    with B.BagReader(p) as r:
+        assert r.message_counts() == {"/observation": 50, "/robot/command": 50}
+        stamps = [m.stamp for m in r.messages(["/robot/command"])]
+        assert stamps == sorted(stamps) and len(stamps) == 50
+
+
+def test_writer_refuses_existing_and_unknown_type(tmp_path):
+    (tmp_path / "b").mkdir()
+    with pytest.raises(B.BagError, match="exists"):
+        B.BagWriter(tmp_path / "b")
+    w = B.BagWriter(tmp_path / "c")
+    with pytest.raises(B.UnknownMessageTypeError, match="foo_msgs/msg/Bar"):
+        w.write("/x", "foo_msgs/msg/Bar", b"\x00\x01\x00\x00", T0)
+    w.close()
+
+
+def test_truncated_bag_clear_error_and_recover(tmp_path):
+    p = _write(tmp_path / "bag", 40, flush_interval_s=0.0)   # a chunk per message
+    f = next(p.glob("*.mcap"))
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(B.BagTruncatedError, match="truncated.*recover"):
+        B.BagReader(p).open()
+    rep = B.recover_bag(p)
+    assert rep.repaired_files == [f.name] and rep.bytes_dropped > 0
+    with B.BagReader(p) as r:
+        n = sum(1 for _ in r.messages())
+    assert 0 < n < 80
+    assert B.recover_bag(p).repaired_files == []   # idempotent
+
+
+def test_corrupt_and_missing(tmp_path):
+    p = _write(tmp_path / "bag", 5)
+    f = next(p.glob("*.mcap"))
+    f.write_bytes(b"not an mcap file at all" * 10)
+    with pytest.raises(B.BagCorruptError):
+        B.BagReader(p).open()
+    with pytest.raises(B.BagError, match="does not exist"):
+        B.BagReader(tmp_path / "nope").open()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(B.BagCorruptError, match="not a rosbag2"):
+        B.BagReader(tmp_path / "empty").open()
+
+
+def test_missing_topic_and_unknown_type(tmp_path):
+    p = _write(tmp_path / "bag", 3)
+    with B.BagReader(p) as r:
+        with pytest.raises(B.MissingTopicError, match="/reward.*available"):
+            r.require(["/reward"])
+    # a bag whose writer stored no definition for its custom type
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    with Writer(tmp_path / "old", version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        c = w.add_connection("/bar", "foo_msgs/msg/Bar", msgdef="", rihs01="RIHS01_" + "0" * 64)
+        w.write(c, T0, b"\x00\x01\x00\x00\x03\x00\x00\x00")
+    with B.BagReader(tmp_path / "old") as r:
+        m = next(r.messages())
+        with pytest.raises(B.UnknownMessageTypeError, match="foo_msgs/msg/Bar"):
+            r.deserialize(m)
+
+
+CHILD = textwrap.dedent("""
+    import sys, time, numpy as np
+    from robofume_ros.data import bags as B
+    s = B.typestore()
+    w = B.BagWriter(sys.argv[1], store=s, flush_interval_s=0.5)
+    log = open(sys.argv[2], "w", buffering=1)
+    i = 0
+    while True:
+        ns = 1_700_000_000_000_000_000 + i * 10_000_000
+        w.write("/observation", B.MSGTYPES["observation"],
+                B.make_observation(s, ns, np.zeros((32, 32, 3), np.uint8), [float(i)], "x", "t"), ns)
+        log.write(f"{i} {time.monotonic()}\\n")
+        i += 1
+        time.sleep(0.01)
+""")
+
+
+def test_sigkill_loses_at_most_one_second(tmp_path):
+    bag, log = tmp_path / "bag", tmp_path / "log.txt"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(bag), str(log)], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:   # wait until it has written for ~2 s
+            lines = log.read_text().splitlines() if log.exists() else []
+            if len(lines) > 5 and float(lines[-1].split()[1]) - float(lines[0].split()[1]) > 2.0:
+                break
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    written = [l.split() for l in log.read_text().splitlines() if len(l.split()) == 2]
+    last_i, last_t = int(written[-1][0]), float(written[-1][1])
+    with pytest.raises(B.BagTruncatedError):
+        B.BagReader(bag).open()
+    B.recover_bag(bag)
+    with B.BagReader(bag) as r:
+        got = [int(round(r.deserialize(m).proprio[0])) for m in r.messages()]
+    assert got == list(range(len(got)))          # a clean prefix, nothing garbled
+    t_of = {int(i): float(t) for i, t in written}
+    lost_s = last_t - t_of[got[-1]]
+    assert got[-1] <= last_i and lost_s <= 1.0, f"lost {lost_s:.2f} s of messages"

@@ -1,0 +1,169 @@
+import errno
+import json
+
+import numpy as np
+import pytest
+
+from robofume_ros.data import bags as B
+from robofume_ros.data.convert import ConvertConfig, convert_bags, main
+from robofume_ros.data.dataset import DatasetFullError, DatasetWriter, load_episodes
+from test_data_helpers import make_chain, write_stream
+
+ARR = ("images", "proprio", "actions", "rewards", "terminals")
+
+
+def test_round_trip_recorder_layout(tmp_path):
+    eps = make_chain(4, T=6, successes=[True, False, True, False])
+    B.write_episodes_bag(eps, tmp_path / "bag", writer_kwargs={"max_duration_s": 1.0})
+    assert len(list((tmp_path / "bag").glob("*.mcap"))) > 2     # split files
+    rep = convert_bags([tmp_path / "bag"], tmp_path / "ds", labels="phase", progress=False)
+    got = load_episodes(tmp_path / "ds")
+    assert rep.episodes == 4 and rep.transitions == 24 and not rep.dropped
+    for a, b in zip(eps, got):
+        for n in ARR:
+            np.testing.assert_array_equal(getattr(a, n), getattr(b, n), err_msg=n)
+        np.testing.assert_array_equal(a.success_gt, b.success_gt)
+        assert (a.task, a.instruction, a.success) == (b.task, b.instruction, b.success)
+    assert [e.provenance["success_from"] for e in got] == ["task_phase"] * 3 + ["reward_topic"]
+    # the recorded /reward stream gives the same labels here
+    convert_bags([tmp_path / "bag"], tmp_path / "ds2", labels="reward-topic", progress=False)
+    for a, b in zip(eps, load_episodes(tmp_path / "ds2")):
+        np.testing.assert_array_equal(a.rewards, b.rewards)
+        np.testing.assert_array_equal(a.terminals, b.terminals)
+
+
+def test_demo_labels_k3_and_failures(tmp_path):
+    eps = make_chain(2, T=7, successes=[True, True])
+    B.write_episodes_bag(eps, tmp_path / "bag")
+    convert_bags([tmp_path / "bag"], tmp_path / "demo", source="target_demo", progress=False)
+    for e in load_episodes(tmp_path / "demo"):
+        assert e.success and e.source == "target_demo"
+        np.testing.assert_array_equal(e.rewards, [-1, -1, -1, -1, 0, 0, 0])
+        np.testing.assert_array_equal(e.terminals, [0, 0, 0, 0, 1, 1, 1])
+    convert_bags([tmp_path / "bag"], tmp_path / "fail", source="failure", progress=False)
+    for e in load_episodes(tmp_path / "fail"):
+        assert not e.success and (e.rewards == -1).all() and not e.terminals.any()
+    convert_bags([tmp_path / "bag"], tmp_path / "k1", source="target_demo", k=1, progress=False)
+    assert load_episodes(tmp_path / "k1")[0].rewards.tolist() == [-1] * 6 + [0]
+
+
+def _img(i):
+    return np.full((4, 4, 3), i % 250, np.uint8)
+
+
+def test_split_at_task_switch_gap_and_missing_command(tmp_path):
+    # episode 0: obs at 0..0.8 s (5 Hz), but obs 2 has no command;
+    # episode 1 starts at 1.0 s after a SUCCESS switch; a 1 s gap inside episode 1
+    steps = [{"t": 0.0, "phase": (0, "a", "do a", 0, B.REASON_START)}]
+    times0 = [0.0, 0.2, 0.4, 0.6, 0.8]
+    for i, t in enumerate(times0):
+        s = {"t": t, "obs": (_img(i), [i], "do a", "a", 0, 0)}
+        if i != 2:
+            s["cmd"] = [i, 0, 0, 0]
+        steps.append(s)
+    steps.append({"t": 1.0, "phase": (1, "b", "do b", 1, B.REASON_SUCCESS)})
+    for j, t in enumerate([1.0, 1.2, 1.4, 2.4, 2.6, 2.8]):
+        steps.append({"t": t, "obs": (_img(10 + j), [10 + j], "do b", "b", 1, 1), "cmd": [10 + j, 0, 0, 0]})
+    steps.sort(key=lambda s: s["t"])
+    merged = {}
+    for s in steps:
+        merged.setdefault(s["t"], {}).update(s)
+    write_stream(tmp_path / "bag", list(merged.values()))
+    rep = convert_bags([tmp_path / "bag"], tmp_path / "ds", labels="phase", progress=False)
+    got = load_episodes(tmp_path / "ds")
+    # episode 0: obs 2 lacks a command -> dropped, gap 0.2->0.6 splits: [0,1] | [3,4,final=1.0]
+    # episode 1: [1.0,1.2,1.4] | gap | [2.4,2.6,2.8(no next obs)]
+    lens = [(e.task, len(e), e.provenance["segment"]) for e in got]
+    assert lens == [("a", 1, 0), ("a", 2, 1), ("b", 2, 0), ("b", 2, 1)]
+    assert got[1].success and not got[0].success          # only the segment at the switch succeeds
+    assert got[1].rewards.tolist() == [-1, 0] and got[1].terminals.tolist() == [False, True]
+    assert got[1].images[-1][0, 0, 0] == 10               # ends on episode 1's first frame
+    assert got[1].actions[:, 0].tolist() == [3, 4]
+    assert not got[2].success and not got[3].success      # last episode: no switch, nothing recorded
+    assert rep.dropped == {"observation_without_command": 1, "gap": 2, "no_next_observation": 1}
+
+
+def test_foreign_bag_mismatched_rates(tmp_path):
+    # camera at 30 Hz, commands (Twist) at 10 Hz, 2 ms after the frame they answer
+    steps = {}
+    for i in range(31):
+        t = round(i / 30, 6)
+        steps.setdefault(t, {"t": t})["image"] = _img(i)
+    for j in range(10):
+        t = round(j / 10 + 0.002, 6)
+        steps.setdefault(t, {"t": t})["twist"] = ([j, 0, 0], [0, 0, 0])
+    write_stream(tmp_path / "bag", [steps[k] for k in sorted(steps)])
+    with pytest.raises(B.MissingTopicError, match="--image-topic"):
+        convert_bags([tmp_path / "bag"], tmp_path / "x", command_topic="/cmd_vel", progress=False)
+    rep = convert_bags([tmp_path / "bag"], tmp_path / "ds", image_topic="/camera/image_raw",
+                       command_topic="/cmd_vel", task="push", instruction="push it", progress=False)
+    (e,) = load_episodes(tmp_path / "ds")
+    # each command answers the latest frame before it; the bag's last frame ends the episode
+    assert len(e) == 10 and e.task == "push" and e.instruction == "push it"
+    assert e.actions[:, 0].tolist() == list(range(10))
+    assert [int(im[0, 0, 0]) for im in e.images] == [3 * j for j in range(11)]
+    assert e.proprio.shape == (11, 0)
+    assert rep.dropped == {"observation_without_command": 31 - 11}
+
+
+def test_reward_model_relabel_hook(tmp_path):
+    eps = make_chain(1, T=5)
+    B.write_episodes_bag(eps, tmp_path / "bag", with_rewards=False)
+    seen = {}
+
+    def fn(images, instruction):
+        seen["n"], seen["instr"] = len(images), instruction
+        p = np.zeros(len(images))
+        p[3] = 0.9                      # "done" at o_3 and at the end
+        p[-1] = 0.8
+        return p
+
+    convert_bags([tmp_path / "bag"], tmp_path / "ds", labels="model", reward_fn=fn, progress=False)
+    (e,) = load_episodes(tmp_path / "ds")
+    assert seen == {"n": 6, "instr": "instr 0"}
+    assert e.rewards.tolist() == [-1, -1, 0, -1, 0] and e.terminals.tolist() == [0, 0, 0, 0, 1]
+    assert e.success
+    with pytest.raises(ValueError, match="reward_fn"):
+        ConvertConfig(labels="model")
+
+
+def test_errors_keep_what_was_converted(tmp_path):
+    good = B.write_episodes_bag(make_chain(2, T=4), tmp_path / "good")
+    bad = B.write_episodes_bag(make_chain(2, T=4, seed=1), tmp_path / "bad",
+                               writer_kwargs={"flush_interval_s": 0.0})
+    f = next(bad.glob("*.mcap"))
+    f.write_bytes(f.read_bytes()[:-2000])
+    with pytest.raises(B.BagTruncatedError, match="2 episodes converted so far"):
+        convert_bags([good, bad], tmp_path / "ds", progress=False)
+    assert len(load_episodes(tmp_path / "ds")) == 2
+    rep = convert_bags([good, bad], tmp_path / "ds2", keep_going=True, progress=False)
+    assert rep.episodes == 2 and len(rep.errors) == 1 and "truncated" in rep.errors[0]
+    rep = convert_bags([bad], tmp_path / "ds3", recover=True, progress=False)
+    assert rep.episodes >= 1
+
+
+def test_disk_full_during_conversion(tmp_path, monkeypatch):
+    bag = B.write_episodes_bag(make_chain(3, T=4), tmp_path / "bag")
+    real, n = DatasetWriter._save, {"calls": 0}
+
+    def save(self, file, arr):
+        n["calls"] += 1
+        if n["calls"] > 12:             # two episodes fit (6 arrays each), then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, file, arr)
+
+    monkeypatch.setattr(DatasetWriter, "_save", save)
+    with pytest.raises(DatasetFullError, match="disk full"):
+        convert_bags([bag], tmp_path / "ds", progress=False)
+    monkeypatch.setattr(DatasetWriter, "_save", real)
+    assert len(load_episodes(tmp_path / "ds")) == 2
+
+
+def test_cli(tmp_path, capsys):
+    bag = B.write_episodes_bag(make_chain(2, T=4), tmp_path / "bag")
+    rc = main([str(bag), "-o", str(tmp_path / "ds"), "--no-progress", "--report", str(tmp_path / "r.json")])
+    assert rc == 0 and "2 episodes" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["transitions"] == 8
+    rc = main([str(bag), "-o", str(tmp_path / "ds"), "--no-progress", "--reward-topic", "/nope",
+               "--labels", "reward-topic"])
+    assert rc == 2 and "/nope" in capsys.readouterr().err
