@@ -1,0 +1,179 @@
+"""Learner: online Cal-QL fine-tuning from the robot's topic stream, pushing weights to the policy.
+
+in:  /observation, /robot/command, /reward, /task_phase (episode boundaries), /eval/ground_truth
+     (sim only; stored to evaluate the reward model, never used as reward)
+out: /policy/weights (PolicyWeights, latched: inline bytes or a checkpoint path + sha256)
+files (run_dir/learner/): online/ (dataset of every online episode, written before training on
+     it), journal.bin (every step as it arrives), learner.pt (checkpoint), policy_latest.pt,
+     metrics.csv, status.json
+
+Restart-safe: on start it resumes from learner.pt, reloads the online dataset and replays the
+journal, so a killed learner loses nothing it had received.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rclpy.node import Node
+
+from robofume_ros import graph
+from robofume_ros.msg import ArmCommand, GroundTruth, Observation, PolicyWeights, Reward, TaskPhase
+from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.params import declare, knob
+from robofume_ros.ros import qos
+from robofume_ros.ros.convert import ImageError, command_to_action, image_to_rgb, stamp_key
+
+
+@dataclass
+class Params:
+    init_checkpoint: str = knob("", "pre-trained learner checkpoint (robofume pretrain output) to start from")
+    offline_dataset: list = knob([], "dataset folders mixed into every batch (Cal-QL: 50/50 with online data)")
+    run_dir: str = knob("runs/learner", "run folder; the learner writes to <run_dir>/learner")
+    budget_steps: int = knob(0, "environment steps after which training stops (0 = never)")
+    utd_ratio: float = knob(1.0, "gradient updates per environment step")
+    min_online_transitions: int = knob(0, "do not train before this many online transitions")
+    weights_every: int = knob(50, "publish new policy weights every N updates")
+    checkpoint_every: int = knob(250, "write a learner checkpoint every N updates")
+    weights_transport: str = knob("inline", "inline (bytes in the message, crosses machines) or file (path only)")
+    use_rnd: bool = knob(False, "add the OOO RND exploration bonus to online rewards")
+    action_dim: int = knob(4, "action components: 4 (xyz + gripper) or 7 (xyz + rpy + gripper)")
+    num_threads: int = knob(1, "torch threads for training")
+    seed: int = knob(0, "seed for sampling")
+
+
+class LearnerNode(Node):
+    def __init__(self):
+        super().__init__("learner")
+        self.p = p = declare(self, Params)
+        import torch
+
+        from robofume_ros.online.episode_stream import EpisodeStream
+        from robofume_ros.online.trainer import OnlineTrainer, TrainerConfig
+        torch.set_num_threads(max(1, p.num_threads))
+        self.log = self.get_logger()
+        self.throttle = Throttle(self.log)
+        self.dir = Path(p.run_dir).expanduser() / "learner"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.features = None          # frozen image encoder, built when the learner uses features
+        self.L = self._build_learner()
+        if self.L.cfg.obs_mode == "features" and self.features is None:
+            from robofume_ros.rl.features import FrozenImageEncoder
+            self.features = FrozenImageEncoder()
+        self.stream = EpisodeStream(self.dir, p.action_dim)
+        if self.stream.recovered:
+            self.log.info(f"journal: recovered {self.stream.recovered} steps of open episodes")
+        self.pub_weights = self.create_publisher(PolicyWeights, graph.TOPICS["weights"], qos.LATCHED)
+        self.trainer = OnlineTrainer(self.L, TrainerConfig(
+            utd_ratio=p.utd_ratio, min_online_transitions=p.min_online_transitions, weights_every=p.weights_every,
+            checkpoint_every=p.checkpoint_every, budget_steps=p.budget_steps), self.dir,
+            on_weights=self.publish_weights, log=self.log.info)
+        self.last_episode = None
+        self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)
+        self.create_subscription(ArmCommand, graph.TOPICS["command"], self.on_command, qos.RELIABLE)
+        self.create_subscription(Reward, graph.TOPICS["reward"], self.on_reward, qos.RELIABLE)
+        self.create_subscription(GroundTruth, graph.TOPICS["ground_truth"], self.on_ground_truth, qos.RELIABLE)
+        self.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
+        self.create_timer(10.0, self.report)
+        self.trainer.start()
+
+    def _build_learner(self):
+        from robofume_ros.data.dataset import load_episodes
+        from robofume_ros.rl.learner import Learner
+        p = self.p
+        resume = self.dir / "learner.pt"
+        if resume.exists():
+            L = Learner.load(resume)
+            self.get_logger().info(f"resumed from {resume} at update {L.step}")
+        elif p.init_checkpoint:
+            L = Learner.load(p.init_checkpoint)
+            self.get_logger().info(f"starting from pre-trained {p.init_checkpoint} (update {L.step})")
+        else:
+            raise ValueError("parameter 'init_checkpoint' is required (robofume pretrain output), "
+                             f"or a learner checkpoint at {resume} to resume from")
+        for path in p.offline_dataset:
+            eps = load_episodes(path)
+            self._with_features(eps, L)
+            L.add_offline(eps, fit_stats=False)      # normalisation stays the pre-trained one
+            self.get_logger().info(f"offline data: {len(eps)} episodes from {path}")
+        online = self.dir / "online"
+        if online.exists():
+            eps = load_episodes(online)
+            self._with_features(eps, L)
+            for ep in eps:
+                L.add_episode(ep)
+            self.get_logger().info(f"reloaded {len(eps)} online episodes ({sum(len(e) for e in eps)} transitions)")
+        return L
+
+    def _with_features(self, eps, L=None):
+        L = L or self.L
+        if L.cfg.obs_mode == "features":
+            from robofume_ros.rl.features import FrozenImageEncoder, add_features
+            if self.features is None:
+                self.features = FrozenImageEncoder()
+            add_features(eps, self.features)
+
+    # --- stream -----------------------------------------------------------------------------
+    def on_observation(self, obs):
+        try:
+            image = image_to_rgb(obs.image)
+        except ImageError as e:
+            self.throttle.warn("bad", f"observation dropped: {e}")
+            return
+        self.stream.observation(stamp_key(obs.header.stamp), obs.episode_index, image, obs.proprio,
+                                obs.instruction, obs.task)
+        self.trainer.env_step()
+
+    def on_command(self, msg):
+        a = command_to_action(msg, self.p.action_dim)
+        if not np.all(np.isfinite(a)):
+            self.throttle.warn("nan", "non-finite command not used as an action")
+            return
+        self.stream.command(stamp_key(msg.header.stamp), np.clip(a, -1.0, 1.0))
+
+    def on_reward(self, msg):
+        self.stream.reward(stamp_key(msg.header.stamp), msg.probability)
+
+    def on_ground_truth(self, msg):
+        self.stream.ground_truth(stamp_key(msg.header.stamp), msg.success)
+
+    def on_phase(self, msg):
+        if self.last_episode is not None and msg.episode_index > self.last_episode:
+            success = msg.last_switch_reason == 1   # TaskPhase.REASON_SUCCESS
+            for ep in self.stream.close_before(msg.episode_index, success):
+                if self.features is not None:
+                    ep.features = self.features(ep.images).astype(np.float32)
+                self.trainer.add_episode(ep)
+                self.log.info(f"episode {ep.provenance['episode_index']} ({ep.task}, {len(ep)} steps, "
+                              f"{'success' if ep.success else 'no success'}) on disk and in the online buffer")
+        self.last_episode = msg.episode_index
+
+    def publish_weights(self, version: int, blob: bytes, sha: str, path: Path):
+        m = PolicyWeights()
+        m.header.stamp = self.get_clock().now().to_msg()
+        m.version = int(version)
+        m.sha256 = sha
+        if self.p.weights_transport == "inline":
+            m.data = blob
+        else:
+            m.checkpoint_path = str(path.resolve())
+        self.pub_weights.publish(m)
+
+    def report(self):
+        s = self.trainer.status()
+        self.log.info(f"env steps {s['env_steps']}, updates {s['updates']} ({s['updates_per_s']:.1f}/s), "
+                      f"episodes {s['episodes']}, online transitions {s['online_transitions']}, "
+                      f"dropped {self.stream.dropped or 'none'}")
+
+    def close(self):
+        self.trainer.stop()
+        self.stream.close()
+
+
+def main(args=None) -> int:
+    return run_node(LearnerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""Policy: the learned actor answering every observation with an arm command.
+
+in:  /observation, /policy/weights (PolicyWeights from the learner, latched)
+out: /robot/command (ArmCommand, header.stamp = the observation's stamp, source "policy"),
+     ~/latency_ms (std_msgs/Float32: observation-to-command latency of each tick)
+
+Stochastic while fine-tuning (exploration), deterministic for evaluation. New weights are
+decoded off the control path (a separate callback group) and swapped in between two ticks, so no
+tick is missed. No observation, no command: when observations stop, the arm stops being driven
+(and the robot's watchdog holds it).
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from std_msgs.msg import Float32
+
+from robofume_ros import graph
+from robofume_ros.msg import ArmCommand, Observation, PolicyWeights
+from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.params import declare, knob
+from robofume_ros.ros import qos
+from robofume_ros.ros.convert import ImageError, action_to_command, image_to_rgb
+
+
+@dataclass
+class Params:
+    checkpoint: str = knob("", "policy or learner checkpoint to start from (required)")
+    deterministic: bool = knob(False, "act with the mean action (evaluation) instead of sampling (fine-tuning)")
+    seed: int = knob(0, "seed of the action sampling")
+    max_observation_age_s: float = knob(0.5, "do not act on observations older than this (wall clock)")
+    follow_learner: bool = knob(True, "load new weights published by the learner on /policy/weights")
+    num_threads: int = knob(1, "torch intra-op threads for inference")
+
+
+class PolicyNode(Node):
+    def __init__(self):
+        super().__init__("policy")
+        self.p = p = declare(self, Params)
+        if not p.checkpoint:
+            raise ValueError("parameter 'checkpoint' is required (a policy or learner checkpoint file)")
+        import torch
+
+        from robofume_ros.rl.policy import Policy
+        torch.set_num_threads(max(1, p.num_threads))
+        torch.manual_seed(p.seed)
+        self.policy = Policy.load(p.checkpoint)
+        self.log = self.get_logger()
+        self.throttle = Throttle(self.log)
+        self.version = 0
+        self._pending = None            # a fully loaded Policy waiting to be swapped in
+        self._lock = threading.Lock()
+        self.ticks = 0
+        self.pub = self.create_publisher(ArmCommand, graph.TOPICS["command"], qos.RELIABLE)
+        self.pub_latency = self.create_publisher(Float32, "~/latency_ms", 10)
+        self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)
+        if p.follow_learner:
+            self.create_subscription(PolicyWeights, graph.TOPICS["weights"], self.on_weights,
+                                     qos.LATCHED, callback_group=MutuallyExclusiveCallbackGroup())
+        self.log.info(f"policy from {p.checkpoint} ({self.policy.obs_mode} observations, "
+                      f"{'deterministic' if p.deterministic else 'stochastic'})")
+
+    def on_weights(self, msg):
+        """Runs in its own callback group: decoding never delays a control tick."""
+        try:
+            blob = bytes(msg.data) if len(msg.data) else Path(msg.checkpoint_path).read_bytes()
+            if msg.sha256 and hashlib.sha256(blob).hexdigest() != msg.sha256:
+                raise ValueError("sha256 mismatch (truncated or corrupt weights)")
+            fresh = self._clone_with(blob, f"weights v{msg.version}")
+        except Exception as e:  # noqa: BLE001 - bad weights must never take the policy down
+            self.log.error(f"ignored weights v{msg.version}: {e}")
+            return
+        with self._lock:
+            self._pending = (fresh, msg.version)
+
+    def _clone_with(self, blob: bytes, name: str):
+        import copy
+        fresh = copy.deepcopy(self.policy)
+        fresh.load_weights(blob, name)
+        return fresh
+
+    def on_observation(self, obs):
+        with self._lock:
+            if self._pending is not None:
+                self.policy, self.version = self._pending
+                self._pending = None
+                self.log.info(f"now acting with learner weights v{self.version}")
+        t0 = time.perf_counter()
+        now_ns = self.get_clock().now().nanoseconds
+        age = (now_ns - (obs.header.stamp.sec * 10**9 + obs.header.stamp.nanosec)) * 1e-9
+        if age > self.p.max_observation_age_s:
+            self.throttle.warn("stale", f"observation is {age:.2f} s old: not acting on it")
+            return
+        try:
+            image = image_to_rgb(obs.image)
+        except ImageError as e:
+            self.throttle.warn("bad", f"bad observation image: {e}")
+            return
+        action = self.policy.act(image, np.asarray(obs.proprio, np.float32), obs.instruction,
+                                 deterministic=self.p.deterministic)
+        if not np.all(np.isfinite(action)):
+            self.throttle.warn("nan", "policy produced a non-finite action: not sent")
+            return
+        self.pub.publish(action_to_command(action, obs.header.stamp, source="policy"))
+        self.pub_latency.publish(Float32(data=(time.perf_counter() - t0) * 1e3))
+        self.ticks += 1
+
+
+def main(args=None) -> int:
+    return run_node(PolicyNode, args, executor_threads=2)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

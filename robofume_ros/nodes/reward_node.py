@@ -1,0 +1,144 @@
+"""Reward: the fine-tuned success classifier publishing P(task done) on /reward.
+
+in:  /observation (only the newest frame is kept: inference never queues stale frames)
+out: /reward (robofume_ros/Reward: probability, success, threshold, model id, latency)
+services: ~/reload (std_srvs/Trigger): hot-reload the model from `model_path` (e.g. after retraining)
+
+Inference runs in its own thread at whatever rate the model sustains, always on the newest
+observation; the control path (camera -> policy -> arm) never waits for it. Success can be
+debounced: declared only after `debounce_frames` consecutive frames at or above the threshold.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from rclpy.node import Node
+from std_srvs.srv import Trigger
+
+from robofume_ros import graph
+from robofume_ros.msg import Observation, Reward
+from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.params import declare, knob
+from robofume_ros.ros import qos
+from robofume_ros.ros.convert import ImageError, image_to_rgb
+
+
+@dataclass
+class Params:
+    model_path: str = knob("", "reward model checkpoint folder (robofume reward train output) (required)")
+    threshold: float = knob(-1.0, "decision threshold; negative = the one stored with the model")
+    debounce_frames: int = knob(1, "consecutive frames at or above the threshold before success is declared")
+    num_threads: int = knob(1, "torch threads for inference (1 is the robust choice on a robot PC)")
+    precision: str = knob("auto", "auto (bf16 where the CPU supports it), bf16 or fp32")
+
+
+class RewardNode(Node):
+    def __init__(self):
+        super().__init__("reward")
+        self.p = p = declare(self, Params)
+        if not p.model_path:
+            raise ValueError("parameter 'model_path' is required (a reward model checkpoint folder)")
+        self.log = self.get_logger()
+        self.throttle = Throttle(self.log)
+        self.model = self._load()
+        self._newest = None
+        self._cv = threading.Condition()
+        self._stop = False
+        self._episode = None
+        self._count = 0
+        self.scored = 0
+        self.skipped = 0
+        self.pub = self.create_publisher(Reward, graph.TOPICS["reward"], qos.RELIABLE)
+        self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)
+        self.create_service(Trigger, "~/reload", self.srv_reload)
+        self.worker = threading.Thread(target=self._loop, name="reward-inference", daemon=True)
+        self.worker.start()
+        self.create_timer(10.0, self.report)
+
+    def _load(self):
+        from robofume_ros.reward.base import load_reward_model
+        model = load_reward_model(self.p.model_path, num_threads=self.p.num_threads, precision=self.p.precision)
+        if self.p.threshold >= 0:
+            model.threshold = self.p.threshold
+        self.get_logger().info(f"reward model {model.model_id or self.p.model_path} ({model.model_type}), "
+                               f"threshold {model.threshold:.3f}, debounce {self.p.debounce_frames}")
+        return model
+
+    def on_observation(self, obs):
+        with self._cv:
+            if self._newest is not None:
+                self.skipped += 1   # a newer frame replaces one that was never scored
+            self._newest = obs
+            self._cv.notify()
+
+    def _loop(self):
+        while True:
+            with self._cv:
+                while self._newest is None and not self._stop:
+                    self._cv.wait(0.5)
+                if self._stop:
+                    return
+                obs, self._newest = self._newest, None
+            try:
+                self._score(obs)
+            except Exception as e:  # noqa: BLE001 - one bad frame must not stop the reward
+                self.throttle.warn("infer", f"reward inference failed: {e}")
+
+    def _score(self, obs):
+        try:
+            frame = image_to_rgb(obs.image)
+        except ImageError as e:
+            self.throttle.warn("bad", f"bad observation image: {e}")
+            return
+        model = self.model
+        t0 = time.perf_counter()
+        prob = float(model.predict_proba(frame[None], obs.instruction)[0])
+        latency = (time.perf_counter() - t0) * 1e3
+        key = (obs.episode_index, obs.instruction)
+        if key != self._episode:
+            self._episode, self._count = key, 0
+        ok = np.isfinite(prob) and prob >= model.threshold
+        self._count = self._count + 1 if ok else 0
+        msg = Reward()
+        msg.header = obs.header
+        msg.probability = prob if np.isfinite(prob) else 0.0
+        msg.threshold = float(model.threshold)
+        msg.consecutive_positive = self._count
+        msg.success = self._count >= self.p.debounce_frames
+        msg.model_id = model.model_id or self.p.model_path
+        msg.instruction = obs.instruction
+        msg.episode_index = obs.episode_index
+        msg.latency_ms = latency
+        self.pub.publish(msg)
+        self.scored += 1
+
+    def srv_reload(self, req, res):
+        try:
+            fresh = self._load()
+        except Exception as e:  # noqa: BLE001 - keep the old model when the new one is broken
+            res.success, res.message = False, f"kept the current model: {e}"
+            self.log.error(res.message)
+            return res
+        self.model = fresh     # swapped atomically; the worker picks it up on its next frame
+        res.success, res.message = True, f"reloaded {self.p.model_path}"
+        return res
+
+    def report(self):
+        self.log.info(f"scored {self.scored} frames, skipped {self.skipped} stale ones")
+
+    def close(self):
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self.worker.join(timeout=5)
+
+
+def main(args=None) -> int:
+    return run_node(RewardNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

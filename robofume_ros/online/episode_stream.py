@@ -1,0 +1,258 @@
+"""Builds training episodes from the robot's topic stream, writing every step to disk first.
+
+The stream: observations (image, proprio, instruction, episode index), the command answering each
+observation (same stamp), the reward model's verdicts, and task-phase switches. An episode is all
+observations with one episode index; transition t is (o_t, a_t, o_{t+1}). When the switcher moves
+on, the episode closes: labelled the RoboFuME way (reward 0 and terminal on the last transition when
+it ended by success, -1 everywhere else), written atomically to the online dataset, and only then
+handed to the learner.
+
+Crash safety: every step is appended to a journal (length-prefixed records, flushed) as it
+arrives; a restarted learner replays the journal and continues the open episodes, so nothing it
+had received is lost. The journal is cleared once an episode is safely in the dataset.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from robofume_ros.data.episode import Episode
+
+_LEN = struct.Struct("<I")
+
+
+@dataclass
+class _Step:
+    stamp: int
+    image: np.ndarray
+    proprio: np.ndarray
+    action: Optional[np.ndarray] = None
+    probability: float = float("nan")
+    success_gt: Optional[bool] = None
+
+
+@dataclass
+class _Open:
+    index: int
+    instruction: str
+    task: str
+    steps: list = field(default_factory=list)
+    by_stamp: dict = field(default_factory=dict)
+
+
+class Journal:
+    """Append-only record file; `replay()` returns every complete record (a torn tail is ignored)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "ab")
+
+    def append(self, record: tuple) -> None:
+        data = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+        self._f.write(_LEN.pack(len(data)) + data)
+        self._f.flush()
+
+    def sync(self) -> None:
+        os.fsync(self._f.fileno())
+
+    def replay(self) -> list:
+        out = []
+        raw = self.path.read_bytes() if self.path.exists() else b""
+        i = 0
+        while i + _LEN.size <= len(raw):
+            (n,) = _LEN.unpack_from(raw, i)
+            if i + _LEN.size + n > len(raw):
+                break          # torn last record from a kill mid-write
+            try:
+                out.append(pickle.loads(raw[i + _LEN.size:i + _LEN.size + n]))
+            except Exception:  # noqa: BLE001 - a corrupt record ends the usable journal
+                break
+            i += _LEN.size + n
+        return out
+
+    def rewrite(self, records: list) -> None:
+        """Atomically replace the journal with `records` (what is still open)."""
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            for r in records:
+                data = pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL)
+                f.write(_LEN.pack(len(data)) + data)
+            f.flush()
+            os.fsync(f.fileno())
+        self._f.close()
+        os.replace(tmp, self.path)
+        self._f = open(self.path, "ab")
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class EpisodeStream:
+    """Feed it the stream; it returns closed Episodes (already in the dataset on disk)."""
+
+    def __init__(self, root: Path, action_dim: int, min_length: int = 2, writer=None):
+        from robofume_ros.data.dataset import DatasetWriter
+        self.root = Path(root)
+        self.action_dim = action_dim
+        self.min_length = min_length
+        self.writer = writer or DatasetWriter(self.root / "online")
+        self.journal = Journal(self.root / "journal.bin")
+        self.open: dict[int, _Open] = {}
+        self.closed_indices: set = set()
+        self.dropped: dict[str, int] = {}
+        self.steps_received = 0
+        self._replaying = False
+        self.recovered = self._recover()
+
+    # --- input ------------------------------------------------------------------------------
+    def observation(self, stamp: int, episode: int, image: np.ndarray, proprio, instruction: str, task: str) -> None:
+        self._log(("obs", stamp, episode, np.ascontiguousarray(image, dtype=np.uint8),
+                   np.asarray(proprio, np.float32), instruction, task))
+        if episode in self.closed_indices:
+            self._drop("observation_after_close")
+            return
+        ep = self.open.get(episode)
+        if ep is None:
+            ep = self.open[episode] = _Open(episode, instruction, task)
+        if stamp in ep.by_stamp:
+            self._drop("duplicate_observation")
+            return
+        step = _Step(stamp, np.asarray(image, np.uint8), np.asarray(proprio, np.float32))
+        ep.steps.append(step)
+        ep.by_stamp[stamp] = step
+        self.steps_received += 1
+
+    def command(self, stamp: int, action) -> None:
+        self._log(("cmd", stamp, np.asarray(action, np.float32)))
+        for ep in self.open.values():
+            step = ep.by_stamp.get(stamp)
+            if step is not None:
+                step.action = np.asarray(action, np.float32)
+                return
+        self._drop("command_without_observation")
+
+    def reward(self, stamp: int, probability: float) -> None:
+        self._log(("rew", stamp, float(probability)))
+        for ep in self.open.values():
+            step = ep.by_stamp.get(stamp)
+            if step is not None:
+                step.probability = float(probability)
+                return
+
+    def ground_truth(self, stamp: int, success: bool) -> None:
+        """Simulator ground truth, stored for evaluating the reward only (never a reward)."""
+        self._log(("gt", stamp, bool(success)))
+        for ep in self.open.values():
+            step = ep.by_stamp.get(stamp)
+            if step is not None:
+                step.success_gt = bool(success)
+                return
+
+    def close_before(self, new_episode: int, success: bool) -> list[Episode]:
+        """The switcher started `new_episode`: every open episode before it is finished; the one
+        just before it ended by `success`. Returns the episodes, already written to disk."""
+        self._log(("close", new_episode, bool(success)))
+        out = []
+        for idx in sorted(i for i in self.open if i < new_episode):
+            ep = self.open.pop(idx)
+            self.closed_indices.add(idx)
+            e = self._finish(ep, success and idx == new_episode - 1)
+            if e is not None:
+                out.append(e)
+        if out and not self._replaying:
+            self._compact()
+        return out
+
+    # --- internals ---------------------------------------------------------------------------
+    def _finish(self, ep: _Open, success: bool) -> Optional[Episode]:
+        steps = ep.steps
+        # the last observation may have no command (the switch came first): it only closes the chain
+        while len(steps) > 1 and steps[-2].action is None:
+            # a missing command inside the episode breaks the chain: keep the longest clean tail
+            cut = max(i for i, s in enumerate(steps[:-1]) if s.action is None)
+            self._drop("command_missing", cut + 1)
+            steps = steps[cut + 1:]
+        if len(steps) - 1 < self.min_length:
+            self._drop("too_short")
+            return None
+        T = len(steps) - 1
+        rewards = np.full(T, -1.0, np.float32)
+        terminals = np.zeros(T, bool)
+        if success:
+            rewards[-1], terminals[-1] = 0.0, True
+        gt = [s.success_gt for s in steps]
+        episode = Episode(
+            images=np.stack([s.image for s in steps]),
+            proprio=np.stack([s.proprio for s in steps]),
+            actions=np.stack([s.action for s in steps[:-1]]).astype(np.float32),
+            rewards=rewards, terminals=terminals, instruction=ep.instruction, task=ep.task,
+            source="online", success=bool(success),
+            provenance={"episode_index": ep.index, "t_start_ns": steps[0].stamp, "t_end_ns": steps[-1].stamp,
+                        "reward_probability": [None if np.isnan(s.probability) else s.probability for s in steps]},
+            success_gt=np.array(gt, bool) if all(g is not None for g in gt) else None)
+        self.writer.append(episode)        # on disk (atomic) before anyone trains on it
+        return episode
+
+    def _drop(self, reason: str, n: int = 1) -> None:
+        if not self._replaying:
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    def _log(self, record: tuple) -> None:
+        if not self._replaying:
+            self.journal.append(record)
+
+    def _compact(self) -> None:
+        """Keep only what belongs to still-open episodes in the journal."""
+        keep_stamps = {s.stamp for ep in self.open.values() for s in ep.steps}
+        keep = []
+        for r in self.journal.replay():
+            if r[0] == "obs" and r[2] in self.open:
+                keep.append(r)
+            elif r[0] in ("cmd", "rew", "gt") and r[1] in keep_stamps:
+                keep.append(r)
+        self.journal.rewrite(keep)
+
+    def _recover(self) -> int:
+        """Replay the journal of a previous (killed) run: rebuilds the open episodes."""
+        records = self.journal.replay()
+        done = {int(p.get("episode_index", -1)) for p in self._dataset_provenance()}
+        self._replaying = True
+        try:
+            for r in records:
+                kind = r[0]
+                if kind == "obs":
+                    if r[2] not in done:
+                        self.observation(*r[1:])
+                elif kind == "cmd":
+                    self.command(*r[1:])
+                elif kind == "rew":
+                    self.reward(*r[1:])
+                elif kind == "gt":
+                    self.ground_truth(*r[1:])
+        finally:
+            self._replaying = False
+        self.closed_indices |= done
+        return sum(len(ep.steps) for ep in self.open.values())
+
+    def _dataset_provenance(self) -> list[dict]:
+        from robofume_ros.data.dataset import episode_dirs
+        import json
+        out = []
+        if (self.root / "online").exists():
+            for d in episode_dirs(self.root / "online"):
+                try:
+                    out.append(json.loads((d / "meta.json").read_text()).get("provenance", {}))
+                except (OSError, ValueError):
+                    pass
+        return out
+
+    def close(self) -> None:
+        self.journal.sync()
+        self.journal.close()
