@@ -87,6 +87,14 @@ ARGUMENTS: list[LaunchArg] = [
     LaunchArg("run_dir", "", "folder for logs, bags, checkpoints (default: runs/<timestamp>)",
               _ov(("learner", "run_dir", str))),
 ]
+ARGUMENTS += [   # real-arm launch arguments (robot != sim)
+    LaunchArg("standin_driver", "false", "real-arm graph without an arm: a MuJoCo stand-in plays the arm driver "
+              "(Servo twist / joint trajectory in, joint states out) and the camera"),
+    LaunchArg("teleop", "false", "start teleop_node (sensor_msgs/Joy or geometry_msgs/Twist -> /robot/intervention, "
+              "~/request_reset)"),
+    LaunchArg("arm_interface", "", "override the config's arm interface: servo (MoveIt Servo) or joint_trajectory "
+              "(ros2_control + IK)", _ov(("arm_bridge", "interface", str))),
+]
 ARGUMENT_NAMES = [a.name for a in ARGUMENTS]
 
 
@@ -167,7 +175,13 @@ def nodes(graph: str, args: Optional[dict] = None) -> list[NodeSpec]:
     if a["robot"] == "sim":
         add("sim", "sim_node")
     else:
+        # a real arm: the bridge to its driver (config/<robot>.yaml names the driver's topics);
+        # standin_driver:=true plays the driver + camera on the MuJoCo world (no arm needed)
         add("arm_bridge", "arm_bridge_node")
+        if _truthy(a["standin_driver"]):
+            add("standin_driver", "standin_driver_node")
+        if _truthy(a["teleop"]):
+            add("teleop", "teleop_node", required=False)
     add("camera", "camera_node")
     add("task_switcher", "task_switcher_node")
     policy = "scripted" if graph == "sim" else a["policy"]
@@ -180,7 +194,8 @@ def nodes(graph: str, args: Optional[dict] = None) -> list[NodeSpec]:
     else:
         raise ValueError(f"policy must be scripted or learned, got {a['policy']!r}")
     if graph == "finetune":
-        add("reward", "reward_node")
+        # without the reward the switcher falls back to time limits: not fatal, restarted
+        add("reward", "reward_node", required=False, respawn=True)
         add("learner", "learner_node", required=False, respawn=True)
     if _truthy(a["record"]):
         add("recorder", "recorder_node")

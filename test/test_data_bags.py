@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from robofume_ros.data import bags as B
+from robofume_ros.data.episode import Episode
 from test_data_helpers import T0
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,3 +158,29 @@ def test_sigkill_loses_at_most_one_second(tmp_path):
     t_of = {int(i): float(t) for i, t in written}
     lost_s = last_t - t_of[got[-1]]
     assert got[-1] <= last_i and lost_s <= 1.0, f"lost {lost_s:.2f} s of messages"
+
+
+def test_fast_mcap_scan_matches_rosbags_reader(tmp_path):
+    """raw_tuples' memory-mapped MCAP scan yields exactly what rosbags' reader yields."""
+    from robofume_ros.data.dataset import FrameList
+    rng = np.random.default_rng(5)
+    eps = []
+    for k in range(2):
+        T = 5
+        r = -np.ones(T, np.float32)
+        eps.append(Episode(rng.integers(0, 255, (T + 1, 6, 7, 3), dtype=np.uint8),
+                           rng.normal(size=(T + 1, 4)).astype(np.float32),
+                           rng.uniform(-1, 1, (T, 4)).astype(np.float32), r, r == 0, "i", "drawer-open"))
+    bag = B.write_episodes_bag(eps, tmp_path / "bag", writer_kwargs={"max_bytes": 4000})
+    assert len(list(bag.glob("*.mcap"))) > 1           # split files are scanned in order too
+    with B.BagReader([bag]) as r:
+        fast = sorted((t, mt, bytes(d), s) for t, mt, d, s in r.raw_tuples())
+        assert r._maps, "the fast path was not taken"
+    with B.BagReader([bag]) as r:
+        r._no_fast = True
+        slow = sorted((t, mt, bytes(d), s) for t, mt, d, s in r.raw_tuples())
+    assert fast == slow and len(fast) > 20
+    frames = FrameList([e for e in eps[0].images])
+    with open(tmp_path / "f.npy", "wb") as fh:
+        frames.write_npy(fh)
+    np.testing.assert_array_equal(np.load(tmp_path / "f.npy"), eps[0].images)

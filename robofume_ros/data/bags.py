@@ -597,7 +597,9 @@ class BagReader:
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.paths = [Path(p) for p in paths]
-        self.store = store or typestore(fresh=True)
+        # the shared store is copied only when a bag brings types it lacks (copying costs ~10 ms)
+        self._own_store = store is not None
+        self.store = store or typestore()
         self.recover = recover
         self.readers = []
 
@@ -632,6 +634,9 @@ class BagReader:
                 if "end magic" in msg or "seems to be empty" in msg or "Invalid MCAP footer" in msg:
                     raise BagTruncatedError(f"bag {p} is truncated: {msg}") from err
                 raise BagCorruptError(f"bag {p} cannot be opened: {msg}") from err
+            if not self._own_store and any(c.msgtype not in self.store.fielddefs for c in r.connections):
+                self.store = typestore(fresh=True)
+                self._own_store = True
             register_bag_types(self.store, r.connections)
             self.readers.append(r)
         return self
@@ -640,6 +645,7 @@ class BagReader:
         for r in self.readers:
             r.close()
         self.readers = []
+        self._maps = []      # memory maps of raw_tuples(): freed when their views are gone
 
     def __enter__(self):
         return self.open()
@@ -697,6 +703,27 @@ class BagReader:
         for t, _, tp, mt, d, bp in it:
             yield RawMessage(tp, mt, d, t, bp)
 
+    def raw_tuples(self, topics: Optional[Sequence[str]] = None) -> Iterator[tuple]:
+        """(topic, msgtype, data, stamp) for the converter's single pass, in FILE order (not
+        merged by time: callers sort). Uncompressed MCAP files are scanned straight from a
+        memory map (data are zero-copy memoryviews into it, valid while the reader is open);
+        anything else (compressed chunks, sqlite3, several bags) goes through rosbags."""
+        if len(self.readers) == 1 and not getattr(self, "_no_fast", False):
+            files = _mcap_files(self.paths[0])
+            if files:
+                types = self.topics()
+                try:
+                    scans = [_scan_mcap(f, topics, types) for f in files]
+                except _NotFast:
+                    scans = None
+                if scans is not None:
+                    self._maps = [m for m, _ in scans]
+                    for _, msgs in scans:
+                        yield from msgs
+                    return
+        for m in self.messages(topics):
+            yield m.topic, m.msgtype, m.data, m.stamp
+
     def deserialize(self, m: RawMessage):
         self.check_type(m.msgtype)
         try:
@@ -704,6 +731,87 @@ class BagReader:
         except Exception as err:
             raise BagCorruptError(
                 f"cannot deserialize a {m.msgtype} message on {m.topic} at t={m.stamp} in {m.bag}: {err}") from err
+
+
+class _NotFast(Exception):
+    """This file needs rosbags' general reader (compression, unknown layout)."""
+
+
+def _mcap_files(path: Path) -> list:
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.mcap"), key=_file_index)
+        if not files or any(path.glob("*.db3")):
+            return []
+        return files
+    return [path] if path.suffix == ".mcap" else []
+
+
+_REC = struct.Struct("<BQ")
+_MSG = struct.Struct("<HIQQ")
+_CHUNK = struct.Struct("<QQQI")
+
+
+def _scan_mcap(f: Path, topics, types: dict):
+    """Memory-map one MCAP file and list (topic, msgtype, data view, log_time) of the wanted
+    topics, chunk by chunk (uncompressed chunks only, else _NotFast). Returns (mmap, list)."""
+    import mmap
+    with f.open("rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size < 16:
+            raise _NotFast()
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        mm = mmap.mmap(fh.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
+    buf = memoryview(mm)
+    if bytes(buf[:8]) != MCAP_MAGIC:
+        raise _NotFast()
+    want = None if topics is None else set(topics)
+    chan: dict = {}          # channel id -> (topic, msgtype) or None (not wanted)
+    out = []
+    append = out.append
+    rec, msgs, chunk = _REC.unpack_from, _MSG.unpack_from, _CHUNK.unpack_from
+    u16, u32 = struct.Struct("<H").unpack_from, _U32.unpack_from
+
+    def channel(b, p):
+        cid, = u16(b, p)
+        n, = u32(b, p + 4)
+        topic = bytes(b[p + 8:p + 8 + n]).decode()
+        if want is not None and topic not in want:
+            chan[cid] = None
+        elif topic in types:
+            chan[cid] = (topic, types[topic])
+        else:
+            raise _NotFast()
+
+    def records(b, p, end):
+        while p + 9 <= end:
+            op, ln = rec(b, p)
+            q = p + 9
+            p = q + ln
+            if p > end:
+                raise _NotFast()
+            if op == 0x05:
+                cid, _seq, t, _pt = msgs(b, q)
+                c = chan.get(cid, 0)
+                if c:
+                    append((c[0], c[1], b[q + 22:p], t))
+                elif c == 0:
+                    raise _NotFast()        # message before its channel record
+            elif op == 0x04:
+                channel(b, q)
+            elif op == 0x06:
+                _s, _e, usize, _crc = chunk(b, q)
+                n, = u32(b, q + 28)
+                if n:                       # compressed chunk
+                    raise _NotFast()
+                r = q + 32 + n
+                (rl,) = struct.unpack_from("<Q", b, r)
+                records(b, r + 8, r + 8 + rl)
+            elif op in (0x0F, 0x02):        # DataEnd / Footer: the summary follows
+                return
+
+    records(buf, 8, size)
+    return mm, out
 
 
 def read_messages(paths, topics=None, store=None):
@@ -816,29 +924,48 @@ class _Cur:
         return v
 
 
+_I = struct.Struct("<i")
+_II = struct.Struct("<II")
+
+
 def parse_observation(data):
-    """Observation CDR -> (stamp_ns, image view (H,W,C) uint8, encoding, proprio, instruction,
-    task, phase, episode_index). The image is a view into `data` (no copy)."""
-    c = _Cur(data)
-    stamp = c.time()
-    c.skip_string()
-    c.time()                 # image header stamp
-    c.skip_string()
-    h, w = c.u32(), c.u32()
-    enc = c.string()
-    c.u8()
-    step = c.u32()
-    n = c.u32()
-    img = np.frombuffer(data, np.uint8, n, c.p)
-    c.p += n
-    k = c.u32()
-    proprio = np.frombuffer(data, "<f4", k, c.p) if k else np.zeros(0, np.float32)
-    c.p += 4 * k
-    instruction, task = c.string(), c.string()
-    phase = c.u8()
-    ep = c.u32()
-    if n != h * step:
-        raise ValueError(f"image data has {n} bytes, expected {h * step}")
+    """Observation CDR -> (stamp_ns, image view (n,) uint8, height, width, step, encoding,
+    proprio, instruction, task, phase, episode_index). The image is a view into `data` (no copy).
+    Straight-line code: this runs once per frame and dominates conversion time."""
+    if len(data) < 4 or data[1] != 1:
+        raise ValueError("not little-endian XCDR1")
+    u32 = _U32.unpack_from
+    s, ns = _TIME.unpack_from(data, 4)
+    stamp = s * 1_000_000_000 + ns
+    p = 12
+    p = (p + 4 + u32(data, p)[0] + 3) & ~3          # skip header.frame_id, align
+    p += 8                                          # image header stamp
+    p = (p + 4 + u32(data, p)[0] + 3) & ~3          # skip image frame_id
+    h, w = _II.unpack_from(data, p)
+    p += 8
+    n = u32(data, p)[0]
+    enc = bytes(data[p + 4:p + 3 + n]).decode()
+    p += 4 + n + 1                                  # + is_bigendian
+    p = (p + 3) & ~3
+    step, n = _II.unpack_from(data, p)
+    p += 8
+    img = np.frombuffer(data, np.uint8, n, p)
+    p = (p + n + 3) & ~3
+    k = u32(data, p)[0]
+    p += 4
+    proprio = np.frombuffer(data, "<f4", k, p) if k else np.zeros(0, np.float32)
+    p += 4 * k
+    n = u32(data, p)[0]
+    instruction = bytes(data[p + 4:p + 3 + n]).decode()
+    p = (p + 4 + n + 3) & ~3
+    n = u32(data, p)[0]
+    task = bytes(data[p + 4:p + 3 + n]).decode()
+    p += 4 + n
+    phase = data[p]
+    p = (p + 1 + 3) & ~3
+    ep = u32(data, p)[0]
+    if len(img) != h * step:
+        raise ValueError(f"image data has {len(img)} bytes, expected {h * step}")
     return stamp, img, h, w, step, enc, proprio, instruction, task, phase, ep
 
 

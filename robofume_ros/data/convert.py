@@ -41,7 +41,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import bags as B
-from .dataset import DatasetWriter
+from .dataset import DatasetWriter, FrameList
 from .episode import SOURCES, Episode
 
 RewardFn = Callable[[np.ndarray, str], np.ndarray]   # images (N,H,W,3) uint8, instruction -> P(done) (N,)
@@ -234,32 +234,31 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
         pbar = _pbar(total, f"read {Path(path).name}", cfg.progress)
         fast = {B.MSGTYPES["observation"], B.MSGTYPES["command"], B.MSGTYPES["reward"]}
         n_done = 0
-        for m in reader.messages(list(wanted)):
-            role = wanted[m.topic]
+        for topic, msgtype, data, mstamp in reader.raw_tuples(list(wanted)):
+            role = wanted[topic]
             n_done += 1
             if n_done % 256 == 0:
                 pbar.update(256)
-            if m.msgtype in fast:    # hand-written CDR parsers: ~10x faster than generic
+            if msgtype in fast:      # hand-written CDR parsers: ~10x faster than generic
                 try:
                     if role == "obs" and not foreign:
-                        (st, data, h, w, step, enc, pr, instr, task, ph, ep) = B.parse_observation(m.data)
+                        (st, img, h, w, step, enc, pr, instr, task, ph, ep) = B.parse_observation(data)
                         if enc == "rgb8" and step == w * 3:
-                            img = data.reshape(h, w, 3)
+                            img = img.reshape(h, w, 3)
                         else:
                             img = image_to_rgb(SimpleNamespace(height=h, width=w, encoding=enc,
-                                                               step=step, data=data))
-                        o = _Obs(st or m.stamp, img, pr, instr, task, int(ph), int(ep))
+                                                               step=step, data=img))
                         if cfg.image_size:
-                            o.image = resize_nearest(o.image, cfg.image_size)
-                        obs.append(o)
+                            img = resize_nearest(img, cfg.image_size)
+                        obs.append(_Obs(st or mstamp, img, pr, instr, task, ph, ep))
                         continue
                     if role == "cmd":
-                        st, a, iv = B.parse_command(m.data, cfg.action_dim)
-                        cmds.append((st or m.stamp, a, iv))
+                        st, a, iv = B.parse_command(data, cfg.action_dim)
+                        cmds.append((st or mstamp, a, iv))
                         continue
                     if role == "reward":
-                        st, prob, ok, ep = B.parse_reward(m.data)
-                        rewards[st or m.stamp].append((int(ep), ok, float(prob)))
+                        st, prob, ok, ep = B.parse_reward(data)
+                        rewards[st or mstamp].append((ep, ok, prob))
                         continue
                 except ValueError as err:
                     if "image" in str(err) or "encoding" in str(err):
@@ -267,11 +266,12 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
                         continue
                 except (IndexError, struct.error, UnicodeDecodeError):
                     pass             # fall back to the generic deserializer for a clear error
+            m = SimpleNamespace(topic=topic, msgtype=msgtype, stamp=mstamp)
             try:
-                msg = store.deserialize_cdr(m.data, m.msgtype)
+                msg = store.deserialize_cdr(bytes(data), msgtype)
             except Exception as err:
-                raise B.BagCorruptError(f"cannot deserialize {m.msgtype} on {m.topic} in {path} "
-                                        f"at t={m.stamp}: {err}") from err
+                raise B.BagCorruptError(f"cannot deserialize {msgtype} on {topic} in {path} "
+                                        f"at t={mstamp}: {err}") from err
             if role == "obs":
                 try:
                     if foreign:
@@ -414,6 +414,14 @@ def _stack(frames, buffer):
 def iter_bag_episodes(path, cfg: ConvertConfig, rep: ConvertReport, buffer: Optional[dict] = None):
     """Yield the episodes of one bag. With `buffer` (a dict), images live in a reused array:
     each episode must be consumed (written) before the next one is taken."""
+    for ep, _ in _iter_bag_episodes(path, cfg, rep, buffer, lazy_images=False):
+        yield ep
+
+
+def _iter_bag_episodes(path, cfg: ConvertConfig, rep: ConvertReport, buffer: Optional[dict] = None,
+                       lazy_images: bool = False):
+    """(episode, frames): with lazy_images, episode.images is a zero-stride placeholder and
+    `frames` (a FrameList of views into the bag) is what DatasetWriter.append(ep, frames) writes."""
     obs, cmds, rewards, phases, gt, proprio, foreign = _read_bag(path, cfg, rep)
     rep.observations += len(obs)
     rep.commands += len(cmds)
@@ -508,7 +516,12 @@ def iter_bag_episodes(path, cfg: ConvertConfig, rep: ConvertReport, buffer: Opti
             ep_success = success and is_end
             instruction = cfg.instruction or seg[0].instruction
             task_name = cfg.task or task or "unknown"
-            images = _stack([o.image for o in seg], buffer)
+            frames = None
+            if lazy_images and labels != "model":
+                frames = FrameList([o.image for o in seg])
+                images = frames.placeholder()
+            else:
+                images = _stack([o.image for o in seg], buffer)
             done_next = None
             if labels == "reward-topic":
                 done_next = [bool((_reward_at(rewards, o.stamp, ep_idx) or (0, False, 0.0))[1])
@@ -539,7 +552,7 @@ def iter_bag_episodes(path, cfg: ConvertConfig, rep: ConvertReport, buffer: Opti
                             "t_end_ns": int(seg[-1].stamp), "episode_index": int(ep_idx),
                             "segment": si, "segments": len(segs), "labels": labels,
                             "success_from": how, "interventions": int(sum(o.intervention for o in seg[:-1])),
-                            "phase": int(seg[0].phase)}))
+                            "phase": int(seg[0].phase)}), frames)
 
 
 def _reward_at(rewards, stamp, ep_idx):
@@ -564,8 +577,8 @@ def convert_bags(bags, out, cfg: Optional[ConvertConfig] = None, **kw) -> Conver
     buffer: dict = {}
     for path in bags:
         try:
-            for ep in iter_bag_episodes(path, cfg, rep, buffer):
-                writer.append(ep)
+            for ep, frames in _iter_bag_episodes(path, cfg, rep, buffer, lazy_images=True):
+                writer.append(ep, frames)
                 rep.episodes += 1
                 rep.transitions += len(ep)
                 rep.successes += int(ep.success)

@@ -134,21 +134,30 @@ class DatasetWriter:
                 f"Free space and append again.")
         return DatasetError(f"I/O error writing {where}: {err}")
 
-    def _save(self, file: Path, arr: np.ndarray):
-        """Write one array (separate method so tests can simulate a full disk)."""
+    def _save(self, file: Path, arr):
+        """Write one array, or a FrameList as one .npy (separate method so tests can simulate a
+        full disk)."""
         with open(file, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
+            if isinstance(arr, FrameList):
+                arr.write_npy(fh)
+            else:
+                np.save(fh, arr, allow_pickle=False)
             fh.flush()
             if self.fsync:
                 os.fsync(fh.fileno())
 
-    def append(self, ep: Episode) -> Path:
-        """Write one episode atomically; returns its directory."""
+    def append(self, ep: Episode, frames: Optional["FrameList"] = None) -> Path:
+        """Write one episode atomically; returns its directory. `frames` (optional) supplies the
+        images as a list of per-frame arrays written straight to images.npy (no stacking copy);
+        ep.images is then not read (the converter passes a zero-stride placeholder)."""
         tmp = self.ep_dir / f".tmp-{uuid.uuid4().hex}"
         final = self.ep_dir / f"ep_{self._next:06d}"
         try:
             tmp.mkdir()
             for name in _ARRAYS + _OPTIONAL:
+                if name == "images" and frames is not None:
+                    self._save(tmp / "images.npy", frames)
+                    continue
                 arr = getattr(ep, name)
                 if arr is None:
                     continue
@@ -206,6 +215,51 @@ class DatasetWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class FrameList:
+    """Frames of equal shape (each C-contiguous uint8, e.g. views into a bag's memory map) that
+    are written as ONE (N, *shape) .npy with os.writev: the kernel copies straight from the
+    frames into the file, so the frames are never stacked into an intermediate array."""
+
+    def __init__(self, frames):
+        self.frames = [f if f.flags.c_contiguous else np.ascontiguousarray(f) for f in frames]
+        if not self.frames:
+            raise ValueError("FrameList needs at least one frame")
+        self.shape = (len(self.frames),) + tuple(self.frames[0].shape)
+        if any(f.shape != self.frames[0].shape or f.dtype != np.uint8 for f in self.frames):
+            raise ValueError("FrameList frames must all be uint8 with one shape")
+
+    def __len__(self):
+        return len(self.frames)
+
+    def placeholder(self) -> np.ndarray:
+        """A zero-stride (N, *shape) array (frame 0 repeated) with the right shape and dtype."""
+        return np.broadcast_to(self.frames[0], self.shape)
+
+    def array(self) -> np.ndarray:
+        return np.stack(self.frames)
+
+    def write_npy(self, fh) -> None:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                 "fortran_order": False, "shape": self.shape})
+        fh.flush()
+        fd = fh.fileno()
+        views = [memoryview(f).cast("B") for f in self.frames]
+        total = sum(len(v) for v in views)
+        done = 0
+        step = 512                      # below IOV_MAX (1024)
+        for i in range(0, len(views), step):
+            batch = views[i:i + step]
+            want = sum(len(v) for v in batch)
+            n = os.writev(fd, batch)
+            while n < want:             # short write: finish this batch the slow way
+                buf = b"".join(batch)[n:]
+                n += os.write(fd, buf[: want - n])
+            done += want
+        if done != total:
+            raise OSError(errno.EIO, "short write of frames")
 
 
 def _syncfs(fd: int) -> None:

@@ -33,7 +33,7 @@ class Params:
     run_dir: str = knob("runs/learner", "run folder; the learner writes to <run_dir>/learner")
     budget_steps: int = knob(0, "environment steps after which training stops (0 = never)")
     utd_ratio: float = knob(1.0, "gradient updates per environment step")
-    min_online_transitions: int = knob(0, "do not train before this many online transitions")
+    min_online_transitions: int = knob(1, "do not train before this many online transitions")
     weights_every: int = knob(50, "publish new policy weights every N updates")
     checkpoint_every: int = knob(250, "write a learner checkpoint every N updates")
     weights_transport: str = knob("inline", "inline (bytes in the message, crosses machines) or file (path only)")
@@ -62,13 +62,16 @@ class LearnerNode(Node):
             from robofume_ros.rl.features import FrozenImageEncoder
             self.features = FrozenImageEncoder()
         self.stream = EpisodeStream(self.dir, p.action_dim)
-        if self.stream.recovered:
-            self.log.info(f"journal: recovered {self.stream.recovered} steps of open episodes")
+        finished, open_steps = self.stream.recover()
+        if finished or open_steps:
+            self.log.info(f"journal: recovered {len(finished)} finished episodes and {open_steps} steps of open ones")
         self.pub_weights = self.create_publisher(PolicyWeights, graph.TOPICS["weights"], qos.LATCHED)
         self.trainer = OnlineTrainer(self.L, TrainerConfig(
             utd_ratio=p.utd_ratio, min_online_transitions=p.min_online_transitions, weights_every=p.weights_every,
             checkpoint_every=p.checkpoint_every, budget_steps=p.budget_steps), self.dir,
             on_weights=self.publish_weights, log=self.log.info)
+        for ep in finished:
+            self._add(ep)
         self.last_episode = None
         self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)
         self.create_subscription(ArmCommand, graph.TOPICS["command"], self.on_command, qos.RELIABLE)
@@ -142,12 +145,15 @@ class LearnerNode(Node):
         if self.last_episode is not None and msg.episode_index > self.last_episode:
             success = msg.last_switch_reason == 1   # TaskPhase.REASON_SUCCESS
             for ep in self.stream.close_before(msg.episode_index, success):
-                if self.features is not None:
-                    ep.features = self.features(ep.images).astype(np.float32)
-                self.trainer.add_episode(ep)
-                self.log.info(f"episode {ep.provenance['episode_index']} ({ep.task}, {len(ep)} steps, "
-                              f"{'success' if ep.success else 'no success'}) on disk and in the online buffer")
+                self._add(ep)
         self.last_episode = msg.episode_index
+
+    def _add(self, ep):
+        if self.features is not None:
+            ep.features = self.features(ep.images).astype(np.float32)
+        self.trainer.add_episode(ep)
+        self.log.info(f"episode {ep.provenance['episode_index']} ({ep.task}, {len(ep)} steps, "
+                      f"{'success' if ep.success else 'no success'}) on disk and in the online buffer")
 
     def publish_weights(self, version: int, blob: bytes, sha: str, path: Path):
         m = PolicyWeights()
@@ -162,6 +168,9 @@ class LearnerNode(Node):
 
     def report(self):
         s = self.trainer.status()
+        if s["error"]:
+            # exit non-zero: the runner reports it and restarts the learner from its checkpoint
+            raise SystemExit(f"training failed: {s['error']}")
         self.log.info(f"env steps {s['env_steps']}, updates {s['updates']} ({s['updates_per_s']:.1f}/s), "
                       f"episodes {s['episodes']}, online transitions {s['online_transitions']}, "
                       f"dropped {self.stream.dropped or 'none'}")

@@ -1,8 +1,11 @@
 """Simulated robot: a reset-free MuJoCo / Meta-World pair behind the arm command interface.
 
-in:  /robot/command (ArmCommand, through the safety envelope), /robot/stop (Bool), /task_phase
+in:  /robot/command, /robot/intervention (ArmCommand), /robot/stop (Bool) -- all through the one
+     CommandGate + safety envelope the arm bridge uses (nodes/_gate_ros.py) --, /task_phase
 out: /camera/image_raw (Image rgb8), /robot/state (RobotState), /eval/ground_truth (GroundTruth,
-     evaluation only), /sim/expert_state (privileged state for scripted experts), /clock (lockstep)
+     evaluation only), /sim/expert_state (privileged state for scripted experts), /clock (lockstep),
+     /robot/safety (String, JSON counts)
+srv: ~/home (std_srvs/Trigger)
 
 Steps at `control_rate_hz` in wall time, or in lockstep (`lockstep:=true`): each step waits for the
 command answering the last frame and advances /clock by one control period, as fast as the loop
@@ -20,19 +23,19 @@ from rclpy.clock import ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Float64MultiArray
 
 from robofume_ros import graph
-from robofume_ros.msg import ArmCommand, GroundTruth, RobotState, TaskPhase
+from robofume_ros.msg import GroundTruth, RobotState, TaskPhase
 from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.nodes._gate_ros import GatedRobot, GateParams
 from robofume_ros.params import declare, knob
 from robofume_ros.ros import qos
-from robofume_ros.ros.convert import command_to_action, rgb_to_image, stamp_key
-from robofume_ros.safety.envelope import EnvelopeConfig, SafetyEnvelope
+from robofume_ros.ros.convert import rgb_to_image, stamp_key
 
 
 @dataclass
-class Params:
+class Params(GateParams):
     world: str = knob("drawer", "reset-free task pair: drawer, window, handle or door-lock")
     seed: int = knob(0, "object placement seed (the simulation is deterministic given it)")
     camera: str = knob("corner4", "Meta-World camera to render (corner4, corner2, corner3, topview, behindGripper)")
@@ -41,15 +44,10 @@ class Params:
     control_rate_hz: float = knob(10.0, "simulation steps per second of (sim or wall) time")
     lockstep: bool = knob(False, "step as fast as possible, waiting for each frame's command; publishes /clock")
     lockstep_timeout_s: float = knob(2.0, "lockstep: wall seconds to wait for a command before holding still")
-    command_timeout_s: float = knob(0.5, "hold still when the last command is older than this")
-    max_translation_m: float = knob(0.01, "metres per tick for a normalized translation of 1.0 (Meta-World: 0.01)")
-    workspace_low: list = knob([-0.55, 0.3, 0.03], "end-effector box lower corner x, y, z in metres")
-    workspace_high: list = knob([0.55, 1.05, 0.5], "end-effector box upper corner x, y, z in metres")
-    max_delta_per_tick: float = knob(2.0, "largest change of one action component between ticks (2.0 = no limit)")
     initial_phase: str = knob("forward", "task active before the first /task_phase message")
 
 
-class SimNode(Node):
+class SimNode(Node, GatedRobot):
     def __init__(self):
         from robofume_ros.sim.world import ResetFreeWorld   # imports MuJoCo: only when a sim runs
 
@@ -60,17 +58,13 @@ class SimNode(Node):
         self.throttle = Throttle(self.log)
         self.world = ResetFreeWorld(pair=p.world, camera=p.camera, image_size=(p.image_height, p.image_width),
                                     seed=p.seed, render=True)
-        self.envelope = SafetyEnvelope(EnvelopeConfig(
-            action_dim=self.world.action_dim, max_translation_m=p.max_translation_m,
-            workspace_low=tuple(p.workspace_low), workspace_high=tuple(p.workspace_high),
-            max_delta_per_tick=p.max_delta_per_tick, command_timeout_s=p.command_timeout_s))
+        # the one command path (same as the arm bridge); lockstep waits for commands, so no watchdog
+        self.setup_gate(p, self.world.action_dim, 1.0 / p.control_rate_hz, watchdog=not p.lockstep)
         self.obs = self.world.reset()
         if p.initial_phase != "forward":
             self.obs = self.world.switch(p.initial_phase)
         self.period = 1.0 / p.control_rate_hz
         self.sim_time_ns = 0
-        self._cmd = None            # (action, stamp_ns, receipt_monotonic)
-        self._gripper = -1.0
         self._last_frame_ns = None
         self._frame_wall = time.monotonic()
         self.steps = 0
@@ -80,8 +74,6 @@ class SimNode(Node):
         self.pub_gt = node.create_publisher(GroundTruth, graph.TOPICS["ground_truth"], qos.RELIABLE)
         self.pub_expert = node.create_publisher(Float64MultiArray, graph.TOPICS["expert_state"], qos.SENSOR)
         self.pub_clock = node.create_publisher(Clock, "/clock", 10) if p.lockstep else None
-        node.create_subscription(ArmCommand, graph.TOPICS["command"], self.on_command, qos.RELIABLE)
-        node.create_subscription(Bool, graph.TOPICS["stop"], self.on_stop, qos.RELIABLE)
         node.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
         # The simulator is the clock source: its own timers run on the steady (wall) clock even
         # when the rest of the graph uses /clock.
@@ -96,27 +88,6 @@ class SimNode(Node):
         self.publish_frame()
 
     # --- inputs -----------------------------------------------------------------------------
-    def on_command(self, msg):
-        """Every command goes through the safety envelope as it arrives (the arm is where the last
-        step left it, so the workspace check is exact); the newest safe action runs at the tick."""
-        now = time.monotonic()
-        d = self.envelope.filter(command_to_action(msg, self.world.action_dim), self.world.ee_pose()[:3], now)
-        if d.action is None:
-            self.throttle.warn("reject", f"command not executed ({'; '.join(d.reasons)})")
-            self._cmd = (None, stamp_key(msg.header.stamp), now)
-            return
-        if d.modified:
-            self.throttle.warn("clip", f"command modified by the safety envelope: {', '.join(d.reasons)}")
-        self._cmd = (d.action, stamp_key(msg.header.stamp), now)
-
-    def on_stop(self, msg):
-        if msg.data:
-            self.envelope.stop("stop topic")
-            self.log.warning("stop requested: holding the arm until /robot/stop false")
-        elif self.envelope.stopped:
-            self.envelope.release()
-            self.log.info("stop released")
-
     def on_phase(self, msg):
         phase = "forward" if msg.phase == 0 else "backward"
         if phase != self.world.phase:
@@ -125,20 +96,13 @@ class SimNode(Node):
 
     # --- stepping ---------------------------------------------------------------------------
     def _action(self) -> np.ndarray:
-        """The (already filtered) command to execute this tick; hold still if none, if it was
-        rejected, if it is stale, or while the envelope is stopped."""
-        hold = np.array([0.0, 0.0, 0.0, self._gripper])
-        if self._cmd is None or self.envelope.stopped:
-            return hold
-        a, _stamp, received = self._cmd
-        age = time.monotonic() - received
-        if age > self.p.command_timeout_s and not self.p.lockstep:
-            self.throttle.warn("stale", f"last command is {age:.2f} s old: holding still")
-            return hold
-        if a is None:
-            return hold
-        self._gripper = float(a[-1])
-        return a
+        """This tick's command through the gate (stop > home > intervention > policy, envelope,
+        watchdog); hold still (keeping the gripper) when it says so."""
+        self.gate_saw_observation()          # the simulator's own state is always fresh
+        t = self.gate_tick(self.world.ee_pose()[:3])
+        if t.action is None:
+            return np.array([0.0, 0.0, 0.0, self.gate.last_gripper])
+        return t.action
 
     def step_once(self):
         self.obs = self.world.step(self._action())
@@ -150,7 +114,8 @@ class SimNode(Node):
         self.step_once()
 
     def lockstep_tick(self):
-        answered = self._cmd is not None and self._last_frame_ns is not None and self._cmd[1] >= self._last_frame_ns
+        answered = (self.last_cmd_stamp_ns is not None and self._last_frame_ns is not None
+                    and self.last_cmd_stamp_ns >= self._last_frame_ns)
         if answered or time.monotonic() - self._frame_wall > self.p.lockstep_timeout_s:
             if not answered:
                 self.throttle.warn("lockstep", "no command for the last frame: stepping with the arm held")
@@ -178,7 +143,7 @@ class SimNode(Node):
             (float(v) for v in pose[3:7])
         st.gripper_opening = float(obs.proprio[3])
         st.proprio = [float(v) for v in obs.proprio]
-        st.stopped = self.envelope.stopped
+        st.stopped = self.gate.stopped
         self.pub_state.publish(st)
         gt = GroundTruth()
         gt.header.stamp = stamp
@@ -193,7 +158,8 @@ class SimNode(Node):
         self._frame_wall = time.monotonic()
 
     def report(self):
-        counts = {k: v for k, v in self.envelope.counts.items() if k != "commands"}
+        counts = {k: v for k, v in self.gate.counts_dict().items()
+                  if not k.startswith(("commands", "received", "executed"))}
         self.log.info(f"{self.steps} steps; task {self.world.task}; envelope {dict(counts) or 'no interventions'}")
 
     def close(self):

@@ -36,6 +36,8 @@ class Params:
     max_verdict_age_ticks: int = knob(3, "ignore success verdicts older than this many ticks")
     help_after_timeouts: int = knob(4, "consecutive timeouts before pausing and asking a human for help (0 = never)")
     control_rate_hz: float = knob(10.0, "expected observation rate (for the verdict age check)")
+    wait_for_success_source: bool = knob(True, "start the first episode only once the success source has "
+                                         "published (a slow-loading reward model does not cost timeouts)")
 
 
 class TaskSwitcherNode(Node):
@@ -51,6 +53,7 @@ class TaskSwitcherNode(Node):
                                max_episode_steps=p.max_episode_steps, success_frames=p.success_frames,
                                help_after_timeouts=p.help_after_timeouts)
         self.verdict = None          # (success, stamp_ns) for the active episode/task
+        self.source_seen = not p.wait_for_success_source
         self.pub_phase = self.create_publisher(TaskPhase, graph.TOPICS["task_phase"], qos.LATCHED)
         self.pub_help = self.create_publisher(String, graph.TOPICS["help"], qos.LATCHED)
         self.pub_stop = self.create_publisher(Bool, graph.TOPICS["stop"], qos.RELIABLE)
@@ -68,10 +71,12 @@ class TaskSwitcherNode(Node):
 
     # --- verdicts ---------------------------------------------------------------------------
     def on_reward(self, msg):
+        self.source_seen = True
         if msg.episode_index == self.sm.episode_index and msg.instruction in ("", self.sm.active.instruction):
             self.verdict = (bool(msg.success), msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
 
     def on_ground_truth(self, msg):
+        self.source_seen = True
         if msg.task == self.sm.active.task:
             self.verdict = (bool(msg.success), msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
 
@@ -79,6 +84,10 @@ class TaskSwitcherNode(Node):
     def on_observation(self, obs):
         if obs.episode_index != self.sm.episode_index:
             return   # an observation assembled before the last switch reached the camera node
+        if not self.source_seen:
+            self.throttle.warn("wait", f"waiting for the first message from the success source "
+                                       f"({self.p.success_source}) before the first episode starts")
+            return
         success = None
         if self.verdict is not None:
             ok, stamp_ns = self.verdict

@@ -109,7 +109,6 @@ class EpisodeStream:
         self.dropped: dict[str, int] = {}
         self.steps_received = 0
         self._replaying = False
-        self.recovered = self._recover()
 
     # --- input ------------------------------------------------------------------------------
     def observation(self, stamp: int, episode: int, image: np.ndarray, proprio, instruction: str, task: str) -> None:
@@ -173,12 +172,13 @@ class EpisodeStream:
     # --- internals ---------------------------------------------------------------------------
     def _finish(self, ep: _Open, success: bool) -> Optional[Episode]:
         steps = ep.steps
-        # the last observation may have no command (the switch came first): it only closes the chain
-        while len(steps) > 1 and steps[-2].action is None:
-            # a missing command inside the episode breaks the chain: keep the longest clean tail
-            cut = max(i for i, s in enumerate(steps[:-1]) if s.action is None)
-            self._drop("command_missing", cut + 1)
-            steps = steps[cut + 1:]
+        # the last observation needs no command (it only closes the chain); a missing command
+        # inside the episode breaks the chain: keep the longest clean tail after it
+        missing = [i for i, st in enumerate(steps[:-1]) if st.action is None]
+        if missing:
+            cut = missing[-1] + 1
+            self._drop("command_missing", cut)
+            steps = steps[cut:]
         if len(steps) - 1 < self.min_length:
             self._drop("too_short")
             return None
@@ -219,10 +219,14 @@ class EpisodeStream:
                 keep.append(r)
         self.journal.rewrite(keep)
 
-    def _recover(self) -> int:
-        """Replay the journal of a previous (killed) run: rebuilds the open episodes."""
+    def recover(self) -> tuple[list[Episode], int]:
+        """Replay the journal of a previous (killed) run. Episodes that had closed but were not yet
+        in the dataset are finished now (with their recorded outcome) and returned; the rest
+        become open episodes again. Returns (finished episodes, steps still open)."""
         records = self.journal.replay()
         done = {int(p.get("episode_index", -1)) for p in self._dataset_provenance()}
+        self.closed_indices |= done
+        finished = []
         self._replaying = True
         try:
             for r in records:
@@ -236,10 +240,12 @@ class EpisodeStream:
                     self.reward(*r[1:])
                 elif kind == "gt":
                     self.ground_truth(*r[1:])
+                elif kind == "close":
+                    finished += self.close_before(*r[1:])
         finally:
             self._replaying = False
-        self.closed_indices |= done
-        return sum(len(ep.steps) for ep in self.open.values())
+        self._compact()
+        return finished, sum(len(ep.steps) for ep in self.open.values())
 
     def _dataset_provenance(self) -> list[dict]:
         from robofume_ros.data.dataset import episode_dirs

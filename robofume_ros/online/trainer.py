@@ -20,7 +20,7 @@ from typing import Callable, Optional
 @dataclass
 class TrainerConfig:
     utd_ratio: float = 1.0            # gradient updates per environment step
-    min_online_transitions: int = 0   # no updates before this many online transitions arrived
+    min_online_transitions: int = 1   # no updates before this many online transitions arrived (>= 1)
     weights_every: int = 50           # export policy weights every N updates
     checkpoint_every: int = 500       # learner checkpoint every N updates
     budget_steps: int = 0             # environment steps after which training stops (0 = never)
@@ -95,7 +95,7 @@ class OnlineTrainer:
                 if self.cfg.budget_steps and self.env_steps >= self.cfg.budget_steps:
                     self.finish()
                     return
-                if len(self.L.online) < self.cfg.min_online_transitions or self.L.step >= self._target_updates():
+                if len(self.L.online) < max(1, self.cfg.min_online_transitions) or self.L.step >= self._target_updates():
                     time.sleep(0.01)
                     continue
                 with self.lock:

@@ -1,0 +1,124 @@
+"""Speed bench of the learning core (a script, not a test).
+
+  python bench/bench_learning.py [--threads 2] [--steps 30] [--modes state,features,cnn] [--batch 256]
+
+For state-based, frozen-encoder (1280-d EfficientNet-lite0 features) and trainable-CNN (100x100)
+Cal-QL at batch 256 it prints gradient steps/s in fp32 and with bf16 autocast, the share of time in
+sampling / forward / backward / optimiser, and the achieved FLOP rate (matmul + conv FLOPs counted
+by torch's FlopCounterMode over one step, forward + backward) as a fraction of a matmul peak
+measured in the same run, in the same precision.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from robofume_ros.data.episode import Episode
+from robofume_ros.rl.learner import Learner, LearnerConfig
+from robofume_ros.rl.networks import soft_update
+
+
+def matmul_peak(dtype, n=2048, reps=6) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (time.perf_counter() - t)
+
+
+def synthetic_episodes(n_eps, T, P, A, image, feat, rng):
+    eps = []
+    for _ in range(n_eps):
+        r = np.full(T, -1.0, np.float32)
+        term = np.zeros(T, bool)
+        if rng.random() < 0.5:
+            r[-3:] = 0.0
+            term[-1] = True
+        eps.append(Episode(images=rng.integers(0, 255, (T + 1, *image), dtype=np.uint8),
+                           proprio=rng.standard_normal((T + 1, P)).astype(np.float32),
+                           actions=rng.uniform(-1, 1, (T, A)).astype(np.float32), rewards=r, terminals=term,
+                           instruction="put the object in the bin", task="t",
+                           features=rng.standard_normal((T + 1, feat)).astype(np.float32) if feat else None))
+    return eps
+
+
+def bench(mode, bf16, steps, batch, lang_dim=384):
+    rng = np.random.default_rng(0)
+    img = (100, 100, 3) if mode == "cnn" else (1, 1, 3)
+    eps = synthetic_episodes(20, 50, 7, 7, img, 1280 if mode == "features" else 0, rng)
+    cfg = LearnerConfig(algo="calql", obs_mode=mode, lang_mode="onehot", max_instructions=lang_dim,
+                        agent={"bf16": bf16, "batch_size": batch})
+    L = Learner(cfg, 7, 7, image_shape=img, feature_dim=1280)
+    L.add_offline(eps)
+    ag = L.agent
+    for _ in range(3):
+        L.update()
+    with FlopCounterMode(display=False) as fc:
+        b = L.sample_batch()
+        total, _ = ag.losses(b)
+        total.backward()
+    flops = fc.get_total_flops()
+    # plain timing of the real update (what training gets)
+    t = time.perf_counter()
+    for _ in range(steps):
+        m = L.update()
+    m["q_data"].item()
+    sps = steps / (time.perf_counter() - t)
+    # breakdown: same work, split into phases
+    ph = dict(sample=0.0, forward=0.0, backward=0.0, optimiser=0.0)
+    for _ in range(max(steps // 2, 3)):
+        t0 = time.perf_counter()
+        b = L.sample_batch()
+        t1 = time.perf_counter()
+        total, _ = ag.losses(b)
+        t2 = time.perf_counter()
+        for o in ag.optimizers.values():
+            o.zero_grad(set_to_none=True)
+        total.backward()
+        t3 = time.perf_counter()
+        for o in ag.optimizers.values():
+            o.step()
+        soft_update(ag.target_critic, ag.critic, ag.cfg.tau)
+        if ag.encoder_trainable:
+            soft_update(ag.target_encoder, ag.encoder, ag.cfg.tau)
+        t4 = time.perf_counter()
+        for k, dt in zip(ph, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            ph[k] += dt
+    tot = sum(ph.values())
+    return sps, {k: v / tot for k, v in ph.items()}, flops
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--modes", default="state,features,cnn")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    peak = {False: matmul_peak(torch.float32), True: matmul_peak(torch.bfloat16)}
+    print(f"threads={args.threads} batch={args.batch}  matmul peak: fp32 {peak[False] / 1e9:.0f} GFLOP/s, "
+          f"bf16 {peak[True] / 1e9:.0f} GFLOP/s (2048^3, measured now)")
+    print(f"{'mode':9s} {'prec':5s} {'steps/s':>8s} {'GFLOP/step':>10s} {'GFLOP/s':>8s} {'of peak':>8s}  "
+          f"{'sample':>6s} {'fwd':>6s} {'bwd':>6s} {'optim':>6s}")
+    res = {}
+    for mode in args.modes.split(","):
+        steps = args.steps if mode != "cnn" else max(3, args.steps // 10)
+        for bf16 in (False, True):
+            sps, ph, flops = bench(mode, bf16, steps, args.batch)
+            res[(mode, bf16)] = sps
+            rate = sps * flops
+            print(f"{mode:9s} {'bf16' if bf16 else 'fp32':5s} {sps:8.1f} {flops / 1e9:10.2f} {rate / 1e9:8.1f} "
+                  f"{rate / peak[bf16]:8.1%}  " + " ".join(f"{v:6.1%}" for v in ph.values()), flush=True)
+    if ("state", True) in res and ("features", True) in res:
+        print(f"frozen-encoder / state-based time ratio (bf16): {res[('state', True)] / res[('features', True)]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

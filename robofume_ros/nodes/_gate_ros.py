@@ -1,0 +1,129 @@
+"""ROS side of the one command path, shared by sim_node and arm_bridge_node.
+
+`GateParams` are the safety knobs both robot nodes declare (their Params dataclasses inherit it);
+`GatedRobot` wires a CommandGate (robofume_ros/safety/gate.py) to the graph:
+  in:  /robot/command (ArmCommand: policy, scripted), /robot/intervention (ArmCommand from a human),
+       /robot/stop (std_msgs/Bool: true latches a stop at the next tick, false releases)
+  out: /robot/safety (std_msgs/String, JSON counts of every clip, rejection, stop and hold; latched,
+       on change and every `safety_report_s`)
+  srv: ~/home (std_srvs/Trigger): retreat to `home_position` through the envelope
+The node calls `gate_tick(ee_position)` once per control tick and executes what it returns.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
+
+from robofume_ros import graph
+from robofume_ros.msg import ArmCommand
+from robofume_ros.params import knob
+from robofume_ros.ros import qos
+from robofume_ros.ros.convert import command_to_action
+from robofume_ros.safety.gate import SAFETY_TOPIC, make_gate
+
+
+@dataclass
+class GateParams:
+    max_translation_m: float = knob(0.01, "metres per tick for a normalized translation of 1.0 (Meta-World: 0.01)")
+    max_rotation_rad: float = knob(0.05, "radians per tick for a normalized rotation of 1.0 (7-D actions)")
+    workspace_low: list = knob([-0.55, 0.3, 0.03], "end-effector box lower corner x, y, z in metres (base frame)")
+    workspace_high: list = knob([0.55, 1.05, 0.5], "end-effector box upper corner x, y, z in metres (base frame)")
+    max_delta_per_tick: float = knob(2.0, "largest change of one action component between ticks (2.0 = no limit)")
+    max_speed_m_s: float = knob(0.0, "end-effector speed limit in m/s (0 = only max_translation_m per tick)")
+    max_angular_speed_rad_s: float = knob(0.0, "end-effector angular speed limit in rad/s (0 = off)")
+    command_timeout_s: float = knob(0.5, "watchdog: hold still when the newest command is older than this")
+    observation_timeout_s: float = knob(1.0, "watchdog: hold still when the robot state is older than this")
+    intervention_hold_s: float = knob(1.0, "a human command keeps the arm for this long after the last one")
+    home_position: list = knob([0.0, 0.6, 0.2], "home / retreat end-effector position x, y, z (base frame)")
+    home_gripper: float = knob(-1.0, "gripper command during the home motion (-1 open, +1 closed)")
+    safety_report_s: float = knob(1.0, "publish the safety counts at least this often (seconds)")
+
+
+class GatedRobot:
+    """Mixin for an rclpy Node: call `setup_gate()` in __init__, `gate_tick()` every control tick,
+    `gate_saw_observation()` when fresh robot state arrives, and provide `current_ee_position()`."""
+
+    def setup_gate(self, p: GateParams, action_dim: int, control_period_s: float, watchdog: bool = True,
+                   require_observation: bool = False) -> None:
+        self.action_dim = action_dim
+        self.gate = make_gate(
+            action_dim, p.max_translation_m, p.workspace_low, p.workspace_high,
+            max_rotation_rad=p.max_rotation_rad, max_delta_per_tick=p.max_delta_per_tick,
+            control_period_s=control_period_s, max_speed_m_s=p.max_speed_m_s,
+            max_angular_speed_rad_s=p.max_angular_speed_rad_s, command_timeout_s=p.command_timeout_s,
+            observation_timeout_s=p.observation_timeout_s, intervention_hold_s=p.intervention_hold_s,
+            watchdog=watchdog, require_observation=require_observation)
+        self._gate_p = p
+        self._last_counts = None
+        self._last_hold_reason = None
+        self.last_cmd_stamp_ns = None
+        self.pub_safety = self.create_publisher(String, SAFETY_TOPIC, qos.LATCHED)
+        self.create_subscription(ArmCommand, graph.TOPICS["command"], lambda m: self._on_command(m, False), qos.RELIABLE)
+        self.create_subscription(ArmCommand, graph.TOPICS["intervention"], lambda m: self._on_command(m, True),
+                                 qos.RELIABLE)
+        self.create_subscription(Bool, graph.TOPICS["stop"], self._on_stop, qos.RELIABLE)
+        self.create_service(Trigger, "~/home", self._srv_home)
+        from rclpy.clock import Clock, ClockType
+        self.create_timer(max(p.safety_report_s, 0.1), self.publish_safety, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    # --- inputs -----------------------------------------------------------------------------
+    def _on_command(self, msg, from_intervention_topic: bool):
+        now = time.monotonic()
+        human = from_intervention_topic or bool(msg.intervention)
+        why = self.gate.submit(command_to_action(msg, self.action_dim), msg.source, human, now)
+        self.last_cmd_stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        if why is not None:
+            self.throttle.warn("reject" if why.startswith("rejected") else "dropped", f"command not executed ({why})")
+
+    def _on_stop(self, msg):
+        if msg.data:
+            was = self.gate.stopped
+            self.gate.set_stop(True, "stop topic")
+            if not was:
+                self.get_logger().warning("stop requested: holding the arm until /robot/stop false")
+        elif self.gate.stopped:
+            self.gate.set_stop(False)
+            self.get_logger().info("stop released")
+        self.publish_safety()
+
+    def _srv_home(self, req, res):
+        pos = self.current_ee_position()
+        status = self.gate.start_home(self._gate_p.home_position, self._gate_p.home_gripper, time.monotonic())
+        res.success = status.startswith("homing")
+        res.message = status + ("" if pos is not None else " (no end-effector position yet: waiting)")
+        self.get_logger().info(f"home requested: {res.message}")
+        self.publish_safety()
+        return res
+
+    def gate_saw_observation(self):
+        self.gate.saw_observation(time.monotonic())
+
+    # --- the tick ---------------------------------------------------------------------------
+    def gate_tick(self, ee_position):
+        """The gate's decision for this tick; logs (throttled) every clip and hold."""
+        t = self.gate.tick(time.monotonic(), ee_position)
+        if t.action is not None and t.reasons:
+            self.throttle.warn("clip", f"command modified by the safety envelope: {', '.join(t.reasons)}")
+        if t.action is None and t.stopped:
+            reason = t.reasons[0] if t.reasons else "hold"
+            if reason.split(":")[0] != (self._last_hold_reason or "").split(":")[0]:
+                self.get_logger().warning(f"holding the arm: {reason}")
+            self._last_hold_reason = reason
+        elif t.action is not None:
+            self._last_hold_reason = None
+        counts = self.gate.counts_dict()
+        interesting = {k: v for k, v in counts.items()
+                       if not k.startswith(("received", "commands", "executed", "interventions", "held:"))}
+        if interesting != self._last_counts:
+            self._last_counts = interesting
+            self.publish_safety()
+        return t
+
+    def publish_safety(self):
+        self.pub_safety.publish(String(data=self.gate.counts_json(node=self.get_name())))
+
+    def log_safety_summary(self):
+        self.get_logger().info(f"safety counts: {self.gate.counts_dict()}")

@@ -1,0 +1,329 @@
+"""Real-arm bridge: the graph's ArmCommands -> the arm driver's interface, and the arm's state back.
+
+in:  /robot/command, /robot/intervention (ArmCommand), /robot/stop (Bool) -- through the same
+     CommandGate + safety envelope as the simulator (nodes/_gate_ros.py) --;
+     `joint_state_topic` (sensor_msgs/JointState); `ee_pose_topic` (geometry_msgs/PoseStamped, or ""
+     to compute the pose by forward kinematics of the configured chain)
+out: `interface: servo`            -> geometry_msgs/TwistStamped on `servo_twist_topic` (MoveIt Servo's
+                                      delta_twist_cmds); start_servo (Humble, std_srvs/Trigger) or
+                                      pause_servo false (Iron+, std_srvs/SetBool) is called if offered
+     `interface: joint_trajectory` -> trajectory_msgs/JointTrajectory on `trajectory_topic` (ros2_control
+                                      joint_trajectory_controller) via damped-least-squares IK
+     gripper (`gripper_interface`): joint_trajectory (JointTrajectory to a gripper controller),
+                                      float64 (std_msgs/Float64MultiArray to a forward command controller),
+                                      gripper_action (control_msgs/GripperCommand action, when importable)
+                                      or none
+     /robot/state (RobotState: pose in the base frame, gripper opening, proprio [x, y, z, opening])
+     /robot/safety (String, JSON counts)
+srv: ~/home (std_srvs/Trigger): retreat to home_position through the envelope
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from robofume_ros import graph
+from robofume_ros.msg import RobotState
+from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.nodes._gate_ros import GatedRobot, GateParams
+from robofume_ros.params import declare, knob
+from robofume_ros.ros import qos
+from robofume_ros.safety.kinematics import Chain, delta_rotation, matrix_to_quat_wxyz
+
+INTERFACES = ("servo", "joint_trajectory")
+GRIPPER_INTERFACES = ("none", "joint_trajectory", "float64", "gripper_action")
+
+
+@dataclass
+class Params(GateParams):
+    robot_name: str = knob("franka", "label for logs")
+    interface: str = knob("servo", "arm interface: servo (MoveIt Servo twist) or joint_trajectory (ros2_control + IK)")
+    action_dim: int = knob(4, "4 (xyz + gripper) or 7 (xyz + rpy + gripper) normalized actions")
+    control_rate_hz: float = knob(10.0, "commands per second sent to the driver")
+    base_frame: str = knob("base", "frame of the workspace box, twists and poses")
+    joint_state_topic: str = knob("/joint_states", "sensor_msgs/JointState from the driver")
+    ee_pose_topic: str = knob("", "geometry_msgs/PoseStamped of the end-effector in base_frame ('' = FK of the chain)")
+    servo_twist_topic: str = knob("/servo_node/delta_twist_cmds", "MoveIt Servo twist command topic")
+    servo_start_service: str = knob("/servo_node/start_servo", "std_srvs/Trigger to start Servo (Humble); '' = none")
+    servo_pause_service: str = knob("/servo_node/pause_servo", "std_srvs/SetBool (Iron+, false = run); '' = none")
+    trajectory_topic: str = knob("/joint_trajectory_controller/joint_trajectory", "JointTrajectory controller topic")
+    trajectory_lookahead: float = knob(1.0, "time_from_start of each trajectory point, in control periods")
+    latency_ticks: float = knob(1.0, "the workspace check predicts the hand this many ticks of the last command "
+                                     "ahead of the measured pose (motion still in flight)")
+    joint_names: list = knob(["joint1"], "arm joints, base to tip (chain order)")
+    chain_joints: list = knob([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+                              "URDF-lite chain: 9 numbers per joint (origin xyz, origin rpy, axis), flattened")
+    chain_tool: list = knob([0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "TCP in the last link: xyz, rpy")
+    joint_lower: list = knob([-3.14], "joint lower limits, rad")
+    joint_upper: list = knob([3.14], "joint upper limits, rad")
+    ik_damping: float = knob(0.05, "damped least squares lambda")
+    ik_iterations: int = knob(10, "IK iterations per control tick")
+    ik_max_error_m: float = knob(0.01, "hold instead of sending a target IK cannot reach within this")
+    max_joint_step_rad: float = knob(0.1, "largest joint change sent in one tick")
+    gripper_interface: str = knob("none", "none, joint_trajectory, float64 or gripper_action")
+    gripper_topic: str = knob("", "gripper command topic (or action name for gripper_action)")
+    gripper_joint_names: list = knob(["gripper"], "gripper joints commanded / read from joint states")
+    gripper_open_position: float = knob(0.04, "joint position (or action position) of an open gripper")
+    gripper_closed_position: float = knob(0.0, "joint position of a closed gripper")
+    gripper_max_effort: float = knob(20.0, "gripper_action max effort")
+    gripper_deadband: float = knob(0.1, "resend the gripper command when it changes by more than this")
+
+
+class ArmBridgeNode(Node, GatedRobot):
+    def __init__(self):
+        super().__init__("arm_bridge")
+        self.p = p = declare(self, Params)
+        self.log = self.get_logger()
+        self.throttle = Throttle(self.log)
+        if p.interface not in INTERFACES:
+            raise ValueError(f"interface must be one of {INTERFACES}, got {p.interface!r}")
+        if p.gripper_interface not in GRIPPER_INTERFACES:
+            raise ValueError(f"gripper_interface must be one of {GRIPPER_INTERFACES}, got {p.gripper_interface!r}")
+        self.period = 1.0 / p.control_rate_hz
+        self.chain = Chain.from_flat(p.chain_joints, p.chain_tool, p.joint_lower, p.joint_upper)
+        if len(p.joint_names) != self.chain.n:
+            raise ValueError(f"{len(p.joint_names)} joint_names for a chain of {self.chain.n} joints")
+        self.setup_gate(p, p.action_dim, self.period, watchdog=True, require_observation=True)
+        self.q = None                 # arm joint positions, chain order
+        self.gripper_pos = None
+        self.pose = None              # (position (3,), rotation (3, 3)) from the pose topic
+        self.pose_t = None
+        self._sent_gripper = None
+        self._held = True
+        self._last_dp = np.zeros(3)
+        self.ticks = 0
+
+        self.pub_state = self.create_publisher(RobotState, graph.TOPICS["state"], qos.SENSOR)
+        self.create_subscription(JointState, p.joint_state_topic, self.on_joints, qos.SENSOR)
+        if p.ee_pose_topic:
+            self.create_subscription(PoseStamped, p.ee_pose_topic, self.on_pose, qos.SENSOR)
+        if p.interface == "servo":
+            self.pub_twist = self.create_publisher(TwistStamped, p.servo_twist_topic, 10)
+            self._start_servo()
+        else:
+            self.pub_traj = self.create_publisher(JointTrajectory, p.trajectory_topic, 10)
+        self._setup_gripper()
+        self.create_timer(self.period, self.tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.create_timer(10.0, self.log_safety_summary, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.log.info(f"{p.robot_name}: {p.interface} interface, gripper {p.gripper_interface}, "
+                      f"{p.control_rate_hz} Hz, workspace {p.workspace_low}..{p.workspace_high} in {p.base_frame}")
+
+    # --- driver interfaces ----------------------------------------------------------------
+    def _start_servo(self):
+        """Servo must be started (Humble: ~/start_servo) or unpaused (Iron+: ~/pause_servo false).
+        Call whichever the servo node offers, once it appears; never block the node."""
+        from std_srvs.srv import SetBool, Trigger
+        self._servo_clients = []
+        if self.p.servo_start_service:
+            self._servo_clients.append((self.create_client(Trigger, self.p.servo_start_service), Trigger.Request()))
+        if self.p.servo_pause_service:
+            self._servo_clients.append((self.create_client(SetBool, self.p.servo_pause_service), SetBool.Request(data=False)))
+        try:   # Iron+: Servo accepts twists only after switch_command_type TWIST (moveit_msgs)
+            from moveit_msgs.srv import ServoCommandType
+            name = (self.p.servo_pause_service or "/servo_node/pause_servo").rsplit("/", 1)[0] + "/switch_command_type"
+            self._servo_clients.append((self.create_client(ServoCommandType, name),
+                                        ServoCommandType.Request(command_type=ServoCommandType.Request.TWIST)))
+        except ImportError:
+            pass
+        self._servo_started = not self._servo_clients
+        if self._servo_clients:
+            self._servo_timer = self.create_timer(0.5, self._try_start_servo)
+
+    def _try_start_servo(self):
+        ready = [(c, r) for c, r in self._servo_clients if c.service_is_ready()]
+        for client, req in ready:
+            client.call_async(req)
+            self.log.info(f"servo: called {client.srv_name}")
+        if ready:
+            self._servo_started = True
+            self._servo_timer.cancel()
+
+    def _setup_gripper(self):
+        p = self.p
+        self.pub_gripper = None
+        if p.gripper_interface == "joint_trajectory":
+            self.pub_gripper = self.create_publisher(JointTrajectory, p.gripper_topic, 10)
+        elif p.gripper_interface == "float64":
+            self.pub_gripper = self.create_publisher(Float64MultiArray, p.gripper_topic, 10)
+        elif p.gripper_interface == "gripper_action":
+            try:
+                from control_msgs.action import GripperCommand
+                from rclpy.action import ActionClient
+            except ImportError:
+                self.log.error("gripper_interface gripper_action needs control_msgs (ros-<distro>-control-msgs), "
+                               "which is not installed: THE GRIPPER IS NOT COMMANDED. Install it, or use "
+                               "gripper_interface joint_trajectory / float64.")
+                self.p.gripper_interface = "none"
+                return
+            self._gripper_action = (ActionClient(self, GripperCommand, p.gripper_topic), GripperCommand)
+
+    def send_gripper(self, g: float):
+        """g in [-1 open, +1 closed] -> the gripper's command, when it changed enough."""
+        p = self.p
+        if p.gripper_interface == "none":
+            return
+        if self._sent_gripper is not None and abs(g - self._sent_gripper) <= p.gripper_deadband:
+            return
+        self._sent_gripper = g
+        frac_closed = (float(np.clip(g, -1, 1)) + 1) / 2
+        pos = p.gripper_open_position + frac_closed * (p.gripper_closed_position - p.gripper_open_position)
+        if p.gripper_interface == "joint_trajectory":
+            m = JointTrajectory()
+            m.joint_names = list(p.gripper_joint_names)
+            pt = JointTrajectoryPoint(positions=[pos] * len(p.gripper_joint_names))
+            pt.time_from_start = Duration(sec=0, nanosec=int(self.period * 1e9))
+            m.points = [pt]
+            self.pub_gripper.publish(m)
+        elif p.gripper_interface == "float64":
+            self.pub_gripper.publish(Float64MultiArray(data=[pos] * len(p.gripper_joint_names)))
+        else:
+            client, GripperCommand = self._gripper_action
+            if client.server_is_ready():
+                goal = GripperCommand.Goal()
+                goal.command.position, goal.command.max_effort = pos, p.gripper_max_effort
+                client.send_goal_async(goal)
+
+    # --- state ------------------------------------------------------------------------------
+    def on_joints(self, msg):
+        idx = {n: i for i, n in enumerate(msg.name)}
+        names = self.p.joint_names
+        if all(n in idx for n in names):
+            q = np.array([msg.position[idx[n]] for n in names], dtype=np.float64)
+            if np.all(np.isfinite(q)):
+                self.q = q
+                if not self.p.ee_pose_topic:
+                    self.gate_saw_observation()
+            else:
+                self.throttle.warn("nan_q", "joint state with NaN/Inf ignored")
+        else:
+            self.throttle.warn("names", f"joint state lacks some of {names}")
+        g = [msg.position[idx[n]] for n in self.p.gripper_joint_names if n in idx and idx[n] < len(msg.position)]
+        if g:
+            self.gripper_pos = float(np.mean(g))
+
+    def on_pose(self, msg):
+        o = msg.pose.orientation
+        pos = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
+        if not np.all(np.isfinite(pos)):
+            return
+        w, x, y, z = o.w, o.x, o.y, o.z
+        n = (w * w + x * x + y * y + z * z) ** 0.5 or 1.0
+        w, x, y, z = w / n, x / n, y / n, z / n
+        R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+        self.pose = (pos, R)
+        self.gate_saw_observation()
+
+    def ee(self):
+        """(position, rotation) of the end-effector in base_frame, or None when unknown."""
+        if self.p.ee_pose_topic:
+            return self.pose
+        if self.q is None:
+            return None
+        return self.chain.fk(self.q)
+
+    def current_ee_position(self):
+        e = self.ee()
+        return None if e is None else e[0]
+
+    def gripper_opening(self) -> float:
+        p = self.p
+        if self.gripper_pos is None:
+            return float((1 - self.gate.last_gripper) / 2)
+        span = p.gripper_open_position - p.gripper_closed_position
+        return float(np.clip((self.gripper_pos - p.gripper_closed_position) / span, 0, 1)) if span else 0.0
+
+    # --- the control tick -------------------------------------------------------------------
+    def tick(self):
+        self.ticks += 1
+        e = self.ee()
+        predicted = None if e is None else e[0] + self.p.latency_ticks * self._last_dp
+        t = self.gate_tick(predicted)
+        self._last_dp = np.zeros(3)
+        if t.action is None:
+            self.hold()
+        else:
+            self.execute(t.action, e)
+        self.publish_state(e, t.stopped)
+
+    def hold(self):
+        if self.p.interface == "servo":
+            self.publish_twist(np.zeros(3), np.zeros(3))     # Servo halts on a zero twist
+        elif not self._held and self.q is not None:
+            self.publish_trajectory(self.q)                  # stop where the arm is, once
+        self._held = True
+
+    def execute(self, action, e):
+        dp, dr, g = self.gate.envelope.to_physical(action)
+        self._last_dp = dp
+        if self.p.interface == "servo":
+            self.publish_twist(dp / self.period, dr / self.period)
+        else:
+            if self.q is None or e is None:
+                self.throttle.warn("noq", "no joint state yet: holding")
+                return
+            pos, R = self.chain.fk(self.q)          # IK is solved in the chain's own frame
+            target_R = delta_rotation(dr) @ R if self.p.action_dim == 7 else R
+            q, err = self.chain.ik(self.q, pos + dp, target_R, damping=self.p.ik_damping,
+                                   iterations=self.p.ik_iterations, max_step=self.p.max_joint_step_rad)
+            step = np.abs(q - self.q)
+            if err > self.p.ik_max_error_m or np.max(step) > self.p.max_joint_step_rad + 1e-9:
+                self.gate.counts["held:ik"] += 1
+                self.throttle.warn("ik", f"IK cannot reach the target (error {err * 1000:.1f} mm): holding")
+                self.hold()
+                return
+            self.publish_trajectory(q)
+        self._held = False
+        self.send_gripper(g)
+
+    def publish_twist(self, lin, ang):
+        m = TwistStamped()
+        m.header.stamp = self.get_clock().now().to_msg()
+        m.header.frame_id = self.p.base_frame
+        m.twist.linear.x, m.twist.linear.y, m.twist.linear.z = (float(v) for v in lin)
+        m.twist.angular.x, m.twist.angular.y, m.twist.angular.z = (float(v) for v in ang)
+        self.pub_twist.publish(m)
+
+    def publish_trajectory(self, q):
+        m = JointTrajectory()
+        m.header.frame_id = self.p.base_frame
+        m.joint_names = list(self.p.joint_names)
+        pt = JointTrajectoryPoint(positions=[float(v) for v in q])
+        ns = int(self.period * self.p.trajectory_lookahead * 1e9)
+        pt.time_from_start = Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+        m.points = [pt]
+        self.pub_traj.publish(m)
+
+    def publish_state(self, e, stopped):
+        if e is None:
+            return
+        pos, R = e
+        st = RobotState()
+        st.header.stamp = self.get_clock().now().to_msg()
+        st.header.frame_id = self.p.base_frame
+        st.ee_pose.position.x, st.ee_pose.position.y, st.ee_pose.position.z = (float(v) for v in pos)
+        q = matrix_to_quat_wxyz(R)
+        st.ee_pose.orientation.w, st.ee_pose.orientation.x, st.ee_pose.orientation.y, st.ee_pose.orientation.z = \
+            (float(v) for v in q)
+        st.gripper_opening = self.gripper_opening()
+        st.proprio = [float(v) for v in pos] + [st.gripper_opening]
+        st.stopped = bool(stopped or self.gate.stopped)
+        self.pub_state.publish(st)
+
+
+def main(args=None) -> int:
+    return run_node(ArmBridgeNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

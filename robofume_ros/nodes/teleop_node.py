@@ -1,0 +1,151 @@
+"""Human help: joystick / twist teleoperation as interventions, plus manual-reset requests.
+
+in:  `joy_topic` (sensor_msgs/Joy, e.g. from joy_node), `twist_topic` (geometry_msgs/Twist, e.g. from
+     teleop_twist_keyboard or a spacemouse driver)
+out: /robot/intervention (ArmCommand, intervention=true, source="teleop") at `rate_hz` while the human
+     is commanding (dead-man button held, or a non-zero twist newer than `input_timeout_s`); the robot
+     node gives it priority over the policy and the recorder records it;
+     /robot/stop (Bool true) on the stop button; /task_switcher/help (String) on a reset request
+srv: ~/request_reset (std_srvs/Trigger): pause the task switcher (`pause_service`), log and ask a
+     human to reset the scene; resume with `ros2 service call /task_switcher/resume std_srvs/srv/Trigger`
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from geometry_msgs.msg import Twist
+from rclpy.node import Node
+from sensor_msgs.msg import Joy
+from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
+
+from robofume_ros import graph
+from robofume_ros.msg import ArmCommand
+from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.params import declare, knob
+from robofume_ros.ros import qos
+from robofume_ros.ros.convert import action_to_command
+
+
+@dataclass
+class Params:
+    rate_hz: float = knob(10.0, "intervention commands per second while the human commands")
+    action_dim: int = knob(4, "4 (xyz + gripper) or 7 (xyz + rpy + gripper)")
+    joy_topic: str = knob("/joy", "sensor_msgs/Joy input")
+    twist_topic: str = knob("/teleop/twist", "geometry_msgs/Twist input (normalized: 1.0 = full speed)")
+    axes_xyz: list = knob([1, 0, 4], "Joy axes for x, y, z (negative index = inverted: -(i+1))")
+    axes_rpy: list = knob([3, -1, -1], "Joy axes for roll, pitch, yaw (-1 = unused; 7-D actions)")
+    axis_scale: float = knob(1.0, "normalized command for a full stick deflection")
+    deadzone: float = knob(0.1, "stick values below this count as zero")
+    enable_button: int = knob(4, "dead-man button (hold to command; -1 = always enabled)")
+    gripper_close_button: int = knob(0, "button that closes the gripper")
+    gripper_open_button: int = knob(1, "button that opens the gripper")
+    stop_button: int = knob(7, "button that publishes /robot/stop true (-1 = none)")
+    reset_button: int = knob(6, "button that requests a manual reset (-1 = none)")
+    input_timeout_s: float = knob(0.3, "a twist older than this no longer commands")
+    pause_service: str = knob("/task_switcher/pause", "std_srvs/Trigger that pauses the task switcher")
+
+
+def _axis(axes, spec: int) -> float:
+    if spec is None or spec == -1:
+        return 0.0
+    i, sign = (spec, 1.0) if spec >= 0 else (-spec - 1, -1.0)
+    return sign * float(axes[i]) if i < len(axes) else 0.0
+
+
+class TeleopNode(Node):
+    def __init__(self):
+        super().__init__("teleop")
+        self.p = p = declare(self, Params)
+        self.log = self.get_logger()
+        self.throttle = Throttle(self.log)
+        if p.action_dim not in (4, 7):
+            raise ValueError("action_dim must be 4 or 7")
+        self.gripper = -1.0
+        self.joy = None            # (action without gripper, enabled, t)
+        self.twist = None          # (action without gripper, t)
+        self._buttons = []
+        self.sent = 0
+        self.pub = self.create_publisher(ArmCommand, graph.TOPICS["intervention"], qos.RELIABLE)
+        self.pub_stop = self.create_publisher(Bool, graph.TOPICS["stop"], qos.RELIABLE)
+        self.pub_help = self.create_publisher(String, graph.TOPICS["help"], qos.LATCHED)
+        self.pause_client = self.create_client(Trigger, p.pause_service)
+        self.create_subscription(Joy, p.joy_topic, self.on_joy, 10)
+        self.create_subscription(Twist, p.twist_topic, self.on_twist, 10)
+        self.create_service(Trigger, "~/request_reset", self.srv_reset)
+        self.create_timer(1.0 / p.rate_hz, self.tick)
+        self.log.info(f"teleop: {p.joy_topic} (dead-man button {p.enable_button}) and {p.twist_topic} -> "
+                      f"{graph.TOPICS['intervention']}")
+
+    def _deadzone(self, v):
+        v = np.asarray(v, dtype=np.float64)
+        return np.where(np.abs(v) < self.p.deadzone, 0.0, np.clip(v * self.p.axis_scale, -1, 1))
+
+    def on_joy(self, msg):
+        p = self.p
+        pressed = [i for i, b in enumerate(msg.buttons) if b]
+        newly = [i for i in pressed if i not in self._buttons]
+        self._buttons = pressed
+        if p.gripper_close_button in pressed:
+            self.gripper = 1.0
+        if p.gripper_open_button in pressed:
+            self.gripper = -1.0
+        if p.stop_button >= 0 and p.stop_button in newly:
+            self.pub_stop.publish(Bool(data=True))
+            self.log.warning("stop button: /robot/stop true")
+        if p.reset_button >= 0 and p.reset_button in newly:
+            self.request_reset("reset button")
+        xyz = [_axis(msg.axes, a) for a in p.axes_xyz]
+        rpy = [_axis(msg.axes, a) for a in p.axes_rpy]
+        enabled = p.enable_button < 0 or p.enable_button in pressed
+        self.joy = (self._deadzone(xyz + rpy), enabled, time.monotonic())
+
+    def on_twist(self, msg):
+        v = [msg.linear.x, msg.linear.y, msg.linear.z, msg.angular.x, msg.angular.y, msg.angular.z]
+        if not np.all(np.isfinite(v)):
+            self.throttle.warn("nan", "twist with NaN/Inf ignored")
+            return
+        self.twist = (self._deadzone(v), time.monotonic())
+
+    def current(self):
+        """The human's 6-D command now, or None when they are not commanding."""
+        now = time.monotonic()
+        if self.joy is not None and self.joy[1]:
+            return self.joy[0]
+        if self.twist is not None and now - self.twist[1] <= self.p.input_timeout_s and np.any(self.twist[0] != 0):
+            return self.twist[0]
+        return None
+
+    def tick(self):
+        v = self.current()
+        if v is None:
+            return
+        a = np.append(v[:3], self.gripper) if self.p.action_dim == 4 else np.append(v[:6], self.gripper)
+        self.pub.publish(action_to_command(a, self.get_clock().now().to_msg(), "teleop", intervention=True))
+        self.sent += 1
+
+    def request_reset(self, why: str) -> str:
+        text = (f"manual reset requested ({why}): the task switcher is paused; reset the scene, then call "
+                f"/task_switcher/resume")
+        if self.pause_client.service_is_ready():
+            self.pause_client.call_async(Trigger.Request())
+        else:
+            text += f" (warning: {self.p.pause_service} is not available, nothing was paused)"
+        self.log.warning(text)
+        self.pub_help.publish(String(data=text))
+        return text
+
+    def srv_reset(self, req, res):
+        res.message = self.request_reset("service call")
+        res.success = "not available" not in res.message
+        return res
+
+
+def main(args=None) -> int:
+    return run_node(TeleopNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""Training labels for the reward model, from demos and failures only.
+
+Positives: the last ``k`` frames of successful demos. Negatives: every frame of failure episodes
+and the early frames of demos (the first ``neg_demo_frac`` of each). ``Episode.success_gt`` is
+never used for labels: it is simulator ground truth, for evaluation only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+DEMO_SOURCES = ("target_demo", "intervention")
+
+
+@dataclass
+class FrameSet:
+    """Labelled frames: images (N,H,W,3) uint8, instructions (N,), labels (N,) float in {0,1},
+    episode (N,) int index into the source episode list, t (N,) frame index."""
+
+    images: np.ndarray
+    instructions: list
+    labels: np.ndarray
+    episode: np.ndarray
+    t: np.ndarray
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, idx) -> "FrameSet":
+        idx = np.asarray(idx)
+        return FrameSet(self.images[idx], [self.instructions[i] for i in idx], self.labels[idx],
+                        self.episode[idx], self.t[idx])
+
+    @staticmethod
+    def concat(sets: Sequence["FrameSet"]) -> "FrameSet":
+        sets = [s for s in sets if s is not None and len(s)]
+        if not sets:
+            raise ValueError("no labelled frames")
+        return FrameSet(np.concatenate([s.images for s in sets]), sum((list(s.instructions) for s in sets), []),
+                        np.concatenate([s.labels for s in sets]), np.concatenate([s.episode for s in sets]),
+                        np.concatenate([s.t for s in sets]))
+
+    @property
+    def n_pos(self) -> int:
+        return int((self.labels > 0.5).sum())
+
+    @property
+    def n_neg(self) -> int:
+        return int((self.labels <= 0.5).sum())
+
+
+def episode_labels(ep, k: int = 3, neg_demo_frac: float = 0.5, demo_sources=DEMO_SOURCES,
+                   failure_stride: int = 1, prior_as_demo: bool = True):
+    """(t indices, labels) for one episode; empty arrays where it gives no labels."""
+    n = len(ep.images)
+    src = ep.source
+    is_demo = src in demo_sources or (prior_as_demo and src == "prior")
+    if src == "failure" or (is_demo and not ep.success):
+        t = np.arange(0, n, max(1, failure_stride))
+        return t, np.zeros(len(t), np.float32)
+    if is_demo and ep.success:
+        k = max(1, min(k, n))
+        pos = np.arange(n - k, n)
+        n_neg = int(np.floor(neg_demo_frac * n))
+        n_neg = min(n_neg, n - k)
+        neg = np.arange(0, n_neg)
+        return np.concatenate([neg, pos]), np.concatenate([np.zeros(len(neg), np.float32), np.ones(len(pos), np.float32)])
+    return np.zeros(0, int), np.zeros(0, np.float32)
+
+
+def label_episodes(episodes: Sequence, k: int = 3, neg_demo_frac: float = 0.5, sources: Iterable[str] | None = None,
+                   failure_stride: int = 1, episode_ids: Sequence[int] | None = None) -> FrameSet | None:
+    """Labelled frames of ``episodes`` (optionally only those whose source is in ``sources``)."""
+    ims, ins, labs, epi, ts = [], [], [], [], []
+    for j, ep in enumerate(episodes):
+        if sources is not None and ep.source not in sources:
+            continue
+        t, y = episode_labels(ep, k=k, neg_demo_frac=neg_demo_frac, failure_stride=failure_stride)
+        if not len(t):
+            continue
+        ims.append(ep.images[t])
+        ins += [ep.instruction] * len(t)
+        labs.append(y)
+        epi.append(np.full(len(t), j if episode_ids is None else episode_ids[j]))
+        ts.append(t)
+    if not labs:
+        return None
+    return FrameSet(np.concatenate(ims), ins, np.concatenate(labs), np.concatenate(epi), np.concatenate(ts))
+
+
+def split_by_episode(episodes: Sequence, val_frac: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Train/held-out episode indices, stratified by (source, success) so that each group with at
+    least two episodes puts at least one in each split."""
+    rng = np.random.default_rng(seed)
+    groups: dict = {}
+    for i, ep in enumerate(episodes):
+        groups.setdefault((ep.source, bool(ep.success), ep.task), []).append(i)
+    train, val = [], []
+    for key in sorted(groups, key=str):
+        idx = list(groups[key])
+        rng.shuffle(idx)
+        n_val = int(round(val_frac * len(idx)))
+        if len(idx) >= 2:
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        else:
+            n_val = 0
+        val += idx[:n_val]
+        train += idx[n_val:]
+    return sorted(train), sorted(val)

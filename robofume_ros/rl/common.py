@@ -1,0 +1,95 @@
+"""Plumbing shared by the algorithm files: observation sizes, acting, state dicts, batch conversion."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ObsDims:
+    proprio_dim: int                     # size of the proprioception vector
+    action_dim: int                      # size of the (normalised, [-1,1]) action vector
+    lang_dim: int                        # size of the instruction embedding fed to the networks
+    feature_dim: Optional[int] = None    # frozen-encoder feature size (obs_mode "features")
+    image_shape: Optional[tuple] = None  # (H, W, 3) (obs_mode "cnn")
+
+
+def autocast(enabled: bool):
+    """bf16 autocast on CPU (or CUDA) when enabled, else a no-op context."""
+    if not enabled:
+        return contextlib.nullcontext()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.autocast(device_type=dev, dtype=torch.bfloat16)
+
+
+def to_torch(batch: dict, device="cpu") -> dict:
+    """numpy batch (nested dicts) -> torch tensors without copies where possible."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, dict):
+            out[k] = to_torch(v, device)
+        elif isinstance(v, np.ndarray):
+            out[k] = torch.from_numpy(v).to(device)
+        else:
+            out[k] = v
+    return out
+
+
+class AgentBase:
+    """Common acting / (de)serialisation. Subclasses set self.encoder, self.actor, self.modules
+    (dict name -> nn.Module or Parameter holder) and self.optimizers (dict name -> optimizer)."""
+
+    cfg = None
+    modules: dict
+    optimizers: dict
+    bf16: bool = False
+
+    @torch.no_grad()
+    def act(self, obs: dict, deterministic: bool = True) -> torch.Tensor:
+        """obs: tensors (B, ...) with 'lang' already embedded. Returns actions (B, A) in [-1,1]."""
+        with autocast(self.bf16):
+            z = self.encoder(obs)
+            mean, log_std = self.actor(z)
+        if deterministic:
+            return torch.tanh(mean)
+        return self.actor.sample(mean, log_std, 1)[0][:, 0]
+
+    def policy_state_dict(self) -> dict:
+        """What the policy node needs: encoder (with normalisation stats) + actor."""
+        sd = {f"encoder.{k}": v.detach().clone() for k, v in self.encoder.state_dict().items()}
+        sd.update({f"actor.{k}": v.detach().clone() for k, v in self.actor.state_dict().items()})
+        return sd
+
+    def state_dict(self) -> dict:
+        return {"modules": {k: m.state_dict() for k, m in self.modules.items()},
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
+
+    def load_state_dict(self, sd: dict) -> None:
+        for k, m in self.modules.items():
+            m.load_state_dict(sd["modules"][k])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(sd["optimizers"][k])
+
+    def set_obs_stats(self, **stats) -> None:
+        for m in self.modules.values():
+            if hasattr(m, "set_stats"):
+                m.set_stats(**stats)
+
+    def train_mode(self, flag: bool = True):
+        for m in self.modules.values():
+            m.train(flag)
+
+
+class ScalarParam(torch.nn.Module):
+    """A single learnable scalar (log alpha, log alpha')."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = torch.nn.Parameter(torch.tensor(float(value)))
+
+    def forward(self):
+        return self.value

@@ -1,0 +1,93 @@
+"""Inference-only policy for the policy node: encoder + actor, one observation at a time.
+
+    pol = Policy.load("runs/x/checkpoint.pt")          # learner checkpoint or exported policy file
+    a = pol.act(image, proprio, "open the drawer", deterministic=True)   # -> np.ndarray (A,)
+    pol.load_weights(blob)                              # bytes from Learner.export_policy() or a dict
+
+In obs_mode "features" the frozen EfficientNet-lite0 runs here on the single frame (features
+for training were precomputed). Unseen instructions are embedded on first use and cached.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from robofume_ros.rl import checkpoint as ckpt
+from robofume_ros.rl.language import LanguageTable
+from robofume_ros.rl.networks import NetConfig, ObsEncoder, TanhGaussianActor
+
+POLICY_KIND = "robofume_rl_policy"
+
+
+def _policy_payload(p: dict, name: str) -> dict:
+    if p.get("kind") == "robofume_rl_learner":
+        p = p.get("policy")
+    if not isinstance(p, dict) or p.get("kind") != POLICY_KIND:
+        raise ckpt.CheckpointError(f"{name}: does not hold policy weights")
+    return p
+
+
+class Policy:
+    def __init__(self, payload: dict, name: str = "<policy>"):
+        p = _policy_payload(payload, name)
+        net = dict(p["net"])
+        for k in ("hidden", "cnn_strides"):
+            net[k] = tuple(net[k])
+        self.net_cfg = NetConfig(**net)
+        d = p["dims"]
+        self.dims = d
+        self.obs_mode = p["obs_mode"]
+        self.lang = LanguageTable.from_state_dict(p["lang"])
+        self.encoder = ObsEncoder(self.net_cfg, d["proprio_dim"], d["lang_dim"], d["feature_dim"],
+                                  tuple(d["image_shape"]) if d["image_shape"] else None).eval()
+        self.actor = TanhGaussianActor(self.encoder.out_dim, d["action_dim"], self.net_cfg).eval()
+        self._frozen = None
+        self.step = -1
+        self.load_weights(p, name)
+
+    @classmethod
+    def load(cls, path) -> "Policy":
+        p = ckpt.load_checkpoint(path)
+        return cls(p, str(path))
+
+    def load_weights(self, weights: Union[bytes, dict], name: str = "<weights>") -> None:
+        """New actor/encoder weights: bytes from Learner.export_policy(), a policy payload dict,
+        or a flat state dict with 'encoder.*' / 'actor.*' keys."""
+        if isinstance(weights, (bytes, bytearray, memoryview)):
+            weights = ckpt.from_bytes(bytes(weights), name)
+        if "kind" in weights:
+            p = _policy_payload(weights, name)
+            sd, self.step = p["policy"], p.get("step", -1)
+            for s in p["lang"]["instructions"]:   # keep embeddings of instructions the learner added
+                if s not in self.lang.ids:
+                    self.lang = LanguageTable.from_state_dict(p["lang"])
+                    break
+        else:
+            sd = weights
+        try:
+            self.encoder.load_state_dict({k[8:]: v for k, v in sd.items() if k.startswith("encoder.")})
+            self.actor.load_state_dict({k[6:]: v for k, v in sd.items() if k.startswith("actor.")})
+        except RuntimeError as e:
+            raise ckpt.CheckpointError(f"{name}: weights do not fit this policy ({e})") from e
+
+    @torch.no_grad()
+    def act(self, image: Optional[np.ndarray], proprio: np.ndarray, instruction: str,
+            deterministic: bool = True, features: Optional[np.ndarray] = None) -> np.ndarray:
+        """One observation -> one action (A,) float32 in [-1, 1]."""
+        obs = {"proprio": torch.as_tensor(np.asarray(proprio, np.float32)).view(1, -1),
+               "lang": torch.from_numpy(self.lang.embed([instruction]))}
+        if self.obs_mode == "cnn":
+            obs["image"] = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0)
+        elif self.obs_mode == "features":
+            if features is None:
+                if self._frozen is None:
+                    from robofume_ros.rl.features import FrozenImageEncoder
+                    self._frozen = FrozenImageEncoder()
+                features = self._frozen(image)
+            obs["features"] = torch.as_tensor(np.asarray(features, np.float32)).view(1, -1)
+        mean, log_std = self.actor(self.encoder(obs))
+        a = torch.tanh(mean) if deterministic else self.actor.sample(mean, log_std, 1)[0][:, 0]
+        return a[0].numpy().astype(np.float32)

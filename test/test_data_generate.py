@@ -1,0 +1,84 @@
+"""`robofume dataset generate` on a tiny config: sources, labels, ground truth, determinism."""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("metaworld")
+
+from robofume_ros.data.dataset import dataset_info, load_episodes  # noqa: E402
+from robofume_ros.data.generate import GenerateConfig, generate, main  # noqa: E402
+from robofume_ros.sim import PAIRS  # noqa: E402
+
+TINY = dict(prior_tasks=2, prior_episodes=1, demos=1, failures=2, failure_length=12,
+            image_size=(32, 32), progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "a"
+    generate(GenerateConfig(out=str(out), seed=3, bags=True, **TINY))
+    return out
+
+
+def test_sources_labels_and_ground_truth(tiny):
+    info = dataset_info(tiny)
+    by = {}
+    for m in info["episode_meta"]:
+        by.setdefault(m["source"], []).append(m)
+    assert {s: len(v) for s, v in by.items()} == {"target_demo": 2, "failure": 2, "prior": 2}
+    pair = PAIRS["drawer"]
+    assert sorted(m["task"] for m in by["target_demo"]) == sorted(pair.tasks)
+    assert not {m["task"] for m in by["prior"]} & set(pair.tasks)
+    for ep in load_episodes(tiny, sources="target_demo"):
+        assert ep.success and ep.images.shape[1:] == (32, 32, 3)
+        np.testing.assert_array_equal(ep.rewards[-3:], 0)
+        assert (ep.rewards[:-3] == -1).all()
+        assert ep.terminals[-3:].all() and not ep.terminals[:-3].any()
+        assert ep.success_gt[-3:].all() and not ep.success_gt[0]   # starts undone, ends done
+        assert len(ep) <= 250
+    for ep in load_episodes(tiny, sources="failure"):
+        assert not ep.success and (ep.rewards == -1).all() and not ep.terminals.any()
+        assert not ep.success_gt.any(), "a failure episode reached its task by ground truth"
+        assert len(ep) == 12 and ep.task in pair.tasks
+    for ep in load_episodes(tiny, sources="prior"):
+        assert ep.success and ep.success_gt[-1] and len(ep) <= 200
+    # reset-free: the backward demo starts where the forward one ended (same scene, no reset)
+    demos = load_episodes(tiny, sources="target_demo")
+    assert demos[0].provenance["phase"] == "forward" and demos[1].provenance["phase"] == "backward"
+    np.testing.assert_allclose(demos[1].proprio[0], demos[0].proprio[-1], atol=1e-6)
+    summary = json.loads((tiny / "generate.json").read_text())
+    assert summary["by_source"]["target_demo"]["episodes"] == 2
+
+
+def test_deterministic_given_the_seed(tiny, tmp_path):
+    b = tmp_path / "b"
+    assert main(["-o", str(b), "--seed", "3", "--prior-tasks", "2", "--prior-episodes", "1",
+                 "--demos", "1", "--failures", "2", "--failure-length", "12", "--image-size", "32", "32",
+                 "--no-progress"]) == 0
+    ea, eb = load_episodes(tiny), load_episodes(b)
+    assert len(ea) == len(eb)
+    for x, y in zip(ea, eb):
+        assert (x.source, x.task, len(x)) == (y.source, y.task, len(y))
+        for name in ("images", "proprio", "actions", "rewards", "terminals", "success_gt"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
+    assert main(["-o", str(b), "--quick"]) == 2        # never writes into an existing dataset
+
+
+def test_another_seed_gives_other_data(tiny, tmp_path):
+    c = tmp_path / "c"
+    generate(GenerateConfig(out=str(c), seed=4, **{**TINY, "prior_tasks": 1, "failures": 1}))
+    a = load_episodes(tiny, sources="target_demo")[0]
+    b = load_episodes(c, sources="target_demo")[0]
+    assert len(a) != len(b) or not np.array_equal(a.actions, b.actions)
+
+
+def test_bags_convert_back_to_the_same_target_demos(tiny, tmp_path):
+    from robofume_ros.data.convert import convert_bags
+    rep = convert_bags([tiny / "bags" / "target_demo"], tmp_path / "conv", source="target_demo",
+                       progress=False)
+    assert rep.episodes == 2 and not rep.errors
+    for x, y in zip(load_episodes(tiny, sources="target_demo"), load_episodes(tmp_path / "conv")):
+        for name in ("images", "actions", "rewards", "terminals", "success_gt"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
+        np.testing.assert_allclose(x.proprio, y.proprio)

@@ -1,0 +1,95 @@
+"""Online episodes from the topic stream: pairing, RoboFuME labels, disk before training, crash recovery."""
+import numpy as np
+
+from robofume_ros.data.dataset import load_episodes
+from robofume_ros.online.episode_stream import EpisodeStream, Journal
+
+
+def feed(stream, episode, stamps, task="drawer-open", instr="open the drawer", commands=True):
+    for s in stamps:
+        stream.observation(s, episode, np.full((8, 8, 3), s % 255, np.uint8), [s, 0, 0, 1], instr, task)
+        if commands:
+            stream.command(s, [0.1, 0.2, 0.3, float(s % 2)])
+        stream.reward(s, 0.9 if s == stamps[-1] else 0.1)
+
+
+def test_episode_closes_with_robofume_labels_and_is_on_disk(tmp_path):
+    st = EpisodeStream(tmp_path, action_dim=4)
+    feed(st, 0, [10, 11, 12, 13])
+    feed(st, 1, [14, 15], task="drawer-close", instr="close the drawer")
+    eps = st.close_before(1, success=True)
+    assert len(eps) == 1
+    ep = eps[0]
+    assert len(ep) == 3 and ep.success and ep.task == "drawer-open"
+    np.testing.assert_array_equal(ep.rewards, [-1, -1, 0])
+    np.testing.assert_array_equal(ep.terminals, [False, False, True])
+    np.testing.assert_array_equal(ep.proprio[:, 0], [10, 11, 12, 13])
+    np.testing.assert_allclose(ep.actions[:, 3], [0, 1, 0])
+    assert ep.provenance["reward_probability"][-1] == 0.9
+    on_disk = load_episodes(tmp_path / "online")
+    assert len(on_disk) == 1 and np.array_equal(on_disk[0].images, ep.images)
+    # a timeout ends the episode without success: all -1, never terminal
+    feed(st, 1, [16, 17])
+    [ep2] = st.close_before(2, success=False)
+    assert not ep2.success and not ep2.terminals.any() and (ep2.rewards == -1).all()
+
+
+def test_commands_pair_by_stamp_and_gaps_are_cut(tmp_path):
+    st = EpisodeStream(tmp_path, action_dim=4)
+    for s in range(20, 30):
+        st.observation(s, 0, np.zeros((4, 4, 3), np.uint8), [s, 0, 0, 0], "i", "t")
+    for s in range(20, 30):
+        if s != 23:                         # the command for stamp 23 never arrived
+            st.command(s, [s, 0, 0, 0])
+    st.command(999, [0, 0, 0, 0])           # answers nothing we saw
+    [ep] = st.close_before(1, success=False)
+    # the clean tail after the gap: obs 24..29, actions 24..28
+    np.testing.assert_array_equal(ep.proprio[:, 0], np.arange(24, 30))
+    np.testing.assert_array_equal(ep.actions[:, 0], np.arange(24, 29))
+    assert st.dropped["command_without_observation"] == 1 and st.dropped["command_missing"] == 4
+
+
+def test_a_killed_learner_loses_nothing_it_received(tmp_path):
+    st = EpisodeStream(tmp_path, action_dim=4)
+    feed(st, 0, [1, 2, 3])
+    feed(st, 1, [4, 5, 6], task="drawer-close")
+    st.close_before(1, success=True)        # episode 0 on disk
+    feed(st, 1, [7, 8])                     # episode 1 still open when the process dies
+    st.journal.close()                      # (a kill: nothing else is flushed)
+    # the journal's torn last record (killed mid-write) is ignored
+    with open(tmp_path / "journal.bin", "ab") as f:
+        f.write(b"\x40\x00\x00\x00partial")
+    st2 = EpisodeStream(tmp_path, action_dim=4)
+    finished, open_steps = st2.recover()
+    assert finished == [] and open_steps == 5
+    feed(st2, 2, [9, 10])
+    [ep1] = st2.close_before(2, success=True)
+    np.testing.assert_array_equal(ep1.proprio[:, 0], [4, 5, 6, 7, 8])
+    assert len(load_episodes(tmp_path / "online")) == 2
+
+
+def test_episode_closed_but_not_yet_written_is_finished_on_recovery(tmp_path):
+    st = EpisodeStream(tmp_path, action_dim=4)
+    feed(st, 0, [1, 2, 3, 4])
+    st._log(("close", 1, True))             # the switch was journaled, then the process died
+    st.journal.close()
+    st2 = EpisodeStream(tmp_path, action_dim=4)
+    finished, open_steps = st2.recover()
+    assert len(finished) == 1 and finished[0].success and finished[0].terminals[-1]
+    assert open_steps == 0 and len(load_episodes(tmp_path / "online")) == 1
+    # a second recovery finds it on disk and does not write it twice
+    st2.journal.close()
+    st3 = EpisodeStream(tmp_path, action_dim=4)
+    assert st3.recover() == ([], 0)
+    assert len(load_episodes(tmp_path / "online")) == 1
+
+
+def test_journal_round_trip(tmp_path):
+    j = Journal(tmp_path / "j.bin")
+    recs = [("obs", i, np.arange(i)) for i in range(5)]
+    for r in recs:
+        j.append(r)
+    out = j.replay()
+    assert [r[1] for r in out] == list(range(5))
+    j.rewrite(out[3:])
+    assert [r[1] for r in j.replay()] == [3, 4]

@@ -1,0 +1,144 @@
+"""Networks, baselines, RND, language and frozen-encoder paths (small and fast)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from robofume_ros.rl.learner import Learner, LearnerConfig
+from robofume_ros.rl.networks import NetConfig, StackedQ, TanhGaussianActor
+from robofume_ros.rl.pointmass import INSTRUCTION, scripted_dataset
+
+torch.set_num_threads(1)
+
+
+def test_stacked_q_matches_separate_mlps():
+    torch.manual_seed(0)
+    q = StackedQ(5, 3, (16, 16), n=2)
+    z, a = torch.randn(4, 5), torch.rand(4, 6, 3) * 2 - 1
+    out = q(z, a)
+    assert out.shape == (2, 4, 6)
+    for e in range(2):
+        x = torch.cat([z[:, None].expand(-1, 6, -1), a], -1)
+        w1 = torch.cat([q.w_z[e], q.w_a[e]], 0)
+        h = torch.relu(x @ w1 + q.b0[e])
+        h = torch.relu(h @ q.ws[0][e] + q.bs[0][e])
+        ref = (h @ q.w_out[e] + q.b_out[e])[..., 0]
+        torch.testing.assert_close(out[e], ref, rtol=1e-5, atol=1e-5)
+    # orthogonal init of the joint first layer
+    w1 = torch.cat([q.w_z[0], q.w_a[0]], 0)
+    torch.testing.assert_close(w1 @ w1.t(), 2.0 * torch.eye(8), atol=1e-4, rtol=1e-4)
+
+
+def test_tanh_gaussian_log_prob_consistent():
+    torch.manual_seed(0)
+    actor = TanhGaussianActor(4, 2, NetConfig(hidden=(16,)))
+    mean, log_std = actor(torch.randn(3, 4))
+    a, logp = actor.sample(mean, log_std, 5)
+    assert a.shape == (3, 5, 2) and (a.abs() < 1).all()
+    lp2 = actor.log_prob(mean[:, None], log_std[:, None], a)
+    torch.testing.assert_close(logp, lp2, atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("algo", ["calql", "cql", "iql", "bc", "sac"])
+def test_every_algorithm_updates_and_acts(algo):
+    data = scripted_dataset(6, noise=1.5, seed=1)
+    L = Learner(LearnerConfig(algo=algo, lang_mode="onehot", agent={"batch_size": 16, "net": {"hidden": [32, 32]}}), 2, 2)
+    L.add_offline(data)
+    m = L.update(3)
+    vals = {k: float(v) for k, v in m.items()}
+    assert all(math.isfinite(v) for v in vals.values()), vals
+    if algo in ("calql", "cql"):
+        assert {"q_data", "mc_return", "cql_gap", "alpha", "entropy", "critic_grad_norm", "actor_grad_norm"} <= vals.keys()
+    if algo == "calql":
+        assert "bound_rate" in vals
+    a = L.act({"proprio": data[0].proprio[:4], "instruction": [INSTRUCTION] * 4})
+    assert a.shape == (4, 2) and np.all(np.abs(a) <= 1)
+
+
+def test_calql_options_run():
+    data = scripted_dataset(6, noise=1.5, seed=1)
+    for over in ({"cql_lagrange": True}, {"max_target_backup": True}, {"bound_random_actions": True},
+                 {"bc_loss": "nll"}, {"bf16": True}, {"backup_entropy": True, "cql_importance_sample": False}):
+        L = Learner(LearnerConfig(lang_mode="none", agent={"batch_size": 16, "net": {"hidden": [32, 32]}, **over}), 2, 2)
+        L.add_offline(data)
+        m = L.update(2)
+        assert all(math.isfinite(float(v)) for v in m.values()), over
+        if over.get("cql_lagrange"):
+            assert "alpha_prime" in m
+
+
+def test_iql_q_is_bounded():
+    data = scripted_dataset(6, noise=1.5, seed=1)
+    L = Learner(LearnerConfig(algo="iql", lang_mode="none", agent={"batch_size": 16, "gamma": 0.5,
+                                                                   "net": {"hidden": [32, 32]}}), 2, 2)
+    L.add_offline(data)
+    assert L.agent.q_lo == pytest.approx(-10.0) and L.agent.q_hi == pytest.approx(10.0)
+    L.update(2)
+
+
+def test_online_add_episode_and_rnd_bonus():
+    data = scripted_dataset(6, noise=1.5, seed=1)
+    L = Learner(LearnerConfig(lang_mode="onehot", use_rnd=True, agent={"batch_size": 16, "net": {"hidden": [32, 32]}}), 2, 2)
+    L.add_offline(data)
+    online = scripted_dataset(2, noise=2.0, seed=5)
+    for ep in online:
+        ep.source = "online"
+        L.add_episode(ep)
+    assert len(L.online) == sum(len(e) for e in online)
+    # online MC returns are stored (calibration stays on online)
+    mc = L.online.array("mc_returns")
+    assert np.all(np.isfinite(mc)) and mc.min() < 0
+    m = L.update(3)
+    assert float(m["rnd_bonus"]) > 0 and math.isfinite(float(m["rnd_loss"]))
+
+
+def test_features_mode_trains_on_stored_features():
+    data = scripted_dataset(4, noise=1.5, seed=1)
+    rng = np.random.default_rng(0)
+    for ep in data:
+        ep.features = rng.standard_normal((len(ep) + 1, 12)).astype(np.float32)
+    L = Learner(LearnerConfig(obs_mode="features", lang_mode="none", agent={"batch_size": 16, "net": {"hidden": [32, 32]}}),
+                2, 2, feature_dim=12)
+    L.add_offline(data)
+    m = L.update(2)
+    assert math.isfinite(float(m["td_loss"]))
+    assert not any(True for _ in L.agent.encoder.parameters())   # nothing in the encoder trains
+
+
+def test_cnn_encoder_trained_by_critic_only():
+    data = scripted_dataset(4, noise=1.5, seed=1, image_size=16)
+    L = Learner(LearnerConfig(obs_mode="cnn", lang_mode="none", agent={"batch_size": 8, "net": {"hidden": [32, 32]}}),
+                2, 2, image_shape=(16, 16, 3))
+    L.add_offline(data)
+    ag = L.agent
+    b = L.sample_batch()
+    total, m = ag.losses(b)
+    # gradient of the actor loss alone must not reach the encoder
+    ag.encoder.zero_grad(set_to_none=True)
+    ag.actor.zero_grad(set_to_none=True)
+    m_actor = ag.actor(ag.encoder(b["obs"]).detach())
+    m_actor[0].sum().backward()
+    assert all(p.grad is None for p in ag.encoder.parameters())
+    L.update(1)
+
+
+def test_frozen_efficientnet_features():
+    from robofume_ros.rl.features import FrozenImageEncoder, add_features
+    enc = FrozenImageEncoder(image_size=64)
+    data = scripted_dataset(1, noise=1.5, seed=1, image_size=32)
+    add_features(data, enc)
+    f = data[0].features
+    assert f.shape == (len(data[0]) + 1, 1280) and f.dtype == np.float32 and np.isfinite(f).all()
+    assert (f >= 0).all() and f.std() > 0   # ReLU6 pooled features
+
+
+def test_minilm_language_embedding_cached():
+    from robofume_ros.rl.language import LanguageTable
+    t = LanguageTable("minilm")
+    i = t.index("open the drawer")
+    j = t.index("close the drawer")
+    assert t.index("open the drawer") == i and t.table.shape == (2, 384)
+    e = t.embed(["open the drawer", "close the drawer"])
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-5)
+    assert 0.3 < float(e[0] @ e[1]) < 0.999

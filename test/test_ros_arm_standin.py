@@ -1,0 +1,174 @@
+"""The real-arm path (arm_bridge + the MuJoCo stand-in driver) as real processes.
+
+robot:=franka standin_driver:=true: commands go through the same CommandGate as in the sim, out as
+MoveIt Servo twists (or joint trajectories via IK) to the stand-in, which moves the simulated arm and
+answers with joint states, a pose and camera frames. Every test stops its nodes even on failure."""
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from geometry_msgs.msg import TwistStamped  # noqa: E402
+from rosgraph import graph_under_test  # noqa: E402
+from std_msgs.msg import Bool, String  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from robofume_ros import graph  # noqa: E402
+from robofume_ros.msg import ArmCommand, Observation, RobotState  # noqa: E402
+from robofume_ros.ros import qos  # noqa: E402
+
+TICK = 0.1
+BOX_LOW, BOX_HIGH = [0.25, -0.05, 0.44], [0.36, 0.05, 0.53]   # small box around the FR3 home pose
+TWIST = "/servo_node/delta_twist_cmds"
+
+
+def arm_specs(extra=None, only=("arm_bridge", "standin_driver"), **bridge_params):
+    args = {"robot": "franka", "standin_driver": "true", "record": "false"}
+    args.update(extra or {})
+    specs = [s for s in graph.nodes("sim", args) if s.name in only]
+    for s in specs:
+        if s.name == "arm_bridge":
+            s.parameters.update(bridge_params)
+    return specs
+
+
+def cmd(probe, xyz, g=-1.0, source="policy"):
+    c = ArmCommand()
+    c.header.stamp = probe.node.get_clock().now().to_msg()
+    c.translation.x, c.translation.y, c.translation.z = (float(v) for v in xyz)
+    c.gripper, c.source = float(g), source
+    return c
+
+
+def pos(s):
+    return np.array([s.ee_pose.position.x, s.ee_pose.position.y, s.ee_pose.position.z])
+
+
+def safety_counts(probe):
+    msgs = probe.get("/robot/safety")
+    return json.loads(msgs[-1].data)["counts"] if msgs else {}
+
+
+def test_graph_spec_for_real_arm():
+    names = [s.name for s in graph.nodes("sim", {"robot": "franka", "standin_driver": "true", "teleop": "true"})]
+    assert names[:3] == ["arm_bridge", "standin_driver", "teleop"] and "sim" not in names
+    assert "standin_driver" not in [s.name for s in graph.nodes("finetune", {"robot": "widowx"})]
+    spec = [s for s in graph.nodes("sim", {"robot": "widowx", "arm_interface": "servo"}) if s.name == "arm_bridge"][0]
+    assert spec.parameters["interface"] == "servo" and spec.params_file.endswith("widowx.yaml")
+
+
+def test_envelope_stop_and_watchdog_through_the_standin(tmp_path):
+    specs = arm_specs(workspace_low=BOX_LOW, workspace_high=BOX_HIGH)
+    with graph_under_test("sim", {}, tmp_path, specs=specs) as g:
+        probe = g.probe({"/robot/state": RobotState, "/robot/safety": String})
+        probe.subscribe(TWIST, TwistStamped, qos=10)
+        probe.wait_for("/robot/state", 5, timeout=60)
+        pub = probe.publisher("/robot/command", ArmCommand)
+        stop = probe.publisher("/robot/stop", Bool)
+        time.sleep(0.5)
+        # 1. wild commands for 4 s: every component far outside [-1, 1], pushing out of the box
+        rng = np.random.default_rng(0)
+        t0 = time.monotonic()
+        n_sent = 0
+        while time.monotonic() - t0 < 4.0:
+            xyz = rng.choice([-1, 1], 3) * rng.uniform(1, 50, 3) if n_sent % 3 else [40.0, -40.0, 40.0]
+            pub.publish(cmd(probe, xyz, g=rng.uniform(-9, 9)))
+            n_sent += 1
+            time.sleep(TICK / 2)
+        states = probe.get("/robot/state")
+        twists = probe.get(TWIST)
+        # 2. stop while commands keep coming: the arm holds within one tick
+        t_stop = time.monotonic()
+        stop.publish(Bool(data=True))
+        while time.monotonic() - t_stop < 1.5:
+            pub.publish(cmd(probe, [1.0, 1.0, 1.0]))
+            time.sleep(TICK / 2)
+        after_stop = probe.timed(TWIST)
+        states_stop = probe.timed("/robot/state")
+        stop.publish(Bool(data=False))
+        time.sleep(0.3)
+        # 3. watchdog: commands stop arriving -> hold within command_timeout + a tick
+        pub.publish(cmd(probe, [0.0, -1.0, 0.0]))
+        t_last = time.monotonic()
+        time.sleep(1.5)
+        wd = probe.timed("/robot/state")
+        counts_cmd_wd = safety_counts(probe)
+        # 4. stale observations: freeze the driver (SIGSTOP) while the policy keeps commanding
+        standin = g.runner.procs["standin_driver"].proc
+        os.kill(standin.pid, signal.SIGSTOP)
+        try:
+            t_freeze = time.monotonic()
+            while time.monotonic() - t_freeze < 1.5:
+                pub.publish(cmd(probe, [1.0, 0.0, 0.0]))
+                time.sleep(TICK / 2)
+        finally:
+            os.kill(standin.pid, signal.SIGCONT)
+        frozen = [(t, s) for t, s in probe.timed("/robot/state") if t > t_freeze + 0.5 + 2 * TICK]
+        time.sleep(0.5)
+        counts = safety_counts(probe)
+        g.assert_alive()
+
+    # 1: every executed twist within the speed limit, the hand never left the box (+ mocap lag)
+    speeds = [np.linalg.norm([m.twist.linear.x, m.twist.linear.y, m.twist.linear.z]) for m in twists]
+    assert len(speeds) >= 30 and max(speeds) <= 0.15 + 1e-6, max(speeds)
+    P = np.array([pos(s) for s in states])
+    assert np.all(P >= np.array(BOX_LOW) - 0.005) and np.all(P <= np.array(BOX_HIGH) + 0.005), (P.min(0), P.max(0))
+    assert (P.max(0) - P.min(0)).max() > 0.03, "the arm did not move at all"
+    # 2: the first twist after the stop arrived within one tick (+ transport) is zero, and all after it
+    post = [(t, m) for t, m in after_stop if t > t_stop]
+    first_zero = next(t for t, m in post if m.twist.linear.x == m.twist.linear.y == m.twist.linear.z == 0)
+    assert first_zero - t_stop <= TICK + 0.15, f"held only after {first_zero - t_stop:.3f} s"
+    assert all(m.twist.linear.x == 0 for t, m in post if t > first_zero)
+    held = [pos(s) for t, s in states_stop if t > t_stop + 2 * TICK]
+    assert len(held) >= 5 and np.ptp(np.array(held), axis=0).max() < 0.005
+    assert all(s.stopped for t, s in states_stop if t > t_stop + 2 * TICK)
+    # 3: the command watchdog held the arm
+    late = [s for t, s in wd if t > t_last + 0.5 + 2 * TICK]
+    assert late and all(s.stopped for s in late)
+    assert counts_cmd_wd.get("watchdog:command", 0) >= 1
+    # 4: stale observations: the bridge held the arm (zero twists) and said so
+    assert frozen and all(s.stopped for t, s in frozen)
+    # every clip and stop counted and published
+    for key in ("clipped:bounds", "clipped:workspace", "clipped:velocity", "stop:stop topic",
+                "watchdog:observation", "held:stopped"):
+        assert counts.get(key, 0) >= 1, (key, counts)
+    print(f"\nsafety counts after {n_sent} wild commands: {counts}")
+
+
+def test_joint_trajectory_interface_moves_the_arm_via_ik(tmp_path):
+    specs = arm_specs({"arm_interface": "joint_trajectory"})
+    with graph_under_test("sim", {}, tmp_path, specs=specs) as g:
+        probe = g.probe({"/robot/state": RobotState})
+        probe.subscribe("/fr3_arm_controller/joint_trajectory", JointTrajectory, qos=10)
+        probe.wait_for("/robot/state", 5, timeout=60)
+        pub = probe.publisher("/robot/command", ArmCommand)
+        start = pos(probe.get("/robot/state")[-1])
+        for _ in range(30):
+            pub.publish(cmd(probe, [0.0, 1.0, 0.0]))
+            time.sleep(TICK)
+        time.sleep(0.3)
+        end = pos(probe.get("/robot/state")[-1])
+        trajs = probe.get("/fr3_arm_controller/joint_trajectory")
+        g.assert_alive()
+    assert len(trajs) >= 10 and trajs[-1].joint_names[0] == "fr3_joint1" and len(trajs[-1].points[0].positions) == 7
+    moved = end - start
+    assert moved[1] > 0.1 and abs(moved[0]) < 0.02 and abs(moved[2]) < 0.02, moved
+
+
+def test_scripted_policy_drives_the_standin_through_the_bridge(tmp_path):
+    """The usual nodes (camera, task switcher, scripted policy) run unchanged on the real-arm path."""
+    specs = arm_specs(only=("arm_bridge", "standin_driver", "camera", "task_switcher", "scripted_policy"))
+    with graph_under_test("sim", {}, tmp_path, specs=specs) as g:
+        probe = g.probe({"/observation": Observation, "/robot/state": RobotState, "/robot/command": ArmCommand})
+        probe.wait_for("/observation", 5, timeout=60)
+        probe.wait_for("/robot/command", 40, timeout=40)
+        obs = probe.get("/observation")
+        states = probe.get("/robot/state")
+        g.assert_alive()
+    assert obs[-1].image.width == 100 and len(obs[-1].proprio) == 4 and obs[-1].task == "drawer-open"
+    P = np.array([pos(s) for s in states])
+    assert np.ptp(P, axis=0).max() > 0.03, "the scripted expert did not move the arm"

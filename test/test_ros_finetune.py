@@ -1,0 +1,144 @@
+"""Reset-free fine-tuning end to end, as real processes with tiny models: sim + camera + policy +
+reward + task switcher + learner (+ recorder). A few hundred lockstep steps."""
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from rosgraph import graph_under_test  # noqa: E402
+
+from robofume_ros import graph  # noqa: E402
+from robofume_ros.data.episode import Episode  # noqa: E402
+from robofume_ros.msg import ArmCommand, PolicyWeights, Reward, TaskPhase  # noqa: E402
+
+
+def tiny_learner_checkpoint(path: Path) -> Path:
+    """A pre-trained-looking learner: tiny Cal-QL on random drawer-shaped data (state + one-hot)."""
+    from robofume_ros.rl.learner import Learner, LearnerConfig
+    rng = np.random.default_rng(0)
+    L = Learner(LearnerConfig(algo="calql", obs_mode="state", lang_mode="onehot", max_instructions=4,
+                              agent={"batch_size": 32, "net": {"hidden": (32, 32)}}), proprio_dim=4, action_dim=4)
+    eps = []
+    for k, instr in enumerate(["open the drawer", "close the drawer"] * 2):
+        T = 20
+        eps.append(Episode(images=np.zeros((T + 1, 100, 100, 3), np.uint8),
+                           proprio=rng.normal(size=(T + 1, 4)).astype(np.float32),
+                           actions=rng.uniform(-1, 1, (T, 4)).astype(np.float32),
+                           rewards=np.r_[-np.ones(T - 1), 0.0].astype(np.float32),
+                           terminals=np.r_[np.zeros(T - 1, bool), True], instruction=instr,
+                           task="drawer-open" if k % 2 == 0 else "drawer-close", source="target_demo", success=True))
+    L.add_offline(eps)
+    L.update(5)
+    L.save(path)
+    return path
+
+
+def tiny_reward_model(folder: Path) -> Path:
+    from robofume_ros.reward.dual_encoder import DualEncoderRewardModel
+    from robofume_ros.reward.tiny import make_tiny_clip
+    make_tiny_clip(folder / "clip")
+    DualEncoderRewardModel.from_pretrained(str(folder / "clip")).save(folder / "model")
+    return folder / "model"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    return tiny_learner_checkpoint(d / "learner.pt"), tiny_reward_model(d)
+
+
+def finetune_specs(tmp_path, models, budget=100000, **extra):
+    ckpt, reward = models
+    args = {"fast": "true", "use_sim_time": "true", "policy_checkpoint": str(ckpt), "reward_model": str(reward),
+            "run_dir": str(tmp_path / "run"), "bag_dir": str(tmp_path / "bags"), "budget_steps": str(budget),
+            "max_episode_steps": "40", "record": "false"}
+    args.update(extra)
+    specs = graph.nodes("finetune", args)
+    by = {s.name: s for s in specs}
+    # tiny-model settings: the random reward says "done" on every frame (threshold 0), debounced
+    # over 3 frames, so episodes end on reward success after 3 steps; weights every 10 updates
+    by["reward"].parameters.update(threshold=0.0, debounce_frames=3)
+    by["learner"].parameters.update(weights_every=10, checkpoint_every=20, utd_ratio=0.5)
+    return specs, by
+
+
+def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, models):
+    specs, by = finetune_specs(tmp_path, models)
+    learner_dir = tmp_path / "run" / "learner"
+    with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
+        probe = g.probe({"/reward": Reward, "/task_phase": TaskPhase, "/policy/weights": PolicyWeights,
+                         "/robot/command": ArmCommand})
+        # task switches happen on reward success
+        phases = probe.wait_for("/task_phase", 1, timeout=180, pred=lambda m: m.episode_index >= 6)
+        assert phases[-1].forward_successes + phases[-1].backward_successes >= 5
+        assert phases[-1].forward_timeouts + phases[-1].backward_timeouts == 0
+        rewards = probe.wait_for("/reward", 10, timeout=30)
+        assert all(r.success == (r.consecutive_positive >= 3) for r in rewards)
+        assert {r.model_id for r in rewards} and all(0.0 <= r.probability <= 1.0 for r in rewards)
+        # new weights reach the policy node
+        probe.wait_for("/policy/weights", 1, timeout=120, pred=lambda m: m.version >= 20)
+        deadline = time.monotonic() + 60
+        while "now acting with learner weights" not in g.log("policy") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "now acting with learner weights" in g.log("policy")
+        # transitions reach disk before training: online episodes in the dataset
+        status = json.loads((learner_dir / "status.json").read_text())
+        assert status["updates"] > 0 and status["online_transitions"] > 0
+        online_eps = sorted((learner_dir / "online" / "episodes").iterdir())
+        assert len(online_eps) >= 3
+        # kill the learner: the runner respawns it, and it resumes with nothing it had lost
+        before = {e.name for e in online_eps if e.name.startswith("ep_")}
+        learner_proc = g.runner.procs["learner"].proc
+        journal_before = (learner_dir / "journal.bin").stat().st_size
+        learner_proc.send_signal(signal.SIGKILL)
+        learner_proc.wait(10)
+        deaths = []
+        deadline = time.monotonic() + 30
+        while not deaths and time.monotonic() < deadline:
+            deaths = g.runner.poll()
+            time.sleep(0.2)
+        assert deaths and deaths[0].node == "learner" and deaths[0].respawned
+        assert "SIGKILL" in deaths[0].message()
+        deadline = time.monotonic() + 120
+        while "resumed from" not in g.log("learner") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        log = g.log("learner")
+        assert "resumed from" in log, log[-3000:]
+        assert f"reloaded {len(before)} online episodes" in log or "reloaded" in log
+        if journal_before > 0:
+            assert "journal: recovered" in log
+        n_before = len(before)
+        probe.wait_for("/task_phase", 1, timeout=120, pred=lambda m: m.episode_index >= phases[-1].episode_index + 4)
+        deadline = time.monotonic() + 60
+        while len(list((learner_dir / "online" / "episodes").iterdir())) <= n_before and time.monotonic() < deadline:
+            time.sleep(0.5)
+        after = {e.name for e in (learner_dir / "online" / "episodes").iterdir() if e.name.startswith("ep_")}
+        assert before < after, "the restarted learner must keep every episode and add new ones"
+        g.assert_alive()
+
+
+def test_dead_reward_node_means_timeouts_not_a_hang(tmp_path, models):
+    specs, by = finetune_specs(tmp_path, models, max_episode_steps="15")
+    by["reward"].respawn = False      # stays dead: the switcher must carry on by its time limit
+    with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
+        probe = g.probe({"/task_phase": TaskPhase, "/reward": Reward})
+        probe.wait_for("/reward", 5, timeout=180)
+        g.runner.procs["reward"].proc.send_signal(signal.SIGKILL)
+        deaths = []
+        deadline = time.monotonic() + 20
+        while not deaths and time.monotonic() < deadline:
+            deaths = g.runner.poll()
+            time.sleep(0.2)
+        assert [d.node for d in deaths] == ["reward"]
+        assert "node 'reward' (reward_node) died: killed by SIGKILL" in deaths[0].message()
+        assert not g.runner.fatal(deaths), "the reward is not required: the graph carries on"
+        start = probe.get("/task_phase")[-1]
+        phases = probe.wait_for("/task_phase", 1, timeout=120,
+                                pred=lambda m: m.forward_timeouts + m.backward_timeouts >= start.forward_timeouts + start.backward_timeouts + 2)
+        assert phases[-1].episode_index >= start.episode_index + 2
+        assert set(g.runner.running()) == {s.name for s in specs} - {"reward"}
