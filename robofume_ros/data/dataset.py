@@ -412,3 +412,32 @@ class TransitionSampler:
                 "proprio": self.proprio[o], "next_proprio": self.proprio[o + 1],
                 "actions": self.actions[t], "rewards": self.rewards[t],
                 "terminals": self.terminals[t], "episode": self.episode_index[t]}
+
+
+def write_features(path, encode, encoder_id: str, progress: bool = True) -> int:
+    """Store frozen-encoder features (features.npy, (T+1, F) float32) in every episode of the
+    dataset that lacks them or has them from another encoder, so training never runs the CNN.
+    `encode(images uint8 (N,H,W,3)) -> (N,F)`. Written atomically per episode; returns the number
+    of episodes encoded."""
+    dirs = episode_dirs(path)
+    todo = []
+    for d in dirs:
+        tag = d / "features.json"
+        if (d / "features.npy").exists() and tag.exists() and json.loads(tag.read_text()).get("encoder") == encoder_id:
+            continue
+        todo.append(d)
+    it = todo
+    if progress and todo:
+        from tqdm import tqdm
+        it = tqdm(todo, desc=f"features ({encoder_id})", unit="episode")
+    for d in it:
+        images = np.load(d / "images.npy", mmap_mode="r")
+        feats = np.asarray(encode(images), dtype=np.float32)
+        if feats.shape[0] != images.shape[0]:
+            raise DatasetError(f"encoder returned {feats.shape[0]} feature rows for {images.shape[0]} frames in {d}")
+        tmp = d / "features.npy.tmp"
+        with open(tmp, "wb") as f:
+            np.save(f, feats)
+        os.replace(tmp, d / "features.npy")
+        (d / "features.json").write_text(json.dumps({"encoder": encoder_id, "dim": int(feats.shape[1])}))
+    return len(todo)
