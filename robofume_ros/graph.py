@@ -80,8 +80,8 @@ ARGUMENTS: list[LaunchArg] = [
     LaunchArg("policy_checkpoint", "", "actor checkpoint for the learned policy",
               _ov(("policy", "checkpoint", str), ("learner", "init_checkpoint", str))),
     LaunchArg("reward_model", "", "reward model checkpoint folder", _ov(("reward", "model_path", str))),
-    LaunchArg("offline_dataset", "", "dataset folder mixed into online training (Cal-QL 50/50)",
-              _ov(("learner", "offline_dataset", str))),
+    LaunchArg("offline_dataset", "", "dataset folder(s), comma-separated, mixed into online training (Cal-QL 50/50)",
+              _ov(("learner", "offline_dataset", list))),
     LaunchArg("budget_steps", "", "online environment steps before the learner finishes",
               _ov(("learner", "budget_steps", int))),
     LaunchArg("run_dir", "", "folder for logs, bags, checkpoints (default: runs/<timestamp>)",
@@ -148,6 +148,8 @@ def params_file_for(args: dict) -> Path:
 
 
 def _convert(value: str, kind: type):
+    if kind is list:
+        return [v.strip() for v in value.split(",") if v.strip()]
     if kind is bool:
         v = value.strip().lower()
         if v not in ("true", "false", "1", "0"):

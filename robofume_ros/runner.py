@@ -130,7 +130,9 @@ class GraphRunner:
         return new
 
     def fatal(self, deaths: list[Death]) -> list[Death]:
-        return [d for d in deaths if not d.respawned and self.procs[d.node].spec.required]
+        """Deaths that end the run: a required node that is not restarted, or a restarted node
+        that used up its restarts (it keeps failing)."""
+        return [d for d in deaths if not d.respawned and (self.procs[d.node].spec.required or self.procs[d.node].spec.respawn)]
 
     def running(self) -> list[str]:
         return [n for n, p in self.procs.items() if p.proc is not None and p.proc.poll() is None]

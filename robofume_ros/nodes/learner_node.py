@@ -136,7 +136,7 @@ class LearnerNode(Node):
         self.stream.command(stamp_key(msg.header.stamp), np.clip(a, -1.0, 1.0))
 
     def on_reward(self, msg):
-        self.stream.reward(stamp_key(msg.header.stamp), msg.probability)
+        self.stream.reward(stamp_key(msg.header.stamp), msg.probability, bool(msg.success))
 
     def on_ground_truth(self, msg):
         self.stream.ground_truth(stamp_key(msg.header.stamp), msg.success)

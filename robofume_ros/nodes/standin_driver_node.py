@@ -54,6 +54,7 @@ class Params:
     servo_start_service: str = knob("/servo_node/start_servo", "std_srvs/Trigger offered like Servo on Humble")
     servo_pause_service: str = knob("/servo_node/pause_servo", "std_srvs/SetBool offered like Servo on Iron+")
     servo_requires_start: bool = knob(True, "ignore twists until started, as MoveIt Servo does")
+    physics_substeps: int = knob(0, "Meta-World steps per control tick (0 = control period / 12.5 ms)")
     twist_timeout_s: float = knob(0.3, "stop when the newest twist is older than this (Servo's incoming_command_timeout)")
     trajectory_topic: str = knob("/joint_trajectory_controller/joint_trajectory", "JointTrajectory input")
     joint_state_topic: str = knob("/joint_states", "JointState output")
@@ -174,15 +175,18 @@ class StandinDriverNode(Node):
 
     # --- stepping ---------------------------------------------------------------------------
     def tick(self):
-        hand = self.world.ee_pose()[:3]
+        # Like a real driver: Servo integrates the twist into the setpoint (the mocap target); a
+        # trajectory point is an absolute setpoint (FK of the joint target). Between commands the
+        # physics runs for the whole control period, so the hand tracks the setpoint closely.
+        mocap = self._mocap()
         delta = np.zeros(3)
         if self.twist is not None and time.monotonic() - self.twist[1] <= self.p.twist_timeout_s:
             delta = self.twist[0] * self.period
         elif self.q_target is not None:
             target, _ = self.chain.fk(self.q_target)
-            delta = target + self.offset - hand
+            delta = target + self.offset - mocap
         action = np.append(np.clip(delta / MOCAP_M_PER_ACTION, -1, 1), self.gripper_cmd)
-        self.obs = self.world.step(action)
+        self._advance(action)
         self.steps += 1
         # emulate the joints: IK of the chain to where the hand really is (seeded by the target)
         seed = self.q_target if self.q_target is not None else self.q
@@ -190,6 +194,28 @@ class StandinDriverNode(Node):
         if self.q_target is not None and np.linalg.norm(self.chain.fk(self.q_target)[0] + self.offset - self.world.ee_pose()[:3]) < 1e-3:
             self.q_target = None        # reached
         self.publish()
+
+    def _advance(self, action: np.ndarray) -> None:
+        """One control period of physics: the action's env step, then env steps that hold the setpoint
+        until `control period` of sim time has passed (a real arm keeps tracking between commands;
+        one Meta-World step is only 12.5 ms), then one rendered observation."""
+        env = getattr(self.world, "_env", None)
+        n = self.p.physics_substeps or (max(1, int(round(self.period / env.dt))) if env is not None else 1)
+        if n <= 1 or not hasattr(self.world, "_step_env"):
+            self.obs = self.world.step(action)
+            return
+        self.world._step_env(action.astype(np.float64))
+        hold = np.array([0.0, 0.0, 0.0, action[-1]])
+        for _ in range(n - 1):
+            self.world._step_env(hold)
+        self.obs = self.world.observe()
+
+    def _mocap(self) -> np.ndarray:
+        """Where the mocap-driven hand is being pulled to (Meta-World's mocap body)."""
+        env = getattr(self.world, "_env", None)
+        if env is not None and getattr(env.data, "mocap_pos", None) is not None and len(env.data.mocap_pos):
+            return np.array(env.data.mocap_pos[0], dtype=np.float64)
+        return self.world.ee_pose()[:3]
 
     def publish(self):
         p = self.p

@@ -34,6 +34,7 @@ class _Step:
     proprio: np.ndarray
     action: Optional[np.ndarray] = None
     probability: float = float("nan")
+    reward_success: Optional[bool] = None
     success_gt: Optional[bool] = None
 
 
@@ -137,12 +138,13 @@ class EpisodeStream:
                 return
         self._drop("command_without_observation")
 
-    def reward(self, stamp: int, probability: float) -> None:
-        self._log(("rew", stamp, float(probability)))
+    def reward(self, stamp: int, probability: float, success: Optional[bool] = None) -> None:
+        self._log(("rew", stamp, float(probability), success))
         for ep in self.open.values():
             step = ep.by_stamp.get(stamp)
             if step is not None:
                 step.probability = float(probability)
+                step.reward_success = success
                 return
 
     def ground_truth(self, stamp: int, success: bool) -> None:
@@ -195,7 +197,8 @@ class EpisodeStream:
             rewards=rewards, terminals=terminals, instruction=ep.instruction, task=ep.task,
             source="online", success=bool(success),
             provenance={"episode_index": ep.index, "t_start_ns": steps[0].stamp, "t_end_ns": steps[-1].stamp,
-                        "reward_probability": [None if np.isnan(s.probability) else s.probability for s in steps]},
+                        "reward_probability": [None if np.isnan(s.probability) else s.probability for s in steps],
+                        "reward_success": [s.reward_success for s in steps]},
             success_gt=np.array(gt, bool) if all(g is not None for g in gt) else None)
         self.writer.append(episode)        # on disk (atomic) before anyone trains on it
         return episode

@@ -28,7 +28,19 @@ def to_bytes(payload: dict) -> bytes:
     return buf.getvalue()
 
 
+def encode(payload: dict) -> bytes:
+    """A payload as the bytes of a checkpoint file (header + checksum + body): what a policy
+    checkpoint file holds and what the learner sends to the policy node."""
+    body = to_bytes(payload)
+    return MAGIC + hashlib.sha256(body).digest() + body
+
+
 def from_bytes(data: bytes, name: str = "<bytes>") -> dict:
+    """Payload from raw torch bytes or from checkpoint-file bytes (header verified)."""
+    if data.startswith(MAGIC):
+        digest, data = data[len(MAGIC):len(MAGIC) + 32], data[len(MAGIC) + 32:]
+        if len(digest) < 32 or hashlib.sha256(data).digest() != digest:
+            raise CheckpointError(f"{name}: checksum mismatch - the weights are corrupt or truncated")
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file name
@@ -38,12 +50,9 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> dict:
 def save_checkpoint(path, payload: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = to_bytes(payload)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        f.write(MAGIC)
-        f.write(hashlib.sha256(body).digest())
-        f.write(body)
+        f.write(encode(payload))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -78,7 +78,9 @@ def weights_path() -> str:
 class FrozenImageEncoder:
     """uint8 images (N,H,W,3) -> (N,1280) float32 ImageNet features, in batches, no grad."""
 
-    def __init__(self, image_size: int = 224, batch: int = 64, bf16: bool = False):
+    # 128 px input: ~9 ms per 100x100 frame on one CPU core (224 px: ~50 ms); training features
+    # and the policy's on-line features must use the same setting, so it is the default everywhere.
+    def __init__(self, image_size: int = 128, batch: int = 64, bf16: bool = False):
         self.model = EfficientNetLite0()
         sd = torch.load(weights_path(), map_location="cpu", weights_only=True)
         self.model.load_state_dict(sd)

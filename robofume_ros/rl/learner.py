@@ -149,7 +149,7 @@ class Learner:
 
     def export_policy(self) -> bytes:
         """Actor + encoder weights + normalisation + instruction embeddings as bytes (PolicyWeights msg)."""
-        return ckpt.to_bytes(self.policy_payload())
+        return ckpt.encode(self.policy_payload())
 
     # -- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict:

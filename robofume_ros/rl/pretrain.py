@@ -28,7 +28,8 @@ from robofume_ros.rl.learner import ALGOS, Learner, LearnerConfig
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="robofume pretrain", description=__doc__.split("\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="dataset directory (robofume_ros.data.dataset.load_episodes)")
+    src.add_argument("--data", action="append", help="dataset directory (repeat to combine several, e.g. "
+                     "offline data + an online run's episodes for OOO retraining)")
     src.add_argument("--synthetic", choices=["pointmass"], help="built-in synthetic dataset instead of --data")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--algo", default="calql", choices=list(ALGOS))
@@ -55,7 +56,7 @@ def load_data(args):
         size = 64 if args.obs_mode != "state" else 0
         return scripted_dataset(60, noise=1.5, seed=args.seed, image_size=size)
     from robofume_ros.data.dataset import load_episodes
-    return load_episodes(args.data)
+    return [ep for d in args.data for ep in load_episodes(d)]
 
 
 def plot_q_vs_mc(csv_path: Path, png_path: Path) -> None:

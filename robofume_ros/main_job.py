@@ -1,0 +1,189 @@
+"""`robofume main`: the whole RoboFuME pipeline on the simulated drawer pair, end to end.
+
+  1. data       prior multi-task data (20 other tasks, other camera/lighting), 10+10 target demos,
+                30 failures                                     (robofume dataset generate)
+  2. features   frozen EfficientNet-lite0 features stored with every frame
+  3. reward     fine-tune the success classifier on demos + failures   (robofume reward train)
+  4. pretrain   Cal-QL offline pre-training, language-conditioned       (robofume pretrain)
+  5. finetune   reset-free online fine-tuning as a ROS 2 graph: sim, camera, policy, reward,
+                task switcher, learner (robofume launch finetune), lockstep on /clock
+  6. retrain    OOO: a pessimistic policy (IQL) trained from scratch on all data seen
+  7. evaluate   forward/backward success by simulator ground truth for the pre-trained,
+                fine-tuned and retrained policies; report.md with plots and an episode video
+
+Every stage writes into --out and is skipped when its output exists, so an interrupted run
+continues where it stopped (--fresh starts over). --quick runs the same stages at toy sizes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass
+class Sizes:
+    generate: list            # extra args for robofume dataset generate
+    reward_epochs: int
+    pretrain_steps: int
+    finetune_budget: int      # online environment steps
+    retrain_steps: int
+    eval_trials: int
+    max_episode_steps: int
+
+
+FULL = Sizes(generate=[], reward_epochs=60, pretrain_steps=3000, finetune_budget=3000, retrain_steps=3000,
+             eval_trials=10, max_episode_steps=250)
+QUICK = Sizes(generate=["--quick"], reward_epochs=15, pretrain_steps=300, finetune_budget=300, retrain_steps=300,
+              eval_trials=2, max_episode_steps=120)
+FEATURE_ENCODER = "efficientnet_lite0@128"
+
+
+def log(msg: str) -> None:
+    print(f"[main {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def stage(name: str, done: Path, fn, *args) -> None:
+    if done.exists():
+        log(f"{name}: done earlier ({done}), skipped")
+        return
+    log(f"{name}: starting")
+    t0 = time.monotonic()
+    rc = fn(*args)
+    if rc not in (None, 0):
+        raise SystemExit(f"[main] stage {name} failed with exit code {rc}")
+    log(f"{name}: finished in {time.monotonic() - t0:.0f} s")
+
+
+def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward_dir: Path, data: Path) -> int:
+    from robofume_ros import runner
+    run_dir = out / "finetune"
+    status_file = run_dir / "learner" / "status.json"
+    args = {"fast": "true", "use_sim_time": "true", "policy_checkpoint": str(pretrain_ckpt),
+            "reward_model": str(reward_dir), "offline_dataset": str(data), "budget_steps": str(sizes.finetune_budget),
+            "run_dir": str(run_dir), "bag_dir": str(run_dir / "bags"), "seed": str(seed),
+            "max_episode_steps": str(sizes.max_episode_steps)}
+    last = [0.0]
+
+    def on_tick(elapsed: float):
+        if not status_file.exists():
+            return True
+        try:
+            s = json.loads(status_file.read_text())
+        except ValueError:
+            return True
+        if elapsed - last[0] >= 15 or s.get("done"):
+            last[0] = elapsed
+            succ = ", ".join(f"{t} {v[0]}/{v[1]}" for t, v in sorted(s.get("successes", {}).items())) or "none yet"
+            log(f"finetune: {s['env_steps']}/{s['budget_steps']} env steps ({s['env_steps_per_s']:.1f}/s), "
+                f"{s['updates']} updates ({s['updates_per_s']:.1f}/s), {s['episodes']} episodes; "
+                f"reward-judged successes {succ}")
+        if s.get("error"):
+            log(f"finetune: learner error: {s['error']}")
+        return not s.get("done")
+
+    rc = runner.run_graph("finetune", args, run_dir, on_tick=on_tick, log=log)
+    if not (status_file.exists() and json.loads(status_file.read_text()).get("done")):
+        log("finetune: the graph stopped before the learner reached its budget")
+        return rc or 1
+    (run_dir / "DONE").write_text("ok\n")
+    return 0
+
+
+def evaluate(name: str, ckpt: Path, out: Path, sizes: Sizes, video: bool = False) -> dict:
+    from robofume_ros.evaluation import evaluate_policy
+    from robofume_ros.rl.policy import Policy
+    res_file = out / "eval" / f"{name}.json"
+    if res_file.exists():
+        return json.loads(res_file.read_text())
+    policy = Policy.load(ckpt)
+    res, frames = evaluate_policy(policy, trials=sizes.eval_trials, max_steps=sizes.max_episode_steps,
+                                  progress=True, record_first=video)
+    d = res.as_dict()
+    res_file.parent.mkdir(parents=True, exist_ok=True)
+    res_file.write_text(json.dumps(d, indent=1))
+    if video and frames:
+        import imageio.v2 as imageio
+        imageio.mimsave(out / "eval" / f"{name}_forward.gif", frames[::2], duration=0.1)
+    log(f"evaluate {name}: forward {d['forward_success']:.0%}, backward {d['backward_success']:.0%} "
+        f"({sizes.eval_trials} trials each, {d['seconds']:.0f} s)")
+    return d
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="robofume main", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/main", help="output folder (stages already there are skipped)")
+    ap.add_argument("--quick", action="store_true", help="toy sizes: the whole pipeline in a few minutes")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fresh", action="store_true", help="delete --out first")
+    ns = ap.parse_args(argv)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sizes = QUICK if ns.quick else FULL
+    out = Path(ns.out + ("_quick" if ns.quick and ns.out == "runs/main" else ""))
+    if ns.fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sizes.json").write_text(json.dumps(asdict(sizes), indent=1))
+    t_start = time.monotonic()
+    data = out / "data"
+
+    from robofume_ros.data import generate
+    stage("data", data / "generate.json", generate.main, ["-o", str(data), "--seed", str(ns.seed)] + sizes.generate)
+
+    def features():
+        from robofume_ros.data.dataset import write_features
+        from robofume_ros.rl.features import FrozenImageEncoder
+        write_features(data, FrozenImageEncoder(), FEATURE_ENCODER)
+        (out / "features.done").write_text("ok\n")
+    stage("features", out / "features.done", features)
+
+    from robofume_ros.reward import train as reward_train
+    reward_dir = out / "reward"
+    stage("reward", reward_dir / "reward_model.json", reward_train.main,
+          ["--data", str(data), "--out", str(reward_dir), "--epochs", str(sizes.reward_epochs), "--seed", str(ns.seed)])
+
+    from robofume_ros.rl import pretrain
+    pre = out / "pretrain"
+    stage("pretrain", pre / "DONE", lambda: _pretrain(pretrain, data, pre, "calql", sizes.pretrain_steps, ns.seed))
+
+    stage("finetune", out / "finetune" / "DONE", run_finetune, out, sizes, ns.seed, pre / "checkpoint.pt", reward_dir, data)
+
+    retrain = out / "retrain"
+    stage("retrain (OOO)", retrain / "DONE",
+          lambda: _pretrain(pretrain, [data, out / "finetune" / "learner" / "online"], retrain, "iql",
+                            sizes.retrain_steps, ns.seed))
+
+    results = {
+        "pre-trained (Cal-QL offline)": evaluate("pretrained", pre / "checkpoint.pt", out, sizes),
+        "fine-tuned (Cal-QL online, reset-free)": evaluate("finetuned", out / "finetune" / "learner" / "policy_latest.pt", out, sizes),
+        "OOO retrained (IQL offline on all data)": evaluate("retrained", retrain / "checkpoint.pt", out, sizes, video=True),
+    }
+    from robofume_ros.report import write_report
+    report = write_report(out, results, sizes, time.monotonic() - t_start)
+    log(f"report: {report}")
+    for name, r in results.items():
+        log(f"  {name:42s} forward {r['forward_success']:.0%}  backward {r['backward_success']:.0%}")
+    return 0
+
+
+def _pretrain(pretrain, data, out: Path, algo: str, steps: int, seed: int) -> int:
+    datas = data if isinstance(data, list) else [data]
+    argv = ["--out", str(out), "--algo", algo, "--obs-mode", "features", "--steps", str(steps), "--seed", str(seed),
+            "--bf16"]
+    for d in datas:
+        argv += ["--data", str(d)]
+    rc = pretrain.main(argv)
+    if rc in (None, 0):
+        (out / "DONE").write_text("ok\n")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
