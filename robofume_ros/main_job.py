@@ -6,7 +6,7 @@
   3. reward     fine-tune the success classifier on demos + failures   (robofume reward train)
   4. pretrain   Cal-QL offline pre-training, language-conditioned       (robofume pretrain)
   5. finetune   reset-free online fine-tuning as a ROS 2 graph: sim, camera, policy, reward,
-                task switcher, learner (robofume launch finetune), lockstep on /clock
+                task switcher, learner (robofume launch finetune), at 10 Hz wall-clock control
   6. retrain    OOO: a pessimistic policy (IQL) trained from scratch on all data seen
   7. evaluate   forward/backward success by simulator ground truth for the pre-trained,
                 fine-tuned and retrained policies; report.md with plots and an episode video
@@ -64,7 +64,8 @@ def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward
     from robofume_ros import runner
     run_dir = out / "finetune"
     status_file = run_dir / "learner" / "status.json"
-    args = {"fast": "true", "use_sim_time": "true", "policy_checkpoint": str(pretrain_ckpt),
+    # wall-clock control at the configured 10 Hz, as on a robot: the learner trains asynchronously
+    args = {"fast": "false", "use_sim_time": "false", "policy_checkpoint": str(pretrain_ckpt),
             "reward_model": str(reward_dir), "offline_dataset": str(data), "budget_steps": str(sizes.finetune_budget),
             "run_dir": str(run_dir), "bag_dir": str(run_dir / "bags"), "seed": str(seed),
             "max_episode_steps": str(sizes.max_episode_steps)}

@@ -178,7 +178,17 @@ def udp_only_profile(tmp_path: Path) -> Path:
     return p
 
 
+def _remove_stale_namespaces():
+    """Namespaces left by a run that was SIGKILLed (named after its pid, which is gone)."""
+    r = _ip("netns", "list", check=False)
+    for line in r.stdout.splitlines():
+        m = re.match(r"^rf(\d+)[ab]\b", line)
+        if m and not Path(f"/proc/{m.group(1)}").exists():
+            _ip("netns", "del", line.split()[0], check=False)
+
+
 def test_weights_and_transitions_cross_between_namespaces(tmp_path):
+    _remove_stale_namespaces()
     tag = str(os.getpid() % 100000)
     domain = 150 + os.getpid() % 60
     profile = udp_only_profile(tmp_path)

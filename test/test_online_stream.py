@@ -93,3 +93,14 @@ def test_journal_round_trip(tmp_path):
     assert [r[1] for r in out] == list(range(5))
     j.rewrite(out[3:])
     assert [r[1] for r in j.replay()] == [3, 4]
+
+
+def test_ground_truth_before_its_observation_is_kept_per_task(tmp_path):
+    st = EpisodeStream(tmp_path, action_dim=4)
+    for s in (1, 2, 3):
+        st.ground_truth(s, "drawer-close", True)             # the other task: not this episode's
+        st.ground_truth(s, "drawer-open", s == 3)            # arrives before the observation
+        st.observation(s, 0, np.zeros((4, 4, 3), np.uint8), [0, 0, 0, 0], "open the drawer", "drawer-open")
+        st.command(s, [0, 0, 0, 0])
+    [ep] = st.close_before(1, success=True)
+    np.testing.assert_array_equal(ep.success_gt, [False, False, True])

@@ -139,24 +139,33 @@ def test_envelope_stop_and_watchdog_through_the_standin(tmp_path):
     print(f"\nsafety counts after {n_sent} wild commands: {counts}")
 
 
-def test_joint_trajectory_interface_moves_the_arm_via_ik(tmp_path):
-    specs = arm_specs({"arm_interface": "joint_trajectory"})
+@pytest.mark.parametrize("robot,topic,first_joint,n_joints,box", [
+    ("franka", "/fr3_arm_controller/joint_trajectory", "fr3_joint1", 7, ([0.2, -0.45, 0.05], [0.45, 0.45, 0.7])),
+    ("widowx", "/wx250s/arm_controller/joint_trajectory", "waist", 6,     # pose by FK of the chain
+     ([0.15, -0.3, 0.03], [0.5, 0.3, 0.4])),
+])
+def test_joint_trajectory_interface_moves_the_arm_via_ik(tmp_path, robot, topic, first_joint, n_joints, box):
+    """+x for 3 s: the arm follows through IK + trajectories and stops at the workspace box's x."""
+    specs = arm_specs({"robot": robot, "arm_interface": "joint_trajectory"},
+                      workspace_low=box[0], workspace_high=box[1])
     with graph_under_test("sim", {}, tmp_path, specs=specs) as g:
         probe = g.probe({"/robot/state": RobotState})
-        probe.subscribe("/fr3_arm_controller/joint_trajectory", JointTrajectory, qos=10)
+        probe.subscribe(topic, JointTrajectory, qos=10)
         probe.wait_for("/robot/state", 5, timeout=60)
         pub = probe.publisher("/robot/command", ArmCommand)
         start = pos(probe.get("/robot/state")[-1])
         for _ in range(30):
-            pub.publish(cmd(probe, [0.0, 1.0, 0.0]))
+            pub.publish(cmd(probe, [1.0, 0.0, 0.0]))      # +x: free space beside the drawer
             time.sleep(TICK)
         time.sleep(0.3)
         end = pos(probe.get("/robot/state")[-1])
-        trajs = probe.get("/fr3_arm_controller/joint_trajectory")
+        trajs = probe.get(topic)
         g.assert_alive()
-    assert len(trajs) >= 10 and trajs[-1].joint_names[0] == "fr3_joint1" and len(trajs[-1].points[0].positions) == 7
+    assert len(trajs) >= 10 and trajs[-1].joint_names[0] == first_joint
+    assert len(trajs[-1].points[0].positions) == n_joints
     moved = end - start
-    assert moved[1] > 0.1 and abs(moved[0]) < 0.02 and abs(moved[2]) < 0.02, moved
+    assert moved[0] > 0.1 and abs(moved[1]) < 0.01 and abs(moved[2]) < 0.01, moved
+    assert box[1][0] - 0.005 <= end[0] <= box[1][0] + 0.003, f"x {end[0]:.4f}, box ends at {box[1][0]}"
 
 
 def test_scripted_policy_drives_the_standin_through_the_bridge(tmp_path):

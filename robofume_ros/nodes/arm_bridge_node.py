@@ -69,6 +69,8 @@ class Params(GateParams):
     ik_iterations: int = knob(10, "IK iterations per control tick")
     ik_max_error_m: float = knob(0.01, "hold instead of sending a target IK cannot reach within this")
     max_joint_step_rad: float = knob(0.1, "largest joint change sent in one tick")
+    resync_m: float = knob(0.02, "joint_trajectory: continue from the last commanded joints while they are within "
+                                 "this of the measured pose (no drift from tracking error), else from the measured")
     gripper_interface: str = knob("none", "none, joint_trajectory, float64 or gripper_action")
     gripper_topic: str = knob("", "gripper command topic (or action name for gripper_action)")
     gripper_joint_names: list = knob(["gripper"], "gripper joints commanded / read from joint states")
@@ -100,6 +102,7 @@ class ArmBridgeNode(Node, GatedRobot):
         self._sent_gripper = None
         self._held = True
         self._last_dp = np.zeros(3)
+        self._q_cmd = None            # last joint target sent (joint_trajectory)
         self.ticks = 0
 
         self.pub_state = self.create_publisher(RobotState, graph.TOPICS["state"], qos.SENSOR)
@@ -247,7 +250,11 @@ class ArmBridgeNode(Node, GatedRobot):
     def tick(self):
         self.ticks += 1
         e = self.ee()
-        predicted = None if e is None else e[0] + self.p.latency_ticks * self._last_dp
+        base = self._ik_base()
+        if base is not None and base is self._q_cmd:
+            predicted = self.chain.fk(base)[0]     # the next target starts from the last setpoint
+        else:
+            predicted = None if e is None else e[0] + self.p.latency_ticks * self._last_dp
         t = self.gate_tick(predicted)
         self._last_dp = np.zeros(3)
         if t.action is None:
@@ -261,6 +268,7 @@ class ArmBridgeNode(Node, GatedRobot):
             self.publish_twist(np.zeros(3), np.zeros(3))     # Servo halts on a zero twist
         elif not self._held and self.q is not None:
             self.publish_trajectory(self.q)                  # stop where the arm is, once
+        self._q_cmd = None
         self._held = True
 
     def execute(self, action, e):
@@ -272,19 +280,31 @@ class ArmBridgeNode(Node, GatedRobot):
             if self.q is None or e is None:
                 self.throttle.warn("noq", "no joint state yet: holding")
                 return
-            pos, R = self.chain.fk(self.q)          # IK is solved in the chain's own frame
+            base = self._ik_base()
+            pos, R = self.chain.fk(base)           # IK is solved in the chain's own frame
             target_R = delta_rotation(dr) @ R if self.p.action_dim == 7 else R
-            q, err = self.chain.ik(self.q, pos + dp, target_R, damping=self.p.ik_damping,
+            q, err = self.chain.ik(base, pos + dp, target_R, damping=self.p.ik_damping,
                                    iterations=self.p.ik_iterations, max_step=self.p.max_joint_step_rad)
-            step = np.abs(q - self.q)
+            step = np.abs(q - base)
             if err > self.p.ik_max_error_m or np.max(step) > self.p.max_joint_step_rad + 1e-9:
                 self.gate.counts["held:ik"] += 1
                 self.throttle.warn("ik", f"IK cannot reach the target (error {err * 1000:.1f} mm): holding")
                 self.hold()
                 return
             self.publish_trajectory(q)
+            self._q_cmd = q
         self._held = False
         self.send_gripper(g)
+
+    def _ik_base(self):
+        """joint_trajectory: integrate from the last commanded joints (as Servo integrates its
+        command), resyncing to the measured joints after a hold or when tracking lags by resync_m."""
+        if self.p.interface != "joint_trajectory" or self.q is None:
+            return None
+        if self._q_cmd is not None and \
+                np.linalg.norm(self.chain.fk(self._q_cmd)[0] - self.chain.fk(self.q)[0]) <= self.p.resync_m:
+            return self._q_cmd
+        return self.q
 
     def publish_twist(self, lin, ang):
         m = TwistStamped()

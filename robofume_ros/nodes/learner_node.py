@@ -139,7 +139,7 @@ class LearnerNode(Node):
         self.stream.reward(stamp_key(msg.header.stamp), msg.probability, bool(msg.success))
 
     def on_ground_truth(self, msg):
-        self.stream.ground_truth(stamp_key(msg.header.stamp), msg.success)
+        self.stream.ground_truth(stamp_key(msg.header.stamp), msg.task, msg.success)
 
     def on_phase(self, msg):
         if self.last_episode is not None and msg.episode_index > self.last_episode:

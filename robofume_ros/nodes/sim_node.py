@@ -145,12 +145,15 @@ class SimNode(Node, GatedRobot):
         st.proprio = [float(v) for v in obs.proprio]
         st.stopped = self.gate.stopped
         self.pub_state.publish(st)
-        gt = GroundTruth()
-        gt.header.stamp = stamp
-        gt.task = obs.task
-        gt.success = bool(obs.success)
-        gt.sim_step = int(obs.sim_step)
-        self.pub_gt.publish(gt)
+        # ground truth of both tasks of the pair (the active one first), so an episode that just
+        # ended still has its own task's verdict on the frame where the switch happened
+        for phase in (self.world.phase, "backward" if self.world.phase == "forward" else "forward"):
+            gt = GroundTruth()
+            gt.header.stamp = stamp
+            gt.task = self.world.tasks[0 if phase == "forward" else 1]
+            gt.success = bool(obs.success) if phase == self.world.phase else bool(self.world.success_of(phase))
+            gt.sim_step = int(obs.sim_step)
+            self.pub_gt.publish(gt)
         ex = Float64MultiArray()
         ex.data = [float(v) for v in obs.state]
         self.pub_expert.publish(ex)

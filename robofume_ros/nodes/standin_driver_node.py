@@ -84,13 +84,20 @@ class StandinDriverNode(Node):
         self.world = ResetFreeWorld(pair=p.world, camera=p.camera, image_size=(p.image_height, p.image_width),
                                     seed=p.seed, render=True)
         self.obs = self.world.reset()
+        # The mocap weld sags under gravity (a few mm below its target); a real arm's controller
+        # compensates gravity, so the stand-in reports the hand with the resting sag added back.
+        if hasattr(self.world, "_step_env"):
+            for _ in range(40):     # settle (0.5 s of sim time) before measuring the sag
+                self.world._step_env(np.array([0.0, 0.0, 0.0, -1.0]))
+            self.obs = self.world.observe()
+        self.sag = self._mocap() - self.world.ee_pose()[:3]
         self.chain = Chain.from_flat(p.chain_joints, p.chain_tool, p.joint_lower, p.joint_upper)
         if len(p.joint_names) != self.chain.n or len(p.home_joints) != self.chain.n:
             raise ValueError("joint_names and home_joints must match the chain's joints")
         self.q = np.clip(np.asarray(p.home_joints, dtype=np.float64), self.chain.lower, self.chain.upper)
         home_pos, self.home_R = self.chain.fk(self.q)
         self.offset = (np.asarray(p.base_offset, dtype=np.float64) if len(p.base_offset) == 3
-                       else self.world.ee_pose()[:3] - home_pos)
+                       else self._hand() - home_pos)
         self.servo_on = not p.servo_requires_start
         self.twist = None            # (linear (3,), receipt time)
         self.q_target = None
@@ -190,8 +197,8 @@ class StandinDriverNode(Node):
         self.steps += 1
         # emulate the joints: IK of the chain to where the hand really is (seeded by the target)
         seed = self.q_target if self.q_target is not None else self.q
-        self.q, _ = self.chain.ik(seed, self.world.ee_pose()[:3] - self.offset, self.home_R, iterations=8)
-        if self.q_target is not None and np.linalg.norm(self.chain.fk(self.q_target)[0] + self.offset - self.world.ee_pose()[:3]) < 1e-3:
+        self.q, _ = self.chain.ik(seed, self._hand() - self.offset, self.home_R, iterations=8)
+        if self.q_target is not None and np.linalg.norm(self.chain.fk(self.q_target)[0] + self.offset - self._hand()) < 1e-3:
             self.q_target = None        # reached
         self.publish()
 
@@ -209,6 +216,10 @@ class StandinDriverNode(Node):
         for _ in range(n - 1):
             self.world._step_env(hold)
         self.obs = self.world.observe()
+
+    def _hand(self) -> np.ndarray:
+        """The simulated hand position (sim world frame), gravity sag compensated."""
+        return self.world.ee_pose()[:3] + self.sag
 
     def _mocap(self) -> np.ndarray:
         """Where the mocap-driven hand is being pulled to (Meta-World's mocap body)."""
@@ -231,7 +242,7 @@ class StandinDriverNode(Node):
         if self.pub_pose is not None:
             ps = PoseStamped()
             ps.header.stamp, ps.header.frame_id = stamp, p.base_frame
-            real = self.world.ee_pose()[:3] - self.offset
+            real = self._hand() - self.offset
             ps.pose.position.x, ps.pose.position.y, ps.pose.position.z = (float(v) for v in real)
             q = matrix_to_quat_wxyz(R)
             ps.pose.orientation.w, ps.pose.orientation.x, ps.pose.orientation.y, ps.pose.orientation.z = \

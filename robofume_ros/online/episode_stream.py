@@ -110,6 +110,7 @@ class EpisodeStream:
         self.dropped: dict[str, int] = {}
         self.steps_received = 0
         self._replaying = False
+        self._early_gt: dict = {}     # ground truth that arrived before its observation: stamp -> {task: success}
 
     # --- input ------------------------------------------------------------------------------
     def observation(self, stamp: int, episode: int, image: np.ndarray, proprio, instruction: str, task: str) -> None:
@@ -125,6 +126,9 @@ class EpisodeStream:
             self._drop("duplicate_observation")
             return
         step = _Step(stamp, np.asarray(image, np.uint8), np.asarray(proprio, np.float32))
+        early = self._early_gt.pop(stamp, None)
+        if early is not None and task in early:
+            step.success_gt = early[task]
         ep.steps.append(step)
         ep.by_stamp[stamp] = step
         self.steps_received += 1
@@ -147,14 +151,19 @@ class EpisodeStream:
                 step.reward_success = success
                 return
 
-    def ground_truth(self, stamp: int, success: bool) -> None:
-        """Simulator ground truth, stored for evaluating the reward only (never a reward)."""
-        self._log(("gt", stamp, bool(success)))
+    def ground_truth(self, stamp: int, task: str, success: bool) -> None:
+        """Simulator ground truth of `task` at `stamp`, stored to evaluate the reward only (never a
+        reward). It usually arrives before the observation of the same frame, so it is held."""
+        self._log(("gt", stamp, task, bool(success)))
         for ep in self.open.values():
             step = ep.by_stamp.get(stamp)
             if step is not None:
-                step.success_gt = bool(success)
+                if ep.task == task:
+                    step.success_gt = bool(success)
                 return
+        self._early_gt.setdefault(stamp, {})[task] = bool(success)
+        while len(self._early_gt) > 64:
+            self._early_gt.pop(next(iter(self._early_gt)))
 
     def close_before(self, new_episode: int, success: bool) -> list[Episode]:
         """The switcher started `new_episode`: every open episode before it is finished; the one
