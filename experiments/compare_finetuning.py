@@ -1,0 +1,198 @@
+"""Experiment: Cal-QL vs CQL vs BC reset-free fine-tuning, learned vs ground-truth reward, on the
+simulated drawer pair, several seeds. Prints a table and writes curves (PNG) + results.json.
+
+    .venv/bin/python experiments/compare_finetuning.py --data runs/main/data --reward runs/main/reward \
+        --out runs/experiment --seeds 0 1 2
+
+The online loop is the same reset-free loop the ROS graph runs (TaskSwitcher, EpisodeStream written
+to disk before training, Learner with 50/50 offline/online batches), stepped synchronously in one
+process so that runs are comparable and fit this machine: one gradient update per environment step.
+Per run it records every episode's ground-truth success; the success curve is the rolling success of
+forward (drawer-open) episodes over environment steps, and the early dip is the pre-trained policy's
+evaluated forward success minus the lowest point of that curve in the first half of fine-tuning.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pretrain(algo: str, data: Path, out: Path, steps: int, seed: int) -> Path:
+    from robofume_ros.rl import pretrain as pt
+    ck = out / "checkpoint.pt"
+    if not (out / "DONE").exists():
+        rc = pt.main(["--data", str(data), "--out", str(out), "--algo", algo, "--obs-mode", "features",
+                      "--steps", str(steps), "--seed", str(seed), "--bf16", "--no-progress", "--log-every", "250"])
+        if rc not in (None, 0):
+            raise SystemExit(f"pretrain {algo} seed {seed} failed")
+        (out / "DONE").write_text("ok\n")
+    return ck
+
+
+def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: Path, steps: int, seed: int,
+               max_episode_steps: int) -> list[dict]:
+    """Reset-free fine-tuning; returns one record per finished episode."""
+    import torch
+
+    from robofume_ros.data.dataset import load_episodes
+    from robofume_ros.online.episode_stream import EpisodeStream
+    from robofume_ros.rl.features import FrozenImageEncoder
+    from robofume_ros.rl.learner import Learner
+    from robofume_ros.sim.world import ResetFreeWorld
+    from robofume_ros.switching.task_switcher import REASON_SUCCESS, TaskSpec, TaskSwitcher
+
+    res_file = out / "episodes.json"
+    if res_file.exists():
+        return json.loads(res_file.read_text())
+    torch.manual_seed(seed)
+    L = Learner.load(ckpt)
+    L.add_offline(load_episodes(data), fit_stats=False)
+    enc = FrozenImageEncoder()
+    reward = None
+    if reward_kind == "learned":
+        from robofume_ros.reward.base import load_reward_model
+        reward = load_reward_model(reward_dir)
+    world = ResetFreeWorld(pair="drawer", seed=10_000 + seed)
+    sw = TaskSwitcher(TaskSpec(world.tasks[0], "open the drawer"), TaskSpec(world.tasks[1], "close the drawer"),
+                      max_episode_steps=max_episode_steps, help_after_timeouts=0)
+    stream = EpisodeStream(out, action_dim=4)
+    obs = world.reset()
+    feat = enc(obs.image)
+    records, t0 = [], time.monotonic()
+    for t in range(steps):
+        instr = sw.active.instruction
+        stream.observation(t, sw.episode_index, obs.image, obs.proprio, instr, sw.active.task)
+        stream.ground_truth(t, sw.active.task, obs.success)
+        a = L.act({"proprio": obs.proprio[None], "features": feat[None], "instruction": [instr]}, deterministic=False)[0]
+        stream.command(t, a)
+        obs = world.step(a)
+        feat = enc(obs.image)
+        done = bool(reward.predict(obs.image[None], instr)[0]) if reward is not None else bool(obs.success)
+        ev = sw.step(done)
+        if ev is not None:
+            # the frame that ended the episode closes its chain, then the other task starts from it
+            stream.observation(t + 0.5, ev.ended_episode, obs.image, obs.proprio, instr, world.task)
+            stream.ground_truth(t + 0.5, world.task, obs.success)
+            for ep in stream.close_before(ev.new_episode, ev.reason == REASON_SUCCESS):
+                ep.features = enc(ep.images)
+                L.add_episode(ep)
+                records.append({"end_step": t + 1, "task": ep.task, "steps": len(ep),
+                                "reward_success": bool(ep.success), "gt_success": bool(ep.success_gt[-1])})
+            obs = world.switch("forward" if ev.new_phase == 0 else "backward")
+        if len(L.online):
+            L.update()
+        if (t + 1) % 250 == 0:
+            fw = [r["gt_success"] for r in records if r["task"] == world.tasks[0]]
+            print(f"    step {t + 1}/{steps} ({(t + 1) / (time.monotonic() - t0):.1f}/s): {len(records)} episodes, "
+                  f"forward ground-truth success {sum(fw)}/{len(fw)}", flush=True)
+    world.close()
+    stream.close()
+    res_file.write_text(json.dumps(records))
+    return records
+
+
+def curve(records: list[dict], task: str, steps: int, window: int = 4):
+    xs, ys = [], []
+    hist = []
+    for r in records:
+        if r["task"] != task:
+            continue
+        hist.append(float(r["gt_success"]))
+        xs.append(r["end_step"])
+        ys.append(float(np.mean(hist[-window:])))
+    return xs, ys
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--reward", required=True, help="reward model folder (robofume reward train)")
+    ap.add_argument("--out", default="runs/experiment")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--algos", nargs="+", default=["calql", "cql", "bc"])
+    ap.add_argument("--pretrain-steps", type=int, default=1500)
+    ap.add_argument("--online-steps", type=int, default=1500)
+    ap.add_argument("--eval-trials", type=int, default=5)
+    ap.add_argument("--max-episode-steps", type=int, default=200)
+    ns = ap.parse_args(argv)
+    import torch
+    torch.set_num_threads(1)
+    from robofume_ros.evaluation import evaluate_policy
+    from robofume_ros.rl.policy import Policy
+
+    out = Path(ns.out)
+    data, reward_dir = Path(ns.data), Path(ns.reward)
+    configs = [(a, "learned") for a in ns.algos] + ([("calql", "ground_truth")] if "calql" in ns.algos else [])
+    results = {}
+    for algo, rkind in configs:
+        for seed in ns.seeds:
+            name = f"{algo}_{rkind}_s{seed}"
+            print(f"== {name}", flush=True)
+            t0 = time.monotonic()
+            ck = pretrain(algo, data, out / "pretrain" / f"{algo}_s{seed}", ns.pretrain_steps, seed)
+            ev_file = out / "pretrain" / f"{algo}_s{seed}" / "eval.json"
+            if not ev_file.exists():
+                r, _ = evaluate_policy(Policy.load(ck), trials=ns.eval_trials, max_steps=ns.max_episode_steps, seed=5000 + seed)
+                ev_file.write_text(json.dumps(r.as_dict()))
+            pre = json.loads(ev_file.read_text())
+            recs = online_run(ck, data, reward_dir, rkind, out / "online" / name, ns.online_steps, seed, ns.max_episode_steps)
+            xs, ys = curve(recs, "drawer-open", ns.online_steps)
+            half = [y for x, y in zip(xs, ys) if x <= ns.online_steps / 2]
+            fwd = [r["gt_success"] for r in recs if r["task"] == "drawer-open"]
+            results[name] = {"algo": algo, "reward": rkind, "seed": seed, "pretrained_forward": pre["forward_success"],
+                             "online_forward_first_half": float(np.mean(fwd[: len(fwd) // 2])) if len(fwd) > 1 else None,
+                             "online_forward_second_half": float(np.mean(fwd[len(fwd) // 2:])) if fwd else None,
+                             "dip": (pre["forward_success"] - min(half)) if half else None,
+                             "episodes": len(recs), "curve": [xs, ys], "minutes": (time.monotonic() - t0) / 60}
+            print(f"   {name}: pre-trained forward {pre['forward_success']:.0%}; online forward success "
+                  f"{results[name]['online_forward_first_half']} -> {results[name]['online_forward_second_half']}", flush=True)
+            (out / "results.json").write_text(json.dumps(results, indent=1))
+    plot(results, out / "curves.png")
+    table(results)
+    return 0
+
+
+def plot(results: dict, png: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = {}
+    for name, r in results.items():
+        key = f"{r['algo']} ({r['reward']} reward)"
+        c = colors.setdefault(key, f"C{len(colors)}")
+        xs, ys = r["curve"]
+        ax.plot(xs, ys, color=c, alpha=0.8, label=key if key not in [l.get_label() for l in ax.lines] else None)
+    ax.set_xlabel("online environment steps (reset-free)")
+    ax.set_ylabel("forward success, rolling 4 episodes (ground truth)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title("drawer pair: reset-free fine-tuning, one line per seed")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+
+
+def table(results: dict) -> None:
+    groups = {}
+    for r in results.values():
+        groups.setdefault((r["algo"], r["reward"]), []).append(r)
+    print("\n| method | reward | seeds | pre-trained forward | online forward, 1st half | 2nd half | early dip |")
+    print("|---|---|---|---|---|---|---|")
+    for (algo, rk), rs in groups.items():
+        f = lambda k: np.mean([r[k] for r in rs if r[k] is not None]) if any(r[k] is not None for r in rs) else float("nan")  # noqa: E731
+        print(f"| {algo} | {rk} | {len(rs)} | {f('pretrained_forward'):.0%} | {f('online_forward_first_half'):.0%} | "
+              f"{f('online_forward_second_half'):.0%} | {f('dip'):+.0%} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
