@@ -22,22 +22,23 @@ DELEGATES = {
     "main": "robofume_ros.main_job:main",
     "topic": "robofume_ros.topic_tools:main",
 }
+# subcommand -> ("module:function", leading argv): the function takes the rest of the command line
 DATASET = {
-    "from-bags": "robofume_ros.data.convert:main",
-    "generate": "robofume_ros.data.generate:main",
-    "info": "robofume_ros.data.inspect:main_info",
-    "video": "robofume_ros.data.inspect:main_video",
-    "plot": "robofume_ros.data.inspect:main_plot",
+    "from-bags": ("robofume_ros.data.convert:main", []),
+    "generate": ("robofume_ros.data.generate:main", []),
+    "info": ("robofume_ros.data.inspect:main", ["info"]),
+    "video": ("robofume_ros.data.inspect:main", ["video"]),
+    "plot": ("robofume_ros.data.inspect:main", ["plot"]),
 }
 REWARD = {
-    "train": "robofume_ros.reward.train:main",
-    "eval": "robofume_ros.reward.train:main_eval",
+    "train": ("robofume_ros.reward.train:main", []),
 }
 
 
-def _call(target: str, argv: list[str]) -> int:
+def _call(target, argv: list[str]) -> int:
+    target, lead = (target, []) if isinstance(target, str) else target
     mod, fn = target.split(":")
-    return int(getattr(importlib.import_module(mod), fn)(argv) or 0)
+    return int(getattr(importlib.import_module(mod), fn)(lead + argv) or 0)
 
 
 def parse_launch_args(items: list[str]) -> dict:
