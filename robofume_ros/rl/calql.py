@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from robofume_ros.rl.common import AgentBase, ObsDims, ScalarParam, autocast
-from robofume_ros.rl.networks import NetConfig, ObsEncoder, StackedQ, TanhGaussianActor, grad_norm, soft_update
+from robofume_ros.rl.networks import NetConfig, ObsEncoder, StackedQ, TanhGaussianActor, grad_norm
 
 
 @dataclass
@@ -211,15 +211,6 @@ class CalQL(AgentBase):
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.critic_params, cfg.grad_clip)
             torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
-        for o in self.optimizers.values():
-            o.step()
-        soft_update(self.target_critic, self.critic, cfg.tau)
-        if self.encoder_trainable:
-            soft_update(self.target_encoder, self.encoder, cfg.tau)
+        self.step_optimizers_and_targets()
         return m
 
-    @torch.no_grad()
-    def q_values(self, obs: dict, actions: torch.Tensor) -> torch.Tensor:
-        """min(Q1,Q2)(s,a) for (B,A) actions -> (B,)."""
-        with autocast(self.bf16):
-            return self.critic(self.encoder(obs), actions[:, None]).float().min(0).values[:, 0]

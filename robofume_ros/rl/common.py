@@ -58,6 +58,22 @@ class AgentBase:
             return torch.tanh(mean)
         return self.actor.sample(mean, log_std, 1)[0][:, 0]
 
+    def step_optimizers_and_targets(self) -> None:
+        """Apply every optimizer, then Polyak-average the target critic (and target encoder when
+        the encoder trains) towards the online ones at rate cfg.tau."""
+        from robofume_ros.rl.networks import soft_update
+        for o in self.optimizers.values():
+            o.step()
+        soft_update(self.target_critic, self.critic, self.cfg.tau)
+        if self.encoder_trainable:
+            soft_update(self.target_encoder, self.encoder, self.cfg.tau)
+
+    @torch.no_grad()
+    def q_values(self, obs: dict, actions: torch.Tensor) -> torch.Tensor:
+        """min(Q1,Q2)(s,a) for (B,A) actions -> (B,)."""
+        with autocast(self.bf16):
+            return self.critic(self.encoder(obs), actions[:, None]).float().min(0).values[:, 0]
+
     def policy_state_dict(self) -> dict:
         """What the policy node needs: encoder (with normalisation stats) + actor."""
         sd = {f"encoder.{k}": v.detach().clone() for k, v in self.encoder.state_dict().items()}

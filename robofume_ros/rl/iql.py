@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from robofume_ros.rl.common import AgentBase, ObsDims, autocast
-from robofume_ros.rl.networks import NetConfig, ObsEncoder, StackedQ, TanhGaussianActor, grad_norm, mlp, soft_update
+from robofume_ros.rl.networks import NetConfig, ObsEncoder, StackedQ, TanhGaussianActor, grad_norm, mlp
 
 
 @dataclass
@@ -87,14 +87,6 @@ class IQL(AgentBase):
         m = {"q_data": q.mean().detach(), "mc_return": mc.mean(), "v": v.mean().detach(),
              "v_loss": v_loss.detach(), "td_loss": q_loss.detach(), "actor_loss": actor_loss.detach(),
              "critic_grad_norm": grad_norm(self.critic_params), "actor_grad_norm": grad_norm(self.actor.parameters())}
-        for o in self.optimizers.values():
-            o.step()
-        soft_update(self.target_critic, self.critic, cfg.tau)
-        if self.encoder_trainable:
-            soft_update(self.target_encoder, self.encoder, cfg.tau)
+        self.step_optimizers_and_targets()
         return m
 
-    @torch.no_grad()
-    def q_values(self, obs: dict, actions: torch.Tensor) -> torch.Tensor:
-        with autocast(self.bf16):
-            return self.critic(self.encoder(obs), actions[:, None]).float().min(0).values[:, 0]
