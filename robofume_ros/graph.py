@@ -28,6 +28,7 @@ TOPICS = {
     "ground_truth": "/eval/ground_truth",  # robofume_ros/GroundTruth: evaluation only, never a reward
     "weights": "/policy/weights",          # robofume_ros/PolicyWeights (latched)
     "help": "/task_switcher/help",         # std_msgs/String: the switcher asks a human for help
+    "safety": "/robot/safety",             # std_msgs/String (latched JSON): safety envelope counts and state
 }
 
 GRAPHS = ("sim", "finetune")
@@ -67,8 +68,8 @@ ARGUMENTS: list[LaunchArg] = [
               _ov(("sim", "control_rate_hz", float), ("camera", "control_rate_hz", float),
                   ("task_switcher", "control_rate_hz", float))),
     LaunchArg("seed", "", "random seed for the simulator and the stochastic policies",
-              _ov(("sim", "seed", int), ("scripted_policy", "seed", int), ("policy", "seed", int),
-                  ("learner", "seed", int))),
+              _ov(("sim", "seed", int), ("standin_driver", "seed", int), ("scripted_policy", "seed", int),
+                  ("policy", "seed", int), ("learner", "seed", int))),
     LaunchArg("max_episode_steps", "", "time limit of one forward or backward episode, in control ticks",
               _ov(("task_switcher", "max_episode_steps", int))),
     LaunchArg("success_source", "", "what ends an episode as a success: reward (the learned /reward) or "

@@ -157,7 +157,13 @@ def _netns_unavailable() -> str:
     r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if r.returncode != 0:
         return f"cannot create a network namespace here: {r.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    try:
+        r = subprocess.run(["ip", "-n", probe, "link", "add", "rfpv0", "type", "veth", "peer", "name", "rfpv1"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            return f"cannot create a veth pair here: {r.stderr.strip()}"
+    finally:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)   # deletes the probe veth too
     return ""
 
 

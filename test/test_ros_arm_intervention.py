@@ -107,3 +107,35 @@ def test_teleop_overrides_policy_is_recorded_and_requests_reset(tmp_path):
             inter.append(store.deserialize_cdr(raw, conn.msgtype))
     assert len(inter) >= 10
     assert all(m.intervention and m.source == "teleop" and m.translation.y < 0 for m in inter)
+
+
+def test_joystick_mapping_deadman_and_stop_button(tmp_path):
+    from sensor_msgs.msg import Joy
+    from std_msgs.msg import Bool
+
+    specs = [s for s in graph.nodes("sim", {"robot": "franka", "teleop": "true"}) if s.name == "teleop"]
+    with graph_under_test("sim", {}, tmp_path, specs=specs) as g:
+        probe = g.probe({"/robot/intervention": ArmCommand, "/robot/stop": Bool})
+        joy = probe.publisher("/joy", Joy, qos=10)
+        time.sleep(1.5)
+
+        def send(axes, buttons, n=8):
+            for _ in range(n):
+                m = Joy()
+                m.header.stamp = probe.node.get_clock().now().to_msg()
+                m.axes, m.buttons = [float(a) for a in axes], list(buttons)
+                joy.publish(m)
+                time.sleep(0.1)
+
+        axes = [0.5, 0.8, 0.0, 0.0, -1.0, 0.0]        # axis 1 -> x, 0 -> y, 4 -> z (franka.yaml defaults)
+        send(axes, [0] * 8)                             # dead-man not held: nothing
+        assert probe.get("/robot/intervention") == []
+        send(axes, [1, 0, 0, 0, 1, 0, 0, 0])            # held (button 4) + close gripper (button 0)
+        msgs = probe.wait_for("/robot/intervention", 3, timeout=5)
+        send([0.0] * 6, [0, 0, 0, 0, 0, 0, 0, 1], n=2)  # stop button (7)
+        stops = probe.wait_for("/robot/stop", 1, timeout=5)
+        g.assert_alive()
+    m = msgs[-1]
+    assert m.intervention and m.source == "teleop"
+    assert (m.translation.x, m.translation.y, m.translation.z, m.gripper) == pytest.approx((0.8, 0.5, -1.0, 1.0))
+    assert stops[0].data is True

@@ -18,7 +18,7 @@ from std_msgs.msg import Bool, String  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from robofume_ros import graph  # noqa: E402
-from robofume_ros.msg import ArmCommand, Observation, RobotState  # noqa: E402
+from robofume_ros.msg import ArmCommand, Observation, RobotState, TaskPhase  # noqa: E402
 from robofume_ros.ros import qos  # noqa: E402
 
 TICK = 0.1
@@ -26,13 +26,15 @@ BOX_LOW, BOX_HIGH = [0.25, -0.05, 0.44], [0.36, 0.05, 0.53]   # small box around
 TWIST = "/servo_node/delta_twist_cmds"
 
 
-def arm_specs(extra=None, only=("arm_bridge", "standin_driver"), **bridge_params):
+def arm_specs(extra=None, only=("arm_bridge", "standin_driver"), standin=None, **bridge_params):
     args = {"robot": "franka", "standin_driver": "true", "record": "false"}
     args.update(extra or {})
     specs = [s for s in graph.nodes("sim", args) if s.name in only]
     for s in specs:
         if s.name == "arm_bridge":
             s.parameters.update(bridge_params)
+        if s.name == "standin_driver":
+            s.parameters.update(standin or {})
     return specs
 
 
@@ -121,7 +123,10 @@ def test_envelope_stop_and_watchdog_through_the_standin(tmp_path):
     # 2: the first twist after the stop arrived within one tick (+ transport) is zero, and all after it
     post = [(t, m) for t, m in after_stop if t > t_stop]
     first_zero = next(t for t, m in post if m.twist.linear.x == m.twist.linear.y == m.twist.linear.z == 0)
-    assert first_zero - t_stop <= TICK + 0.15, f"held only after {first_zero - t_stop:.3f} s"
+    # one control tick (0.1 s) + DDS delivery both ways + scheduling on a loaded CI machine; the exact
+    # "next tick" property is asserted deterministically on the gate in test_safety_envelope.py
+    assert first_zero - t_stop <= TICK + 0.2, f"held only after {first_zero - t_stop:.3f} s"
+    print(f"\nstop -> first zero twist seen after {1000 * (first_zero - t_stop):.0f} ms (control tick 100 ms)")
     assert all(m.twist.linear.x == 0 for t, m in post if t > first_zero)
     held = [pos(s) for t, s in states_stop if t > t_stop + 2 * TICK]
     assert len(held) >= 5 and np.ptp(np.array(held), axis=0).max() < 0.005
@@ -146,19 +151,24 @@ def test_envelope_stop_and_watchdog_through_the_standin(tmp_path):
 ])
 def test_joint_trajectory_interface_moves_the_arm_via_ik(tmp_path, robot, topic, first_joint, n_joints, box):
     """+x for 3 s: the arm follows through IK + trajectories and stops at the workspace box's x."""
+    gripper_topic = "/gripper_controller/joint_trajectory"   # the gripper as a trajectory controller
     specs = arm_specs({"robot": robot, "arm_interface": "joint_trajectory"},
-                      workspace_low=box[0], workspace_high=box[1])
+                      standin={"gripper_topic": gripper_topic, "gripper_message": "joint_trajectory"},
+                      workspace_low=box[0], workspace_high=box[1],
+                      gripper_interface="joint_trajectory", gripper_topic=gripper_topic)
     with graph_under_test("sim", {}, tmp_path, specs=specs) as g:
         probe = g.probe({"/robot/state": RobotState})
         probe.subscribe(topic, JointTrajectory, qos=10)
         probe.wait_for("/robot/state", 5, timeout=60)
         pub = probe.publisher("/robot/command", ArmCommand)
-        start = pos(probe.get("/robot/state")[-1])
+        first = probe.get("/robot/state")[-1]
+        start = pos(first)
         for _ in range(30):
-            pub.publish(cmd(probe, [1.0, 0.0, 0.0]))      # +x: free space beside the drawer
+            pub.publish(cmd(probe, [1.0, 0.0, 0.0], g=1.0))      # +x (free space beside the drawer), close
             time.sleep(TICK)
         time.sleep(0.3)
-        end = pos(probe.get("/robot/state")[-1])
+        last = probe.get("/robot/state")[-1]
+        end = pos(last)
         trajs = probe.get(topic)
         g.assert_alive()
     assert len(trajs) >= 10 and trajs[-1].joint_names[0] == first_joint
@@ -166,18 +176,23 @@ def test_joint_trajectory_interface_moves_the_arm_via_ik(tmp_path, robot, topic,
     moved = end - start
     assert moved[0] > 0.1 and abs(moved[1]) < 0.01 and abs(moved[2]) < 0.01, moved
     assert box[1][0] - 0.005 <= end[0] <= box[1][0] + 0.003, f"x {end[0]:.4f}, box ends at {box[1][0]}"
+    assert first.gripper_opening > 0.8 and last.gripper_opening < 0.5, (first.gripper_opening, last.gripper_opening)
 
 
 def test_scripted_policy_drives_the_standin_through_the_bridge(tmp_path):
-    """The usual nodes (camera, task switcher, scripted policy) run unchanged on the real-arm path."""
+    """The usual nodes (camera, task switcher, scripted policy) run unchanged on the real-arm path,
+    and the scripted expert succeeds through Servo twists into the stand-in."""
     specs = arm_specs(only=("arm_bridge", "standin_driver", "camera", "task_switcher", "scripted_policy"))
     with graph_under_test("sim", {}, tmp_path, specs=specs) as g:
-        probe = g.probe({"/observation": Observation, "/robot/state": RobotState, "/robot/command": ArmCommand})
+        probe = g.probe({"/observation": Observation, "/robot/state": RobotState, "/robot/command": ArmCommand,
+                         "/task_phase": TaskPhase})
         probe.wait_for("/observation", 5, timeout=60)
-        probe.wait_for("/robot/command", 40, timeout=40)
+        # the expert opens the drawer through bridge + stand-in; the switcher sees it and switches
+        done = probe.wait_for("/task_phase", 1, timeout=60, pred=lambda m: m.forward_successes >= 1)
         obs = probe.get("/observation")
         states = probe.get("/robot/state")
         g.assert_alive()
-    assert obs[-1].image.width == 100 and len(obs[-1].proprio) == 4 and obs[-1].task == "drawer-open"
+    assert obs[0].image.width == 100 and len(obs[0].proprio) == 4 and obs[0].task == "drawer-open"
+    assert done[-1].task == "drawer-close" and done[-1].last_switch_reason == TaskPhase.REASON_SUCCESS
     P = np.array([pos(s) for s in states])
     assert np.ptp(P, axis=0).max() > 0.03, "the scripted expert did not move the arm"

@@ -17,9 +17,9 @@ stamp_set() { mkdir -p "$STAMPS"; echo "$2" > "$STAMPS/$1"; }
 hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
 
 # 1. Debian packages: GL for headless MuJoCo rendering (EGL, OSMesa), compilers for rosidl.
-step "system packages (EGL/OSMesa for headless MuJoCo, cmake, g++)"
+step "system packages (EGL/OSMesa for headless MuJoCo, cmake, g++, iproute2 for the two-host test)"
 need=()
-for p in libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libosmesa6 cmake g++; do
+for p in libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libosmesa6 cmake g++ iproute2; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -22,7 +22,7 @@ from robofume_ros.msg import ArmCommand
 from robofume_ros.params import knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import command_to_action
-from robofume_ros.safety.gate import SAFETY_TOPIC, make_gate
+from robofume_ros.safety.gate import make_gate
 
 
 @dataclass
@@ -60,7 +60,7 @@ class GatedRobot:
         self._last_counts = None
         self._last_hold_reason = None
         self.last_cmd_stamp_ns = None
-        self.pub_safety = self.create_publisher(String, SAFETY_TOPIC, qos.LATCHED)
+        self.pub_safety = self.create_publisher(String, graph.TOPICS["safety"], qos.LATCHED)
         self.create_subscription(ArmCommand, graph.TOPICS["command"], lambda m: self._on_command(m, False), qos.RELIABLE)
         self.create_subscription(ArmCommand, graph.TOPICS["intervention"], lambda m: self._on_command(m, True),
                                  qos.RELIABLE)

@@ -21,7 +21,7 @@ from robofume_ros.params import declare, knob
 from robofume_ros.ros import qos
 
 DEFAULT_TOPICS = [graph.TOPICS[k] for k in ("observation", "command", "intervention", "state", "reward",
-                                            "task_phase", "ground_truth")]
+                                            "task_phase", "ground_truth", "safety")]
 
 
 @dataclass

@@ -15,6 +15,6 @@ def for_topic(topic: str) -> QoSProfile:
     from robofume_ros.graph import TOPICS
     if topic in (TOPICS["image"], TOPICS["state"], TOPICS["expert_state"]):
         return SENSOR
-    if topic in (TOPICS["task_phase"], TOPICS["weights"], TOPICS["help"]):
+    if topic in (TOPICS["task_phase"], TOPICS["weights"], TOPICS["help"], TOPICS["safety"]):
         return LATCHED
     return RELIABLE

@@ -2,11 +2,11 @@
 
 Pure Python (no ROS). The sim node and the real-arm bridge each own one gate and call, from their
 ROS callbacks:
-    submit(action, source, intervention, ee_position, now)   every ArmCommand (policy, scripted, teleop)
-    set_stop(flag, now)                                      the stop topic (true latches, false releases)
-    saw_observation(now)                                     every fresh robot state / observation
-    start_home(target_xyz, gripper)                          the home / retreat service
-    tick(now, ee_position) -> Tick                           once per control tick: what to execute
+    submit(action, source, intervention, now)   every ArmCommand (policy, scripted, teleop)
+    set_stop(flag, reason)                      the stop topic (true latches, false releases)
+    saw_observation(now)                        every fresh robot state / observation
+    start_home(target_xyz, gripper, now)        the home / retreat service
+    tick(now, ee_position) -> Tick              once per control tick: what to execute (None = hold)
 
 A command is checked for shape and NaN/Inf when it arrives (a bad one replaces the pending command
 with "hold") and filtered by the envelope at the tick that executes it, against the end-effector
@@ -28,7 +28,7 @@ import numpy as np
 
 from robofume_ros.safety.envelope import EnvelopeConfig, SafetyEnvelope
 
-SAFETY_TOPIC = "/robot/safety"   # std_msgs/String: JSON counts of every clip, rejection, stop and hold
+SAFETY_TOPIC = "/robot/safety"   # = graph.TOPICS["safety"] (the core does not import the graph): JSON counts
 
 
 @dataclass
