@@ -65,6 +65,7 @@ def reward_trace(eps, png: Path, last: int = 6) -> dict:
         for thr_hit, g in zip(verdicts, e.success_gt):
             if thr_hit is None:
                 continue
+            thr_hit, g = bool(thr_hit), bool(g)
             tp, fp, fn, tn = tp + (thr_hit and g), fp + (thr_hit and not g), fn + (not thr_hit and g), tn + (not thr_hit and not g)
     for e in eps[-last:]:
         probs = np.array([np.nan if p is None else p for p in (e.provenance.get("reward_probability") or [])], float)
@@ -82,7 +83,7 @@ def reward_trace(eps, png: Path, last: int = 6) -> dict:
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     pos, neg = tp + fn, fp + tn
-    return {"frames": pos + neg, "fn_rate": fn / pos if pos else None, "fp_rate": fp / neg if neg else None}
+    return {"frames": int(pos + neg), "fn_rate": fn / pos if pos else None, "fp_rate": fp / neg if neg else None}
 
 
 def success_bars(results: dict, png: Path) -> None:
