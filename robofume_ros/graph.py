@@ -72,6 +72,8 @@ ARGUMENTS: list[LaunchArg] = [
                   ("policy", "seed", int), ("learner", "seed", int))),
     LaunchArg("max_episode_steps", "", "time limit of one forward or backward episode, in control ticks",
               _ov(("task_switcher", "max_episode_steps", int))),
+    LaunchArg("help_after_timeouts", "", "consecutive timeouts before the switcher pauses and asks a human "
+              "for help (0 = never, e.g. unattended simulation)", _ov(("task_switcher", "help_after_timeouts", int))),
     LaunchArg("success_source", "", "what ends an episode as a success: reward (the learned /reward) or "
               "ground_truth (simulator, for scripted data collection only)", _ov(("task_switcher", "success_source", str))),
     LaunchArg("action_noise", "", "std of Gaussian noise added to scripted actions",

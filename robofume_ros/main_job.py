@@ -68,7 +68,8 @@ def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward
     args = {"fast": "false", "use_sim_time": "false", "policy_checkpoint": str(pretrain_ckpt),
             "reward_model": str(reward_dir), "offline_dataset": str(data), "budget_steps": str(sizes.finetune_budget),
             "run_dir": str(run_dir), "bag_dir": str(run_dir / "bags"), "seed": str(seed),
-            "max_episode_steps": str(sizes.max_episode_steps)}
+            "max_episode_steps": str(sizes.max_episode_steps),
+            "help_after_timeouts": "0"}   # nobody to call in simulation: keep alternating
     last = [0.0]
 
     def on_tick(elapsed: float):

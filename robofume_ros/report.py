@@ -18,28 +18,56 @@ def _fig(w=7, h=4):
     return fig
 
 
-def online_episodes(run: Path):
-    from robofume_ros.data.dataset import load_episodes
-    d = run / "finetune" / "learner" / "online"
-    return load_episodes(d) if d.exists() else []
+def online_stream(bags: list) -> dict:
+    """What the reset-free run did, from the recorder's bags: per episode (observations grouped by
+    episode index) its task, length and the simulator's verdict at its last frame; per scored frame
+    the reward's probability and verdict next to the simulator's. Ground truth is read only here,
+    for evaluation: the learner never sees it."""
+    from robofume_ros.data.bags import read_messages
+    from robofume_ros.ros.convert import stamp_key
+    msgs = read_messages(bags, topics=["/observation", "/reward", "/eval/ground_truth"])
+    gt, obs, rewards = {}, [], []
+    for topic, _t, m, _s in msgs:
+        if topic == "/eval/ground_truth":
+            gt[(stamp_key(m.header.stamp), m.task)] = bool(m.success)
+        elif topic == "/observation":
+            obs.append((stamp_key(m.header.stamp), int(m.episode_index), m.task))
+        else:
+            rewards.append((stamp_key(m.header.stamp), int(m.episode_index), float(m.probability), bool(m.success)))
+    task_of = {s: (e, t) for s, e, t in obs}
+    episodes: dict = {}
+    for s, e, t in sorted(obs):
+        ep = episodes.setdefault(e, {"index": e, "task": t, "steps": 0, "last": s})
+        ep["steps"] += 1
+        ep["last"] = s
+    step = 0
+    for e in sorted(episodes):
+        ep = episodes[e]
+        step += ep["steps"]
+        ep["end_step"] = step
+        ep["gt_success"] = gt.get((ep.pop("last"), ep["task"]))
+    frames = []
+    for s, e, p, ok in sorted(rewards):
+        if s in task_of:
+            frames.append({"episode": e, "task": task_of[s][1], "probability": p, "success": ok,
+                           "gt": gt.get((s, task_of[s][1]))})
+    return {"episodes": [episodes[e] for e in sorted(episodes)], "frames": frames}
 
 
-def learning_curve(eps, png: Path, window: int = 5) -> dict:
+def learning_curve(stream: dict, png: Path, window: int = 5) -> dict:
     """Ground-truth success of each online episode's task at its end, per direction, against
     cumulative environment steps (a rolling mean over `window` episodes of that direction)."""
     fig = _fig()
     ax = fig.add_subplot(1, 1, 1)
-    steps = np.cumsum([len(e) for e in eps])
     out = {}
-    for task in sorted({e.task for e in eps}):
-        idx = [i for i, e in enumerate(eps) if e.task == task]
-        gt = np.array([bool(eps[i].success_gt[-1]) if eps[i].success_gt is not None else eps[i].success for i in idx], float)
-        if not len(gt):
-            continue
-        roll = np.convolve(gt, np.ones(window) / window, mode="full")[: len(gt)] / np.minimum(
-            np.arange(1, len(gt) + 1), window) * window
-        ax.plot(steps[idx], roll, marker="o", ms=3, label=f"{task} (ground truth, rolling {window})")
-        out[task] = {"episodes": len(gt), "success_first_half": float(gt[: len(gt) // 2].mean()) if len(gt) > 1 else None,
+    eps = [e for e in stream["episodes"] if e["gt_success"] is not None]
+    for task in sorted({e["task"] for e in eps}):
+        mine = [e for e in eps if e["task"] == task]
+        gt = np.array([e["gt_success"] for e in mine], float)
+        roll = [gt[max(0, i - window + 1): i + 1].mean() for i in range(len(gt))]
+        ax.plot([e["end_step"] for e in mine], roll, marker="o", ms=3, label=f"{task} (ground truth, rolling {window})")
+        out[task] = {"episodes": len(gt), "successes": int(gt.sum()),
+                     "success_first_half": float(gt[: len(gt) // 2].mean()) if len(gt) > 1 else None,
                      "success_second_half": float(gt[len(gt) // 2:].mean())}
     ax.set_xlabel("online environment steps")
     ax.set_ylabel("episode success rate")
@@ -51,39 +79,34 @@ def learning_curve(eps, png: Path, window: int = 5) -> dict:
     return out
 
 
-def reward_trace(eps, png: Path, last: int = 6) -> dict:
-    """Reward-model probability along the last episodes, with the simulator's success shaded;
-    returns the frame-level FP/FN rates of the reward over all online frames it scored."""
+def reward_trace(stream: dict, png: Path, last: int = 6) -> dict:
+    """/reward probability along the last episodes with the simulator's verdict shaded; returns
+    the frame-level false-positive and false-negative rates of the reward's success verdict."""
+    frames = [f for f in stream["frames"] if f["gt"] is not None]
+    pos = [f for f in frames if f["gt"]]
+    neg = [f for f in frames if not f["gt"]]
+    fn = sum(not f["success"] for f in pos)
+    fp = sum(f["success"] for f in neg)
     fig = _fig(9, 3.5)
     ax = fig.add_subplot(1, 1, 1)
+    shown = sorted({f["episode"] for f in frames})[-last:]
     t0 = 0
-    tp = fp = fn = tn = 0
-    for e in eps:
-        verdicts = e.provenance.get("reward_success") or []
-        if e.success_gt is None:
-            continue
-        for thr_hit, g in zip(verdicts, e.success_gt):
-            if thr_hit is None:
-                continue
-            thr_hit, g = bool(thr_hit), bool(g)
-            tp, fp, fn, tn = tp + (thr_hit and g), fp + (thr_hit and not g), fn + (not thr_hit and g), tn + (not thr_hit and not g)
-    for e in eps[-last:]:
-        probs = np.array([np.nan if p is None else p for p in (e.provenance.get("reward_probability") or [])], float)
-        x = np.arange(t0, t0 + len(probs))
-        ax.plot(x, probs, lw=1)
-        if e.success_gt is not None:
-            ax.fill_between(x, 0, 1, where=e.success_gt[: len(x)], color="green", alpha=0.15, step="mid")
+    for e in shown:
+        fe = [f for f in frames if f["episode"] == e]
+        x = np.arange(t0, t0 + len(fe))
+        ax.plot(x, [f["probability"] for f in fe], lw=1)
+        ax.fill_between(x, 0, 1, where=[f["gt"] for f in fe], color="green", alpha=0.15, step="mid")
         ax.axvline(t0, color="gray", lw=0.5)
-        ax.text(t0 + 1, 1.02, e.task, fontsize=7)
-        t0 += len(probs)
+        ax.text(t0 + 1, 1.02, fe[0]["task"], fontsize=7)
+        t0 += len(fe)
     ax.set_ylim(0, 1.1)
-    ax.set_xlabel("control tick (last episodes; green = simulator says done)")
+    ax.set_xlabel("scored frame (last episodes; green = simulator says done)")
     ax.set_ylabel("P(task done)")
     ax.set_title("/reward along the last online episodes")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
-    pos, neg = tp + fn, fp + tn
-    return {"frames": int(pos + neg), "fn_rate": fn / pos if pos else None, "fp_rate": fp / neg if neg else None}
+    return {"frames": len(frames), "positives": len(pos), "fn_rate": fn / len(pos) if pos else None,
+            "fp_rate": fp / len(neg) if neg else None}
 
 
 def success_bars(results: dict, png: Path) -> None:
@@ -123,9 +146,13 @@ def q_curve(csv_path: Path, png: Path) -> bool:
 
 def write_report(run: Path, results: dict, sizes, seconds: float) -> Path:
     run = Path(run)
-    eps = online_episodes(run)
-    curve = learning_curve(eps, run / "learning_curve.png") if eps else {}
-    trace = reward_trace(eps, run / "reward_trace.png") if eps else {}
+    from robofume_ros.data.dataset import load_episodes
+    online = run / "finetune" / "learner" / "online"
+    eps = load_episodes(online) if online.exists() else []
+    bags = sorted((run / "finetune" / "bags").glob("*")) if (run / "finetune" / "bags").exists() else []
+    stream = online_stream(bags) if bags else {"episodes": [], "frames": []}
+    curve = learning_curve(stream, run / "learning_curve.png") if stream["episodes"] else {}
+    trace = reward_trace(stream, run / "reward_trace.png") if stream["frames"] else {}
     success_bars(results, run / "success.png")
     has_q = q_curve(run / "finetune" / "learner" / "metrics.csv", run / "q_online.png")
     video = None
@@ -142,7 +169,9 @@ def write_report(run: Path, results: dict, sizes, seconds: float) -> Path:
                      f"{r['backward_success']:.0%} ({len(r['backward_trials'])} trials) |")
     lines += ["", "![success](success.png)", ""]
     if eps:
-        lines += [f"Online: {len(eps)} reset-free episodes, {sum(len(e) for e in eps)} environment steps.", "",
+        lines += [f"Online: {len(stream['episodes'])} reset-free episodes, "
+                  f"{sum(e['steps'] for e in stream['episodes'])} observations; {len(eps)} episodes "
+                  f"({sum(len(e) for e in eps)} transitions) in the learner's online dataset.", "",
                   f"Learning curve per task (ground truth): `{json.dumps(curve)}`", "", "![learning curve](learning_curve.png)", "",
                   f"Reward during fine-tuning vs ground truth (frames scored by the reward node): "
                   f"`{json.dumps(trace)}`", "", "![reward trace](reward_trace.png)", ""]

@@ -1,7 +1,7 @@
 """Learner: online Cal-QL fine-tuning from the robot's topic stream, pushing weights to the policy.
 
-in:  /observation, /robot/command, /reward, /task_phase (episode boundaries), /eval/ground_truth
-     (sim only; stored to evaluate the reward model, never used as reward)
+in:  /observation, /robot/command, /reward, /task_phase (episode boundaries). Never the simulator's
+     ground truth: the report reads that from the recorded bag.
 out: /policy/weights (PolicyWeights, latched: inline bytes or a checkpoint path + sha256)
 files (run_dir/learner/): online/ (dataset of every online episode, written before training on
      it), journal.bin (every step as it arrives), learner.pt (checkpoint), policy_latest.pt,
@@ -19,7 +19,7 @@ import numpy as np
 from rclpy.node import Node
 
 from robofume_ros import graph
-from robofume_ros.msg import ArmCommand, GroundTruth, Observation, PolicyWeights, Reward, TaskPhase
+from robofume_ros.msg import ArmCommand, Observation, PolicyWeights, Reward, TaskPhase
 from robofume_ros.nodes._common import Throttle, run_node
 from robofume_ros.params import declare, knob
 from robofume_ros.ros import qos
@@ -76,7 +76,6 @@ class LearnerNode(Node):
         self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)
         self.create_subscription(ArmCommand, graph.TOPICS["command"], self.on_command, qos.RELIABLE)
         self.create_subscription(Reward, graph.TOPICS["reward"], self.on_reward, qos.RELIABLE)
-        self.create_subscription(GroundTruth, graph.TOPICS["ground_truth"], self.on_ground_truth, qos.RELIABLE)
         self.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
         self.create_timer(10.0, self.report)
         self.trainer.start()
@@ -137,9 +136,6 @@ class LearnerNode(Node):
 
     def on_reward(self, msg):
         self.stream.reward(stamp_key(msg.header.stamp), msg.probability, bool(msg.success))
-
-    def on_ground_truth(self, msg):
-        self.stream.ground_truth(stamp_key(msg.header.stamp), msg.task, msg.success)
 
     def on_phase(self, msg):
         if self.last_episode is not None and msg.episode_index > self.last_episode:
