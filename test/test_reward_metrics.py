@@ -187,3 +187,26 @@ def test_evaluate_on_episodes_against_ground_truth():
     assert (res["tp"], res["fp"], res["tn"], res["fn"]) == (2, 1, 2, 0)
     assert res["fp_rate"] == pytest.approx(1 / 3) and res["fn_rate"] == 0.0
     assert evaluate_on_episodes(StubModel(), [make_episode(4)]) is None
+
+
+def test_reverse_start_frames_are_positives_for_the_paired_task():
+    from robofume_ros.data.episode import Episode
+    from robofume_ros.reward.labels import label_episodes, reverse_pairs
+
+    def demo(instr, task, T=10):
+        img = np.arange(T + 1, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(4, 2).repeat(3, 3)
+        return Episode(images=img, proprio=np.zeros((T + 1, 4), np.float32), actions=np.zeros((T, 4), np.float32),
+                       rewards=-np.ones(T, np.float32), terminals=np.zeros(T, bool), instruction=instr, task=task,
+                       source="target_demo", success=True)
+    eps = [demo("open the drawer", "drawer-open"), demo("close the drawer", "drawer-close")]
+    rev = reverse_pairs(eps)
+    assert rev == {"open the drawer": "close the drawer", "close the drawer": "open the drawer"}
+    fs = label_episodes(eps, k=3, neg_demo_frac=0.5, reverse=rev, reverse_k=2)
+    close_pos = [(t, e) for t, e, y, i in zip(fs.t, fs.episode, fs.labels, fs.instructions)
+                 if y == 1 and i == "close the drawer"]
+    # the last 3 frames of the closing demo, plus the first 2 frames of the opening demo
+    assert sorted(close_pos) == [(0, 0), (1, 0), (8, 1), (9, 1), (10, 1)]
+    # the same start frames stay negatives for their own instruction
+    assert any(t == 0 and e == 0 and y == 0 and i == "open the drawer"
+               for t, e, y, i in zip(fs.t, fs.episode, fs.labels, fs.instructions))
+    assert reverse_pairs(eps[:1]) == {}

@@ -3,6 +3,12 @@
 Positives: the last ``k`` frames of successful demos. Negatives: every frame of failure episodes
 and the early frames of demos (the first ``neg_demo_frac`` of each). ``Episode.success_gt`` is
 never used for labels: it is simulator ground truth, for evaluation only.
+
+Reset-free pairs add one more source of positives (``reverse``): a demo of the forward task starts
+where the backward task is done (and the other way round), so the first ``reverse_k`` frames of a
+successful demo are positives for its paired task's instruction. Without them a "closed drawer" is
+only ever seen at the end of a closing motion, and the classifier misses a closed drawer with the
+arm anywhere else.
 """
 from __future__ import annotations
 
@@ -70,21 +76,36 @@ def episode_labels(ep, k: int = 3, neg_demo_frac: float = 0.5, demo_sources=DEMO
     return np.zeros(0, int), np.zeros(0, np.float32)
 
 
+def reverse_pairs(episodes: Sequence) -> dict:
+    """instruction -> paired instruction, when the successful target demos hold exactly two
+    instructions (a reset-free forward/backward pair); {} otherwise."""
+    instr = sorted({e.instruction for e in episodes if e.source in DEMO_SOURCES and e.success})
+    return {instr[0]: instr[1], instr[1]: instr[0]} if len(instr) == 2 else {}
+
+
 def label_episodes(episodes: Sequence, k: int = 3, neg_demo_frac: float = 0.5, sources: Iterable[str] | None = None,
-                   failure_stride: int = 1, episode_ids: Sequence[int] | None = None) -> FrameSet | None:
-    """Labelled frames of ``episodes`` (optionally only those whose source is in ``sources``)."""
+                   failure_stride: int = 1, episode_ids: Sequence[int] | None = None,
+                   reverse: dict | None = None, reverse_k: int = 3) -> FrameSet | None:
+    """Labelled frames of ``episodes`` (optionally only those whose source is in ``sources``);
+    ``reverse`` (instruction -> paired instruction) adds the reset-free start-frame positives."""
     ims, ins, labs, epi, ts = [], [], [], [], []
+
+    def add(ep, j, t, y, instruction):
+        ims.append(ep.images[t])
+        ins.extend([instruction] * len(t))
+        labs.append(y)
+        epi.append(np.full(len(t), j if episode_ids is None else episode_ids[j]))
+        ts.append(t)
+
     for j, ep in enumerate(episodes):
         if sources is not None and ep.source not in sources:
             continue
         t, y = episode_labels(ep, k=k, neg_demo_frac=neg_demo_frac, failure_stride=failure_stride)
-        if not len(t):
-            continue
-        ims.append(ep.images[t])
-        ins += [ep.instruction] * len(t)
-        labs.append(y)
-        epi.append(np.full(len(t), j if episode_ids is None else episode_ids[j]))
-        ts.append(t)
+        if len(t):
+            add(ep, j, t, y, ep.instruction)
+        if reverse and ep.source in DEMO_SOURCES and ep.success and ep.instruction in reverse and reverse_k > 0:
+            t = np.arange(min(reverse_k, len(ep.images)))
+            add(ep, j, t, np.ones(len(t), np.float32), reverse[ep.instruction])
     if not labs:
         return None
     return FrameSet(np.concatenate(ims), ins, np.concatenate(labs), np.concatenate(epi), np.concatenate(ts))

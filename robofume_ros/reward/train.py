@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .labels import DEMO_SOURCES, FrameSet, label_episodes, split_by_episode
+from .labels import DEMO_SOURCES, FrameSet, label_episodes, reverse_pairs, split_by_episode
 from .metrics import (average_precision, binary_metrics, plot_pr_curve, plot_reliability, reliability,
                       select_threshold, write_report)
 
@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="*", default=None, help="target task ids (default: every non-prior task in --data)")
     p.add_argument("-k", "--k", type=int, default=3, help="positives: last k frames of each successful demo")
     p.add_argument("--neg-demo-frac", type=float, default=0.5, help="negatives: first fraction of each demo's frames")
+    p.add_argument("--reverse-k", type=int, default=3,
+                   help="reset-free pairs: the first N frames of a successful demo are positives for its paired "
+                        "task (0: off)")
     p.add_argument("--val-frac", type=float, default=0.2, help="held-out fraction of target episodes (split by episode)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=60)
@@ -89,7 +92,7 @@ def train_reward_model(episodes: Sequence, out, kind: str = "dual_encoder", back
                        batch_size: int | None = None, hidden: int = 256, image_size: int | None = None,
                        spatial_grid: int | None = None, lora_r: int = 0, threshold_method: str = "fpr_cap",
                        max_fpr: float = 0.05, threads: int = 1, precision: str = "auto", embed_backbone: bool = False,
-                       progress: bool = True, model=None):
+                       progress: bool = True, model=None, reverse_k: int = 3):
     """Train, choose the threshold, evaluate, save checkpoint + report to ``out``. Returns (model, report)."""
     import torch
     t_start = time.time()
@@ -107,8 +110,11 @@ def train_reward_model(episodes: Sequence, out, kind: str = "dual_encoder", back
     train_idx = [target_idx[i] for i in tr_local]
     val_idx = [target_idx[i] for i in va_local]
 
-    train_set = label_episodes([episodes[i] for i in train_idx], k=k, neg_demo_frac=neg_demo_frac, episode_ids=train_idx)
-    val_set = label_episodes([episodes[i] for i in val_idx], k=k, neg_demo_frac=neg_demo_frac, episode_ids=val_idx)
+    reverse = reverse_pairs(tgt) if reverse_k > 0 else {}
+    train_set = label_episodes([episodes[i] for i in train_idx], k=k, neg_demo_frac=neg_demo_frac, episode_ids=train_idx,
+                               reverse=reverse, reverse_k=reverse_k)
+    val_set = label_episodes([episodes[i] for i in val_idx], k=k, neg_demo_frac=neg_demo_frac, episode_ids=val_idx,
+                             reverse=reverse, reverse_k=reverse_k)
     prior_set = label_episodes([episodes[i] for i in prior_idx], k=k, neg_demo_frac=neg_demo_frac,
                                episode_ids=prior_idx) if prior_idx and pretrain_epochs > 0 else None
     if train_set is None or train_set.n_pos == 0:
@@ -207,7 +213,8 @@ def train_reward_model(episodes: Sequence, out, kind: str = "dual_encoder", back
     report = {
         "model_id": model.model_id, "model_type": model.model_type, "checkpoint": str(out),
         "threshold": thr, "threshold_method": threshold_method, "max_fpr": max_fpr, "threshold_from": thr_source,
-        "instructions": instructions, "k": k, "neg_demo_frac": neg_demo_frac, "seed": seed,
+        "instructions": instructions, "k": k, "neg_demo_frac": neg_demo_frac, "reverse_pairs": reverse,
+        "reverse_k": reverse_k, "seed": seed,
         "episodes": {"train": len(train_idx), "heldout": len(val_idx), "prior": len(prior_idx),
                      "heldout_with_success_gt": len(gt_eps)},
         "frames": {"train": len(train_set), "train_pos": train_set.n_pos, "heldout": len(val_set) if val_set else 0,
@@ -234,7 +241,7 @@ def main(argv=None) -> int:
         eps += load_episodes(path)
     model, report = train_reward_model(
         eps, args.out, kind=args.kind, backbone=args.backbone, init=args.init, tasks=args.tasks, k=args.k,
-        neg_demo_frac=args.neg_demo_frac, val_frac=args.val_frac, seed=args.seed, epochs=args.epochs,
+        neg_demo_frac=args.neg_demo_frac, reverse_k=args.reverse_k, val_frac=args.val_frac, seed=args.seed, epochs=args.epochs,
         pretrain_epochs=args.pretrain_epochs, lr=args.lr, batch_size=args.batch_size, hidden=args.hidden,
         image_size=args.image_size, spatial_grid=args.spatial_grid, lora_r=args.lora_r,
         threshold_method=args.threshold_method, max_fpr=args.max_fpr, threads=args.threads, precision=args.precision,
