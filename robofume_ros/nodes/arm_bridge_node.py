@@ -19,6 +19,8 @@ srv: ~/home (std_srvs/Trigger): retreat to home_position through the envelope
 """
 from __future__ import annotations
 
+import collections
+
 import time
 from dataclasses import dataclass
 
@@ -101,7 +103,8 @@ class ArmBridgeNode(Node, GatedRobot):
         self.pose_t = None
         self._sent_gripper = None
         self._held = True
-        self._last_dp = np.zeros(3)
+        self._sent = collections.deque()       # (monotonic time sent, translation) of executed commands
+        self._state_t = 0.0                     # monotonic time the newest arm state arrived
         self._q_cmd = None            # last joint target sent (joint_trajectory)
         self.ticks = 0
 
@@ -204,6 +207,7 @@ class ArmBridgeNode(Node, GatedRobot):
             if np.all(np.isfinite(q)):
                 self.q = q
                 if not self.p.ee_pose_topic:
+                    self._state_t = time.monotonic()
                     self.gate_saw_observation()
             else:
                 self.throttle.warn("nan_q", "joint state with NaN/Inf ignored")
@@ -225,6 +229,7 @@ class ArmBridgeNode(Node, GatedRobot):
                       [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
                       [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
         self.pose = (pos, R)
+        self._state_t = time.monotonic()
         self.gate_saw_observation()
 
     def ee(self):
@@ -254,9 +259,8 @@ class ArmBridgeNode(Node, GatedRobot):
         if base is not None and base is self._q_cmd:
             predicted = self.chain.fk(base)[0]     # the next target starts from the last setpoint
         else:
-            predicted = None if e is None else e[0] + self.p.latency_ticks * self._last_dp
+            predicted = None if e is None else e[0] + self._in_flight()
         t = self.gate_tick(predicted)
-        self._last_dp = np.zeros(3)
         if t.action is None:
             self.hold()
         else:
@@ -271,9 +275,18 @@ class ArmBridgeNode(Node, GatedRobot):
         self._q_cmd = None
         self._held = True
 
+    def _in_flight(self) -> np.ndarray:
+        """Dead reckoning for the workspace check: every translation commanded since the newest
+        arm state (plus `latency_ticks` of motion still in flight when it was measured). A late or
+        slow state stream then makes the check stricter, never blind."""
+        horizon = self._state_t - self.p.latency_ticks * self.period
+        while self._sent and self._sent[0][0] < horizon:
+            self._sent.popleft()
+        return sum((dp for _t, dp in self._sent), np.zeros(3))
+
     def execute(self, action, e):
         dp, dr, g = self.gate.envelope.to_physical(action)
-        self._last_dp = dp
+        self._sent.append((time.monotonic(), dp))
         if self.p.interface == "servo":
             self.publish_twist(dp / self.period, dr / self.period)
         else:
