@@ -28,7 +28,8 @@ class TrainerConfig:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    """Write via a temp file unique to this thread, then rename: concurrent writers never clash."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -46,6 +47,7 @@ class OnlineTrainer:
         self.episodes = 0
         self.successes = {}
         self.lock = threading.Lock()     # guards the online store against concurrent add/sample
+        self._io_lock = threading.RLock()  # status/progress files are written from both threads
         self._stop = threading.Event()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name="learner-train", daemon=True)
@@ -157,11 +159,13 @@ class OnlineTrainer:
                 "budget_steps": self.cfg.budget_steps, "error": self.error, "metrics": self.last_metrics}
 
     def _write_status(self) -> None:
-        atomic_write_bytes(self.dir / "status.json", json.dumps(self.status(), indent=1).encode())
+        with self._io_lock:
+            atomic_write_bytes(self.dir / "status.json", json.dumps(self.status(), indent=1).encode())
 
     def _save_progress(self) -> None:
-        atomic_write_bytes(self.dir / "progress.json", json.dumps(
-            {"env_steps": self.env_steps, "episodes": self.episodes, "successes": self.successes}).encode())
+        with self._io_lock:
+            atomic_write_bytes(self.dir / "progress.json", json.dumps(
+                {"env_steps": self.env_steps, "episodes": self.episodes, "successes": self.successes}).encode())
         self._write_status()
 
     def _load_progress(self) -> None:
