@@ -59,3 +59,18 @@ class Throttle:
             self._last[key] = now
         else:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
+
+
+def ground_truth_msgs(world, obs, stamp) -> list:
+    """GroundTruth messages for both tasks of a simulated pair at one frame (the active task
+    first), so an episode that just ended still has its own task's verdict on the switch frame."""
+    from robofume_ros.msg import GroundTruth
+    out = []
+    for phase in (world.phase, "backward" if world.phase == "forward" else "forward"):
+        gt = GroundTruth()
+        gt.header.stamp = stamp
+        gt.task = world.tasks[0 if phase == "forward" else 1]
+        gt.success = bool(obs.success) if phase == world.phase else bool(world.success_of(phase))
+        gt.sim_step = int(obs.sim_step)
+        out.append(gt)
+    return out

@@ -27,7 +27,7 @@ from std_msgs.msg import Float64MultiArray
 
 from robofume_ros import graph
 from robofume_ros.msg import GroundTruth, RobotState, TaskPhase
-from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.nodes._common import Throttle, ground_truth_msgs, run_node
 from robofume_ros.nodes._gate_ros import GatedRobot, GateParams
 from robofume_ros.params import declare, knob
 from robofume_ros.ros import qos
@@ -145,14 +145,7 @@ class SimNode(Node, GatedRobot):
         st.proprio = [float(v) for v in obs.proprio]
         st.stopped = self.gate.stopped
         self.pub_state.publish(st)
-        # ground truth of both tasks of the pair (the active one first), so an episode that just
-        # ended still has its own task's verdict on the frame where the switch happened
-        for phase in (self.world.phase, "backward" if self.world.phase == "forward" else "forward"):
-            gt = GroundTruth()
-            gt.header.stamp = stamp
-            gt.task = self.world.tasks[0 if phase == "forward" else 1]
-            gt.success = bool(obs.success) if phase == self.world.phase else bool(self.world.success_of(phase))
-            gt.sim_step = int(obs.sim_step)
+        for gt in ground_truth_msgs(self.world, obs, stamp):
             self.pub_gt.publish(gt)
         ex = Float64MultiArray()
         ex.data = [float(v) for v in obs.state]

@@ -31,7 +31,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from robofume_ros import graph
 from robofume_ros.msg import GroundTruth, TaskPhase
-from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.nodes._common import Throttle, ground_truth_msgs, run_node
 from robofume_ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import rgb_to_image
@@ -249,9 +249,8 @@ class StandinDriverNode(Node):
                 (float(v) for v in q)
             self.pub_pose.publish(ps)
         self.pub_image.publish(rgb_to_image(self.obs.image, stamp, frame_id="standin_camera"))
-        gt = GroundTruth()
-        gt.header.stamp, gt.task, gt.success, gt.sim_step = stamp, self.obs.task, bool(self.obs.success), int(self.obs.sim_step)
-        self.pub_gt.publish(gt)
+        for gt in ground_truth_msgs(self.world, self.obs, stamp):
+            self.pub_gt.publish(gt)
         self.pub_expert.publish(Float64MultiArray(data=[float(v) for v in self.obs.state]))
 
     def close(self):
