@@ -47,6 +47,7 @@ class CameraNode(Node):
         self.size = (p.output_height, p.output_width)
         self.crop = tuple(int(v) for v in p.crop) if p.crop and len(p.crop) == 4 else None
         self.state = None
+        self._states = {}      # recent robot states by stamp: a frame gets the state of its own instant
         self.phase = None
         self.last_pub_ns = None
         self.last_frame_wall_ns = None
@@ -64,6 +65,9 @@ class CameraNode(Node):
 
     def on_state(self, msg):
         self.state = msg
+        self._states[Time.from_msg(msg.header.stamp).nanoseconds] = msg
+        while len(self._states) > 32:
+            self._states.pop(next(iter(self._states)))
 
     def on_phase(self, msg):
         self.phase = msg
@@ -92,11 +96,12 @@ class CameraNode(Node):
             self.dropped += 1
             self.throttle.warn("stale", f"camera frame is {age:.2f} s old (max {self.p.max_frame_age_s}): skipped")
             return
+        state = self._states.get(stamp_ns, self.state)
         if self.p.require_state:
-            if self.state is None:
+            if state is None:
                 self.throttle.warn("nostate", f"no robot state on {graph.TOPICS['state']} yet: frames skipped")
                 return
-            state_age = (stamp_ns - Time.from_msg(self.state.header.stamp).nanoseconds) * 1e-9
+            state_age = (stamp_ns - Time.from_msg(state.header.stamp).nanoseconds) * 1e-9
             if state_age > self.p.max_state_age_s:
                 self.throttle.warn("oldstate", f"robot state is {state_age:.2f} s older than the frame: skipped")
                 self.dropped += 1
@@ -112,8 +117,8 @@ class CameraNode(Node):
         obs.header.frame_id = msg.header.frame_id
         obs.image = rgb_to_image(rgb, msg.header.stamp, msg.header.frame_id)
         obs.image_stamp = msg.header.stamp
-        if self.state is not None:
-            obs.proprio = list(self.state.proprio)
+        if state is not None:
+            obs.proprio = list(state.proprio)
         if self.phase is not None:
             obs.instruction, obs.task = self.phase.instruction, self.phase.task
             obs.phase, obs.episode_index = self.phase.phase, self.phase.episode_index

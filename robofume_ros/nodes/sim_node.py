@@ -133,7 +133,6 @@ class SimNode(Node, GatedRobot):
             self.pub_clock.publish(c)
         stamp = self.stamp()
         obs = self.obs
-        self.pub_image.publish(rgb_to_image(obs.image, stamp, frame_id="sim_camera"))
         st = RobotState()
         st.header.stamp = stamp
         st.header.frame_id = "world"
@@ -150,6 +149,9 @@ class SimNode(Node, GatedRobot):
         ex = Float64MultiArray()
         ex.data = [float(v) for v in obs.state]
         self.pub_expert.publish(ex)
+        # the image last: the camera node and the scripted expert react to it, and by then the
+        # state and expert state of the same frame are already out
+        self.pub_image.publish(rgb_to_image(obs.image, stamp, frame_id="sim_camera"))
         self._last_frame_ns = stamp_key(stamp)
         self._frame_wall = time.monotonic()
 

@@ -248,10 +248,11 @@ class StandinDriverNode(Node):
             ps.pose.orientation.w, ps.pose.orientation.x, ps.pose.orientation.y, ps.pose.orientation.z = \
                 (float(v) for v in q)
             self.pub_pose.publish(ps)
-        self.pub_image.publish(rgb_to_image(self.obs.image, stamp, frame_id="standin_camera"))
         for gt in ground_truth_msgs(self.world, self.obs, stamp):
             self.pub_gt.publish(gt)
         self.pub_expert.publish(Float64MultiArray(data=[float(v) for v in self.obs.state]))
+        # the image last, as the sim node does: what reacts to it finds this frame's state already out
+        self.pub_image.publish(rgb_to_image(self.obs.image, stamp, frame_id="standin_camera"))
 
     def close(self):
         self.world.close()
