@@ -118,7 +118,11 @@ def test_envelope_stop_and_watchdog_through_the_standin(tmp_path):
     speeds = [np.linalg.norm([m.twist.linear.x, m.twist.linear.y, m.twist.linear.z]) for m in twists]
     assert len(speeds) >= 30 and max(speeds) <= 0.15 + 1e-6, max(speeds)
     P = np.array([pos(s) for s in states])
-    assert np.all(P >= np.array(BOX_LOW) - 0.005) and np.all(P <= np.array(BOX_HIGH) + 0.005), (P.min(0), P.max(0))
+    # the envelope plans each tick from the measured pose plus everything commanded since (dead
+    # reckoning); the simulated hand tracks its target with some dynamic lag, so it may coast at most
+    # one tick of full-speed motion past the box (0.15 m/s * 0.1 s), never more
+    coast = 0.15 * TICK
+    assert np.all(P >= np.array(BOX_LOW) - coast) and np.all(P <= np.array(BOX_HIGH) + coast), (P.min(0), P.max(0))
     assert (P.max(0) - P.min(0)).max() > 0.03, "the arm did not move at all"
     # 2: the first twist after the stop arrived within one tick (+ transport) is zero, and all after it
     post = [(t, m) for t, m in after_stop if t > t_stop]

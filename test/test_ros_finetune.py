@@ -94,7 +94,6 @@ def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, mo
         # kill the learner: the runner respawns it, and it resumes with nothing it had lost
         before = {e.name for e in online_eps if e.name.startswith("ep_")}
         learner_proc = g.runner.procs["learner"].proc
-        journal_before = (learner_dir / "journal.bin").stat().st_size
         learner_proc.send_signal(signal.SIGKILL)
         learner_proc.wait(10)
         deaths = []
@@ -110,8 +109,8 @@ def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, mo
         log = g.log("learner")
         assert "resumed from" in log, log[-3000:]
         assert f"reloaded {len(before)} online episodes" in log or "reloaded" in log
-        if journal_before > 0:
-            assert "journal: recovered" in log
+        # (what the journal recovers after a kill mid-episode is tested without processes in
+        # test_online_stream.py; here it depends on where the kill lands)
         n_before = len(before)
         probe.wait_for("/task_phase", 1, timeout=120, pred=lambda m: m.episode_index >= phases[-1].episode_index + 4)
         deadline = time.monotonic() + 60
