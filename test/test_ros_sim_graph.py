@@ -68,7 +68,8 @@ def test_recorded_bag_decodes_with_expected_counts(tmp_path):
     args = {"bag_dir": str(bag_dir), "fast": "true", "use_sim_time": "true"}
     with graph_under_test("sim", args, tmp_path) as g:
         probe = g.probe({"/observation": Observation, "/robot/command": ArmCommand})
-        probe.wait_for("/robot/command", 150, timeout=90)
+        # the recorder discovers topics once a second, so it starts a little after the probe
+        probe.wait_for("/robot/command", 300, timeout=120)
         g.assert_alive()
     bags = list(bag_dir.iterdir())
     assert len(bags) == 1
