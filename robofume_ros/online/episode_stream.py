@@ -221,14 +221,17 @@ class EpisodeStream:
             self.journal.append(record)
 
     def _compact(self) -> None:
-        """Keep only what belongs to still-open episodes in the journal."""
-        keep_stamps = {s.stamp for ep in self.open.values() for s in ep.steps}
+        """Rewrite the journal with only the still-open episodes, from memory (no re-read)."""
         keep = []
-        for r in self.journal.replay():
-            if r[0] == "obs" and r[2] in self.open:
-                keep.append(r)
-            elif r[0] in ("cmd", "rew", "gt") and r[1] in keep_stamps:
-                keep.append(r)
+        for ep in self.open.values():
+            for st in ep.steps:
+                keep.append(("obs", st.stamp, ep.index, st.image, st.proprio, ep.instruction, ep.task))
+                if st.action is not None:
+                    keep.append(("cmd", st.stamp, st.action))
+                if not np.isnan(st.probability):
+                    keep.append(("rew", st.stamp, st.probability, st.reward_success))
+                if st.success_gt is not None:
+                    keep.append(("gt", st.stamp, ep.task, st.success_gt))
         self.journal.rewrite(keep)
 
     def recover(self) -> tuple[list[Episode], int]:

@@ -158,6 +158,11 @@ class RewardModel(ABC):
     def predict(self, frames, instruction: Instruction, batch_size: int = 32) -> np.ndarray:
         return self.predict_proba(frames, instruction, batch_size=batch_size) >= self.threshold
 
+    def accuracy(self, frames) -> float:
+        """Accuracy at p >= 0.5 on a labelled FrameSet (the training loops' validation metric)."""
+        p = self.predict_proba(frames.images, list(frames.instructions))
+        return float(((p >= 0.5) == (np.asarray(frames.labels) > 0.5)).mean())
+
     def __call__(self, frames, instruction: Instruction) -> np.ndarray:
         return self.predict_proba(frames, instruction)
 

@@ -179,8 +179,7 @@ class VLMRewardModel(RewardModel):
                 tot += loss.item() * len(b)
             hist["loss"].append(tot / n)
             if val is not None and len(val):
-                p = self.predict_proba(val.images, list(val.instructions))
-                hist["val_acc"].append(float(((p >= 0.5) == (np.asarray(val.labels) > 0.5)).mean()))
+                hist["val_acc"].append(self.accuracy(val))
         for p in params:
             p.requires_grad_(False)
         self.model.eval()
