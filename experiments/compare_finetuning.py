@@ -45,6 +45,7 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
     import torch
 
     from robofume_ros.data.dataset import load_episodes
+    from robofume_ros.evaluation import workspace_start
     from robofume_ros.online.episode_stream import EpisodeStream
     from robofume_ros.rl.features import FrozenImageEncoder
     from robofume_ros.rl.learner import Learner
@@ -62,11 +63,14 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
     if reward_kind == "learned":
         from robofume_ros.reward.base import load_reward_model
         reward = load_reward_model(reward_dir)
-    world = ResetFreeWorld(pair="drawer", seed=10_000 + seed)
+    world = ResetFreeWorld(pair="drawer", seed=scene_seed(data))   # the robot's workspace: the demos' scene
+    world.reset()
+    home_rng = np.random.default_rng([seed, 77])
+    workspace_start(world, "forward", home_rng, 0.03)
     sw = TaskSwitcher(TaskSpec(world.tasks[0], "open the drawer"), TaskSpec(world.tasks[1], "close the drawer"),
                       max_episode_steps=max_episode_steps, help_after_timeouts=0)
     stream = EpisodeStream(out, action_dim=4)
-    obs = world.reset()
+    obs = world.observe()
     feat = enc(obs.image)
     records, t0 = [], time.monotonic()
     for t in range(steps):
@@ -88,7 +92,9 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
                 L.add_episode(ep)
                 records.append({"end_step": t + 1, "task": ep.task, "steps": len(ep),
                                 "reward_success": bool(ep.success), "gt_success": bool(ep.success_gt[-1])})
-            obs = world.switch("forward" if ev.new_phase == 0 else "backward")
+            world.switch("forward" if ev.new_phase == 0 else "backward")
+            world.home(0.03, home_rng)          # as the sim node does (home_on_switch)
+            obs = world.observe()
         if len(L.online):
             L.update()
         if (t + 1) % 250 == 0:
@@ -97,8 +103,15 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
                   f"forward ground-truth success {sum(fw)}/{len(fw)}", flush=True)
     world.close()
     stream.close()
+    L.save(out / "learner.pt")
+    (out / "policy.pt").write_bytes(L.export_policy())
     res_file.write_text(json.dumps(records))
     return records
+
+
+def scene_seed(data: Path) -> int:
+    """The placement seed of the dataset's target scene (where its demos were recorded)."""
+    return int(json.loads((Path(data) / "generate.json").read_text())["config"]["seed"])
 
 
 def curve(records: list[dict], task: str, steps: int, window: int = 4):
@@ -122,6 +135,8 @@ def main(argv=None) -> int:
     ap.add_argument("--algos", nargs="+", default=["calql", "cql", "bc"])
     ap.add_argument("--pretrain-steps", type=int, default=1500)
     ap.add_argument("--online-steps", type=int, default=1500)
+    ap.add_argument("--rewards", nargs="+", default=["learned", "ground_truth"], choices=["learned", "ground_truth"],
+                    help="reward sources; ground_truth runs Cal-QL only (the reward ablation)")
     ap.add_argument("--eval-trials", type=int, default=5)
     ap.add_argument("--max-episode-steps", type=int, default=200)
     ns = ap.parse_args(argv)
@@ -132,7 +147,8 @@ def main(argv=None) -> int:
 
     out = Path(ns.out)
     data, reward_dir = Path(ns.data), Path(ns.reward)
-    configs = [(a, "learned") for a in ns.algos] + ([("calql", "ground_truth")] if "calql" in ns.algos else [])
+    configs = ([(a, "learned") for a in ns.algos] if "learned" in ns.rewards else []) + \
+        ([("calql", "ground_truth")] if "calql" in ns.algos and "ground_truth" in ns.rewards else [])
     results = {}
     for algo, rkind in configs:
         for seed in ns.seeds:
@@ -142,19 +158,30 @@ def main(argv=None) -> int:
             ck = pretrain(algo, data, out / "pretrain" / f"{algo}_s{seed}", ns.pretrain_steps, seed)
             ev_file = out / "pretrain" / f"{algo}_s{seed}" / "eval.json"
             if not ev_file.exists():
-                r, _ = evaluate_policy(Policy.load(ck), trials=ns.eval_trials, max_steps=ns.max_episode_steps, seed=5000 + seed)
+                r, _ = evaluate_policy(Policy.load(ck), trials=ns.eval_trials, max_steps=ns.max_episode_steps, seed=5000 + seed,
+                                       scene_seed=scene_seed(data))
                 ev_file.write_text(json.dumps(r.as_dict()))
             pre = json.loads(ev_file.read_text())
             recs = online_run(ck, data, reward_dir, rkind, out / "online" / name, ns.online_steps, seed, ns.max_episode_steps)
+            post_file = out / "online" / name / "eval.json"
+            if not post_file.exists():
+                r, _ = evaluate_policy(Policy.load(out / "online" / name / "policy.pt"), trials=ns.eval_trials,
+                                       max_steps=ns.max_episode_steps, seed=5000 + seed,
+                                       scene_seed=scene_seed(data))
+                post_file.write_text(json.dumps(r.as_dict()))
+            post = json.loads(post_file.read_text())
             xs, ys = curve(recs, "drawer-open", ns.online_steps)
             half = [y for x, y in zip(xs, ys) if x <= ns.online_steps / 2]
             fwd = [r["gt_success"] for r in recs if r["task"] == "drawer-open"]
             results[name] = {"algo": algo, "reward": rkind, "seed": seed, "pretrained_forward": pre["forward_success"],
+                             "finetuned_forward": post["forward_success"], "pretrained_backward": pre["backward_success"],
+                             "finetuned_backward": post["backward_success"],
                              "online_forward_first_half": float(np.mean(fwd[: len(fwd) // 2])) if len(fwd) > 1 else None,
                              "online_forward_second_half": float(np.mean(fwd[len(fwd) // 2:])) if fwd else None,
                              "dip": (pre["forward_success"] - min(half)) if half else None,
                              "episodes": len(recs), "curve": [xs, ys], "minutes": (time.monotonic() - t0) / 60}
-            print(f"   {name}: pre-trained forward {pre['forward_success']:.0%}; online forward success "
+            print(f"   {name}: forward success (evaluated) {pre['forward_success']:.0%} -> {post['forward_success']:.0%}; "
+                  f"backward {pre['backward_success']:.0%} -> {post['backward_success']:.0%}; online forward success "
                   f"{results[name]['online_forward_first_half']} -> {results[name]['online_forward_second_half']}", flush=True)
             (out / "results.json").write_text(json.dumps(results, indent=1))
     plot(results, out / "curves.png")

@@ -1,9 +1,21 @@
 """Ground-truth evaluation of a policy in the simulated reset-free world (pure Python, no ROS).
 
-Each trial starts from the state its task needs: forward trials from a freshly placed scene,
-backward trials from a scene where the scripted expert has just done the forward task (so a
-backward success is never free). The policy then has `max_steps` to make the simulator's success
-flag true. Deterministic given the seeds.
+Two settings:
+
+* ``scene_seed=<seed>`` (the default in ``robofume main``): the robot's own workspace, the scene
+  (object placement) where its target demos were collected and where it fine-tunes, as on a real
+  robot. Each trial starts where a reset-free robot would: for a forward trial the scripted expert
+  first does the forward task and then the backward task (so the scene is back at the start and
+  the robot's backward task left it), for a backward trial the expert does the forward task;
+  then the arm goes home plus a random offset of up to ``start_jitter`` metres per axis, as it
+  does between online episodes (``home_on_switch``).
+  The expert's setup runs unrendered with its own seeded noise, so trials differ from each other
+  and from the demos.
+* ``scene_seed=None``: generalisation; trial i uses a freshly placed scene (placement seed
+  ``seed + i``) and the forward task starts from the reset pose.
+
+The policy then has ``max_steps`` to make the simulator's success flag true. Deterministic given
+the seeds.
 """
 from __future__ import annotations
 
@@ -21,6 +33,7 @@ class EvalResult:
     forward_trials: list = field(default_factory=list)     # steps to success, or None
     backward_trials: list = field(default_factory=list)
     seconds: float = 0.0
+    setting: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -28,6 +41,8 @@ class EvalResult:
 
 def _run(world, policy, instruction: str, max_steps: int, deterministic: bool, frames: Optional[list]):
     obs = world.observe()
+    if frames is not None:
+        frames.append(obs.image)
     for t in range(max_steps):
         if obs.success:
             return t
@@ -38,47 +53,78 @@ def _run(world, policy, instruction: str, max_steps: int, deterministic: bool, f
     return max_steps if obs.success else None
 
 
+def _expert_until_success(world, rng, noise: float, max_steps: int) -> bool:
+    for _ in range(max_steps):
+        if world.ground_truth_success():
+            return True
+        world.step(world.scripted_action(noise, rng))
+    return world.ground_truth_success()
+
+
+def workspace_start(world, phase: str, rng, start_jitter: float, max_steps: int = 500) -> bool:
+    """Bring a freshly reset world to the start of a reset-free `phase` ("forward"/"backward")
+    episode, unrendered: expert forward (then expert backward for a forward trial), then the arm
+    goes home with a random offset (ResetFreeWorld.home), as between online episodes. Returns False
+    if the expert failed (the trial is skipped)."""
+    render = world.render_enabled
+    world.render_enabled = False
+    try:
+        world.switch("forward")
+        if not _expert_until_success(world, rng, 0.1, max_steps):
+            return False
+        if phase == "forward":
+            world.switch("backward")
+            if not _expert_until_success(world, rng, 0.1, max_steps):
+                return False
+        world.switch(phase)
+        world.home(start_jitter, rng)
+        # the jitter may have undone the reset (e.g. bumped the drawer): only start undone tasks
+        return not world.ground_truth_success()
+    finally:
+        world.render_enabled = render
+
+
 def evaluate_policy(policy, pair: str = "drawer", trials: int = 10, max_steps: int = 250, seed: int = 1000,
-                    deterministic: bool = True, image_size=(100, 100), camera: str = "corner4",
-                    progress: bool = False, record_first: bool = False) -> tuple[EvalResult, list]:
+                    scene_seed: Optional[int] = None, start_jitter: float = 0.03, deterministic: bool = True,
+                    image_size=(100, 100), camera: str = "corner4", progress: bool = False,
+                    record_first: bool = False) -> tuple[EvalResult, list]:
     """Success rates of `policy` (rl.policy.Policy-like: act(image, proprio, instruction, deterministic))
     on the pair's forward and backward tasks. Returns (result, frames of the first forward trial)."""
     from robofume_ros.sim.world import ResetFreeWorld
 
     t0 = time.monotonic()
-    fwd, bwd, frames = [], [], ([] if record_first else None)
+    res = {"forward": [], "backward": []}
+    skipped = {"forward": 0, "backward": 0}   # trials whose scripted setup failed
+    frames = [] if record_first else None
     it = range(trials)
     if progress:
         from tqdm import tqdm
         it = tqdm(it, desc="evaluate", unit="trial")
     for i in it:
-        world = ResetFreeWorld(pair=pair, camera=camera, image_size=image_size, seed=seed + i, render=True)
-        try:
-            world.reset()
-            fwd.append(_run(world, policy, world.instruction, max_steps, deterministic, frames if i == 0 else None))
-            # backward: the expert does the forward task first, so the backward task has work to do
-            world = _reset_forward_done(world, pair, camera, image_size, seed + i, max_steps)
-            if world is None:
-                continue
-            bwd.append(_run(world, policy, world.instruction, max_steps, deterministic, None))
-        finally:
-            if world is not None:
+        for phase in ("forward", "backward"):
+            world = ResetFreeWorld(pair=pair, camera=camera, image_size=image_size,
+                                   seed=(seed + i) if scene_seed is None else scene_seed, render=True)
+            try:
+                world.reset()
+                rng = np.random.default_rng([seed, i, phase == "forward"])
+                if scene_seed is not None:
+                    ok = workspace_start(world, phase, rng, start_jitter)
+                elif phase == "backward":   # the backward task needs the forward task done first
+                    world.render_enabled = False
+                    ok = _expert_until_success(world, rng, 0.0, 500)
+                    world.render_enabled = True
+                    world.switch("backward")
+                else:
+                    ok = True
+                if not ok:
+                    skipped[phase] += 1
+                else:
+                    rec = frames if (i == 0 and phase == "forward") else None
+                    res[phase].append(_run(world, policy, world.instruction, max_steps, deterministic, rec))
+            finally:
                 world.close()
     rate = lambda xs: float(np.mean([x is not None for x in xs])) if xs else float("nan")  # noqa: E731
-    return EvalResult(rate(fwd), rate(bwd), fwd, bwd, time.monotonic() - t0), (frames or [])
-
-
-def _reset_forward_done(world, pair, camera, image_size, seed, max_steps):
-    from robofume_ros.sim.world import ResetFreeWorld
-    world.close()
-    world = ResetFreeWorld(pair=pair, camera=camera, image_size=image_size, seed=seed, render=True)
-    world.reset()
-    for _ in range(max_steps * 2):
-        if world.ground_truth_success():
-            break
-        world.step(world.scripted_action())
-    if not world.ground_truth_success():
-        world.close()
-        return None
-    world.switch("backward")
-    return world
+    setting = {"pair": pair, "scene_seed": scene_seed, "seed": seed, "start_jitter": start_jitter,
+               "deterministic": deterministic, "max_steps": max_steps, "skipped_setups": skipped}
+    return (EvalResult(rate(res["forward"]), rate(res["backward"]), res["forward"], res["backward"],
+                       time.monotonic() - t0, setting), (frames or []))

@@ -76,6 +76,8 @@ ARGUMENTS: list[LaunchArg] = [
               "for help (0 = never, e.g. unattended simulation)", _ov(("task_switcher", "help_after_timeouts", int))),
     LaunchArg("success_source", "", "what ends an episode as a success: reward (the learned /reward) or "
               "ground_truth (simulator, for scripted data collection only)", _ov(("task_switcher", "success_source", str))),
+    LaunchArg("home_on_switch", "", "simulator: the arm goes home (scene untouched) at every task switch",
+              _ov(("sim", "home_on_switch", bool))),
     LaunchArg("action_noise", "", "std of Gaussian noise added to scripted actions",
               _ov(("scripted_policy", "noise_std", float))),
     LaunchArg("record", "true", "record every observation, command, reward and switch to a rosbag2 (MCAP)"),

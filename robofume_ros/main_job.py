@@ -97,15 +97,16 @@ def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward
     return 0
 
 
-def evaluate(name: str, ckpt: Path, out: Path, sizes: Sizes, video: bool = False) -> dict:
+def evaluate(name: str, ckpt: Path, out: Path, sizes: Sizes, scene_seed: int, video: bool = False) -> dict:
     from robofume_ros.evaluation import evaluate_policy
     from robofume_ros.rl.policy import Policy
     res_file = out / "eval" / f"{name}.json"
     if res_file.exists():
         return json.loads(res_file.read_text())
     policy = Policy.load(ckpt)
+    # in the robot's workspace (the scene of its demos and of fine-tuning), from reset-free starts
     res, frames = evaluate_policy(policy, trials=sizes.eval_trials, max_steps=sizes.max_episode_steps,
-                                  progress=True, record_first=video)
+                                  scene_seed=scene_seed, progress=True, record_first=video)
     d = res.as_dict()
     res_file.parent.mkdir(parents=True, exist_ok=True)
     res_file.write_text(json.dumps(d, indent=1))
@@ -163,9 +164,9 @@ def main(argv=None) -> int:
                             sizes.retrain_steps, ns.seed))
 
     results = {
-        "pre-trained (Cal-QL offline)": evaluate("pretrained", pre / "checkpoint.pt", out, sizes),
-        "fine-tuned (Cal-QL online, reset-free)": evaluate("finetuned", out / "finetune" / "learner" / "policy_latest.pt", out, sizes),
-        "OOO retrained (IQL offline on all data)": evaluate("retrained", retrain / "checkpoint.pt", out, sizes, video=True),
+        "pre-trained (Cal-QL offline)": evaluate("pretrained", pre / "checkpoint.pt", out, sizes, ns.seed),
+        "fine-tuned (Cal-QL online, reset-free)": evaluate("finetuned", out / "finetune" / "learner" / "policy_latest.pt", out, sizes, ns.seed),
+        "OOO retrained (IQL offline on all data)": evaluate("retrained", retrain / "checkpoint.pt", out, sizes, ns.seed, video=True),
     }
     from robofume_ros.report import write_report
     report = write_report(out, results, sizes, time.monotonic() - t_start)

@@ -832,9 +832,11 @@ def write_episodes_bag(episodes, path, rate_hz: float = 5.0, t0_ns: int = 1_700_
     """Write episodes as one continuous reset-free stream in the recorder's layout:
     Observation + ArmCommand (same stamp) per step, TaskPhase at each episode start (reason
     SUCCESS/TIMEOUT from the previous episode), Reward per observation (probability 1 where the
-    episode's reward says done), GroundTruth from success_gt. Consecutive episodes share the
-    boundary observation: the last obs of episode k is written once, as obs 0 of episode k+1
-    (its image is episode k+1's first image). Returns the bag path."""
+    episode's reward says done), GroundTruth from success_gt. Where episode k+1 starts exactly
+    where episode k ended (same image and proprio) they share that boundary observation: it is
+    written once, as obs 0 of episode k+1. Where they differ (the arm went home in between, as the
+    simulator does with home_on_switch) episode k's last observation is written with index k and
+    episode k+1 starts with its own. Returns the bag path."""
     store = store or typestore()
     dt = int(round(1e9 / rate_hz))
     w = BagWriter(path, store=store, **(writer_kwargs or {}))
@@ -842,6 +844,7 @@ def write_episodes_bag(episodes, path, rate_hz: float = 5.0, t0_ns: int = 1_700_
     try:
         prev_success = None
         n = len(episodes)
+        shared = []   # shared[k]: episode k's last observation is episode k+1's first
         for k, ep in enumerate(episodes):
             phase = (phases[k] if phases is not None else k % 2)
             reason = REASON_START if prev_success is None else (
@@ -849,9 +852,13 @@ def write_episodes_bag(episodes, path, rate_hz: float = 5.0, t0_ns: int = 1_700_
             w.write(TOPICS["phase"], MSGTYPES["phase"],
                     make_task_phase(store, t, phase, ep.task, ep.instruction, k, reason), t)
             T = len(ep)
-            last = k == n - 1
-            for i in range(T + 1 if last else T):
-                if i == 0 and k > 0:  # boundary obs: scored for the episode that ended on it
+            nxt = episodes[k + 1] if k + 1 < n else None
+            shares_next = nxt is not None and np.array_equal(ep.images[-1], nxt.images[0]) \
+                and np.array_equal(ep.proprio[-1], nxt.proprio[0])
+            shared_start = k > 0 and shared[k - 1]
+            shared.append(shares_next)
+            for i in range(T if shares_next else T + 1):
+                if i == 0 and shared_start:  # boundary obs: scored for the episode that ended on it
                     prev = episodes[k - 1]
                     done, r_k, r_instr = bool(prev.rewards[-1] == 0), k - 1, prev.instruction
                 else:
@@ -865,7 +872,7 @@ def write_episodes_bag(episodes, path, rate_hz: float = 5.0, t0_ns: int = 1_700_
                 if with_rewards:
                     w.write(TOPICS["reward"], MSGTYPES["reward"],
                             make_reward(store, t, 1.0 if done else 0.0, done, 0.5, r_instr, r_k), t)
-                if with_ground_truth and i == 0 and k > 0 and episodes[k - 1].success_gt is not None \
+                if with_ground_truth and i == 0 and shared_start and episodes[k - 1].success_gt is not None \
                         and episodes[k - 1].task != ep.task:   # the finished task's flag too
                     w.write(TOPICS["ground_truth"], MSGTYPES["ground_truth"],
                             make_ground_truth(store, t, episodes[k - 1].task,

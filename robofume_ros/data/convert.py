@@ -6,7 +6,8 @@ Recorder bags (robofume_ros/msg/Observation on /observation + ArmCommand on /rob
   * actions pair with observations by EQUAL header stamp; for foreign bags, by the nearest
     following command within half a control period (each command answers one frame: the latest
     frame before it);
-  * one episode per episode_index (and task); episode k ends on the first observation of k+1 when
+  * one episode per episode_index (and task); episode k ends on its own last observation when that
+    one has no command (the arm went home before k+1), else on the first observation of k+1 when
     they are consecutive (the boundary observation is shared);
   * episodes are cut where the stream has a gap longer than gap_factor control periods;
   * success: the TaskPhase that starts episode k+1 says REASON_SUCCESS; without one, the last
@@ -478,8 +479,13 @@ def _iter_bag_episodes(path, cfg: ConvertConfig, rep: ConvertReport, buffer: Opt
         kept = [o for o in members if o.action is not None]
         n_nocmd = len(members) - len(kept)
         # final observation: the next episode's first frame if consecutive, else our last frame
+        # unless the episode's own last frame has no command: then it closes the chain itself (the
+        # arm went home before the next episode, so the next first frame is not our successor)
         nxt = groups[gi + 1][1][0] if gi + 1 < len(groups) else None
-        if nxt is not None and (not gap or nxt.stamp - members[-1].stamp <= gap):
+        if members[-1].action is None and len(members) > 1:
+            final = members[-1]
+            n_nocmd -= 1
+        elif nxt is not None and (not gap or nxt.stamp - members[-1].stamp <= gap):
             final = nxt
         else:
             final = members[-1]

@@ -12,7 +12,8 @@ Output: DIR is ONE dataset (robofume_ros.data.dataset) holding every source; sel
                episode, up to 200 steps.
   target_demo  --demos forward AND --demos backward demos of the pair, collected reset-free in
                one ResetFreeWorld (reset once): forward, switch, backward, switch, ... with the
-               scripted expert + small noise; up to 250 steps each. Only ground-truth successes
+               scripted expert + small noise; up to 250 steps each. Before each demo the arm goes
+               home +- --home-jitter (ResetFreeWorld.home), the same protocol as online fine-tuning. Only ground-truth successes
                are kept (failed attempts are dropped, counted in generate.json).
   failure      --failures episodes of the pair's tasks in the target scene/camera that do NOT
                achieve their task: uniform random actions, heavy-noise expert, the other task's
@@ -67,6 +68,7 @@ class GenerateConfig:
     demos: int = 10                      # per direction
     demo_noise: float = 0.1
     demo_max_steps: int = 250
+    home_jitter: float = 0.03            # before each target demo / failure the arm goes home +- this (m per axis)
     failures: int = 30
     failure_length: int = 60
     k: int = K_POSITIVE
@@ -203,8 +205,10 @@ def gen_target_demos(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, ba
         obs = world.reset()
         phase = "forward"
         while any(got[p] < want[p] for p in got) and attempt < 4 * (2 * cfg.demos) + 4:
-            obs = world.switch(phase)
+            world.switch(phase)
             rng = _rng(cfg.seed, "target_demo", attempt)
+            world.home(cfg.home_jitter, rng)    # the reset-free protocol: the arm goes home between episodes
+            obs = world.observe()
             ro, ok, first = _expert_episode(world, obs, rng, cfg.demo_noise, cfg.demo_max_steps, cfg.k)
             frames += len(ro) + 1
             if ok and got[phase] < want[phase]:
@@ -251,7 +255,7 @@ def gen_failures(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_ep
     from robofume_ros.sim import ResetFreeWorld
     from robofume_ros.sim.world import expert_policy
     world = ResetFreeWorld(cfg.pair, camera=cfg.camera, image_size=cfg.image_size,
-                           seed=cfg.seed + 7919, render=True)
+                           seed=cfg.seed, render=True)  # the target scene, like the demos
     other = {"forward": world.pair.backward, "backward": world.pair.forward}
     experts = {t: expert_policy(t) for t in world.pair.tasks}
 
@@ -280,8 +284,10 @@ def gen_failures(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_ep
             while (not world.ground_truth_success() or n < 5) and n < cfg.demo_max_steps:
                 world.step(world.scripted_action(0.05, prng))
                 n += 1
+            world.switch(phase)
+            world.home(cfg.home_jitter, _rng(cfg.seed, "failure", 200000 + attempt))
             world.render_enabled = True
-            obs = world.switch(phase)
+            obs = world.observe()
             if obs.success:  # cannot start a failure from an already-done state; try the other
                 attempt += 1
                 phase = opp
@@ -299,7 +305,7 @@ def gen_failures(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_ep
             else:
                 ep = ro.episode("failure", world.task, world.instruction, False, cfg.k,
                                 {"generator": "robofume dataset generate", "world": "ResetFreeWorld",
-                                 "seed": cfg.seed + 7919, "phase": phase, "mode": mode,
+                                 "seed": cfg.seed, "phase": phase, "mode": mode,
                                  "attempt": attempt - 1,
                                  "stop_at": stop_at if mode == "stop_early" else None},
                                 labels="none")
@@ -380,6 +386,8 @@ def build_parser(prog="robofume dataset generate"):
     p.add_argument("--demos", type=int, help=f"target demos per direction (default {d['demos'].default})")
     p.add_argument("--failures", type=int, help=f"failure episodes (default {d['failures'].default})")
     p.add_argument("--failure-length", type=int, help=f"steps per failure (default {d['failure_length'].default})")
+    p.add_argument("--home-jitter", type=float, help=f"random offset (m per axis) of the arm's home pose before "
+                   f"each target demo and failure (default {d['home_jitter'].default})")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None)
     p.add_argument("--bags", action="store_true", help="also write DIR/bags/<source>/ rosbag2 bags")
     p.add_argument("--no-progress", action="store_true")
@@ -388,7 +396,7 @@ def build_parser(prog="robofume dataset generate"):
 
 def config_from_args(a) -> GenerateConfig:
     kw = {"seed": a.seed, "pair": a.pair, "bags": a.bags, "progress": not a.no_progress}
-    for name in ("prior_tasks", "prior_episodes", "demos", "failures", "failure_length"):
+    for name in ("prior_tasks", "prior_episodes", "demos", "failures", "failure_length", "home_jitter"):
         v = getattr(a, name)
         if v is not None:
             kw[name] = v

@@ -45,6 +45,9 @@ class Params(GateParams):
     lockstep: bool = knob(False, "step as fast as possible, waiting for each frame's command; publishes /clock")
     lockstep_timeout_s: float = knob(2.0, "lockstep: wall seconds to wait for a command before holding still")
     initial_phase: str = knob("forward", "task active before the first /task_phase message")
+    home_on_switch: bool = knob(True, "at every task switch the arm (never the scene) goes home, as a robot does "
+                                "by itself between reset-free episodes; no frames are published meanwhile")
+    home_jitter_m: float = knob(0.03, "random offset of the home pose, metres per axis (start-state diversity)")
 
 
 class SimNode(Node, GatedRobot):
@@ -61,6 +64,7 @@ class SimNode(Node, GatedRobot):
         # the one command path (same as the arm bridge); lockstep waits for commands, so no watchdog
         self.setup_gate(p, self.world.action_dim, 1.0 / p.control_rate_hz, watchdog=not p.lockstep)
         self.obs = self.world.reset()
+        self.home_rng = np.random.default_rng([p.seed, 4242])
         if p.initial_phase != "forward":
             self.obs = self.world.switch(p.initial_phase)
         self.period = 1.0 / p.control_rate_hz
@@ -92,7 +96,14 @@ class SimNode(Node, GatedRobot):
         phase = "forward" if msg.phase == 0 else "backward"
         if phase != self.world.phase:
             self.obs = self.world.switch(phase)   # copies the scene; never resets it
-            self.log.info(f"switched to {phase} task {self.world.task} (episode {msg.episode_index})")
+            note = ""
+            if self.p.home_on_switch:
+                n = self.world.home(self.p.home_jitter_m, self.home_rng)
+                self.obs = self.world.observe()
+                self.sim_time_ns += int(round(n * self.period * 1e9))   # homing takes (sim) time
+                note = f", arm homed in {n} steps"
+                self.publish_frame()     # the new episode's first frame; lockstep waits for its command
+            self.log.info(f"switched to {phase} task {self.world.task} (episode {msg.episode_index}){note}")
 
     # --- stepping ---------------------------------------------------------------------------
     def _action(self) -> np.ndarray:

@@ -103,6 +103,8 @@ class Learner:
             f = src.array("features")
             kw.update(feat_mean=torch.from_numpy(f.mean(0)), feat_std=torch.from_numpy(f.std(0)))
         self.agent.set_obs_stats(**kw)
+        self.lang.fit_stats(np.bincount(src.array("lang"), minlength=len(self.lang.raw)))
+        self._lang_t = None
 
     def _lang_table(self) -> torch.Tensor:
         if self._lang_t is None or len(self._lang_t) != len(self.lang.table):

@@ -513,6 +513,34 @@ class ResetFreeWorld(_WorldBase):
         self._require_reset()
         return super().step(action)
 
+    def home(self, jitter: float = 0.0, rng: Optional[np.random.Generator] = None, max_steps: int = 150,
+             tolerance: float = 0.005) -> int:
+        """Move the ARM (never the scene) back to its home pose, plus a uniform random offset of up to
+        ``jitter`` metres per axis: what a robot does by itself between reset-free episodes. The
+        gripper opens, the hand first rises to the home height (so it does not drag an object
+        sideways), then goes to the target. Physics runs, nothing renders, no frame is produced.
+        Returns the simulator steps used."""
+        self._require_reset()
+        target = np.asarray(self._env.hand_init_pos, np.float64).copy()
+        if jitter > 0:
+            rng = rng if rng is not None else np.random.default_rng()
+            target = target + rng.uniform(-jitter, jitter, 3)
+        render, self.render_enabled = self.render_enabled, False
+        n = 0
+        try:
+            for n in range(1, max_steps + 1):
+                hand = self.proprio[:3].astype(np.float64)
+                err = target - hand
+                if np.linalg.norm(err) <= tolerance:
+                    break
+                if hand[2] < target[2] - 0.02 and np.linalg.norm(err[:2]) > 0.02:
+                    err = np.array([0.0, 0.0, target[2] - hand[2]])   # rise first
+                # Meta-World moves the mocap by action/100 m per step: a proportional step, clipped
+                self._step_env(np.concatenate([np.clip(err * 50.0, -1.0, 1.0), [-1.0]]))
+        finally:
+            self.render_enabled = render
+        return n
+
     def success_of(self, phase: str) -> bool:
         """Ground-truth success of the forward or backward task in the current state
         (without switching)."""

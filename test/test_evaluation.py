@@ -1,0 +1,41 @@
+"""Ground-truth evaluation: workspace trial starts and success counting (no ROS)."""
+import numpy as np
+
+from robofume_ros.evaluation import evaluate_policy, workspace_start
+from robofume_ros.sim.world import ResetFreeWorld
+
+
+def test_workspace_starts_are_undone_and_varied():
+    hands = {}
+    for phase in ("forward", "backward"):
+        for i in range(3):
+            w = ResetFreeWorld(pair="drawer", seed=0, render=False)
+            try:
+                w.reset()
+                assert workspace_start(w, phase, np.random.default_rng([7, i]), 0.03)
+                assert w.phase == phase
+                assert not w.ground_truth_success(), "a trial must start with its task not yet done"
+                hands.setdefault(phase, []).append(w.state[:3].copy())
+            finally:
+                w.close()
+    for phase, hs in hands.items():
+        spread = np.ptp(np.stack(hs), axis=0).max()
+        assert spread > 0.005, f"{phase} starts should differ between trials (spread {spread:.4f} m)"
+    # forward trials start after the reset (drawer closed), backward ones after the forward task (open)
+    assert np.mean([h[1] for h in hands["backward"]]) < np.mean([h[1] for h in hands["forward"]])
+
+
+class _Still:
+    """A policy that never moves: it must fail both tasks."""
+
+    def act(self, image, proprio, instruction, deterministic=True):
+        assert image.shape == (100, 100, 3) and image.dtype == np.uint8
+        assert instruction in ("open the drawer", "close the drawer")
+        return np.array([0.0, 0.0, 0.0, -1.0], np.float32)
+
+
+def test_still_policy_fails_both_tasks():
+    res, frames = evaluate_policy(_Still(), trials=1, max_steps=15, scene_seed=0, record_first=True)
+    assert res.forward_success == 0.0 and res.backward_success == 0.0
+    assert res.forward_trials == [None] and res.backward_trials == [None]
+    assert len(frames) == 16 and res.setting["scene_seed"] == 0
