@@ -1,7 +1,7 @@
 """`robofume main`: the whole RoboFuME pipeline on the simulated drawer pair, end to end.
 
-  1. data       prior multi-task data (20 other tasks, other camera/lighting), 10+10 target demos,
-                30 failures                                     (robofume dataset generate)
+  1. data       prior multi-task data (20 other tasks, other camera/lighting), 20+20 target demos,
+                30 failures in the target scene                 (robofume dataset generate)
   2. features   frozen EfficientNet-lite0 features stored with every frame
   3. reward     fine-tune the success classifier on demos + failures   (robofume reward train)
   4. pretrain   Cal-QL offline pre-training, language-conditioned       (robofume pretrain)
@@ -9,7 +9,8 @@
                 task switcher, learner (robofume launch finetune), at 10 Hz wall-clock control
   6. retrain    OOO: a pessimistic policy (IQL) trained from scratch on all data seen
   7. evaluate   forward/backward success by simulator ground truth for the pre-trained,
-                fine-tuned and retrained policies; report.md with plots and an episode video
+                fine-tuned and retrained policies, in the robot's workspace scene from reset-free
+                starts (arm homed +- 3 cm); report.md with plots and an episode video
 
 Every stage writes into --out and is skipped when its output exists, so an interrupted run
 continues where it stopped (--fresh starts over). --quick runs the same stages at toy sizes.
@@ -35,12 +36,14 @@ class Sizes:
     retrain_steps: int
     eval_trials: int
     max_episode_steps: int
+    success_frames: int       # reward says done this many frames in a row -> episode ends
+    reward_max_fpr: float     # FP-rate cap on held-out frames when the reward threshold is chosen
 
 
-FULL = Sizes(generate=[], reward_epochs=60, pretrain_steps=3000, finetune_budget=3000, retrain_steps=3000,
-             eval_trials=10, max_episode_steps=250)
+FULL = Sizes(generate=["--demos", "20"], reward_epochs=60, pretrain_steps=3000, finetune_budget=6000,
+             retrain_steps=3000, eval_trials=20, max_episode_steps=250, success_frames=3, reward_max_fpr=0.01)
 QUICK = Sizes(generate=["--quick"], reward_epochs=15, pretrain_steps=300, finetune_budget=300, retrain_steps=300,
-              eval_trials=2, max_episode_steps=120)
+              eval_trials=2, max_episode_steps=120, success_frames=3, reward_max_fpr=0.01)
 FEATURE_ENCODER = "efficientnet_lite0@128"
 
 
@@ -68,7 +71,7 @@ def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward
     args = {"fast": "false", "use_sim_time": "false", "policy_checkpoint": str(pretrain_ckpt),
             "reward_model": str(reward_dir), "offline_dataset": str(data), "budget_steps": str(sizes.finetune_budget),
             "run_dir": str(run_dir), "bag_dir": str(run_dir / "bags"), "seed": str(seed),
-            "max_episode_steps": str(sizes.max_episode_steps),
+            "max_episode_steps": str(sizes.max_episode_steps), "success_frames": str(sizes.success_frames),
             "help_after_timeouts": "0"}   # nobody to call in simulation: keep alternating
     last = [0.0]
 
@@ -150,7 +153,8 @@ def main(argv=None) -> int:
     from robofume_ros.reward import train as reward_train
     reward_dir = out / "reward"
     stage("reward", reward_dir / "reward_model.json", reward_train.main,
-          ["--data", str(data), "--out", str(reward_dir), "--epochs", str(sizes.reward_epochs), "--seed", str(ns.seed)])
+          ["--data", str(data), "--out", str(reward_dir), "--epochs", str(sizes.reward_epochs), "--seed", str(ns.seed),
+           "--max-fpr", str(sizes.reward_max_fpr)])
 
     from robofume_ros.rl import pretrain
     pre = out / "pretrain"

@@ -167,6 +167,14 @@ def write_report(run: Path, results: dict, sizes, seconds: float) -> Path:
     for name, r in results.items():
         lines.append(f"| {name} | {r['forward_success']:.0%} ({len(r['forward_trials'])} trials) | "
                      f"{r['backward_success']:.0%} ({len(r['backward_trials'])} trials) |")
+    setting = next((r.get("setting") for r in results.values() if r.get("setting")), None)
+    if setting:
+        where = (f"in the robot's workspace scene (placement seed {setting['scene_seed']}, the scene of the demos and "
+                 f"of fine-tuning), each trial from a reset-free start with the arm homed +- "
+                 f"{setting['start_jitter'] * 100:.0f} cm" if setting.get("scene_seed") is not None
+                 else "in freshly placed scenes")
+        lines += ["", f"Ground truth from the simulator, {'deterministic' if setting.get('deterministic') else 'stochastic'} "
+                  f"actions, {setting['max_steps']} steps per trial, {where}."]
     lines += ["", "![success](success.png)", ""]
     if eps:
         lines += [f"Online: {len(stream['episodes'])} reset-free episodes, "
