@@ -40,7 +40,7 @@ def pretrain(algo: str, data: Path, out: Path, steps: int, seed: int) -> Path:
 
 
 def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: Path, steps: int, seed: int,
-               max_episode_steps: int) -> list[dict]:
+               max_episode_steps: int, success_frames: int = 3) -> list[dict]:
     """Reset-free fine-tuning; returns one record per finished episode."""
     import torch
 
@@ -68,7 +68,7 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
     home_rng = np.random.default_rng([seed, 77])
     workspace_start(world, "forward", home_rng, 0.03)
     sw = TaskSwitcher(TaskSpec(world.tasks[0], "open the drawer"), TaskSpec(world.tasks[1], "close the drawer"),
-                      max_episode_steps=max_episode_steps, help_after_timeouts=0)
+                      max_episode_steps=max_episode_steps, help_after_timeouts=0, success_frames=success_frames)
     stream = EpisodeStream(out, action_dim=4)
     obs = world.observe()
     feat = enc(obs.image)
@@ -138,7 +138,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rewards", nargs="+", default=["learned", "ground_truth"], choices=["learned", "ground_truth"],
                     help="reward sources; ground_truth runs Cal-QL only (the reward ablation)")
     ap.add_argument("--eval-trials", type=int, default=5)
-    ap.add_argument("--max-episode-steps", type=int, default=200)
+    ap.add_argument("--max-episode-steps", type=int, default=250)
+    ap.add_argument("--summarize", action="store_true", help="only rebuild results.json, the table and the plot")
     ns = ap.parse_args(argv)
     import torch
     torch.set_num_threads(1)
@@ -150,6 +151,8 @@ def main(argv=None) -> int:
     configs = ([(a, "learned") for a in ns.algos] if "learned" in ns.rewards else []) + \
         ([("calql", "ground_truth")] if "calql" in ns.algos and "ground_truth" in ns.rewards else [])
     results = {}
+    if ns.summarize:
+        configs = []
     for algo, rkind in configs:
         for seed in ns.seeds:
             name = f"{algo}_{rkind}_s{seed}"
@@ -183,28 +186,45 @@ def main(argv=None) -> int:
             print(f"   {name}: forward success (evaluated) {pre['forward_success']:.0%} -> {post['forward_success']:.0%}; "
                   f"backward {pre['backward_success']:.0%} -> {post['backward_success']:.0%}; online forward success "
                   f"{results[name]['online_forward_first_half']} -> {results[name]['online_forward_second_half']}", flush=True)
-            (out / "results.json").write_text(json.dumps(results, indent=1))
+            (out / "online" / name / "summary.json").write_text(json.dumps(results[name], indent=1))
+    # every finished run under --out (other processes may have run other configs or seeds)
+    results = {p.parent.name: json.loads(p.read_text()) for p in sorted((out / "online").glob("*/summary.json"))}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
     plot(results, out / "curves.png")
     table(results)
     return 0
 
 
 def plot(results: dict, png: Path) -> None:
+    """Left: rolling forward success during fine-tuning, one line per seed. Right: evaluated forward
+    success before and after fine-tuning, mean over seeds (dots: seeds)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    colors = {}
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    colors, groups = {}, {}
     for name, r in results.items():
         key = f"{r['algo']} ({r['reward']} reward)"
         c = colors.setdefault(key, f"C{len(colors)}")
+        groups.setdefault(key, []).append(r)
         xs, ys = r["curve"]
         ax.plot(xs, ys, color=c, alpha=0.8, label=key if key not in [l.get_label() for l in ax.lines] else None)
     ax.set_xlabel("online environment steps (reset-free)")
     ax.set_ylabel("forward success, rolling 4 episodes (ground truth)")
     ax.set_ylim(-0.05, 1.05)
     ax.legend(fontsize=8)
-    ax.set_title("drawer pair: reset-free fine-tuning, one line per seed")
+    ax.set_title("during fine-tuning (one line per seed)")
+    for i, (key, rs) in enumerate(groups.items()):
+        for j, k in enumerate(("pretrained_forward", "finetuned_forward")):
+            v = [r[k] for r in rs if r.get(k) is not None]
+            x = i * 3 + j
+            bx.bar(x, np.mean(v) if v else 0, color=colors[key], alpha=0.45 if j == 0 else 0.9)
+            bx.plot([x] * len(v), v, "k.", ms=5)
+    bx.set_xticks([i * 3 + 0.5 for i in range(len(groups))])
+    bx.set_xticklabels([k.replace(" (", "\n(") for k in groups], fontsize=8)
+    bx.set_ylim(0, 1.05)
+    bx.set_ylabel("evaluated forward success")
+    bx.set_title("pre-trained (light) vs fine-tuned (dark)")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
 
@@ -213,11 +233,13 @@ def table(results: dict) -> None:
     groups = {}
     for r in results.values():
         groups.setdefault((r["algo"], r["reward"]), []).append(r)
-    print("\n| method | reward | seeds | pre-trained forward | online forward, 1st half | 2nd half | early dip |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| method | reward | seeds | forward success, pre-trained -> fine-tuned (evaluated) | "
+          "backward, pre -> fine-tuned | online forward, 1st half | 2nd half | early dip |")
+    print("|---|---|---|---|---|---|---|---|")
     for (algo, rk), rs in groups.items():
         f = lambda k: np.mean([r[k] for r in rs if r[k] is not None]) if any(r[k] is not None for r in rs) else float("nan")  # noqa: E731
-        print(f"| {algo} | {rk} | {len(rs)} | {f('pretrained_forward'):.0%} | {f('online_forward_first_half'):.0%} | "
+        print(f"| {algo} | {rk} | {len(rs)} | {f('pretrained_forward'):.0%} -> {f('finetuned_forward'):.0%} | "
+              f"{f('pretrained_backward'):.0%} -> {f('finetuned_backward'):.0%} | {f('online_forward_first_half'):.0%} | "
               f"{f('online_forward_second_half'):.0%} | {f('dip'):+.0%} |")
 
 
