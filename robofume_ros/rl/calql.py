@@ -26,9 +26,8 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
-from robofume_ros.rl.common import AgentBase, ObsDims, ScalarParam, autocast
+from robofume_ros.rl.common import AgentBase, ObsDims, ScalarParam, autocast, keep_freed_memory
 from robofume_ros.rl.networks import NetConfig, ObsEncoder, StackedQ, TanhGaussianActor, grad_norm
 
 
@@ -69,6 +68,8 @@ class CalQLConfig:
 class CalQL(AgentBase):
     def __init__(self, cfg: CalQLConfig, dims: ObsDims, device="cpu"):
         self.cfg, self.dims, self.device, self.bf16 = cfg, dims, device, cfg.bf16
+        if torch.device(device).type == "cpu":
+            keep_freed_memory()        # reuse the step's big activation buffers (no page faults)
         self.encoder = ObsEncoder(cfg.net, dims.proprio_dim, dims.lang_dim, dims.feature_dim, dims.image_shape).to(device)
         self.critic = StackedQ(self.encoder.out_dim, dims.action_dim, cfg.net.hidden, 2).to(device)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
@@ -118,8 +119,7 @@ class CalQL(AgentBase):
             # --- actor: one reparametrised sample at s (trains the actor)
             mean, log_std = self.actor(zd)
             a_pi, logp_pi = self.actor.sample(mean, log_std, 1)
-            detached = {k: v.detach() for k, v in self.critic.named_parameters()}
-            q_pi = functional_call(self.critic, detached, (zd, a_pi)).min(0).values[:, 0]
+            q_pi = self.critic(zd, a_pi, detach_weights=True).min(0).values[:, 0]
             rl_loss = (alpha * logp_pi[:, 0] - q_pi).mean()
             if cfg.bc_weight > 0:
                 if cfg.bc_loss == "nll":

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
+import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -24,6 +27,33 @@ def autocast(enabled: bool):
         return contextlib.nullcontext()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.autocast(device_type=dev, dtype=torch.bfloat16)
+
+
+_HOST_MEMORY_TUNED = False
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc reuse the step's large buffers instead of returning them to the OS.
+
+    A gradient step allocates and frees the same few (B*N, H) activation buffers (8-16 MiB each)
+    every time. With glibc defaults they are often mmap'd fresh or trimmed off the heap, and each
+    then costs ~2k page faults on first touch (about 20% of a state-based Cal-QL step on CPU).
+    Serving allocations up to 32 MiB from the heap and only trimming beyond 256 MiB of free heap
+    keeps them resident. Process-wide, idempotent; Linux/glibc only; ROBOFUME_KEEP_FREED_MEMORY=0
+    turns it off. Returns whether the setting is active."""
+    global _HOST_MEMORY_TUNED
+    if _HOST_MEMORY_TUNED:
+        return True
+    if os.environ.get("ROBOFUME_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 256 << 20) == 1
+    except (OSError, AttributeError):
+        ok = False
+    _HOST_MEMORY_TUNED = ok
+    return ok
 
 
 def to_torch(batch: dict, device="cpu") -> dict:

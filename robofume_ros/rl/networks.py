@@ -5,12 +5,15 @@ Observation -> ObsEncoder -> z (one flat vector per state) -> heads.
   mode "features": z = [normalised frozen-CNN features (Episode.features), proprio, language]
   mode "cnn":      z = [RoboFuME CNN(image), proprio, language]; the CNN is trained by the critic
                    loss only; the actor always sees z.detach().
-The twin critics are one module with stacked weights (E=2 members) so both run in one batched
-matmul, and the state part of the first layer is computed once per state and broadcast across all
-the actions evaluated at that state (data, random, policy actions: one pass).
+The twin critics are one module with stacked weights (E=2 members) evaluated in one call, and the
+state part of the first layer is computed once per state and broadcast across all the actions
+evaluated at that state (data, random, policy actions: one pass). The critic's forward and
+backward are written by hand (_StackedMLP) for speed on CPU; StackedQ.forward_reference is the
+same function in plain autograd ops, and the tests check they agree.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -147,8 +150,8 @@ class StackedQ(nn.Module):
     """E independent Q(z, a) MLPs with stacked weights, evaluated together.
 
     forward(z (B,D), a (B,N,A)) -> (E,B,N): the first layer is split into W_z z + W_a a so z's part
-    is computed once per state and broadcast over its N actions; hidden layers are one baddbmm for
-    all members; the output layer runs in fp32 (Q values of a few hundred need fp32 resolution).
+    is computed once per state and broadcast over its N actions; the output layer runs in fp32
+    (Q values of a few hundred need fp32 resolution). See _StackedMLP for how it runs.
     """
 
     def __init__(self, in_dim: int, action_dim: int, hidden: Sequence[int], n: int = 2):
@@ -174,11 +177,23 @@ class StackedQ(nn.Module):
             orthogonal_(self.w_out.data[e], 1e-2)
         self.b_out = nn.Parameter(torch.zeros(n, 1, 1))
 
-    def forward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, a: torch.Tensor, detach_weights: bool = False) -> torch.Tensor:
+        """Q values (E,B,N) in fp32. detach_weights: gradients flow into z and a only (the actor's
+        use of the critic), never into the critic's parameters."""
+        # Under autocast the hidden layers run in the autocast dtype (bf16): weights are cast once
+        # per call, the big (E, B*N, H) activations are created in bf16 directly and never re-cast.
+        dev = z.device.type
+        dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.float32
+        params = [self.w_z, self.w_a, self.b0, self.w_out, self.b_out, *self.ws, *self.bs]
+        if detach_weights:
+            params = [p.detach() for p in params]
+        with torch.autocast(device_type=dev, enabled=False):
+            return _StackedMLP.apply(dt, z, a, *params)
+
+    def forward_reference(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The same function with plain autograd ops (for tests of the fused forward/backward)."""
         E = self.n
         B, N, A = a.shape
-        # Under autocast, cast once here and run the hidden layers with autocast off, so the big
-        # (E, B*N, H) activations are created in bf16 directly and never re-cast.
         dev = z.device.type
         dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.float32
         with torch.autocast(device_type=dev, enabled=False):
@@ -190,6 +205,132 @@ class StackedQ(nn.Module):
                 h = torch.relu_(torch.baddbmm(c(b), h, c(w)))
             q = torch.baddbmm(self.b_out, h.float(), self.w_out)       # (E,B*N,1) fp32 output layer
         return q.view(E, B, N)
+
+
+def _onednn_linear_relu_ok() -> bool:
+    """oneDNN's linear with a fused bias + ReLU epilogue (CPU builds with mkldnn)."""
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except Exception:
+        return False
+
+
+USE_ONEDNN_LINEAR = _onednn_linear_relu_ok()
+
+
+def _linear_relu(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """relu(h @ w + b) for h (M,K), w (K,H), b (H,): on CPU one oneDNN call with the bias and the
+    ReLU fused into the matmul (one pass over the output instead of three); plain addmm + ReLU
+    elsewhere, or for good (with one log line) if the oneDNN call ever fails."""
+    global USE_ONEDNN_LINEAR
+    if USE_ONEDNN_LINEAR and h.device.type == "cpu":
+        try:
+            return torch.ops.mkldnn._linear_pointwise(h, w.t().contiguous(), b, "relu", [], "")
+        except RuntimeError as ex:
+            USE_ONEDNN_LINEAR = False
+            logging.getLogger(__name__).warning("oneDNN fused linear+ReLU failed (%s); using addmm + ReLU", ex)
+    return torch.addmm(b, h, w).relu_()
+
+
+def _relu_grad_(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """g *= (h > 0), in place (h is the ReLU output)."""
+    return torch.ops.aten.threshold_backward.grad_input(g, h, 0, grad_input=g)
+
+
+class _StackedMLP(torch.autograd.Function):
+    """StackedQ's forward and a hand-written backward with the fewest passes over the big (B*N, H)
+    activations. Per member (E is 2, a Python loop): the state part is broadcast over the N actions
+    and a W_a accumulated into it in place, then ReLU in place; hidden layers are one oneDNN call
+    with bias + ReLU fused; the fp32 output layer is a matrix-vector product (a (M,H)x(H,1) bmm runs
+    far off peak on CPU), its input gradient a broadcast multiply instead of a K=1 matmul; ReLU
+    masks are applied to the gradients in place; weight gradients are skipped entirely when the
+    weights do not need them (the actor's pass). Mathematically the same function and gradients
+    as StackedQ.forward_reference (tested)."""
+
+    @staticmethod
+    def forward(ctx, dt, z, a, w_z, w_a, b0, w_out, b_out, *wbs):
+        L = len(wbs) // 2
+        E, H0 = w_z.shape[0], w_z.shape[2]
+        B, N, A = a.shape
+        M = B * N
+        c = (lambda t: t.to(dt)) if dt != torch.float32 else (lambda t: t)
+        zc, wzc, wac, b0c = c(z), c(w_z), c(w_a), c(b0)
+        ac = c(a).reshape(M, A)
+        wcs = [c(w) for w in wbs[:L]]
+        bcs = [c(b) for b in wbs[L:]]
+        q = torch.empty(E, M, dtype=torch.float32, device=z.device)
+        hs = []
+        for e in range(E):
+            hz = torch.addmm(b0c[e, 0], zc, wzc[e])                                      # (B,H0)
+            h = hz.unsqueeze(1).expand(B, N, H0).reshape(M, H0)   # each state's part, once per action
+            h.addmm_(ac, wac[e]).relu_()
+            he = [h]
+            for w, b in zip(wcs, bcs):
+                h = _linear_relu(h, w[e], b[e, 0])
+                he.append(h)
+            # fp32 output layer (Q values of a few hundred need fp32 resolution)
+            torch.addmv(b_out[e, 0], h.float() if dt != torch.float32 else h, w_out[e, :, 0], out=q[e])
+            hs.append(he)
+        ctx.dt, ctx.shape = dt, (E, B, N, A)
+        # inputs and weights go through save_for_backward for autograd's in-place-modification
+        # check; the activations and cast weights (internal, never modified) ride on ctx
+        ctx.save_for_backward(z, a, w_z, w_a, w_out, *wbs[:L])
+        ctx.inter = (zc, ac, wzc, wac, wcs, hs)
+        return q.view(E, B, N)
+
+    @staticmethod
+    def backward(ctx, gq):
+        dt = ctx.dt
+        E, B, N, A = ctx.shape
+        M = B * N
+        z, a, _, _, w_out, *_ = ctx.saved_tensors
+        zc, ac, wzc, wac, wcs, hs = ctx.inter
+        del ctx.inter
+        need = ctx.needs_input_grad            # (dt, z, a, w_z, w_a, b0, w_out, b_out, *ws, *bs)
+        L = len(wcs)
+        g = gq.reshape(E, M)
+        gd = g.to(dt)
+        wod = w_out.to(dt)
+        grads = {k: [] for k in ("z", "a", "w_z", "w_a", "b0", "w_out", "ws", "bs")}
+        for e in range(E):
+            he = hs[e]
+            if need[6]:
+                grads["w_out"].append(torch.mm(gd[e].unsqueeze(0), he[-1]).float())          # (1,H)
+            dh = torch.outer(gd[e], wod[e, :, 0])                                          # (M,H)
+            _relu_grad_(dh, he[-1])
+            gw, gb = [None] * L, [None] * L
+            for i in range(L - 1, -1, -1):
+                if need[8 + i]:
+                    gw[i] = torch.mm(he[i].t(), dh).float()
+                if need[8 + L + i]:
+                    gb[i] = dh.sum(0).float()
+                dh = torch.mm(dh, wcs[i][e].t())
+                _relu_grad_(dh, he[i])
+            he.clear()                          # free this member's activations early
+            grads["ws"].append(gw)
+            grads["bs"].append(gb)
+            # first layer: dh is the gradient of its pre-activation (M, H0)
+            if need[4]:
+                grads["w_a"].append(torch.mm(ac.t(), dh).float())
+            if need[2]:
+                grads["a"].append(torch.mm(dh, wac[e].t()))
+            if need[1] or need[3] or need[5]:
+                dhz = dh.view(B, N, -1).sum(1)                                             # (B,H0)
+                if need[5]:
+                    grads["b0"].append(dhz.sum(0).float())
+                if need[3]:
+                    grads["w_z"].append(torch.mm(zc.t(), dhz).float())
+                if need[1]:
+                    grads["z"].append(torch.mm(dhz, wzc[e].t()))
+        st = lambda k, shape: torch.stack(grads[k]).view(shape) if grads[k] else None
+        H0 = wzc.shape[2]
+        g_z = sum(grads["z"]).to(z.dtype) if grads["z"] else None
+        g_a = sum(grads["a"]).view(B, N, A).to(a.dtype) if grads["a"] else None
+        g_ws = [torch.stack([grads["ws"][e][i] for e in range(E)]) if need[8 + i] else None for i in range(L)]
+        g_bs = [torch.stack([grads["bs"][e][i] for e in range(E)]).unsqueeze(1) if need[8 + L + i] else None
+                for i in range(L)]
+        return (None, g_z, g_a, st("w_z", (E, -1, H0)), st("w_a", (E, A, H0)), st("b0", (E, 1, H0)),
+                st("w_out", (E, -1, 1)), g.sum(1).view(E, 1, 1) if need[7] else None, *g_ws, *g_bs)
 
 
 class TanhGaussianActor(nn.Module):
