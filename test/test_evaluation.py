@@ -15,14 +15,15 @@ def test_workspace_starts_are_undone_and_varied():
                 assert workspace_start(w, phase, np.random.default_rng([7, i]), 0.03)
                 assert w.phase == phase
                 assert not w.ground_truth_success(), "a trial must start with its task not yet done"
+                if phase == "forward":   # the backward task (the reset) left the drawer closed
+                    assert w.success_of("backward")
+                assert np.abs(w.proprio[:3] - [0.0, 0.6, 0.2]).max() < 0.03 + 0.01, "arm homed +- jitter"
                 hands.setdefault(phase, []).append(w.state[:3].copy())
             finally:
                 w.close()
     for phase, hs in hands.items():
         spread = np.ptp(np.stack(hs), axis=0).max()
         assert spread > 0.005, f"{phase} starts should differ between trials (spread {spread:.4f} m)"
-    # forward trials start after the reset (drawer closed), backward ones after the forward task (open)
-    assert np.mean([h[1] for h in hands["backward"]]) < np.mean([h[1] for h in hands["forward"]])
 
 
 class _Still:

@@ -517,8 +517,8 @@ class ResetFreeWorld(_WorldBase):
              tolerance: float = 0.005) -> int:
         """Move the ARM (never the scene) back to its home pose, plus a uniform random offset of up to
         ``jitter`` metres per axis: what a robot does by itself between reset-free episodes. The
-        gripper opens, the hand first rises to the home height (so it does not drag an object
-        sideways), then goes to the target. Physics runs, nothing renders, no frame is produced.
+        gripper opens, the hand backs off 3 cm towards the robot and rises to the home height (so
+        it does not drag an object along), then goes to the target. Physics runs, nothing renders, no frame is produced.
         Returns the simulator steps used."""
         self._require_reset()
         target = np.asarray(self._env.hand_init_pos, np.float64).copy()
@@ -528,7 +528,13 @@ class ResetFreeWorld(_WorldBase):
         render, self.render_enabled = self.render_enabled, False
         n = 0
         try:
-            for n in range(1, max_steps + 1):
+            # back off 3 cm towards the robot first (gripper open): a hand hooked behind a handle
+            # would otherwise drag the object along when it rises
+            y0 = self.proprio[1]
+            while n < 10 and self.proprio[1] > y0 - 0.03:
+                self._step_env(np.array([0.0, -1.0, 0.0, -1.0]))
+                n += 1
+            for n in range(n + 1, max_steps + 1):
                 hand = self.proprio[:3].astype(np.float64)
                 err = target - hand
                 if np.linalg.norm(err) <= tolerance:
