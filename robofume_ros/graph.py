@@ -87,6 +87,8 @@ ARGUMENTS: list[LaunchArg] = [
     LaunchArg("policy_checkpoint", "", "actor checkpoint for the learned policy",
               _ov(("policy", "checkpoint", str), ("learner", "init_checkpoint", str))),
     LaunchArg("reward_model", "", "reward model checkpoint folder", _ov(("reward", "model_path", str))),
+    LaunchArg("reward_threshold", "", "decision threshold of the reward (default: the one stored with the model)",
+              _ov(("reward", "threshold", float))),
     LaunchArg("offline_dataset", "", "dataset folder(s), comma-separated, mixed into online training (Cal-QL 50/50)",
               _ov(("learner", "offline_dataset", list))),
     LaunchArg("budget_steps", "", "online environment steps before the learner finishes",

@@ -38,12 +38,16 @@ class Sizes:
     max_episode_steps: int
     success_frames: int       # reward says done this many frames in a row -> episode ends
     reward_max_fpr: float     # FP-rate cap on held-out frames when the reward threshold is chosen
+    reward_threshold: float   # threshold the reward node uses online (the held-out choice was too low online)
+    reward_reverse_k: int     # start frames of the paired task used as positives (0: none, see README)
 
 
 FULL = Sizes(generate=["--demos", "20"], reward_epochs=60, pretrain_steps=3000, finetune_budget=6000,
-             retrain_steps=3000, eval_trials=20, max_episode_steps=250, success_frames=3, reward_max_fpr=0.01)
+             retrain_steps=3000, eval_trials=20, max_episode_steps=250, success_frames=3, reward_max_fpr=0.01,
+             reward_threshold=0.7, reward_reverse_k=0)
 QUICK = Sizes(generate=["--quick"], reward_epochs=15, pretrain_steps=300, finetune_budget=300, retrain_steps=300,
-              eval_trials=2, max_episode_steps=120, success_frames=3, reward_max_fpr=0.01)
+              eval_trials=2, max_episode_steps=120, success_frames=3, reward_max_fpr=0.01,
+             reward_threshold=0.7, reward_reverse_k=0)
 FEATURE_ENCODER = "efficientnet_lite0@128"
 
 
@@ -72,6 +76,7 @@ def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward
             "reward_model": str(reward_dir), "offline_dataset": str(data), "budget_steps": str(sizes.finetune_budget),
             "run_dir": str(run_dir), "bag_dir": str(run_dir / "bags"), "seed": str(seed),
             "max_episode_steps": str(sizes.max_episode_steps), "success_frames": str(sizes.success_frames),
+            "reward_threshold": str(sizes.reward_threshold),
             "help_after_timeouts": "0"}   # nobody to call in simulation: keep alternating
     last = [0.0]
 
@@ -154,7 +159,7 @@ def main(argv=None) -> int:
     reward_dir = out / "reward"
     stage("reward", reward_dir / "reward_model.json", reward_train.main,
           ["--data", str(data), "--out", str(reward_dir), "--epochs", str(sizes.reward_epochs), "--seed", str(ns.seed),
-           "--max-fpr", str(sizes.reward_max_fpr)])
+           "--max-fpr", str(sizes.reward_max_fpr), "--reverse-k", str(sizes.reward_reverse_k)])
 
     from robofume_ros.rl import pretrain
     pre = out / "pretrain"
