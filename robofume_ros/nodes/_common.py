@@ -25,9 +25,14 @@ def run_node(make_node: Callable, args=None, executor_threads: int = 1) -> int:
         pass
     except SystemExit as e:
         code = int(e.code or 0)
-    except Exception:  # noqa: BLE001 - report why the node died, then exit non-zero
-        traceback.print_exc()
-        code = 1
+    except Exception as e:  # noqa: BLE001 - report why the node died, then exit non-zero
+        if not rclpy.ok():
+            # the context was already shut down (SIGINT/SIGTERM): an in-flight take can fail in
+            # rclpy while it tears down; that is the requested stop, not a crash
+            print(f"[run_node] ignoring {type(e).__name__} raised during shutdown: {e}", file=sys.stderr)
+        else:
+            traceback.print_exc()
+            code = 1
     finally:
         if node is not None:
             close = getattr(node, "close", None)
