@@ -61,23 +61,25 @@ def _expert_until_success(world, rng, noise: float, max_steps: int) -> bool:
     return world.ground_truth_success()
 
 
-def workspace_start(world, phase: str, rng, start_jitter: float, max_steps: int = 500) -> bool:
+def workspace_start(world, phase: str, rng, start_jitter: float, max_steps: int = 500, home: bool = True,
+                    noise: float = 0.1) -> bool:
     """Bring a freshly reset world to the start of a reset-free `phase` ("forward"/"backward")
     episode, unrendered: expert forward (then expert backward for a forward trial), then the arm
     goes home with a random offset (ResetFreeWorld.home), as between online episodes. Returns False
-    if the expert failed (the trial is skipped)."""
+    if the expert failed (the trial is skipped). home=False leaves the arm where the expert did."""
     render = world.render_enabled
     world.render_enabled = False
     try:
         world.switch("forward")
-        if not _expert_until_success(world, rng, 0.1, max_steps):
+        if not _expert_until_success(world, rng, noise, max_steps):
             return False
         if phase == "forward":
             world.switch("backward")
-            if not _expert_until_success(world, rng, 0.1, max_steps):
+            if not _expert_until_success(world, rng, noise, max_steps):
                 return False
         world.switch(phase)
-        world.home(start_jitter, rng)
+        if home:
+            world.home(start_jitter, rng)
         # the jitter may have undone the reset (e.g. bumped the drawer): only start undone tasks
         return not world.ground_truth_success()
     finally:
@@ -109,13 +111,8 @@ def evaluate_policy(policy, pair: str = "drawer", trials: int = 10, max_steps: i
                 rng = np.random.default_rng([seed, i, phase == "forward"])
                 if scene_seed is not None:
                     ok = workspace_start(world, phase, rng, start_jitter)
-                elif phase == "backward":   # the backward task needs the forward task done first
-                    world.render_enabled = False
-                    ok = _expert_until_success(world, rng, 0.0, 500)
-                    world.render_enabled = True
-                    world.switch("backward")
-                else:
-                    ok = True
+                else:   # fresh scene: forward from the reset pose, backward after the expert's forward
+                    ok = phase == "forward" or workspace_start(world, phase, rng, 0.0, home=False, noise=0.0)
                 if not ok:
                     skipped[phase] += 1
                 else:

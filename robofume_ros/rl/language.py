@@ -74,7 +74,10 @@ class LanguageTable:
         mean = (w[:, None] * self.raw).sum(0)
         std = np.sqrt((w[:, None] * (self.raw - mean) ** 2).sum(0))
         self.mean, self.std = mean.astype(np.float32), np.maximum(std, self.STD_FLOOR).astype(np.float32)
-        self.table = ((self.raw - self.mean) / self.std).astype(np.float32)
+        self.table = self._standardise(self.raw)
+
+    def _standardise(self, rows: np.ndarray) -> np.ndarray:
+        return ((rows - self.mean) / self.std).astype(np.float32)
 
     def index(self, instruction: str) -> int:
         """Row of `instruction`, embedding it (once) if new."""
@@ -92,7 +95,7 @@ class LanguageTable:
         else:
             row = np.zeros(0, np.float32)
         self.raw = np.concatenate([self.raw, row[None]], 0)
-        self.table = np.concatenate([self.table, ((row - self.mean) / self.std)[None].astype(np.float32)], 0)
+        self.table = np.concatenate([self.table, self._standardise(row[None])], 0)
         self.ids[instruction] = i
         return i
 
@@ -116,5 +119,5 @@ class LanguageTable:
             if sd.get(k) is not None:
                 v = sd[k].numpy() if isinstance(sd[k], torch.Tensor) else sd[k]
                 setattr(t, k, np.array(v, np.float32).reshape(t.dim))
-        t.table = ((t.raw - t.mean) / t.std).astype(np.float32)
+        t.table = t._standardise(t.raw)
         return t
