@@ -83,10 +83,6 @@ def reward_trace(stream: dict, png: Path, last: int = 6) -> dict:
     """/reward probability along the last episodes with the simulator's verdict shaded; returns
     the frame-level false-positive and false-negative rates of the reward's success verdict."""
     frames = [f for f in stream["frames"] if f["gt"] is not None]
-    pos = [f for f in frames if f["gt"]]
-    neg = [f for f in frames if not f["gt"]]
-    fn = sum(not f["success"] for f in pos)
-    fp = sum(f["success"] for f in neg)
     fig = _fig(9, 3.5)
     ax = fig.add_subplot(1, 1, 1)
     shown = sorted({f["episode"] for f in frames})[-last:]
@@ -105,6 +101,27 @@ def reward_trace(stream: dict, png: Path, last: int = 6) -> dict:
     ax.set_title("/reward along the last online episodes")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
+    out = _verdict_rates(frames)
+    # per task, and how many of its episodes were already done at their first scored frame (a forward
+    # attempt that failed leaves the drawer closed: the backward episode starts done, and only a
+    # reward that recognises that switches back at once)
+    out["per_task"] = {}
+    for task in sorted({f["task"] for f in frames}):
+        mine = [f for f in frames if f["task"] == task]
+        first = {}
+        for f in mine:
+            first.setdefault(f["episode"], f["gt"])
+        out["per_task"][task] = {**_verdict_rates(mine), "episodes": len(first),
+                                 "episodes_starting_done": int(sum(first.values()))}
+    return out
+
+
+def _verdict_rates(frames: list) -> dict:
+    """Frame-level FN rate (done by ground truth, reward says not) and FP rate of the reward's verdict."""
+    pos = [f for f in frames if f["gt"]]
+    neg = [f for f in frames if not f["gt"]]
+    fn = sum(not f["success"] for f in pos)
+    fp = sum(f["success"] for f in neg)
     return {"frames": len(frames), "positives": len(pos), "fn_rate": fn / len(pos) if pos else None,
             "fp_rate": fp / len(neg) if neg else None}
 

@@ -43,5 +43,21 @@ def test_report_tables_plots_and_reward_rates(tmp_path):
     r = data["reward"]
     assert r["frames"] == 60 and r["positives"] == 6 and r["fn_rate"] == 0.0
     assert abs(r["fp_rate"] - 6 / 54) < 1e-9
+    assert r["per_task"]["drawer-open"] == {"frames": 30, "positives": 6, "fn_rate": 0.0, "fp_rate": 3 / 24,
+                                            "episodes": 3, "episodes_starting_done": 0}
+    assert r["per_task"]["drawer-close"]["fp_rate"] == 0.1 and r["per_task"]["drawer-close"]["fn_rate"] is None
     for png in ("learning_curve.png", "reward_trace.png", "success.png"):
         assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_reward_trace_counts_episodes_that_start_done(tmp_path):
+    """A backward episode after a failed forward attempt starts done by ground truth; the reward
+    missing that shows up in its task's FN rate and episodes_starting_done."""
+    from robofume_ros.report import reward_trace
+    f = lambda e, task, gt, ok: {"episode": e, "task": task, "probability": 0.9 if ok else 0.1, "success": ok, "gt": gt}
+    frames = [f(0, "drawer-open", False, False)] * 4 + [f(1, "drawer-close", True, False)] * 3 + \
+        [f(1, "drawer-close", True, True)] + [f(2, "drawer-open", False, False), f(2, "drawer-open", True, True)]
+    r = reward_trace({"frames": frames}, tmp_path / "t.png")
+    assert r["per_task"]["drawer-close"] == {"frames": 4, "positives": 4, "fn_rate": 0.75, "fp_rate": None,
+                                             "episodes": 1, "episodes_starting_done": 1}
+    assert r["per_task"]["drawer-open"]["episodes_starting_done"] == 0 and r["fn_rate"] == 3 / 5

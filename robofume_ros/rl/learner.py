@@ -79,8 +79,7 @@ class Learner:
         self.online = ReplayStore(**store_kw, capacity=4096)
         self.rnd = None
         if cfg.use_rnd:
-            self.rnd = RND(self.agent.encoder.out_dim if cfg.obs_mode != "cnn" else self.agent.encoder.out_dim - ac.net.cnn_embed,
-                           RNDConfig(**cfg.rnd)).to(device)
+            self.rnd = RND(self.agent.encoder.rnd_dim, RNDConfig(**cfg.rnd)).to(device)
         self.step = 0
         self._lang_t = None
 

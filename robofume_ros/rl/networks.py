@@ -2,7 +2,8 @@
 
 Observation -> ObsEncoder -> z (one flat vector per state) -> heads.
   mode "state":    z = [normalised proprio, language embedding]
-  mode "features": z = [normalised frozen-CNN features (Episode.features), proprio, language]
+  mode "features": z = [normalised frozen-CNN features (Episode.features), proprio, language]; with
+                   feature_embed > 0 the features first go through a trainable projection (critic-trained)
   mode "cnn":      z = [RoboFuME CNN(image), proprio, language]; the CNN is trained by the critic
                    loss only; the actor always sees z.detach().
 The twin critics are one module with stacked weights (E=2 members) evaluated in one call, and the
@@ -30,6 +31,8 @@ class NetConfig:
     cnn_channels: int = 32               # RoboFuME CNN: channels of each of the 4 conv layers
     cnn_strides: tuple = (2, 1, 1, 1)    # RoboFuME CNN: strides of the 4 3x3 conv layers
     cnn_embed: int = 50                  # RoboFuME CNN: size of the linear+LayerNorm+tanh projection after the convs
+    feature_embed: int = 0               # "features": Linear+LayerNorm+tanh projection of the frozen features to this
+                                         # size, trained by the critic loss like the CNN (0 = feed them unprojected)
     log_std_min: float = -20.0           # actor: clamp of log std (official Cal-QL values)
     log_std_max: float = 2.0             # actor: clamp of log std
     log_std_offset: float = -1.0         # actor: added to the raw log std output (official TanhGaussianPolicy)
@@ -107,7 +110,14 @@ class ObsEncoder(nn.Module):
                 raise ValueError("obs_mode 'features' needs feature_dim")
             self.register_buffer("feat_mean", torch.zeros(feature_dim))
             self.register_buffer("feat_std", torch.ones(feature_dim))
-            d += feature_dim
+            self.feat_proj = None
+            if cfg.feature_embed > 0:
+                # 1280 image dims would otherwise drown the 4 proprio dims and the instruction in z
+                lin = nn.Linear(feature_dim, cfg.feature_embed)
+                nn.init.orthogonal_(lin.weight, 1.0)
+                nn.init.zeros_(lin.bias)
+                self.feat_proj = nn.Sequential(lin, nn.LayerNorm(cfg.feature_embed), nn.Tanh())
+            d += cfg.feature_embed if cfg.feature_embed > 0 else feature_dim
         elif self.mode == "cnn":
             if image_shape is None:
                 raise ValueError("obs_mode 'cnn' needs image_shape")
@@ -116,6 +126,8 @@ class ObsEncoder(nn.Module):
         elif self.mode != "state":
             raise ValueError(f"unknown obs_mode {self.mode!r}")
         self.out_dim = d
+        # rnd_input's size: the fixed (untrained) part of the observation, unprojected
+        self.rnd_dim = proprio_dim + lang_dim + (feature_dim if self.mode == "features" else 0)
 
     def set_stats(self, proprio_mean, proprio_std, feat_mean=None, feat_std=None):
         """Set normalisation statistics (std is floored at 1e-3)."""
@@ -131,7 +143,8 @@ class ObsEncoder(nn.Module):
         if self.mode == "cnn":
             parts.append(self.cnn(obs["image"]))
         elif self.mode == "features":
-            parts.append((obs["features"] - self.feat_mean) / self.feat_std)
+            f = (obs["features"] - self.feat_mean) / self.feat_std
+            parts.append(f if self.feat_proj is None else self.feat_proj(f).float())
         parts.append((obs["proprio"] - self.proprio_mean) / self.proprio_std)
         parts.append(obs["lang"])
         return torch.cat(parts, dim=-1)

@@ -35,6 +35,8 @@ def parse_args(argv=None):
     ap.add_argument("--algo", default="calql", choices=list(ALGOS))
     ap.add_argument("--obs-mode", default="state", choices=["state", "features", "cnn"])
     ap.add_argument("--lang", default="minilm", choices=["minilm", "onehot", "none"])
+    ap.add_argument("--feature-embed", type=int, default=0,
+                    help="obs-mode features: trainable projection of the frozen image features to this size (0 = none)")
     ap.add_argument("--steps", type=int, default=10000, help="total gradient steps (including resumed ones)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
@@ -89,6 +91,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     ck = out / "checkpoint.pt"
     overrides = {"batch_size": args.batch_size, "bf16": args.bf16}
+    if args.feature_embed:
+        overrides["net"] = {"feature_embed": args.feature_embed}
     for kv in args.set:
         k, _, v = kv.partition("=")
         try:
