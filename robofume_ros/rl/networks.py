@@ -47,19 +47,21 @@ def orthogonal_(w: torch.Tensor, gain: float) -> torch.Tensor:
     return w
 
 
+def linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
+    """nn.Linear with orthogonal weights (gain) and zero bias."""
+    lin = nn.Linear(in_dim, out_dim)
+    nn.init.orthogonal_(lin.weight, gain)
+    nn.init.zeros_(lin.bias)
+    return lin
+
+
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_gain: float = 1e-2) -> nn.Sequential:
     """Plain ReLU MLP with orthogonal init (sqrt(2) hidden, out_gain output), zero biases."""
     layers, d = [], in_dim
     for h in hidden:
-        lin = nn.Linear(d, h)
-        nn.init.orthogonal_(lin.weight, math.sqrt(2.0))
-        nn.init.zeros_(lin.bias)
-        layers += [lin, nn.ReLU()]
+        layers += [linear(d, h, math.sqrt(2.0)), nn.ReLU()]
         d = h
-    lin = nn.Linear(d, out_dim)
-    nn.init.orthogonal_(lin.weight, out_gain)
-    nn.init.zeros_(lin.bias)
-    layers.append(lin)
+    layers.append(linear(d, out_dim, out_gain))
     return nn.Sequential(*layers)
 
 
@@ -80,9 +82,7 @@ class RoboFuMECNN(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.orthogonal_(m.weight, math.sqrt(2.0))
                 nn.init.zeros_(m.bias)
-        self.proj = nn.Linear(channels * H * W, embed)
-        nn.init.orthogonal_(self.proj.weight, 1.0)
-        nn.init.zeros_(self.proj.bias)
+        self.proj = linear(channels * H * W, embed, 1.0)
         self.norm = nn.LayerNorm(embed)
         self.out_dim = embed
 
@@ -113,10 +113,8 @@ class ObsEncoder(nn.Module):
             self.feat_proj = None
             if cfg.feature_embed > 0:
                 # 1280 image dims would otherwise drown the 4 proprio dims and the instruction in z
-                lin = nn.Linear(feature_dim, cfg.feature_embed)
-                nn.init.orthogonal_(lin.weight, 1.0)
-                nn.init.zeros_(lin.bias)
-                self.feat_proj = nn.Sequential(lin, nn.LayerNorm(cfg.feature_embed), nn.Tanh())
+                self.feat_proj = nn.Sequential(linear(feature_dim, cfg.feature_embed, 1.0),
+                                               nn.LayerNorm(cfg.feature_embed), nn.Tanh())
             d += cfg.feature_embed if cfg.feature_embed > 0 else feature_dim
         elif self.mode == "cnn":
             if image_shape is None:
