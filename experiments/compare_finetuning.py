@@ -40,7 +40,8 @@ def pretrain(algo: str, data: Path, out: Path, steps: int, seed: int) -> Path:
 
 
 def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: Path, steps: int, seed: int,
-               max_episode_steps: int, success_frames: int = 3, reward_threshold=None) -> list[dict]:
+               max_episode_steps: int, success_frames: int = 3, reward_threshold=None,
+               backward_max_episode_steps: int = 0) -> list[dict]:
     """Reset-free fine-tuning; returns one record per finished episode."""
     import torch
 
@@ -70,7 +71,8 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
     home_rng = np.random.default_rng([seed, 77])
     workspace_start(world, "forward", home_rng, 0.03)
     sw = TaskSwitcher(TaskSpec(world.tasks[0], "open the drawer"), TaskSpec(world.tasks[1], "close the drawer"),
-                      max_episode_steps=max_episode_steps, help_after_timeouts=0, success_frames=success_frames)
+                      max_episode_steps=max_episode_steps, help_after_timeouts=0, success_frames=success_frames,
+                      backward_max_episode_steps=backward_max_episode_steps)
     stream = EpisodeStream(out, action_dim=4)
     obs = world.observe()
     feat = enc(obs.image)
@@ -141,7 +143,9 @@ def main(argv=None) -> int:
                     help="reward sources; ground_truth runs Cal-QL only (the reward ablation)")
     ap.add_argument("--eval-trials", type=int, default=5, help="evaluation trials per task before and after "
                     "fine-tuning (0: none; the online success curve only)")
-    ap.add_argument("--max-episode-steps", type=int, default=250)
+    ap.add_argument("--max-episode-steps", type=int, default=150, help="forward time limit (and evaluation's)")
+    ap.add_argument("--backward-max-episode-steps", type=int, default=100, help="backward time limit online "
+                    "(0: --max-episode-steps)")
     ap.add_argument("--reward-threshold", type=float, default=None, help="override the reward model's threshold")
     ap.add_argument("--summarize", action="store_true", help="only rebuild results.json, the table and the plot")
     ns = ap.parse_args(argv)
@@ -171,7 +175,8 @@ def main(argv=None) -> int:
                 ev_file.write_text(json.dumps(r.as_dict()))
             pre = json.loads(ev_file.read_text()) if ns.eval_trials else nothing
             recs = online_run(ck, data, reward_dir, rkind, out / "online" / name, ns.online_steps, seed,
-                              ns.max_episode_steps, reward_threshold=ns.reward_threshold)
+                              ns.max_episode_steps, reward_threshold=ns.reward_threshold,
+                              backward_max_episode_steps=ns.backward_max_episode_steps)
             post_file = out / "online" / name / "eval.json"
             if ns.eval_trials and not post_file.exists():
                 r, _ = evaluate_policy(Policy.load(out / "online" / name / "policy.pt"), trials=ns.eval_trials,

@@ -72,6 +72,8 @@ ARGUMENTS: list[LaunchArg] = [
                   ("policy", "seed", int), ("learner", "seed", int))),
     LaunchArg("max_episode_steps", "", "time limit of one forward or backward episode, in control ticks",
               _ov(("task_switcher", "max_episode_steps", int))),
+    LaunchArg("backward_max_episode_steps", "", "time limit of a backward (reset) episode, in control ticks "
+              "(0: max_episode_steps)", _ov(("task_switcher", "backward_max_episode_steps", int))),
     LaunchArg("success_frames", "", "consecutive frames the success source must say done before an episode "
               "ends (debounces reward false positives)", _ov(("task_switcher", "success_frames", int))),
     LaunchArg("help_after_timeouts", "", "consecutive timeouts before the switcher pauses and asks a human "

@@ -35,19 +35,22 @@ class Sizes:
     finetune_budget: int      # online environment steps
     retrain_steps: int
     eval_trials: int
-    max_episode_steps: int
+    max_episode_steps: int    # time limit of a forward episode (and of every evaluation trial)
+    backward_max_episode_steps: int  # time limit of a backward (reset) episode online
     success_frames: int       # reward says done this many frames in a row -> episode ends
     reward_max_fpr: float     # FP-rate cap on held-out frames when the reward threshold is chosen
     reward_threshold: float   # threshold the reward node uses online (the held-out choice was too low online)
     reward_reverse_k: int     # start frames of the paired task used as positives (0: none, see README)
 
 
-FULL = Sizes(generate=["--demos", "20"], reward_epochs=60, pretrain_steps=3000, finetune_budget=6000,
-             retrain_steps=3000, eval_trials=20, max_episode_steps=250, success_frames=3, reward_max_fpr=0.01,
-             reward_threshold=0.7, reward_reverse_k=0)
+# Time limits: forward demos take 83-99 steps and the pre-trained policy's successes under 105, backward
+# demos at most 91: 150 and 100 leave room while a failed attempt costs less of the online budget.
+FULL = Sizes(generate=["--demos", "20"], reward_epochs=60, pretrain_steps=3000, finetune_budget=9000,
+             retrain_steps=3000, eval_trials=20, max_episode_steps=150, backward_max_episode_steps=100,
+             success_frames=3, reward_max_fpr=0.01, reward_threshold=0.7, reward_reverse_k=0)
 QUICK = Sizes(generate=["--quick"], reward_epochs=15, pretrain_steps=300, finetune_budget=300, retrain_steps=300,
-              eval_trials=2, max_episode_steps=120, success_frames=3, reward_max_fpr=0.01,
-             reward_threshold=0.7, reward_reverse_k=0)
+              eval_trials=2, max_episode_steps=120, backward_max_episode_steps=0, success_frames=3,
+              reward_max_fpr=0.01, reward_threshold=0.7, reward_reverse_k=0)
 FEATURE_ENCODER = "efficientnet_lite0@128"
 
 
@@ -75,7 +78,9 @@ def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward
     args = {"fast": "false", "use_sim_time": "false", "policy_checkpoint": str(pretrain_ckpt),
             "reward_model": str(reward_dir), "offline_dataset": str(data), "budget_steps": str(sizes.finetune_budget),
             "run_dir": str(run_dir), "bag_dir": str(run_dir / "bags"), "seed": str(seed),
-            "max_episode_steps": str(sizes.max_episode_steps), "success_frames": str(sizes.success_frames),
+            "max_episode_steps": str(sizes.max_episode_steps),
+            "backward_max_episode_steps": str(sizes.backward_max_episode_steps),
+            "success_frames": str(sizes.success_frames),
             "reward_threshold": str(sizes.reward_threshold),
             "help_after_timeouts": "0"}   # nobody to call in simulation: keep alternating
     last = [0.0]

@@ -37,6 +37,20 @@ def test_timeout_switches_and_counts():
     assert sm.timeouts == {FORWARD: 1, BACKWARD: 0} and not sm.paused
 
 
+def test_backward_episodes_have_their_own_time_limit():
+    sm = make(max_episode_steps=5, backward_max_episode_steps=2, help_after_timeouts=0)
+    steps = []
+    for _ in range(4):                    # forward, backward, forward, backward: all time out
+        n = 1
+        while sm.step(None) is None:
+            n += 1
+        steps.append(n)
+    assert steps == [5, 2, 5, 2] and sm.timeouts == {FORWARD: 2, BACKWARD: 2}
+    assert make(max_episode_steps=5).time_limit(BACKWARD) == 5     # 0: same limit as forward
+    with pytest.raises(ValueError):
+        make(backward_max_episode_steps=-1)
+
+
 def test_repeated_timeouts_pause_and_ask_for_help_until_resumed():
     sm = make(max_episode_steps=2, help_after_timeouts=3)
     events = [sm.step(None) for _ in range(6)]

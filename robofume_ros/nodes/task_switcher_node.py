@@ -31,6 +31,8 @@ class Params:
     backward_task: str = knob("drawer-close", "task id of the backward (reset) task")
     backward_instruction: str = knob("close the drawer", "language instruction of the backward task")
     max_episode_steps: int = knob(250, "time limit of one episode in control ticks")
+    backward_max_episode_steps: int = knob(0, "time limit of a backward (reset) episode in control ticks "
+                                           "(0 = max_episode_steps)")
     success_frames: int = knob(1, "consecutive successful frames that end an episode")
     success_source: str = knob("reward", "reward (the learned /reward) or ground_truth (simulator; data collection only)")
     max_verdict_age_ticks: int = knob(3, "ignore success verdicts older than this many ticks")
@@ -51,7 +53,8 @@ class TaskSwitcherNode(Node):
         self.sm = TaskSwitcher(TaskSpec(p.forward_task, p.forward_instruction),
                                TaskSpec(p.backward_task, p.backward_instruction),
                                max_episode_steps=p.max_episode_steps, success_frames=p.success_frames,
-                               help_after_timeouts=p.help_after_timeouts)
+                               help_after_timeouts=p.help_after_timeouts,
+                               backward_max_episode_steps=p.backward_max_episode_steps)
         self.verdict = None          # (success, stamp_ns) for the active episode/task
         self.source_seen = not p.wait_for_success_source
         self.pub_phase = self.create_publisher(TaskPhase, graph.TOPICS["task_phase"], qos.LATCHED)

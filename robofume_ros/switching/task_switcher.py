@@ -2,7 +2,9 @@
 
 The robot alternates a forward task (e.g. open the drawer) and its backward/reset task (close
 it). An episode ends when the success signal holds for `success_frames` consecutive steps, or
-when `max_episode_steps` pass (timeout); then the other task becomes active. The scene is never
+when its task's time limit passes (timeout: `max_episode_steps`, or `backward_max_episode_steps`
+for the backward task when set; a reset is usually shorter than the task); then the other task
+becomes active. The scene is never
 reset. After `help_after_timeouts` timeouts in a row the machine pauses and asks for help; it
 resumes on `resume()`.
 """
@@ -41,6 +43,7 @@ class TaskSwitcher:
     backward: TaskSpec
     max_episode_steps: int = 200
     success_frames: int = 1
+    backward_max_episode_steps: int = 0    # time limit of backward episodes (0: max_episode_steps)
     help_after_timeouts: int = 3
     phase: int = FORWARD
     episode_index: int = 0
@@ -56,8 +59,16 @@ class TaskSwitcher:
     def __post_init__(self):
         if self.max_episode_steps < 1:
             raise ValueError("max_episode_steps must be >= 1")
+        if self.backward_max_episode_steps < 0:
+            raise ValueError("backward_max_episode_steps must be >= 0 (0: same as max_episode_steps)")
         if self.success_frames < 1:
             raise ValueError("success_frames must be >= 1")
+
+    def time_limit(self, phase: int) -> int:
+        """Control ticks before an episode of `phase` times out."""
+        if phase == BACKWARD and self.backward_max_episode_steps > 0:
+            return self.backward_max_episode_steps
+        return self.max_episode_steps
 
     @property
     def active(self) -> TaskSpec:
@@ -78,7 +89,7 @@ class TaskSwitcher:
             self.successes[self.phase] += 1
             self.consecutive_timeouts = 0
             return self._switch(REASON_SUCCESS)
-        if self.steps_in_episode >= self.max_episode_steps:
+        if self.steps_in_episode >= self.time_limit(self.phase):
             self.timeouts[self.phase] += 1
             self.consecutive_timeouts += 1
             ev = self._switch(REASON_TIMEOUT)
