@@ -142,3 +142,35 @@ def test_minilm_language_embedding_cached():
     e = t.embed(["open the drawer", "close the drawer"])
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-5)
     assert 0.3 < float(e[0] @ e[1]) < 0.999
+
+
+@pytest.mark.parametrize("algo", ["calql", "iql"])
+def test_fresh_critics_start_at_the_offline_mean_mc_return(algo, tmp_path):
+    data = scripted_dataset(10, seed=0)
+
+    def values(q_init):
+        L = Learner(LearnerConfig(algo=algo, lang_mode="none", seed=0, q_init=q_init), 2, 2)
+        L.add_offline(data)
+        b = L.offline.gather(np.arange(len(L.offline)))
+        obs = {"proprio": torch.from_numpy(b["obs"]["proprio"]), "lang": torch.zeros(len(L.offline), 0)}
+        q = L.agent.q_values(obs, torch.from_numpy(b["actions"]))
+        q_target = L.agent.target_critic(L.agent.encoder(obs), torch.from_numpy(b["actions"])[:, None]).min(0).values
+        v = L.agent.value(L.agent.encoder(obs)).detach() if algo == "iql" else None
+        return L, float(b["mc_returns"].mean()), q, q_target, v
+
+    L, mc, q, q_t, v = values("mc_mean")
+    assert mc < -1.0                                  # the point-mass data has a clearly negative mean return
+    assert abs(float(q.mean()) - mc) < 0.05 * abs(mc) and abs(float(q_t.mean()) - mc) < 0.05 * abs(mc)
+    if v is not None:
+        assert abs(float(v.mean()) - mc) < 0.5 * abs(mc)      # V's output gain is 1: noisier, same offset
+    _, _, q0, _, _ = values("zero")
+    assert abs(float(q0.mean())) < 0.05 * abs(mc)
+    # a resumed learner keeps its trained critics: no re-offset when statistics come from the checkpoint
+    L.update(2)
+    L.agent.critic.b_out.data.fill_(123.0)
+    L.save(tmp_path / "ck.pt")
+    L2 = Learner.load(tmp_path / "ck.pt")
+    L2.add_offline(data, fit_stats=False)
+    assert float(L2.agent.critic.b_out[0, 0, 0]) == 123.0
+    with pytest.raises(ValueError, match="q_init"):
+        Learner(LearnerConfig(q_init="ones"), 2, 2)

@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 AGENT = {"bf16": True, "gamma": 0.5, "batch_size": 128, "critic_lr": 3e-3, "actor_lr": 1e-3, "net": {"hidden": [128, 128]}}
 
 
-def q_minus_mc(algo, data, steps=500):
+def q_minus_mc(algo, data, steps=1500):
     L = Learner(LearnerConfig(algo=algo, lang_mode="none", seed=0, agent=AGENT), 2, 2)
     L.add_offline(data)
     L.update(steps)
@@ -29,7 +29,8 @@ def test_calql_stays_above_mc_while_cql_falls_below():
     q_cql, mc2 = q_minus_mc("cql", data)
     assert mc == mc2
     print(f"mean MC return {mc:.2f}; Cal-QL Q(s,pi(s)) {q_cal:.2f}; CQL Q(s,pi(s)) {q_cql:.2f}")
-    # measured on this machine: MC -9.39, Cal-QL -9.45 (at the MC return, within 1%), CQL -9.99
+    # measured on this machine (critics start at the mean MC return, q_init="mc_mean"): MC -9.39,
+    # Cal-QL -8.65 (above it), CQL -13.61; with the official zero init Cal-QL sits at -9.4 to -10.0
     assert q_cal >= mc - 0.1, (q_cal, mc)        # Cal-QL: at or above the MC return (1% tolerance)
     assert q_cql <= mc - 0.4, (q_cql, mc)        # CQL: clearly below it
     assert q_cal - q_cql >= 0.4

@@ -88,6 +88,16 @@ class AgentBase:
             return torch.tanh(mean)
         return self.actor.sample(mean, log_std, 1)[0][:, 0]
 
+    @torch.no_grad()
+    def set_value_offset(self, value: float) -> None:
+        """Start every value head (critics, their targets, IQL's V) at `value` (output bias; the
+        output weights are initialised near zero, so Q(s, a) ~= value everywhere)."""
+        for name in ("critic", "target_critic"):
+            if name in self.modules:
+                self.modules[name].b_out.fill_(value)
+        if "value" in self.modules:
+            [lin for lin in self.modules["value"].modules() if isinstance(lin, torch.nn.Linear)][-1].bias.fill_(value)
+
     def step_optimizers_and_targets(self) -> None:
         """Apply every optimizer, then Polyak-average the target critic (and target encoder when
         the encoder trains) towards the online ones at rate cfg.tau."""

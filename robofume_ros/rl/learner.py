@@ -43,6 +43,9 @@ class LearnerConfig:
     use_rnd: bool = False                # add the OOO RND bonus to batch rewards (online exploration)
     rnd: dict = field(default_factory=dict)    # RNDConfig overrides
     seed: int = 0                        # seeds numpy sampling and torch
+    q_init: str = "mc_mean"              # fresh critics start at the offline data's mean MC return ("zero":
+                                         # the official init; Q then spends ~gamma-horizon x target-lag steps
+                                         # drifting from 0 to the return scale before it ranks actions)
     agent: dict = field(default_factory=dict)  # overrides of the algorithm config (net: NetConfig overrides)
 
 
@@ -60,6 +63,8 @@ class Learner:
                  image_shape: Optional[tuple] = None, feature_dim: Optional[int] = None, device="cpu"):
         if cfg.algo not in ALGOS:
             raise ValueError(f"unknown algo {cfg.algo!r}; one of {list(ALGOS)}")
+        if cfg.q_init not in ("mc_mean", "zero"):
+            raise ValueError(f"q_init must be mc_mean or zero, got {cfg.q_init!r}")
         self.cfg, self.device = cfg, device
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
@@ -85,9 +90,13 @@ class Learner:
 
     # -- data -------------------------------------------------------------------------------
     def add_offline(self, episodes, fit_stats: bool = True) -> None:
+        """Offline episodes; fit_stats (a fresh learner): normalisation statistics from them and,
+        before the first update, the critics' starting value (q_init)."""
         self.offline.add_episodes(episodes)
         if fit_stats:
             self.fit_obs_stats()
+            if self.step == 0 and self.cfg.q_init == "mc_mean" and len(self.offline):
+                self.agent.set_value_offset(float(self.offline.array("mc_returns").mean()))
 
     def add_episode(self, ep) -> None:
         """Add one finished online episode (its MC returns are computed now; calibration stays on)."""
