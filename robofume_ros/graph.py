@@ -95,6 +95,8 @@ ARGUMENTS: list[LaunchArg] = [
               _ov(("learner", "offline_dataset", list))),
     LaunchArg("budget_steps", "", "online environment steps before the learner finishes",
               _ov(("learner", "budget_steps", int))),
+    LaunchArg("bc_weight", "", "actor BC weight while fine-tuning (-1: the pre-trained checkpoint's)",
+              _ov(("learner", "bc_weight", float))),
     LaunchArg("run_dir", "", "folder for logs, bags, checkpoints (default: runs/<timestamp>)",
               _ov(("learner", "run_dir", str))),
 ]

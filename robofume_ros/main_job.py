@@ -41,6 +41,7 @@ class Sizes:
     reward_max_fpr: float     # FP-rate cap on held-out frames when the reward threshold is chosen
     reward_threshold: float   # threshold the reward node uses online (the held-out choice was too low online)
     reward_reverse_k: int     # start frames of the paired task used as positives (0: none, see README)
+    finetune_bc_weight: float = -1.0  # actor BC weight online (-1: the pre-trained one, see README)
 
 
 # Time limits: forward demos take 83-99 steps and the pre-trained policy's successes under 105, backward
@@ -81,7 +82,7 @@ def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward
             "max_episode_steps": str(sizes.max_episode_steps),
             "backward_max_episode_steps": str(sizes.backward_max_episode_steps),
             "success_frames": str(sizes.success_frames),
-            "reward_threshold": str(sizes.reward_threshold),
+            "reward_threshold": str(sizes.reward_threshold), "bc_weight": str(sizes.finetune_bc_weight),
             "help_after_timeouts": "0"}   # nobody to call in simulation: keep alternating
     last = [0.0]
 

@@ -174,3 +174,15 @@ def test_fresh_critics_start_at_the_offline_mean_mc_return(algo, tmp_path):
     assert float(L2.agent.critic.b_out[0, 0, 0]) == 123.0
     with pytest.raises(ValueError, match="q_init"):
         Learner(LearnerConfig(q_init="ones"), 2, 2)
+
+
+def test_agent_option_changes_the_running_agent_and_survives_a_checkpoint(tmp_path):
+    L = Learner(LearnerConfig(algo="calql", lang_mode="none", seed=0), 2, 2)
+    L.add_offline(scripted_dataset(4, seed=0))
+    assert L.agent.cfg.bc_weight == 0.1
+    L.set_agent_option("bc_weight", 0.005)
+    assert L.agent.cfg.bc_weight == 0.005 and L.update()["bc_loss"].isfinite()
+    L.save(tmp_path / "ck.pt")
+    assert Learner.load(tmp_path / "ck.pt").agent.cfg.bc_weight == 0.005
+    with pytest.raises(ValueError, match="no option"):
+        L.set_agent_option("bc_wieght", 0.0)

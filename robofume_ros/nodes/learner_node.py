@@ -38,6 +38,8 @@ class Params:
     checkpoint_every: int = knob(250, "write a learner checkpoint every N updates")
     weights_transport: str = knob("inline", "inline (bytes in the message, crosses machines) or file (path only)")
     use_rnd: bool = knob(False, "add the OOO RND exploration bonus to online rewards")
+    bc_weight: float = knob(-1.0, "actor BC weight while fine-tuning (Cal-QL's RoboFuME term; -1 = keep the "
+                            "pre-trained checkpoint's)")
     action_dim: int = knob(4, "action components: 4 (xyz + gripper) or 7 (xyz + rpy + gripper)")
     num_threads: int = knob(1, "torch threads for training")
     seed: int = knob(0, "seed for sampling")
@@ -94,6 +96,9 @@ class LearnerNode(Node):
         else:
             raise ValueError("parameter 'init_checkpoint' is required (robofume pretrain output), "
                              f"or a learner checkpoint at {resume} to resume from")
+        if p.bc_weight >= 0:
+            L.set_agent_option("bc_weight", p.bc_weight)
+            self.get_logger().info(f"actor BC weight {p.bc_weight} while fine-tuning")
         for path in p.offline_dataset:
             eps = load_episodes(path)
             self._with_features(eps, L)

@@ -98,6 +98,14 @@ class Learner:
             if self.step == 0 and self.cfg.q_init == "mc_mean" and len(self.offline):
                 self.agent.set_value_offset(float(self.offline.array("mc_returns").mean()))
 
+    def set_agent_option(self, name: str, value) -> None:
+        """Change one algorithm setting of a built learner (e.g. the actor's BC weight for online
+        fine-tuning); recorded in the config so checkpoints and resumes keep it."""
+        if not hasattr(self.agent.cfg, name) or name == "net":
+            raise ValueError(f"{self.cfg.algo} has no option {name!r}")
+        setattr(self.agent.cfg, name, value)
+        self.cfg.agent = {**self.cfg.agent, name: value}
+
     def add_episode(self, ep) -> None:
         """Add one finished online episode (its MC returns are computed now; calibration stays on)."""
         self.online.add_episode(ep)
