@@ -186,3 +186,15 @@ def test_agent_option_changes_the_running_agent_and_survives_a_checkpoint(tmp_pa
     assert Learner.load(tmp_path / "ck.pt").agent.cfg.bc_weight == 0.005
     with pytest.raises(ValueError, match="no option"):
         L.set_agent_option("bc_wieght", 0.0)
+
+
+def test_iql_actor_density_stays_finite_for_saturated_data_actions():
+    from robofume_ros.rl.iql import squashed_mean_log_prob
+    mean = torch.zeros(3, 2, requires_grad=True)
+    log_std = torch.zeros(3, 2)
+    a = torch.tensor([[1.0, -1.0], [0.5, 0.0], [-1.0, 1.0]])
+    lp = squashed_mean_log_prob(mean, log_std, a)
+    ref = torch.distributions.Normal(torch.tanh(mean), log_std.exp()).log_prob(a).sum(-1)
+    torch.testing.assert_close(lp, ref)
+    lp.sum().backward()
+    assert mean.grad.abs().max() <= 1.0       # a = +-1 pulls the mean, it does not dominate the loss

@@ -3,12 +3,16 @@
   V loss      expectile(tau_e) regression of V(s) towards min(Q1',Q2')(s, a_data)
   Q loss      (Q(s,a) - y)^2 with y = r + gamma * (1 - done) * V(s'), y clipped to
               [r_min/(1-gamma), r_max/(1-gamma)] (OOO's bound on Q); V is clipped the same way
-  actor loss  advantage-weighted regression: -exp(beta * (Q' - V)).clamp(max=100) * log pi(a|s)
+  actor loss  advantage-weighted regression: -exp(beta * (Q' - V)).clamp(max=100) * log N(a; tanh(mean), std)
+              (a Gaussian around the squashed mean, as the official IQL actor: the tanh-Gaussian
+              density of saturated data actions, a = +-1 in a third of the drawer data, needs
+              atanh(1 - 1e-6) = 7.3 and its Jacobian, and those samples then dominate the loss)
 The image encoder (obs_mode "cnn") is trained by the Q loss only; V and the actor see detached features.
 """
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -34,6 +38,11 @@ class IQLConfig:
     r_max: float = 5.0                   # largest scaled reward (Q bounded above by r_max/(1-gamma))
     bf16: bool = False                   # bf16 autocast for the forward passes
     online_ratio: float = 0.5            # share of online data per batch (when used online)
+
+
+def squashed_mean_log_prob(mean: torch.Tensor, log_std: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """log N(a; tanh(mean), exp(log_std)^2), summed over action dimensions."""
+    return (-0.5 * ((a - torch.tanh(mean)) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
 class IQL(AgentBase):
@@ -80,7 +89,7 @@ class IQL(AgentBase):
             q_loss = ((q - y) ** 2).mean(-1).sum()
             mean, log_std = self.actor(zd)
             w = torch.exp(cfg.beta * (q_t - v.detach())).clamp(max=cfg.max_weight)
-            actor_loss = -(w * self.actor.log_prob(mean, log_std, a)).mean()
+            actor_loss = -(w * squashed_mean_log_prob(mean, log_std, a)).mean()
         for o in self.optimizers.values():
             o.zero_grad(set_to_none=True)
         (v_loss + q_loss + actor_loss).backward()
