@@ -96,7 +96,7 @@ class AgentBase:
             if name in self.modules:
                 self.modules[name].b_out.fill_(value)
         if "value" in self.modules:
-            [lin for lin in self.modules["value"].modules() if isinstance(lin, torch.nn.Linear)][-1].bias.fill_(value)
+            self.modules["value"][-1].bias.fill_(value)          # mlp(): the last layer is the output Linear
 
     def step_optimizers_and_targets(self) -> None:
         """Apply every optimizer, then Polyak-average the target critic (and target encoder when

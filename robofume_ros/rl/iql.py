@@ -12,13 +12,13 @@ The image encoder (obs_mode "cnn") is trained by the Q loss only; V and the acto
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 
 import torch
 
 from robofume_ros.rl.common import AgentBase, ObsDims, autocast
-from robofume_ros.rl.networks import NetConfig, ObsEncoder, StackedQ, TanhGaussianActor, grad_norm, mlp
+from robofume_ros.rl.networks import (NetConfig, ObsEncoder, StackedQ, TanhGaussianActor, gaussian_log_prob,
+                                      grad_norm, mlp)
 
 
 @dataclass
@@ -42,7 +42,7 @@ class IQLConfig:
 
 def squashed_mean_log_prob(mean: torch.Tensor, log_std: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """log N(a; tanh(mean), exp(log_std)^2), summed over action dimensions."""
-    return (-0.5 * ((a - torch.tanh(mean)) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return gaussian_log_prob(a, torch.tanh(mean), log_std)
 
 
 class IQL(AgentBase):

@@ -346,6 +346,11 @@ class _StackedMLP(torch.autograd.Function):
                 st("w_out", (E, -1, 1)), g.sum(1).view(E, 1, 1) if need[7] else None, *g_ws, *g_bs)
 
 
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, exp(log_std)^2) of a diagonal Gaussian, summed over the last dimension."""
+    return (-0.5 * ((x - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
 class TanhGaussianActor(nn.Module):
     """SAC tanh-Gaussian policy head (official Cal-QL parametrisation)."""
 
@@ -364,9 +369,8 @@ class TanhGaussianActor(nn.Module):
     @staticmethod
     def _log_prob_pre_tanh(u, mean, log_std):
         # Gaussian log-density of u plus the tanh change of variables (stable form).
-        gauss = (-0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         corr = (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-        return gauss - corr
+        return gaussian_log_prob(u, mean, log_std) - corr
 
     def sample(self, mean, log_std, n: int):
         """n reparametrised samples per state: actions (B,n,A), log-probs (B,n)."""
