@@ -143,9 +143,11 @@ def main(argv=None) -> int:
                     help="reward sources; ground_truth runs Cal-QL only (the reward ablation)")
     ap.add_argument("--eval-trials", type=int, default=5, help="evaluation trials per task before and after "
                     "fine-tuning (0: none; the online success curve only)")
-    ap.add_argument("--max-episode-steps", type=int, default=150, help="forward time limit (and evaluation's)")
-    ap.add_argument("--backward-max-episode-steps", type=int, default=100, help="backward time limit online "
-                    "(0: --max-episode-steps)")
+    from robofume_ros.main_job import FULL      # the main job's time limits unless told otherwise
+    ap.add_argument("--max-episode-steps", type=int, default=FULL.max_episode_steps,
+                    help="forward time limit (and evaluation's)")
+    ap.add_argument("--backward-max-episode-steps", type=int, default=FULL.backward_max_episode_steps,
+                    help="backward time limit online (0: --max-episode-steps)")
     ap.add_argument("--reward-threshold", type=float, default=None, help="override the reward model's threshold")
     ap.add_argument("--summarize", action="store_true", help="only rebuild results.json, the table and the plot")
     ns = ap.parse_args(argv)

@@ -4,9 +4,8 @@ The robot alternates a forward task (e.g. open the drawer) and its backward/rese
 it). An episode ends when the success signal holds for `success_frames` consecutive steps, or
 when its task's time limit passes (timeout: `max_episode_steps`, or `backward_max_episode_steps`
 for the backward task when set; a reset is usually shorter than the task); then the other task
-becomes active. The scene is never
-reset. After `help_after_timeouts` timeouts in a row the machine pauses and asks for help; it
-resumes on `resume()`.
+becomes active. The scene is never reset. After `help_after_timeouts` timeouts in a row the
+machine pauses and asks for help; it resumes on `resume()`.
 """
 from __future__ import annotations
 
