@@ -41,7 +41,8 @@ def pretrain(algo: str, data: Path, out: Path, steps: int, seed: int) -> Path:
 
 def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: Path, steps: int, seed: int,
                max_episode_steps: int, success_frames: int = 3, reward_threshold=None,
-               backward_max_episode_steps: int = 0) -> list[dict]:
+               backward_max_episode_steps: int = 0, exploration_noise: float = 1.0,
+               bc_weight: float = -1.0, pair_veto: bool = True) -> list[dict]:
     """Reset-free fine-tuning; returns one record per finished episode."""
     import torch
 
@@ -49,6 +50,7 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
     from robofume_ros.evaluation import workspace_start
     from robofume_ros.online.episode_stream import EpisodeStream
     from robofume_ros.rl.features import FrozenImageEncoder
+    from robofume_ros.reward.debounce import frame_success
     from robofume_ros.rl.learner import Learner
     from robofume_ros.sim.world import ResetFreeWorld
     from robofume_ros.switching.task_switcher import REASON_SUCCESS, TaskSpec, TaskSwitcher
@@ -59,6 +61,8 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
     torch.manual_seed(seed)
     L = Learner.load(ckpt)
     L.add_offline(load_episodes(data), fit_stats=False)
+    if bc_weight >= 0 and hasattr(L.agent.cfg, "bc_weight"):      # as the learner node's bc_weight knob
+        L.set_agent_option("bc_weight", bc_weight)
     enc = FrozenImageEncoder()
     reward = None
     if reward_kind == "learned":
@@ -73,6 +77,7 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
     sw = TaskSwitcher(TaskSpec(world.tasks[0], "open the drawer"), TaskSpec(world.tasks[1], "close the drawer"),
                       max_episode_steps=max_episode_steps, help_after_timeouts=0, success_frames=success_frames,
                       backward_max_episode_steps=backward_max_episode_steps)
+    partner = {sw.forward.instruction: sw.backward.instruction, sw.backward.instruction: sw.forward.instruction}
     stream = EpisodeStream(out, action_dim=4)
     obs = world.observe()
     feat = enc(obs.image)
@@ -81,11 +86,18 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
         instr = sw.active.instruction
         stream.observation(t, sw.episode_index, obs.image, obs.proprio, instr, sw.active.task)
         stream.ground_truth(t, sw.active.task, obs.success)
-        a = L.act({"proprio": obs.proprio[None], "features": feat[None], "instruction": [instr]}, deterministic=False)[0]
+        a = L.act({"proprio": obs.proprio[None], "features": feat[None], "instruction": [instr]},
+                  deterministic=False, noise_scale=exploration_noise)[0]
         stream.command(t, a)
         obs = world.step(a)
         feat = enc(obs.image)
-        done = bool(reward.predict(obs.image[None], instr)[0]) if reward is not None else bool(obs.success)
+        if reward is None:
+            done = bool(obs.success)
+        elif pair_veto:    # as the reward node with paired_instructions (config/sim_drawer.yaml)
+            p_task, p_other = reward.predict_proba_instructions(obs.image, [instr, partner[instr]])
+            done = frame_success(p_task, reward.threshold, p_other)
+        else:
+            done = frame_success(reward.predict_proba(obs.image[None], instr)[0], reward.threshold)
         ev = sw.step(done)
         if ev is not None:
             # the frame that ended the episode closes its chain, then the other task starts from it
@@ -148,6 +160,12 @@ def main(argv=None) -> int:
                     help="forward time limit (and evaluation's)")
     ap.add_argument("--backward-max-episode-steps", type=int, default=FULL.backward_max_episode_steps,
                     help="backward time limit online (0: --max-episode-steps)")
+    ap.add_argument("--exploration-noise", type=float, default=FULL.exploration_noise,
+                    help="online action std scale (the policy node's noise_scale)")
+    ap.add_argument("--bc-weight", type=float, default=FULL.finetune_bc_weight,
+                    help="actor BC weight online (-1: the pre-trained one)")
+    ap.add_argument("--no-pair-veto", action="store_true",
+                    help="learned reward: do not veto frames it calls done for both tasks of the pair")
     ap.add_argument("--reward-threshold", type=float, default=None, help="override the reward model's threshold")
     ap.add_argument("--summarize", action="store_true", help="only rebuild results.json, the table and the plot")
     ns = ap.parse_args(argv)
@@ -178,7 +196,9 @@ def main(argv=None) -> int:
             pre = json.loads(ev_file.read_text()) if ns.eval_trials else nothing
             recs = online_run(ck, data, reward_dir, rkind, out / "online" / name, ns.online_steps, seed,
                               ns.max_episode_steps, reward_threshold=ns.reward_threshold,
-                              backward_max_episode_steps=ns.backward_max_episode_steps)
+                              backward_max_episode_steps=ns.backward_max_episode_steps,
+                              exploration_noise=ns.exploration_noise, bc_weight=ns.bc_weight,
+                              pair_veto=not ns.no_pair_veto)
             post_file = out / "online" / name / "eval.json"
             if ns.eval_trials and not post_file.exists():
                 r, _ = evaluate_policy(Policy.load(out / "online" / name / "policy.pt"), trials=ns.eval_trials,

@@ -39,14 +39,15 @@ class EvalResult:
         return asdict(self)
 
 
-def _run(world, policy, instruction: str, max_steps: int, deterministic: bool, frames: Optional[list]):
+def _run(world, policy, instruction: str, max_steps: int, deterministic: bool, frames: Optional[list],
+         noise_scale: float = 1.0):
     obs = world.observe()
     if frames is not None:
         frames.append(obs.image)
     for t in range(max_steps):
         if obs.success:
             return t
-        a = policy.act(obs.image, obs.proprio, instruction, deterministic=deterministic)
+        a = policy.act(obs.image, obs.proprio, instruction, deterministic=deterministic, noise_scale=noise_scale)
         obs = world.step(a)
         if frames is not None:
             frames.append(obs.image)
@@ -89,9 +90,12 @@ def workspace_start(world, phase: str, rng, start_jitter: float, max_steps: int 
 def evaluate_policy(policy, pair: str = "drawer", trials: int = 10, max_steps: int = 250, seed: int = 1000,
                     scene_seed: Optional[int] = None, start_jitter: float = 0.03, deterministic: bool = True,
                     image_size=(100, 100), camera: str = "corner4", progress: bool = False,
-                    record_first: bool = False) -> tuple[EvalResult, list]:
-    """Success rates of `policy` (rl.policy.Policy-like: act(image, proprio, instruction, deterministic))
-    on the pair's forward and backward tasks. Returns (result, frames of the first forward trial)."""
+                    record_first: bool = False, noise_scale: float = 1.0,
+                    phases=("forward", "backward")) -> tuple[EvalResult, list]:
+    """Success rates of `policy` (rl.policy.Policy-like: act(image, proprio, instruction, deterministic,
+    noise_scale=)) on the pair's forward and backward tasks (those in `phases`; a task left out rates
+    nan). Stochastic trials (deterministic=False) scale the actor's std by noise_scale.
+    Returns (result, frames of the first forward trial)."""
     from robofume_ros.sim.world import ResetFreeWorld
 
     t0 = time.monotonic()
@@ -103,7 +107,7 @@ def evaluate_policy(policy, pair: str = "drawer", trials: int = 10, max_steps: i
         from tqdm import tqdm
         it = tqdm(it, desc="evaluate", unit="trial")
     for i in it:
-        for phase in ("forward", "backward"):
+        for phase in phases:
             world = ResetFreeWorld(pair=pair, camera=camera, image_size=image_size,
                                    seed=(seed + i) if scene_seed is None else scene_seed, render=True)
             try:
@@ -117,11 +121,14 @@ def evaluate_policy(policy, pair: str = "drawer", trials: int = 10, max_steps: i
                     skipped[phase] += 1
                 else:
                     rec = frames if (i == 0 and phase == "forward") else None
-                    res[phase].append(_run(world, policy, world.instruction, max_steps, deterministic, rec))
+                    res[phase].append(_run(world, policy, world.instruction, max_steps, deterministic, rec,
+                                           noise_scale))
             finally:
                 world.close()
     rate = lambda xs: float(np.mean([x is not None for x in xs])) if xs else float("nan")  # noqa: E731
     setting = {"pair": pair, "scene_seed": scene_seed, "seed": seed, "start_jitter": start_jitter,
                "deterministic": deterministic, "max_steps": max_steps, "skipped_setups": skipped}
+    if not deterministic:
+        setting["noise_scale"] = noise_scale
     return (EvalResult(rate(res["forward"]), rate(res["backward"]), res["forward"], res["backward"],
                        time.monotonic() - t0, setting), (frames or []))

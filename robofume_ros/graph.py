@@ -95,6 +95,8 @@ ARGUMENTS: list[LaunchArg] = [
               _ov(("learner", "offline_dataset", list))),
     LaunchArg("budget_steps", "", "online environment steps before the learner finishes",
               _ov(("learner", "budget_steps", int))),
+    LaunchArg("exploration_noise", "", "learned policy: its action std while fine-tuning is scaled by this "
+              "(1: the actor's own, 0: deterministic)", _ov(("policy", "noise_scale", float))),
     LaunchArg("bc_weight", "", "actor BC weight while fine-tuning (-1: the pre-trained checkpoint's)",
               _ov(("learner", "bc_weight", float))),
     LaunchArg("run_dir", "", "folder for logs, bags, checkpoints (default: runs/<timestamp>)",

@@ -41,14 +41,19 @@ class Sizes:
     reward_max_fpr: float     # FP-rate cap on held-out frames when the reward threshold is chosen
     reward_threshold: float   # threshold the reward node uses online (the held-out choice was too low online)
     reward_reverse_k: int     # start frames of the paired task used as positives (0: none, see README)
+    reward_pair_negatives: int = 3  # end frames of a demo used as negatives of the paired task (see README)
     finetune_bc_weight: float = -1.0  # actor BC weight online (-1: the pre-trained one, see README)
+    exploration_noise: float = 1.0    # the policy node's action std scale online (see README)
 
 
 # Time limits: forward demos take 83-99 steps and the pre-trained policy's successes under 105, backward
 # demos at most 91: 150 and 100 leave room while a failed attempt costs less of the online budget.
+# Exploration: the pre-trained policy opens the drawer in 65% of 20 trials acting deterministically, in
+# 50% with its std halved and in 20% sampling its own distribution (README): online data needs successes.
 FULL = Sizes(generate=["--demos", "20"], reward_epochs=60, pretrain_steps=3000, finetune_budget=9000,
              retrain_steps=3000, eval_trials=20, max_episode_steps=150, backward_max_episode_steps=100,
-             success_frames=3, reward_max_fpr=0.01, reward_threshold=0.7, reward_reverse_k=0)
+             success_frames=3, reward_max_fpr=0.01, reward_threshold=0.7, reward_reverse_k=0,
+             exploration_noise=0.5)
 QUICK = Sizes(generate=["--quick"], reward_epochs=15, pretrain_steps=300, finetune_budget=300, retrain_steps=300,
               eval_trials=2, max_episode_steps=120, backward_max_episode_steps=0, success_frames=3,
               reward_max_fpr=0.01, reward_threshold=0.7, reward_reverse_k=0)
@@ -83,6 +88,7 @@ def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward
             "backward_max_episode_steps": str(sizes.backward_max_episode_steps),
             "success_frames": str(sizes.success_frames),
             "reward_threshold": str(sizes.reward_threshold), "bc_weight": str(sizes.finetune_bc_weight),
+            "exploration_noise": str(sizes.exploration_noise),
             "help_after_timeouts": "0"}   # nobody to call in simulation: keep alternating
     last = [0.0]
 
@@ -165,7 +171,8 @@ def main(argv=None) -> int:
     reward_dir = out / "reward"
     stage("reward", reward_dir / "reward_model.json", reward_train.main,
           ["--data", str(data), "--out", str(reward_dir), "--epochs", str(sizes.reward_epochs), "--seed", str(ns.seed),
-           "--max-fpr", str(sizes.reward_max_fpr), "--reverse-k", str(sizes.reward_reverse_k)])
+           "--max-fpr", str(sizes.reward_max_fpr), "--reverse-k", str(sizes.reward_reverse_k),
+           "--pair-negatives", str(sizes.reward_pair_negatives)])
 
     from robofume_ros.rl import pretrain
     pre = out / "pretrain"

@@ -29,7 +29,7 @@ def test_workspace_starts_are_undone_and_varied():
 class _Still:
     """A policy that never moves: it must fail both tasks."""
 
-    def act(self, image, proprio, instruction, deterministic=True):
+    def act(self, image, proprio, instruction, deterministic=True, noise_scale=1.0):
         assert image.shape == (100, 100, 3) and image.dtype == np.uint8
         assert instruction in ("open the drawer", "close the drawer")
         return np.array([0.0, 0.0, 0.0, -1.0], np.float32)

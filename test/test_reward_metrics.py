@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from robofume_ros.data.episode import Episode
-from robofume_ros.reward.debounce import Debouncer, debounce, first_success
+from robofume_ros.reward.debounce import Debouncer, debounce, first_success, frame_success
 from robofume_ros.reward.labels import episode_labels, label_episodes, split_by_episode
 from robofume_ros.reward.metrics import (average_precision, binary_metrics, evaluate_on_episodes, plot_pr_curve,
                                          plot_reliability, pr_curve, reliability, select_threshold, write_report)
@@ -147,6 +147,14 @@ def test_debounce():
         Debouncer(0)
 
 
+def test_frame_success_vetoes_frames_done_for_both_tasks_of_a_pair():
+    assert frame_success(0.8, 0.7) and not frame_success(0.6, 0.7) and frame_success(0.7, 0.7)
+    assert frame_success(0.8, 0.7, p_paired=0.69)          # the paired task is not done: success
+    assert not frame_success(0.8, 0.7, p_paired=0.7)       # done for both: the model cannot tell
+    assert not frame_success(0.6, 0.7, p_paired=0.1)
+    assert not frame_success(float("nan"), 0.7) and frame_success(0.9, 0.7, p_paired=float("nan"))
+
+
 class StubModel:
     """P(success) = mean red of the frame / 255."""
     model_id = "stub"
@@ -210,3 +218,23 @@ def test_reverse_start_frames_are_positives_for_the_paired_task():
     assert any(t == 0 and e == 0 and y == 0 and i == "open the drawer"
                for t, e, y, i in zip(fs.t, fs.episode, fs.labels, fs.instructions))
     assert reverse_pairs(eps[:1]) == {}
+
+
+def test_pair_negatives_are_the_paired_tasks_goal_frames():
+    from robofume_ros.data.episode import Episode
+    from robofume_ros.reward.labels import label_episodes, reverse_pairs
+
+    def demo(instr, task, T=10):
+        img = np.arange(T + 1, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(4, 2).repeat(3, 3)
+        return Episode(images=img, proprio=np.zeros((T + 1, 4), np.float32), actions=np.zeros((T, 4), np.float32),
+                       rewards=-np.ones(T, np.float32), terminals=np.zeros(T, bool), instruction=instr, task=task,
+                       source="target_demo", success=True)
+    eps = [demo("open the drawer", "drawer-open"), demo("close the drawer", "drawer-close")]
+    fs = label_episodes(eps, k=3, neg_demo_frac=0.5, reverse=reverse_pairs(eps), reverse_k=0, pair_negatives=2)
+    rows = list(zip(fs.t, fs.episode, fs.labels, fs.instructions))
+    # the opening demo's last 2 frames (drawer open) are negatives for "close the drawer" ...
+    assert sorted((t, e) for t, e, y, i in rows if y == 0 and i == "close the drawer" and e == 0) == [(9, 0), (10, 0)]
+    # ... and stay positives for their own instruction; no start-frame positives with reverse_k=0
+    assert {(t, y) for t, e, y, i in rows if e == 0 and i == "open the drawer" and t >= 9} == {(9, 1), (10, 1)}
+    assert not any(y == 1 and i == "close the drawer" and e == 0 for t, e, y, i in rows)
+    assert len(fs) == len(label_episodes(eps, k=3, neg_demo_frac=0.5)) + 4

@@ -41,6 +41,9 @@ def test_clip_zero_shot_and_roundtrip(folders, tmp_path):
     # a single (H,W,3) frame and per-frame instructions
     assert m.predict_proba(frames(1)[0], "open the drawer").shape == (1,)
     assert m.predict_proba(frames(2), ["open the drawer", "close the drawer"]).shape == (2,)
+    # one frame against both tasks of a pair (the reward node's veto): image tower once, same numbers
+    both = m.predict_proba_instructions(frames()[1], ["open the drawer", "close the window"])
+    np.testing.assert_allclose(both, [p[1], q[1]], atol=1e-5)
     m.threshold = 0.37
     m.save(tmp_path / "ck")
     cfg = json.loads((tmp_path / "ck" / "reward_model.json").read_text())
@@ -101,6 +104,8 @@ def test_vlm_llava_yes_no_and_roundtrip(folders, tmp_path):
     assert m.yes_ids and m.no_ids and not set(m.yes_ids) & set(m.no_ids)
     p = m.predict_proba(frames(3), "open the drawer")
     assert p.shape == (3,) and np.all((p > 0) & (p < 1))
+    both = m.predict_proba_instructions(frames(3)[2], ["open the drawer", "close the drawer"])
+    np.testing.assert_allclose(both, [p[2], m.predict_proba(frames(3)[2:], "close the drawer")[0]], atol=1e-5)
     m.threshold = 0.6
     m.save(tmp_path / "vck")
     assert (tmp_path / "vck" / "adapter" / "adapter_config.json").exists()

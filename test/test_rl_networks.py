@@ -97,3 +97,16 @@ def test_feature_projection_is_trained_by_the_critic_and_exported_with_the_polic
     a_pol = pol.act(None, pr, "open the drawer", features=f)
     a_learner = L.act({"proprio": pr[None], "features": f[None], "instruction": ["open the drawer"]})[0]
     np.testing.assert_allclose(a_pol, a_learner, rtol=1e-5, atol=1e-6)
+
+
+def test_exploration_noise_scale_narrows_the_sampled_actions():
+    torch.manual_seed(0)
+    actor = networks.TanhGaussianActor(8, 3, networks.NetConfig(hidden=(16, 16)))
+    mean = torch.full((4000, 3), 0.2)
+    log_std = torch.full((4000, 3), -1.0)
+    torch.testing.assert_close(actor.explore(mean, log_std, 0.0), torch.tanh(mean))
+    pre = {s: torch.atanh(actor.explore(mean, log_std, s).clamp(-1 + 1e-6, 1 - 1e-6)) for s in (1.0, 0.25)}
+    std1, std_q = pre[1.0].std().item(), pre[0.25].std().item()
+    assert abs(std1 - float(torch.exp(torch.tensor(-1.0)))) < 0.02        # scale 1: the actor's own std
+    assert abs(std_q / std1 - 0.25) < 0.02
+    assert abs(pre[0.25].mean().item() - 0.2) < 0.01

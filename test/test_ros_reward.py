@@ -42,7 +42,9 @@ def reward_spec(tmp_path, reward_model, **params):
 
 
 def test_reward_follows_observations_and_debounces(tmp_path, reward_model):
-    with graph_under_test("finetune", {}, tmp_path, specs=reward_spec(tmp_path, reward_model, debounce_frames=3)) as g:
+    # a pair that does not hold the observations' instruction: no veto (see the next test)
+    spec = reward_spec(tmp_path, reward_model, debounce_frames=3, paired_instructions=["lift the cup", "lower the cup"])
+    with graph_under_test("finetune", {}, tmp_path, specs=spec) as g:
         probe = g.probe({"/reward": Reward})
         pub = probe.publisher("/observation", Observation)
         deadline = time.monotonic() + 60
@@ -62,6 +64,25 @@ def test_reward_follows_observations_and_debounces(tmp_path, reward_model):
     assert all(0.0 <= m.probability <= 1.0 and m.latency_ms > 0 and m.instruction == "open the drawer" for m in ours)
     stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in ours]
     assert stamps == sorted(stamps)
+
+
+def test_reward_vetoes_frames_done_for_both_tasks_of_the_pair(tmp_path, reward_model):
+    """config/sim_drawer.yaml pairs "open the drawer" with "close the drawer"; at threshold 0 the
+    model calls every frame done for both, so none is a success, while its probability is published."""
+    with graph_under_test("finetune", {}, tmp_path, specs=reward_spec(tmp_path, reward_model)) as g:
+        probe = g.probe({"/reward": Reward})
+        pub = probe.publisher("/observation", Observation)
+        deadline = time.monotonic() + 60
+        i = 0
+        while len(probe.get("/reward")) < 5 and time.monotonic() < deadline:
+            i += 1
+            pub.publish(observation(probe, i))
+            time.sleep(0.2)
+        g.assert_alive()
+    msgs = probe.get("/reward")
+    assert len(msgs) >= 5
+    assert not any(m.success for m in msgs) and all(m.consecutive_positive == 0 for m in msgs)
+    assert all(0.0 <= m.probability <= 1.0 and m.instruction == "open the drawer" for m in msgs)
 
 
 def test_reward_scores_the_newest_frame_and_never_queues(tmp_path, reward_model):

@@ -4,9 +4,9 @@ in:  /observation, /policy/weights (PolicyWeights from the learner, latched)
 out: /robot/command (ArmCommand, header.stamp = the observation's stamp, source "policy"),
      ~/latency_ms (std_msgs/Float32: observation-to-command latency of each tick)
 
-Stochastic while fine-tuning (exploration), deterministic for evaluation. New weights are
-decoded off the control path (a separate callback group) and swapped in between two ticks, so no
-tick is missed. No observation, no command: when observations stop, the arm stops being driven
+Stochastic while fine-tuning (exploration, its width scaled by noise_scale), deterministic for
+evaluation. New weights are decoded off the control path (a separate callback group) and swapped in
+between two ticks, so no tick is missed. No observation, no command: when observations stop, the arm stops being driven
 (and the robot's watchdog holds it).
 """
 from __future__ import annotations
@@ -34,6 +34,8 @@ from robofume_ros.ros.convert import ImageError, action_to_command, image_to_rgb
 class Params:
     checkpoint: str = knob("", "policy or learner checkpoint to start from (required)")
     deterministic: bool = knob(False, "act with the mean action (evaluation) instead of sampling (fine-tuning)")
+    noise_scale: float = knob(1.0, "exploration while sampling: the actor's std times this (1: its own "
+                              "distribution, 0: deterministic)")
     seed: int = knob(0, "seed of the action sampling")
     max_observation_age_s: float = knob(0.5, "do not act on observations older than this (wall clock)")
     follow_learner: bool = knob(True, "load new weights published by the learner on /policy/weights")
@@ -65,7 +67,7 @@ class PolicyNode(Node):
             self.create_subscription(PolicyWeights, graph.TOPICS["weights"], self.on_weights,
                                      qos.LATCHED, callback_group=MutuallyExclusiveCallbackGroup())
         self.log.info(f"policy from {p.checkpoint} ({self.policy.obs_mode} observations, "
-                      f"{'deterministic' if p.deterministic else 'stochastic'})")
+                      f"{'deterministic' if p.deterministic else f'stochastic, noise scale {p.noise_scale}'})")
 
     def on_weights(self, msg):
         """Runs in its own callback group: decoding never delays a control tick."""
@@ -104,7 +106,7 @@ class PolicyNode(Node):
             self.throttle.warn("bad", f"bad observation image: {e}")
             return
         action = self.policy.act(image, np.asarray(obs.proprio, np.float32), obs.instruction,
-                                 deterministic=self.p.deterministic)
+                                 deterministic=self.p.deterministic, noise_scale=self.p.noise_scale)
         if not np.all(np.isfinite(action)):
             self.throttle.warn("nan", "policy produced a non-finite action: not sent")
             return

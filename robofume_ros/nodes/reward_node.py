@@ -6,7 +6,9 @@ services: ~/reload (std_srvs/Trigger): hot-reload the model from `model_path` (e
 
 Inference runs in its own thread at whatever rate the model sustains, always on the newest
 observation; the control path (camera -> policy -> arm) never waits for it. Success can be
-debounced: declared only after `debounce_frames` consecutive frames at or above the threshold.
+debounced: declared only after `debounce_frames` consecutive frames at or above the threshold; and
+with `paired_instructions` (a reset-free pair) a frame the model calls done for both tasks of the pair
+counts as not done (reward.debounce.frame_success).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from robofume_ros.msg import Observation, Reward
 from robofume_ros.nodes._common import Throttle, run_node
 from robofume_ros.params import declare, knob
 from robofume_ros.ros import qos
+from robofume_ros.reward.debounce import frame_success
 from robofume_ros.ros.convert import ImageError, image_to_rgb
 
 
@@ -31,6 +34,9 @@ class Params:
     model_path: str = knob("", "reward model checkpoint folder (robofume reward train output) (required)")
     threshold: float = knob(-1.0, "decision threshold; negative = the one stored with the model")
     debounce_frames: int = knob(1, "consecutive frames at or above the threshold before success is declared")
+    paired_instructions: list = knob([], "the two instructions of a reset-free pair (forward, backward): a frame "
+                                     "is a success for one only if the model does not also call it done for "
+                                     "the other (one more text-head pass per frame); empty: no veto")
     num_threads: int = knob(1, "torch threads for inference (1 is the robust choice on a robot PC)")
     precision: str = knob("auto", "auto (bf16 where the CPU supports it), bf16 or fp32")
 
@@ -43,6 +49,11 @@ class RewardNode(Node):
             raise ValueError("parameter 'model_path' is required (a reward model checkpoint folder)")
         self.log = self.get_logger()
         self.throttle = Throttle(self.log)
+        if p.paired_instructions and len(p.paired_instructions) != 2:
+            raise ValueError(f"paired_instructions must name two instructions, got {p.paired_instructions}")
+        a, b = (list(p.paired_instructions) + ["", ""])[:2]
+        self.partner = {a: b, b: a} if a else {}
+        self.vetoed = 0
         self.model = self._load()
         self._newest = None
         self._cv = threading.Condition()
@@ -64,7 +75,8 @@ class RewardNode(Node):
         if self.p.threshold >= 0:
             model.threshold = self.p.threshold
         self.get_logger().info(f"reward model {model.model_id or self.p.model_path} ({model.model_type}), "
-                               f"threshold {model.threshold:.3f}, debounce {self.p.debounce_frames}")
+                               f"threshold {model.threshold:.3f}, debounce {self.p.debounce_frames}, "
+                               f"pair veto {list(self.p.paired_instructions) or 'off'}")
         return model
 
     def on_observation(self, obs):
@@ -95,12 +107,18 @@ class RewardNode(Node):
             return
         model = self.model
         t0 = time.perf_counter()
-        prob = float(model.predict_proba(frame[None], obs.instruction)[0])
+        partner = self.partner.get(obs.instruction)
+        if partner:
+            prob, p_partner = (float(x) for x in model.predict_proba_instructions(frame, [obs.instruction, partner]))
+        else:
+            prob, p_partner = float(model.predict_proba(frame[None], obs.instruction)[0]), None
         latency = (time.perf_counter() - t0) * 1e3
         key = (obs.episode_index, obs.instruction)
         if key != self._episode:
             self._episode, self._count = key, 0
-        ok = np.isfinite(prob) and prob >= model.threshold
+        ok = frame_success(prob, model.threshold, p_partner)
+        if not ok and np.isfinite(prob) and prob >= model.threshold:
+            self.vetoed += 1
         self._count = self._count + 1 if ok else 0
         msg = Reward()
         msg.header = obs.header
@@ -127,7 +145,8 @@ class RewardNode(Node):
         return res
 
     def report(self):
-        self.log.info(f"scored {self.scored} frames, skipped {self.skipped} stale ones")
+        self.log.info(f"scored {self.scored} frames, skipped {self.skipped} stale ones"
+                      + (f", vetoed {self.vetoed} (done for both tasks of the pair)" if self.partner else ""))
 
     def close(self):
         with self._cv:

@@ -158,6 +158,12 @@ class RewardModel(ABC):
     def predict(self, frames, instruction: Instruction, batch_size: int = 32) -> np.ndarray:
         return self.predict_proba(frames, instruction, batch_size=batch_size) >= self.threshold
 
+    def predict_proba_instructions(self, frame, instructions: Sequence[str]) -> np.ndarray:
+        """P(success) of one frame (H,W,3) for each of several instructions, (K,). Backends with a
+        separate image tower override this to encode the frame once."""
+        frame = np.asarray(frame)
+        return self.predict_proba(np.repeat(frame[None], len(instructions), axis=0), list(instructions))
+
     def accuracy(self, frames) -> float:
         """Accuracy at p >= 0.5 on a labelled FrameSet (the training loops' validation metric)."""
         p = self.predict_proba(frames.images, list(frames.instructions))

@@ -1,7 +1,12 @@
-"""Debouncing of per-frame success decisions (pure; used by the reward node).
+"""Per-frame success decisions (pure; used by the reward node and the in-process experiment).
 
-Success is declared only after ``n`` consecutive positive frames, which turns a few isolated
-false positives of the classifier into none, at the price of ``n-1`` frames of delay.
+Debouncing: success is declared only after ``n`` consecutive positive frames, which turns a few
+isolated false positives of the classifier into none, at the price of ``n-1`` frames of delay.
+
+The reset-free pair veto: the forward task's goal is where the backward task starts and the other
+way round (drawer open / drawer closed), so no frame is "done" for both. A frame that the model
+calls done for the active task *and* for its paired task is one the model cannot tell apart (in
+practice: a half-open drawer, or an arm pose it keys on); it counts as not done.
 """
 from __future__ import annotations
 
@@ -19,6 +24,15 @@ def debounce(flags, n: int) -> np.ndarray:
         c = c + 1 if v else 0
         run[i] = c
     return run >= n
+
+
+def frame_success(p_task: float, threshold: float, p_paired: float | None = None) -> bool:
+    """The verdict of one frame: ``p_task >= threshold``, vetoed when the paired task's probability
+    ``p_paired`` (None: no pair) is at or above the threshold too. NaN is never a success."""
+    ok = bool(np.isfinite(p_task) and p_task >= threshold)
+    if ok and p_paired is not None and np.isfinite(p_paired) and p_paired >= threshold:
+        return False
+    return ok
 
 
 def first_success(flags, n: int = 1) -> int | None:

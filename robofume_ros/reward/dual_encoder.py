@@ -428,6 +428,11 @@ class DualEncoderRewardModel(RewardModel):
         with torch.no_grad():
             return torch.sigmoid(self._logits_from_features(f, instr)).numpy().astype(np.float64)
 
+    def predict_proba_instructions(self, frame, instructions) -> np.ndarray:
+        """One frame, K instructions: the image tower runs once, the text head K times."""
+        f = self.image_features(as_frames(frame))
+        return self.predict_proba_features(f.expand(len(instructions), -1), list(instructions))
+
     def predict_proba_features(self, features, instruction) -> np.ndarray:
         """Same as :meth:`predict_proba` on precomputed :meth:`image_features` (frozen towers only)."""
         f = torch.as_tensor(features, dtype=torch.float32)

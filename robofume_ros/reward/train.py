@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reverse-k", type=int, default=3,
                    help="reset-free pairs: the first N frames of a successful demo are positives for its paired "
                         "task (0: off)")
+    p.add_argument("--pair-negatives", type=int, default=3,
+                   help="reset-free pairs: the last N frames of a successful demo are negatives for its paired "
+                        "task, whose goal is the opposite state (0: off)")
     p.add_argument("--val-frac", type=float, default=0.2, help="held-out fraction of target episodes (split by episode)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=60)
@@ -92,7 +95,7 @@ def train_reward_model(episodes: Sequence, out, kind: str = "dual_encoder", back
                        batch_size: int | None = None, hidden: int = 256, image_size: int | None = None,
                        spatial_grid: int | None = None, lora_r: int = 0, threshold_method: str = "fpr_cap",
                        max_fpr: float = 0.05, threads: int = 1, precision: str = "auto", embed_backbone: bool = False,
-                       progress: bool = True, model=None, reverse_k: int = 3):
+                       progress: bool = True, model=None, reverse_k: int = 3, pair_negatives: int = 3):
     """Train, choose the threshold, evaluate, save checkpoint + report to ``out``. Returns (model, report)."""
     import torch
     t_start = time.time()
@@ -110,11 +113,12 @@ def train_reward_model(episodes: Sequence, out, kind: str = "dual_encoder", back
     train_idx = [target_idx[i] for i in tr_local]
     val_idx = [target_idx[i] for i in va_local]
 
-    reverse = reverse_pairs(tgt) if reverse_k > 0 else {}
+    reverse = reverse_pairs(tgt) if reverse_k > 0 or pair_negatives > 0 else {}
+    pair = {"reverse": reverse, "reverse_k": reverse_k, "pair_negatives": pair_negatives}
     train_set = label_episodes([episodes[i] for i in train_idx], k=k, neg_demo_frac=neg_demo_frac, episode_ids=train_idx,
-                               reverse=reverse, reverse_k=reverse_k)
+                               **pair)
     val_set = label_episodes([episodes[i] for i in val_idx], k=k, neg_demo_frac=neg_demo_frac, episode_ids=val_idx,
-                             reverse=reverse, reverse_k=reverse_k)
+                             **pair)
     prior_set = label_episodes([episodes[i] for i in prior_idx], k=k, neg_demo_frac=neg_demo_frac,
                                episode_ids=prior_idx) if prior_idx and pretrain_epochs > 0 else None
     if train_set is None or train_set.n_pos == 0:
@@ -214,7 +218,7 @@ def train_reward_model(episodes: Sequence, out, kind: str = "dual_encoder", back
         "model_id": model.model_id, "model_type": model.model_type, "checkpoint": str(out),
         "threshold": thr, "threshold_method": threshold_method, "max_fpr": max_fpr, "threshold_from": thr_source,
         "instructions": instructions, "k": k, "neg_demo_frac": neg_demo_frac, "reverse_pairs": reverse,
-        "reverse_k": reverse_k, "seed": seed,
+        "reverse_k": reverse_k, "pair_negatives": pair_negatives, "seed": seed,
         "episodes": {"train": len(train_idx), "heldout": len(val_idx), "prior": len(prior_idx),
                      "heldout_with_success_gt": len(gt_eps)},
         "frames": {"train": len(train_set), "train_pos": train_set.n_pos, "heldout": len(val_set) if val_set else 0,
@@ -241,7 +245,8 @@ def main(argv=None) -> int:
         eps += load_episodes(path)
     model, report = train_reward_model(
         eps, args.out, kind=args.kind, backbone=args.backbone, init=args.init, tasks=args.tasks, k=args.k,
-        neg_demo_frac=args.neg_demo_frac, reverse_k=args.reverse_k, val_frac=args.val_frac, seed=args.seed, epochs=args.epochs,
+        neg_demo_frac=args.neg_demo_frac, reverse_k=args.reverse_k, pair_negatives=args.pair_negatives,
+        val_frac=args.val_frac, seed=args.seed, epochs=args.epochs,
         pretrain_epochs=args.pretrain_epochs, lr=args.lr, batch_size=args.batch_size, hidden=args.hidden,
         image_size=args.image_size, spatial_grid=args.spatial_grid, lora_r=args.lora_r,
         threshold_method=args.threshold_method, max_fpr=args.max_fpr, threads=args.threads, precision=args.precision,

@@ -79,14 +79,13 @@ class AgentBase:
     bf16: bool = False
 
     @torch.no_grad()
-    def act(self, obs: dict, deterministic: bool = True) -> torch.Tensor:
-        """obs: tensors (B, ...) with 'lang' already embedded. Returns actions (B, A) in [-1,1]."""
+    def act(self, obs: dict, deterministic: bool = True, noise_scale: float = 1.0) -> torch.Tensor:
+        """obs: tensors (B, ...) with 'lang' already embedded. Returns actions (B, A) in [-1,1];
+        stochastic ones with the actor's std scaled by noise_scale (see TanhGaussianActor.explore)."""
         with autocast(self.bf16):
             z = self.encoder(obs)
             mean, log_std = self.actor(z)
-        if deterministic:
-            return torch.tanh(mean)
-        return self.actor.sample(mean, log_std, 1)[0][:, 0]
+        return self.actor.explore(mean.float(), log_std.float(), 0.0 if deterministic else noise_scale)
 
     @torch.no_grad()
     def set_value_offset(self, value: float) -> None:

@@ -153,11 +153,11 @@ class Learner:
             self.step += 1
         return m
 
-    def act(self, obs_np: dict, deterministic: bool = True) -> np.ndarray:
+    def act(self, obs_np: dict, deterministic: bool = True, noise_scale: float = 1.0) -> np.ndarray:
         """Batch acting from numpy obs {proprio (B,P), image/features, instruction: list[str]}."""
         obs = {k: torch.as_tensor(v) for k, v in obs_np.items() if k != "instruction"}
         obs["lang"] = torch.from_numpy(self.lang.embed(obs_np["instruction"]))
-        return self.agent.act(obs, deterministic).numpy()
+        return self.agent.act(obs, deterministic, noise_scale).numpy()
 
     # -- weights for the policy node -------------------------------------------------------
     def policy_payload(self) -> dict:

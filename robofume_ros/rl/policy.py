@@ -75,8 +75,10 @@ class Policy:
 
     @torch.no_grad()
     def act(self, image: Optional[np.ndarray], proprio: np.ndarray, instruction: str,
-            deterministic: bool = True, features: Optional[np.ndarray] = None) -> np.ndarray:
-        """One observation -> one action (A,) float32 in [-1, 1]."""
+            deterministic: bool = True, features: Optional[np.ndarray] = None,
+            noise_scale: float = 1.0) -> np.ndarray:
+        """One observation -> one action (A,) float32 in [-1, 1]; when stochastic, the actor's std is
+        scaled by noise_scale (1: its own distribution, 0: deterministic)."""
         obs = {"proprio": torch.as_tensor(np.asarray(proprio, np.float32)).view(1, -1),
                "lang": torch.from_numpy(self.lang.embed([instruction]))}
         if self.obs_mode == "cnn":
@@ -89,5 +91,5 @@ class Policy:
                 features = self._frozen(image)
             obs["features"] = torch.as_tensor(np.asarray(features, np.float32)).view(1, -1)
         mean, log_std = self.actor(self.encoder(obs))
-        a = torch.tanh(mean) if deterministic else self.actor.sample(mean, log_std, 1)[0][:, 0]
+        a = self.actor.explore(mean, log_std, 0.0 if deterministic else noise_scale)
         return a[0].numpy().astype(np.float32)
