@@ -197,16 +197,18 @@ def test_evaluate_on_episodes_against_ground_truth():
     assert evaluate_on_episodes(StubModel(), [make_episode(4)]) is None
 
 
-def test_reverse_start_frames_are_positives_for_the_paired_task():
+def _pair_demo(instr, task, T=10):
+    """A successful target demo whose frame t is filled with the value t."""
     from robofume_ros.data.episode import Episode
-    from robofume_ros.reward.labels import label_episodes, reverse_pairs
+    img = np.arange(T + 1, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(4, 2).repeat(3, 3)
+    return Episode(images=img, proprio=np.zeros((T + 1, 4), np.float32), actions=np.zeros((T, 4), np.float32),
+                   rewards=-np.ones(T, np.float32), terminals=np.zeros(T, bool), instruction=instr, task=task,
+                   source="target_demo", success=True)
 
-    def demo(instr, task, T=10):
-        img = np.arange(T + 1, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(4, 2).repeat(3, 3)
-        return Episode(images=img, proprio=np.zeros((T + 1, 4), np.float32), actions=np.zeros((T, 4), np.float32),
-                       rewards=-np.ones(T, np.float32), terminals=np.zeros(T, bool), instruction=instr, task=task,
-                       source="target_demo", success=True)
-    eps = [demo("open the drawer", "drawer-open"), demo("close the drawer", "drawer-close")]
+
+def test_reverse_start_frames_are_positives_for_the_paired_task():
+    from robofume_ros.reward.labels import label_episodes, reverse_pairs
+    eps = [_pair_demo("open the drawer", "drawer-open"), _pair_demo("close the drawer", "drawer-close")]
     rev = reverse_pairs(eps)
     assert rev == {"open the drawer": "close the drawer", "close the drawer": "open the drawer"}
     fs = label_episodes(eps, k=3, neg_demo_frac=0.5, reverse=rev, reverse_k=2)
@@ -221,15 +223,8 @@ def test_reverse_start_frames_are_positives_for_the_paired_task():
 
 
 def test_pair_negatives_are_the_paired_tasks_goal_frames():
-    from robofume_ros.data.episode import Episode
     from robofume_ros.reward.labels import label_episodes, reverse_pairs
-
-    def demo(instr, task, T=10):
-        img = np.arange(T + 1, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(4, 2).repeat(3, 3)
-        return Episode(images=img, proprio=np.zeros((T + 1, 4), np.float32), actions=np.zeros((T, 4), np.float32),
-                       rewards=-np.ones(T, np.float32), terminals=np.zeros(T, bool), instruction=instr, task=task,
-                       source="target_demo", success=True)
-    eps = [demo("open the drawer", "drawer-open"), demo("close the drawer", "drawer-close")]
+    eps = [_pair_demo("open the drawer", "drawer-open"), _pair_demo("close the drawer", "drawer-close")]
     fs = label_episodes(eps, k=3, neg_demo_frac=0.5, reverse=reverse_pairs(eps), reverse_k=0, pair_negatives=2)
     rows = list(zip(fs.t, fs.episode, fs.labels, fs.instructions))
     # the opening demo's last 2 frames (drawer open) are negatives for "close the drawer" ...
