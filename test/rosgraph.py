@@ -63,9 +63,15 @@ class Probe:
                 self.messages[t].append((time.monotonic(), msg))
         self.node.create_subscription(msg_type, topic, cb, profile)
 
-    def publisher(self, topic: str, msg_type, qos=None):
+    def publisher(self, topic: str, msg_type, qos=None, wait_s: float = 15.0):
+        """A publisher on the probe's node, returned once a subscriber of the graph has matched it
+        (or after wait_s): messages published before discovery completes are lost."""
         from robofume_ros.ros import qos as q
-        return self.node.create_publisher(msg_type, topic, qos or q.for_topic(topic))
+        pub = self.node.create_publisher(msg_type, topic, qos or q.for_topic(topic))
+        deadline = time.monotonic() + wait_s
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return pub
 
     def get(self, topic: str) -> list:
         with self.lock:

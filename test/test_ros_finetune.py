@@ -61,8 +61,11 @@ def finetune_specs(tmp_path, models, budget=100000, **extra):
     specs = graph.nodes("finetune", args)
     by = {s.name: s for s in specs}
     # tiny-model settings: the random reward says "done" on every frame (threshold 0), debounced
-    # over 3 frames, so episodes end on reward success after 3 steps; weights every 10 updates
-    by["reward"].parameters.update(threshold=0.0, debounce_frames=3)
+    # over 3 frames, so episodes end on reward success after 3 steps; weights every 10 updates.
+    # It says "done" for both tasks of the drawer pair, which the pair veto would reject: the veto is
+    # pointed at another pair here (test_ros_reward tests it)
+    by["reward"].parameters.update(threshold=0.0, debounce_frames=3,
+                                   paired_instructions=["lift the cup", "lower the cup"])
     by["learner"].parameters.update(weights_every=10, checkpoint_every=20, utd_ratio=0.5)
     return specs, by
 
