@@ -51,8 +51,8 @@ class RewardNode(Node):
         self.throttle = Throttle(self.log)
         if p.paired_instructions and len(p.paired_instructions) != 2:
             raise ValueError(f"paired_instructions must name two instructions, got {p.paired_instructions}")
-        a, b = (list(p.paired_instructions) + ["", ""])[:2]
-        self.partner = {a: b, b: a} if a else {}
+        pair = list(p.paired_instructions)
+        self.partner = dict(zip(pair, reversed(pair)))      # each instruction -> the other one
         self.vetoed = 0
         self.model = self._load()
         self._newest = None
