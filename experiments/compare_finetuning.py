@@ -93,11 +93,9 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
         feat = enc(obs.image)
         if reward is None:
             done = bool(obs.success)
-        elif pair_veto:    # as the reward node with paired_instructions (config/sim_drawer.yaml)
-            p_task, p_other = reward.predict_proba_instructions(obs.image, [instr, partner[instr]])
+        else:              # as the reward node (with paired_instructions, config/sim_drawer.yaml)
+            p_task, p_other = reward.predict_proba_with_partner(obs.image, instr, partner[instr] if pair_veto else None)
             done = frame_success(p_task, reward.threshold, p_other)
-        else:
-            done = frame_success(reward.predict_proba(obs.image[None], instr)[0], reward.threshold)
         ev = sw.step(done)
         if ev is not None:
             # the frame that ended the episode closes its chain, then the other task starts from it

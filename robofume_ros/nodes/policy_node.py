@@ -6,8 +6,8 @@ out: /robot/command (ArmCommand, header.stamp = the observation's stamp, source 
 
 Stochastic while fine-tuning (exploration, its width scaled by noise_scale), deterministic for
 evaluation. New weights are decoded off the control path (a separate callback group) and swapped in
-between two ticks, so no tick is missed. No observation, no command: when observations stop, the arm stops being driven
-(and the robot's watchdog holds it).
+between two ticks, so no tick is missed. No observation, no command: when observations stop, the
+arm stops being driven (and the robot's watchdog holds it).
 """
 from __future__ import annotations
 

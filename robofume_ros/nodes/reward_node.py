@@ -107,11 +107,7 @@ class RewardNode(Node):
             return
         model = self.model
         t0 = time.perf_counter()
-        partner = self.partner.get(obs.instruction)
-        if partner:
-            prob, p_partner = (float(x) for x in model.predict_proba_instructions(frame, [obs.instruction, partner]))
-        else:
-            prob, p_partner = float(model.predict_proba(frame[None], obs.instruction)[0]), None
+        prob, p_partner = model.predict_proba_with_partner(frame, obs.instruction, self.partner.get(obs.instruction))
         latency = (time.perf_counter() - t0) * 1e3
         key = (obs.episode_index, obs.instruction)
         if key != self._episode:

@@ -164,6 +164,14 @@ class RewardModel(ABC):
         frame = np.asarray(frame)
         return self.predict_proba(np.repeat(frame[None], len(instructions), axis=0), list(instructions))
 
+    def predict_proba_with_partner(self, frame, instruction: str, partner: str | None = None):
+        """(P(done | frame, instruction), P(done | frame, partner) or None without a partner): the two
+        inputs of ``reward.debounce.frame_success``'s pair veto, from one pass of the image tower."""
+        if not partner:
+            return float(self.predict_proba(np.asarray(frame)[None], instruction)[0]), None
+        p, q = self.predict_proba_instructions(frame, [instruction, partner])
+        return float(p), float(q)
+
     def accuracy(self, frames) -> float:
         """Accuracy at p >= 0.5 on a labelled FrameSet (the training loops' validation metric)."""
         p = self.predict_proba(frames.images, list(frames.instructions))
