@@ -27,12 +27,15 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def pretrain(algo: str, data: Path, out: Path, steps: int, seed: int) -> Path:
+def pretrain(algo: str, data: Path, out: Path, steps: int, seed: int, bc_only_successful: bool = False) -> Path:
     from robofume_ros.rl import pretrain as pt
+    from robofume_ros.rl.learner import BC_ONLY_SUCCESSFUL
     ck = out / "checkpoint.pt"
     if not (out / "DONE").exists():
+        extra = ["--set", f"{BC_ONLY_SUCCESSFUL[algo]}=True"] if bc_only_successful else []
         rc = pt.main(["--data", str(data), "--out", str(out), "--algo", algo, "--obs-mode", "features",
-                      "--steps", str(steps), "--seed", str(seed), "--bf16", "--no-progress", "--log-every", "250"])
+                      "--steps", str(steps), "--seed", str(seed), "--bf16", "--no-progress", "--log-every", "250"]
+                     + extra)
         if rc not in (None, 0):
             raise SystemExit(f"pretrain {algo} seed {seed} failed")
         (out / "DONE").write_text("ok\n")
@@ -42,7 +45,8 @@ def pretrain(algo: str, data: Path, out: Path, steps: int, seed: int) -> Path:
 def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: Path, steps: int, seed: int,
                max_episode_steps: int, success_frames: int = 3, reward_threshold=None,
                backward_max_episode_steps: int = 0, exploration_noise: float = 1.0,
-               bc_weight: float = -1.0, pair_veto: bool = True) -> list[dict]:
+               bc_weight: float = -1.0, pair_veto: bool = True, bc_only_successful: bool = False,
+               home_jitter: float = 0.03) -> list[dict]:
     """Reset-free fine-tuning; returns one record per finished episode."""
     import torch
 
@@ -63,6 +67,8 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
     L.add_offline(load_episodes(data), fit_stats=False)
     if bc_weight >= 0 and hasattr(L.agent.cfg, "bc_weight"):      # as the learner node's bc_weight knob
         L.set_agent_option("bc_weight", bc_weight)
+    if bc_only_successful:                                       # the learner node's knob
+        L.set_bc_only_successful(True)
     enc = FrozenImageEncoder()
     reward = None
     if reward_kind == "learned":
@@ -73,7 +79,7 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
     world = ResetFreeWorld(pair="drawer", seed=scene_seed(data))   # the robot's workspace: the demos' scene
     world.reset()
     home_rng = np.random.default_rng([seed, 77])
-    workspace_start(world, "forward", home_rng, 0.03)
+    workspace_start(world, "forward", home_rng, home_jitter)
     sw = TaskSwitcher(TaskSpec(world.tasks[0], "open the drawer"), TaskSpec(world.tasks[1], "close the drawer"),
                       max_episode_steps=max_episode_steps, help_after_timeouts=0, success_frames=success_frames,
                       backward_max_episode_steps=backward_max_episode_steps)
@@ -107,7 +113,7 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
                 records.append({"end_step": t + 1, "task": ep.task, "steps": len(ep),
                                 "reward_success": bool(ep.success), "gt_success": bool(ep.success_gt[-1])})
             world.switch("forward" if ev.new_phase == 0 else "backward")
-            world.home(0.03, home_rng)          # as the sim node does (home_on_switch)
+            world.home(home_jitter, home_rng)   # as the sim node does (home_on_switch, home_jitter_m)
             obs = world.observe()
         if len(L.online):
             L.update()
@@ -162,6 +168,12 @@ def main(argv=None) -> int:
                     help="online action std scale (the policy node's noise_scale)")
     ap.add_argument("--bc-weight", type=float, default=FULL.finetune_bc_weight,
                     help="actor BC weight online (-1: the pre-trained one)")
+    ap.add_argument("--bc-filter", choices=["all", "success"], default="success" if FULL.bc_only_successful else "all",
+                    help="behaviour cloning (Cal-QL/CQL's actor term, BC itself) on all data or only on episodes "
+                    "that succeeded, in pre-training and online")
+    ap.add_argument("--home-jitter", type=float, default=FULL.home_jitter,
+                    help="random offset of the arm's home pose between episodes, metres per axis (online and in "
+                    "the evaluations' starts)")
     ap.add_argument("--no-pair-veto", action="store_true",
                     help="learned reward: do not veto frames it calls done for both tasks of the pair")
     ap.add_argument("--reward-threshold", type=float, default=None, help="override the reward model's threshold")
@@ -184,24 +196,26 @@ def main(argv=None) -> int:
             name = f"{algo}_{rkind}_s{seed}"
             print(f"== {name}", flush=True)
             t0 = time.monotonic()
-            ck = pretrain(algo, data, out / "pretrain" / f"{algo}_s{seed}", ns.pretrain_steps, seed)
+            ck = pretrain(algo, data, out / "pretrain" / f"{algo}_s{seed}", ns.pretrain_steps, seed,
+                          ns.bc_filter == "success")
             nothing = {"forward_success": None, "backward_success": None}
             ev_file = out / "pretrain" / f"{algo}_s{seed}" / "eval.json"
             if ns.eval_trials and not ev_file.exists():
                 r, _ = evaluate_policy(Policy.load(ck), trials=ns.eval_trials, max_steps=ns.max_episode_steps, seed=5000 + seed,
-                                       scene_seed=scene_seed(data))
+                                       scene_seed=scene_seed(data), start_jitter=ns.home_jitter)
                 ev_file.write_text(json.dumps(r.as_dict()))
             pre = json.loads(ev_file.read_text()) if ns.eval_trials else nothing
             recs = online_run(ck, data, reward_dir, rkind, out / "online" / name, ns.online_steps, seed,
                               ns.max_episode_steps, reward_threshold=ns.reward_threshold,
                               backward_max_episode_steps=ns.backward_max_episode_steps,
                               exploration_noise=ns.exploration_noise, bc_weight=ns.bc_weight,
-                              pair_veto=not ns.no_pair_veto)
+                              pair_veto=not ns.no_pair_veto, bc_only_successful=ns.bc_filter == "success",
+                              home_jitter=ns.home_jitter)
             post_file = out / "online" / name / "eval.json"
             if ns.eval_trials and not post_file.exists():
                 r, _ = evaluate_policy(Policy.load(out / "online" / name / "policy.pt"), trials=ns.eval_trials,
                                        max_steps=ns.max_episode_steps, seed=5000 + seed,
-                                       scene_seed=scene_seed(data))
+                                       scene_seed=scene_seed(data), start_jitter=ns.home_jitter)
                 post_file.write_text(json.dumps(r.as_dict()))
             post = json.loads(post_file.read_text()) if ns.eval_trials else nothing
             xs, ys = curve(recs, "drawer-open", ns.online_steps)

@@ -82,6 +82,8 @@ ARGUMENTS: list[LaunchArg] = [
               "ground_truth (simulator, for scripted data collection only)", _ov(("task_switcher", "success_source", str))),
     LaunchArg("home_on_switch", "", "simulator: the arm goes home (scene untouched) at every task switch",
               _ov(("sim", "home_on_switch", bool))),
+    LaunchArg("home_jitter", "", "simulator: random offset of the arm's home pose at a switch, metres per axis "
+              "(start-state diversity)", _ov(("sim", "home_jitter_m", float))),
     LaunchArg("action_noise", "", "std of Gaussian noise added to scripted actions",
               _ov(("scripted_policy", "noise_std", float))),
     LaunchArg("record", "true", "record every observation, command, reward and switch to a rosbag2 (MCAP)"),
@@ -99,6 +101,8 @@ ARGUMENTS: list[LaunchArg] = [
               "(1: the actor's own, 0: deterministic)", _ov(("policy", "noise_scale", float))),
     LaunchArg("bc_weight", "", "actor BC weight while fine-tuning (-1: the pre-trained checkpoint's)",
               _ov(("learner", "bc_weight", float))),
+    LaunchArg("bc_only_successful", "", "actor BC term only on episodes that succeeded (true/false; default "
+              "from the params file)", _ov(("learner", "bc_only_successful", bool))),
     LaunchArg("run_dir", "", "folder for logs, bags, checkpoints (default: runs/<timestamp>)",
               _ov(("learner", "run_dir", str))),
 ]

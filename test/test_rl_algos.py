@@ -198,3 +198,35 @@ def test_iql_actor_density_stays_finite_for_saturated_data_actions():
     torch.testing.assert_close(lp, ref)
     lp.sum().backward()
     assert mean.grad.abs().max() <= 1.0       # a = +-1 pulls the mean, it does not dominate the loss
+
+
+def test_calql_bc_term_can_skip_failed_episodes():
+    """bc_only_successful: the actor's BC loss averages over transitions of successful episodes only
+    (a failed episode's MC return is exactly the all-failure value)."""
+    L = Learner(LearnerConfig(algo="calql", lang_mode="none", seed=0, agent={"batch_size": 8}), 2, 2)
+    L.add_offline(scripted_dataset(4, seed=0))
+    agent, cfg = L.agent, L.agent.cfg
+    batch = L.sample_batch()
+    fail = (-1.0 * cfg.reward_scale + cfg.reward_bias) / (1 - cfg.gamma)
+    batch["mc_returns"] = torch.tensor([fail] * 4 + [-50.0] * 4)
+    with torch.no_grad():
+        mean, _ = agent.actor(agent.encoder(batch["obs"]))
+    per = ((torch.tanh(mean) - batch["actions"]) ** 2).mean(-1)
+    _, m = agent.losses(batch)
+    torch.testing.assert_close(m["bc_loss"], per.mean())
+    L.set_agent_option("bc_only_successful", True)
+    _, m = agent.losses(batch)
+    torch.testing.assert_close(m["bc_loss"], per[4:].mean())
+    assert float(m["bc_share"]) == 0.5
+    batch["mc_returns"] = torch.full((8,), fail)
+    _, m = agent.losses(batch)
+    assert float(m["bc_loss"]) == 0.0 and float(m["bc_share"]) == 0.0
+
+
+def test_learner_restricts_each_algorithms_bc_term():
+    for algo, option in (("calql", "bc_only_successful"), ("cql", "bc_only_successful"), ("bc", "only_successful")):
+        L = Learner(LearnerConfig(algo=algo, lang_mode="none"), 2, 2)
+        L.set_bc_only_successful(True)
+        assert getattr(L.agent.cfg, option) is True and L.cfg.agent[option] is True
+    with pytest.raises(ValueError, match="no behaviour-cloning"):
+        Learner(LearnerConfig(algo="iql", lang_mode="none"), 2, 2).set_bc_only_successful(True)

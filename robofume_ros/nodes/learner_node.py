@@ -40,6 +40,8 @@ class Params:
     use_rnd: bool = knob(False, "add the OOO RND exploration bonus to online rewards")
     bc_weight: float = knob(-1.0, "actor BC weight while fine-tuning (Cal-QL's RoboFuME term; -1 = keep the "
                             "pre-trained checkpoint's)")
+    bc_only_successful: bool = knob(False, "actor BC term only on episodes that succeeded (failed exploration is "
+                                     "left to the critic, not imitated)")
     action_dim: int = knob(4, "action components: 4 (xyz + gripper) or 7 (xyz + rpy + gripper)")
     num_threads: int = knob(1, "torch threads for training")
     seed: int = knob(0, "seed for sampling")
@@ -99,6 +101,9 @@ class LearnerNode(Node):
         if p.bc_weight >= 0:
             L.set_agent_option("bc_weight", p.bc_weight)
             self.get_logger().info(f"actor BC weight {p.bc_weight} while fine-tuning")
+        if p.bc_only_successful:
+            L.set_bc_only_successful(True)
+            self.get_logger().info("actor BC term on successful episodes only")
         for path in p.offline_dataset:
             eps = load_episodes(path)
             self._with_features(eps, L)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from robofume_ros.rl.common import AgentBase, ObsDims, autocast
+from robofume_ros.rl.common import AgentBase, ObsDims, autocast, successful
 from robofume_ros.rl.networks import NetConfig, ObsEncoder, TanhGaussianActor, grad_norm
 
 
@@ -47,8 +47,7 @@ class BC(AgentBase):
         else:
             per = ((torch.tanh(mean) - a) ** 2).mean(-1)
         if cfg.only_successful:
-            fail = (-1.0 * cfg.reward_scale + cfg.reward_bias) / (1 - cfg.gamma)
-            w = (batch["mc_returns"] > fail + 1e-3).float()
+            w = successful(batch["mc_returns"], cfg.gamma, cfg.reward_scale, cfg.reward_bias)
             loss = (w * per).sum() / w.sum().clamp_min(1.0)
         else:
             loss = per.mean()

@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
-from robofume_ros.rl.common import AgentBase, ObsDims, ScalarParam, autocast, keep_freed_memory
+from robofume_ros.rl.common import AgentBase, ObsDims, ScalarParam, autocast, keep_freed_memory, successful
 from robofume_ros.rl.networks import NetConfig, ObsEncoder, StackedQ, TanhGaussianActor, grad_norm
 
 
@@ -60,6 +59,8 @@ class CalQLConfig:
     init_alpha: float = 1.0              # initial entropy temperature
     bc_weight: float = 0.1               # RoboFuME actor BC weight; the BC loss is rescaled to |RL loss| first (0 = off)
     bc_loss: str = "mse"                 # "mse" (tanh(mean) vs data action) or "nll" (-log pi(a_data|s))
+    bc_only_successful: bool = False     # BC only on transitions of episodes that succeeded (online
+                                         # exploration that failed is not imitated; RL still sees it)
     grad_clip: float = 0.0               # max global grad norm per optimiser (0 = no clipping)
     bf16: bool = False                   # bf16 autocast for the forward passes (loss math stays fp32)
     online_ratio: float = 0.5            # share of each batch drawn from the online store once it has data
@@ -123,9 +124,15 @@ class CalQL(AgentBase):
             rl_loss = (alpha * logp_pi[:, 0] - q_pi).mean()
             if cfg.bc_weight > 0:
                 if cfg.bc_loss == "nll":
-                    bc = -self.actor.log_prob(mean, log_std, a_data).mean()
+                    bc_per = -self.actor.log_prob(mean, log_std, a_data)
                 else:
-                    bc = F.mse_loss(torch.tanh(mean), a_data)
+                    bc_per = ((torch.tanh(mean) - a_data) ** 2).mean(-1)
+                if cfg.bc_only_successful:
+                    w = successful(mc, cfg.gamma, cfg.reward_scale, cfg.reward_bias)
+                    bc = (w * bc_per).sum() / w.sum().clamp_min(1.0)
+                    m["bc_share"] = w.mean()
+                else:
+                    bc = bc_per.mean()
                 scale = (rl_loss.abs() / (bc.abs() + 1e-6)).detach()
                 actor_loss = rl_loss + cfg.bc_weight * scale * bc
                 m["bc_loss"] = bc.detach()

@@ -31,6 +31,8 @@ from robofume_ros.rl.sac import SAC, SACConfig
 ALGOS = {"calql": (CalQL, CalQLConfig), "cql": (CQL, CQLConfig), "iql": (IQL, IQLConfig),
          "bc": (BC, BCConfig), "sac": (SAC, SACConfig)}
 KIND = "robofume_rl_learner"
+# the option that limits behaviour cloning to episodes that succeeded (Cal-QL/CQL's actor BC term, BC itself)
+BC_ONLY_SUCCESSFUL = {"calql": "bc_only_successful", "cql": "bc_only_successful", "bc": "only_successful"}
 
 
 @dataclass
@@ -105,6 +107,12 @@ class Learner:
             raise ValueError(f"{self.cfg.algo} has no option {name!r}")
         setattr(self.agent.cfg, name, value)
         self.cfg.agent = {**self.cfg.agent, name: value}
+
+    def set_bc_only_successful(self, on: bool = True) -> None:
+        """Behaviour cloning only on episodes that succeeded (failed exploration is not imitated)."""
+        if self.cfg.algo not in BC_ONLY_SUCCESSFUL:
+            raise ValueError(f"{self.cfg.algo} has no behaviour-cloning term to restrict")
+        self.set_agent_option(BC_ONLY_SUCCESSFUL[self.cfg.algo], on)
 
     def add_episode(self, ep) -> None:
         """Add one finished online episode (its MC returns are computed now; calibration stays on)."""
