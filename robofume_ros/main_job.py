@@ -39,7 +39,7 @@ class Sizes:
     backward_max_episode_steps: int  # time limit of a backward (reset) episode online
     success_frames: int       # reward says done this many frames in a row -> episode ends
     reward_max_fpr: float     # FP-rate cap on held-out frames when the reward threshold is chosen
-    reward_threshold: float   # threshold the reward node uses online (the held-out choice was too low online)
+    reward_threshold: float   # threshold the reward node uses online (<= 0: the model's own, chosen on held-out frames)
     reward_reverse_k: int     # start frames of the paired task used as positives (0: none, see README)
     reward_pair_negatives: int = 3  # end frames of a demo used as negatives of the paired task (see README)
     finetune_bc_weight: float = -1.0  # actor BC weight online (-1: the pre-trained one, see README)
@@ -58,7 +58,7 @@ class Sizes:
 # of 20 from the workspace's 10 cm (README): fine-tuning has that shift to learn.
 FULL = Sizes(generate=["--demos", "20"], reward_epochs=60, pretrain_steps=3000, finetune_budget=9000,
              retrain_steps=3000, eval_trials=20, max_episode_steps=150, backward_max_episode_steps=100,
-             success_frames=3, reward_max_fpr=0.01, reward_threshold=0.7, reward_reverse_k=0,
+             success_frames=3, reward_max_fpr=0.01, reward_threshold=0.0, reward_reverse_k=0,
              exploration_noise=0.5, finetune_bc_weight=1.0, bc_only_successful=True, home_jitter=0.1)
 QUICK = Sizes(generate=["--quick"], reward_epochs=15, pretrain_steps=300, finetune_budget=300, retrain_steps=300,
               eval_trials=2, max_episode_steps=120, backward_max_episode_steps=0, success_frames=3,
@@ -94,11 +94,13 @@ def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward
             "max_episode_steps": str(sizes.max_episode_steps),
             "backward_max_episode_steps": str(sizes.backward_max_episode_steps),
             "success_frames": str(sizes.success_frames),
-            "reward_threshold": str(sizes.reward_threshold), "bc_weight": str(sizes.finetune_bc_weight),
+            "bc_weight": str(sizes.finetune_bc_weight),
             "exploration_noise": str(sizes.exploration_noise),
             "bc_only_successful": str(sizes.bc_only_successful).lower(),
             "home_jitter": str(sizes.home_jitter),
             "help_after_timeouts": "0"}   # nobody to call in simulation: keep alternating
+    if sizes.reward_threshold > 0:
+        args["reward_threshold"] = str(sizes.reward_threshold)
     last = [0.0]
 
     def on_tick(elapsed: float):

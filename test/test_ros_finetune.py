@@ -71,7 +71,8 @@ def finetune_specs(tmp_path, models, budget=100000, **extra):
 
 
 def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, models):
-    specs, by = finetune_specs(tmp_path, models)
+    specs, by = finetune_specs(tmp_path, models, bc_only_successful="true")
+    assert by["learner"].parameters["bc_only_successful"] is True      # the launch argument reaches the learner
     learner_dir = tmp_path / "run" / "learner"
     with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
         probe = g.probe({"/reward": Reward, "/task_phase": TaskPhase, "/policy/weights": PolicyWeights,
@@ -92,6 +93,7 @@ def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, mo
         # transitions reach disk before training: online episodes in the dataset
         status = json.loads((learner_dir / "status.json").read_text())
         assert status["updates"] > 0 and status["online_transitions"] > 0
+        assert "actor BC term on successful episodes only" in g.log("learner")
         online_eps = sorted((learner_dir / "online" / "episodes").iterdir())
         assert len(online_eps) >= 3
         # kill the learner: the runner respawns it, and it resumes with nothing it had lost
