@@ -10,7 +10,7 @@
   6. retrain    OOO: a pessimistic policy (IQL) trained from scratch on all data seen
   7. evaluate   forward/backward success by simulator ground truth for the pre-trained,
                 fine-tuned and retrained policies, in the robot's workspace scene from reset-free
-                starts (arm homed +- 3 cm); report.md with plots and an episode video
+                starts (arm homed +- home_jitter, 10 cm); report.md with plots and an episode video
 
 Every stage writes into --out and is skipped when its output exists, so an interrupted run
 continues where it stopped (--fresh starts over). --quick runs the same stages at toy sizes.
