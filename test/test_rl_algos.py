@@ -202,13 +202,12 @@ def test_iql_actor_density_stays_finite_for_saturated_data_actions():
 
 def test_calql_bc_term_can_skip_failed_episodes():
     """bc_only_successful: the actor's BC loss averages over transitions of successful episodes only
-    (a failed episode's MC return is exactly the all-failure value)."""
+    (the replay's per-transition success flag: its episode got more than the failure reward)."""
     L = Learner(LearnerConfig(algo="calql", lang_mode="none", seed=0, agent={"batch_size": 8}), 2, 2)
     L.add_offline(scripted_dataset(4, seed=0))
     agent, cfg = L.agent, L.agent.cfg
     batch = L.sample_batch()
-    fail = (-1.0 * cfg.reward_scale + cfg.reward_bias) / (1 - cfg.gamma)
-    batch["mc_returns"] = torch.tensor([fail] * 4 + [-50.0] * 4)
+    batch["success"] = torch.tensor([0.0] * 4 + [1.0] * 4)
     with torch.no_grad():
         mean, _ = agent.actor(agent.encoder(batch["obs"]))
     per = ((torch.tanh(mean) - batch["actions"]) ** 2).mean(-1)
@@ -218,7 +217,7 @@ def test_calql_bc_term_can_skip_failed_episodes():
     _, m = agent.losses(batch)
     torch.testing.assert_close(m["bc_loss"], per[4:].mean())
     assert float(m["bc_share"]) == 0.5
-    batch["mc_returns"] = torch.full((8,), fail)
+    batch["success"] = torch.zeros(8)
     _, m = agent.losses(batch)
     assert float(m["bc_loss"]) == 0.0 and float(m["bc_share"]) == 0.0
 

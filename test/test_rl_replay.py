@@ -62,6 +62,7 @@ def test_store_layout_growth_and_next_obs():
     np.testing.assert_allclose(b["rewards"][10:13], [-5, -5, 5])
     np.testing.assert_allclose(b["mc_returns"][10:13], mc_returns([-1, -1, 0], [0, 0, 1], 0.5, 10, 5))
     np.testing.assert_allclose(b["mc_returns"][:5], -5 / 0.5)
+    np.testing.assert_array_equal(b["success"], [0.0] * 10 + [1.0] * 3 + [0.0] * 15)   # only episode 2 succeeded
     assert set(b["lang"].tolist()) == {0, 1}
     assert b["dones"].sum() == 1
 

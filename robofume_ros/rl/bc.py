@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from robofume_ros.rl.common import AgentBase, ObsDims, autocast, successful
+from robofume_ros.rl.common import AgentBase, ObsDims, autocast
 from robofume_ros.rl.networks import NetConfig, ObsEncoder, TanhGaussianActor, grad_norm
 
 
@@ -23,7 +23,7 @@ class BCConfig:
     reward_scale: float = 10.0           # only used for the logged MC returns
     reward_bias: float = 5.0             # only used for the logged MC returns
     loss: str = "nll"                    # "nll" or "mse"
-    only_successful: bool = False        # train only on transitions of successful episodes (mc > failure value)
+    only_successful: bool = False        # train only on transitions of successful episodes (replay's success flag)
     bf16: bool = False                   # bf16 autocast for the forward passes
     online_ratio: float = 0.5            # share of online data per batch (when used online)
 
@@ -47,7 +47,7 @@ class BC(AgentBase):
         else:
             per = ((torch.tanh(mean) - a) ** 2).mean(-1)
         if cfg.only_successful:
-            w = successful(batch["mc_returns"], cfg.gamma, cfg.reward_scale, cfg.reward_bias)
+            w = batch["success"]
             loss = (w * per).sum() / w.sum().clamp_min(1.0)
         else:
             loss = per.mean()

@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from robofume_ros.rl.common import AgentBase, ObsDims, ScalarParam, autocast, keep_freed_memory, successful
+from robofume_ros.rl.common import AgentBase, ObsDims, ScalarParam, autocast, keep_freed_memory
 from robofume_ros.rl.networks import NetConfig, ObsEncoder, StackedQ, TanhGaussianActor, grad_norm
 
 
@@ -128,7 +128,7 @@ class CalQL(AgentBase):
                 else:
                     bc_per = ((torch.tanh(mean) - a_data) ** 2).mean(-1)
                 if cfg.bc_only_successful:
-                    w = successful(mc, cfg.gamma, cfg.reward_scale, cfg.reward_bias)
+                    w = batch["success"]          # per transition: its episode succeeded (replay)
                     bc = (w * bc_per).sum() / w.sum().clamp_min(1.0)
                     m["bc_share"] = w.mean()
                 else:

@@ -56,16 +56,6 @@ def keep_freed_memory() -> bool:
     return ok
 
 
-def successful(mc_returns: torch.Tensor, gamma: float, reward_scale: float, reward_bias: float,
-               failure_reward: float = -1.0) -> torch.Tensor:
-    """1.0 for transitions of episodes that reached success, 0.0 for all-failure episodes.
-
-    Read off the MC return: the all-failure rule gives every step of a failed episode exactly
-    r'_fail / (1 - gamma), and any success lifts every return of its episode above that."""
-    fail = (failure_reward * reward_scale + reward_bias) / (1.0 - gamma)
-    return (mc_returns > fail + 1e-3).float()
-
-
 def to_torch(batch: dict, device="cpu") -> dict:
     """numpy batch (nested dicts) -> torch tensors without copies where possible."""
     out = {}

@@ -34,7 +34,7 @@ def mc_returns(rewards: np.ndarray, terminals: np.ndarray, gamma: float, reward_
     if T == 0:
         return np.zeros(0, np.float32)
     r_fail = failure_reward * reward_scale + reward_bias
-    if sparse and np.all(r == r_fail):
+    if sparse and not succeeded(rewards, failure_reward):
         return np.full(T, r_fail / (1.0 - gamma), np.float32)
     out = np.empty(T, np.float64)
     g = 0.0
@@ -42,6 +42,12 @@ def mc_returns(rewards: np.ndarray, terminals: np.ndarray, gamma: float, reward_
         g = r[t] + gamma * g * (1.0 - d[t])
         out[t] = g
     return out.astype(np.float32)
+
+
+def succeeded(rewards: np.ndarray, failure_reward: float = -1.0) -> bool:
+    """Whether a trajectory ever got more than the failure reward (raw rewards): the all-failure
+    rule of the MC returns applies to the trajectories where this is False."""
+    return bool(np.any(np.asarray(rewards, dtype=np.float64) != failure_reward))
 
 
 @dataclass
@@ -83,6 +89,7 @@ class ReplayStore:
             "raw_rewards": np.zeros(cap_t, np.float32),
             "dones": np.zeros(cap_t, np.float32),         # terminal (task achieved), not timeouts
             "mc_returns": np.zeros(cap_t, np.float32),
+            "success": np.zeros(cap_t, np.float32),       # 1: the transition's episode succeeded
             "lang": np.zeros(cap_t, np.int64),
             "episode": np.zeros(cap_t, np.int64),
         }
@@ -131,6 +138,7 @@ class ReplayStore:
         tr["dones"][sl] = np.asarray(ep.terminals, np.float32)
         tr["mc_returns"][sl] = mc_returns(ep.rewards, ep.terminals, s.gamma, s.reward_scale,
                                           s.reward_bias, s.sparse, s.failure_reward)
+        tr["success"][sl] = float(succeeded(ep.rewards, s.failure_reward))
         tr["lang"][sl] = self.lang_index(ep.instruction)
         tr["episode"][sl] = self.n_episodes
         self.n_obs += T + 1
@@ -146,7 +154,7 @@ class ReplayStore:
         """Transitions at `idx` as a dict of numpy arrays (fancy indexing, no Python loop)."""
         tr = self._tr
         oi = tr["obs_index"][idx]
-        out = {k: tr[k][idx] for k in ("actions", "rewards", "dones", "mc_returns", "lang")}
+        out = {k: tr[k][idx] for k in ("actions", "rewards", "dones", "mc_returns", "success", "lang")}
         out["obs"] = {k: a[oi] for k, a in self._obs.items()}
         out["next_obs"] = {k: a[oi + 1] for k, a in self._obs.items()}
         return out
