@@ -126,6 +126,9 @@ def test_other_pairs(pair):
     np.testing.assert_array_equal(w.object_qpos(), q)
     assert run_until_success(w) is not None
     assert w.reset_count == 1
+    assert len(w._arm_qpos) == 7               # the Sawyer's joints, found by name in every scene
+    w.home(0.0)
+    np.testing.assert_allclose(w._env.data.qpos[w._arm_qpos], w._home_qpos, atol=0.05)
 
 
 # ------------------------------------------------------------------ images, determinism, actions
@@ -204,6 +207,32 @@ def test_action_validation():
     pose = w.ee_pose()
     assert pose.shape == (7,) and abs(np.linalg.norm(pose[3:]) - 1) < 1e-6
     np.testing.assert_allclose(pose[:3], w.proprio[:3], atol=1e-5)
+
+
+def test_home_returns_the_arm_joints_not_just_the_hand():
+    """Reset-free homing is a joint-space move: after the arm wanders, home() restores the joint
+    configuration of reset() (a hand-only homing leaves the redundant elbow/wrist drifted), puts the
+    hand at the home position and leaves the scene alone."""
+    def wander_then_home(joints):
+        w = ResetFreeWorld("drawer", seed=0, render=False)
+        w.reset()
+        q_home, hand_home = w._env.data.qpos[:7].copy(), w.proprio[:3].copy()
+        rng = np.random.default_rng(3)
+        for _ in range(300):
+            w.step(np.concatenate([rng.uniform(-1, 1, 3), [-1.0]]))
+        drawer = w._env.data.qpos[9]
+        drift = np.abs(w._env.data.qpos[:7] - q_home).max()
+        w.home(0.0, rng, joints=joints)
+        assert np.linalg.norm(w.proprio[:3] - hand_home) < 0.01
+        assert w._env.data.qpos[9] == pytest.approx(drawer, abs=1e-3)
+        return drift, np.abs(w._env.data.qpos[:7] - q_home).max()
+
+    drift, left = wander_then_home(joints=True)
+    assert drift > 0.2                       # the wander really moved the joints
+    assert left < 0.05
+    drift_c, left_c = wander_then_home(joints=False)
+    assert drift_c == pytest.approx(drift)
+    assert left_c > 0.1                      # the hand is home, the arm's posture is not
 
 
 # ------------------------------------------------------------------ prior-data worlds

@@ -46,7 +46,8 @@ class Params(GateParams):
     lockstep_timeout_s: float = knob(2.0, "lockstep: wall seconds to wait for a command before holding still")
     initial_phase: str = knob("forward", "task active before the first /task_phase message")
     home_on_switch: bool = knob(True, "at every task switch the arm (never the scene) goes home, as a robot does "
-                                "by itself between reset-free episodes; no frames are published meanwhile")
+                                "by itself between reset-free episodes: back to its home joint configuration, "
+                                "then the hand to the (jittered) home position; no frames are published meanwhile")
     home_jitter_m: float = knob(0.03, "random offset of the home pose, metres per axis (start-state diversity)")
 
 
