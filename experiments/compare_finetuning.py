@@ -46,7 +46,7 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
                max_episode_steps: int, success_frames: int = 3, reward_threshold=None,
                backward_max_episode_steps: int = 0, exploration_noise: float = 1.0,
                bc_weight: float = -1.0, pair_veto: bool = True, bc_only_successful: bool = False,
-               home_jitter: float = 0.03) -> list[dict]:
+               home_jitter: float = 0.03, online_ratio: float = -1.0) -> list[dict]:
     """Reset-free fine-tuning; returns one record per finished episode."""
     import torch
 
@@ -69,6 +69,8 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
         L.set_agent_option("bc_weight", bc_weight)
     if bc_only_successful:                                       # the learner node's knob
         L.set_bc_only_successful(True)
+    if online_ratio >= 0:                                        # share of online data in each batch
+        L.agent_cfg.online_ratio = online_ratio
     enc = FrozenImageEncoder()
     reward = None
     if reward_kind == "learned":
@@ -129,6 +131,34 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
     return records
 
 
+def subset_dataset(data: Path, out: Path, target_demos: int) -> Path:
+    """A view of `data` with only the first `target_demos` target-task demos of each task (prior data
+    and failures unchanged; episodes are symlinked, nothing is copied): a weaker pre-trained policy,
+    with room for fine-tuning to improve."""
+    import shutil
+    from robofume_ros.data.dataset import episode_dirs
+    sub = out / f"data_{target_demos}_demos"
+    if (sub / "DONE").exists():
+        return sub
+    if sub.exists():
+        shutil.rmtree(sub)
+    (sub / "episodes").mkdir(parents=True)
+    for name in ("generate.json", "meta.json"):
+        shutil.copy(Path(data) / name, sub / name)
+    seen: dict = {}
+    for d in episode_dirs(data):
+        meta = json.loads((d / "meta.json").read_text())
+        if meta["source"] == "target_demo":
+            seen[meta["task"]] = seen.get(meta["task"], 0) + 1
+            if seen[meta["task"]] > target_demos:
+                continue
+        (sub / "episodes" / d.name).symlink_to(d.resolve())
+    if not seen or min(seen.values()) < target_demos:
+        raise SystemExit(f"{data} has fewer than {target_demos} target demos of some task: {seen}")
+    (sub / "DONE").write_text("ok\n")
+    return sub
+
+
 def scene_seed(data: Path) -> int:
     """The placement seed of the dataset's target scene (where its demos were recorded)."""
     return int(json.loads((Path(data) / "generate.json").read_text())["config"]["seed"])
@@ -174,6 +204,11 @@ def main(argv=None) -> int:
     ap.add_argument("--home-jitter", type=float, default=FULL.home_jitter,
                     help="random offset of the arm's home pose between episodes, metres per axis (online and in "
                     "the evaluations' starts)")
+    ap.add_argument("--target-demos", type=int, default=0,
+                    help="pre-train (and mix in online) only the first N target demos of each task; prior data "
+                    "and failures stay (0: all): a weaker pre-trained policy")
+    ap.add_argument("--online-ratio", type=float, default=-1.0,
+                    help="share of each online batch drawn from the online data (-1: the agent's, 0.5)")
     ap.add_argument("--no-pair-veto", action="store_true",
                     help="learned reward: do not veto frames it calls done for both tasks of the pair")
     ap.add_argument("--reward-threshold", type=float, default=None, help="override the reward model's threshold")
@@ -186,6 +221,8 @@ def main(argv=None) -> int:
 
     out = Path(ns.out)
     data, reward_dir = Path(ns.data), Path(ns.reward)
+    if ns.target_demos > 0 and not ns.summarize:
+        data = subset_dataset(data, out, ns.target_demos)
     configs = ([(a, "learned") for a in ns.algos] if "learned" in ns.rewards else []) + \
         ([("calql", "ground_truth")] if "calql" in ns.algos and "ground_truth" in ns.rewards else [])
     results = {}
@@ -210,7 +247,7 @@ def main(argv=None) -> int:
                               backward_max_episode_steps=ns.backward_max_episode_steps,
                               exploration_noise=ns.exploration_noise, bc_weight=ns.bc_weight,
                               pair_veto=not ns.no_pair_veto, bc_only_successful=ns.bc_filter == "success",
-                              home_jitter=ns.home_jitter)
+                              home_jitter=ns.home_jitter, online_ratio=ns.online_ratio)
             post_file = out / "online" / name / "eval.json"
             if ns.eval_trials and not post_file.exists():
                 r, _ = evaluate_policy(Policy.load(out / "online" / name / "policy.pt"), trials=ns.eval_trials,
