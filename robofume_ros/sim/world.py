@@ -458,9 +458,9 @@ class ResetFreeWorld(_WorldBase):
         self._env = self._envs["forward"]
         self._task = self.pair.forward
         self._reset_done = False
-        m = self._env.model   # qpos addresses of the arm's revolute joints (Sawyer right_j0..right_j6)
-        self._arm_qpos = np.array([m.jnt_qposadr[j] for j in range(m.njnt)
-                                   if (mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, j) or "").startswith("right_j")])
+        m = self._env.model   # the arm's joints (Sawyer right_j0..right_j6): qpos and velocity addresses
+        arm = [j for j in range(m.njnt) if (mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, j) or "").startswith("right_j")]
+        self._arm_qpos, self._arm_dof = m.jnt_qposadr[arm].copy(), m.jnt_dofadr[arm].copy()
         self._home_qpos = None
 
     @property
@@ -550,7 +550,7 @@ class ResetFreeWorld(_WorldBase):
             while n < 10 and self.proprio[1] > y0 - 0.03:
                 self._step_env(np.array([0.0, -1.0, 0.0, -1.0]))
                 n += 1
-            if joints and self._home_qpos is not None:
+            if joints:
                 n += self._home_joints()
             for n in range(n + 1, max_steps + 1):
                 hand = self.proprio[:3].astype(np.float64)
@@ -571,7 +571,7 @@ class ResetFreeWorld(_WorldBase):
         env = self._env
         d = env.data
         d.qpos[self._arm_qpos] = self._home_qpos
-        d.qvel[self._arm_qpos] = 0.0      # revolute joints: dof address == qpos address (asserted in tests)
+        d.qvel[self._arm_dof] = 0.0
         d.mocap_pos[0] = np.asarray(env.hand_init_pos, np.float64)
         mujoco.mj_forward(env.model, d)
         for _ in range(settle_steps):
