@@ -70,7 +70,7 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
     if bc_only_successful:                                       # the learner node's knob
         L.set_bc_only_successful(True)
     if online_ratio >= 0:                                        # share of online data in each batch
-        L.agent_cfg.online_ratio = online_ratio
+        L.set_agent_option("online_ratio", online_ratio)
     enc = FrozenImageEncoder()
     reward = None
     if reward_kind == "learned":
