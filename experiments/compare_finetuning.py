@@ -46,8 +46,12 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
                max_episode_steps: int, success_frames: int = 3, reward_threshold=None,
                backward_max_episode_steps: int = 0, exploration_noise: float = 1.0,
                bc_weight: float = -1.0, pair_veto: bool = True, bc_only_successful: bool = False,
-               home_jitter: float = 0.03, online_ratio: float = -1.0) -> list[dict]:
-    """Reset-free fine-tuning; returns one record per finished episode."""
+               home_jitter: float = 0.03, online_ratio: float = -1.0, n_step: int = 0,
+               offline_only: bool = False, snapshot_every: int = 0) -> list[dict]:
+    """Reset-free fine-tuning; returns one record per finished episode.
+    n_step > 0: the critics' TD horizon from now on; offline_only: the online episodes are recorded
+    but not trained on (updates on offline data only, a control); snapshot_every: the policy is also
+    saved as policy_<step>.pt every that many steps."""
     import torch
 
     from robofume_ros.data.dataset import load_episodes
@@ -64,6 +68,8 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
         return json.loads(res_file.read_text())
     torch.manual_seed(seed)
     L = Learner.load(ckpt)
+    if n_step > 0:
+        L.set_n_step(n_step)
     L.add_offline(load_episodes(data), fit_stats=False)
     if bc_weight >= 0 and hasattr(L.agent.cfg, "bc_weight"):      # as the learner node's bc_weight knob
         L.set_agent_option("bc_weight", bc_weight)
@@ -111,14 +117,17 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
             stream.ground_truth(t + 0.5, world.task, obs.success)
             for ep in stream.close_before(ev.new_episode, ev.reason == REASON_SUCCESS):
                 ep.features = enc(ep.images)
-                L.add_episode(ep)
+                if not offline_only:
+                    L.add_episode(ep)
                 records.append({"end_step": t + 1, "task": ep.task, "steps": len(ep),
                                 "reward_success": bool(ep.success), "gt_success": bool(ep.success_gt[-1])})
             world.switch("forward" if ev.new_phase == 0 else "backward")
             world.home(home_jitter, home_rng)   # as the sim node does (home_on_switch, home_jitter_m)
             obs = world.observe()
-        if len(L.online):
+        if len(L.online) or (offline_only and records):
             L.update()
+        if snapshot_every and (t + 1) % snapshot_every == 0:
+            (out / f"policy_{t + 1}.pt").write_bytes(L.export_policy())
         if (t + 1) % 250 == 0:
             fw = [r["gt_success"] for r in records if r["task"] == world.tasks[0]]
             print(f"    step {t + 1}/{steps} ({(t + 1) / (time.monotonic() - t0):.1f}/s): {len(records)} episodes, "

@@ -222,6 +222,43 @@ def test_calql_bc_term_can_skip_failed_episodes():
     assert float(m["bc_loss"]) == 0.0 and float(m["bc_share"]) == 0.0
 
 
+@pytest.mark.parametrize("drop", [0.0, 1.0])
+def test_actor_proprio_dropout_hides_the_hand_from_the_actor_only(drop):
+    """actor_proprio_dropout: the actor's proprioception inputs are zeroed (their mean after
+    normalisation) for that share of the batch; the critic still sees them."""
+    L = Learner(LearnerConfig(algo="calql", lang_mode="onehot", seed=0,
+                              agent={"batch_size": 16, "actor_proprio_dropout": drop}), 2, 2)
+    L.add_offline(scripted_dataset(4, seed=0))
+    agent = L.agent
+    batch = L.sample_batch()
+    sl = agent.encoder.proprio_slice
+    z = agent.encoder(batch["obs"])
+    torch.testing.assert_close(z[:, sl], (batch["obs"]["proprio"] - agent.encoder.proprio_mean) / agent.encoder.proprio_std)
+    total, _ = agent.losses(batch)
+    total.backward()
+    g_actor = agent.actor.net[0].weight.grad
+    g_critic = agent.critic.w_z.grad
+    assert g_critic[:, sl].abs().sum() > 0
+    assert (g_actor[:, sl].abs().sum() == 0) == (drop == 1.0)
+    assert g_actor[:, sl.stop:].abs().sum() > 0      # the instruction still reaches the actor
+
+
+def test_learner_n_step_targets_survive_a_checkpoint(tmp_path):
+    L = Learner(LearnerConfig(algo="calql", lang_mode="none", seed=0, agent={"batch_size": 64}), 2, 2)
+    L.set_n_step(3)
+    L.add_offline(scripted_dataset(4, seed=0))
+    g = L.agent_cfg.gamma
+    disc = L.sample_batch()["discounts"].numpy()
+    assert np.isclose(disc, g ** 3).any()
+    assert all(np.isclose(d, [0.0, g, g ** 2, g ** 3]).any() for d in disc)
+    with pytest.raises(ValueError, match="before adding data"):
+        L.set_n_step(1)
+    L.update(1)
+    L.save(tmp_path / "l.pt")
+    L2 = Learner.load(tmp_path / "l.pt")
+    assert L2.cfg.n_step == 3 and L2.reward_spec.n_step == 3
+
+
 def test_learner_restricts_each_algorithms_bc_term():
     for algo, option in (("calql", "bc_only_successful"), ("cql", "bc_only_successful"), ("bc", "only_successful")):
         L = Learner(LearnerConfig(algo=algo, lang_mode="none"), 2, 2)

@@ -84,7 +84,7 @@ def test_feature_projection_is_trained_by_the_critic_and_exported_with_the_polic
     assert proj and all(p is q for p, q in zip(proj, enc.feat_proj.parameters()))
     rng = np.random.default_rng(0)
     b = {"obs": {"proprio": torch.randn(16, 4), "features": torch.randn(16, F_DIM), "lang": torch.zeros(16, L.lang.dim)},
-         "actions": torch.rand(16, 4) * 2 - 1, "rewards": torch.randn(16), "dones": torch.zeros(16),
+         "actions": torch.rand(16, 4) * 2 - 1, "rewards": torch.randn(16), "dones": torch.zeros(16), "discounts": torch.full((16,), 0.99),
          "mc_returns": torch.randn(16)}
     b["next_obs"] = {k: v.clone() for k, v in b["obs"].items()}
     before = [p.detach().clone() for p in proj]

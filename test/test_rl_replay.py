@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from robofume_ros.data.episode import Episode
-from robofume_ros.rl.replay import ReplayStore, RewardSpec, mc_returns, sample_mixed
+from robofume_ros.rl.replay import ReplayStore, RewardSpec, mc_returns, n_step_targets, sample_mixed
 
 
 def make_ep(T, rewards=None, terminals=None, instruction="do it", P=3, A=2, img=4, offset=0.0, features=False):
@@ -65,6 +65,38 @@ def test_store_layout_growth_and_next_obs():
     np.testing.assert_array_equal(b["success"], [0.0] * 10 + [1.0] * 3 + [0.0] * 15)   # only episode 2 succeeded
     assert set(b["lang"].tolist()) == {0, 1}
     assert b["dones"].sum() == 1
+
+
+def test_n_step_targets_hand_computed():
+    r = np.array([-1.0, -2.0, -3.0, 4.0, 5.0])
+    # one step: the plain backup
+    tot, disc, k = n_step_targets(r, [0, 0, 0, 0, 0], gamma=0.5, n=1)
+    np.testing.assert_allclose(tot, r)
+    np.testing.assert_allclose(disc, 0.5)
+    np.testing.assert_array_equal(k, 1)
+    # three steps, a time limit at the end: the sum is truncated and still bootstraps
+    tot, disc, k = n_step_targets(r, [0, 0, 0, 0, 0], gamma=0.5, n=3)
+    np.testing.assert_allclose(tot, [-1 - 1 - 0.75, -2 - 1.5 + 1, -3 + 2 + 1.25, 4 + 2.5, 5])
+    np.testing.assert_allclose(disc, [0.125, 0.125, 0.125, 0.25, 0.5])
+    np.testing.assert_array_equal(k, [3, 3, 3, 2, 1])
+    # a terminal at step 2: sums stop there and do not bootstrap
+    tot, disc, k = n_step_targets(r, [0, 0, 1, 0, 0], gamma=0.5, n=3)
+    np.testing.assert_allclose(tot[:3], [-1 - 1 - 0.75, -2 - 1.5, -3])
+    np.testing.assert_allclose(disc, [0, 0, 0, 0.25, 0.5])
+    np.testing.assert_array_equal(k, [3, 2, 1, 2, 1])
+    with pytest.raises(ValueError, match="n_step"):
+        n_step_targets(r, np.zeros(5), 0.5, 0)
+
+
+def test_store_n_step_next_obs_stays_in_episode():
+    spec = RewardSpec(gamma=0.5, reward_scale=1, reward_bias=0, n_step=3)
+    s = ReplayStore(proprio_dim=3, action_dim=2, reward_spec=spec)
+    s.add_episodes([make_ep(4, offset=0), make_ep(3, [-1, -1, 0], [0, 0, 1], offset=100)])
+    b = s.gather(np.arange(len(s)))
+    # next observation k steps later, never past the episode's last observation
+    np.testing.assert_array_equal(b["next_obs"]["proprio"][:, 0] - b["obs"]["proprio"][:, 0], [3, 3, 2, 1, 3, 2, 1])
+    np.testing.assert_allclose(b["discounts"], [0.125, 0.125, 0.25, 0.5, 0, 0, 0])
+    np.testing.assert_allclose(b["rewards"][4:], [-1.5, -1, 0])
 
 
 def test_store_rejects_missing_features():

@@ -2,7 +2,8 @@
 
 Follows the official JAX implementation (conservative_sac.py with enable_calql=True):
   critic target  y = r + (1 - done) * gamma * min(Q1', Q2')(s', a'),  a' ~ pi(s')   (no entropy term
-                 unless backup_entropy; optional max-target backup over n sampled a')
+                 unless backup_entropy; optional max-target backup over n sampled a'; with the
+                 learner's n_step > 1, r sums n rewards and gamma becomes gamma^n: replay.n_step_targets)
   CQL term       per state: n uniform random actions, n policy actions at s, n policy actions at s'
                  (all evaluated at s); Cal-QL bounds the *policy-action* Q values from below by the
                  data's MC return-to-go (random actions only when bound_random_actions);
@@ -61,6 +62,9 @@ class CalQLConfig:
     bc_loss: str = "mse"                 # "mse" (tanh(mean) vs data action) or "nll" (-log pi(a_data|s))
     bc_only_successful: bool = False     # BC only on transitions of episodes that succeeded (online
                                          # exploration that failed is not imitated; RL still sees it)
+    actor_proprio_dropout: float = 0.0   # share of actor inputs (per transition, training only) whose
+                                         # proprioception is set to its mean: the actor must read the image
+                                         # where hand pose alone is ambiguous (causal confusion with BC data)
     grad_clip: float = 0.0               # max global grad norm per optimiser (0 = no clipping)
     bf16: bool = False                   # bf16 autocast for the forward passes (loss math stays fp32)
     online_ratio: float = 0.5            # share of each batch drawn from the online store once it has data
@@ -98,10 +102,10 @@ class CalQL(AgentBase):
     # ------------------------------------------------------------------------------------------
     def losses(self, batch: dict):
         """All losses and metrics for one batch (tensors: obs/next_obs dicts, actions, rewards
-        (scaled), dones, mc_returns)."""
+        (scaled; n-step sums with n_step > 1), dones, discounts, mc_returns)."""
         cfg = self.cfg
         obs, next_obs = batch["obs"], batch["next_obs"]
-        a_data, r, d, mc = batch["actions"], batch["rewards"], batch["dones"], batch["mc_returns"]
+        a_data, r, disc, mc = batch["actions"], batch["rewards"], batch["discounts"], batch["mc_returns"]
         B, A = a_data.shape
         n = cfg.cql_n_actions
         alpha = self.log_alpha().exp().detach()
@@ -116,9 +120,14 @@ class CalQL(AgentBase):
                 else:                      # no parameters: online and target encoders agree
                     z_next = z_next_t = self.encoder(next_obs)
             zd = z.detach()
+            za = zd
+            if cfg.actor_proprio_dropout > 0:
+                keep = (torch.rand(B, 1, device=zd.device) >= cfg.actor_proprio_dropout).to(zd.dtype)
+                sl = self.encoder.proprio_slice
+                za = torch.cat([zd[:, :sl.start], zd[:, sl] * keep, zd[:, sl.stop:]], -1)
 
             # --- actor: one reparametrised sample at s (trains the actor)
-            mean, log_std = self.actor(zd)
+            mean, log_std = self.actor(za)
             a_pi, logp_pi = self.actor.sample(mean, log_std, 1)
             q_pi = self.critic(zd, a_pi, detach_weights=True).min(0).values[:, 0]
             rl_loss = (alpha * logp_pi[:, 0] - q_pi).mean()
@@ -154,7 +163,7 @@ class CalQL(AgentBase):
                     q_t, logp_t = q_t[:, 0], logp_t[:, 0]
                 if cfg.backup_entropy:
                     q_t = q_t - alpha * logp_t
-                td_target = r + (1.0 - d) * cfg.gamma * q_t
+                td_target = r + disc * q_t         # disc = gamma^k (1 - terminal)
                 if cfg.use_cql:
                     a_next, logp_next = a_nx[:, n_t:], logp_nx[:, n_t:]
                     a_cur, logp_cur = self.actor.sample(mean.detach(), log_std.detach(), n)

@@ -71,7 +71,7 @@ class IQL(AgentBase):
     def update(self, batch: dict) -> dict:
         cfg = self.cfg
         obs, next_obs = batch["obs"], batch["next_obs"]
-        a, r, d, mc = batch["actions"], batch["rewards"], batch["dones"], batch["mc_returns"]
+        a, r, disc, mc = batch["actions"], batch["rewards"], batch["discounts"], batch["mc_returns"]
         with autocast(self.bf16):
             z = self.encoder(obs)
             zd = z.detach()
@@ -80,7 +80,7 @@ class IQL(AgentBase):
                 z_next = self.encoder(next_obs)
                 q_t = self.target_critic(z_t, a[:, None]).float().min(0).values[:, 0]
                 v_next = self.value(z_next).float()[:, 0].clamp(self.q_lo, self.q_hi)
-                y = (r + cfg.gamma * (1 - d) * v_next).clamp(self.q_lo, self.q_hi)
+                y = (r + disc * v_next).clamp(self.q_lo, self.q_hi)
             v = self.value(zd).float()[:, 0]
             diff = q_t - v
             w_e = torch.where(diff > 0, cfg.expectile, 1 - cfg.expectile)

@@ -42,6 +42,8 @@ class LearnerConfig:
     lang_mode: str = "minilm"            # minilm | onehot | none
     max_instructions: int = 16           # one-hot size (lang_mode onehot)
     failure_reward: float = -1.0         # raw reward of a non-success step (MC all-failure rule)
+    n_step: int = 1                      # TD horizon of the critic targets (1 = the official one-step backup;
+                                         # n > 1 sums n rewards inside an episode before bootstrapping)
     use_rnd: bool = False                # add the OOO RND bonus to batch rewards (online exploration)
     rnd: dict = field(default_factory=dict)    # RNDConfig overrides
     seed: int = 0                        # seeds numpy sampling and torch
@@ -79,7 +81,7 @@ class Learner:
         if cfg.obs_mode == "cnn" and self.dims.image_shape is None:
             raise ValueError("obs_mode 'cnn' needs image_shape")
         self.agent = ALGOS[cfg.algo][0](ac, self.dims, device)
-        self.reward_spec = RewardSpec(ac.gamma, ac.reward_scale, ac.reward_bias, True, cfg.failure_reward)
+        self.reward_spec = RewardSpec(ac.gamma, ac.reward_scale, ac.reward_bias, True, cfg.failure_reward, cfg.n_step)
         store_kw = dict(proprio_dim=proprio_dim, action_dim=action_dim, image_shape=self.dims.image_shape,
                         feature_dim=self.dims.feature_dim, reward_spec=self.reward_spec, lang_index=self.lang.index)
         self.offline = ReplayStore(**store_kw, capacity=4096)
@@ -107,6 +109,16 @@ class Learner:
             raise ValueError(f"{self.cfg.algo} has no option {name!r}")
         setattr(self.agent.cfg, name, value)
         self.cfg.agent = {**self.cfg.agent, name: value}
+
+    def set_n_step(self, n: int) -> None:
+        """TD horizon of the critic targets. Stored transitions hold their n-step pieces, so this is
+        only allowed before any data is added (e.g. right after loading a checkpoint)."""
+        if len(self.offline) or len(self.online):
+            raise ValueError("set_n_step: the replay already holds transitions built for n_step "
+                             f"{self.reward_spec.n_step}; set it before adding data")
+        if int(n) < 1:
+            raise ValueError(f"n_step must be >= 1, got {n}")
+        self.cfg.n_step = self.reward_spec.n_step = int(n)
 
     def set_bc_only_successful(self, on: bool = True) -> None:
         """Behaviour cloning only on episodes that succeeded (failed exploration is not imitated)."""

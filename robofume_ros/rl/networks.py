@@ -124,6 +124,8 @@ class ObsEncoder(nn.Module):
         elif self.mode != "state":
             raise ValueError(f"unknown obs_mode {self.mode!r}")
         self.out_dim = d
+        # where the normalised proprioception sits in z (after the image part, before the instruction)
+        self.proprio_slice = slice(d - proprio_dim - lang_dim, d - lang_dim)
         # rnd_input's size: the fixed (untrained) part of the observation, unprojected
         self.rnd_dim = proprio_dim + lang_dim + (feature_dim if self.mode == "features" else 0)
 

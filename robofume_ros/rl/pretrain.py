@@ -37,6 +37,8 @@ def parse_args(argv=None):
     ap.add_argument("--lang", default="minilm", choices=["minilm", "onehot", "none"])
     ap.add_argument("--feature-embed", type=int, default=0,
                     help="obs-mode features: trainable projection of the frozen image features to this size (0 = none)")
+    ap.add_argument("--n-step", type=int, default=1,
+                    help="TD horizon of the critic targets (1 = the official one-step backup)")
     ap.add_argument("--steps", type=int, default=10000, help="total gradient steps (including resumed ones)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
@@ -99,7 +101,8 @@ def main(argv=None) -> int:
             overrides[k] = ast.literal_eval(v)
         except (ValueError, SyntaxError):
             overrides[k] = v
-    cfg = LearnerConfig(algo=args.algo, obs_mode=args.obs_mode, lang_mode=args.lang, seed=args.seed, agent=overrides)
+    cfg = LearnerConfig(algo=args.algo, obs_mode=args.obs_mode, lang_mode=args.lang, seed=args.seed, n_step=args.n_step,
+                        agent=overrides)
 
     episodes = load_data(args)
     if not episodes:

@@ -8,6 +8,9 @@ amortised O(1) and sampling is pure vectorised index math.
 
 Rewards are stored *scaled* (r' = reward_scale * r + reward_bias) and the MC return-to-go of
 every transition is computed once, when its episode is added (offline load or online close).
+With `n_step` > 1 a transition's reward is the discounted sum of up to n scaled rewards of its
+episode, its next observation the one k <= n steps later and its discount gamma^k (0 when a
+terminal comes first): the agents' target is always r + discount * Q(s', a').
 """
 from __future__ import annotations
 
@@ -44,6 +47,36 @@ def mc_returns(rewards: np.ndarray, terminals: np.ndarray, gamma: float, reward_
     return out.astype(np.float32)
 
 
+def n_step_targets(rewards: np.ndarray, terminals: np.ndarray, gamma: float, n: int):
+    """n-step pieces of one trajectory's TD targets, truncated at its end and at its first terminal.
+
+    rewards: scaled rewards (T,). Returns (reward sums (T,), discounts (T,), offsets (T,)): transition t
+    bootstraps from observation o_{t+k} (k = offset) with discount gamma^k, or 0 if a terminal
+    transition lies in t..t+k-1; the reward sum is sum_{j<k} gamma^j r_{t+j}. n = 1 gives (r, gamma (1 - d), 1).
+    """
+    if n < 1:
+        raise ValueError(f"n_step must be >= 1, got {n}")
+    r = np.asarray(rewards, np.float64)
+    d = np.asarray(terminals, bool)
+    T = len(r)
+    total = np.zeros(T)
+    k = np.zeros(T, np.int64)
+    live = np.ones(T, bool)        # still summing: no terminal yet and inside the episode
+    ended = np.zeros(T, bool)      # a terminal was summed
+    t = np.arange(T)
+    for j in range(n):
+        idx = t + j
+        step = live & (idx < T)
+        ii = np.minimum(idx, T - 1)
+        total += np.where(step, gamma ** j * r[ii], 0.0)
+        k += step
+        hit = step & d[ii]
+        ended |= hit
+        live = step & ~hit
+    disc = np.where(ended, 0.0, gamma ** k.astype(np.float64))
+    return total.astype(np.float32), disc.astype(np.float32), k
+
+
 def succeeded(rewards: np.ndarray, failure_reward: float = -1.0) -> bool:
     """Whether a trajectory ever got more than the failure reward (raw rewards): the all-failure
     rule of the MC returns applies to the trajectories where this is False."""
@@ -57,6 +90,7 @@ class RewardSpec:
     reward_bias: float = 5.0       # (same mapping as Cal-QL's {0,1} -> {-5,+5} on antmaze)
     sparse: bool = True            # apply the all-failure rule of Cal-QL's MC returns
     failure_reward: float = -1.0   # raw reward of a non-success step
+    n_step: int = 1                # TD horizon: n-step targets inside an episode (1 = one-step TD)
 
 
 class ReplayStore:
@@ -88,6 +122,8 @@ class ReplayStore:
             "rewards": np.zeros(cap_t, np.float32),       # scaled
             "raw_rewards": np.zeros(cap_t, np.float32),
             "dones": np.zeros(cap_t, np.float32),         # terminal (task achieved), not timeouts
+            "discounts": np.zeros(cap_t, np.float32),     # of the bootstrap: gamma^k, 0 after a terminal
+            "next_offset": np.ones(cap_t, np.int64),      # next observation row = obs row + offset (k)
             "mc_returns": np.zeros(cap_t, np.float32),
             "success": np.zeros(cap_t, np.float32),       # 1: the transition's episode succeeded
             "lang": np.zeros(cap_t, np.int64),
@@ -134,7 +170,9 @@ class ReplayStore:
         tr["obs_index"][sl] = np.arange(o0, o0 + T)
         tr["actions"][sl] = ep.actions
         tr["raw_rewards"][sl] = ep.rewards
-        tr["rewards"][sl] = np.asarray(ep.rewards, np.float32) * s.reward_scale + s.reward_bias
+        scaled = np.asarray(ep.rewards, np.float32) * s.reward_scale + s.reward_bias
+        tr["rewards"][sl], tr["discounts"][sl], tr["next_offset"][sl] = n_step_targets(
+            scaled, ep.terminals, s.gamma, s.n_step)
         tr["dones"][sl] = np.asarray(ep.terminals, np.float32)
         tr["mc_returns"][sl] = mc_returns(ep.rewards, ep.terminals, s.gamma, s.reward_scale,
                                           s.reward_bias, s.sparse, s.failure_reward)
@@ -154,9 +192,10 @@ class ReplayStore:
         """Transitions at `idx` as a dict of numpy arrays (fancy indexing, no Python loop)."""
         tr = self._tr
         oi = tr["obs_index"][idx]
-        out = {k: tr[k][idx] for k in ("actions", "rewards", "dones", "mc_returns", "success", "lang")}
+        out = {k: tr[k][idx] for k in ("actions", "rewards", "dones", "discounts", "mc_returns", "success", "lang")}
+        ni = oi + tr["next_offset"][idx]
         out["obs"] = {k: a[oi] for k, a in self._obs.items()}
-        out["next_obs"] = {k: a[oi + 1] for k, a in self._obs.items()}
+        out["next_obs"] = {k: a[ni] for k, a in self._obs.items()}
         return out
 
     def sample(self, n: int, rng: np.random.Generator) -> dict:
