@@ -103,6 +103,8 @@ ARGUMENTS: list[LaunchArg] = [
               _ov(("learner", "bc_weight", float))),
     LaunchArg("bc_only_successful", "", "actor BC term only on episodes that succeeded (true/false; default "
               "from the params file)", _ov(("learner", "bc_only_successful", bool))),
+    LaunchArg("bc_online", "", "actor BC term also on online attempts (true/false; false: offline data only)",
+              _ov(("learner", "bc_online", bool))),
     LaunchArg("run_dir", "", "folder for logs, bags, checkpoints (default: runs/<timestamp>)",
               _ov(("learner", "run_dir", str))),
 ]

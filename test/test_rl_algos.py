@@ -259,6 +259,31 @@ def test_learner_n_step_targets_survive_a_checkpoint(tmp_path):
     assert L2.cfg.n_step == 3 and L2.reward_spec.n_step == 3
 
 
+def test_calql_bc_term_can_leave_out_online_data():
+    """bc_online=False: the actor's BC loss averages over the batch's offline rows only (sample_mixed
+    marks the online rows), still restricted to successful episodes when that is on too."""
+    data = scripted_dataset(4, seed=0)
+    L = Learner(LearnerConfig(algo="calql", lang_mode="none", seed=0, agent={"batch_size": 8}), 2, 2)
+    L.add_offline(data)
+    L.add_episode(data[0])
+    agent = L.agent
+    batch = L.sample_batch()
+    np.testing.assert_array_equal(batch["online"].numpy(), [0.0] * 4 + [1.0] * 4)   # online_ratio 0.5
+    batch["success"] = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0])
+    with torch.no_grad():
+        mean, _ = agent.actor(agent.encoder(batch["obs"]))
+    per = ((torch.tanh(mean) - batch["actions"]) ** 2).mean(-1)
+    L.set_agent_option("bc_online", False)
+    _, m = agent.losses(batch)
+    torch.testing.assert_close(m["bc_loss"], per[:4].mean())
+    L.set_bc_only_successful(True)
+    _, m = agent.losses(batch)
+    torch.testing.assert_close(m["bc_loss"], per[[0, 2, 3]].mean())
+    L.set_agent_option("bc_online", True)
+    _, m = agent.losses(batch)
+    torch.testing.assert_close(m["bc_loss"], per[[0, 2, 3, 4, 5, 7]].mean())
+
+
 def test_learner_restricts_each_algorithms_bc_term():
     for algo, option in (("calql", "bc_only_successful"), ("cql", "bc_only_successful"), ("bc", "only_successful")):
         L = Learner(LearnerConfig(algo=algo, lang_mode="none"), 2, 2)

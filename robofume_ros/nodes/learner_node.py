@@ -42,6 +42,8 @@ class Params:
                             "pre-trained checkpoint's)")
     bc_only_successful: bool = knob(False, "actor BC term only on episodes that succeeded (failed exploration is "
                                      "left to the critic, not imitated)")
+    bc_online: bool = knob(True, "actor BC term also on online attempts (false: offline data only; the noisy "
+                           "online attempts then train the critic and the RL term only)")
     action_dim: int = knob(4, "action components: 4 (xyz + gripper) or 7 (xyz + rpy + gripper)")
     num_threads: int = knob(1, "torch threads for training")
     seed: int = knob(0, "seed for sampling")
@@ -104,6 +106,9 @@ class LearnerNode(Node):
         if p.bc_only_successful:
             L.set_bc_only_successful(True)
             self.get_logger().info("actor BC term on successful episodes only")
+        if not p.bc_online:
+            L.set_agent_option("bc_online", False)
+            self.get_logger().info("actor BC term on offline data only")
         for path in p.offline_dataset:
             eps = load_episodes(path)
             self._with_features(eps, L)

@@ -62,6 +62,8 @@ class CalQLConfig:
     bc_loss: str = "mse"                 # "mse" (tanh(mean) vs data action) or "nll" (-log pi(a_data|s))
     bc_only_successful: bool = False     # BC only on transitions of episodes that succeeded (online
                                          # exploration that failed is not imitated; RL still sees it)
+    bc_online: bool = True               # False: the BC term only on offline transitions (online attempts,
+                                         # noisy from exploration, train the critic and the RL term only)
     actor_proprio_dropout: float = 0.0   # share of actor inputs (per transition, training only) whose
                                          # proprioception is set to its mean: the actor must read the image
                                          # where hand pose alone is ambiguous (causal confusion with BC data)
@@ -136,8 +138,11 @@ class CalQL(AgentBase):
                     bc_per = -self.actor.log_prob(mean, log_std, a_data)
                 else:
                     bc_per = ((torch.tanh(mean) - a_data) ** 2).mean(-1)
-                if cfg.bc_only_successful:
-                    w = batch["success"]          # per transition: its episode succeeded (replay)
+                if cfg.bc_only_successful or not cfg.bc_online:
+                    # per transition: its episode succeeded (replay) / it came from the offline store
+                    w = batch["success"] if cfg.bc_only_successful else torch.ones_like(bc_per)
+                    if not cfg.bc_online and "online" in batch:
+                        w = w * (1.0 - batch["online"])
                     bc = (w * bc_per).sum() / w.sum().clamp_min(1.0)
                     m["bc_share"] = w.mean()
                 else:

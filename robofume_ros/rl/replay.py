@@ -220,14 +220,18 @@ def concat_batches(a: dict, b: dict) -> dict:
 
 def sample_mixed(offline: ReplayStore, online: Optional[ReplayStore], batch_size: int,
                  online_ratio: float, rng: np.random.Generator) -> dict:
-    """Cal-QL's mixed batch: round(online_ratio * batch) from the online store, the rest offline.
-    Falls back to one store when the other is empty."""
+    """Cal-QL's mixed batch: round(online_ratio * batch) from the online store, the rest offline
+    (offline rows first; "online" marks the online rows with 1). Falls back to one store when the
+    other is empty."""
     n_on = int(round(online_ratio * batch_size)) if (online is not None and len(online) > 0) else 0
     if offline is None or len(offline) == 0:
         n_on = batch_size
     n_off = batch_size - n_on
     if n_on == 0:
-        return offline.sample(n_off, rng)
-    if n_off == 0:
-        return online.sample(n_on, rng)
-    return concat_batches(offline.sample(n_off, rng), online.sample(n_on, rng))
+        b = offline.sample(n_off, rng)
+    elif n_off == 0:
+        b = online.sample(n_on, rng)
+    else:
+        b = concat_batches(offline.sample(n_off, rng), online.sample(n_on, rng))
+    b["online"] = np.concatenate([np.zeros(n_off, np.float32), np.ones(n_on, np.float32)])
+    return b
