@@ -3,7 +3,8 @@
 Follows the official JAX implementation (conservative_sac.py with enable_calql=True):
   critic target  y = r + (1 - done) * gamma * min(Q1', Q2')(s', a'),  a' ~ pi(s')   (no entropy term
                  unless backup_entropy; optional max-target backup over n sampled a'; with the
-                 learner's n_step > 1, r sums n rewards and gamma becomes gamma^n: replay.n_step_targets)
+                 learner's n_step > 1, r sums up to n rewards of the episode and gamma (1 - done)
+                 becomes the stored discount gamma^k: replay.n_step_targets)
   CQL term       per state: n uniform random actions, n policy actions at s, n policy actions at s'
                  (all evaluated at s); Cal-QL bounds the *policy-action* Q values from below by the
                  data's MC return-to-go (random actions only when bound_random_actions);
@@ -139,9 +140,10 @@ class CalQL(AgentBase):
                 else:
                     bc_per = ((torch.tanh(mean) - a_data) ** 2).mean(-1)
                 if cfg.bc_only_successful or not cfg.bc_online:
-                    # per transition: its episode succeeded (replay) / it came from the offline store
+                    # which transitions are cloned: their episode succeeded (replay's flag) and/or
+                    # they came from the offline store (sample_mixed's "online" marks the others)
                     w = batch["success"] if cfg.bc_only_successful else torch.ones_like(bc_per)
-                    if not cfg.bc_online and "online" in batch:
+                    if not cfg.bc_online:
                         w = w * (1.0 - batch["online"])
                     bc = (w * bc_per).sum() / w.sum().clamp_min(1.0)
                     m["bc_share"] = w.mean()

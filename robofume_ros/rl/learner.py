@@ -164,7 +164,7 @@ class Learner:
             batch = self.sample_batch()
             if self.rnd is not None:
                 x = self.agent.encoder.rnd_input(batch["next_obs"])
-                bonus = self.rnd.bonus(x)
+                bonus = self.rnd.bonus(x)    # of s' (with n_step > 1: added once to the n-step sum)
                 batch["rewards"] = batch["rewards"] + bonus
                 rm = self.rnd.update(x)
             m = self.agent.update(batch)
