@@ -46,6 +46,8 @@ class Sizes:
     exploration_noise: float = 1.0    # the policy node's action std scale online (see README)
     bc_only_successful: bool = False  # Cal-QL's actor BC term on successful episodes only, in pre-training
                                       # and online (see README)
+    bc_online: bool = True            # online attempts in the actor's BC term too (False: offline data only;
+                                      # cloning the exploring policy's noisy successes lowered it, README finding 15)
     home_jitter: float = 0.03         # arm home offset between episodes, m per axis: online and evaluation starts
 
 
@@ -59,11 +61,12 @@ class Sizes:
 FULL = Sizes(generate=["--demos", "20"], reward_epochs=60, pretrain_steps=3000, finetune_budget=9000,
              retrain_steps=3000, eval_trials=20, max_episode_steps=150, backward_max_episode_steps=100,
              success_frames=3, reward_max_fpr=0.01, reward_threshold=0.0, reward_reverse_k=0,
-             exploration_noise=0.5, finetune_bc_weight=1.0, bc_only_successful=True, home_jitter=0.1)
+             exploration_noise=0.5, finetune_bc_weight=1.0, bc_only_successful=True, bc_online=False,
+             home_jitter=0.1)
 QUICK = Sizes(generate=["--quick"], reward_epochs=15, pretrain_steps=300, finetune_budget=300, retrain_steps=300,
               eval_trials=2, max_episode_steps=120, backward_max_episode_steps=0, success_frames=3,
               reward_max_fpr=0.01, reward_threshold=0.7, reward_reverse_k=0, finetune_bc_weight=1.0,
-              bc_only_successful=True, home_jitter=0.1)
+              bc_only_successful=True, bc_online=False, home_jitter=0.1)
 FEATURE_ENCODER = "efficientnet_lite0@128"
 
 
@@ -97,6 +100,7 @@ def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward
             "bc_weight": str(sizes.finetune_bc_weight),
             "exploration_noise": str(sizes.exploration_noise),
             "bc_only_successful": str(sizes.bc_only_successful).lower(),
+            "bc_online": str(sizes.bc_online).lower(),
             "home_jitter": str(sizes.home_jitter),
             "help_after_timeouts": "0"}   # nobody to call in simulation: keep alternating
     if sizes.reward_threshold > 0:
