@@ -47,12 +47,14 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
                backward_max_episode_steps: int = 0, exploration_noise: float = 1.0,
                bc_weight: float = -1.0, pair_veto: bool = True, bc_only_successful: bool = False,
                home_jitter: float = 0.03, online_ratio: float = -1.0, n_step: int = 0,
-               offline_only: bool = False, snapshot_every: int = 0, bc_online: bool = True) -> list[dict]:
+               offline_only: bool = False, snapshot_every: int = 0, bc_online: bool = True,
+               bc_self_imitation: bool = False) -> list[dict]:
     """Reset-free fine-tuning; returns one record per finished episode.
     n_step > 0: the critics' TD horizon from now on; offline_only: the online episodes are recorded
     but not trained on (updates on offline data only, a control); snapshot_every: the policy is also
     saved as policy_<step>.pt every that many steps; bc_online False: the actor's BC term on offline
-    data only (the learner node's knob)."""
+    data only; bc_self_imitation: online rows cloned only where their return beat the critic's value (the
+    learner node's knobs)."""
     import torch
 
     from robofume_ros.data.dataset import load_episodes
@@ -78,6 +80,8 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
         L.set_bc_only_successful(True)
     if not bc_online:                                            # the learner node's knob
         L.set_agent_option("bc_online", False)
+    elif bc_self_imitation:
+        L.set_agent_option("bc_self_imitation", True)
     if online_ratio >= 0:                                        # share of online data in each batch
         L.set_agent_option("online_ratio", online_ratio)
     enc = FrozenImageEncoder()

@@ -8,7 +8,7 @@ demos' scene). One JSON line per evaluated policy, and results.json.
 
     .venv/bin/python experiments/finetune_probe.py --pretrained runs/main/pretrain/checkpoint.pt \\
         --data runs/main/data --out runs/probe_main --online-steps 6000
-    # variants: --n-step 10, --bc-weight 0.1, --no-online-bc, --offline-only (the control: no online data)
+    # variants: --n-step 10, --bc-weight 0.1, --no-online-bc, --self-imitation, --offline-only (the control: no online data)
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     ap.add_argument("--offline-only", action="store_true", help="record online episodes but train on offline data only")
     ap.add_argument("--no-online-bc", action="store_true",
                     help="the actor's BC term on offline data only (online data trains the critic and the RL term)")
+    ap.add_argument("--self-imitation", action="store_true",
+                    help="online rows cloned only where their MC return beat the critic's value of the deterministic policy")
     ns = ap.parse_args(argv)
     import torch
     torch.set_num_threads(1)
@@ -52,7 +54,8 @@ def main(argv=None) -> int:
                       FULL.max_episode_steps, backward_max_episode_steps=FULL.backward_max_episode_steps,
                       exploration_noise=ns.exploration_noise, bc_weight=ns.bc_weight,
                       bc_only_successful=FULL.bc_only_successful, home_jitter=ns.home_jitter, n_step=ns.n_step,
-                      offline_only=ns.offline_only, snapshot_every=ns.snapshot_every, bc_online=not ns.no_online_bc)
+                      offline_only=ns.offline_only, snapshot_every=ns.snapshot_every, bc_online=not ns.no_online_bc,
+                      bc_self_imitation=ns.self_imitation)
     fwd = [r["gt_success"] for r in recs if r["task"] == "drawer-open"]
     policies = [("pretrained", Path(ns.pretrained))] + [
         (str(s), out / f"policy_{s}.pt") for s in range(ns.snapshot_every, ns.online_steps + 1, ns.snapshot_every)

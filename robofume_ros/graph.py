@@ -105,6 +105,8 @@ ARGUMENTS: list[LaunchArg] = [
               "from the params file)", _ov(("learner", "bc_only_successful", bool))),
     LaunchArg("bc_online", "", "actor BC term also on online attempts (true/false; false: offline data only)",
               _ov(("learner", "bc_online", bool))),
+    LaunchArg("bc_self_imitation", "", "online attempts cloned only where their return beat the critic's value of "
+              "the deterministic policy (true/false)", _ov(("learner", "bc_self_imitation", bool))),
     LaunchArg("run_dir", "", "folder for logs, bags, checkpoints (default: runs/<timestamp>)",
               _ov(("learner", "run_dir", str))),
 ]

@@ -284,6 +284,35 @@ def test_calql_bc_term_can_leave_out_online_data():
     torch.testing.assert_close(m["bc_loss"], per[[0, 2, 3, 4, 5, 7]].mean())
 
 
+def test_calql_self_imitation_clones_online_rows_that_beat_the_critic():
+    """bc_self_imitation: offline rows are cloned as before; an online row only where its MC return is
+    above min Q(s, tanh(mean)), the critics' value of the deterministic policy there."""
+    data = scripted_dataset(4, seed=0)
+    L = Learner(LearnerConfig(algo="calql", lang_mode="none", seed=0, agent={"batch_size": 8}), 2, 2)
+    L.add_offline(data)
+    L.add_episode(data[0])
+    agent = L.agent
+    batch = L.sample_batch()
+    with torch.no_grad():
+        z = agent.encoder(batch["obs"])
+        mean, _ = agent.actor(z)
+        v = agent.critic(z, torch.tanh(mean)[:, None]).min(0).values[:, 0]
+    # online rows 4, 6 above the deterministic policy's value, 5, 7 below
+    batch["mc_returns"] = v + torch.tensor([-1.0, 1.0, -1.0, 1.0, 2.0, -2.0, 3.0, -0.5])
+    per = ((torch.tanh(mean) - batch["actions"]) ** 2).mean(-1)
+    L.set_agent_option("bc_self_imitation", True)
+    _, m = agent.losses(batch)
+    torch.testing.assert_close(m["bc_loss"], per[[0, 1, 2, 3, 4, 6]].mean())
+    torch.testing.assert_close(m["bc_sil_rate"], torch.tensor(0.5))
+    L.set_bc_only_successful(True)
+    batch["success"] = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0])
+    _, m = agent.losses(batch)
+    torch.testing.assert_close(m["bc_loss"], per[[0, 2, 3, 4]].mean())
+    L.set_agent_option("bc_self_imitation", False)
+    _, m = agent.losses(batch)
+    torch.testing.assert_close(m["bc_loss"], per[[0, 2, 3, 4, 5, 7]].mean())
+
+
 def test_learner_restricts_each_algorithms_bc_term():
     for algo, option in (("calql", "bc_only_successful"), ("cql", "bc_only_successful"), ("bc", "only_successful")):
         L = Learner(LearnerConfig(algo=algo, lang_mode="none"), 2, 2)

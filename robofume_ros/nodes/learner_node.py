@@ -44,6 +44,8 @@ class Params:
                                      "left to the critic, not imitated)")
     bc_online: bool = knob(True, "actor BC term also on online attempts (false: offline data only; the noisy "
                            "online attempts then train the critic and the RL term only)")
+    bc_self_imitation: bool = knob(False, "online attempts enter the actor's BC term only where their return beat the "
+                                   "critic's value of the deterministic policy (self-imitation)")
     action_dim: int = knob(4, "action components: 4 (xyz + gripper) or 7 (xyz + rpy + gripper)")
     num_threads: int = knob(1, "torch threads for training")
     seed: int = knob(0, "seed for sampling")
@@ -109,6 +111,9 @@ class LearnerNode(Node):
         if not p.bc_online:
             L.set_agent_option("bc_online", False)
             self.get_logger().info("actor BC term on offline data only")
+        elif p.bc_self_imitation:
+            L.set_agent_option("bc_self_imitation", True)
+            self.get_logger().info("actor BC term on online rows that beat the critic's value only (self-imitation)")
         for path in p.offline_dataset:
             eps = load_episodes(path)
             self._with_features(eps, L)

@@ -65,6 +65,10 @@ class CalQLConfig:
                                          # exploration that failed is not imitated; RL still sees it)
     bc_online: bool = True               # False: the BC term only on offline transitions (online attempts,
                                          # noisy from exploration, train the critic and the RL term only)
+    bc_self_imitation: bool = False      # online rows enter the BC term only where their MC return beats the
+                                         # critic's value of the deterministic policy there, min Q(s, tanh(mean))
+                                         # (self-imitation, Oh et al. 2018): an attempt that did better than the
+                                         # policy is expected to is cloned, a routine noisy success is not
     actor_proprio_dropout: float = 0.0   # share of actor inputs (per transition, training only) whose
                                          # proprioception is set to its mean: the actor must read the image
                                          # where hand pose alone is ambiguous (causal confusion with BC data)
@@ -139,12 +143,19 @@ class CalQL(AgentBase):
                     bc_per = -self.actor.log_prob(mean, log_std, a_data)
                 else:
                     bc_per = ((torch.tanh(mean) - a_data) ** 2).mean(-1)
-                if cfg.bc_only_successful or not cfg.bc_online:
+                if cfg.bc_only_successful or not cfg.bc_online or cfg.bc_self_imitation:
                     # which transitions are cloned: their episode succeeded (replay's flag) and/or
                     # they came from the offline store (sample_mixed's "online" marks the others)
                     w = batch["success"] if cfg.bc_only_successful else torch.ones_like(bc_per)
                     if not cfg.bc_online:
                         w = w * (1.0 - batch["online"])
+                    elif cfg.bc_self_imitation:
+                        with torch.no_grad():
+                            v_det = self.critic(zd, torch.tanh(mean.detach())[:, None]).float().min(0).values[:, 0]
+                            better = (mc > v_det).float()
+                        online = batch["online"]
+                        w = w * (1.0 - online + online * better)
+                        m["bc_sil_rate"] = (online * better).sum() / online.sum().clamp_min(1.0)
                     bc = (w * bc_per).sum() / w.sum().clamp_min(1.0)
                     m["bc_share"] = w.mean()
                 else:
