@@ -259,15 +259,20 @@ def test_learner_n_step_targets_survive_a_checkpoint(tmp_path):
     assert L2.cfg.n_step == 3 and L2.reward_spec.n_step == 3
 
 
-def test_calql_bc_term_can_leave_out_online_data():
-    """bc_online=False: the actor's BC loss averages over the batch's offline rows only (sample_mixed
-    marks the online rows), still restricted to successful episodes when that is on too."""
+def _mixed_calql_batch():
+    """A Cal-QL learner with offline data and one online episode, and one mixed batch of 8 rows
+    (4 offline, then 4 online)."""
     data = scripted_dataset(4, seed=0)
     L = Learner(LearnerConfig(algo="calql", lang_mode="none", seed=0, agent={"batch_size": 8}), 2, 2)
     L.add_offline(data)
     L.add_episode(data[0])
-    agent = L.agent
-    batch = L.sample_batch()
+    return L, L.agent, L.sample_batch()
+
+
+def test_calql_bc_term_can_leave_out_online_data():
+    """bc_online=False: the actor's BC loss averages over the batch's offline rows only (sample_mixed
+    marks the online rows), still restricted to successful episodes when that is on too."""
+    L, agent, batch = _mixed_calql_batch()
     np.testing.assert_array_equal(batch["online"].numpy(), [0.0] * 4 + [1.0] * 4)   # online_ratio 0.5
     batch["success"] = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0])
     with torch.no_grad():
@@ -287,12 +292,7 @@ def test_calql_bc_term_can_leave_out_online_data():
 def test_calql_self_imitation_clones_online_rows_that_beat_the_critic():
     """bc_self_imitation: offline rows are cloned as before; an online row only where its MC return is
     above min Q(s, tanh(mean)), the critics' value of the deterministic policy there."""
-    data = scripted_dataset(4, seed=0)
-    L = Learner(LearnerConfig(algo="calql", lang_mode="none", seed=0, agent={"batch_size": 8}), 2, 2)
-    L.add_offline(data)
-    L.add_episode(data[0])
-    agent = L.agent
-    batch = L.sample_batch()
+    L, agent, batch = _mixed_calql_batch()
     with torch.no_grad():
         z = agent.encoder(batch["obs"])
         mean, _ = agent.actor(z)
