@@ -106,7 +106,7 @@ ARGUMENTS: list[LaunchArg] = [
     LaunchArg("bc_online", "", "actor BC term also on online attempts (true/false; false: offline data only)",
               _ov(("learner", "bc_online", bool))),
     LaunchArg("bc_self_imitation", "", "online attempts cloned only where their return beat the critic's value of "
-              "the deterministic policy (true/false)", _ov(("learner", "bc_self_imitation", bool))),
+              "the deterministic policy (true/false; with bc_online true)", _ov(("learner", "bc_self_imitation", bool))),
     LaunchArg("run_dir", "", "folder for logs, bags, checkpoints (default: runs/<timestamp>)",
               _ov(("learner", "run_dir", str))),
 ]

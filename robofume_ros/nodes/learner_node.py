@@ -45,7 +45,7 @@ class Params:
     bc_online: bool = knob(True, "actor BC term also on online attempts (false: offline data only; the noisy "
                            "online attempts then train the critic and the RL term only)")
     bc_self_imitation: bool = knob(False, "online attempts enter the actor's BC term only where their return beat the "
-                                   "critic's value of the deterministic policy (self-imitation)")
+                                   "critic's value of the deterministic policy (self-imitation; with bc_online true)")
     action_dim: int = knob(4, "action components: 4 (xyz + gripper) or 7 (xyz + rpy + gripper)")
     num_threads: int = knob(1, "torch threads for training")
     seed: int = knob(0, "seed for sampling")
