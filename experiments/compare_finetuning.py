@@ -78,10 +78,7 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
         L.set_agent_option("bc_weight", bc_weight)
     if bc_only_successful:                                       # the learner node's knob
         L.set_bc_only_successful(True)
-    if not bc_online:                                            # the learner node's knob
-        L.set_agent_option("bc_online", False)
-    elif bc_self_imitation:
-        L.set_agent_option("bc_self_imitation", True)
+    L.set_online_bc(bc_online, bc_self_imitation)                # the learner node's knobs
     if online_ratio >= 0:                                        # share of online data in each batch
         L.set_agent_option("online_ratio", online_ratio)
     enc = FrozenImageEncoder()

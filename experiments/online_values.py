@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=agent.bf16):
             z = agent.encoder(b["obs"])
             mean, _ = agent.actor(z)
-            v = agent.critic(z, torch.tanh(mean)[:, None]).float().min(0).values[:, 0]
+            v = agent.deterministic_value(z, mean)
         r = {"start_dz_cm": round(100 * (float(ep.proprio[0, 2]) - z0), 1),
              "success": bool(np.any(ep.success_gt)) if ep.success_gt is not None else None,
              "steps": len(ep.rewards), "mc_return": round(float(b["mc_returns"][0]), 1),

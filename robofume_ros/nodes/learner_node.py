@@ -108,12 +108,9 @@ class LearnerNode(Node):
         if p.bc_only_successful:
             L.set_bc_only_successful(True)
             self.get_logger().info("actor BC term on successful episodes only")
-        if not p.bc_online:
-            L.set_agent_option("bc_online", False)
-            self.get_logger().info("actor BC term on offline data only")
-        elif p.bc_self_imitation:
-            L.set_agent_option("bc_self_imitation", True)
-            self.get_logger().info("actor BC term on online rows that beat the critic's value only (self-imitation)")
+        note = L.set_online_bc(p.bc_online, p.bc_self_imitation)
+        if note:
+            self.get_logger().info(note)
         for path in p.offline_dataset:
             eps = load_episodes(path)
             self._with_features(eps, L)

@@ -106,6 +106,11 @@ class CalQL(AgentBase):
         self.encoder.set_stats(**stats)
         self.target_encoder.set_stats(**stats)
 
+    @torch.no_grad()
+    def deterministic_value(self, z: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """min over the critics of Q(s, tanh(mean)): the value of the deterministic policy (B,), fp32."""
+        return self.critic(z, torch.tanh(mean)[:, None]).float().min(0).values[:, 0]
+
     # ------------------------------------------------------------------------------------------
     def losses(self, batch: dict):
         """All losses and metrics for one batch (tensors: obs/next_obs dicts, actions, rewards
@@ -150,9 +155,7 @@ class CalQL(AgentBase):
                     if not cfg.bc_online:
                         w = w * (1.0 - batch["online"])
                     elif cfg.bc_self_imitation:
-                        with torch.no_grad():
-                            v_det = self.critic(zd, torch.tanh(mean.detach())[:, None]).float().min(0).values[:, 0]
-                            better = (mc > v_det).float()
+                        better = (mc > self.deterministic_value(zd, mean)).float()
                         online = batch["online"]
                         w = w * (1.0 - online + online * better)
                         m["bc_sil_rate"] = (online * better).sum() / online.sum().clamp_min(1.0)
