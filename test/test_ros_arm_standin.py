@@ -132,9 +132,11 @@ def test_envelope_stop_and_watchdog_through_the_standin(tmp_path):
     assert first_zero - t_stop <= TICK + 0.2, f"held only after {first_zero - t_stop:.3f} s"
     print(f"\nstop -> first zero twist seen after {1000 * (first_zero - t_stop):.0f} ms (control tick 100 ms)")
     assert all(m.twist.linear.x == 0 for t, m in post if t > first_zero)
-    held = [pos(s) for t, s in states_stop if t > t_stop + 2 * TICK]
+    # held: from two ticks after the first zero twist (the hand's dynamic lag settles; on a loaded CI
+    # machine a state 2 ticks after the stop was published still showed 1.6 cm of coasting)
+    held = [pos(s) for t, s in states_stop if t > first_zero + 2 * TICK]
     assert len(held) >= 5 and np.ptp(np.array(held), axis=0).max() < 0.005
-    assert all(s.stopped for t, s in states_stop if t > t_stop + 2 * TICK)
+    assert all(s.stopped for t, s in states_stop if t > first_zero + 2 * TICK)
     # 3: the command watchdog held the arm
     late = [s for t, s in wd if t > t_last + 0.5 + 2 * TICK]
     assert late and all(s.stopped for s in late)
