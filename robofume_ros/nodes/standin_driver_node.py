@@ -36,6 +36,7 @@ from robofume_ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import rgb_to_image
 from robofume_ros.safety.kinematics import Chain, matrix_to_quat_wxyz
+from robofume_ros.sim.servo import TwistIntegrator
 
 MOCAP_M_PER_ACTION = 0.01   # Meta-World: an action of 1.0 moves the mocap hand 1 cm
 
@@ -99,7 +100,7 @@ class StandinDriverNode(Node):
         self.offset = (np.asarray(p.base_offset, dtype=np.float64) if len(p.base_offset) == 3
                        else self._hand() - home_pos)
         self.servo_on = not p.servo_requires_start
-        self.twist = None            # (linear (3,), receipt time)
+        self.servo = TwistIntegrator(p.twist_timeout_s)     # Servo's twist semantics
         self.q_target = None
         self.gripper_cmd = -1.0
         self.steps = 0
@@ -151,7 +152,7 @@ class StandinDriverNode(Node):
             self.twists_ignored += 1
             self.throttle.warn("off", "twist ignored: servo not started")
             return
-        self.twist = (lin, time.monotonic())
+        self.servo.command(lin, time.monotonic())
 
     def on_trajectory(self, msg):
         if not msg.points:
@@ -164,7 +165,7 @@ class StandinDriverNode(Node):
         q = np.array([pt.positions[idx[n]] for n in self.p.joint_names], dtype=np.float64)
         if np.all(np.isfinite(q)):
             self.q_target = np.clip(q, self.chain.lower, self.chain.upper)
-            self.twist = None
+            self.servo.clear()
 
     def on_gripper_position(self, pos):
         p = self.p
@@ -182,18 +183,18 @@ class StandinDriverNode(Node):
 
     # --- stepping ---------------------------------------------------------------------------
     def tick(self):
-        # Like a real driver: Servo integrates the twist into the setpoint (the mocap target); a
-        # trajectory point is an absolute setpoint (FK of the joint target). Between commands the
-        # physics runs for the whole control period, so the hand tracks the setpoint closely.
-        mocap = self._mocap()
+        # Like a real driver: Servo integrates the twist into the setpoint (the mocap target) for as
+        # long as it is the newest command (sim/servo.py); a trajectory point is an absolute setpoint
+        # (FK of the joint target). Between commands the physics runs for the whole control period, so
+        # the hand tracks the setpoint closely.
+        now = time.monotonic()
         delta = np.zeros(3)
-        if self.twist is not None and time.monotonic() - self.twist[1] <= self.p.twist_timeout_s:
-            delta = self.twist[0] * self.period
-        elif self.q_target is not None:
+        if self.servo.active(now) or self.q_target is None:
+            delta = self.servo.advance(now)
+        else:
             target, _ = self.chain.fk(self.q_target)
-            delta = target + self.offset - mocap
-        action = np.append(np.clip(delta / MOCAP_M_PER_ACTION, -1, 1), self.gripper_cmd)
-        self._advance(action)
+            delta = target + self.offset - self._mocap()
+        self._advance(delta)
         self.steps += 1
         # emulate the joints: IK of the chain to where the hand really is (seeded by the target)
         seed = self.q_target if self.q_target is not None else self.q
@@ -202,19 +203,21 @@ class StandinDriverNode(Node):
             self.q_target = None        # reached
         self.publish()
 
-    def _advance(self, action: np.ndarray) -> None:
-        """One control period of physics: the action's env step, then env steps that hold the setpoint
-        until `control period` of sim time has passed (a real arm keeps tracking between commands;
-        one Meta-World step is only 12.5 ms), then one rendered observation."""
+    def _advance(self, delta: np.ndarray) -> None:
+        """One control period of physics: the setpoint moves by `delta` (in steps of at most one
+        Meta-World action, 1 cm per axis), then env steps hold it until `control period` of sim time
+        has passed (a real arm keeps tracking between commands; one Meta-World step is only 12.5 ms),
+        then one rendered observation."""
+        g = self.gripper_cmd
         env = getattr(self.world, "_env", None)
         n = self.p.physics_substeps or (max(1, int(round(self.period / env.dt))) if env is not None else 1)
-        if n <= 1 or not hasattr(self.world, "_step_env"):
-            self.obs = self.world.step(action)
+        a = delta / MOCAP_M_PER_ACTION
+        k = max(1, int(np.ceil(np.max(np.abs(a)) - 1e-9)))    # moves of at most 1.0 per axis
+        if not hasattr(self.world, "_step_env"):
+            self.obs = self.world.step(np.append(np.clip(a, -1, 1), g))
             return
-        self.world._step_env(action.astype(np.float64))
-        hold = np.array([0.0, 0.0, 0.0, action[-1]])
-        for _ in range(n - 1):
-            self.world._step_env(hold)
+        for i in range(max(n, k)):
+            self.world._step_env(np.append(a / k if i < k else np.zeros(3), g))
         self.obs = self.world.observe()
 
     def _hand(self) -> np.ndarray:
