@@ -48,13 +48,15 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
                bc_weight: float = -1.0, pair_veto: bool = True, bc_only_successful: bool = False,
                home_jitter: float = 0.03, online_ratio: float = -1.0, n_step: int = 0,
                offline_only: bool = False, snapshot_every: int = 0, bc_online: bool = True,
-               bc_self_imitation: bool = False) -> list[dict]:
+               bc_self_imitation: bool = False, noise_correlation: float = 0.0,
+               bc_online_pre_tanh: bool = False) -> list[dict]:
     """Reset-free fine-tuning; returns one record per finished episode.
     n_step > 0: the critics' TD horizon from now on; offline_only: the online episodes are recorded
     but not trained on (updates on offline data only, a control); snapshot_every: the policy is also
     saved as policy_<step>.pt every that many steps; bc_online False: the actor's BC term on offline
     data only; bc_self_imitation: online rows cloned only where their return beat the critic's value (the
-    learner node's knobs)."""
+    learner node's knobs); noise_correlation: AR(1) exploration noise, reset every episode (the policy
+    node's noise_correlation knob); bc_online_pre_tanh: online rows cloned in pre-tanh space."""
     import torch
 
     from robofume_ros.data.dataset import load_episodes
@@ -62,6 +64,7 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
     from robofume_ros.online.episode_stream import EpisodeStream
     from robofume_ros.rl.features import FrozenImageEncoder
     from robofume_ros.reward.debounce import frame_success
+    from robofume_ros.rl.exploration import ExplorationNoise
     from robofume_ros.rl.learner import Learner
     from robofume_ros.sim.world import ResetFreeWorld
     from robofume_ros.switching.task_switcher import REASON_SUCCESS, TaskSpec, TaskSwitcher
@@ -79,6 +82,8 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
     if bc_only_successful:                                       # the learner node's knob
         L.set_bc_only_successful(True)
     L.set_online_bc(bc_online, bc_self_imitation)                # the learner node's knobs
+    if bc_online_pre_tanh:
+        L.set_agent_option("bc_online_pre_tanh", True)
     if online_ratio >= 0:                                        # share of online data in each batch
         L.set_agent_option("online_ratio", online_ratio)
     enc = FrozenImageEncoder()
@@ -97,6 +102,7 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
                       backward_max_episode_steps=backward_max_episode_steps)
     partner = {sw.forward.instruction: sw.backward.instruction, sw.backward.instruction: sw.forward.instruction}
     stream = EpisodeStream(out, action_dim=4)
+    noise = ExplorationNoise(4, noise_correlation, seed=seed)
     obs = world.observe()
     feat = enc(obs.image)
     records, t0 = [], time.monotonic()
@@ -105,7 +111,7 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
         stream.observation(t, sw.episode_index, obs.image, obs.proprio, instr, sw.active.task)
         stream.ground_truth(t, sw.active.task, obs.success)
         a = L.act({"proprio": obs.proprio[None], "features": feat[None], "instruction": [instr]},
-                  deterministic=False, noise_scale=exploration_noise)[0]
+                  deterministic=False, noise_scale=exploration_noise, eps=noise()[None])[0]
         stream.command(t, a)
         obs = world.step(a)
         feat = enc(obs.image)
@@ -126,6 +132,7 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
                 records.append({"end_step": t + 1, "task": ep.task, "steps": len(ep),
                                 "reward_success": bool(ep.success), "gt_success": bool(ep.success_gt[-1])})
             world.switch("forward" if ev.new_phase == 0 else "backward")
+            noise.reset()
             world.home(home_jitter, home_rng)   # as the sim node does (home_on_switch, home_jitter_m)
             obs = world.observe()
         if len(L.online) or (offline_only and records):

@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-seed", type=int, default=7000, help="start seed of the evaluation trials")
     ap.add_argument("--home-jitter", type=float, default=FULL.home_jitter)
     ap.add_argument("--exploration-noise", type=float, default=FULL.exploration_noise)
+    ap.add_argument("--noise-correlation", type=float, default=FULL.noise_correlation,
+                    help="AR(1) correlation of the exploration noise between ticks (0: white)")
     ap.add_argument("--bc-weight", type=float, default=FULL.finetune_bc_weight)
     ap.add_argument("--n-step", type=int, default=0, help="critics' TD horizon online (0 = the checkpoint's)")
     ap.add_argument("--offline-only", action="store_true", help="record online episodes but train on offline data only")
@@ -42,6 +44,8 @@ def main(argv=None) -> int:
                     help="the actor's BC term on offline data only (online data trains the critic and the RL term)")
     ap.add_argument("--self-imitation", action="store_true",
                     help="online rows cloned only where their MC return beat the critic's value of the deterministic policy")
+    ap.add_argument("--pre-tanh-bc", action="store_true",
+                    help="online rows cloned in pre-tanh space (unbiased for the policy's own noisy actions)")
     ns = ap.parse_args(argv)
     import torch
     torch.set_num_threads(1)
@@ -55,7 +59,8 @@ def main(argv=None) -> int:
                       exploration_noise=ns.exploration_noise, bc_weight=ns.bc_weight,
                       bc_only_successful=FULL.bc_only_successful, home_jitter=ns.home_jitter, n_step=ns.n_step,
                       offline_only=ns.offline_only, snapshot_every=ns.snapshot_every, bc_online=not ns.no_online_bc,
-                      bc_self_imitation=ns.self_imitation)
+                      bc_self_imitation=ns.self_imitation, noise_correlation=ns.noise_correlation,
+                      bc_online_pre_tanh=ns.pre_tanh_bc)
     fwd = [r["gt_success"] for r in recs if r["task"] == "drawer-open"]
     policies = [("pretrained", Path(ns.pretrained))] + [
         (str(s), out / f"policy_{s}.pt") for s in range(ns.snapshot_every, ns.online_steps + 1, ns.snapshot_every)

@@ -32,6 +32,8 @@ class EvalResult:
     backward_success: float
     forward_trials: list = field(default_factory=list)     # steps to success, or None
     backward_trials: list = field(default_factory=list)
+    forward_starts: list = field(default_factory=list)      # each trial's hand offset from home (x, y, z), m
+    backward_starts: list = field(default_factory=list)
     seconds: float = 0.0
     setting: dict = field(default_factory=dict)
 
@@ -40,14 +42,18 @@ class EvalResult:
 
 
 def _run(world, policy, instruction: str, max_steps: int, deterministic: bool, frames: Optional[list],
-         noise_scale: float = 1.0):
+         noise_scale: float = 1.0, noise=None):
+    """One trial; `noise` (rl/exploration.py ExplorationNoise, stochastic trials only) supplies the
+    exploration noise of each step (None: the policy draws white noise itself)."""
     obs = world.observe()
     if frames is not None:
         frames.append(obs.image)
     for t in range(max_steps):
         if obs.success:
             return t
-        a = policy.act(obs.image, obs.proprio, instruction, deterministic=deterministic, noise_scale=noise_scale)
+        extra = {} if noise is None or deterministic else {"eps": noise()}
+        a = policy.act(obs.image, obs.proprio, instruction, deterministic=deterministic, noise_scale=noise_scale,
+                       **extra)
         obs = world.step(a)
         if frames is not None:
             frames.append(obs.image)
@@ -91,15 +97,17 @@ def evaluate_policy(policy, pair: str = "drawer", trials: int = 10, max_steps: i
                     scene_seed: Optional[int] = None, start_jitter: float = 0.03, deterministic: bool = True,
                     image_size=(100, 100), camera: str = "corner4", progress: bool = False,
                     record_first: bool = False, noise_scale: float = 1.0,
-                    phases=("forward", "backward")) -> tuple[EvalResult, list]:
+                    phases=("forward", "backward"), noise_correlation: float = 0.0) -> tuple[EvalResult, list]:
     """Success rates of `policy` (rl.policy.Policy-like: act(image, proprio, instruction, deterministic,
-    noise_scale=)) on the pair's forward and backward tasks (those in `phases`; a task left out rates
-    nan). Stochastic trials (deterministic=False) scale the actor's std by noise_scale.
+    noise_scale=[, eps=])) on the pair's forward and backward tasks (those in `phases`; a task left out
+    rates nan). Stochastic trials (deterministic=False) scale the actor's std by noise_scale; with
+    noise_correlation > 0 their noise is AR(1)-correlated in time, as the policy node explores.
     Returns (result, frames of the first forward trial)."""
-    from robofume_ros.sim.world import ResetFreeWorld
+    from robofume_ros.sim.world import ACTION_DIM, ResetFreeWorld
 
     t0 = time.monotonic()
     res = {"forward": [], "backward": []}
+    starts = {"forward": [], "backward": []}
     skipped = {"forward": 0, "backward": 0}   # trials whose scripted setup failed
     frames = [] if record_first else None
     it = range(trials)
@@ -121,8 +129,13 @@ def evaluate_policy(policy, pair: str = "drawer", trials: int = 10, max_steps: i
                     skipped[phase] += 1
                 else:
                     rec = frames if (i == 0 and phase == "forward") else None
+                    starts[phase].append((world.proprio[:3] - world.home_position).round(4).tolist())
+                    noise = None
+                    if noise_correlation > 0 and not deterministic:
+                        from robofume_ros.rl.exploration import ExplorationNoise
+                        noise = ExplorationNoise(ACTION_DIM, noise_correlation, seed=[seed, i, phase == "forward"])
                     res[phase].append(_run(world, policy, world.instruction, max_steps, deterministic, rec,
-                                           noise_scale))
+                                           noise_scale, noise))
             finally:
                 world.close()
     rate = lambda xs: float(np.mean([x is not None for x in xs])) if xs else float("nan")  # noqa: E731
@@ -130,5 +143,6 @@ def evaluate_policy(policy, pair: str = "drawer", trials: int = 10, max_steps: i
                "deterministic": deterministic, "max_steps": max_steps, "skipped_setups": skipped}
     if not deterministic:
         setting["noise_scale"] = noise_scale
+        setting["noise_correlation"] = noise_correlation
     return (EvalResult(rate(res["forward"]), rate(res["backward"]), res["forward"], res["backward"],
-                       time.monotonic() - t0, setting), (frames or []))
+                       starts["forward"], starts["backward"], time.monotonic() - t0, setting), (frames or []))

@@ -44,6 +44,7 @@ class Sizes:
     reward_pair_negatives: int = 3  # end frames of a demo used as negatives of the paired task (see README)
     finetune_bc_weight: float = -1.0  # actor BC weight online (-1: the pre-trained one, see README)
     exploration_noise: float = 1.0    # the policy node's action std scale online (see README)
+    noise_correlation: float = 0.0    # the policy node's AR(1) correlation of that noise between ticks (0: white)
     bc_only_successful: bool = False  # Cal-QL's actor BC term on successful episodes only, in pre-training
                                       # and online (see README)
     bc_online: bool = True            # online attempts in the actor's BC term too (False: offline data only;
@@ -99,6 +100,7 @@ def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward
             "success_frames": str(sizes.success_frames),
             "bc_weight": str(sizes.finetune_bc_weight),
             "exploration_noise": str(sizes.exploration_noise),
+            "exploration_correlation": str(sizes.noise_correlation),
             "bc_only_successful": str(sizes.bc_only_successful).lower(),
             "bc_online": str(sizes.bc_online).lower(),
             "home_jitter": str(sizes.home_jitter),

@@ -313,6 +313,26 @@ def test_calql_self_imitation_clones_online_rows_that_beat_the_critic():
     torch.testing.assert_close(m["bc_loss"], per[[0, 2, 3, 4, 5, 7]].mean())
 
 
+def test_calql_pre_tanh_bc_on_online_rows():
+    """bc_online_pre_tanh: online rows are cloned as (mean - atanh(a))^2, offline rows as before.
+    Cloning a policy's own noisy actions is then unbiased for its mean: the action-space MSE's
+    minimiser, atanh(E[tanh(m + s*eps)]), lies below m, the pre-tanh one does not."""
+    L, agent, batch = _mixed_calql_batch()
+    from robofume_ros.rl.calql import PRE_TANH_CLIP
+    batch["actions"][5] = torch.tensor([1.0, -1.0])            # saturated: the target stays finite
+    with torch.no_grad():
+        mean, _ = agent.actor(agent.encoder(batch["obs"]))
+    act = ((torch.tanh(mean) - batch["actions"]) ** 2).mean(-1)
+    pre = ((mean - torch.atanh(batch["actions"].clamp(-PRE_TANH_CLIP, PRE_TANH_CLIP))) ** 2).mean(-1)
+    assert torch.isfinite(pre).all()
+    L.set_agent_option("bc_online_pre_tanh", True)
+    _, m = agent.losses(batch)
+    torch.testing.assert_close(m["bc_loss"], torch.cat([act[:4], pre[4:]]).mean())
+    # the two minimisers for samples a = tanh(m + 0.5 eps) of a mean m = 1
+    a = torch.tanh(1.0 + 0.5 * torch.randn(200000, generator=torch.Generator().manual_seed(0)))
+    assert float(torch.atanh(a.mean())) < 0.9 and abs(float(torch.atanh(a.clamp(-PRE_TANH_CLIP, PRE_TANH_CLIP)).mean()) - 1.0) < 0.01
+
+
 def test_learner_restricts_each_algorithms_bc_term():
     for algo, option in (("calql", "bc_only_successful"), ("cql", "bc_only_successful"), ("bc", "only_successful")):
         L = Learner(LearnerConfig(algo=algo, lang_mode="none"), 2, 2)

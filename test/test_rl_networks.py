@@ -1,4 +1,5 @@
 """StackedQ's hand-written forward/backward equals the plain-autograd reference (fp32 and bf16)."""
+import numpy as np
 import pytest
 import torch
 
@@ -110,3 +111,27 @@ def test_exploration_noise_scale_narrows_the_sampled_actions():
     assert abs(std1 - float(torch.exp(torch.tensor(-1.0)))) < 0.02        # scale 1: the actor's own std
     assert abs(std_q / std1 - 0.25) < 0.02
     assert abs(pre[0.25].mean().item() - 0.2) < 0.01
+
+
+def test_correlated_exploration_noise_keeps_the_marginal_and_correlates_in_time():
+    from robofume_ros.rl.exploration import ExplorationNoise
+    for rho in (0.0, 0.9):
+        n = ExplorationNoise(2, rho, seed=1)
+        e = np.stack([n() for _ in range(20000)])
+        assert abs(e.mean()) < 0.1 and abs(e.std() - 1.0) < 0.05          # every eps_t ~ N(0, 1)
+        lag1 = np.mean([np.corrcoef(e[:-1, i], e[1:, i])[0, 1] for i in range(2)])
+        assert abs(lag1 - rho) < 0.03, (rho, lag1)
+    # reset: the next draw no longer follows the last one (a new episode's deviation is its own)
+    n = ExplorationNoise(1, 0.99, seed=2)
+    pairs = []
+    for _ in range(2000):
+        last = n()[0]
+        n.reset()
+        pairs.append((last, n()[0]))
+    assert abs(np.corrcoef(np.array(pairs).T)[0, 1]) < 0.1
+    with pytest.raises(ValueError, match="correlation"):
+        ExplorationNoise(4, 1.0)
+    # the actor uses the given eps: tanh(mean + scale * std * eps)
+    actor = networks.TanhGaussianActor(8, 2, networks.NetConfig(hidden=(16, 16)))
+    mean, log_std, eps = torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([[0.5, -1.0]])
+    torch.testing.assert_close(actor.explore(mean, log_std, 0.5, eps), torch.tanh(0.5 * eps))

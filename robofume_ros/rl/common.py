@@ -79,13 +79,15 @@ class AgentBase:
     bf16: bool = False
 
     @torch.no_grad()
-    def act(self, obs: dict, deterministic: bool = True, noise_scale: float = 1.0) -> torch.Tensor:
+    def act(self, obs: dict, deterministic: bool = True, noise_scale: float = 1.0,
+            eps: Optional[torch.Tensor] = None) -> torch.Tensor:
         """obs: tensors (B, ...) with 'lang' already embedded. Returns actions (B, A) in [-1,1];
-        stochastic ones with the actor's std scaled by noise_scale (see TanhGaussianActor.explore)."""
+        stochastic ones with the actor's std scaled by noise_scale and, if given, the standard-normal
+        noise eps (B, A) (see TanhGaussianActor.explore, rl/exploration.py)."""
         with autocast(self.bf16):
             z = self.encoder(obs)
             mean, log_std = self.actor(z)
-        return self.actor.explore(mean.float(), log_std.float(), 0.0 if deterministic else noise_scale)
+        return self.actor.explore(mean.float(), log_std.float(), 0.0 if deterministic else noise_scale, eps)
 
     @torch.no_grad()
     def set_value_offset(self, value: float) -> None:

@@ -185,11 +185,14 @@ class Learner:
             self.step += 1
         return m
 
-    def act(self, obs_np: dict, deterministic: bool = True, noise_scale: float = 1.0) -> np.ndarray:
-        """Batch acting from numpy obs {proprio (B,P), image/features, instruction: list[str]}."""
+    def act(self, obs_np: dict, deterministic: bool = True, noise_scale: float = 1.0,
+            eps: Optional[np.ndarray] = None) -> np.ndarray:
+        """Batch acting from numpy obs {proprio (B,P), image/features, instruction: list[str]};
+        eps: the exploration noise (B, A) to use (rl/exploration.py), None draws it afresh."""
         obs = {k: torch.as_tensor(v) for k, v in obs_np.items() if k != "instruction"}
         obs["lang"] = torch.from_numpy(self.lang.embed(obs_np["instruction"]))
-        return self.agent.act(obs, deterministic, noise_scale).numpy()
+        return self.agent.act(obs, deterministic, noise_scale,
+                              None if eps is None else torch.as_tensor(eps, dtype=torch.float32)).numpy()
 
     # -- weights for the policy node -------------------------------------------------------
     def policy_payload(self) -> dict:

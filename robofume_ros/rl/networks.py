@@ -380,12 +380,15 @@ class TanhGaussianActor(nn.Module):
         u = m + ls.exp() * torch.randn(mean.shape[0], n, mean.shape[1], device=mean.device)
         return torch.tanh(u), self._log_prob_pre_tanh(u, m, ls)
 
-    def explore(self, mean, log_std, noise_scale: float = 1.0):
+    def explore(self, mean, log_std, noise_scale: float = 1.0, eps: Optional[torch.Tensor] = None):
         """Actions for acting: tanh(mean + noise_scale * std * eps). noise_scale 1 samples the policy's
-        own distribution, 0 is the deterministic tanh(mean), in between narrows the exploration."""
+        own distribution, 0 is the deterministic tanh(mean), in between narrows the exploration.
+        eps: standard-normal noise to use (e.g. temporally correlated, rl/exploration.py); None draws it."""
         if noise_scale <= 0:
             return torch.tanh(mean)
-        return torch.tanh(mean + noise_scale * log_std.exp() * torch.randn_like(mean))
+        if eps is None:
+            eps = torch.randn_like(mean)
+        return torch.tanh(mean + noise_scale * log_std.exp() * eps.to(mean.dtype).view_as(mean))
 
     def log_prob(self, mean, log_std, actions):
         """log pi(actions | state) for actions in (-1, 1) (clipped to +-(1-1e-6))."""

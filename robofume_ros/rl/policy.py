@@ -76,9 +76,10 @@ class Policy:
     @torch.no_grad()
     def act(self, image: Optional[np.ndarray], proprio: np.ndarray, instruction: str,
             deterministic: bool = True, features: Optional[np.ndarray] = None,
-            noise_scale: float = 1.0) -> np.ndarray:
+            noise_scale: float = 1.0, eps: Optional[np.ndarray] = None) -> np.ndarray:
         """One observation -> one action (A,) float32 in [-1, 1]; when stochastic, the actor's std is
-        scaled by noise_scale (1: its own distribution, 0: deterministic)."""
+        scaled by noise_scale (1: its own distribution, 0: deterministic) and eps (A,), if given, is
+        the standard-normal noise (rl/exploration.py: white or temporally correlated)."""
         obs = {"proprio": torch.as_tensor(np.asarray(proprio, np.float32)).view(1, -1),
                "lang": torch.from_numpy(self.lang.embed([instruction]))}
         if self.obs_mode == "cnn":
@@ -91,5 +92,6 @@ class Policy:
                 features = self._frozen(image)
             obs["features"] = torch.as_tensor(np.asarray(features, np.float32)).view(1, -1)
         mean, log_std = self.actor(self.encoder(obs))
-        a = self.actor.explore(mean, log_std, 0.0 if deterministic else noise_scale)
+        a = self.actor.explore(mean, log_std, 0.0 if deterministic else noise_scale,
+                               None if eps is None else torch.as_tensor(eps, dtype=torch.float32))
         return a[0].numpy().astype(np.float32)

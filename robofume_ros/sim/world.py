@@ -519,6 +519,12 @@ class ResetFreeWorld(_WorldBase):
         self._require_reset()
         return super().step(action)
 
+    @property
+    def home_position(self) -> np.ndarray:
+        """The hand's home position (x, y, z), where home() returns it before any jitter."""
+        self._require_reset()
+        return np.asarray(self._env.hand_init_pos, np.float64).copy()
+
     def home(self, jitter: float = 0.0, rng: Optional[np.random.Generator] = None, max_steps: int = 150,
              tolerance: float = 0.005, joints: bool = True) -> int:
         """Move the ARM (never the scene) back to its home pose, plus a uniform random offset of up to
@@ -537,7 +543,7 @@ class ResetFreeWorld(_WorldBase):
         to the configuration recorded at reset() (hand at the home position), the hand's mocap
         target with them, and the physics settles. False: Cartesian homing only (the old behaviour)."""
         self._require_reset()
-        target = np.asarray(self._env.hand_init_pos, np.float64).copy()
+        target = self.home_position
         if jitter > 0:
             rng = rng if rng is not None else np.random.default_rng()
             target = target + rng.uniform(-jitter, jitter, 3)
