@@ -40,3 +40,27 @@ def test_still_policy_fails_both_tasks():
     assert res.forward_success == 0.0 and res.backward_success == 0.0
     assert res.forward_trials == [None] and res.backward_trials == [None]
     assert len(frames) == 16 and res.setting["scene_seed"] == 0
+
+
+class _Recorder(_Still):
+    """Still, and keeps the exploration noise it was handed (stochastic trials with a correlation)."""
+
+    def __init__(self):
+        self.eps = []
+
+    def act(self, image, proprio, instruction, deterministic=True, noise_scale=1.0, eps=None):
+        self.eps.append(eps)
+        return super().act(image, proprio, instruction, deterministic, noise_scale)
+
+
+def test_trial_starts_are_reported_and_correlated_noise_is_handed_to_the_policy():
+    pol = _Recorder()
+    res, _ = evaluate_policy(pol, trials=2, max_steps=30, scene_seed=0, start_jitter=0.05, deterministic=False,
+                             noise_scale=0.5, noise_correlation=0.9, phases=("forward",))
+    assert len(res.forward_starts) == 2 and res.backward_starts == []
+    offsets = np.array(res.forward_starts)
+    assert np.abs(offsets).max() <= 0.05 + 0.01 and np.ptp(offsets, axis=0).max() > 0.005
+    eps = np.array(pol.eps)
+    assert eps.shape == (60, 4) and res.setting["noise_correlation"] == 0.9
+    lag1 = np.corrcoef(eps[:29, 0], eps[1:30, 0])[0, 1]      # within the first trial: correlated
+    assert lag1 > 0.5, lag1
