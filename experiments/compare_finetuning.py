@@ -81,9 +81,7 @@ def online_run(ckpt: Path, data: Path, reward_dir: Path, reward_kind: str, out: 
         L.set_agent_option("bc_weight", bc_weight)
     if bc_only_successful:                                       # the learner node's knob
         L.set_bc_only_successful(True)
-    L.set_online_bc(bc_online, bc_self_imitation)                # the learner node's knobs
-    if bc_online_pre_tanh:
-        L.set_agent_option("bc_online_pre_tanh", True)
+    L.set_online_bc(bc_online, bc_self_imitation, bc_online_pre_tanh)   # the learner node's knobs
     if online_ratio >= 0:                                        # share of online data in each batch
         L.set_agent_option("online_ratio", online_ratio)
     enc = FrozenImageEncoder()

@@ -109,6 +109,8 @@ ARGUMENTS: list[LaunchArg] = [
               _ov(("learner", "bc_online", bool))),
     LaunchArg("bc_self_imitation", "", "online attempts cloned only where their return beat the critic's value of "
               "the deterministic policy (true/false; with bc_online true)", _ov(("learner", "bc_self_imitation", bool))),
+    LaunchArg("bc_online_pre_tanh", "", "online attempts cloned in pre-tanh space, unbiased for the policy's own "
+              "noisy actions (true/false; with bc_online true)", _ov(("learner", "bc_online_pre_tanh", bool))),
     LaunchArg("run_dir", "", "folder for logs, bags, checkpoints (default: runs/<timestamp>)",
               _ov(("learner", "run_dir", str))),
 ]

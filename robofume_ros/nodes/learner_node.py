@@ -46,6 +46,8 @@ class Params:
                            "online attempts then train the critic and the RL term only)")
     bc_self_imitation: bool = knob(False, "online attempts enter the actor's BC term only where their return beat the "
                                    "critic's value of the deterministic policy (self-imitation; with bc_online true)")
+    bc_online_pre_tanh: bool = knob(False, "online attempts in the BC term are cloned in pre-tanh space, (mean - "
+                                    "atanh(a))^2: unbiased for the policy's own noisy actions (with bc_online true)")
     action_dim: int = knob(4, "action components: 4 (xyz + gripper) or 7 (xyz + rpy + gripper)")
     num_threads: int = knob(1, "torch threads for training")
     seed: int = knob(0, "seed for sampling")
@@ -108,7 +110,7 @@ class LearnerNode(Node):
         if p.bc_only_successful:
             L.set_bc_only_successful(True)
             self.get_logger().info("actor BC term on successful episodes only")
-        note = L.set_online_bc(p.bc_online, p.bc_self_imitation)
+        note = L.set_online_bc(p.bc_online, p.bc_self_imitation, p.bc_online_pre_tanh)
         if note:
             self.get_logger().info(note)
         for path in p.offline_dataset:
