@@ -101,6 +101,8 @@ ARGUMENTS: list[LaunchArg] = [
               "(1: the actor's own, 0: deterministic)", _ov(("policy", "noise_scale", float))),
     LaunchArg("exploration_correlation", "", "learned policy: AR(1) correlation of its exploration noise between "
               "ticks (0: white; 0.9: deviations lasting ~10 ticks)", _ov(("policy", "noise_correlation", float))),
+    LaunchArg("n_step", "", "critics' TD horizon while fine-tuning, in steps (0: the pre-trained checkpoint's)",
+              _ov(("learner", "n_step", int))),
     LaunchArg("bc_weight", "", "actor BC weight while fine-tuning (-1: the pre-trained checkpoint's)",
               _ov(("learner", "bc_weight", float))),
     LaunchArg("bc_only_successful", "", "actor BC term only on episodes that succeeded (true/false; default "

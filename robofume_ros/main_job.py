@@ -43,6 +43,7 @@ class Sizes:
     reward_reverse_k: int     # start frames of the paired task used as positives (0: none, see README)
     reward_pair_negatives: int = 3  # end frames of a demo used as negatives of the paired task (see README)
     finetune_bc_weight: float = -1.0  # actor BC weight online (-1: the pre-trained one, see README)
+    finetune_n_step: int = 0          # critics' TD horizon online (0: the pre-trained one, see README)
     exploration_noise: float = 1.0    # the policy node's action std scale online (see README)
     noise_correlation: float = 0.0    # the policy node's AR(1) correlation of that noise between ticks (0: white)
     bc_only_successful: bool = False  # Cal-QL's actor BC term on successful episodes only, in pre-training
@@ -99,6 +100,7 @@ def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward
             "backward_max_episode_steps": str(sizes.backward_max_episode_steps),
             "success_frames": str(sizes.success_frames),
             "bc_weight": str(sizes.finetune_bc_weight),
+            "n_step": str(sizes.finetune_n_step),
             "exploration_noise": str(sizes.exploration_noise),
             "exploration_correlation": str(sizes.noise_correlation),
             "bc_only_successful": str(sizes.bc_only_successful).lower(),

@@ -71,8 +71,9 @@ def finetune_specs(tmp_path, models, budget=100000, **extra):
 
 
 def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, models):
-    specs, by = finetune_specs(tmp_path, models, bc_only_successful="true")
-    assert by["learner"].parameters["bc_only_successful"] is True      # the launch argument reaches the learner
+    specs, by = finetune_specs(tmp_path, models, bc_only_successful="true", n_step="3")
+    assert by["learner"].parameters["bc_only_successful"] is True      # the launch arguments reach the learner
+    assert by["learner"].parameters["n_step"] == 3
     learner_dir = tmp_path / "run" / "learner"
     with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
         probe = g.probe({"/reward": Reward, "/task_phase": TaskPhase, "/policy/weights": PolicyWeights,
@@ -94,6 +95,7 @@ def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, mo
         status = json.loads((learner_dir / "status.json").read_text())
         assert status["updates"] > 0 and status["online_transitions"] > 0
         assert "actor BC term on successful episodes only" in g.log("learner")
+        assert "critics on 3-step TD targets" in g.log("learner")
         online_eps = sorted((learner_dir / "online" / "episodes").iterdir())
         assert len(online_eps) >= 3
         # kill the learner: the runner respawns it, and it resumes with nothing it had lost
@@ -114,6 +116,7 @@ def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, mo
         log = g.log("learner")
         assert "resumed from" in log, log[-3000:]
         assert f"reloaded {len(before)} online episodes" in log or "reloaded" in log
+        assert log.count("critics on 3-step TD targets") == 2          # the resumed learner keeps its horizon
         # (what the journal recovers after a kill mid-episode is tested without processes in
         # test_online_stream.py; here it depends on where the kill lands)
         n_before = len(before)

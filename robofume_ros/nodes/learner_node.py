@@ -38,6 +38,8 @@ class Params:
     checkpoint_every: int = knob(250, "write a learner checkpoint every N updates")
     weights_transport: str = knob("inline", "inline (bytes in the message, crosses machines) or file (path only)")
     use_rnd: bool = knob(False, "add the OOO RND exploration bonus to online rewards")
+    n_step: int = knob(0, "critics' TD horizon while fine-tuning: each target sums up to this many rewards of its "
+                          "episode before bootstrapping (0 = the pre-trained checkpoint's)")
     bc_weight: float = knob(-1.0, "actor BC weight while fine-tuning (Cal-QL's RoboFuME term; -1 = keep the "
                             "pre-trained checkpoint's)")
     bc_only_successful: bool = knob(False, "actor BC term only on episodes that succeeded (failed exploration is "
@@ -104,6 +106,9 @@ class LearnerNode(Node):
         else:
             raise ValueError("parameter 'init_checkpoint' is required (robofume pretrain output), "
                              f"or a learner checkpoint at {resume} to resume from")
+        if p.n_step > 0:                              # before any data: transitions are built for it
+            L.set_n_step(p.n_step)
+            self.get_logger().info(f"critics on {p.n_step}-step TD targets")
         if p.bc_weight >= 0:
             L.set_agent_option("bc_weight", p.bc_weight)
             self.get_logger().info(f"actor BC weight {p.bc_weight} while fine-tuning")
