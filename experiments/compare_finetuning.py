@@ -216,6 +216,10 @@ def main(argv=None) -> int:
                     help="online action std scale (the policy node's noise_scale)")
     ap.add_argument("--bc-weight", type=float, default=FULL.finetune_bc_weight,
                     help="actor BC weight online (-1: the pre-trained one)")
+    ap.add_argument("--n-step", type=int, default=FULL.finetune_n_step,
+                    help="critics' TD horizon online (0: the pre-trained one)")
+    ap.add_argument("--bc-online", choices=["true", "false"], default=str(FULL.bc_online).lower(),
+                    help="Cal-QL/CQL: online attempts in the actor's BC term too (BC itself always learns from them)")
     ap.add_argument("--bc-filter", choices=["all", "success"], default="success" if FULL.bc_only_successful else "all",
                     help="behaviour cloning (Cal-QL/CQL's actor term, BC itself) on all data or only on episodes "
                     "that succeeded, in pre-training and online")
@@ -265,7 +269,8 @@ def main(argv=None) -> int:
                               backward_max_episode_steps=ns.backward_max_episode_steps,
                               exploration_noise=ns.exploration_noise, bc_weight=ns.bc_weight,
                               pair_veto=not ns.no_pair_veto, bc_only_successful=ns.bc_filter == "success",
-                              home_jitter=ns.home_jitter, online_ratio=ns.online_ratio)
+                              home_jitter=ns.home_jitter, online_ratio=ns.online_ratio, n_step=ns.n_step,
+                              bc_online=ns.bc_online == "true" or algo == "bc")
             post_file = out / "online" / name / "eval.json"
             if ns.eval_trials and not post_file.exists():
                 r, _ = evaluate_policy(Policy.load(out / "online" / name / "policy.pt"), trials=ns.eval_trials,

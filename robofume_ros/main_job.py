@@ -60,14 +60,16 @@ class Sizes:
 # Behaviour cloning on successful episodes only: cloning the dataset's failures too held the pre-trained policy at
 # 25-65% forward; without them it opens the drawer in 20 of 20 trials from the demos' 3 cm home jitter, and in 13
 # of 20 from the workspace's 10 cm (README): fine-tuning has that shift to learn.
+# Fine-tuning: the actor's BC term on offline data only and weak (0.03), the critics on 10-step targets: the RL term
+# then teaches the low starts no demo covers (README finding 17; with BC weight 0.1, or 1-step targets, it does not).
 FULL = Sizes(generate=["--demos", "20"], reward_epochs=60, pretrain_steps=3000, finetune_budget=9000,
              retrain_steps=3000, eval_trials=20, max_episode_steps=150, backward_max_episode_steps=100,
              success_frames=3, reward_max_fpr=0.01, reward_threshold=0.0, reward_reverse_k=0,
-             exploration_noise=0.5, finetune_bc_weight=1.0, bc_only_successful=True, bc_online=False,
-             home_jitter=0.1)
+             exploration_noise=0.5, finetune_bc_weight=0.03, finetune_n_step=10, bc_only_successful=True,
+             bc_online=False, home_jitter=0.1)
 QUICK = Sizes(generate=["--quick"], reward_epochs=15, pretrain_steps=300, finetune_budget=300, retrain_steps=300,
               eval_trials=2, max_episode_steps=120, backward_max_episode_steps=0, success_frames=3,
-              reward_max_fpr=0.01, reward_threshold=0.7, reward_reverse_k=0, finetune_bc_weight=1.0,
+              reward_max_fpr=0.01, reward_threshold=0.7, reward_reverse_k=0, finetune_bc_weight=0.03, finetune_n_step=10,
               bc_only_successful=True, bc_online=False, home_jitter=0.1)
 FEATURE_ENCODER = "efficientnet_lite0@128"
 
