@@ -194,6 +194,20 @@ def curve(records: list[dict], task: str, steps: int, window: int = 4):
     return xs, ys
 
 
+def probe_parser(doc: str, checkpoint_flag: str, checkpoint_help: str) -> argparse.ArgumentParser:
+    """The arguments every probe shares: a checkpoint, its dataset, --out, and the evaluation trials
+    (forward, in the dataset's scene, arm homed +- --home-jitter, from --eval-seed)."""
+    from robofume_ros.main_job import FULL
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(checkpoint_flag, required=True, help=checkpoint_help)
+    ap.add_argument("--data", required=True, help="its dataset (the scene of its demos; offline data when fine-tuning)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--eval-trials", type=int, default=20)
+    ap.add_argument("--eval-seed", type=int, default=7000, help="start seed of the evaluation trials")
+    ap.add_argument("--home-jitter", type=float, default=FULL.home_jitter)
+    return ap
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)

@@ -13,27 +13,20 @@ failures). One JSON line per setting, and results.json.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_finetuning import scene_seed  # noqa: E402  (sets MUJOCO_GL, the repo path)
+from compare_finetuning import probe_parser, scene_seed  # noqa: E402  (sets MUJOCO_GL, the repo path)
 
 from robofume_ros.main_job import FULL  # noqa: E402
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--policy", required=True, help="policy or learner checkpoint")
-    ap.add_argument("--data", required=True, help="its dataset (for the scene the demos were recorded in)")
-    ap.add_argument("--out", required=True)
+    ap = probe_parser(__doc__, "--policy", "policy or learner checkpoint")
     ap.add_argument("--settings", nargs="+", default=["0.5:0", "0.5:0.9"], help="noise_scale:correlation ...")
-    ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2, help="stochastic passes over the same trials")
-    ap.add_argument("--eval-seed", type=int, default=7000)
-    ap.add_argument("--home-jitter", type=float, default=FULL.home_jitter)
     ap.add_argument("--low-z", type=float, default=0.05, help="a start this far below home height counts as low")
     ns = ap.parse_args(argv)
     import torch
@@ -44,7 +37,7 @@ def main(argv=None) -> int:
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
     pol = Policy.load(ns.policy)
-    common = dict(trials=ns.trials, max_steps=FULL.max_episode_steps, seed=ns.eval_seed,
+    common = dict(trials=ns.eval_trials, max_steps=FULL.max_episode_steps, seed=ns.eval_seed,
                   scene_seed=scene_seed(Path(ns.data)), start_jitter=ns.home_jitter, phases=("forward",))
     results = {"args": vars(ns), "settings": {}}
     runs = [("deterministic", 0.0, 0.0, 1)] + [(s, *map(float, s.split(":")), ns.repeats) for s in ns.settings]

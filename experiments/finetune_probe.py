@@ -8,40 +8,36 @@ demos' scene). One JSON line per evaluated policy, and results.json.
 
     .venv/bin/python experiments/finetune_probe.py --pretrained runs/main/pretrain/checkpoint.pt \\
         --data runs/main/data --out runs/probe_main --online-steps 6000
-    # variants: --n-step 10, --bc-weight 0.1, --no-online-bc, --self-imitation, --offline-only (the control: no online data)
+    # defaults: the main job's recipe; variants: --n-step 1, --bc-weight 0.1, --bc-online true, --self-imitation,
+    # --offline-only (the control: no online data)
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_finetuning import online_run, scene_seed  # noqa: E402  (sets MUJOCO_GL, the repo path)
+from compare_finetuning import online_run, probe_parser, scene_seed  # noqa: E402  (sets MUJOCO_GL, the repo path)
 
 from robofume_ros.main_job import FULL  # noqa: E402
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pretrained", required=True, help="learner checkpoint (robofume pretrain's checkpoint.pt)")
-    ap.add_argument("--data", required=True, help="its offline dataset (mixed into every batch)")
-    ap.add_argument("--out", required=True)
+    ap = probe_parser(__doc__, "--pretrained", "learner checkpoint (robofume pretrain's checkpoint.pt)")
     ap.add_argument("--online-steps", type=int, default=6000)
     ap.add_argument("--snapshot-every", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--eval-trials", type=int, default=20)
-    ap.add_argument("--eval-seed", type=int, default=7000, help="start seed of the evaluation trials")
-    ap.add_argument("--home-jitter", type=float, default=FULL.home_jitter)
     ap.add_argument("--exploration-noise", type=float, default=FULL.exploration_noise)
     ap.add_argument("--noise-correlation", type=float, default=FULL.noise_correlation,
                     help="AR(1) correlation of the exploration noise between ticks (0: white)")
     ap.add_argument("--bc-weight", type=float, default=FULL.finetune_bc_weight)
-    ap.add_argument("--n-step", type=int, default=0, help="critics' TD horizon online (0 = the checkpoint's)")
+    ap.add_argument("--n-step", type=int, default=FULL.finetune_n_step,
+                    help="critics' TD horizon online (0 = the checkpoint's)")
     ap.add_argument("--offline-only", action="store_true", help="record online episodes but train on offline data only")
-    ap.add_argument("--no-online-bc", action="store_true",
-                    help="the actor's BC term on offline data only (online data trains the critic and the RL term)")
+    ap.add_argument("--bc-online", choices=["true", "false"], default=str(FULL.bc_online).lower(),
+                    help="online attempts in the actor's BC term too (false: offline data only; online data then "
+                    "trains the critic and the RL term only)")
     ap.add_argument("--self-imitation", action="store_true",
                     help="online rows cloned only where their MC return beat the critic's value of the deterministic policy")
     ap.add_argument("--pre-tanh-bc", action="store_true",
@@ -58,7 +54,7 @@ def main(argv=None) -> int:
                       FULL.max_episode_steps, backward_max_episode_steps=FULL.backward_max_episode_steps,
                       exploration_noise=ns.exploration_noise, bc_weight=ns.bc_weight,
                       bc_only_successful=FULL.bc_only_successful, home_jitter=ns.home_jitter, n_step=ns.n_step,
-                      offline_only=ns.offline_only, snapshot_every=ns.snapshot_every, bc_online=not ns.no_online_bc,
+                      offline_only=ns.offline_only, snapshot_every=ns.snapshot_every, bc_online=ns.bc_online == "true",
                       bc_self_imitation=ns.self_imitation, noise_correlation=ns.noise_correlation,
                       bc_online_pre_tanh=ns.pre_tanh_bc)
     fwd = [r["gt_success"] for r in recs if r["task"] == "drawer-open"]
