@@ -192,8 +192,8 @@ class StandinDriverNode(Node):
         if self.servo.active(now) or self.q_target is None:
             delta = self.servo.advance(now)
         else:
-            target, _ = self.chain.fk(self.q_target)
-            delta = target + self.offset - self._mocap()
+            target, _ = self.chain.fk(self.q_target)     # at most one Meta-World action per tick
+            delta = np.clip(target + self.offset - self._mocap(), -MOCAP_M_PER_ACTION, MOCAP_M_PER_ACTION)
         self._advance(delta)
         self.steps += 1
         # emulate the joints: IK of the chain to where the hand really is (seeded by the target)
