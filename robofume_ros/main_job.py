@@ -78,7 +78,9 @@ def log(msg: str) -> None:
     print(f"[main {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def stage(name: str, done: Path, fn, *args) -> None:
+def stage(name: str, done: Path, fn, *args, timings: Path | None = None) -> None:
+    """Run one pipeline stage unless its done-marker exists; its wall time goes to `timings` (a JSON
+    file of seconds per stage), so that a resumed run still reports what every stage cost."""
     if done.exists():
         log(f"{name}: done earlier ({done}), skipped")
         return
@@ -87,7 +89,17 @@ def stage(name: str, done: Path, fn, *args) -> None:
     rc = fn(*args)
     if rc not in (None, 0):
         raise SystemExit(f"[main] stage {name} failed with exit code {rc}")
-    log(f"{name}: finished in {time.monotonic() - t0:.0f} s")
+    seconds = time.monotonic() - t0
+    log(f"{name}: finished in {seconds:.0f} s")
+    if timings is not None:
+        record_seconds(timings, name, seconds)
+
+
+def record_seconds(timings: Path, name: str, seconds: float) -> dict:
+    t = json.loads(timings.read_text()) if timings.exists() else {}
+    t[name] = round(seconds, 1)
+    timings.write_text(json.dumps(t, indent=1))
+    return t
 
 
 def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward_dir: Path, data: Path) -> int:
@@ -176,39 +188,41 @@ def main(argv=None) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sizes.json").write_text(json.dumps(asdict(sizes), indent=1))
-    t_start = time.monotonic()
+    timings = out / "stage_seconds.json"
     data = out / "data"
 
     from robofume_ros.data import generate
-    stage("data", data / "generate.json", generate.main, ["-o", str(data), "--seed", str(ns.seed)] + sizes.generate)
+    stage("data", data / "generate.json", generate.main, ["-o", str(data), "--seed", str(ns.seed)] + sizes.generate,
+          timings=timings)
 
     def features():
         from robofume_ros.data.dataset import write_features
         from robofume_ros.rl.features import FrozenImageEncoder
         write_features(data, FrozenImageEncoder(), FEATURE_ENCODER)
         (out / "features.done").write_text("ok\n")
-    stage("features", out / "features.done", features)
+    stage("features", out / "features.done", features, timings=timings)
 
     from robofume_ros.reward import train as reward_train
     reward_dir = out / "reward"
     stage("reward", reward_dir / "reward_model.json", reward_train.main,
           ["--data", str(data), "--out", str(reward_dir), "--epochs", str(sizes.reward_epochs), "--seed", str(ns.seed),
            "--max-fpr", str(sizes.reward_max_fpr), "--reverse-k", str(sizes.reward_reverse_k),
-           "--pair-negatives", str(sizes.reward_pair_negatives)])
+           "--pair-negatives", str(sizes.reward_pair_negatives)], timings=timings)
 
     from robofume_ros.rl import pretrain
     from robofume_ros.rl.learner import BC_ONLY_SUCCESSFUL
     pre = out / "pretrain"
     calql_set = [f"{BC_ONLY_SUCCESSFUL['calql']}=True"] if sizes.bc_only_successful else []
     stage("pretrain", pre / "DONE",
-          lambda: _pretrain(pretrain, data, pre, "calql", sizes.pretrain_steps, ns.seed, calql_set))
+          lambda: _pretrain(pretrain, data, pre, "calql", sizes.pretrain_steps, ns.seed, calql_set), timings=timings)
 
-    stage("finetune", out / "finetune" / "DONE", run_finetune, out, sizes, ns.seed, pre / "checkpoint.pt", reward_dir, data)
+    stage("finetune", out / "finetune" / "DONE", run_finetune, out, sizes, ns.seed, pre / "checkpoint.pt", reward_dir, data,
+          timings=timings)
 
     retrain = out / "retrain"
     stage("retrain (OOO)", retrain / "DONE",
           lambda: _pretrain(pretrain, [data, out / "finetune" / "learner" / "online"], retrain, "iql",
-                            sizes.retrain_steps, ns.seed))
+                            sizes.retrain_steps, ns.seed), timings=timings)
 
     results = {
         "pre-trained (Cal-QL offline)": evaluate("pretrained", pre / "checkpoint.pt", out, sizes, ns.seed),
@@ -216,7 +230,10 @@ def main(argv=None) -> int:
         "OOO retrained (IQL offline on all data)": evaluate("retrained", retrain / "checkpoint.pt", out, sizes, ns.seed, video=True),
     }
     from robofume_ros.report import write_report
-    report = write_report(out, results, sizes, time.monotonic() - t_start)
+    seconds = json.loads(timings.read_text()) if timings.exists() else {}
+    for name, r in zip(("pretrained", "finetuned", "retrained"), results.values()):
+        seconds[f"evaluate {name}"] = round(r.get("seconds", 0.0), 1)
+    report = write_report(out, results, sizes, seconds)
     log(f"report: {report}")
     for name, r in results.items():
         log(f"  {name:42s} forward {r['forward_success']:.0%}  backward {r['backward_success']:.0%}")

@@ -161,7 +161,8 @@ def q_curve(csv_path: Path, png: Path) -> bool:
     return True
 
 
-def write_report(run: Path, results: dict, sizes, seconds: float) -> Path:
+def write_report(run: Path, results: dict, sizes, seconds: dict) -> Path:
+    """`seconds`: wall time per pipeline stage (those of earlier, interrupted invocations included)."""
     run = Path(run)
     from robofume_ros.data.dataset import load_episodes
     online = run / "finetune" / "learner" / "online"
@@ -179,7 +180,8 @@ def write_report(run: Path, results: dict, sizes, seconds: float) -> Path:
         write_video(run / "online_episode.gif", eps, fps=10, scale=2, indices=(fwd[-1:] or [len(eps) - 1]))
         video = "online_episode.gif"
     lines = ["# RoboFuME on the simulated drawer pair", "",
-             f"Wall time {seconds / 60:.1f} min on this machine. Sizes: `{json.dumps(sizes.__dict__)}`", "",
+             f"Wall time {sum(seconds.values()) / 60:.1f} min of pipeline on this machine ("
+             + ", ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items()) + f" min). Sizes: `{json.dumps(sizes.__dict__)}`", "",
              "| policy | forward success | backward success |", "|---|---|---|"]
     for name, r in results.items():
         lines.append(f"| {name} | {r['forward_success']:.0%} ({len(r['forward_trials'])} trials) | "
@@ -208,5 +210,6 @@ def write_report(run: Path, results: dict, sizes, seconds: float) -> Path:
         lines += ["The retrained policy's first forward evaluation trial: ![eval](eval/retrained_forward.gif)", ""]
     path = run / "report.md"
     path.write_text("\n".join(lines) + "\n")
-    (run / "results.json").write_text(json.dumps({"results": results, "learning_curve": curve, "reward": trace}, indent=1))
+    (run / "results.json").write_text(json.dumps({"results": results, "learning_curve": curve, "reward": trace,
+                                                  "stage_seconds": seconds}, indent=1))
     return path

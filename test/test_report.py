@@ -33,10 +33,12 @@ def test_report_tables_plots_and_reward_rates(tmp_path):
     write_run_bag(tmp_path / "finetune" / "bags" / "run")
     results = {"pre-trained (x)": {"forward_success": 0.2, "backward_success": 0.7, "forward_trials": [None] * 10,
                                    "backward_trials": [3] * 10}}
-    path = write_report(tmp_path, results, QUICK, 60.0)
+    path = write_report(tmp_path, results, QUICK, {"data": 60.0, "finetune": 540.0})
     text = path.read_text()
     assert "| pre-trained (x) | 20% (10 trials) | 70% (10 trials) |" in text
+    assert "Wall time 10.0 min of pipeline on this machine (data 1.0, finetune 9.0 min)" in text
     data = json.loads((tmp_path / "results.json").read_text())
+    assert data["stage_seconds"] == {"data": 60.0, "finetune": 540.0}
     assert data["learning_curve"]["drawer-open"] == {"episodes": 3, "successes": 3, "success_first_half": 1.0,
                                                      "success_second_half": 1.0}
     assert data["learning_curve"]["drawer-close"]["successes"] == 0
@@ -61,3 +63,21 @@ def test_reward_trace_counts_episodes_that_start_done(tmp_path):
     assert r["per_task"]["drawer-close"] == {"frames": 4, "positives": 4, "fn_rate": 0.75, "fp_rate": None,
                                              "episodes": 1, "episodes_starting_done": 1}
     assert r["per_task"]["drawer-open"]["episodes_starting_done"] == 0 and r["fn_rate"] == 3 / 5
+
+
+def test_stage_times_survive_a_resumed_run(tmp_path):
+    from robofume_ros.main_job import stage
+    timings = tmp_path / "stage_seconds.json"
+    done = tmp_path / "a.done"
+    stage("a", done, lambda: done.write_text("ok") and 0, timings=timings)
+    first = json.loads(timings.read_text())
+    assert set(first) == {"a"} and first["a"] >= 0.0
+    # a second invocation skips the finished stage and keeps its time; a failed stage records nothing
+    stage("a", done, lambda: 1 / 0, timings=timings)
+    try:
+        stage("b", tmp_path / "b.done", lambda: 3, timings=timings)
+    except SystemExit as e:
+        assert "stage b failed with exit code 3" in str(e)
+    else:
+        raise AssertionError("a failing stage must stop the pipeline")
+    assert json.loads(timings.read_text()) == first
