@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from robofume_ros.evaluation import dataset_scene_seed as scene_seed  # noqa: E402  (the dataset's target scene)
+
 
 def pretrain(algo: str, data: Path, out: Path, steps: int, seed: int, bc_only_successful: bool = False) -> Path:
     from robofume_ros.rl import pretrain as pt
@@ -175,11 +177,6 @@ def subset_dataset(data: Path, out: Path, target_demos: int) -> Path:
         raise SystemExit(f"{data} has fewer than {target_demos} target demos of some task: {seen}")
     (sub / "DONE").write_text("ok\n")
     return sub
-
-
-def scene_seed(data: Path) -> int:
-    """The placement seed of the dataset's target scene (where its demos were recorded)."""
-    return int(json.loads((Path(data) / "generate.json").read_text())["config"]["seed"])
 
 
 def curve(records: list[dict], task: str, steps: int, window: int = 4):

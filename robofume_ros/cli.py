@@ -6,6 +6,7 @@
     robofume topic echo|hz TOPIC                        watch a topic (like ros2 topic)
     robofume dataset from-bags|generate|info|video|plot datasets (see README)
     robofume pretrain ...                               offline Cal-QL pre-training
+    robofume evaluate --policy CKPT --data DATASET      ground-truth success in the simulated drawer pair
     robofume reward train ...                           fine-tune the success classifier
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ DELEGATES = {
     "pretrain": "robofume_ros.rl.pretrain:main",
     "main": "robofume_ros.main_job:main",
     "topic": "robofume_ros.topic_tools:main",
+    "evaluate": "robofume_ros.evaluation:main",
 }
 # subcommand -> ("module:function", leading argv): the function takes the rest of the command line
 DATASET = {

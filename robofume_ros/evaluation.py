@@ -19,8 +19,11 @@ the seeds.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -146,3 +149,54 @@ def evaluate_policy(policy, pair: str = "drawer", trials: int = 10, max_steps: i
         setting["noise_correlation"] = noise_correlation
     return (EvalResult(rate(res["forward"]), rate(res["backward"]), res["forward"], res["backward"],
                        starts["forward"], starts["backward"], time.monotonic() - t0, setting), (frames or []))
+
+
+def dataset_scene_seed(data) -> int:
+    """The placement seed of a generated dataset's target scene (where its demos were recorded and
+    where the robot fine-tunes): its `generate.json`."""
+    meta = Path(data) / "generate.json"
+    if not meta.exists():
+        raise FileNotFoundError(f"{data}: no generate.json (not a dataset from `robofume dataset generate`); "
+                                f"give --scene-seed instead")
+    return int(json.loads(meta.read_text())["config"]["seed"])
+
+
+def main(argv=None) -> int:
+    """`robofume evaluate`: ground-truth success of a checkpoint in the simulated drawer pair."""
+    ap = argparse.ArgumentParser(prog="robofume evaluate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policy", required=True, help="a checkpoint (robofume pretrain, the learner's policy_latest.pt)")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--data", help="the dataset the policy was trained on: evaluate in its target scene")
+    where.add_argument("--scene-seed", type=int, help="evaluate in the scene with this placement seed")
+    ap.add_argument("--trials", type=int, default=20, help="trials per task")
+    ap.add_argument("--seed", type=int, default=1000, help="seed of the trial starts (robofume main uses 1000)")
+    ap.add_argument("--tasks", nargs="+", choices=["forward", "backward"], default=["forward", "backward"])
+    ap.add_argument("--max-steps", type=int, default=150, help="steps per trial")
+    ap.add_argument("--start-jitter", type=float, default=0.1, help="arm home offset per axis at a trial's start, m")
+    ap.add_argument("--stochastic", action="store_true", help="sample actions (default: the actor's mean)")
+    ap.add_argument("--noise-scale", type=float, default=1.0, help="with --stochastic: the actor's std scale")
+    ap.add_argument("--out", help="write the result as JSON here")
+    ap.add_argument("--video", help="write the first forward trial as a GIF here")
+    ns = ap.parse_args(argv)
+    from robofume_ros.rl.policy import Policy
+    policy = Policy.load(ns.policy)
+    scene = ns.scene_seed if ns.data is None else dataset_scene_seed(ns.data)
+    if scene is None:
+        print("no --data or --scene-seed: each trial in a freshly placed scene (generalisation)")
+    res, frames = evaluate_policy(policy, trials=ns.trials, max_steps=ns.max_steps, seed=ns.seed, scene_seed=scene,
+                                  start_jitter=ns.start_jitter, deterministic=not ns.stochastic, progress=True,
+                                  record_first=bool(ns.video), noise_scale=ns.noise_scale, phases=tuple(ns.tasks))
+    for task in ns.tasks:
+        trials = getattr(res, f"{task}_trials")
+        failed = [i for i, t in enumerate(trials) if t is None]
+        ok = [t for t in trials if t is not None]
+        print(f"{task}: {len(ok)}/{len(trials)} = {getattr(res, f'{task}_success'):.0%}"
+              + (f", {np.mean(ok):.0f} steps on average" if ok else "") + f"; failed trials {failed}")
+    if ns.out:
+        Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(ns.out).write_text(json.dumps({"policy": str(ns.policy), **res.as_dict()}, indent=1))
+    if ns.video and frames:
+        import imageio.v2 as imageio
+        imageio.mimsave(ns.video, frames[::2], duration=0.1)
+    return 0
