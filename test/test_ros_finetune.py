@@ -4,24 +4,15 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from rosgraph import graph_under_test  # noqa: E402
-from tiny_models import tiny_learner_checkpoint  # noqa: E402
+from tiny_models import tiny_learner_checkpoint, tiny_reward_model  # noqa: E402
 
 from robofume_ros import graph  # noqa: E402
 from robofume_ros.msg import ArmCommand, PolicyWeights, Reward, TaskPhase  # noqa: E402
-
-
-def tiny_reward_model(folder: Path) -> Path:
-    from robofume_ros.reward.dual_encoder import DualEncoderRewardModel
-    from robofume_ros.reward.tiny import make_tiny_clip
-    make_tiny_clip(folder / "clip")
-    DualEncoderRewardModel.from_pretrained(str(folder / "clip")).save(folder / "model")
-    return folder / "model"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Tiny models the tests build (no downloads): a pre-trained-looking learner checkpoint."""
+"""Tiny models the tests build (no downloads): a pre-trained-looking learner checkpoint and a
+reward model on a tiny random CLIP."""
 from pathlib import Path
 
 import numpy as np
@@ -25,3 +26,11 @@ def tiny_learner_checkpoint(path: Path) -> Path:
     L.update(5)
     L.save(path)
     return path
+
+
+def tiny_reward_model(folder: Path) -> Path:
+    from robofume_ros.reward.dual_encoder import DualEncoderRewardModel
+    from robofume_ros.reward.tiny import make_tiny_clip
+    make_tiny_clip(folder / "clip")
+    DualEncoderRewardModel.from_pretrained(str(folder / "clip")).save(folder / "model")
+    return folder / "model"

@@ -1,0 +1,171 @@
+"""Probe: how well did the learned reward separate success from failure on the frames of a reset-free run?
+
+Reads the recorder's bags of a fine-tuning run (`robofume main`'s runs/main, or any run with
+finetune/bags), pairs every frame's reward probability with the simulator's verdict (recorded for
+evaluation only; the learner never sees it) and reports per task:
+
+* the frame-level ROC AUC and the probability quantiles of success and non-success frames;
+* for each threshold, what the debounced verdict (N consecutive frames at or above it, as the reward
+  node and the task switcher decide) does on the recorded episodes: fires first on a success frame
+  (a recognised success), fires first on a non-success frame (an early, false end), or never fires
+  in an episode that had a success frame (a missed success). The run is replayed as recorded, not
+  re-simulated: an episode the verdict would have ended earlier is still counted on its frames.
+
+and writes a histogram of the probabilities (reward_separation.png) and the numbers (JSON).
+
+With `--model DIR` it scores the run's recorded camera frames with another reward model instead (for
+example one trained with other labels on the same data: `robofume reward train ... --reverse-k 3`),
+with the pair veto of the reward node (a frame the model calls done for both tasks of the pair is
+not a success), and its own threshold unless `--threshold` says otherwise: the same online frames,
+a different judge.
+
+    .venv/bin/python experiments/reward_online_recall.py --run runs/main
+    .venv/bin/python experiments/reward_online_recall.py --run runs/main --model runs/reward_k10 --out runs/reward_k10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(a success frame scores above a non-success frame), ties counted half (Mann-Whitney)."""
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    allp = np.concatenate([pos, neg])
+    order = allp.argsort(kind="mergesort")
+    ranks = np.empty(len(allp))
+    ranks[order] = np.arange(1, len(allp) + 1)
+    for v in np.unique(allp):                 # average ranks of ties
+        m = allp == v
+        if m.sum() > 1:
+            ranks[m] = ranks[m].mean()
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def rescored_stream(bags: list, model, batch_size: int = 64) -> dict:
+    """The run's frames (`report.online_stream`'s layout) scored by `model`: per frame the probability
+    for its own instruction and, where the frame's task has a pair, for the pair's other instruction."""
+    from robofume_ros.data.bags import read_messages
+    from robofume_ros.ros.convert import image_to_rgb, stamp_key
+    gt, obs = {}, []
+    for topic, _t, m, _s in read_messages(bags, topics=["/observation", "/eval/ground_truth"]):
+        if topic == "/eval/ground_truth":
+            gt[(stamp_key(m.header.stamp), m.task)] = bool(m.success)
+        else:
+            obs.append((stamp_key(m.header.stamp), int(m.episode_index), m.task, m.instruction, image_to_rgb(m.image)))
+    obs.sort(key=lambda o: o[0])
+    instructions = sorted({o[3] for o in obs})
+    images = np.stack([o[4] for o in obs]) if obs else np.zeros((0, 1, 1, 3), np.uint8)
+    probs = {i: model.predict_proba(images, i, batch_size=batch_size) for i in instructions}
+    partner = dict(zip(instructions, reversed(instructions))) if len(instructions) == 2 else {}
+    frames = []
+    for k, (s, e, task, instr, _img) in enumerate(obs):
+        frames.append({"episode": e, "task": task, "probability": float(probs[instr][k]),
+                       "partner_probability": float(probs[partner[instr]][k]) if instr in partner else None,
+                       "gt": gt.get((s, task))})
+    return {"frames": frames}
+
+
+def debounced(frames: list[dict], threshold: float, n: int) -> str:
+    """'recognised', 'early' or 'missed' (or 'none': no success frame and no firing) for one episode.
+    Frames that carry the pair's other probability get the reward node's veto."""
+    from robofume_ros.reward.debounce import frame_success
+    run = 0
+    for f in frames:
+        run = run + 1 if frame_success(f["probability"], threshold, f.get("partner_probability")) else 0
+        if run >= n:
+            return "recognised" if f["gt"] else "early"
+    return "missed" if any(f["gt"] for f in frames) else "none"
+
+
+def analyse(stream: dict, thresholds, n: int) -> dict:
+    by_ep: dict = {}
+    for f in stream["frames"]:
+        if f["gt"] is not None:
+            by_ep.setdefault(f["episode"], []).append(f)
+    out = {}
+    for task in sorted({v[0]["task"] for v in by_ep.values()}):
+        eps = [v for v in by_ep.values() if v[0]["task"] == task]
+        pos = np.array([f["probability"] for v in eps for f in v if f["gt"]])
+        neg = np.array([f["probability"] for v in eps for f in v if not f["gt"]])
+        q = [0.1, 0.5, 0.9, 0.99]
+        rows = {}
+        for t in thresholds:
+            verdicts = [debounced(v, t, n) for v in eps]
+            rows[f"{t:g}"] = {k: verdicts.count(k) for k in ("recognised", "early", "missed", "none")}
+        out[task] = {"episodes": len(eps), "with_success_frame": int(sum(any(f["gt"] for f in v) for v in eps)),
+                     "success_frames": len(pos), "other_frames": len(neg), "auc": round(auc(pos, neg), 4),
+                     "success_quantiles": dict(zip(map(str, q), np.quantile(pos, q).round(3).tolist())) if len(pos) else {},
+                     "other_quantiles": dict(zip(map(str, q), np.quantile(neg, q).round(3).tolist())) if len(neg) else {},
+                     "thresholds": rows, "_pos": pos, "_neg": neg}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="a run folder with finetune/bags (and reward/reward_model.json)")
+    ap.add_argument("--success-frames", type=int, default=0, help="N of the debounce (default: the run's sizes.json, else 3)")
+    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.8, 0.9, 0.95])
+    ap.add_argument("--out", help="folder for reward_separation.png/.json (default: the run folder)")
+    ap.add_argument("--model", help="score the recorded frames with this reward model instead")
+    ap.add_argument("--threshold", type=float, help="with --model: the threshold to mark (default: the model's own)")
+    ns = ap.parse_args(argv)
+    from robofume_ros.report import _fig, online_stream
+    run = Path(ns.run)
+    bags = sorted((run / "finetune" / "bags").glob("*"))
+    if not bags:
+        raise SystemExit(f"{run}/finetune/bags: no recorded bags")
+    n = ns.success_frames
+    if n <= 0:
+        sizes = run / "sizes.json"
+        n = int(json.loads(sizes.read_text()).get("success_frames", 3)) if sizes.exists() else 3
+    if ns.model:
+        from robofume_ros.reward.base import load_reward_model
+        judge = load_reward_model(ns.model)
+        own = judge.threshold if ns.threshold is None else ns.threshold
+        stream = rescored_stream(bags, judge)
+    else:
+        model = run / "reward" / "reward_model.json"
+        own = json.loads(model.read_text()).get("threshold") if model.exists() else None
+        stream = online_stream(bags)
+    thresholds = sorted(set(ns.thresholds) | ({round(float(own), 4)} if own else set()))
+    res = analyse(stream, thresholds, n)
+    out = Path(ns.out) if ns.out else run
+    out.mkdir(parents=True, exist_ok=True)
+    fig = _fig(4 * len(res), 3.2)
+    for k, (task, r) in enumerate(res.items()):
+        ax = fig.add_subplot(1, len(res), k + 1)
+        bins = np.linspace(0, 1, 26)
+        for vals, label in ((r["_neg"], f"not done ({r['other_frames']})"), (r["_pos"], f"done ({r['success_frames']})")):
+            if len(vals):
+                ax.hist(vals, bins, alpha=0.6, density=True, label=label)
+        if own:
+            ax.axvline(own, color="k", ls="--", lw=1, label=f"threshold {own:.2f}")
+        ax.set_title(f"{task}: AUC {r['auc']:.2f}")
+        ax.set_xlabel("reward probability")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "reward_separation.png", dpi=100)
+    clean = {t: {k: v for k, v in r.items() if not k.startswith("_")} for t, r in res.items()}
+    (out / "reward_separation.json").write_text(json.dumps({"success_frames": n, "model_threshold": own,
+                                                             "model": ns.model or "recorded", "tasks": clean}, indent=1))
+    print(f"debounce: {n} consecutive frames; the model's own threshold {own}")
+    for task, r in clean.items():
+        print(f"{task}: {r['episodes']} episodes ({r['with_success_frame']} with a success frame), frame AUC "
+              f"{r['auc']:.3f}; success frames p10/p50/p90 {r['success_quantiles']}, others {r['other_quantiles']}")
+        for t, c in r["thresholds"].items():
+            print(f"   threshold {t}: recognised {c['recognised']}, ended early on a non-success frame {c['early']}, "
+                  f"missed {c['missed']}")
+    print(f"wrote {out / 'reward_separation.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
