@@ -150,3 +150,44 @@ def test_train_command_line(folders, tmp_path):
     j = json.loads((tmp_path / "rm" / "report.json").read_text())
     assert j["threshold_method"] == "f1" and j["episodes"]["prior"] == 6 and "pretrain" not in j["history"]
     assert main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+
+
+class _PixelJudge:
+    """A reward model whose probability of a frame is written in its first pixel (frames / 255): the
+    threshold logic without any learning."""
+    model_type, model_id, threshold = "pixel", "pixel", 0.5
+
+    def fit(self, *a, **k):
+        return {}
+
+    def predict_proba(self, images, instructions, batch_size=32):
+        return np.asarray(images)[:, 0, 0, 0].astype(np.float64) / 255.0
+
+    def save(self, out):
+        out.mkdir(parents=True, exist_ok=True)
+
+
+def test_threshold_can_be_chosen_against_the_unlabelled_almost_done_demo_frames(tmp_path):
+    def ep(source, success, scores):
+        n = len(scores)
+        im = np.zeros((n, 4, 4, 3), np.uint8)
+        im[:, 0, 0, 0] = scores
+        return Episode(images=im, proprio=np.zeros((n, 4), np.float32), actions=np.zeros((n - 1, 4), np.float32),
+                       rewards=-np.ones(n - 1, np.float32), terminals=np.zeros(n - 1, bool), instruction=INSTR,
+                       task="square-put", source=source, success=success)
+    # demos: 5 clearly-not-done frames, 2 almost done (scored 200), 3 done, one of them scored low
+    # (120: a done frame the model is unsure of); failures all low
+    demo = [10] * 5 + [200] * 2 + [120, 250, 250]
+    eps = [ep("target_demo", True, demo) for _ in range(10)] + [ep("failure", False, [10] * 10) for _ in range(5)]
+    kw = dict(pretrain_epochs=0, val_frac=0.4, progress=False, reverse_k=0, pair_negatives=0, max_fpr=0.01)
+    _, rep = train_reward_model(eps, tmp_path / "a", model=_PixelJudge(), **kw)
+    # training's own negatives (the first half of each demo, failures) leave the almost-done frames out:
+    # every done frame can be called done at no false positive, so the threshold goes below 120 and
+    # the almost-done frames pass it too
+    assert 10 / 255 < rep["threshold"] <= 120 / 255 and rep["threshold_from"] == "heldout_labels"
+    _, rep = train_reward_model(eps, tmp_path / "b", model=_PixelJudge(), threshold_neg_frac=1.0, **kw)
+    assert 200 / 255 < rep["threshold"] <= 250 / 255
+    assert rep["threshold_from"].startswith("heldout_labels, the first 1 of each demo negative")
+    m = rep["metrics"]["heldout_threshold_set"]     # the unsure done frames are given up instead
+    assert m["fp_rate"] == 0.0 and abs(m["recall"] - 2 / 3) < 1e-9
+    assert m["n_neg"] > rep["metrics"]["heldout_labels"]["n_neg"]

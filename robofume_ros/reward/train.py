@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-r", type=int, default=0, help="LoRA rank on the vision tower (dual encoder) / language model (vlm)")
     p.add_argument("--threshold-method", choices=("fpr_cap", "f1", "balanced"), default="fpr_cap")
     p.add_argument("--max-fpr", type=float, default=0.05, help="FP-rate cap for --threshold-method fpr_cap")
+    p.add_argument("--threshold-neg-frac", type=float, default=None,
+                   help="the threshold is chosen on held-out frames where this first fraction of each successful "
+                        "demo counts as negative (default: --neg-demo-frac; 1.0: every frame before its last k, "
+                        "the hard negatives of a task almost done, which training leaves unlabelled)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     p.add_argument("--embed-backbone", action="store_true", help="copy the towers into the checkpoint folder")
@@ -95,7 +99,8 @@ def train_reward_model(episodes: Sequence, out, kind: str = "dual_encoder", back
                        batch_size: int | None = None, hidden: int = 256, image_size: int | None = None,
                        spatial_grid: int | None = None, lora_r: int = 0, threshold_method: str = "fpr_cap",
                        max_fpr: float = 0.05, threads: int = 1, precision: str = "auto", embed_backbone: bool = False,
-                       progress: bool = True, model=None, reverse_k: int = 3, pair_negatives: int = 3):
+                       progress: bool = True, model=None, reverse_k: int = 3, pair_negatives: int = 3,
+                       threshold_neg_frac: float | None = None):
     """Train, choose the threshold, evaluate, save checkpoint + report to ``out``. Returns (model, report)."""
     import torch
     t_start = time.time()
@@ -172,7 +177,19 @@ def train_reward_model(episodes: Sequence, out, kind: str = "dual_encoder", back
         p_val = model.predict_proba(val_set.images, list(val_set.instructions)) if val_set is not None else None
 
     # ---------------------------------------------------------------- threshold + metrics
-    if val_set is not None and val_set.n_pos and val_set.n_neg:
+    thr_set = p_thr = None
+    if val_set is not None and threshold_neg_frac is not None and threshold_neg_frac != neg_demo_frac:
+        # the same held-out episodes, more of each demo's frames as negatives: only the threshold sees them
+        thr_set = label_episodes([episodes[i] for i in val_idx], k=k, neg_demo_frac=threshold_neg_frac,
+                                 episode_ids=val_idx, **pair)
+        if feats is not None:
+            p_thr = model.predict_proba_features(_gather(feats, thr_set), list(thr_set.instructions))
+        else:
+            p_thr = model.predict_proba(thr_set.images, list(thr_set.instructions))
+    if thr_set is not None and thr_set.n_pos and thr_set.n_neg:
+        thr, _ = select_threshold(thr_set.labels, p_thr, method=threshold_method, max_fpr=max_fpr)
+        thr_source = f"heldout_labels, the first {threshold_neg_frac:g} of each demo negative"
+    elif val_set is not None and val_set.n_pos and val_set.n_neg:
         thr, _ = select_threshold(val_set.labels, p_val, method=threshold_method, max_fpr=max_fpr)
         thr_source = "heldout_labels"
     else:
@@ -183,6 +200,8 @@ def train_reward_model(episodes: Sequence, out, kind: str = "dual_encoder", back
     metrics = {"train": binary_metrics(train_set.labels, p_train, thr)}
     if val_set is not None:
         metrics["heldout_labels"] = binary_metrics(val_set.labels, p_val, thr)
+    if thr_set is not None:
+        metrics["heldout_threshold_set"] = binary_metrics(thr_set.labels, p_thr, thr)
     gt_y = gt_p = None
     if gt_eps:
         ys, ps = [], []
@@ -217,6 +236,7 @@ def train_reward_model(episodes: Sequence, out, kind: str = "dual_encoder", back
     report = {
         "model_id": model.model_id, "model_type": model.model_type, "checkpoint": str(out),
         "threshold": thr, "threshold_method": threshold_method, "max_fpr": max_fpr, "threshold_from": thr_source,
+        "threshold_neg_frac": threshold_neg_frac,
         "instructions": instructions, "k": k, "neg_demo_frac": neg_demo_frac, "reverse_pairs": reverse,
         "reverse_k": reverse_k, "pair_negatives": pair_negatives, "seed": seed,
         "episodes": {"train": len(train_idx), "heldout": len(val_idx), "prior": len(prior_idx),
@@ -250,10 +270,10 @@ def main(argv=None) -> int:
         pretrain_epochs=args.pretrain_epochs, lr=args.lr, batch_size=args.batch_size, hidden=args.hidden,
         image_size=args.image_size, spatial_grid=args.spatial_grid, lora_r=args.lora_r,
         threshold_method=args.threshold_method, max_fpr=args.max_fpr, threads=args.threads, precision=args.precision,
-        embed_backbone=args.embed_backbone, progress=not args.no_progress)
+        embed_backbone=args.embed_backbone, progress=not args.no_progress, threshold_neg_frac=args.threshold_neg_frac)
     m = report["metrics"]
     print(f"saved {args.out} (threshold {report['threshold']:.3f}, {report['train_seconds']} s)")
-    for split in ("heldout_labels", "heldout_success_gt"):
+    for split in ("heldout_labels", "heldout_threshold_set", "heldout_success_gt"):
         if m.get(split):
             s = m[split]
             print(f"  {split}: acc {s['accuracy']:.3f}  prec {s['precision']:.3f}  rec {s['recall']:.3f}  "
