@@ -6,10 +6,12 @@ evaluation only; the learner never sees it) and reports per task:
 
 * the frame-level ROC AUC and the probability quantiles of success and non-success frames;
 * for each threshold, what the debounced verdict (N consecutive frames at or above it, as the reward
-  node and the task switcher decide) does on the recorded episodes: fires first on a success frame
-  (a recognised success), fires first on a non-success frame (an early, false end), or never fires
-  in an episode that had a success frame (a missed success). The run is replayed as recorded, not
-  re-simulated: an episode the verdict would have ended earlier is still counted on its frames.
+  node and the task switcher decide) does on the recorded episodes: fires on a success frame or at
+  most `--tolerance` frames before the first one (a recognised success: the simulator's flag is a
+  hard line through a continuous motion), fires earlier than that or in an episode with no success
+  frame (a premature, false end), or never fires in an episode that had a success frame (a missed
+  success). The run is replayed as recorded, not re-simulated: an episode the verdict would have
+  ended earlier is still counted on its frames.
 
 and writes a histogram of the probabilities (reward_separation.png) and the numbers (JSON).
 
@@ -73,19 +75,21 @@ def rescored_stream(bags: list, model, batch_size: int = 64) -> dict:
     return {"frames": frames}
 
 
-def debounced(frames: list[dict], threshold: float, n: int) -> str:
-    """'recognised', 'early' or 'missed' (or 'none': no success frame and no firing) for one episode.
-    Frames that carry the pair's other probability get the reward node's veto."""
+def debounced(frames: list[dict], threshold: float, n: int, tolerance: int = 0) -> str:
+    """'recognised', 'premature' or 'missed' (or 'none': no success frame and no firing) for one
+    episode; firing at most `tolerance` frames before a success frame counts as recognised. Frames
+    that carry the pair's other probability get the reward node's veto."""
     from robofume_ros.reward.debounce import frame_success
     run = 0
-    for f in frames:
+    for i, f in enumerate(frames):
         run = run + 1 if frame_success(f["probability"], threshold, f.get("partner_probability")) else 0
         if run >= n:
-            return "recognised" if f["gt"] else "early"
+            ahead = frames[i:i + tolerance + 1]
+            return "recognised" if any(g["gt"] for g in ahead) else "premature"
     return "missed" if any(f["gt"] for f in frames) else "none"
 
 
-def analyse(stream: dict, thresholds, n: int) -> dict:
+def analyse(stream: dict, thresholds, n: int, tolerance: int = 0) -> dict:
     by_ep: dict = {}
     for f in stream["frames"]:
         if f["gt"] is not None:
@@ -98,8 +102,8 @@ def analyse(stream: dict, thresholds, n: int) -> dict:
         q = [0.1, 0.5, 0.9, 0.99]
         rows = {}
         for t in thresholds:
-            verdicts = [debounced(v, t, n) for v in eps]
-            rows[f"{t:g}"] = {k: verdicts.count(k) for k in ("recognised", "early", "missed", "none")}
+            verdicts = [debounced(v, t, n, tolerance) for v in eps]
+            rows[f"{t:g}"] = {k: verdicts.count(k) for k in ("recognised", "premature", "missed", "none")}
         out[task] = {"episodes": len(eps), "with_success_frame": int(sum(any(f["gt"] for f in v) for v in eps)),
                      "success_frames": len(pos), "other_frames": len(neg), "auc": round(auc(pos, neg), 4),
                      "success_quantiles": dict(zip(map(str, q), np.quantile(pos, q).round(3).tolist())) if len(pos) else {},
@@ -113,6 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("--run", required=True, help="a run folder with finetune/bags (and reward/reward_model.json)")
     ap.add_argument("--success-frames", type=int, default=0, help="N of the debounce (default: the run's sizes.json, else 3)")
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.8, 0.9, 0.95])
+    ap.add_argument("--tolerance", type=int, default=2,
+                    help="firing at most this many frames before the simulator's first success frame is on time")
     ap.add_argument("--out", help="folder for reward_separation.png/.json (default: the run folder)")
     ap.add_argument("--model", help="score the recorded frames with this reward model instead")
     ap.add_argument("--threshold", type=float, help="with --model: the threshold to mark (default: the model's own)")
@@ -136,7 +142,7 @@ def main(argv=None) -> int:
         own = json.loads(model.read_text()).get("threshold") if model.exists() else None
         stream = online_stream(bags)
     thresholds = sorted(set(ns.thresholds) | ({round(float(own), 4)} if own else set()))
-    res = analyse(stream, thresholds, n)
+    res = analyse(stream, thresholds, n, ns.tolerance)
     out = Path(ns.out) if ns.out else run
     out.mkdir(parents=True, exist_ok=True)
     fig = _fig(4 * len(res), 3.2)
@@ -154,15 +160,16 @@ def main(argv=None) -> int:
     fig.tight_layout()
     fig.savefig(out / "reward_separation.png", dpi=100)
     clean = {t: {k: v for k, v in r.items() if not k.startswith("_")} for t, r in res.items()}
-    (out / "reward_separation.json").write_text(json.dumps({"success_frames": n, "model_threshold": own,
+    (out / "reward_separation.json").write_text(json.dumps({"success_frames": n, "tolerance": ns.tolerance,
+                                                             "model_threshold": own,
                                                              "model": ns.model or "recorded", "tasks": clean}, indent=1))
-    print(f"debounce: {n} consecutive frames; the model's own threshold {own}")
+    print(f"debounce: {n} consecutive frames; the model's own threshold {own}; on time: up to {ns.tolerance} "
+          f"frames before the simulator's success")
     for task, r in clean.items():
         print(f"{task}: {r['episodes']} episodes ({r['with_success_frame']} with a success frame), frame AUC "
               f"{r['auc']:.3f}; success frames p10/p50/p90 {r['success_quantiles']}, others {r['other_quantiles']}")
         for t, c in r["thresholds"].items():
-            print(f"   threshold {t}: recognised {c['recognised']}, ended early on a non-success frame {c['early']}, "
-                  f"missed {c['missed']}")
+            print(f"   threshold {t}: recognised {c['recognised']}, premature {c['premature']}, missed {c['missed']}")
     print(f"wrote {out / 'reward_separation.png'}")
     return 0
 

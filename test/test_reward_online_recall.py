@@ -20,20 +20,21 @@ def test_probe_on_a_recorded_run(tmp_path, capsys):
     # drawer-open episodes (0, 2, 4) succeed on their last 2 frames, scored 0.9, and every episode's
     # first frame is falsely scored 0.9: one frame is not enough for a debounce of 2
     write_run_bag(tmp_path / "finetune" / "bags" / "run")
-    assert probe.main(["--run", str(tmp_path), "--success-frames", "2", "--thresholds", "0.5"]) == 0
+    assert probe.main(["--run", str(tmp_path), "--success-frames", "2", "--thresholds", "0.5",
+                       "--tolerance", "0"]) == 0
     res = json.loads((tmp_path / "reward_separation.json").read_text())
     opened = res["tasks"]["drawer-open"]
     assert opened["episodes"] == 3 and opened["with_success_frame"] == 3
     assert opened["success_frames"] == 6 and opened["other_frames"] == 24
     assert abs(opened["auc"] - (21 + 0.5 * 3) / 24) < 1e-4
-    assert opened["thresholds"]["0.5"] == {"recognised": 3, "early": 0, "missed": 0, "none": 0}
-    assert res["tasks"]["drawer-close"]["thresholds"]["0.5"] == {"recognised": 0, "early": 0, "missed": 0, "none": 3}
+    assert opened["thresholds"]["0.5"] == {"recognised": 3, "premature": 0, "missed": 0, "none": 0}
+    assert res["tasks"]["drawer-close"]["thresholds"]["0.5"] == {"recognised": 0, "premature": 0, "missed": 0, "none": 3}
     assert (tmp_path / "reward_separation.png").stat().st_size > 0
     # a debounce of one frame ends every episode on its falsely scored first frame
     assert probe.main(["--run", str(tmp_path), "--success-frames", "1", "--thresholds", "0.5"]) == 0
     res = json.loads((tmp_path / "reward_separation.json").read_text())
-    assert res["tasks"]["drawer-open"]["thresholds"]["0.5"]["early"] == 3
-    assert "ended early on a non-success frame 3" in capsys.readouterr().out
+    assert res["tasks"]["drawer-open"]["thresholds"]["0.5"]["premature"] == 3
+    assert "premature 3" in capsys.readouterr().out
 
 
 def test_rescoring_with_another_model_applies_the_pair_veto(tmp_path):
@@ -46,12 +47,14 @@ def test_rescoring_with_another_model_applies_the_pair_veto(tmp_path):
                        "--thresholds", "0", "--out", str(tmp_path / "rescored")]) == 0
     res = json.loads((tmp_path / "rescored" / "reward_separation.json").read_text())
     assert res["model"] == str(model) and res["model_threshold"] == 0
-    assert res["tasks"]["drawer-open"]["thresholds"]["0"] == {"recognised": 0, "early": 0, "missed": 3, "none": 0}
-    assert res["tasks"]["drawer-close"]["thresholds"]["0"] == {"recognised": 0, "early": 0, "missed": 0, "none": 3}
+    assert res["tasks"]["drawer-open"]["thresholds"]["0"] == {"recognised": 0, "premature": 0, "missed": 3, "none": 0}
+    assert res["tasks"]["drawer-close"]["thresholds"]["0"] == {"recognised": 0, "premature": 0, "missed": 0, "none": 3}
     assert res["tasks"]["drawer-open"]["success_frames"] == 6 and res["tasks"]["drawer-open"]["other_frames"] == 24
     # without the pair (the recorded probabilities carry no partner), the same threshold ends every episode at once
     frames = [{"episode": 0, "task": "t", "probability": 0.2, "gt": False},
               {"episode": 0, "task": "t", "probability": 0.9, "gt": True}]
-    assert probe.debounced(frames, 0.0, 1) == "early" and probe.debounced(frames, 0.5, 1) == "recognised"
+    assert probe.debounced(frames, 0.0, 1) == "premature" and probe.debounced(frames, 0.5, 1) == "recognised"
+    # firing one frame before the simulator's flag is on time with a tolerance of one frame
+    assert probe.debounced(frames, 0.0, 1, tolerance=1) == "recognised"
     frames[1]["partner_probability"] = 0.95
     assert probe.debounced(frames, 0.5, 1) == "missed"
