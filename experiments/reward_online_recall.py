@@ -35,20 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(a success frame scores above a non-success frame), ties counted half (Mann-Whitney)."""
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    allp = np.concatenate([pos, neg])
-    order = allp.argsort(kind="mergesort")
-    ranks = np.empty(len(allp))
-    ranks[order] = np.arange(1, len(allp) + 1)
-    for v in np.unique(allp):                 # average ranks of ties
-        m = allp == v
-        if m.sum() > 1:
-            ranks[m] = ranks[m].mean()
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+from robofume_ros.reward.online_recall import auc, by_task, verdict_counts  # noqa: E402
 
 
 def rescored_stream(bags: list, model, batch_size: int = 64) -> dict:
@@ -75,40 +62,18 @@ def rescored_stream(bags: list, model, batch_size: int = 64) -> dict:
     return {"frames": frames}
 
 
-def debounced(frames: list[dict], threshold: float, n: int, tolerance: int = 0) -> str:
-    """'recognised', 'premature' or 'missed' (or 'none': no success frame and no firing) for one
-    episode; firing at most `tolerance` frames before a success frame counts as recognised. Frames
-    that carry the pair's other probability get the reward node's veto."""
-    from robofume_ros.reward.debounce import frame_success
-    run = 0
-    for i, f in enumerate(frames):
-        run = run + 1 if frame_success(f["probability"], threshold, f.get("partner_probability")) else 0
-        if run >= n:
-            ahead = frames[i:i + tolerance + 1]
-            return "recognised" if any(g["gt"] for g in ahead) else "premature"
-    return "missed" if any(f["gt"] for f in frames) else "none"
-
-
 def analyse(stream: dict, thresholds, n: int, tolerance: int = 0) -> dict:
-    by_ep: dict = {}
-    for f in stream["frames"]:
-        if f["gt"] is not None:
-            by_ep.setdefault(f["episode"], []).append(f)
     out = {}
-    for task in sorted({v[0]["task"] for v in by_ep.values()}):
-        eps = [v for v in by_ep.values() if v[0]["task"] == task]
+    for task, eps in by_task(stream["frames"]).items():
         pos = np.array([f["probability"] for v in eps for f in v if f["gt"]])
         neg = np.array([f["probability"] for v in eps for f in v if not f["gt"]])
         q = [0.1, 0.5, 0.9, 0.99]
-        rows = {}
-        for t in thresholds:
-            verdicts = [debounced(v, t, n, tolerance) for v in eps]
-            rows[f"{t:g}"] = {k: verdicts.count(k) for k in ("recognised", "premature", "missed", "none")}
         out[task] = {"episodes": len(eps), "with_success_frame": int(sum(any(f["gt"] for f in v) for v in eps)),
                      "success_frames": len(pos), "other_frames": len(neg), "auc": round(auc(pos, neg), 4),
                      "success_quantiles": dict(zip(map(str, q), np.quantile(pos, q).round(3).tolist())) if len(pos) else {},
                      "other_quantiles": dict(zip(map(str, q), np.quantile(neg, q).round(3).tolist())) if len(neg) else {},
-                     "thresholds": rows, "_pos": pos, "_neg": neg}
+                     "thresholds": {f"{t:g}": verdict_counts(eps, t, n, tolerance) for t in thresholds},
+                     "_pos": pos, "_neg": neg}
     return out
 
 

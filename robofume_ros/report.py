@@ -33,7 +33,8 @@ def online_stream(bags: list) -> dict:
         elif topic == "/observation":
             obs.append((stamp_key(m.header.stamp), int(m.episode_index), m.task))
         else:
-            rewards.append((stamp_key(m.header.stamp), int(m.episode_index), float(m.probability), bool(m.success)))
+            rewards.append((stamp_key(m.header.stamp), int(m.episode_index), float(m.probability), bool(m.success),
+                            float(m.threshold)))
     task_of = {s: (e, t) for s, e, t in obs}
     episodes: dict = {}
     for s, e, t in sorted(obs):
@@ -47,9 +48,9 @@ def online_stream(bags: list) -> dict:
         ep["end_step"] = step
         ep["gt_success"] = gt.get((ep.pop("last"), ep["task"]))
     frames = []
-    for s, e, p, ok in sorted(rewards):
+    for s, e, p, ok, thr in sorted(rewards):
         if s in task_of:
-            frames.append({"episode": e, "task": task_of[s][1], "probability": p, "success": ok,
+            frames.append({"episode": e, "task": task_of[s][1], "probability": p, "success": ok, "threshold": thr,
                            "gt": gt.get((s, task_of[s][1]))})
     return {"episodes": [episodes[e] for e in sorted(episodes)], "frames": frames}
 
@@ -79,9 +80,12 @@ def learning_curve(stream: dict, png: Path, window: int = 5) -> dict:
     return out
 
 
-def reward_trace(stream: dict, png: Path, last: int = 6) -> dict:
+def reward_trace(stream: dict, png: Path, last: int = 6, success_frames: int = 3, tolerance: int = 2) -> dict:
     """/reward probability along the last episodes with the simulator's verdict shaded; returns
-    the frame-level false-positive and false-negative rates of the reward's success verdict."""
+    the frame-level false-positive and false-negative rates of the reward's success verdict and, per
+    task, what its debounced verdict (`success_frames` in a row at the recorded threshold) did to the
+    episodes: recognised / premature / missed successes (reward.online_recall)."""
+    from robofume_ros.reward.online_recall import by_task, verdict_counts
     frames = [f for f in stream["frames"] if f["gt"] is not None]
     fig = _fig(9, 3.5)
     ax = fig.add_subplot(1, 1, 1)
@@ -113,6 +117,15 @@ def reward_trace(stream: dict, png: Path, last: int = 6) -> dict:
             first.setdefault(f["episode"], f["gt"])
         out["per_task"][task] = {**_verdict_rates(mine), "episodes": len(first),
                                  "episodes_starting_done": int(sum(first.values()))}
+    thresholds = [f["threshold"] for f in frames if f.get("threshold") is not None]
+    if thresholds:
+        out["threshold"] = float(np.median(thresholds))
+        out["success_frames"] = int(success_frames)
+        # the reward node's own per-frame verdicts (threshold and pair veto applied), debounced as the
+        # task switcher does
+        said = [{**f, "probability": 1.0 if f["success"] else 0.0, "partner_probability": None} for f in frames]
+        for task, eps in by_task(said).items():
+            out["per_task"][task]["verdicts"] = verdict_counts(eps, 0.5, success_frames, tolerance)
     return out
 
 
@@ -170,7 +183,8 @@ def write_report(run: Path, results: dict, sizes, seconds: dict) -> Path:
     bags = sorted((run / "finetune" / "bags").glob("*")) if (run / "finetune" / "bags").exists() else []
     stream = online_stream(bags) if bags else {"episodes": [], "frames": []}
     curve = learning_curve(stream, run / "learning_curve.png") if stream["episodes"] else {}
-    trace = reward_trace(stream, run / "reward_trace.png") if stream["frames"] else {}
+    trace = reward_trace(stream, run / "reward_trace.png", success_frames=getattr(sizes, "success_frames", 3)) \
+        if stream["frames"] else {}
     success_bars(results, run / "success.png")
     has_q = q_curve(run / "finetune" / "learner" / "metrics.csv", run / "q_online.png")
     video = None
@@ -198,10 +212,21 @@ def write_report(run: Path, results: dict, sizes, seconds: dict) -> Path:
     if eps:
         lines += [f"Online: {len(stream['episodes'])} reset-free episodes, "
                   f"{sum(e['steps'] for e in stream['episodes'])} observations; {len(eps)} episodes "
-                  f"({sum(len(e) for e in eps)} transitions) in the learner's online dataset.", "",
-                  f"Learning curve per task (ground truth): `{json.dumps(curve)}`", "", "![learning curve](learning_curve.png)", "",
-                  f"Reward during fine-tuning vs ground truth (frames scored by the reward node): "
-                  f"`{json.dumps(trace)}`", "", "![reward trace](reward_trace.png)", ""]
+                  f"({sum(len(e) for e in eps)} transitions) in the learner's online dataset.", ""]
+    if curve:
+        lines += [f"Learning curve per task (ground truth): `{json.dumps(curve)}`", "", "![learning curve](learning_curve.png)", ""]
+    if trace:
+        lines += [f"Reward during fine-tuning vs ground truth (frames scored by the reward node): "
+                  f"`{json.dumps(trace)}`", ""]
+        if trace.get("threshold") is not None:
+            lines += [f"The reward's debounced verdict ({trace['success_frames']} frames in a row at or above "
+                      f"{trace['threshold']:.3f}) on the online episodes, against the simulator (on time: at most "
+                      f"2 frames before its flag; `experiments/reward_online_recall.py --run {run}` for other "
+                      f"thresholds): " + "; ".join(
+                          f"{task} {v['verdicts']['recognised']} successes recognised, {v['verdicts']['premature']} "
+                          f"premature, {v['verdicts']['missed']} missed"
+                          for task, v in trace["per_task"].items() if "verdicts" in v) + ".", ""]
+        lines += ["![reward trace](reward_trace.png)", ""]
     if has_q:
         lines += ["![Q vs MC](q_online.png)", ""]
     if video:

@@ -1,5 +1,6 @@
 """The main job's report from a finished run folder: a recorded bag in the graph's layout."""
 import json
+from dataclasses import replace
 
 import numpy as np
 
@@ -45,8 +46,19 @@ def test_report_tables_plots_and_reward_rates(tmp_path):
     r = data["reward"]
     assert r["frames"] == 60 and r["positives"] == 6 and r["fn_rate"] == 0.0
     assert abs(r["fp_rate"] - 6 / 54) < 1e-9
+    # the node said success on the 2 done frames of each drawer-open episode and on every episode's
+    # first frame: with QUICK's 3 frames in a row nothing ends an episode, the 3 successes are missed
+    assert QUICK.success_frames == 3 and r["threshold"] == 0.5
+    assert r["per_task"]["drawer-open"]["verdicts"] == {"recognised": 0, "premature": 0, "missed": 3, "none": 0}
+    assert r["per_task"]["drawer-close"]["verdicts"] == {"recognised": 0, "premature": 0, "missed": 0, "none": 3}
+    assert "drawer-open 0 successes recognised, 0 premature, 3 missed" in text
+    two = replace(QUICK, success_frames=2)       # 2 in a row: the done frames end those episodes
+    write_report(tmp_path, results, two, {"data": 60.0})
+    r2 = json.loads((tmp_path / "results.json").read_text())["reward"]
+    assert r2["per_task"]["drawer-open"]["verdicts"]["recognised"] == 3
     assert r["per_task"]["drawer-open"] == {"frames": 30, "positives": 6, "fn_rate": 0.0, "fp_rate": 3 / 24,
-                                            "episodes": 3, "episodes_starting_done": 0}
+                                            "episodes": 3, "episodes_starting_done": 0,
+                                            "verdicts": {"recognised": 0, "premature": 0, "missed": 3, "none": 0}}
     assert r["per_task"]["drawer-close"]["fp_rate"] == 0.1 and r["per_task"]["drawer-close"]["fn_rate"] is None
     for png in ("learning_curve.png", "reward_trace.png", "success.png"):
         assert (tmp_path / png).stat().st_size > 1000

@@ -9,11 +9,13 @@ from test_report import write_run_bag
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 import reward_online_recall as probe  # noqa: E402
 
+from robofume_ros.reward.online_recall import auc, episode_verdict  # noqa: E402
+
 
 def test_auc_counts_ties_half():
-    assert probe.auc(np.array([0.9, 0.8]), np.array([0.1, 0.2])) == 1.0
-    assert probe.auc(np.array([0.1]), np.array([0.9])) == 0.0
-    assert probe.auc(np.array([0.5]), np.array([0.5, 0.1])) == 0.75
+    assert auc(np.array([0.9, 0.8]), np.array([0.1, 0.2])) == 1.0
+    assert auc(np.array([0.1]), np.array([0.9])) == 0.0
+    assert auc(np.array([0.5]), np.array([0.5, 0.1])) == 0.75
 
 
 def test_probe_on_a_recorded_run(tmp_path, capsys):
@@ -53,8 +55,8 @@ def test_rescoring_with_another_model_applies_the_pair_veto(tmp_path):
     # without the pair (the recorded probabilities carry no partner), the same threshold ends every episode at once
     frames = [{"episode": 0, "task": "t", "probability": 0.2, "gt": False},
               {"episode": 0, "task": "t", "probability": 0.9, "gt": True}]
-    assert probe.debounced(frames, 0.0, 1) == "premature" and probe.debounced(frames, 0.5, 1) == "recognised"
+    assert episode_verdict(frames, 0.0, 1) == "premature" and episode_verdict(frames, 0.5, 1) == "recognised"
     # firing one frame before the simulator's flag is on time with a tolerance of one frame
-    assert probe.debounced(frames, 0.0, 1, tolerance=1) == "recognised"
+    assert episode_verdict(frames, 0.0, 1, tolerance=1) == "recognised"
     frames[1]["partner_probability"] = 0.95
-    assert probe.debounced(frames, 0.5, 1) == "missed"
+    assert episode_verdict(frames, 0.5, 1) == "missed"
