@@ -88,13 +88,15 @@ def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, mo
         assert log.count("critics on 3-step TD targets") == 2          # the resumed learner keeps its horizon
         # (what the journal recovers after a kill mid-episode is tested without processes in
         # test_online_stream.py; here it depends on where the kill lands)
-        n_before = len(before)
         probe.wait_for("/task_phase", 1, timeout=120, pred=lambda m: m.episode_index >= phases[-1].episode_index + 4)
-        deadline = time.monotonic() + 60
-        while len(list((learner_dir / "online" / "episodes").iterdir())) <= n_before and time.monotonic() < deadline:
+
+        def stored():       # finished episodes only (an episode being written has another name)
+            return {e.name for e in (learner_dir / "online" / "episodes").iterdir() if e.name.startswith("ep_")}
+        deadline = time.monotonic() + 120
+        while not before < stored() and time.monotonic() < deadline:
             time.sleep(0.5)
-        after = {e.name for e in (learner_dir / "online" / "episodes").iterdir() if e.name.startswith("ep_")}
-        assert before < after, "the restarted learner must keep every episode and add new ones"
+        after = stored()
+        assert before < after, f"the restarted learner must keep every episode and add new ones: {sorted(after)}"
         g.assert_alive()
 
 
