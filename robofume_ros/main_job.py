@@ -78,6 +78,9 @@ def log(msg: str) -> None:
     print(f"[main {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+TIMINGS = "stage_seconds.json"     # seconds per stage and evaluation, kept across resumed invocations
+
+
 def stage(name: str, done: Path, fn, *args, timings: Path | None = None) -> None:
     """Run one pipeline stage unless its done-marker exists; its wall time goes to `timings` (a JSON
     file of seconds per stage), so that a resumed run still reports what every stage cost."""
@@ -95,11 +98,10 @@ def stage(name: str, done: Path, fn, *args, timings: Path | None = None) -> None
         record_seconds(timings, name, seconds)
 
 
-def record_seconds(timings: Path, name: str, seconds: float) -> dict:
+def record_seconds(timings: Path, name: str, seconds: float) -> None:
     t = json.loads(timings.read_text()) if timings.exists() else {}
     t[name] = round(seconds, 1)
     timings.write_text(json.dumps(t, indent=1))
-    return t
 
 
 def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward_dir: Path, data: Path) -> int:
@@ -164,6 +166,7 @@ def evaluate(name: str, ckpt: Path, out: Path, sizes: Sizes, scene_seed: int, vi
     d = res.as_dict()
     res_file.parent.mkdir(parents=True, exist_ok=True)
     res_file.write_text(json.dumps(d, indent=1))
+    record_seconds(out / TIMINGS, f"evaluate {name}", d["seconds"])
     if video and frames:
         import imageio.v2 as imageio
         imageio.mimsave(out / "eval" / f"{name}_forward.gif", frames[::2], duration=0.1)
@@ -188,7 +191,7 @@ def main(argv=None) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sizes.json").write_text(json.dumps(asdict(sizes), indent=1))
-    timings = out / "stage_seconds.json"
+    timings = out / TIMINGS
     data = out / "data"
 
     from robofume_ros.data import generate
@@ -230,10 +233,7 @@ def main(argv=None) -> int:
         "OOO retrained (IQL offline on all data)": evaluate("retrained", retrain / "checkpoint.pt", out, sizes, ns.seed, video=True),
     }
     from robofume_ros.report import write_report
-    seconds = json.loads(timings.read_text()) if timings.exists() else {}
-    for name, r in zip(("pretrained", "finetuned", "retrained"), results.values()):
-        seconds[f"evaluate {name}"] = round(r.get("seconds", 0.0), 1)
-    report = write_report(out, results, sizes, seconds)
+    report = write_report(out, results, sizes, json.loads(timings.read_text()) if timings.exists() else {})
     log(f"report: {report}")
     for name, r in results.items():
         log(f"  {name:42s} forward {r['forward_success']:.0%}  backward {r['backward_success']:.0%}")
