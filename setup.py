@@ -16,6 +16,7 @@ setup(
     version="0.1.0",
     description="RoboFuME reset-free robot fine-tuning (Cal-QL, VLM reward, OOO) as ROS 2 nodes",
     packages=find_packages(include=["robofume_ros", "robofume_ros.*"]),
+    package_data={"robofume_ros.rl": ["*.cpp"]},    # the learner's fused kernels, compiled on first use
     python_requires=">=3.10",
     entry_points={
         "console_scripts": ["robofume = robofume_ros.cli:main"]

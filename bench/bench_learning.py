@@ -9,7 +9,9 @@ by torch's FlopCounterMode over one step, forward + backward) as a fraction of a
 measured in the same run, in the same precision. Steps/s is the median over --repeats timing blocks, "best"
 the fastest block (the machine may be shared: the load average is printed before and after; the
 % of peak uses the median). At the end it prints the
-issue's targets and whether each is met.
+issue's targets and whether each is met. Then the same modes again without the fused CPU kernels
+(rl/native.py: plain PyTorch ops, denormals not flushed), the baseline this project had before
+them, and the speed-up of each (--no-baseline skips it).
 
 FLOPs: FlopCounterMode over one real step (sampling, losses, backward). Its registry lacks
 matrix-vector products and oneDNN's fused linear (both used by the critic), so formulas for
@@ -27,6 +29,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 
 from robofume_ros.data.episode import Episode
+from robofume_ros.rl import common, native, networks
 from robofume_ros.rl.learner import Learner, LearnerConfig
 from robofume_ros.rl.networks import soft_update
 
@@ -77,6 +80,18 @@ def synthetic_episodes(n_eps, T, P, A, image, feat, rng):
                            instruction="put the object in the bin", task="t",
                            features=rng.standard_normal((T + 1, feat)).astype(np.float32) if feat else None))
     return eps
+
+
+def set_fused(on: bool) -> bool:
+    """Fused kernels and flushed denormals on (the default) or off (plain PyTorch ops); returns
+    whether the kernels are in use."""
+    networks.USE_NATIVE = on
+    k = native.kernels()
+    common._DENORMAL_FLUSHED.clear()
+    if k is not None:
+        k.flush_denormal_all_threads(on)
+        common._DENORMAL_FLUSHED[torch.get_num_threads()] = on
+    return on and networks._native_kernels(torch.zeros(1), torch.float32, 7) is not None
 
 
 def bench(mode, bf16, steps, batch, repeats=3, lang_dim=384):
@@ -135,13 +150,16 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3, help="timing blocks of --steps steps (median reported)")
     ap.add_argument("--modes", default="state,features,cnn")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the run without the fused kernels")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    fused = set_fused(True)
     peak = {False: matmul_peak(torch.float32), True: matmul_peak(torch.bfloat16)}
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
           f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})")
     print(f"threads={args.threads} batch={args.batch}  matmul peak: fp32 {peak[False] / 1e9:.0f} GFLOP/s, "
           f"bf16 {peak[True] / 1e9:.0f} GFLOP/s (2048^3, measured now)")
+    print(f"fused CPU kernels (rl/native.py): {'in use, denormals flushed' if fused else 'NOT available: plain PyTorch ops'}")
     print(f"{'mode':9s} {'prec':5s} {'steps/s':>8s} {'best':>6s} {'GFLOP/step':>10s} {'GFLOP/s':>8s} {'of peak':>8s}  "
           f"{'sample':>6s} {'fwd':>6s} {'bwd':>6s} {'optim':>6s}")
     res = {}
@@ -153,6 +171,16 @@ def main(argv=None):
             res[(mode, bf16)] = (sps, rate / peak[bf16])
             print(f"{mode:9s} {'bf16' if bf16 else 'fp32':5s} {sps:8.1f} {best:6.1f} {flops / 1e9:10.2f} {rate / 1e9:8.1f} "
                   f"{rate / peak[bf16]:8.1%}  " + " ".join(f"{v:6.1%}" for v in ph.values()), flush=True)
+    if fused and not args.no_baseline:
+        set_fused(False)
+        print("baseline in the same run: plain PyTorch ops, denormals not flushed")
+        for mode in args.modes.split(","):
+            steps = args.steps if mode != "cnn" else max(3, args.steps // 10)
+            for bf16 in (False, True):
+                sps = bench(mode, bf16, steps, args.batch, args.repeats)[0]
+                print(f"{mode:9s} {'bf16' if bf16 else 'fp32':5s} {sps:8.1f} steps/s   fused kernels: "
+                      f"{res[(mode, bf16)][0] / sps:.2f}x", flush=True)
+        set_fused(True)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("targets (issue #7):")
     if ("state", True) in res:

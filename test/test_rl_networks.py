@@ -1,10 +1,30 @@
-"""StackedQ's hand-written forward/backward equals the plain-autograd reference (fp32 and bf16)."""
+"""StackedQ's hand-written forward/backward equals the plain-autograd reference (fp32 and bf16),
+with the fused native kernels (rl/native.py) and with plain PyTorch ops."""
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
-from robofume_ros.rl import networks
+from robofume_ros.rl import native, networks
 from robofume_ros.rl.networks import StackedQ
+
+
+def _use_native(monkeypatch, on: bool):
+    """Run the critic with (on) or without the fused kernels; on=True needs them built here."""
+    if on and networks._native_kernels(torch.zeros(1), torch.float32, 3) is None:
+        pytest.skip("fused kernels not available on this machine (no compiler or no AVX-512)")
+    monkeypatch.setattr(networks, "USE_NATIVE", on)
+
+
+def test_native_kernels_build_where_a_compiler_is():
+    """With a C++ compiler and Python headers (tools/setup.sh's machines) the kernels must load:
+    otherwise the learner silently runs at the old speed."""
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler")
+    k = native.kernels()
+    assert k is not None, "rl/native.py could not build or load critic_kernels.cpp (see its log line)"
+    assert k.vector_width() in (1, 16)
 
 
 def _grads(q_fn, critic, z, a, gq):
@@ -15,10 +35,12 @@ def _grads(q_fn, critic, z, a, gq):
     return q.detach(), [p.grad.clone() for p in list(critic.parameters()) + [z, a]]
 
 
+@pytest.mark.parametrize("native_kernels", [True, False])
 @pytest.mark.parametrize("onednn", [True, False])
-@pytest.mark.parametrize("hidden", [(64, 64), (32, 48, 40), (16,)])
-def test_fused_critic_matches_reference_fp32(hidden, onednn, monkeypatch):
+@pytest.mark.parametrize("hidden", [(64, 64), (32, 48, 40), (16,), (20, 24)])
+def test_fused_critic_matches_reference_fp32(hidden, onednn, native_kernels, monkeypatch):
     monkeypatch.setattr(networks, "USE_ONEDNN_LINEAR", onednn and networks.USE_ONEDNN_LINEAR)
+    _use_native(monkeypatch, native_kernels)
     critic, z, a, gq = _setup(hidden)
     q1, g1 = _grads(critic, critic, z, a, gq)
     q0, g0 = _grads(critic.forward_reference, critic, z, a, gq)
@@ -29,9 +51,11 @@ def test_fused_critic_matches_reference_fp32(hidden, onednn, monkeypatch):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
 
 
-def test_fused_critic_bf16_error_like_reference():
+@pytest.mark.parametrize("native_kernels", [True, False])
+def test_fused_critic_bf16_error_like_reference(native_kernels, monkeypatch):
     """Under bf16 autocast both versions round differently; each must stay as close to the fp32
     result as the plain-autograd bf16 version (relative L2 error)."""
+    _use_native(monkeypatch, native_kernels)
     critic, z, a, gq = _setup((64, 64))
     qt, gt = _grads(critic.forward_reference, critic, z, a, gq)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -54,6 +78,49 @@ def _setup(hidden):
     z = torch.randn(9, 12, requires_grad=True)
     a = (torch.rand(9, 5, 3) * 2 - 1).requires_grad_()
     return critic, z, a, torch.randn(2, 9, 5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_native_kernels_match_plain_ops_and_keep_nan(dtype):
+    """Each fused kernel against the PyTorch ops it replaces, at a width that is not a multiple of
+    the vector length (tails), one action per state and several; NaN activations stay NaN (a
+    diverging critic must not be hidden by the kernels)."""
+    k = networks._native_kernels(torch.zeros(1), dtype, 3)
+    if k is None:
+        pytest.skip("fused kernels not available on this machine")
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.manual_seed(0)
+    for B, N, A, H in ((5, 3, 3, 37), (4, 1, 2, 16), (3, 31, 7, 256)):
+        M = B * N
+        hz, a = torch.randn(B, H).to(dtype), (torch.rand(M, A) * 2 - 1).to(dtype)
+        w_a = torch.randn(A, H)
+        ref = (hz.float().repeat_interleave(N, 0) + a.float() @ w_a).relu()
+        h = k.first_layer_fwd(hz, a, w_a)
+        assert h.dtype == dtype and h.shape == (M, H)
+        torch.testing.assert_close(h.float(), ref, **tol)
+        w, q = torch.randn(H), torch.empty(M)
+        k.out_fwd(h, w, 0.5, q)
+        torch.testing.assert_close(q, h.float() @ w + 0.5, **tol)
+        g = torch.randn(M)
+        dh, dw, db = k.out_bwd(g, w, h)
+        dref = torch.outer(g, w) * (h.float() > 0)
+        torch.testing.assert_close(dh.float(), dref, **tol)
+        torch.testing.assert_close(dw, h.float().t() @ g, **tol)
+        torch.testing.assert_close(db, dref.sum(0), **tol)
+        d = torch.randn(M, H).to(dtype)
+        mref = d.float() * (h.float() > 0)
+        dhz, dwa = k.first_layer_bwd(d, h, a, B, True)
+        torch.testing.assert_close(d.float(), mref, **tol)                  # masked in place
+        torch.testing.assert_close(dhz, mref.view(B, N, H).sum(1), **tol)
+        torch.testing.assert_close(dwa, a.float().t() @ mref, **tol)
+        assert k.first_layer_bwd(d, h, a, B, False)[1].numel() == 0
+    hz[0, 1] = float("nan")
+    assert torch.isnan(k.first_layer_fwd(hz, a, w_a)[:N, 1]).all()
+    h[2, 4] = float("nan")
+    k.out_fwd(h, w, 0.0, q)
+    assert torch.isnan(q[2]) and not torch.isnan(q[3])
+    with pytest.raises(RuntimeError, match="float32 or bfloat16"):
+        k.out_fwd(h.double(), w, 0.0, q)
 
 
 def test_detached_weights_give_action_gradient_only():

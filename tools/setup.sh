@@ -16,10 +16,11 @@ stamp_ok() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
 stamp_set() { mkdir -p "$STAMPS"; echo "$2" > "$STAMPS/$1"; }
 hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
 
-# 1. Debian packages: GL for headless MuJoCo rendering (EGL, OSMesa), compilers for rosidl.
-step "system packages (EGL/OSMesa for headless MuJoCo, cmake, g++, iproute2 for the two-host test)"
+# 1. Debian packages: GL for headless MuJoCo rendering (EGL, OSMesa), compilers for rosidl and for
+#    the learner's fused kernels (g++, ninja: torch.utils.cpp_extension).
+step "system packages (EGL/OSMesa for headless MuJoCo, cmake, g++, ninja, iproute2 for the two-host test)"
 need=()
-for p in libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libosmesa6 cmake g++ iproute2; do
+for p in libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libosmesa6 cmake g++ ninja-build iproute2; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -98,4 +99,9 @@ m = mujoco.MjModel.from_xml_string("<mujoco><worldbody><geom size='1'/></worldbo
 r = mujoco.Renderer(m, 32, 32); d = mujoco.MjData(m); mujoco.mj_forward(m, d); r.update_scene(d); r.render(); r.close()
 print("interfaces and rendering OK")
 PYEOF
+# 7. The learner's fused CPU kernels (robofume_ros/rl/critic_kernels.cpp), compiled for this CPU
+#    into torch's extension cache now rather than in the first learner (about 30 s, once per source
+#    version). Not fatal: without a compiler the learner runs the same math in plain PyTorch ops.
+step "learner's fused CPU kernels (compiled once for this CPU)"
+"$PY" -m robofume_ros.rl.native || echo "[setup] note: kernels not built; training uses plain PyTorch ops (slower)"
 echo "[setup] done in $(( $(date +%s) - T0 )) s; venv: $VENV"

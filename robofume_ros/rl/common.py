@@ -56,6 +56,34 @@ def keep_freed_memory() -> bool:
     return ok
 
 
+def flush_denormals() -> bool:
+    """Flush-to-zero for the CPU math of this process: the calling thread and every intra-op
+    thread (rl/native.py's kernels do it; torch.set_flush_denormal alone reaches one thread and
+    leaves results depending on which thread computed them). Denormal gradients (the CQL
+    logsumexp's softmax weights below exp(-87)) otherwise slow fp32 matmuls by 10x and more.
+    Idempotent per thread count; ROBOFUME_FLUSH_DENORMAL=0 or no compiled kernels: nothing is
+    changed. Returns whether the setting is active."""
+    n = torch.get_num_threads()
+    if _DENORMAL_FLUSHED.get(n) is not None:
+        return _DENORMAL_FLUSHED[n]
+    ok = False
+    if os.environ.get("ROBOFUME_FLUSH_DENORMAL", "1") != "0":
+        from robofume_ros.rl import native
+        k = native.kernels()
+        ok = bool(k is not None and k.flush_denormal_all_threads(True))
+    _DENORMAL_FLUSHED[n] = ok
+    return ok
+
+
+_DENORMAL_FLUSHED: dict = {}
+
+
+def tune_cpu_math() -> None:
+    """The process-wide CPU settings a learner wants: keep_freed_memory and flush_denormals."""
+    keep_freed_memory()
+    flush_denormals()
+
+
 def to_torch(batch: dict, device="cpu") -> dict:
     """numpy batch (nested dicts) -> torch tensors without copies where possible."""
     out = {}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from robofume_ros.rl.common import AgentBase, ObsDims, autocast
+from robofume_ros.rl.common import AgentBase, ObsDims, autocast, tune_cpu_math
 from robofume_ros.rl.networks import (NetConfig, ObsEncoder, StackedQ, TanhGaussianActor, gaussian_log_prob,
                                       grad_norm, mlp)
 
@@ -48,6 +48,8 @@ def squashed_mean_log_prob(mean: torch.Tensor, log_std: torch.Tensor, a: torch.T
 class IQL(AgentBase):
     def __init__(self, cfg: IQLConfig, dims: ObsDims, device="cpu"):
         self.cfg, self.dims, self.device, self.bf16 = cfg, dims, device, cfg.bf16
+        if torch.device(device).type == "cpu":
+            tune_cpu_math()
         self.encoder = ObsEncoder(cfg.net, dims.proprio_dim, dims.lang_dim, dims.feature_dim, dims.image_shape).to(device)
         self.critic = StackedQ(self.encoder.out_dim, dims.action_dim, cfg.net.hidden, 2).to(device)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)

@@ -245,6 +245,20 @@ def _linear_relu(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Ten
     return torch.addmm(b, h, w).relu_()
 
 
+USE_NATIVE = True      # the fused CPU kernels of rl/native.py where they load (tests switch it off)
+
+
+def _native_kernels(z: torch.Tensor, dt: torch.dtype, action_dim: int):
+    """rl/native.py's compiled kernels when they apply here (CPU with AVX-512, fp32/bf16, <= 16 action
+    dims), else None (plain PyTorch ops)."""
+    if not USE_NATIVE or z.device.type != "cpu" or dt not in (torch.float32, torch.bfloat16) or action_dim > 16:
+        return None
+    from robofume_ros.rl import native
+    k = native.kernels()
+    # the scalar build (no AVX-512 here) is no faster than PyTorch's own vectorised ops
+    return k if k is not None and k.vector_width() > 1 else None
+
+
 def _relu_grad_(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """g *= (h > 0), in place (h is the ReLU output)."""
     return torch.ops.aten.threshold_backward.grad_input(g, h, 0, grad_input=g)
@@ -252,13 +266,16 @@ def _relu_grad_(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 class _StackedMLP(torch.autograd.Function):
     """StackedQ's forward and a hand-written backward with the fewest passes over the big (B*N, H)
-    activations. Per member (E is 2, a Python loop): the state part is broadcast over the N actions
-    and a W_a accumulated into it in place, then ReLU in place; hidden layers are one oneDNN call
-    with bias + ReLU fused; the fp32 output layer is a matrix-vector product (a (M,H)x(H,1) bmm runs
-    far off peak on CPU), its input gradient a broadcast multiply instead of a K=1 matmul; ReLU
-    masks are applied to the gradients in place; weight gradients are skipped entirely when the
-    weights do not need them (the actor's pass). Mathematically the same function and gradients
-    as StackedQ.forward_reference (tested)."""
+    activations. Per member (E is 2, a Python loop): hidden layers are one oneDNN call with bias +
+    ReLU fused, and weight gradients are skipped entirely when the weights do not need them (the
+    actor's pass). Around them, on CPUs with AVX-512, four fused kernels (rl/native.py) each make
+    one pass: the first layer (state part broadcast over the N actions + a W_a + ReLU), the fp32
+    output layer read straight from the bf16 rows, its backward (output gradient, last ReLU mask,
+    w_out's and the last bias's gradients) and the first layer's backward (mask, per-state sums,
+    W_a's gradient). Elsewhere the same steps run as PyTorch ops: repeat_interleave + addmm_ +
+    relu_, a matrix-vector product (a (M,H)x(H,1) bmm runs far off peak on CPU), a broadcast
+    multiply instead of a K=1 matmul, ReLU masks applied in place. Mathematically the same
+    function and gradients as StackedQ.forward_reference (tested both ways)."""
 
     @staticmethod
     def forward(ctx, dt, z, a, w_z, w_a, b0, w_out, b_out, *wbs):
@@ -271,21 +288,32 @@ class _StackedMLP(torch.autograd.Function):
         ac = c(a).reshape(M, A)
         wcs = [c(w) for w in wbs[:L]]
         bcs = [c(b) for b in wbs[L:]]
+        K = _native_kernels(z, dt, A)
+        ctx.native = K
+        if K is not None:
+            ac = ac.contiguous()
         q = torch.empty(E, M, dtype=torch.float32, device=z.device)
         hs = []
         for e in range(E):
             hz = torch.addmm(b0c[e, 0], zc, wzc[e])                                      # (B,H0)
-            # each state's part, once per action (repeat_interleave: ~5x faster than reshaping a
-            # stride-0 expand into a fresh buffer on CPU), then W_a a accumulated in place
-            h = hz.repeat_interleave(N, 0) if N > 1 else hz
-            h.addmm_(ac, wac[e]).relu_()
+            if K is not None:     # one pass: broadcast, + a W_a (fp32 weights), ReLU
+                h = K.first_layer_fwd(hz, ac, w_a[e].detach().float().contiguous())
+            else:
+                # each state's part, once per action (repeat_interleave: ~5x faster than reshaping
+                # a stride-0 expand into a fresh buffer on CPU), then W_a a accumulated in place
+                h = hz.repeat_interleave(N, 0) if N > 1 else hz
+                h.addmm_(ac, wac[e]).relu_()
             he = [h]
             for w, b in zip(wcs, bcs):
                 h = _linear_relu(h, w[e], b[e, 0])
                 he.append(h)
             # fp32 output layer (Q values of a few hundred need fp32 resolution)
-            torch.addmv(b_out[e, 0], h.float() if dt != torch.float32 else h, w_out[e, :, 0], out=q[e])
+            if K is not None:     # fp32 dot products straight from the bf16 rows (no fp32 copy)
+                K.out_fwd(h, w_out[e, :, 0].detach().contiguous(), 0.0, q[e])
+            else:
+                torch.mv(h.float() if dt != torch.float32 else h, w_out[e, :, 0], out=q[e])
             hs.append(he)
+        q.add_(b_out.view(E, 1))
         ctx.dt, ctx.shape = dt, (E, B, N, A)
         # inputs and weights go through save_for_backward for autograd's in-place-modification
         # check; the activations and cast weights (internal, never modified) ride on ctx
@@ -304,39 +332,56 @@ class _StackedMLP(torch.autograd.Function):
         need = ctx.needs_input_grad            # (dt, z, a, w_z, w_a, b0, w_out, b_out, *ws, *bs)
         L = len(wcs)
         g = gq.reshape(E, M)
-        gd = g.to(dt)
-        wod = w_out.to(dt)
         grads = {k: [] for k in ("z", "a", "w_z", "w_a", "b0", "w_out", "ws", "bs")}
+        K = ctx.native
+        if K is not None:
+            g = g.contiguous()
+        else:
+            gd, wod = g.to(dt), w_out.to(dt)
         for e in range(E):
             he = hs[e]
-            if need[6]:
-                grads["w_out"].append(torch.mm(gd[e].unsqueeze(0), he[-1]).float())          # (1,H)
-            dh = torch.outer(gd[e], wod[e, :, 0])                                          # (M,H)
-            _relu_grad_(dh, he[-1])
             gw, gb = [None] * L, [None] * L
+            if K is not None:
+                # one pass: dh = g w_out^T masked by the last ReLU, w_out's gradient, the last bias's
+                dh, g_wo, g_bl = K.out_bwd(g[e], w_out[e, :, 0].detach().contiguous(), he[-1])
+                if need[6]:
+                    grads["w_out"].append(g_wo.view(1, -1))
+            else:
+                if need[6]:
+                    grads["w_out"].append(torch.mm(gd[e].unsqueeze(0), he[-1]).float())      # (1,H)
+                dh = torch.outer(gd[e], wod[e, :, 0])                                      # (M,H)
+                _relu_grad_(dh, he[-1])
             for i in range(L - 1, -1, -1):
                 if need[8 + i]:
                     gw[i] = torch.mm(he[i].t(), dh).float()
                 if need[8 + L + i]:
-                    gb[i] = dh.sum(0).float()
+                    gb[i] = g_bl if (K is not None and i == L - 1) else dh.sum(0).float()
                 dh = torch.mm(dh, wcs[i][e].t())
-                _relu_grad_(dh, he[i])
-            he.clear()                          # free this member's activations early
+                if K is None or i > 0:            # the first layer's mask: first_layer_bwd below
+                    _relu_grad_(dh, he[i])
             grads["ws"].append(gw)
             grads["bs"].append(gb)
             # first layer: dh is the gradient of its pre-activation (M, H0)
-            if need[4]:
-                grads["w_a"].append(torch.mm(ac.t(), dh).float())
-            if need[2]:
-                grads["a"].append(torch.mm(dh, wac[e].t()))
-            if need[1] or need[3] or need[5]:
-                dhz = dh.view(B, N, -1).sum(1)                                             # (B,H0)
+            if K is not None:     # one pass: first ReLU's mask, per-state sums, a^T dh
+                dhz32, g_wa = K.first_layer_bwd(dh, he[0], ac, B, bool(need[4]))
+                if need[4]:
+                    grads["w_a"].append(g_wa)
+                dhz = dhz32.to(dt)
+                if need[5]:
+                    grads["b0"].append(dhz32.sum(0))
+            else:
+                if need[4]:
+                    grads["w_a"].append(torch.mm(ac.t(), dh).float())
+                dhz = dh.view(B, N, -1).sum(1) if (need[1] or need[3] or need[5]) else None   # (B,H0)
                 if need[5]:
                     grads["b0"].append(dhz.sum(0).float())
-                if need[3]:
-                    grads["w_z"].append(torch.mm(zc.t(), dhz).float())
-                if need[1]:
-                    grads["z"].append(torch.mm(dhz, wzc[e].t()))
+            he.clear()                          # free this member's activations early
+            if need[2]:
+                grads["a"].append(torch.mm(dh, wac[e].t()))
+            if need[3]:
+                grads["w_z"].append(torch.mm(zc.t(), dhz).float())
+            if need[1]:
+                grads["z"].append(torch.mm(dhz, wzc[e].t()))
         st = lambda k, shape: torch.stack(grads[k]).view(shape) if grads[k] else None
         H0 = wzc.shape[2]
         g_z = sum(grads["z"]).to(z.dtype) if grads["z"] else None

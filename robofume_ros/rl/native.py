@@ -1,0 +1,84 @@
+"""The critic's fused CPU kernels (critic_kernels.cpp), compiled on first use.
+
+`kernels()` returns the compiled module, or None where it cannot be had: no C++ compiler or
+Python headers, a build error, or ROBOFUME_NATIVE=0. The first call on a machine compiles the
+source with torch.utils.cpp_extension (about a minute on 2 cores, once; tools/setup.sh does it
+ahead) into torch's extension cache (TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions);
+later processes load it in well under a second. Callers fall back to plain PyTorch ops when it is
+None, so nothing depends on it but speed. The build is for this CPU (-march=native): the cache
+key includes a digest of the source, the compiler flags and the CPU's model and flags, so a
+cache shared between different machines never loads a binary built for another CPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import Optional
+
+LOG = logging.getLogger(__name__)
+SOURCE = Path(__file__).with_name("critic_kernels.cpp")
+CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fopenmp-simd"]
+_STATE: dict = {}
+
+
+def enabled() -> bool:
+    return os.environ.get("ROBOFUME_NATIVE", "1") != "0"
+
+
+def _cpu_signature() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return platform.machine() + line
+    except OSError:
+        pass
+    return platform.machine() + platform.processor()
+
+
+def build_name() -> str:
+    h = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(CFLAGS).encode(), _cpu_signature().encode()):
+        h.update(part)
+    return "robofume_critic_kernels_" + h.hexdigest()[:16]
+
+
+def kernels(verbose: bool = False):
+    """The compiled module (cached per process), or None (reason logged once)."""
+    if "mod" in _STATE:
+        return _STATE["mod"]
+    mod = None
+    if not enabled():
+        LOG.info("fused critic kernels off (ROBOFUME_NATIVE=0)")
+    else:
+        try:
+            from torch.utils.cpp_extension import load
+            mod = load(name=build_name(), sources=[str(SOURCE)], extra_cflags=CFLAGS,
+                       extra_ldflags=["-fopenmp"], verbose=verbose)
+        except Exception as ex:   # no compiler / headers / build error: plain PyTorch ops instead
+            LOG.warning("fused critic kernels unavailable, using plain PyTorch ops (%s: %s)",
+                        type(ex).__name__, str(ex).strip().splitlines()[-1] if str(ex).strip() else "")
+    _STATE["mod"] = mod
+    return mod
+
+
+def available() -> Optional[bool]:
+    """Whether the kernels were loaded (None: not tried yet in this process)."""
+    return None if "mod" not in _STATE else _STATE["mod"] is not None
+
+
+def main(argv=None) -> int:
+    """`python -m robofume_ros.rl.native`: build (or load) the kernels now; exit 0 if they load."""
+    import time
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    t = time.perf_counter()
+    mod = kernels(verbose=False)
+    print(f"fused critic kernels: {'ready' if mod is not None else 'unavailable (plain PyTorch ops are used)'}"
+          f" in {time.perf_counter() - t:.1f} s ({build_name()})")
+    return 0 if mod is not None else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
