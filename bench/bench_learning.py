@@ -29,7 +29,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 
 from robofume_ros.data.episode import Episode
-from robofume_ros.rl import common, native, networks
+from robofume_ros.rl import networks
+from robofume_ros.rl.common import denormals_flushed
 from robofume_ros.rl.learner import Learner, LearnerConfig
 from robofume_ros.rl.networks import soft_update
 
@@ -83,14 +84,10 @@ def synthetic_episodes(n_eps, T, P, A, image, feat, rng):
 
 
 def set_fused(on: bool) -> bool:
-    """Fused kernels and flushed denormals on (the default) or off (plain PyTorch ops); returns
-    whether the kernels are in use."""
+    """Fused kernels and flushed denormals on (the default) or off (plain PyTorch ops, IEEE
+    denormals); returns whether the kernels are in use."""
     networks.USE_NATIVE = on
-    k = native.kernels()
-    common._DENORMAL_FLUSHED.clear()
-    if k is not None:
-        k.flush_denormal_all_threads(on)
-        common._DENORMAL_FLUSHED[torch.get_num_threads()] = on
+    os.environ["ROBOFUME_FLUSH_DENORMAL"] = "1" if on else "0"
     return on and networks._native_kernels(torch.zeros(1), torch.float32, 7) is not None
 
 
@@ -121,7 +118,14 @@ def bench(mode, bf16, steps, batch, repeats=3, lang_dim=384):
     sps, best = statistics.median(blocks), max(blocks)
     # breakdown: same work, split into phases
     ph = dict(sample=0.0, forward=0.0, backward=0.0, optimiser=0.0)
-    for _ in range(max(steps // 2, 3)):
+    with denormals_flushed():                    # as Learner.update
+        _phases(L, ag, max(steps // 2, 3), ph)
+    tot = sum(ph.values())
+    return sps, best, {k: v / tot for k, v in ph.items()}, flops
+
+
+def _phases(L, ag, n, ph):
+    for _ in range(n):
         t0 = time.perf_counter()
         b = L.sample_batch()
         t1 = time.perf_counter()
@@ -139,8 +143,6 @@ def bench(mode, bf16, steps, batch, repeats=3, lang_dim=384):
         t4 = time.perf_counter()
         for k, dt in zip(ph, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             ph[k] += dt
-    tot = sum(ph.values())
-    return sps, best, {k: v / tot for k, v in ph.items()}, flops
 
 
 def main(argv=None):

@@ -202,3 +202,21 @@ def test_correlated_exploration_noise_keeps_the_marginal_and_correlates_in_time(
     actor = networks.TanhGaussianActor(8, 2, networks.NetConfig(hidden=(16, 16)))
     mean, log_std, eps = torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([[0.5, -1.0]])
     torch.testing.assert_close(actor.explore(mean, log_std, 0.5, eps), torch.tanh(0.5 * eps))
+
+
+def test_denormals_flushed_on_every_thread_inside_the_block_only():
+    """Learner.update's scope: inside, fp32 math on every intra-op thread flushes denormals to zero
+    (torch.set_flush_denormal would reach one thread: half the rows); after it, IEEE denormals are
+    back for everything else in the process (numpy here, the safety envelope in a node)."""
+    from robofume_ros.rl.common import denormals_flushed
+    if native.kernels() is None:
+        pytest.skip("fused kernels not available on this machine")
+    tiny = torch.full((4096, 64), 1e-39)                     # denormal in fp32
+    w = torch.ones(64, 64)
+    with denormals_flushed() as on:
+        assert on
+        inside = torch.mm(tiny, w)
+    after = torch.mm(tiny, w)
+    assert torch.count_nonzero(inside) == 0
+    assert torch.count_nonzero(after) == after.numel()
+    assert np.float32(1e-39) * np.float32(1.0) != 0.0

@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from robofume_ros.rl.common import AgentBase, ObsDims, ScalarParam, autocast, tune_cpu_math
+from robofume_ros.rl.common import AgentBase, ObsDims, ScalarParam, autocast, keep_freed_memory
 from robofume_ros.rl.networks import NetConfig, ObsEncoder, StackedQ, TanhGaussianActor, grad_norm
 
 
@@ -88,7 +88,7 @@ class CalQL(AgentBase):
     def __init__(self, cfg: CalQLConfig, dims: ObsDims, device="cpu"):
         self.cfg, self.dims, self.device, self.bf16 = cfg, dims, device, cfg.bf16
         if torch.device(device).type == "cpu":
-            tune_cpu_math()        # reuse the step's big buffers (no page faults); no denormal slow paths
+            keep_freed_memory()        # reuse the step's big activation buffers (no page faults)
         self.encoder = ObsEncoder(cfg.net, dims.proprio_dim, dims.lang_dim, dims.feature_dim, dims.image_shape).to(device)
         self.critic = StackedQ(self.encoder.out_dim, dims.action_dim, cfg.net.hidden, 2).to(device)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)

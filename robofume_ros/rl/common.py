@@ -56,32 +56,25 @@ def keep_freed_memory() -> bool:
     return ok
 
 
-def flush_denormals() -> bool:
-    """Flush-to-zero for the CPU math of this process: the calling thread and every intra-op
-    thread (rl/native.py's kernels do it; torch.set_flush_denormal alone reaches one thread and
-    leaves results depending on which thread computed them). Denormal gradients (the CQL
-    logsumexp's softmax weights below exp(-87)) otherwise slow fp32 matmuls by 10x and more.
-    Idempotent per thread count; ROBOFUME_FLUSH_DENORMAL=0 or no compiled kernels: nothing is
-    changed. Returns whether the setting is active."""
-    n = torch.get_num_threads()
-    if _DENORMAL_FLUSHED.get(n) is not None:
-        return _DENORMAL_FLUSHED[n]
-    ok = False
+@contextlib.contextmanager
+def denormals_flushed():
+    """Flush-to-zero for the CPU math inside the block: the calling thread and every thread of
+    its intra-op team (rl/native.py's kernels do it; torch.set_flush_denormal alone reaches one
+    thread and leaves results depending on which thread computed them), restored on exit so
+    other code in the process (numpy, the safety envelope) keeps IEEE denormals. Denormal
+    gradients (the CQL logsumexp's softmax weights below exp(-87)) otherwise slow fp32 matmuls by
+    10x and more. Two parallel regions per use (microseconds). No compiled kernels or
+    ROBOFUME_FLUSH_DENORMAL=0: nothing is changed."""
+    k = None
     if os.environ.get("ROBOFUME_FLUSH_DENORMAL", "1") != "0":
         from robofume_ros.rl import native
         k = native.kernels()
-        ok = bool(k is not None and k.flush_denormal_all_threads(True))
-    _DENORMAL_FLUSHED[n] = ok
-    return ok
-
-
-_DENORMAL_FLUSHED: dict = {}
-
-
-def tune_cpu_math() -> None:
-    """The process-wide CPU settings a learner wants: keep_freed_memory and flush_denormals."""
-    keep_freed_memory()
-    flush_denormals()
+    prev = k.flush_denormal_all_threads(True) if k is not None else -1
+    try:
+        yield prev >= 0
+    finally:
+        if prev == 0:
+            k.flush_denormal_all_threads(False)
 
 
 def to_torch(batch: dict, device="cpu") -> dict:

@@ -14,6 +14,9 @@
 // thread and added at the end. Loaded by robofume_ros/rl/native.py (torch.utils.cpp_extension).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -305,23 +308,30 @@ std::vector<at::Tensor> first_layer_bwd(at::Tensor& dh, const at::Tensor& h, con
   return {dhz, dwa};
 }
 
-// Flush-to-zero / denormals-are-zero on the calling thread and on every intra-op worker thread
-// (torch.set_flush_denormal reaches the calling thread only). Tiny softmax weights of the CQL
+// Flush-to-zero / denormals-are-zero on the calling thread and on every thread of its intra-op
+// team (torch.set_flush_denormal reaches the calling thread only). Tiny softmax weights of the CQL
 // logsumexp (exp of -90 and below) reach the critic's fp32 gradients as denormals, and fp32
-// matmuls over them run an order of magnitude slower; flushed, they count as zero. Threads the
-// pool starts later (a larger torch.set_num_threads) need another call. Returns false where the
-// CPU cannot flush denormals.
-bool flush_denormal_all_threads(bool on) {
-  const bool ok = at::globalContext().setFlushDenormal(on);
+// matmuls over them run an order of magnitude slower; flushed, they count as zero. The learner
+// turns it on around its gradient steps and back off after (rl/common.denormals_flushed), so
+// other code in the process keeps IEEE denormals. Returns the calling thread's previous setting
+// (0 off, 1 on), or -1 where this CPU has no such mode (nothing is changed).
+int64_t flush_denormal_all_threads(bool on) {
+#if defined(__SSE2__)
+  const int64_t prev = (_mm_getcsr() & 0x8040u) == 0x8040u ? 1 : 0;
+  if (!at::globalContext().setFlushDenormal(on)) return -1;
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) at::globalContext().setFlushDenormal(on);
   });
-  return ok;
+  return prev;
+#else
+  (void)on;
+  return -1;
+#endif
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("vector_width", [] { return W; }, "fp32 lanes per vector op (16: AVX-512; 1: the scalar build)");
-  m.def("flush_denormal_all_threads", &flush_denormal_all_threads, "FTZ/DAZ on this thread and the intra-op pool");
+  m.def("flush_denormal_all_threads", &flush_denormal_all_threads, "FTZ/DAZ on this thread and its intra-op team; returns the previous setting (-1: unsupported)");
   m.def("first_layer_fwd", &first_layer_fwd, "relu(hz[row // N] + a @ w_a)");
   m.def("out_fwd", &out_fwd, "q = h @ w + b in fp32, into out");
   m.def("out_bwd", &out_bwd, "(g w^T * (h > 0), h^T g, column sums)");
