@@ -40,6 +40,7 @@ def _grads(q_fn, critic, z, a, gq):
 @pytest.mark.parametrize("hidden", [(64, 64), (32, 48, 40), (16,), (20, 24)])
 def test_fused_critic_matches_reference_fp32(hidden, onednn, native_kernels, monkeypatch):
     monkeypatch.setattr(networks, "USE_ONEDNN_LINEAR", onednn and networks.USE_ONEDNN_LINEAR)
+    monkeypatch.setattr(networks, "ONEDNN_MIN_ROWS", 0)       # the test's few rows take the oneDNN path too
     _use_native(monkeypatch, native_kernels)
     critic, z, a, gq = _setup(hidden)
     q1, g1 = _grads(critic, critic, z, a, gq)
