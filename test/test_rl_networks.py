@@ -221,3 +221,19 @@ def test_denormals_flushed_on_every_thread_inside_the_block_only():
     assert torch.count_nonzero(inside) == 0
     assert torch.count_nonzero(after) == after.numel()
     assert np.float32(1e-39) * np.float32(1.0) != 0.0
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
+    """A build killed mid-way leaves torch's lock file, on which every later process would wait
+    forever; native.py removes it when it is old, and leaves a live build's lock alone."""
+    import os
+    import time
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    from torch.utils.cpp_extension import _get_build_directory
+    name = "robofume_lock_test"
+    lock = os.path.join(_get_build_directory(name, False), "lock")
+    open(lock, "w").close()
+    assert not native.clear_stale_lock(name) and os.path.exists(lock)      # fresh: a build running now
+    old = time.time() - native.STALE_LOCK_S - 60
+    os.utime(lock, (old, old))
+    assert native.clear_stale_lock(name) and not os.path.exists(lock)

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -45,6 +46,25 @@ def build_name() -> str:
     return "robofume_critic_kernels_" + h.hexdigest()[:16]
 
 
+STALE_LOCK_S = 600.0      # a build takes ~30 s; a lock file this old was left by a killed build
+
+
+def clear_stale_lock(name: str) -> bool:
+    """torch's extension build holds a `lock` file in the build folder and every other process waits
+    for it to go, forever: a build killed mid-way (SIGKILL, a crashed node) would hang each later
+    learner. Removes a lock older than STALE_LOCK_S; returns whether it did."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+        lock = Path(_get_build_directory(name, False)) / "lock"
+        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            lock.unlink()
+            LOG.warning("removed a stale build lock %s (a build of the kernels was killed mid-way)", lock)
+            return True
+    except Exception:   # private torch helper moved, permissions: leave it to torch
+        pass
+    return False
+
+
 def kernels(verbose: bool = False):
     """The compiled module (cached per process), or None (reason logged once)."""
     if "mod" in _STATE:
@@ -55,8 +75,15 @@ def kernels(verbose: bool = False):
     else:
         try:
             from torch.utils.cpp_extension import load
-            mod = load(name=build_name(), sources=[str(SOURCE)], extra_cflags=CFLAGS,
+            name = build_name()
+            clear_stale_lock(name)
+            t = time.perf_counter()
+            mod = load(name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS,
                        extra_ldflags=["-fopenmp"], verbose=verbose)
+            dt = time.perf_counter() - t
+            # a compile (first use of this source on this CPU) takes ~30 s: say so, it looks like a hang
+            (LOG.info if dt > 5 else LOG.debug)("fused critic kernels ready in %.1f s (%d-lane build)",
+                                                dt, mod.vector_width())
         except Exception as ex:   # no compiler / headers / build error: plain PyTorch ops instead
             LOG.warning("fused critic kernels unavailable, using plain PyTorch ops (%s: %s)",
                         type(ex).__name__, str(ex).strip().splitlines()[-1] if str(ex).strip() else "")
@@ -71,7 +98,6 @@ def available() -> Optional[bool]:
 
 def main(argv=None) -> int:
     """`python -m robofume_ros.rl.native`: build (or load) the kernels now; exit 0 if they load."""
-    import time
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t = time.perf_counter()
     mod = kernels(verbose=False)
