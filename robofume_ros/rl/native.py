@@ -34,7 +34,7 @@ def _cpu_signature() -> str:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
                 return platform.machine() + line
-    except OSError:
+    except OSError:        # no /proc (not Linux): the coarser platform description
         pass
     return platform.machine() + platform.processor()
 
@@ -98,7 +98,7 @@ def available() -> Optional[bool]:
 
 def main(argv=None) -> int:
     """`python -m robofume_ros.rl.native`: build (or load) the kernels now; exit 0 if they load."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")   # the result line below says the rest
     t = time.perf_counter()
     mod = kernels(verbose=False)
     print(f"fused critic kernels: {'ready' if mod is not None else 'unavailable (plain PyTorch ops are used)'}"
