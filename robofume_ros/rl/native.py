@@ -2,9 +2,9 @@
 
 `kernels()` returns the compiled module, or None where it cannot be had: no C++ compiler or
 Python headers, a build error, or ROBOFUME_NATIVE=0. The first call on a machine compiles the
-source with torch.utils.cpp_extension (about a minute on 2 cores, once; tools/setup.sh does it
-ahead) into torch's extension cache (TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions);
-later processes load it in well under a second. Callers fall back to plain PyTorch ops when it is
+source with torch.utils.cpp_extension (25-35 s on 2 cores, once per source version and virtual
+environment; tools/setup.sh does it ahead) into torch's extension cache (TORCH_EXTENSIONS_DIR,
+default ~/.cache/torch_extensions); later processes load it in 1-2 s (torch re-checks the build). Callers fall back to plain PyTorch ops when it is
 None, so nothing depends on it but speed. The build is for this CPU (-march=native): the cache
 key includes a digest of the source, the compiler flags and the CPU's model and flags, so a
 cache shared between different machines never loads a binary built for another CPU.
@@ -17,7 +17,6 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Optional
 
 LOG = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("critic_kernels.cpp")
@@ -89,11 +88,6 @@ def kernels(verbose: bool = False):
                         type(ex).__name__, str(ex).strip().splitlines()[-1] if str(ex).strip() else "")
     _STATE["mod"] = mod
     return mod
-
-
-def available() -> Optional[bool]:
-    """Whether the kernels were loaded (None: not tried yet in this process)."""
-    return None if "mod" not in _STATE else _STATE["mod"] is not None
 
 
 def main(argv=None) -> int:
