@@ -41,6 +41,7 @@ class Probe:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.messages: dict[str, list] = {}
+        self.subscriptions: dict[str, object] = {}
         self.lock = threading.Lock()
         self._stop = False
         self.thread = threading.Thread(target=self._spin, daemon=True)
@@ -61,17 +62,39 @@ class Probe:
         def cb(msg, t=topic):
             with self.lock:
                 self.messages[t].append((time.monotonic(), msg))
-        self.node.create_subscription(msg_type, topic, cb, profile)
+        self.subscriptions[topic] = self.node.create_subscription(msg_type, topic, cb, profile)
 
-    def publisher(self, topic: str, msg_type, qos=None, wait_s: float = 15.0):
-        """A publisher on the probe's node, returned once a subscriber of the graph has matched it
-        (or after wait_s): messages published before discovery completes are lost."""
+    def wait_subscribed(self, publishers: dict, timeout: float = 30.0) -> None:
+        """Wait until the probe's own subscriptions have matched at least `publishers[topic]`
+        publishers each (what it hears from then on is not lost to discovery)."""
+        from robofume_ros.ros.discovery import wait_matched
+        wait_matched(None, subs={self.subscriptions[t]: n for t, n in publishers.items()}, timeout=timeout)
+
+    def publisher(self, topic: str, msg_type, qos=None, subscribers: int = 1, wait_s: float = 30.0):
+        """A publisher on the probe's node, returned once `subscribers` subscriptions of the graph
+        have matched it (messages published before discovery completes are lost); raises
+        TimeoutError naming the topic otherwise."""
         from robofume_ros.ros import qos as q
+        from robofume_ros.ros.discovery import wait_matched
         pub = self.node.create_publisher(msg_type, topic, qos or q.for_topic(topic))
-        deadline = time.monotonic() + wait_s
-        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_matched(None, pubs={pub: subscribers}, timeout=wait_s)   # the probe's thread spins
         return pub
+
+    def wait_graph(self, subscribers: dict | None = None, publishers: dict | None = None,
+                   timeout: float = 30.0) -> None:
+        """Wait until each topic has at least its count of subscriptions / publishers anywhere in
+        the graph (between other nodes too, e.g. the recorder discovering a node's topic)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            missing = [f"{t}: {self.node.count_subscribers(t)} of {n} subscriptions"
+                       for t, n in (subscribers or {}).items() if self.node.count_subscribers(t) < n]
+            missing += [f"{t}: {self.node.count_publishers(t)} of {n} publishers"
+                        for t, n in (publishers or {}).items() if self.node.count_publishers(t) < n]
+            if not missing:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError("graph incomplete: " + "; ".join(missing))
+            time.sleep(0.05)
 
     def get(self, topic: str) -> list:
         with self.lock:

@@ -32,6 +32,7 @@ import numpy as np
 import rclpy
 from robofume_ros.msg import ArmCommand, Observation, PolicyWeights
 from robofume_ros.ros import qos
+from robofume_ros.ros.discovery import wait_matched
 from robofume_ros.ros.convert import action_to_command, rgb_to_image
 
 role, out, n_weights, n_obs, nbytes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -52,11 +53,10 @@ if role == "learner":
         obs_lat.append(now_s() - stamp_s(m.header))
     def on_cmd(m):
         res["cmds"] += 1
-    node.create_subscription(Observation, "/observation", on_obs, qos.RELIABLE)
-    node.create_subscription(ArmCommand, "/robot/command", on_cmd, qos.RELIABLE)
-    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.1)
-    res["matched_after_s"] = 75 - (deadline - time.monotonic())
+    sub_obs = node.create_subscription(Observation, "/observation", on_obs, qos.RELIABLE)
+    sub_cmd = node.create_subscription(ArmCommand, "/robot/command", on_cmd, qos.RELIABLE)
+    # every topic matches on its own: the weights' reader and both transition writers
+    res["matched_after_s"] = wait_matched(node, pubs={pub: 1}, subs={sub_obs: 1, sub_cmd: 1}, timeout=60)
     rng = np.random.default_rng(0)
     for v in range(1, n_weights + 1):
         data = rng.integers(0, 256, nbytes, dtype=np.uint8).tobytes()
@@ -80,11 +80,12 @@ else:
         ok = hashlib.sha256(bytes(m.data)).hexdigest() == m.sha256
         res["weights"].append({"version": int(m.version), "bytes": len(m.data), "sha_ok": ok,
                                "transfer_s": t - stamp_s(m.header)})
-    node.create_subscription(PolicyWeights, "/policy/weights", on_weights, qos.LATCHED)
+    sub_w = node.create_subscription(PolicyWeights, "/policy/weights", on_weights, qos.LATCHED)
     pub_obs = node.create_publisher(Observation, "/observation", qos.RELIABLE)
     pub_cmd = node.create_publisher(ArmCommand, "/robot/command", qos.RELIABLE)
-    while pub_obs.get_subscription_count() == 0 and time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.1)
+    # the first command must not go out before the learner's command subscription exists
+    # (volatile QoS drops it): wait for the observation AND the command reader, not one of them
+    wait_matched(node, pubs={pub_obs: 1, pub_cmd: 1}, subs={sub_w: 1}, timeout=60)
     img = (np.arange(100 * 100 * 3) % 251).astype(np.uint8).reshape(100, 100, 3)
     sent = 0
     while time.monotonic() < deadline:

@@ -45,9 +45,11 @@ def test_teleop_overrides_policy_is_recorded_and_requests_reset(tmp_path):
                          "/task_phase": TaskPhase})
         probe.subscribe(TWIST, TwistStamped, qos=10)
         probe.wait_for("/robot/state", 5, timeout=60)
-        policy = probe.publisher("/robot/command", ArmCommand)
+        policy = probe.publisher("/robot/command", ArmCommand, subscribers=2)   # arm bridge + recorder
         human = probe.publisher("/teleop/twist", Twist, qos=10)
-        time.sleep(2.0)     # recorder discovers topics once a second
+        # the recorder discovers topics once a second: wait until it hears the human's commands too
+        probe.wait_graph(subscribers={"/robot/intervention": 2})
+        probe.wait_subscribed({TWIST: 1})
 
         def policy_cmd():
             c = ArmCommand()
@@ -117,7 +119,7 @@ def test_joystick_mapping_deadman_and_stop_button(tmp_path):
     with graph_under_test("sim", {}, tmp_path, specs=specs) as g:
         probe = g.probe({"/robot/intervention": ArmCommand, "/robot/stop": Bool})
         joy = probe.publisher("/joy", Joy, qos=10)
-        time.sleep(1.5)
+        probe.wait_subscribed({"/robot/intervention": 1, "/robot/stop": 1})
 
         def send(axes, buttons, n=8):
             for _ in range(n):

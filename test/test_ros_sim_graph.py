@@ -143,13 +143,23 @@ def test_bad_images_and_commands_leave_nodes_up(tmp_path):
     assert steps < 0.03, f"the arm moved {steps:.3f} m in one tick despite clipping"
 
 
+def _at_rest(states, n: int = 3, tol: float = 2e-4) -> bool:
+    """The hand moved less than `tol` metres per axis over the last `n` states."""
+    if len(states) < n:
+        return False
+    p = np.array([[s.ee_pose.position.x, s.ee_pose.position.y, s.ee_pose.position.z] for s in states[-n:]])
+    return bool(np.ptp(p, axis=0).max() < tol)
+
+
 def test_stop_topic_holds_the_arm(tmp_path):
     with graph_under_test("sim", {"record": "false"}, tmp_path, only=("sim",)) as g:
         probe = g.probe({"/robot/state": RobotState})
         probe.wait_for("/robot/state", 3, timeout=60)
         stop = probe.publisher("/robot/stop", Bool)
         cmd_pub = probe.publisher("/robot/command", ArmCommand)
-        time.sleep(0.5)
+        # the arm settles for a few ticks after the simulator starts: measure the hold from rest
+        n0 = len(probe.get("/robot/state"))
+        probe.wait_for("/robot/state", 1, timeout=20, pred=lambda _s: _at_rest(probe.get("/robot/state")[n0:]))
         stop.publish(Bool(data=True))
         probe.wait_for("/robot/state", 1, timeout=10, pred=lambda s: s.stopped)
         start = len(probe.get("/robot/state"))
