@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -191,10 +192,23 @@ def curve(records: list[dict], task: str, steps: int, window: int = 4):
     return xs, ys
 
 
+def recipe_defaults(spec: str = "default", pair: str = "drawer") -> SimpleNamespace:
+    """The recipe's fine-tuning settings (config/recipes/), as this in-process loop's defaults: the
+    experiments read the recipe the graph reads, and their flags are variants of it."""
+    from robofume_ros import recipe
+    from robofume_ros.sim import tasks
+    r = recipe.load(spec)
+    fwd, bwd = tasks.get_pair(pair).time_limits
+    return SimpleNamespace(home_jitter=r["sim"]["home_jitter_m"], max_episode_steps=fwd, backward_max_episode_steps=bwd,
+                           exploration_noise=r["policy"]["noise_scale"], finetune_bc_weight=r["learner"]["bc_weight"],
+                           finetune_n_step=r["learner"]["n_step"], bc_online=r["learner"]["bc_online"],
+                           bc_only_successful=r["learner"]["bc_only_successful"], noise_correlation=0.0)
+
+
 def probe_parser(doc: str, checkpoint_flag: str, checkpoint_help: str) -> argparse.ArgumentParser:
     """The arguments every probe shares: a checkpoint, its dataset, --out, and the evaluation trials
     (forward, in the dataset's scene, arm homed +- --home-jitter, from --eval-seed)."""
-    from robofume_ros.main_job import FULL
+    FULL = recipe_defaults()
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(checkpoint_flag, required=True, help=checkpoint_help)
     ap.add_argument("--data", required=True, help="its dataset (the scene of its demos; offline data when fine-tuning)")
@@ -218,7 +232,7 @@ def main(argv=None) -> int:
                     help="reward sources; ground_truth runs Cal-QL only (the reward ablation)")
     ap.add_argument("--eval-trials", type=int, default=5, help="evaluation trials per task before and after "
                     "fine-tuning (0: none; the online success curve only)")
-    from robofume_ros.main_job import FULL      # the main job's time limits unless told otherwise
+    FULL = recipe_defaults()      # the recipe's settings and the pair's time limits unless told otherwise
     ap.add_argument("--max-episode-steps", type=int, default=FULL.max_episode_steps,
                     help="forward time limit (and evaluation's)")
     ap.add_argument("--backward-max-episode-steps", type=int, default=FULL.backward_max_episode_steps,

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_finetuning import probe_parser, scene_seed  # noqa: E402  (sets MUJOCO_GL, the repo path)
+from compare_finetuning import probe_parser, recipe_defaults, scene_seed  # noqa: E402  (sets MUJOCO_GL, the repo path)
 
-from robofume_ros.main_job import FULL  # noqa: E402
+FULL = recipe_defaults()
 
 
 def main(argv=None) -> int:

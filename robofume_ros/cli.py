@@ -1,12 +1,14 @@
 """`robofume`: the package's command line (works with or without a ROS 2 distro).
 
     robofume launch sim world:=drawer --duration 60     run a node graph from graph.py (like ros2 launch)
-    robofume main [--quick]                             the main job (see README)
+    robofume launch finetune ... --dry-run              print the resolved nodes and parameters
+    robofume main [--pair P] [--quick]                  the main job (see README)
+    robofume tasks [PAIR ...] [--cycles N]              task pairs, instructions, scripted cycle check
     robofume params [NODE]                              every node knob with default and description
     robofume topic echo|hz TOPIC                        watch a topic (like ros2 topic)
     robofume dataset from-bags|generate|info|video|plot datasets (see README)
     robofume pretrain ...                               offline Cal-QL pre-training
-    robofume evaluate --policy CKPT --data DATASET      ground-truth success in the simulated drawer pair
+    robofume evaluate --policy CKPT --data DATASET      ground-truth success in a simulated pair
     robofume reward train ...                           fine-tune the success classifier
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ DELEGATES = {
     "main": "robofume_ros.main_job:main",
     "topic": "robofume_ros.topic_tools:main",
     "evaluate": "robofume_ros.evaluation:main",
+    "tasks": "robofume_ros.sim.check:main",
 }
 # subcommand -> ("module:function", leading argv): the function takes the rest of the command line
 DATASET = {
@@ -68,8 +71,14 @@ def cmd_launch(argv: list[str]) -> int:
     ap.add_argument("args", nargs="*", help="launch arguments name:=value")
     ap.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     ap.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph")
+    ap.add_argument("--dry-run", action="store_true", help="print every node with its resolved parameters, "
+                    "params files and remappings (what <run_dir>/graph.yaml records for a run) and exit")
     ns = ap.parse_args(argv)
     args = parse_launch_args(ns.args)
+    if ns.dry_run:
+        import yaml
+        print(yaml.safe_dump(graph.describe(ns.graph, args), sort_keys=False), end="")
+        return 0
     run_dir = Path(args.get("run_dir") or default_run_dir(ns.graph))
     args["run_dir"] = str(run_dir)
     if not args.get("bag_dir"):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -96,7 +97,7 @@ def workspace_start(world, phase: str, rng, start_jitter: float, max_steps: int 
         world.render_enabled = render
 
 
-def evaluate_policy(policy, pair: str = "drawer", trials: int = 10, max_steps: int = 250, seed: int = 1000,
+def evaluate_policy(policy, pair: str = "drawer", trials: int = 10, max_steps=250, seed: int = 1000,
                     scene_seed: Optional[int] = None, start_jitter: float = 0.03, deterministic: bool = True,
                     image_size=(100, 100), camera: str = "corner4", progress: bool = False,
                     record_first: bool = False, noise_scale: float = 1.0,
@@ -104,10 +105,13 @@ def evaluate_policy(policy, pair: str = "drawer", trials: int = 10, max_steps: i
     """Success rates of `policy` (rl.policy.Policy-like: act(image, proprio, instruction, deterministic,
     noise_scale=[, eps=])) on the pair's forward and backward tasks (those in `phases`; a task left out
     rates nan). Stochastic trials (deterministic=False) scale the actor's std by noise_scale; with
-    noise_correlation > 0 their noise is AR(1)-correlated in time, as the policy node explores.
-    Returns (result, frames of the first forward trial)."""
+    noise_correlation > 0 their noise is AR(1)-correlated in time. `max_steps`: one time limit, or
+    (forward, backward). Returns (result, frames of the first forward trial)."""
+    from robofume_ros.sim.tasks import get_pair
     from robofume_ros.sim.world import ACTION_DIM, ResetFreeWorld
 
+    pair = get_pair(pair)
+    limits = dict(zip(("forward", "backward"), (max_steps, max_steps) if isinstance(max_steps, int) else max_steps))
     t0 = time.monotonic()
     res = {"forward": [], "backward": []}
     starts = {"forward": [], "backward": []}
@@ -137,13 +141,14 @@ def evaluate_policy(policy, pair: str = "drawer", trials: int = 10, max_steps: i
                     if noise_correlation > 0 and not deterministic:
                         from robofume_ros.rl.exploration import ExplorationNoise
                         noise = ExplorationNoise(ACTION_DIM, noise_correlation, seed=[seed, i, phase == "forward"])
-                    res[phase].append(_run(world, policy, world.instruction, max_steps, deterministic, rec,
+                    res[phase].append(_run(world, policy, world.instruction, limits[phase], deterministic, rec,
                                            noise_scale, noise))
             finally:
                 world.close()
     rate = lambda xs: float(np.mean([x is not None for x in xs])) if xs else float("nan")  # noqa: E731
-    setting = {"pair": pair, "scene_seed": scene_seed, "seed": seed, "start_jitter": start_jitter,
-               "deterministic": deterministic, "max_steps": max_steps, "skipped_setups": skipped}
+    setting = {"pair": pair.name, "scene_seed": scene_seed, "seed": seed, "start_jitter": start_jitter,
+               "deterministic": deterministic, "max_steps": [limits["forward"], limits["backward"]],
+               "skipped_setups": skipped}
     if not deterministic:
         setting["noise_scale"] = noise_scale
         setting["noise_correlation"] = noise_correlation
@@ -161,31 +166,75 @@ def dataset_scene_seed(data) -> int:
     return int(json.loads(meta.read_text())["config"]["seed"])
 
 
+def resolve_pair(pair_arg: "str | None", data: "str | None", policy_payload: "dict | None", name: str = "") -> str:
+    """The pair to evaluate: --pair, else the dataset's, else the checkpoint's; any two that are given
+    must agree (a clear error before anything runs)."""
+    from robofume_ros.data.dataset import dataset_pair
+    from robofume_ros.rl.policy import checkpoint_pair
+    from robofume_ros.sim import tasks
+    found = {}
+    if pair_arg:
+        found["--pair"] = tasks.get_pair(pair_arg).name
+    if data:
+        dp = dataset_pair(data)
+        if dp:
+            found[f"dataset {data}"] = tasks.get_pair(dp).name
+    if policy_payload is not None:
+        cp = checkpoint_pair(policy_payload)
+        if cp:
+            found[f"checkpoint {name}"] = cp
+    if len(set(found.values())) > 1:
+        raise ValueError("pairs disagree: " + ", ".join(f"{k} is {v!r}" for k, v in found.items()))
+    if not found:
+        return tasks.DEFAULT_PAIR
+    return next(iter(found.values()))
+
+
 def main(argv=None) -> int:
-    """`robofume evaluate`: ground-truth success of a checkpoint in the simulated drawer pair."""
+    """`robofume evaluate`: ground-truth success of a checkpoint in a simulated reset-free pair."""
     ap = argparse.ArgumentParser(prog="robofume evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policy", required=True, help="a checkpoint (robofume pretrain, the learner's policy_latest.pt)")
+    ap.add_argument("--pair", help="task pair (default: the dataset's, else the checkpoint's, else drawer)")
     where = ap.add_mutually_exclusive_group()
     where.add_argument("--data", help="the dataset the policy was trained on: evaluate in its target scene")
     where.add_argument("--scene-seed", type=int, help="evaluate in the scene with this placement seed")
     ap.add_argument("--trials", type=int, default=20, help="trials per task")
-    ap.add_argument("--seed", type=int, default=1000, help="seed of the trial starts (robofume main uses 1000)")
+    ap.add_argument("--seed", type=int, default=1000, help="seed of the trial starts (robofume main uses its --seed)")
     ap.add_argument("--tasks", nargs="+", choices=["forward", "backward"], default=["forward", "backward"])
-    ap.add_argument("--max-steps", type=int, default=150, help="steps per trial")
-    ap.add_argument("--start-jitter", type=float, default=0.1, help="arm home offset per axis at a trial's start, m")
+    ap.add_argument("--max-steps", type=int, default=0, help="steps per trial (default: the online time limits, "
+                    "from the dataset's demos or the pair's)")
+    ap.add_argument("--start-jitter", type=float, default=None,
+                    help="arm home offset per axis at a trial's start, m (default: the recipe's sim home_jitter_m)")
     ap.add_argument("--stochastic", action="store_true", help="sample actions (default: the actor's mean)")
     ap.add_argument("--noise-scale", type=float, default=1.0, help="with --stochastic: the actor's std scale")
     ap.add_argument("--out", help="write the result as JSON here")
     ap.add_argument("--video", help="write the first forward trial as a GIF here")
     ns = ap.parse_args(argv)
+    from robofume_ros import recipe
+    from robofume_ros.data.dataset import target_demo_steps
+    from robofume_ros.rl import checkpoint as ckpt
     from robofume_ros.rl.policy import Policy
-    policy = Policy.load(ns.policy)
+    from robofume_ros.sim import tasks
+    try:
+        payload = ckpt.load_checkpoint(ns.policy)
+        policy = Policy(payload, ns.policy)
+        pair = tasks.get_pair(resolve_pair(ns.pair, ns.data, payload, ns.policy))
+    except (KeyError, ValueError, ckpt.CheckpointError) as e:
+        print(f"robofume evaluate: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
     scene = ns.scene_seed if ns.data is None else dataset_scene_seed(ns.data)
     if scene is None:
         print("no --data or --scene-seed: each trial in a freshly placed scene (generalisation)")
-    res, frames = evaluate_policy(policy, trials=ns.trials, max_steps=ns.max_steps, seed=ns.seed, scene_seed=scene,
-                                  start_jitter=ns.start_jitter, deterministic=not ns.stochastic, progress=True,
+    if ns.max_steps:
+        limits = (ns.max_steps, ns.max_steps)
+    else:
+        steps = target_demo_steps(ns.data) if ns.data else {}
+        limits = tasks.time_limits(pair, {ph: steps.get(pair.task(ph), []) for ph in ("forward", "backward")})
+    jitter = ns.start_jitter if ns.start_jitter is not None else float(recipe.param(recipe.DEFAULT, "sim", "home_jitter_m"))
+    print(f"pair {pair.name} ({pair.forward} / {pair.backward}); time limits forward {limits[0]}, backward {limits[1]} steps")
+    res, frames = evaluate_policy(policy, pair=pair.name, trials=ns.trials, max_steps=limits, seed=ns.seed,
+                                  scene_seed=scene, start_jitter=jitter, deterministic=not ns.stochastic, progress=True,
                                   record_first=bool(ns.video), noise_scale=ns.noise_scale, phases=tuple(ns.tasks))
     for task in ns.tasks:
         trials = getattr(res, f"{task}_trials")

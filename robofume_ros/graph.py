@@ -53,11 +53,17 @@ def _ov(*items) -> tuple:
     return tuple(Override(*i) for i in items)
 
 
+# Launch arguments are system switches (which task, which robot, which files, how long, which seed);
+# tuning lives in the recipe (config/recipes/*.yaml), as Nav2's bringup keeps it in its params file.
 ARGUMENTS: list[LaunchArg] = [
-    LaunchArg("world", "drawer", "simulated reset-free pair: drawer, window, handle or door-lock "
-              "(selects config/sim_<world>.yaml unless params_file is given)"),
-    LaunchArg("robot", "sim", "sim (MuJoCo) or a real arm config name (franka, widowx): selects config/<robot>.yaml"),
-    LaunchArg("params_file", "", "ROS parameters file for every node (default: from world/robot)"),
+    LaunchArg("world", "drawer", "task pair: a name from `robofume tasks` (drawer, window, ...) or a task file "
+              "(.yaml, your own task); sets the scene, the task switcher's tasks and time limits, the reward's "
+              "paired instructions"),
+    LaunchArg("robot", "sim", "sim (MuJoCo, config/sim.yaml) or a real arm config name (franka, widowx): "
+              "selects config/<robot>.yaml"),
+    LaunchArg("params_file", "", "robot params file for every node, instead of config/sim.yaml or config/<robot>.yaml"),
+    LaunchArg("recipe", "default", "the tuning, layered after the robot's params file: a name in config/recipes/ "
+              "(default, quick) or a .yaml variant layered on default (comma-separated for several)"),
     LaunchArg("policy", "scripted", "who commands the arm: scripted (Meta-World experts) or learned (policy_node)"),
     LaunchArg("use_sim_time", "false", "run every node on /clock published by the simulator",
               _ov(*[(n, "use_sim_time", bool) for n in ("sim", "camera", "scripted_policy", "policy",
@@ -70,49 +76,17 @@ ARGUMENTS: list[LaunchArg] = [
     LaunchArg("seed", "", "random seed for the simulator and the stochastic policies",
               _ov(("sim", "seed", int), ("standin_driver", "seed", int), ("scripted_policy", "seed", int),
                   ("policy", "seed", int), ("learner", "seed", int))),
-    LaunchArg("max_episode_steps", "", "time limit of one forward or backward episode, in control ticks",
-              _ov(("task_switcher", "max_episode_steps", int))),
-    LaunchArg("backward_max_episode_steps", "", "time limit of a backward (reset) episode, in control ticks "
-              "(0: max_episode_steps)", _ov(("task_switcher", "backward_max_episode_steps", int))),
-    LaunchArg("success_frames", "", "consecutive frames the success source must say done before an episode "
-              "ends (debounces reward false positives)", _ov(("task_switcher", "success_frames", int))),
-    LaunchArg("help_after_timeouts", "", "consecutive timeouts before the switcher pauses and asks a human "
-              "for help (0 = never, e.g. unattended simulation)", _ov(("task_switcher", "help_after_timeouts", int))),
     LaunchArg("success_source", "", "what ends an episode as a success: reward (the learned /reward) or "
               "ground_truth (simulator, for scripted data collection only)", _ov(("task_switcher", "success_source", str))),
-    LaunchArg("home_on_switch", "", "simulator: the arm goes home (scene untouched) at every task switch",
-              _ov(("sim", "home_on_switch", bool))),
-    LaunchArg("home_jitter", "", "simulator: random offset of the arm's home pose at a switch, metres per axis "
-              "(start-state diversity)", _ov(("sim", "home_jitter_m", float))),
-    LaunchArg("action_noise", "", "std of Gaussian noise added to scripted actions",
-              _ov(("scripted_policy", "noise_std", float))),
     LaunchArg("record", "true", "record every observation, command, reward and switch to a rosbag2 (MCAP)"),
     LaunchArg("bag_dir", "", "where the recorder writes (default: <run_dir>/bags)", _ov(("recorder", "output_dir", str))),
     LaunchArg("policy_checkpoint", "", "actor checkpoint for the learned policy",
               _ov(("policy", "checkpoint", str), ("learner", "init_checkpoint", str))),
     LaunchArg("reward_model", "", "reward model checkpoint folder", _ov(("reward", "model_path", str))),
-    LaunchArg("reward_threshold", "", "decision threshold of the reward (default: the one stored with the model)",
-              _ov(("reward", "threshold", float))),
-    LaunchArg("offline_dataset", "", "dataset folder(s), comma-separated, mixed into online training (Cal-QL 50/50)",
-              _ov(("learner", "offline_dataset", list))),
+    LaunchArg("offline_dataset", "", "dataset folder(s), comma-separated, mixed into online training (Cal-QL 50/50); "
+              "its target demos also set the episodes' time limits", _ov(("learner", "offline_dataset", list))),
     LaunchArg("budget_steps", "", "online environment steps before the learner finishes",
               _ov(("learner", "budget_steps", int))),
-    LaunchArg("exploration_noise", "", "learned policy: its action std while fine-tuning is scaled by this "
-              "(1: the actor's own, 0: deterministic)", _ov(("policy", "noise_scale", float))),
-    LaunchArg("exploration_correlation", "", "learned policy: AR(1) correlation of its exploration noise between "
-              "ticks (0: white; 0.9: deviations lasting ~10 ticks)", _ov(("policy", "noise_correlation", float))),
-    LaunchArg("n_step", "", "critics' TD horizon while fine-tuning, in steps (0: the pre-trained checkpoint's)",
-              _ov(("learner", "n_step", int))),
-    LaunchArg("bc_weight", "", "actor BC weight while fine-tuning (-1: the pre-trained checkpoint's)",
-              _ov(("learner", "bc_weight", float))),
-    LaunchArg("bc_only_successful", "", "actor BC term only on episodes that succeeded (true/false; default "
-              "from the params file)", _ov(("learner", "bc_only_successful", bool))),
-    LaunchArg("bc_online", "", "actor BC term also on online attempts (true/false; false: offline data only)",
-              _ov(("learner", "bc_online", bool))),
-    LaunchArg("bc_self_imitation", "", "online attempts cloned only where their return beat the critic's value of "
-              "the deterministic policy (true/false; with bc_online true)", _ov(("learner", "bc_self_imitation", bool))),
-    LaunchArg("bc_online_pre_tanh", "", "online attempts cloned in pre-tanh space, unbiased for the policy's own "
-              "noisy actions (true/false; with bc_online true)", _ov(("learner", "bc_online_pre_tanh", bool))),
     LaunchArg("run_dir", "", "folder for logs, bags, checkpoints (default: runs/<timestamp>)",
               _ov(("learner", "run_dir", str))),
 ]
@@ -129,13 +103,23 @@ ARGUMENT_NAMES = [a.name for a in ARGUMENTS]
 
 @dataclass
 class NodeSpec:
-    name: str                       # ROS node name (also the section in the params file)
+    name: str                       # ROS node name (also the section in the params files)
     executable: str                 # robofume_ros/nodes/<executable>.py, installed as an executable
-    params_file: str                # the world's / robot's params file
-    parameters: dict = field(default_factory=dict)    # overrides from launch arguments
+    params_files: list              # the robot's params file, then the recipe's files, applied in order
+    parameters: dict = field(default_factory=dict)    # the task's parameters and launch-argument overrides
     remappings: list = field(default_factory=list)    # (from, to)
     required: bool = True           # the run stops when a required node dies
     respawn: bool = False           # restart it instead (e.g. the learner resumes from its checkpoint)
+
+    @property
+    def params_file(self) -> str:
+        """The robot's params file (the first of params_files)."""
+        return self.params_files[0]
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "executable": self.executable, "params_files": list(self.params_files),
+                "parameters": dict(self.parameters), "remappings": [list(r) for r in self.remappings],
+                "required": self.required, "respawn": self.respawn}
 
 
 def package_share() -> Path:
@@ -168,11 +152,11 @@ def params_file_for(args: dict) -> Path:
     if args.get("params_file"):
         p = Path(args["params_file"]).expanduser()
     elif args.get("robot", "sim") == "sim":
-        p = package_share() / "config" / f"sim_{args.get('world', 'drawer')}.yaml"
+        p = package_share() / "config" / "sim.yaml"
     else:
         p = package_share() / "config" / f"{args['robot']}.yaml"
     if not p.is_file():
-        raise FileNotFoundError(f"params file {p} does not exist (world={args.get('world')!r}, robot={args.get('robot')!r})")
+        raise FileNotFoundError(f"params file {p} does not exist (robot={args.get('robot')!r})")
     return p
 
 
@@ -196,12 +180,17 @@ def nodes(graph: str, args: Optional[dict] = None) -> list[NodeSpec]:
     if graph not in GRAPHS:
         raise KeyError(f"unknown graph {graph!r}; known: {', '.join(GRAPHS)}")
     a = resolve_args(args)
-    pf = str(params_file_for(a))
+    from robofume_ros import recipe
+    pfs = [str(params_file_for(a))] + [str(f) for f in recipe.files(a["recipe"])]
     specs: list[NodeSpec] = []
 
     def add(name, executable, **kw):
-        specs.append(NodeSpec(name=name, executable=executable, params_file=pf, **kw))
+        specs.append(NodeSpec(name=name, executable=executable, params_files=list(pfs), **kw))
 
+    from robofume_ros.sim import tasks
+    if not tasks.get_pair(a["world"]).simulated and (a["robot"] == "sim" or _truthy(a["standin_driver"])):
+        raise ValueError(f"world {a['world']!r} is a real robot's task (simulated: false): it needs robot:=<arm> "
+                         f"without standin_driver, there is no scene to simulate")
     # the robot: the MuJoCo world, or the bridge to a real arm's driver
     if a["robot"] == "sim":
         add("sim", "sim_node")
@@ -232,6 +221,9 @@ def nodes(graph: str, args: Optional[dict] = None) -> list[NodeSpec]:
         add("recorder", "recorder_node")
 
     by_name = {s.name: s for s in specs}
+    for node, params in task_parameters(a)[0].items():
+        if node in by_name:
+            by_name[node].parameters.update(params)
     for arg in ARGUMENTS:
         value = a[arg.name]
         if value == "":
@@ -245,10 +237,79 @@ def nodes(graph: str, args: Optional[dict] = None) -> list[NodeSpec]:
     return specs
 
 
+def task_parameters(a: dict) -> tuple[dict, dict]:
+    """What the task pair sets on the nodes, and the derived values with where they came from:
+    ({node: {param: value}}, {"pair": ..., "time_limits": [fwd, bwd], "time_limits_from": ...}).
+    Time limits: the recipe's where it sets them, else TIME_LIMIT_FACTOR x the longest target demo
+    of each direction in the first offline dataset that has them, else the pair's own."""
+    from robofume_ros.sim import tasks
+    pair = tasks.get_pair(a["world"])
+    lengths, source = {}, f"the pair's defaults (robofume_ros/sim/tasks.py {pair.name!r})"
+    for d in _convert(a["offline_dataset"], list) if a.get("offline_dataset") else []:
+        from robofume_ros.data.dataset import target_demo_steps
+        steps = target_demo_steps(d)
+        by_phase = {ph: steps.get(pair.task(ph), []) for ph in ("forward", "backward")}
+        if any(by_phase.values()):
+            lengths = by_phase
+            source = (f"{tasks.TIME_LIMIT_FACTOR}x the longest target demo in {d} (forward "
+                      f"{max(by_phase['forward'], default=0)}, backward {max(by_phase['backward'], default=0)} steps)")
+            break
+    fwd, bwd = tasks.time_limits(pair, lengths)
+    from robofume_ros import recipe
+    fixed = recipe.load(a["recipe"]).get("task_switcher", {})
+    if "max_episode_steps" in fixed or "backward_max_episode_steps" in fixed:   # a recipe that sets them wins
+        fwd = int(fixed.get("max_episode_steps", fwd))
+        bwd = int(fixed.get("backward_max_episode_steps", 0)) or fwd
+        source = f"the recipe {a['recipe']!r}"
+    check_pair_of_inputs(pair, a)
+    world = a["world"]
+    params = {
+        "sim": {"world": world, "camera": pair.camera},
+        "standin_driver": {"world": world, "camera": pair.camera},
+        "task_switcher": {"forward_task": pair.forward, "forward_instruction": pair.forward_instruction,
+                          "backward_task": pair.backward, "backward_instruction": pair.backward_instruction,
+                          "max_episode_steps": fwd, "backward_max_episode_steps": bwd},
+        "reward": {"paired_instructions": list(pair.instructions)},
+    }
+    derived = {"pair": pair.as_dict(), "time_limits": [fwd, bwd], "time_limits_from": source}
+    return params, derived
+
+
+def check_pair_of_inputs(pair, a: dict) -> None:
+    """A dataset generated for another pair, or a checkpoint trained on another pair, is refused
+    before anything starts (ValueError naming both)."""
+    from robofume_ros.data.dataset import dataset_pair
+    from robofume_ros.sim import tasks
+    for d in _convert(a["offline_dataset"], list) if a.get("offline_dataset") else []:
+        dp = dataset_pair(d) if Path(d).is_dir() else None
+        if dp and tasks.get_pair(dp).name != pair.name:
+            raise ValueError(f"offline_dataset {d} was generated for pair {tasks.get_pair(dp).name!r}, "
+                             f"not for world {pair.name!r}")
+    ck = a.get("policy_checkpoint")
+    if ck and Path(ck).is_file():
+        from robofume_ros.rl import checkpoint
+        from robofume_ros.rl.policy import checkpoint_pair
+        cp = checkpoint_pair(checkpoint.load_checkpoint(ck))
+        if cp and cp != pair.name:
+            raise ValueError(f"policy_checkpoint {ck} was trained on pair {cp!r}, not on world {pair.name!r}")
+
+
+def describe(graph: str, args: Optional[dict] = None) -> dict:
+    """Everything a graph run is made of, resolved: launch arguments, the task and what was derived
+    from it, and every node with its params files, parameters and remappings (`--dry-run`, and
+    <run_dir>/graph.yaml of every run)."""
+    a = resolve_args(args)
+    from robofume_ros import recipe
+    return {"graph": graph, "arguments": a, "task": task_parameters(a)[1],
+            "recipe": {"files": [str(f) for f in recipe.files(a["recipe"])], "values": recipe.load(a["recipe"])},
+            "nodes": [s.as_dict() for s in nodes(graph, a)]}
+
+
 def node_command(spec: NodeSpec, python: str, extra_params_file: Optional[str] = None) -> list[str]:
     """The command line the runner uses for one node (what `ros2 run` + launch would do)."""
-    cmd = [python, "-m", f"robofume_ros.nodes.{spec.executable}", "--ros-args",
-           "-r", f"__node:={spec.name}", "--params-file", spec.params_file]
+    cmd = [python, "-m", f"robofume_ros.nodes.{spec.executable}", "--ros-args", "-r", f"__node:={spec.name}"]
+    for pf in spec.params_files:
+        cmd += ["--params-file", pf]
     if extra_params_file:
         cmd += ["--params-file", extra_params_file]
     for src, dst in spec.remappings:

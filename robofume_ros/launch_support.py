@@ -16,7 +16,7 @@ def launch_nodes(graph_name: str, context):
     args = {a.name: LaunchConfiguration(a.name).perform(context) for a in graph.ARGUMENTS}
     actions = []
     for spec in graph.nodes(graph_name, args):
-        parameters = [spec.params_file] + ([dict(spec.parameters)] if spec.parameters else [])
+        parameters = list(spec.params_files) + ([dict(spec.parameters)] if spec.parameters else [])
         actions.append(Node(package="robofume_ros", executable=spec.executable, name=spec.name,
                             parameters=parameters, remappings=list(spec.remappings), output="screen",
                             respawn=spec.respawn))

@@ -1,4 +1,4 @@
-"""`robofume main`: the whole RoboFuME pipeline on the simulated drawer pair, end to end.
+"""`robofume main [--pair P]`: the whole RoboFuME pipeline on a simulated task pair, end to end.
 
   1. data       prior multi-task data (20 other tasks, other camera/lighting), 20+20 target demos,
                 30 failures in the target scene                 (robofume dataset generate)
@@ -15,6 +15,9 @@
 
 Every stage writes into --out and is skipped when its output exists, so an interrupted run
 continues where it stopped (--fresh starts over). --quick runs the same stages at toy sizes.
+Every setting comes from the recipe (config/recipes/default.yaml: the nodes' tuning and the
+`main` section's sizes) and the task pair (robofume_ros/sim/tasks.py, `robofume tasks`); the
+main job itself passes only the pair, paths, budget and seed.
 """
 from __future__ import annotations
 
@@ -24,57 +27,10 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 
-@dataclass
-class Sizes:
-    generate: list            # extra args for robofume dataset generate
-    reward_epochs: int
-    pretrain_steps: int
-    finetune_budget: int      # online environment steps
-    retrain_steps: int
-    eval_trials: int
-    max_episode_steps: int    # time limit of a forward episode (and of every evaluation trial)
-    backward_max_episode_steps: int  # time limit of a backward (reset) episode online
-    success_frames: int       # reward says done this many frames in a row -> episode ends
-    reward_max_fpr: float     # FP-rate cap on held-out frames when the reward threshold is chosen
-    reward_threshold: float   # threshold the reward node uses online (<= 0: the model's own, chosen on held-out frames)
-    reward_reverse_k: int     # start frames of the paired task used as positives (0: none, see README)
-    reward_pair_negatives: int = 3  # end frames of a demo used as negatives of the paired task (see README)
-    finetune_bc_weight: float = -1.0  # actor BC weight online (-1: the pre-trained one, see README)
-    finetune_n_step: int = 0          # critics' TD horizon online (0: the pre-trained one, see README)
-    exploration_noise: float = 1.0    # the policy node's action std scale online (see README)
-    noise_correlation: float = 0.0    # the policy node's AR(1) correlation of that noise between ticks (0: white)
-    bc_only_successful: bool = False  # Cal-QL's actor BC term on successful episodes only, in pre-training
-                                      # and online (see README)
-    bc_online: bool = True            # online attempts in the actor's BC term too (False: offline data only;
-                                      # cloning the exploring policy's noisy successes lowered it, README finding 15)
-    home_jitter: float = 0.03         # arm home offset between episodes, m per axis: online and evaluation starts
-    retrain_algo: str = "calql"       # OOO's pessimistic offline algorithm ("calql" with pre-training's settings,
-                                      # or "iql"): IQL from scratch reached 15-70% forward where Cal-QL reached 95%
-                                      # on the same data (README finding 19)
-
-
-# Time limits: forward demos take 83-99 steps and the pre-trained policy's successes under 105, backward
-# demos at most 91: 150 and 100 leave room while a failed attempt costs less of the online budget.
-# Exploration: the pre-trained policy opens the drawer in 65% of 20 trials acting deterministically, in
-# 50% with its std halved and in 20% sampling its own distribution (README): online data needs successes.
-# Behaviour cloning on successful episodes only: cloning the dataset's failures too held the pre-trained policy at
-# 25-65% forward; without them it opens the drawer in 20 of 20 trials from the demos' 3 cm home jitter, and in 13
-# of 20 from the workspace's 10 cm (README): fine-tuning has that shift to learn.
-# Fine-tuning: the actor's BC term on offline data only and weak (0.03), the critics on 10-step targets: the RL term
-# then teaches the low starts no demo covers (README finding 17; with BC weight 0.1, or 1-step targets, it does not).
-FULL = Sizes(generate=["--demos", "20"], reward_epochs=60, pretrain_steps=3000, finetune_budget=9000,
-             retrain_steps=3000, eval_trials=20, max_episode_steps=150, backward_max_episode_steps=100,
-             success_frames=3, reward_max_fpr=0.01, reward_threshold=0.0, reward_reverse_k=0,
-             exploration_noise=0.5, finetune_bc_weight=0.03, finetune_n_step=10, bc_only_successful=True,
-             bc_online=False, home_jitter=0.1)
-QUICK = Sizes(generate=["--quick"], reward_epochs=15, pretrain_steps=300, finetune_budget=300, retrain_steps=300,
-              eval_trials=2, max_episode_steps=120, backward_max_episode_steps=0, success_frames=3,
-              reward_max_fpr=0.01, reward_threshold=0.7, reward_reverse_k=0, finetune_bc_weight=0.03, finetune_n_step=10,
-              bc_only_successful=True, bc_online=False, home_jitter=0.1)
 FEATURE_ENCODER = "efficientnet_lite0@128"
 ALGO_NAMES = {"calql": "Cal-QL", "cql": "CQL", "iql": "IQL", "bc": "BC"}
 
@@ -109,27 +65,20 @@ def record_seconds(timings: Path, name: str, seconds: float) -> None:
     timings.write_text(json.dumps(t, indent=1))
 
 
-def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward_dir: Path, data: Path) -> int:
+def finetune_args(out: Path, pair: str, recipe_spec: str, budget: int, seed: int) -> dict:
+    """The fine-tuning graph's launch arguments: system switches only (the tuning is the recipe's)."""
+    run_dir = out / "finetune"
+    return {"world": pair, "recipe": recipe_spec, "policy_checkpoint": str(out / "pretrain" / "checkpoint.pt"),
+            "reward_model": str(out / "reward"), "offline_dataset": str(out / "data"), "budget_steps": str(budget),
+            "run_dir": str(run_dir), "bag_dir": str(run_dir / "bags"), "seed": str(seed)}
+
+
+def run_finetune(out: Path, args: dict) -> int:
+    """Reset-free fine-tuning as the ROS graph, at the configured 10 Hz wall-clock control rate as on
+    a robot (the learner trains asynchronously)."""
     from robofume_ros import runner
     run_dir = out / "finetune"
     status_file = run_dir / "learner" / "status.json"
-    # wall-clock control at the configured 10 Hz, as on a robot: the learner trains asynchronously
-    args = {"fast": "false", "use_sim_time": "false", "policy_checkpoint": str(pretrain_ckpt),
-            "reward_model": str(reward_dir), "offline_dataset": str(data), "budget_steps": str(sizes.finetune_budget),
-            "run_dir": str(run_dir), "bag_dir": str(run_dir / "bags"), "seed": str(seed),
-            "max_episode_steps": str(sizes.max_episode_steps),
-            "backward_max_episode_steps": str(sizes.backward_max_episode_steps),
-            "success_frames": str(sizes.success_frames),
-            "bc_weight": str(sizes.finetune_bc_weight),
-            "n_step": str(sizes.finetune_n_step),
-            "exploration_noise": str(sizes.exploration_noise),
-            "exploration_correlation": str(sizes.noise_correlation),
-            "bc_only_successful": str(sizes.bc_only_successful).lower(),
-            "bc_online": str(sizes.bc_online).lower(),
-            "home_jitter": str(sizes.home_jitter),
-            "help_after_timeouts": "0"}   # nobody to call in simulation: keep alternating
-    if sizes.reward_threshold > 0:
-        args["reward_threshold"] = str(sizes.reward_threshold)
     last = [0.0]
 
     def on_tick(elapsed: float):
@@ -157,17 +106,18 @@ def run_finetune(out: Path, sizes: Sizes, seed: int, pretrain_ckpt: Path, reward
     return 0
 
 
-def evaluate(name: str, ckpt: Path, out: Path, sizes: Sizes, scene_seed: int, video: bool = False) -> dict:
+def evaluate(name: str, ckpt: Path, out: Path, settings: dict, scene_seed: int, video: bool = False) -> dict:
     from robofume_ros.evaluation import evaluate_policy
     from robofume_ros.rl.policy import Policy
     res_file = out / "eval" / f"{name}.json"
     if res_file.exists():
         return json.loads(res_file.read_text())
     policy = Policy.load(ckpt)
-    # in the robot's workspace (the scene of its demos and of fine-tuning), from reset-free starts
-    res, frames = evaluate_policy(policy, trials=sizes.eval_trials, max_steps=sizes.max_episode_steps,
-                                  scene_seed=scene_seed, start_jitter=sizes.home_jitter, progress=True,
-                                  record_first=video)
+    # in the robot's workspace (the scene of its demos and of fine-tuning), from reset-free starts,
+    # each direction with its online time limit
+    res, frames = evaluate_policy(policy, pair=settings["pair_spec"], trials=settings["main"]["eval_trials"],
+                                  max_steps=tuple(settings["time_limits"]), scene_seed=scene_seed,
+                                  start_jitter=settings["home_jitter"], progress=True, record_first=video)
     d = res.as_dict()
     res_file.parent.mkdir(parents=True, exist_ok=True)
     res_file.write_text(json.dumps(d, indent=1))
@@ -175,33 +125,64 @@ def evaluate(name: str, ckpt: Path, out: Path, sizes: Sizes, scene_seed: int, vi
     if video and frames:
         import imageio.v2 as imageio
         imageio.mimsave(out / "eval" / f"{name}_forward.gif", frames[::2], duration=0.1)
-    log(f"evaluate {name}: forward {d['forward_success']:.0%}, backward {d['backward_success']:.0%} "
-        f"({sizes.eval_trials} trials each, {d['seconds']:.0f} s)")
+    log(f"evaluate {name} ({settings['pair']}): forward {d['forward_success']:.0%}, backward {d['backward_success']:.0%} "
+        f"({settings['main']['eval_trials']} trials each, {d['seconds']:.0f} s)")
     return d
 
 
 def main(argv=None) -> int:
+    from robofume_ros import recipe as recipes
+    from robofume_ros.sim import tasks
     ap = argparse.ArgumentParser(prog="robofume main", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="runs/main", help="output folder (stages already there are skipped)")
-    ap.add_argument("--quick", action="store_true", help="toy sizes: the whole pipeline in a few minutes")
+    ap.add_argument("--pair", default=tasks.DEFAULT_PAIR,
+                    help=f"task pair ({', '.join(tasks.PAIRS)}; `robofume tasks`) or a simulated task file (.yaml)")
+    ap.add_argument("--out", default=None, help="output folder (default runs/main_<pair>[_quick]; stages already there are skipped)")
+    ap.add_argument("--recipe", default=recipes.DEFAULT, help="recipe: a name in config/recipes/ or a .yaml variant "
+                    "layered on the default one")
+    ap.add_argument("--quick", action="store_true", help="toy sizes (the quick recipe): the whole pipeline in a few minutes")
+    ap.add_argument("--budget", type=int, default=None, help="online environment steps (default: the recipe's budget_steps)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fresh", action="store_true", help="delete --out first")
     ns = ap.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sizes = QUICK if ns.quick else FULL
-    out = Path(ns.out + ("_quick" if ns.quick and ns.out == "runs/main" else ""))
+    try:   # every bad name is an error before anything runs
+        pair = tasks.get_pair(ns.pair)
+        if not pair.simulated:
+            raise ValueError(f"{ns.pair}: a real robot's task (simulated: false); the main job needs a simulated pair")
+        recipe_spec = ",".join(([] if ns.recipe == recipes.DEFAULT else [ns.recipe]) + (["quick"] if ns.quick else [])) \
+            or recipes.DEFAULT
+        mp = recipes.main_params(recipe_spec)
+        values = recipes.load(recipe_spec)
+    except (KeyError, ValueError) as e:
+        raise SystemExit(f"[main] {e.args[0] if e.args else e}")
+    out = Path(ns.out or f"runs/main_{pair.name}" + ("_quick" if ns.quick else ""))
     if ns.fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sizes.json").write_text(json.dumps(asdict(sizes), indent=1))
+    budget = ns.budget if ns.budget is not None else mp.budget_steps
     timings = out / TIMINGS
     data = out / "data"
+    _check_same_pair(out, pair.name)
 
     from robofume_ros.data import generate
-    stage("data", data / "generate.json", generate.main, ["-o", str(data), "--seed", str(ns.seed)] + sizes.generate,
-          timings=timings)
+    gen_argv = ["-o", str(data), "--seed", str(ns.seed), "--pair", ns.pair]
+    gen_argv += ["--quick"] if mp.demos == 0 else ["--demos", str(mp.demos)]
+    stage("data", data / "generate.json", generate.main, gen_argv, timings=timings)
+
+    from robofume_ros import graph
+    ft_args = finetune_args(out, ns.pair, recipe_spec, budget, ns.seed)
+    derived = graph.task_parameters(graph.resolve_args(ft_args))[1]
+    settings = {"pair": pair.name, "pair_spec": ns.pair, "seed": ns.seed, "recipe": [str(f) for f in recipes.files(recipe_spec)],
+                "main": asdict(mp), "budget_steps": budget, "time_limits": derived["time_limits"],
+                "time_limits_from": derived["time_limits_from"],
+                "success_frames": values.get("task_switcher", {}).get("success_frames"),
+                "home_jitter": values.get("sim", {}).get("home_jitter_m")}
+    (out / "settings.json").write_text(json.dumps(settings, indent=1))
+    log(f"pair {pair.name} ({pair.forward} / {pair.backward}); recipe {', '.join(settings['recipe'])}; "
+        f"time limits forward {settings['time_limits'][0]}, backward {settings['time_limits'][1]} "
+        f"({settings['time_limits_from']}); budget {budget} online steps")
 
     def features():
         from robofume_ros.data.dataset import write_features
@@ -213,38 +194,51 @@ def main(argv=None) -> int:
     from robofume_ros.reward import train as reward_train
     reward_dir = out / "reward"
     stage("reward", reward_dir / "reward_model.json", reward_train.main,
-          ["--data", str(data), "--out", str(reward_dir), "--epochs", str(sizes.reward_epochs), "--seed", str(ns.seed),
-           "--max-fpr", str(sizes.reward_max_fpr), "--reverse-k", str(sizes.reward_reverse_k),
-           "--pair-negatives", str(sizes.reward_pair_negatives)], timings=timings)
+          ["--data", str(data), "--out", str(reward_dir), "--epochs", str(mp.reward_epochs), "--seed", str(ns.seed),
+           "--max-fpr", str(mp.reward_max_fpr), "--reverse-k", str(mp.reward_reverse_k),
+           "--pair-negatives", str(mp.reward_pair_negatives)], timings=timings)
 
     from robofume_ros.rl import pretrain
     from robofume_ros.rl.learner import BC_ONLY_SUCCESSFUL
+    # the actor's BC term on successful episodes only, in pre-training as online (the recipe's learner value)
+    bc_successful = bool(values.get("learner", {}).get("bc_only_successful", False))
     pre = out / "pretrain"
-    calql_set = [f"{BC_ONLY_SUCCESSFUL['calql']}=True"] if sizes.bc_only_successful else []
+    calql_set = [f"{BC_ONLY_SUCCESSFUL['calql']}=True"] if bc_successful else []
     stage("pretrain", pre / "DONE",
-          lambda: _pretrain(pretrain, data, pre, "calql", sizes.pretrain_steps, ns.seed, calql_set), timings=timings)
+          lambda: _pretrain(pretrain, data, pre, "calql", mp.pretrain_steps, ns.seed, calql_set), timings=timings)
 
-    stage("finetune", out / "finetune" / "DONE", run_finetune, out, sizes, ns.seed, pre / "checkpoint.pt", reward_dir, data,
-          timings=timings)
+    stage("finetune", out / "finetune" / "DONE", run_finetune, out, ft_args, timings=timings)
 
     retrain = out / "retrain"
-    retrain_set = ([f"{BC_ONLY_SUCCESSFUL[sizes.retrain_algo]}=True"]
-                   if sizes.bc_only_successful and sizes.retrain_algo in BC_ONLY_SUCCESSFUL else [])
+    retrain_set = ([f"{BC_ONLY_SUCCESSFUL[mp.retrain_algo]}=True"]
+                   if bc_successful and mp.retrain_algo in BC_ONLY_SUCCESSFUL else [])
     stage("retrain (OOO)", retrain / "DONE",
-          lambda: _pretrain(pretrain, [data, out / "finetune" / "learner" / "online"], retrain, sizes.retrain_algo,
-                            sizes.retrain_steps, ns.seed, retrain_set), timings=timings)
+          lambda: _pretrain(pretrain, [data, out / "finetune" / "learner" / "online"], retrain, mp.retrain_algo,
+                            mp.retrain_steps, ns.seed, retrain_set), timings=timings)
 
     results = {
-        "pre-trained (Cal-QL offline)": evaluate("pretrained", pre / "checkpoint.pt", out, sizes, ns.seed),
-        "fine-tuned (Cal-QL online, reset-free)": evaluate("finetuned", out / "finetune" / "learner" / "policy_latest.pt", out, sizes, ns.seed),
-        f"OOO retrained ({ALGO_NAMES.get(sizes.retrain_algo, sizes.retrain_algo)} offline on all data)": evaluate("retrained", retrain / "checkpoint.pt", out, sizes, ns.seed, video=True),
+        "pre-trained (Cal-QL offline)": evaluate("pretrained", pre / "checkpoint.pt", out, settings, ns.seed),
+        "fine-tuned (Cal-QL online, reset-free)": evaluate("finetuned", out / "finetune" / "learner" / "policy_latest.pt",
+                                                           out, settings, ns.seed),
+        f"OOO retrained ({ALGO_NAMES.get(mp.retrain_algo, mp.retrain_algo)} offline on all data)":
+            evaluate("retrained", retrain / "checkpoint.pt", out, settings, ns.seed, video=True),
     }
     from robofume_ros.report import write_report
-    report = write_report(out, results, sizes, json.loads(timings.read_text()) if timings.exists() else {})
+    report = write_report(out, results, settings, json.loads(timings.read_text()) if timings.exists() else {})
     log(f"report: {report}")
     for name, r in results.items():
         log(f"  {name:42s} forward {r['forward_success']:.0%}  backward {r['backward_success']:.0%}")
     return 0
+
+
+def _check_same_pair(out: Path, pair: str) -> None:
+    """An output folder holds one pair's run: resuming it with another pair is an error."""
+    from robofume_ros.data.dataset import dataset_pair
+    if (out / "data" / "generate.json").exists():
+        from robofume_ros.sim.tasks import get_pair
+        have = get_pair(dataset_pair(out / "data")).name
+        if have != pair:
+            raise SystemExit(f"[main] {out} holds a run of pair {have!r}, not {pair!r}: use another --out or --fresh")
 
 
 def _pretrain(pretrain, data, out: Path, algo: str, steps: int, seed: int, overrides=()) -> int:

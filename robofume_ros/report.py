@@ -174,8 +174,10 @@ def q_curve(csv_path: Path, png: Path) -> bool:
     return True
 
 
-def write_report(run: Path, results: dict, sizes, seconds: dict) -> Path:
-    """`seconds`: wall time per pipeline stage (those of earlier, interrupted invocations included)."""
+def write_report(run: Path, results: dict, settings: dict, seconds: dict) -> Path:
+    """`settings`: what produced the run ({"pair": name, "success_frames": n, ...: the main job's
+    settings.json}); `seconds`: wall time per pipeline stage (those of earlier, interrupted
+    invocations included)."""
     run = Path(run)
     from robofume_ros.data.dataset import load_episodes
     online = run / "finetune" / "learner" / "online"
@@ -183,7 +185,7 @@ def write_report(run: Path, results: dict, sizes, seconds: dict) -> Path:
     bags = sorted((run / "finetune" / "bags").glob("*")) if (run / "finetune" / "bags").exists() else []
     stream = online_stream(bags) if bags else {"episodes": [], "frames": []}
     curve = learning_curve(stream, run / "learning_curve.png") if stream["episodes"] else {}
-    trace = reward_trace(stream, run / "reward_trace.png", success_frames=getattr(sizes, "success_frames", 3)) \
+    trace = reward_trace(stream, run / "reward_trace.png", success_frames=settings.get("success_frames", 3)) \
         if stream["frames"] else {}
     success_bars(results, run / "success.png")
     has_q = q_curve(run / "finetune" / "learner" / "metrics.csv", run / "q_online.png")
@@ -193,9 +195,11 @@ def write_report(run: Path, results: dict, sizes, seconds: dict) -> Path:
         fwd = [i for i, e in enumerate(eps) if e.success]
         write_video(run / "online_episode.gif", eps, fps=10, scale=2, indices=(fwd[-1:] or [len(eps) - 1]))
         video = "online_episode.gif"
-    lines = ["# RoboFuME on the simulated drawer pair", "",
+    pair = settings.get("pair", "?")
+    lines = [f"# RoboFuME on the simulated {pair} pair", "",
              f"Wall time {sum(seconds.values()) / 60:.1f} min of pipeline on this machine ("
-             + ", ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items()) + f" min). Sizes: `{json.dumps(sizes.__dict__)}`", "",
+             + ", ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items()) + " min). Settings (`settings.json`; "
+             f"the fine-tuning graph as it ran: `finetune/graph.yaml`): `{json.dumps(settings)}`", "",
              "| policy | forward success | backward success |", "|---|---|---|"]
     for name, r in results.items():
         lines.append(f"| {name} | {r['forward_success']:.0%} ({len(r['forward_trials'])} trials) | "

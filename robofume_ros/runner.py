@@ -165,11 +165,27 @@ class GraphRunner:
         return False
 
 
+def write_description(run_dir: Path, graph: str, args: dict, log=print) -> Path:
+    """<run_dir>/graph.yaml: the resolved description of what runs (graph_mod.describe), so a result
+    always says exactly what produced it; the task's derived values are printed too."""
+    import yaml
+    d = graph_mod.describe(graph, args)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "graph.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    t = d["task"]
+    log(f"[robofume] task pair {t['pair']['name']!r} ({t['pair']['forward']} / {t['pair']['backward']}); "
+        f"time limits forward {t['time_limits'][0]}, backward {t['time_limits'][1]} steps, from {t['time_limits_from']}; "
+        f"recipe {', '.join(d['recipe']['files'])}; resolved graph: {path}")
+    return path
+
+
 def run_graph(graph: str, args: dict, run_dir: Path, duration: Optional[float] = None,
               domain_id: Optional[int] = None, log=print, on_tick=None) -> int:
     """Start a graph, supervise it until `duration` passes, a required node dies, or Ctrl-C.
     Returns a process exit code (0 = clean)."""
     specs = graph_mod.nodes(graph, args)
+    write_description(Path(run_dir), graph, args, log)
     env = graph_mod.ros_env(domain_id=domain_id, log_dir=str(Path(run_dir) / "ros_logs"), localhost_only=False)
     runner = GraphRunner(specs, Path(run_dir), env)
     log(f"[robofume] starting graph '{graph}' with {len(specs)} nodes: {', '.join(s.name for s in specs)}")

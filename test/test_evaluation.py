@@ -73,21 +73,24 @@ def test_evaluate_command_scores_a_checkpoint_and_fails_clearly(tmp_path, capsys
     from tiny_models import tiny_learner_checkpoint
 
     from robofume_ros.cli import main as cli
-    from robofume_ros.rl.checkpoint import CheckpointError
     ckpt = tiny_learner_checkpoint(tmp_path / "learner.pt")
     data = tmp_path / "data"
     data.mkdir()
-    (data / "generate.json").write_text(json.dumps({"config": {"seed": 0}}))
+    (data / "generate.json").write_text(json.dumps({"config": {"seed": 0, "pair": "drawer"}}))
     out = tmp_path / "eval.json"
     assert cli(["evaluate", "--policy", str(ckpt), "--data", str(data), "--trials", "2", "--max-steps", "5",
                 "--tasks", "forward", "--out", str(out), "--video", str(tmp_path / "first.gif")]) == 0
     res = json.loads(out.read_text())
     # a random tiny policy does not open the drawer in 5 steps
     assert res["forward_trials"] == [None, None] and res["forward_success"] == 0.0 and res["backward_trials"] == []
-    assert res["setting"]["scene_seed"] == 0 and res["setting"]["max_steps"] == 5 and len(res["forward_starts"]) == 2
+    assert res["setting"]["scene_seed"] == 0 and res["setting"]["max_steps"] == [5, 5] and len(res["forward_starts"]) == 2
     assert "forward: 0/2 = 0%; failed trials [0, 1]" in capsys.readouterr().out
     assert (tmp_path / "first.gif").stat().st_size > 0
-    with pytest.raises(CheckpointError):
-        cli(["evaluate", "--policy", str(tmp_path / "missing.pt"), "--scene-seed", "0"])
+    capsys.readouterr()
+    assert cli(["evaluate", "--policy", str(tmp_path / "missing.pt"), "--scene-seed", "0"]) == 2
+    assert "missing.pt: checkpoint file not found" in capsys.readouterr().err
+    # a dataset of one pair and --pair another: refused before anything runs
+    assert cli(["evaluate", "--policy", str(ckpt), "--data", str(data), "--pair", "window"]) == 2
+    assert "pairs disagree: --pair is 'window', dataset" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="no generate.json"):
         cli(["evaluate", "--policy", str(ckpt), "--data", str(tmp_path)])

@@ -73,7 +73,7 @@ def test_launch_file_starts_what_the_runner_starts(fake_launch, graph_name, args
     specs = graph.nodes(graph_name, args)
     launched = [(n.kwargs["executable"], n.kwargs["name"], n.kwargs["parameters"], n.kwargs["remappings"])
                 for n in nodes]
-    expected = [(s.executable, s.name, [s.params_file] + ([s.parameters] if s.parameters else []), s.remappings)
+    expected = [(s.executable, s.name, list(s.params_files) + ([s.parameters] if s.parameters else []), s.remappings)
                 for s in specs]
     assert launched == expected
     assert all(n.kwargs["package"] == "robofume_ros" for n in nodes)
@@ -83,10 +83,13 @@ def test_launch_file_starts_what_the_runner_starts(fake_launch, graph_name, args
     for s in specs:
         cmd = r.command(s)
         assert cmd[cmd.index("-m") + 1] == f"robofume_ros.nodes.{s.executable}"
-        assert f"__node:={s.name}" in cmd and s.params_file in cmd
+        assert f"__node:={s.name}" in cmd
+        files = [cmd[i + 1] for i, c in enumerate(cmd) if c == "--params-file"]
+        # the robot's params file, then the recipe's, then the overrides: the order ROS applies them in
+        assert files[:len(s.params_files)] == list(s.params_files)
+        assert s.params_files[0].endswith("sim.yaml") and s.params_files[1].endswith("recipes/default.yaml")
         if s.parameters:
-            override = yaml.safe_load(Path(cmd[cmd.index("--params-file", cmd.index(s.params_file)) + 1]).read_text())
-            assert override == {s.name: {"ros__parameters": s.parameters}}
+            assert yaml.safe_load(Path(files[-1]).read_text()) == {s.name: {"ros__parameters": s.parameters}}
 
 
 def test_every_executable_in_the_graph_exists():
@@ -109,8 +112,10 @@ def test_launch_argument_overrides_reach_node_parameters():
         graph.nodes("sim", {"wrld": "drawer"})
     with pytest.raises(ValueError, match="true/false"):
         graph.nodes("sim", {"fast": "yes please"})
-    with pytest.raises(FileNotFoundError, match="params file"):
+    with pytest.raises(KeyError, match="unknown reset-free pair 'nowhere'"):
         graph.nodes("sim", {"world": "nowhere"})
+    with pytest.raises(FileNotFoundError, match="params file"):
+        graph.nodes("sim", {"robot": "ur5"})
 
 
 def test_override_targets_are_real_parameters():
@@ -125,9 +130,15 @@ def test_override_targets_are_real_parameters():
                 assert ov.param in params[node_exe[ov.node]], f"{a.name} sets unknown {ov.node}.{ov.param}"
 
 
-@pytest.mark.parametrize("cfg", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("cfg", sorted((ROOT / "config").glob("*.yaml")) + sorted((ROOT / "config").glob("recipes/*.yaml")),
+                         ids=lambda p: p.name)
 def test_config_files_only_set_declared_parameters(cfg):
     data = yaml.safe_load(cfg.read_text())
+    if "main" in data:    # the recipe's pipeline section: robofume main's MainParams, not a node
+        from robofume_ros.recipe import MainParams
+        fields = {name: default for name, default, _ in describe(MainParams)}
+        for key, value in data.pop("main")["ros__parameters"].items():
+            assert key in fields and type(value) is type(fields[key]), f"{cfg.name}: main.{key}={value!r}"
     exes = {s.name: s.executable for g in graph.GRAPHS for s in graph.nodes(g, {})}
     exes.update({e.removesuffix("_node"): e for e in graph.executables()})
     for section, body in data.items():
@@ -150,3 +161,91 @@ def test_every_parameter_has_a_description():
         mod = importlib.import_module(f"robofume_ros.nodes.{exe}")
         for name, _default, help_text in describe(mod.Params):
             assert len(help_text) > 10, f"{exe}.{name} has no description"
+
+
+def test_node_defaults_equal_the_default_recipe():
+    """One recipe: a node started without the recipe file behaves as the recipe says."""
+    from robofume_ros import recipe
+    from robofume_ros.recipe import MainParams
+    exes = {s.name: s.executable for g in graph.GRAPHS for s in graph.nodes(g, {})}
+    values = recipe.load("default")
+    for section, params in values.items():
+        if section == "main":
+            declared = {name: default for name, default, _ in describe(MainParams)}
+        else:
+            declared = {name: default for name, default, _ in
+                        describe(importlib.import_module(f"robofume_ros.nodes.{exes[section]}").Params)}
+        for key, value in params.items():
+            assert declared[key] == value, f"{section}.{key}: default {declared[key]!r}, recipe {value!r}"
+    # the quick recipe only resizes the main job: the tuning is the default's
+    assert set(yaml.safe_load((ROOT / "config" / "recipes" / "quick.yaml").read_text())) == {"main"}
+
+
+def test_recipe_layers_and_bad_recipes_fail_clearly(tmp_path):
+    from robofume_ros import recipe
+    variant = tmp_path / "noisier.yaml"
+    variant.write_text("policy:\n  ros__parameters:\n    noise_scale: 0.8\n")
+    assert [f.name for f in recipe.files(str(variant))] == ["default.yaml", "noisier.yaml"]
+    assert recipe.param(str(variant), "policy", "noise_scale") == 0.8
+    assert recipe.param(str(variant), "learner", "n_step") == recipe.param("default", "learner", "n_step")
+    specs = {s.name: s for s in graph.nodes("finetune", {"recipe": str(variant)})}
+    assert specs["policy"].params_files[-1] == str(variant)
+    with pytest.raises(recipe.RecipeError, match="unknown recipe 'nope'"):
+        graph.nodes("finetune", {"recipe": "nope"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policy:\n  noise_scale: 0.8\n")
+    with pytest.raises(recipe.RecipeError, match="bad.yaml: section 'policy'"):
+        recipe.load(str(bad))
+
+
+def test_the_pair_sets_tasks_instructions_and_time_limits(tmp_path):
+    from robofume_ros.sim import tasks
+    specs = {s.name: s for s in graph.nodes("finetune", {"world": "window"})}
+    sw = specs["task_switcher"].parameters
+    assert (sw["forward_task"], sw["backward_task"]) == ("window-open", "window-close")
+    assert sw["forward_instruction"] == "open the window"
+    assert (sw["max_episode_steps"], sw["backward_max_episode_steps"]) == tasks.PAIRS["window"].time_limits
+    assert specs["reward"].parameters["paired_instructions"] == ["open the window", "close the window"]
+    assert specs["sim"].parameters["world"] == "window"
+    # with a dataset, the limits come from its target demos: 1.5x the longest, rounded up to 10
+    from robofume_ros.data.dataset import DatasetWriter
+    from robofume_ros.data.episode import Episode
+    import numpy as np
+    with DatasetWriter(tmp_path / "ds") as w:
+        for task, n in (("window-open", 60), ("window-open", 81), ("window-close", 40)):
+            w.append(Episode(images=np.zeros((n + 1, 4, 4, 3), np.uint8), proprio=np.zeros((n + 1, 4), np.float32),
+                             actions=np.zeros((n, 4), np.float32), rewards=np.zeros(n, np.float32),
+                             terminals=np.zeros(n, bool), instruction=tasks.instruction(task), task=task,
+                             source="target_demo", success=True))
+    d = graph.describe("finetune", {"world": "window", "offline_dataset": str(tmp_path / "ds")})
+    assert d["task"]["time_limits"] == [130, 60] and "longest target demo" in d["task"]["time_limits_from"]
+    sw = {n["name"]: n for n in d["nodes"]}["task_switcher"]["parameters"]
+    assert (sw["max_episode_steps"], sw["backward_max_episode_steps"]) == (130, 60)
+    # a task file is a pair too; a real robot's task cannot be simulated
+    f = tmp_path / "cups.yaml"
+    f.write_text("forward: cup-place\nbackward: cup-remove\nforward_instruction: put the cup down\n"
+                 "backward_instruction: pick the cup up\nsimulated: false\ntime_limits: [200, 180]\n")
+    specs = {s.name: s for s in graph.nodes("finetune", {"world": str(f), "robot": "franka"})}
+    assert specs["task_switcher"].parameters["forward_task"] == "cup-place"
+    assert specs["task_switcher"].parameters["max_episode_steps"] == 200
+    with pytest.raises(ValueError, match="real robot's task"):
+        graph.nodes("finetune", {"world": str(f)})
+
+
+def test_inputs_of_another_pair_are_refused(tmp_path):
+    import json
+    from tiny_models import tiny_learner_checkpoint
+    from robofume_ros.rl import checkpoint as ckpt
+    from robofume_ros.data.dataset import DatasetWriter
+    with DatasetWriter(tmp_path / "ds"):
+        pass
+    (tmp_path / "ds" / "generate.json").write_text(json.dumps({"config": {"seed": 0, "pair": "window"}}))
+    with pytest.raises(ValueError, match="generated for pair 'window', not for world 'drawer'"):
+        graph.nodes("finetune", {"offline_dataset": str(tmp_path / "ds")})
+    assert graph.nodes("finetune", {"world": "window", "offline_dataset": str(tmp_path / "ds")})
+    path = tiny_learner_checkpoint(tmp_path / "ck")
+    p = ckpt.load_checkpoint(path)
+    p["task"] = p["policy"]["task"] = {"name": "handle"}
+    ckpt.save_checkpoint(path, p)
+    with pytest.raises(ValueError, match="trained on pair 'handle', not on world 'window'"):
+        graph.nodes("finetune", {"world": "window", "policy_checkpoint": str(path)})

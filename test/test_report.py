@@ -1,12 +1,10 @@
 """The main job's report from a finished run folder: a recorded bag in the graph's layout."""
 import json
-from dataclasses import replace
-
 import numpy as np
 
 from robofume_ros.data.bags import (BagWriter, MSGTYPES, TOPICS, make_ground_truth, make_observation, make_reward,
                                     typestore)
-from robofume_ros.main_job import QUICK
+from robofume_ros import recipe
 from robofume_ros.report import write_report
 
 
@@ -34,8 +32,11 @@ def test_report_tables_plots_and_reward_rates(tmp_path):
     write_run_bag(tmp_path / "finetune" / "bags" / "run")
     results = {"pre-trained (x)": {"forward_success": 0.2, "backward_success": 0.7, "forward_trials": [None] * 10,
                                    "backward_trials": [3] * 10}}
-    path = write_report(tmp_path, results, QUICK, {"data": 60.0, "finetune": 540.0})
+    success_frames = recipe.param("quick", "task_switcher", "success_frames")
+    path = write_report(tmp_path, results, {"pair": "drawer", "success_frames": success_frames},
+                        {"data": 60.0, "finetune": 540.0})
     text = path.read_text()
+    assert text.startswith("# RoboFuME on the simulated drawer pair")
     assert "| pre-trained (x) | 20% (10 trials) | 70% (10 trials) |" in text
     assert "Wall time 10.0 min of pipeline on this machine (data 1.0, finetune 9.0 min)" in text
     data = json.loads((tmp_path / "results.json").read_text())
@@ -47,13 +48,13 @@ def test_report_tables_plots_and_reward_rates(tmp_path):
     assert r["frames"] == 60 and r["positives"] == 6 and r["fn_rate"] == 0.0
     assert abs(r["fp_rate"] - 6 / 54) < 1e-9
     # the node said success on the 2 done frames of each drawer-open episode and on every episode's
-    # first frame: with QUICK's 3 frames in a row nothing ends an episode, the 3 successes are missed
-    assert QUICK.success_frames == 3 and r["threshold"] == 0.5
+    # first frame: with the recipe's 3 frames in a row nothing ends an episode, the 3 successes are missed
+    assert success_frames == 3 and r["threshold"] == 0.5
     assert r["per_task"]["drawer-open"]["verdicts"] == {"recognised": 0, "premature": 0, "missed": 3, "none": 0}
     assert r["per_task"]["drawer-close"]["verdicts"] == {"recognised": 0, "premature": 0, "missed": 0, "none": 3}
     assert "drawer-open 0 successes recognised, 0 premature, 3 missed" in text
-    two = replace(QUICK, success_frames=2)       # 2 in a row: the done frames end those episodes
-    write_report(tmp_path, results, two, {"data": 60.0})
+    # 2 in a row: the done frames end those episodes
+    write_report(tmp_path, results, {"pair": "drawer", "success_frames": 2}, {"data": 60.0})
     r2 = json.loads((tmp_path / "results.json").read_text())["reward"]
     assert r2["per_task"]["drawer-open"]["verdicts"]["recognised"] == 3
     assert r["per_task"]["drawer-open"] == {"frames": 30, "positives": 6, "fn_rate": 0.0, "fp_rate": 3 / 24,

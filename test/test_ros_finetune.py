@@ -6,6 +6,7 @@ import signal
 import time
 
 import pytest
+import yaml
 
 rclpy = pytest.importorskip("rclpy")
 from rosgraph import graph_under_test  # noqa: E402
@@ -21,12 +22,17 @@ def models(tmp_path_factory):
     return tiny_learner_checkpoint(d / "learner.pt"), tiny_reward_model(d)
 
 
-def finetune_specs(tmp_path, models, budget=100000, **extra):
+def finetune_specs(tmp_path, models, budget=100000, max_episode_steps=40, learner=None):
+    """The graph with a recipe variant (a file layered on the default recipe, as a user would
+    write one): the time limit and any learner settings."""
     ckpt, reward = models
+    variant = {"task_switcher": {"ros__parameters": {"max_episode_steps": max_episode_steps}}}
+    if learner:
+        variant["learner"] = {"ros__parameters": learner}
+    (tmp_path / "variant.yaml").write_text(yaml.safe_dump(variant))
     args = {"fast": "true", "use_sim_time": "true", "policy_checkpoint": str(ckpt), "reward_model": str(reward),
             "run_dir": str(tmp_path / "run"), "bag_dir": str(tmp_path / "bags"), "budget_steps": str(budget),
-            "max_episode_steps": "40", "record": "false"}
-    args.update(extra)
+            "record": "false", "recipe": str(tmp_path / "variant.yaml")}
     specs = graph.nodes("finetune", args)
     by = {s.name: s for s in specs}
     # tiny-model settings: the random reward says "done" on every frame (threshold 0), debounced
@@ -40,9 +46,9 @@ def finetune_specs(tmp_path, models, budget=100000, **extra):
 
 
 def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, models):
-    specs, by = finetune_specs(tmp_path, models, bc_only_successful="true", n_step="3")
-    assert by["learner"].parameters["bc_only_successful"] is True      # the launch arguments reach the learner
-    assert by["learner"].parameters["n_step"] == 3
+    specs, by = finetune_specs(tmp_path, models, learner={"n_step": 3})
+    assert by["learner"].params_files[-1] == str(tmp_path / "variant.yaml")   # the variant reaches the learner
+    assert by["task_switcher"].parameters["max_episode_steps"] == 40
     learner_dir = tmp_path / "run" / "learner"
     with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
         probe = g.probe({"/reward": Reward, "/task_phase": TaskPhase, "/policy/weights": PolicyWeights,
@@ -101,7 +107,7 @@ def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, mo
 
 
 def test_dead_reward_node_means_timeouts_not_a_hang(tmp_path, models):
-    specs, by = finetune_specs(tmp_path, models, max_episode_steps="15")
+    specs, by = finetune_specs(tmp_path, models, max_episode_steps=15)
     by["reward"].respawn = False      # stays dead: the switcher must carry on by its time limit
     with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
         probe = g.probe({"/task_phase": TaskPhase, "/reward": Reward})

@@ -42,7 +42,9 @@ def test_observations_flow_at_the_control_rate(tmp_path):
 
 def test_scripted_reset_free_cycles_succeed_by_ground_truth(tmp_path):
     """10 forward/backward cycles in lockstep; the scene is never reset (sim_step never rewinds)."""
-    args = {"record": "false", "fast": "true", "use_sim_time": "true", "max_episode_steps": "300"}
+    variant = tmp_path / "long_episodes.yaml"     # a recipe variant: the scripted expert gets 300 steps
+    variant.write_text("task_switcher:\n  ros__parameters:\n    max_episode_steps: 300\n")
+    args = {"record": "false", "fast": "true", "use_sim_time": "true", "recipe": str(variant)}
     with graph_under_test("sim", args, tmp_path) as g:
         probe = g.probe({"/task_phase": TaskPhase, "/eval/ground_truth": GroundTruth})
         phases = probe.wait_for("/task_phase", 1, timeout=400, pred=lambda m: m.episode_index >= 20)

@@ -372,6 +372,29 @@ def dataset_info(path) -> dict:
             "groups": groups, "episode_meta": eps}
 
 
+def target_demo_steps(path) -> dict:
+    """{task: [steps to success of each target demo]} from the episode metas (no arrays are read):
+    the demo's recorded first success step where the generator kept it, else its length."""
+    out: dict = {}
+    for m in dataset_info(path)["episode_meta"]:
+        if m["source"] == "target_demo" and m["success"]:
+            first = (m.get("provenance") or {}).get("first_success_step")
+            out.setdefault(m["task"], []).append(int(first) if first is not None else int(m["length"]))
+    return out
+
+
+def dataset_pair(path) -> "str | None":
+    """The reset-free pair a generated dataset's target data belongs to (its generate.json), or
+    None for a dataset without one (converted from bags)."""
+    g = Path(path) / "generate.json"
+    if not g.exists():
+        return None
+    try:
+        return json.loads(g.read_text())["config"].get("pair")
+    except (OSError, ValueError, KeyError, AttributeError) as e:
+        raise DatasetError(f"{g}: cannot read the pair it was generated for ({e})") from e
+
+
 class TransitionSampler:
     """Uniform transition sampling over episodes, gathered from contiguous in-RAM arrays.
 

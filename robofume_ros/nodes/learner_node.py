@@ -38,18 +38,14 @@ class Params:
     checkpoint_every: int = knob(250, "write a learner checkpoint every N updates")
     weights_transport: str = knob("inline", "inline (bytes in the message, crosses machines) or file (path only)")
     use_rnd: bool = knob(False, "add the OOO RND exploration bonus to online rewards")
-    n_step: int = knob(0, "critics' TD horizon while fine-tuning: each target sums up to this many rewards of its "
+    n_step: int = knob(10, "critics' TD horizon while fine-tuning: each target sums up to this many rewards of its "
                           "episode before bootstrapping (0 = the pre-trained checkpoint's)")
-    bc_weight: float = knob(-1.0, "actor BC weight while fine-tuning (Cal-QL's RoboFuME term; -1 = keep the "
+    bc_weight: float = knob(0.03, "actor BC weight while fine-tuning (Cal-QL's RoboFuME term; -1 = keep the "
                             "pre-trained checkpoint's)")
-    bc_only_successful: bool = knob(False, "actor BC term only on episodes that succeeded (failed exploration is "
+    bc_only_successful: bool = knob(True, "actor BC term only on episodes that succeeded (failed exploration is "
                                      "left to the critic, not imitated)")
-    bc_online: bool = knob(True, "actor BC term also on online attempts (false: offline data only; the noisy "
+    bc_online: bool = knob(False, "actor BC term also on online attempts (false: offline data only; the noisy "
                            "online attempts then train the critic and the RL term only)")
-    bc_self_imitation: bool = knob(False, "online attempts enter the actor's BC term only where their return beat the "
-                                   "critic's value of the deterministic policy (self-imitation; with bc_online true)")
-    bc_online_pre_tanh: bool = knob(False, "online attempts in the BC term are cloned in pre-tanh space, (mean - "
-                                    "atanh(a))^2: unbiased for the policy's own noisy actions (with bc_online true)")
     action_dim: int = knob(4, "action components: 4 (xyz + gripper) or 7 (xyz + rpy + gripper)")
     num_threads: int = knob(1, "torch threads for training")
     seed: int = knob(0, "seed for sampling")
@@ -115,7 +111,7 @@ class LearnerNode(Node):
         if p.bc_only_successful:
             L.set_bc_only_successful(True)
             self.get_logger().info("actor BC term on successful episodes only")
-        note = L.set_online_bc(p.bc_online, p.bc_self_imitation, p.bc_online_pre_tanh)
+        note = L.set_online_bc(p.bc_online)
         if note:
             self.get_logger().info(note)
         for path in p.offline_dataset:

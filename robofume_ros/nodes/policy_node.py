@@ -4,8 +4,8 @@ in:  /observation, /policy/weights (PolicyWeights from the learner, latched)
 out: /robot/command (ArmCommand, header.stamp = the observation's stamp, source "policy"),
      ~/latency_ms (std_msgs/Float32: observation-to-command latency of each tick)
 
-Stochastic while fine-tuning (exploration, its width scaled by noise_scale, white or correlated in
-time by noise_correlation: rl/exploration.py), deterministic for evaluation. New weights are decoded off the control path (a separate callback group) and swapped in
+Stochastic while fine-tuning (exploration: white noise, the actor's std scaled by noise_scale),
+deterministic for evaluation. New weights are decoded off the control path (a separate callback group) and swapped in
 between two ticks, so no tick is missed. No observation, no command: when observations stop, the
 arm stops being driven (and the robot's watchdog holds it).
 """
@@ -35,10 +35,8 @@ from robofume_ros.ros.convert import ImageError, action_to_command, image_to_rgb
 class Params:
     checkpoint: str = knob("", "policy or learner checkpoint to start from (required)")
     deterministic: bool = knob(False, "act with the mean action (evaluation) instead of sampling (fine-tuning)")
-    noise_scale: float = knob(1.0, "exploration while sampling: the actor's std times this (1: its own "
+    noise_scale: float = knob(0.5, "exploration while sampling: the actor's std times this (1: its own "
                               "distribution, 0: deterministic)")
-    noise_correlation: float = knob(0.0, "exploration noise correlation between ticks, AR(1) in [0, 1): 0 white, "
-                                    "0.9 deviations lasting ~10 ticks; restarts at every task switch")
     seed: int = knob(0, "seed of the action sampling")
     max_observation_age_s: float = knob(0.5, "do not act on observations older than this (wall clock)")
     follow_learner: bool = knob(True, "load new weights published by the learner on /policy/weights")
@@ -57,7 +55,7 @@ class PolicyNode(Node):
         torch.set_num_threads(max(1, p.num_threads))
         torch.manual_seed(p.seed)
         self.policy = Policy.load(p.checkpoint)
-        self.noise = ExplorationNoise(self.policy.dims["action_dim"], p.noise_correlation, seed=p.seed)
+        self.noise = ExplorationNoise(self.policy.dims["action_dim"], 0.0, seed=p.seed)
         self._instruction = None        # the episode's task: a new one restarts the noise
         self.log = self.get_logger()
         self.throttle = Throttle(self.log)
@@ -72,7 +70,7 @@ class PolicyNode(Node):
             self.create_subscription(PolicyWeights, graph.TOPICS["weights"], self.on_weights,
                                      qos.LATCHED, callback_group=MutuallyExclusiveCallbackGroup())
         self.log.info(f"policy from {p.checkpoint} ({self.policy.obs_mode} observations, "
-                      f"{'deterministic' if p.deterministic else f'stochastic, noise scale {p.noise_scale}, correlation {p.noise_correlation}'})")
+                      f"{'deterministic' if p.deterministic else f'stochastic, noise scale {p.noise_scale}'})")
 
     def on_weights(self, msg):
         """Runs in its own callback group: decoding never delays a control tick."""

@@ -36,7 +36,7 @@ from robofume_ros.ros.convert import rgb_to_image, stamp_key
 
 @dataclass
 class Params(GateParams):
-    world: str = knob("drawer", "reset-free task pair: drawer, window, handle or door-lock")
+    world: str = knob("drawer", "reset-free task pair: a name from `robofume tasks` or a task file (.yaml)")
     seed: int = knob(0, "object placement seed (the simulation is deterministic given it)")
     camera: str = knob("corner4", "Meta-World camera to render (corner4, corner2, corner3, topview, behindGripper)")
     image_width: int = knob(100, "rendered frame width in pixels; keep it at the resolution the data was generated at")
@@ -48,7 +48,7 @@ class Params(GateParams):
     home_on_switch: bool = knob(True, "at every task switch the arm (never the scene) goes home, as a robot does "
                                 "by itself between reset-free episodes: back to its home joint configuration, "
                                 "then the hand to the (jittered) home position; no frames are published meanwhile")
-    home_jitter_m: float = knob(0.03, "random offset of the home pose, metres per axis (start-state diversity)")
+    home_jitter_m: float = knob(0.1, "random offset of the home pose, metres per axis (start-state diversity)")
 
 
 class SimNode(Node, GatedRobot):

@@ -43,7 +43,7 @@ MOCAP_M_PER_ACTION = 0.01   # Meta-World: an action of 1.0 moves the mocap hand 
 
 @dataclass
 class Params:
-    world: str = knob("drawer", "reset-free task pair: drawer, window, handle or door-lock")
+    world: str = knob("drawer", "reset-free task pair: a name from `robofume tasks` or a task file (.yaml)")
     seed: int = knob(0, "object placement seed")
     camera: str = knob("corner4", "Meta-World camera to render")
     image_width: int = knob(200, "camera frame width")

@@ -30,6 +30,14 @@ def _policy_payload(p: dict, name: str) -> dict:
     return p
 
 
+def checkpoint_pair(payload: dict) -> Optional[str]:
+    """The task pair a learner or policy payload was trained for (None where it does not say)."""
+    task = payload.get("task")
+    if task is None and isinstance(payload.get("policy"), dict):
+        task = payload["policy"].get("task")
+    return task.get("name") if isinstance(task, dict) else None
+
+
 class Policy:
     def __init__(self, payload: dict, name: str = "<policy>"):
         p = _policy_payload(payload, name)
@@ -40,6 +48,7 @@ class Policy:
         d = p["dims"]
         self.dims = d
         self.obs_mode = p["obs_mode"]
+        self.task = p.get("task")
         self.lang = LanguageTable.from_state_dict(p["lang"])
         self.encoder = ObsEncoder(self.net_cfg, d["proprio_dim"], d["lang_dim"], d["feature_dim"],
                                   tuple(d["image_shape"]) if d["image_shape"] else None).eval()

@@ -85,6 +85,18 @@ def plot_q_vs_mc(csv_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
+def data_task(datasets) -> "dict | None":
+    """The task pair of the generated datasets among `datasets` (TaskPair.as_dict()), None if none says;
+    datasets of two different pairs are an error."""
+    from robofume_ros.data.dataset import dataset_pair
+    from robofume_ros.sim.tasks import get_pair
+    pairs = {d: dataset_pair(d) for d in datasets}
+    named = {d: p for d, p in pairs.items() if p}
+    if len(set(named.values())) > 1:
+        raise ValueError("datasets of different task pairs: " + ", ".join(f"{d} ({p})" for d, p in named.items()))
+    return get_pair(next(iter(named.values()))).as_dict() if named else None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -127,6 +139,13 @@ def main(argv=None) -> int:
     else:
         L = Learner(cfg, **dims)
         L.add_offline(episodes)
+    try:
+        L.task = data_task(args.data or [])
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if L.task:
+        print(f"task pair {L.task['name']!r} ({L.task['forward']} / {L.task['backward']})", flush=True)
     n_succ = sum(e.success for e in episodes)
     print(f"{len(episodes)} episodes ({n_succ} successful), {len(L.offline)} transitions; "
           f"algo={args.algo} obs_mode={args.obs_mode}", flush=True)

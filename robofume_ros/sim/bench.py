@@ -10,25 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
+from robofume_ros.sim.check import scripted_cycles
 from robofume_ros.sim.world import ResetFreeWorld
-
-
-def scripted_cycles(world: ResetFreeWorld, cycles: int, budget: int = 300, noise_std: float = 0.0, seed: int = 0):
-    """Run forward/backward scripted phases; return per-phase lists of steps-to-success (None = failed)."""
-    rng = np.random.default_rng(seed)
-    out = {"forward": [], "backward": []}
-    for _ in range(cycles):
-        for phase in ("forward", "backward"):
-            world.switch(phase)
-            n = None
-            for k in range(budget):
-                if world.step(world.scripted_action(noise_std, rng)).success:
-                    n = k + 1
-                    break
-            out[phase].append(n)
-    return out
 
 
 def main(argv=None) -> None:

@@ -446,6 +446,8 @@ class ResetFreeWorld(_WorldBase):
     ):
         super().__init__(camera, image_size, render, seed)
         self.pair = _tasks.get_pair(pair)
+        if not self.pair.simulated:
+            raise ValueError(f"pair {self.pair.name!r} is a real robot's task (simulated: false): no world to build")
         self._envs = {ph: _make_env(self.pair.task(ph)) for ph in PHASES}
         # Placement comes from the forward env's seeded sampler; the backward env reuses it.
         self._envs["forward"].seed(self.seed)
@@ -466,6 +468,10 @@ class ResetFreeWorld(_WorldBase):
     @property
     def tasks(self) -> tuple[str, str]:
         return self.pair.tasks
+
+    @property
+    def instruction(self) -> str:
+        return self.pair.instruction(self._phase)
 
     def reset(self) -> Obs:
         """Full scene reset (new placement from the seeded sampler; meant to happen once).
