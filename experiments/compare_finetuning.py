@@ -1,7 +1,7 @@
 """Experiment: Cal-QL vs CQL vs BC reset-free fine-tuning, learned vs ground-truth reward, on the
 simulated drawer pair, several seeds. Prints a table and writes curves (PNG) + results.json.
 
-    .venv/bin/python experiments/compare_finetuning.py --data runs/main/data --reward runs/main/reward \
+    .venv/bin/python experiments/compare_finetuning.py --data runs/main_drawer/data --reward runs/main_drawer/reward \
         --out runs/experiment --seeds 0 1 2
 
 The online loop is the same reset-free loop the ROS graph runs (TaskSwitcher, EpisodeStream written

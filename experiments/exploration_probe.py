@@ -1,4 +1,4 @@
-"""Probe: how often does a policy succeed while exploring, and from which starts? (README finding 17)
+"""Probe: how often does a policy succeed while exploring, and from which starts? (docs/results.md, finding 17)
 
 Evaluates one policy on the same forward trials (the robot's workspace, arm homed +- --home-jitter)
 deterministically and exploring with each --settings entry `scale:correlation` (the policy node's
@@ -8,8 +8,8 @@ so this shows which exploration finds successes where the deterministic policy f
 below the home height by more than --low-z are counted apart (finding 14: the pre-trained policy's
 failures). One JSON line per setting, and results.json.
 
-    .venv/bin/python experiments/exploration_probe.py --policy runs/main/pretrain/checkpoint.pt \\
-        --data runs/main/data --out runs/exploration_probe --settings 0.5:0 0.5:0.9
+    .venv/bin/python experiments/exploration_probe.py --policy runs/main_drawer/pretrain/checkpoint.pt \\
+        --data runs/main_drawer/data --out runs/exploration_probe --settings 0.5:0 0.5:0.9
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Probe: does online fine-tuning move a given pre-trained policy? (README findings 13-15)
+"""Probe: does online fine-tuning move a given pre-trained policy? (docs/results.md, findings 13-15)
 
 Reset-free fine-tuning in one process from an existing pre-training checkpoint (the experiment's
 loop, `compare_finetuning.online_run`), the simulator's success as reward, one update per step;
@@ -6,8 +6,8 @@ the policy is snapshotted every --snapshot-every steps and every snapshot, with 
 policy, is evaluated on the same deterministic forward trials (arm homed +- --home-jitter in the
 demos' scene). One JSON line per evaluated policy, and results.json.
 
-    .venv/bin/python experiments/finetune_probe.py --pretrained runs/main/pretrain/checkpoint.pt \\
-        --data runs/main/data --out runs/probe_main --online-steps 6000
+    .venv/bin/python experiments/finetune_probe.py --pretrained runs/main_drawer/pretrain/checkpoint.pt \\
+        --data runs/main_drawer/data --out runs/probe_main --online-steps 6000
     # defaults: the main job's recipe; variants: --n-step 1, --bc-weight 0.1, --bc-online true, --self-imitation,
     # --offline-only (the control: no online data)
 """

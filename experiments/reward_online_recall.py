@@ -1,6 +1,6 @@
 """Probe: how well did the learned reward separate success from failure on the frames of a reset-free run?
 
-Reads the recorder's bags of a fine-tuning run (`robofume main`'s runs/main, or any run with
+Reads the recorder's bags of a fine-tuning run (`robofume main`'s runs/main_drawer, or any run with
 finetune/bags), pairs every frame's reward probability with the simulator's verdict (recorded for
 evaluation only; the learner never sees it) and reports per task:
 
@@ -21,8 +21,8 @@ with the pair veto of the reward node (a frame the model calls done for both tas
 not a success), and its own threshold unless `--threshold` says otherwise: the same online frames,
 a different judge.
 
-    .venv/bin/python experiments/reward_online_recall.py --run runs/main
-    .venv/bin/python experiments/reward_online_recall.py --run runs/main --model runs/reward_k10 --out runs/reward_k10
+    .venv/bin/python experiments/reward_online_recall.py --run runs/main_drawer
+    .venv/bin/python experiments/reward_online_recall.py --run runs/main_drawer --model runs/reward_k10 --out runs/reward_k10
 """
 from __future__ import annotations
 

@@ -300,9 +300,24 @@ def describe(graph: str, args: Optional[dict] = None) -> dict:
     <run_dir>/graph.yaml of every run)."""
     a = resolve_args(args)
     from robofume_ros import recipe
+    specs = nodes(graph, a)
     return {"graph": graph, "arguments": a, "task": task_parameters(a)[1],
-            "recipe": {"files": [str(f) for f in recipe.files(a["recipe"])], "values": recipe.load(a["recipe"])},
-            "nodes": [s.as_dict() for s in nodes(graph, a)]}
+            "recipe": {"files": [str(f) for f in recipe.files(a["recipe"])]},
+            "nodes": [{**s.as_dict(), "resolved": resolved_parameters(s)} for s in specs]}
+
+
+def resolved_parameters(spec: NodeSpec) -> dict:
+    """The values a node starts with that its params files and overrides set, in the order ROS
+    applies them (each file's `/**` section, then the node's own; overrides last). Parameters
+    nothing sets keep the node's defaults (`robofume params <node>`)."""
+    import yaml
+    out: dict = {}
+    for f in spec.params_files:
+        data = yaml.safe_load(Path(f).read_text()) or {}
+        for section in ("/**", spec.name):
+            out.update((data.get(section) or {}).get("ros__parameters", {}))
+    out.update(spec.parameters)
+    return dict(sorted(out.items()))
 
 
 def node_command(spec: NodeSpec, python: str, extra_params_file: Optional[str] = None) -> list[str]:

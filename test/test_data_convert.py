@@ -167,3 +167,20 @@ def test_cli(tmp_path, capsys):
     rc = main([str(bag), "-o", str(tmp_path / "ds"), "--no-progress", "--reward-topic", "/nope",
                "--labels", "reward-topic"])
     assert rc == 2 and "/nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", [(8, 8), (6, 10)])   # a box filter (factor 2), a non-integer resize
+def test_a_frame_from_a_bag_and_the_same_frame_online_give_identical_inputs(tmp_path, size):
+    """One image conversion: `dataset from-bags --image-size` and the camera node (image_to_rgb,
+    then resize_rgb to its output size) turn the same camera frame into the same pixels."""
+    pytest.importorskip("rclpy")
+    from builtin_interfaces.msg import Time
+    from robofume_ros.ros.convert import image_to_rgb, resize_rgb, rgb_to_image
+    eps = make_chain(2, T=4, size=16)
+    B.write_episodes_bag(eps, tmp_path / "bag")
+    convert_bags([tmp_path / "bag"], tmp_path / "ds", labels="phase", image_size=size, progress=False)
+    got = load_episodes(tmp_path / "ds")
+    for ep, conv in zip(eps, got):
+        online = np.stack([resize_rgb(image_to_rgb(rgb_to_image(f, Time())), size) for f in ep.images])
+        assert conv.images.shape[1:3] == size
+        np.testing.assert_array_equal(np.asarray(conv.images), online)

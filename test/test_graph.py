@@ -77,6 +77,10 @@ def test_launch_file_starts_what_the_runner_starts(fake_launch, graph_name, args
                 for s in specs]
     assert launched == expected
     assert all(n.kwargs["package"] == "robofume_ros" for n in nodes)
+    # --dry-run (and every run's graph.yaml) describes exactly these nodes
+    described = [(n["executable"], n["name"], n["params_files"] + ([n["parameters"]] if n["parameters"] else []),
+                  [tuple(r) for r in n["remappings"]]) for n in graph.describe(graph_name, args)["nodes"]]
+    assert described == expected
     # the runner's command lines for the same specs name the same modules and node names
     from robofume_ros.runner import GraphRunner
     r = GraphRunner(specs, tmp_path, env={})
@@ -249,3 +253,16 @@ def test_inputs_of_another_pair_are_refused(tmp_path):
     ckpt.save_checkpoint(path, p)
     with pytest.raises(ValueError, match="trained on pair 'handle', not on world 'window'"):
         graph.nodes("finetune", {"world": "window", "policy_checkpoint": str(path)})
+
+
+def test_dry_run_prints_the_resolved_graph(capsys):
+    from robofume_ros import cli
+    assert cli.main(["launch", "finetune", "world:=handle", "budget_steps:=500", "--dry-run"]) == 0
+    d = yaml.safe_load(capsys.readouterr().out)
+    assert d["graph"] == "finetune" and d["task"]["pair"]["name"] == "handle"
+    nodes = {n["name"]: n for n in d["nodes"]}
+    sw = nodes["task_switcher"]["resolved"]
+    # robot file (help_after_timeouts), recipe (success_frames), task (tasks, limits) in one place
+    assert sw["help_after_timeouts"] == 0 and sw["success_frames"] == 3 and sw["forward_task"] == "handle-press"
+    assert nodes["learner"]["resolved"]["budget_steps"] == 500 and nodes["learner"]["resolved"]["n_step"] == 10
+    assert d["nodes"] == graph.describe("finetune", {"world": "handle", "budget_steps": "500"})["nodes"]

@@ -42,7 +42,11 @@ def test_quick_main_job_on_the_window_pair(tmp_path):
     from robofume_ros.rl.policy import checkpoint_pair
     for c in (out / "pretrain" / "checkpoint.pt", out / "retrain" / "checkpoint.pt",
               out / "finetune" / "learner" / "policy_latest.pt"):
-        assert checkpoint_pair(ckpt.load_checkpoint(c)) == "window", c
+        payload = ckpt.load_checkpoint(c)
+        assert checkpoint_pair(payload) == "window", c
+        policy = payload if payload["kind"] == "robofume_rl_policy" else payload["policy"]
+        spec = policy["obs_spec"]                     # the observation spec travels with the policy
+        assert spec["image_shape"] == [100, 100, 3] and spec["proprio_dim"] == 4, c
     for name in ("pretrained", "finetuned", "retrained"):
         r = json.loads((out / "eval" / f"{name}.json").read_text())
         assert r["setting"]["pair"] == "window" and r["setting"]["max_steps"] == settings["time_limits"]

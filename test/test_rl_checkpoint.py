@@ -103,3 +103,23 @@ def test_policy_load_act_and_weight_push(tmp_path, data):
     pol.load_weights(L.agent.policy_state_dict())
     with pytest.raises(CheckpointError, match="do not fit"):
         pol.load_weights(make(data, obs_mode="state").agent.policy_state_dict())
+
+
+def test_a_policy_refuses_observations_unlike_its_spec(tmp_path):
+    """The checkpoint carries its observation spec; an observation of another shape is refused with
+    an error naming the field, never acted on."""
+    import numpy as np
+    from tiny_models import tiny_learner_checkpoint
+    from robofume_ros.rl import checkpoint as ckpt
+    from robofume_ros.rl.policy import ObservationMismatch, Policy
+    path = tiny_learner_checkpoint(tmp_path / "l.pt")
+    p = ckpt.load_checkpoint(path)
+    p["policy"]["obs_spec"] = {"image_shape": [100, 100, 3], "proprio_dim": 4, "feature_encoder": None}
+    pol = Policy(p, "l.pt")
+    img = np.zeros((100, 100, 3), np.uint8)
+    a = pol.act(img, np.zeros(4, np.float32), "open the drawer")
+    assert a.shape == (4,) and np.all(np.abs(a) <= 1)
+    with pytest.raises(ObservationMismatch, match="proprioception has 3 values, the policy was trained on 4"):
+        pol.act(img, np.zeros(3, np.float32), "open the drawer")
+    with pytest.raises(ObservationMismatch, match="image is 50x50x3, the policy was trained on 100x100x3"):
+        pol.act(np.zeros((50, 50, 3), np.uint8), np.zeros(4, np.float32), "open the drawer")

@@ -47,7 +47,7 @@ def _params_file(tmp_path: Path) -> str:
 
 
 def _replay_spec(tmp_path, **params):
-    return NodeSpec(name="replay", executable="replay_node", params_file=_params_file(tmp_path),
+    return NodeSpec(name="replay", executable="replay_node", params_files=[_params_file(tmp_path)],
                     parameters=params)
 
 
@@ -75,7 +75,7 @@ def test_round_trip_through_the_recorder_gives_the_same_messages(bag, tmp_path):
         # the replay waits until the recorder has subscribed to every topic, then plays once
         _replay_spec(tmp_path, bag=str(bag), wait_for_subscribers=1, start_delay_s=0.5,
                      rate=2.0, exit_when_done=False),
-        NodeSpec(name="recorder", executable="recorder_node", params_file=_params_file(tmp_path),
+        NodeSpec(name="recorder", executable="recorder_node", params_files=[_params_file(tmp_path)],
                  parameters={"output_dir": str(tmp_path / "rec"), "bag_name": "out", "topics": topics}),
     ]
     with graph_under_test("sim", {}, tmp_path, specs=specs) as g:

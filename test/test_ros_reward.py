@@ -35,9 +35,9 @@ def observation(probe, i, episode=0):
 
 
 def reward_spec(tmp_path, reward_model, **params):
-    spec = graph.NodeSpec(name="reward", executable="reward_node",
-                          params_file=str(graph.params_file_for(graph.resolve_args({}))),
-                          parameters={"model_path": str(reward_model), **params})
+    """The fine-tuning graph's reward node (drawer pair: its paired instructions) with the model."""
+    spec = {s.name: s for s in graph.nodes("finetune", {"reward_model": str(reward_model)})}["reward"]
+    spec.parameters.update(params)
     return [spec]
 
 
@@ -67,7 +67,7 @@ def test_reward_follows_observations_and_debounces(tmp_path, reward_model):
 
 
 def test_reward_vetoes_frames_done_for_both_tasks_of_the_pair(tmp_path, reward_model):
-    """config/sim_drawer.yaml pairs "open the drawer" with "close the drawer"; at threshold 0 the
+    """The drawer pair pairs "open the drawer" with "close the drawer"; at threshold 0 the
     model calls every frame done for both, so none is a success, while its probability is published."""
     with graph_under_test("finetune", {}, tmp_path, specs=reward_spec(tmp_path, reward_model)) as g:
         probe = g.probe({"/reward": Reward})

@@ -44,6 +44,7 @@ import numpy as np
 from . import bags as B
 from .dataset import DatasetWriter, FrameList
 from .episode import SOURCES, Episode
+from .images import buffer_to_rgb, resize_rgb
 
 RewardFn = Callable[[np.ndarray, str], np.ndarray]   # images (N,H,W,3) uint8, instruction -> P(done) (N,)
 LABELS = ("auto", "demo", "phase", "reward-topic", "model", "none")
@@ -120,35 +121,6 @@ class ConvertReport:
 # --------------------------------------------------------------------------------------------
 # message -> numpy
 # --------------------------------------------------------------------------------------------
-
-def image_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) -> (H, W, 3) uint8."""
-    h, w, enc = int(msg.height), int(msg.width), msg.encoding.lower()
-    data = np.asarray(msg.data, dtype=np.uint8)
-    chans = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8uc3": 3, "8uc1": 1}
-    if enc not in chans:
-        raise ValueError(f"unsupported image encoding {msg.encoding!r}")
-    c = chans[enc]
-    step = int(msg.step) or w * c
-    if data.size < h * step:
-        raise ValueError(f"image data has {data.size} bytes, expected {h * step}")
-    img = data[: h * step].reshape(h, step)[:, : w * c].reshape(h, w, c)
-    if c == 1:
-        return np.repeat(img, 3, axis=2)
-    if enc.startswith("bgr"):
-        img = img[:, :, 2::-1] if c == 4 else img[:, :, ::-1]
-    return np.ascontiguousarray(img[:, :, :3])
-
-
-def resize_nearest(img: np.ndarray, size) -> np.ndarray:
-    h, w = size
-    H, W = img.shape[:2]
-    if (H, W) == (h, w):
-        return img
-    yi = (np.arange(h) * H // h).clip(0, H - 1)
-    xi = (np.arange(w) * W // w).clip(0, W - 1)
-    return img[yi][:, xi]
-
 
 def _stamp(msg, fallback: int) -> int:
     h = getattr(msg, "header", None)
@@ -244,13 +216,9 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
                 try:
                     if role == "obs" and not foreign:
                         (st, img, h, w, step, enc, pr, instr, task, ph, ep) = B.parse_observation(data)
-                        if enc == "rgb8" and step == w * 3:
-                            img = img.reshape(h, w, 3)
-                        else:
-                            img = image_to_rgb(SimpleNamespace(height=h, width=w, encoding=enc,
-                                                               step=step, data=img))
+                        img = buffer_to_rgb(h, w, enc, step, img)
                         if cfg.image_size:
-                            img = resize_nearest(img, cfg.image_size)
+                            img = resize_rgb(img, cfg.image_size)
                         obs.append(_Obs(st or mstamp, img, pr, instr, task, ph, ep))
                         continue
                     if role == "cmd":
@@ -276,11 +244,12 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
             if role == "obs":
                 try:
                     if foreign:
-                        img = image_to_rgb(msg)
+                        img = buffer_to_rgb(msg.height, msg.width, msg.encoding, msg.step, msg.data)
                         o = _Obs(_stamp(msg, m.stamp), img, np.zeros(0, np.float32),
                                  cfg.instruction, cfg.task, 0, 0)
                     else:
-                        img = image_to_rgb(msg.image)
+                        im = msg.image
+                        img = buffer_to_rgb(im.height, im.width, im.encoding, im.step, im.data)
                         o = _Obs(B.stamp_ns(msg.header.stamp) or m.stamp, img,
                                  np.asarray(msg.proprio, np.float32), msg.instruction, msg.task,
                                  int(msg.phase), int(msg.episode_index))
@@ -288,7 +257,7 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
                     rep.dropped[f"bad_image ({err})"] += 1
                     continue
                 if cfg.image_size:
-                    o.image = resize_nearest(o.image, cfg.image_size)
+                    o.image = resize_rgb(o.image, cfg.image_size)
                 obs.append(o)
             elif role == "cmd":
                 try:

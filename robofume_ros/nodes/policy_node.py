@@ -51,10 +51,11 @@ class PolicyNode(Node):
             raise ValueError("parameter 'checkpoint' is required (a policy or learner checkpoint file)")
         import torch
 
-        from robofume_ros.rl.policy import Policy
+        from robofume_ros.rl.policy import ObservationMismatch, Policy
         torch.set_num_threads(max(1, p.num_threads))
         torch.manual_seed(p.seed)
         self.policy = Policy.load(p.checkpoint)
+        self._mismatch = ObservationMismatch
         self.noise = ExplorationNoise(self.policy.dims["action_dim"], 0.0, seed=p.seed)
         self._instruction = None        # the episode's task: a new one restarts the noise
         self.log = self.get_logger()
@@ -111,9 +112,13 @@ class PolicyNode(Node):
         if obs.instruction != self._instruction:
             self._instruction = obs.instruction
             self.noise.reset()
-        action = self.policy.act(image, np.asarray(obs.proprio, np.float32), obs.instruction,
-                                 deterministic=self.p.deterministic, noise_scale=self.p.noise_scale,
-                                 eps=self.noise())
+        try:
+            action = self.policy.act(image, np.asarray(obs.proprio, np.float32), obs.instruction,
+                                     deterministic=self.p.deterministic, noise_scale=self.p.noise_scale,
+                                     eps=self.noise())
+        except self._mismatch as e:   # never act on what the policy was not trained on
+            self.throttle.warn("mismatch", f"observation refused: {e}")
+            return
         if not np.all(np.isfinite(action)):
             self.throttle.warn("nan", "policy produced a non-finite action: not sent")
             return

@@ -75,7 +75,7 @@ class CalQLConfig:
     bc_online_pre_tanh: bool = False     # online rows cloned in pre-tanh space, (mean - atanh(a))^2 (MSE loss only):
                                          # the policy's own actions a = tanh(mean' + noise) are unbiased targets
                                          # there, while in action space E[tanh(m + noise)] < tanh(m) and cloning
-                                         # them shrinks the actor's mean every round (README finding 17)
+                                         # them shrinks the actor's mean every round
     actor_proprio_dropout: float = 0.0   # share of actor inputs (per transition, training only) whose
                                          # proprioception is set to its mean: the actor must read the image
                                          # where hand pose alone is ambiguous (causal confusion with BC data)

@@ -76,6 +76,9 @@ class Learner:
         # the task pair the policy is trained for (sim/tasks.TaskPair.as_dict(); None: not known), carried
         # in every checkpoint and weights message so evaluation and the main job can refuse another pair's
         self.task: Optional[dict] = None
+        # what the policy expects to see (image shape, proprioception length, feature encoder): the
+        # policy refuses observations that differ (rl/policy.Policy.check_observation)
+        self.obs_spec: Optional[dict] = None
         self.agent_cfg = build_agent_config(cfg)
         ac = self.agent_cfg
         self.dims = ObsDims(proprio_dim, action_dim, self.lang.dim,
@@ -212,7 +215,8 @@ class Learner:
     def policy_payload(self) -> dict:
         return {"kind": "robofume_rl_policy", "version": ckpt.VERSION, "step": self.step,
                 "net": asdict(self.agent_cfg.net), "dims": asdict(self.dims), "obs_mode": self.cfg.obs_mode,
-                "lang": self.lang.state_dict(), "policy": self.agent.policy_state_dict(), "task": self.task}
+                "lang": self.lang.state_dict(), "policy": self.agent.policy_state_dict(), "task": self.task,
+                "obs_spec": self.obs_spec}
 
     def export_policy(self) -> bytes:
         """Actor + encoder weights + normalisation + instruction embeddings as bytes (PolicyWeights msg)."""
@@ -225,7 +229,7 @@ class Learner:
                 "agent": self.agent.state_dict(), "lang": self.lang.state_dict(),
                 "rnd": self.rnd.full_state_dict() if self.rnd is not None else None,
                 "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
-                "policy": self.policy_payload(), "task": self.task}
+                "policy": self.policy_payload(), "task": self.task, "obs_spec": self.obs_spec}
 
     def save(self, path) -> None:
         ckpt.save_checkpoint(path, self.state_dict())
@@ -260,6 +264,7 @@ class Learner:
 
     def load_state_dict(self, p: dict) -> None:
         self.task = p.get("task")
+        self.obs_spec = p.get("obs_spec")
         self.lang = LanguageTable.from_state_dict(p["lang"])
         for s in (self.offline, self.online):
             s.lang_index = self.lang.index

@@ -38,6 +38,10 @@ def checkpoint_pair(payload: dict) -> Optional[str]:
     return task.get("name") if isinstance(task, dict) else None
 
 
+class ObservationMismatch(ValueError):
+    """An observation that is not what the policy was trained on (image size, proprioception)."""
+
+
 class Policy:
     def __init__(self, payload: dict, name: str = "<policy>"):
         p = _policy_payload(payload, name)
@@ -49,6 +53,7 @@ class Policy:
         self.dims = d
         self.obs_mode = p["obs_mode"]
         self.task = p.get("task")
+        self.obs_spec = p.get("obs_spec")
         self.lang = LanguageTable.from_state_dict(p["lang"])
         self.encoder = ObsEncoder(self.net_cfg, d["proprio_dim"], d["lang_dim"], d["feature_dim"],
                                   tuple(d["image_shape"]) if d["image_shape"] else None).eval()
@@ -82,13 +87,28 @@ class Policy:
         except RuntimeError as e:
             raise ckpt.CheckpointError(f"{name}: weights do not fit this policy ({e})") from e
 
+    def check_observation(self, image: Optional[np.ndarray], proprio) -> None:
+        """Raise ObservationMismatch, naming the field, when an observation differs from the
+        checkpoint's observation spec (checkpoints without one are not checked)."""
+        spec = self.obs_spec
+        if not spec:
+            return
+        n = int(np.asarray(proprio).size)
+        if n != spec["proprio_dim"]:
+            raise ObservationMismatch(f"proprioception has {n} values, the policy was trained on {spec['proprio_dim']}")
+        if image is not None and list(np.shape(image)) != list(spec["image_shape"]):
+            raise ObservationMismatch(f"image is {'x'.join(map(str, np.shape(image)))}, the policy was trained on "
+                                      f"{'x'.join(map(str, spec['image_shape']))} (set the camera's output size)")
+
     @torch.no_grad()
     def act(self, image: Optional[np.ndarray], proprio: np.ndarray, instruction: str,
             deterministic: bool = True, features: Optional[np.ndarray] = None,
             noise_scale: float = 1.0, eps: Optional[np.ndarray] = None) -> np.ndarray:
         """One observation -> one action (A,) float32 in [-1, 1]; when stochastic, the actor's std is
         scaled by noise_scale (1: its own distribution, 0: deterministic) and eps (A,), if given, is
-        the standard-normal noise (rl/exploration.py: white or temporally correlated)."""
+        the standard-normal noise (rl/exploration.py: white or temporally correlated).
+        Raises ObservationMismatch for an observation unlike the ones it was trained on."""
+        self.check_observation(image, proprio)
         obs = {"proprio": torch.as_tensor(np.asarray(proprio, np.float32)).view(1, -1),
                "lang": torch.from_numpy(self.lang.embed([instruction]))}
         if self.obs_mode == "cnn":

@@ -85,6 +85,9 @@ def plot_q_vs_mc(csv_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
+FEATURE_ENCODER_ID = "efficientnet_lite0@128"   # rl/features.FrozenImageEncoder's default input size
+
+
 def data_task(datasets) -> "dict | None":
     """The task pair of the generated datasets among `datasets` (TaskPair.as_dict()), None if none says;
     datasets of two different pairs are an error."""
@@ -144,6 +147,9 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    L.obs_spec = {"image_shape": [int(x) for x in e0.images.shape[1:]], "proprio_dim": int(e0.proprio.shape[1]),
+                  "image_conversion": "robofume_ros.data.images (rgb8, resize_rgb to image_shape)",
+                  "feature_encoder": FEATURE_ENCODER_ID if args.obs_mode == "features" else None}
     if L.task:
         print(f"task pair {L.task['name']!r} ({L.task['forward']} / {L.task['backward']})", flush=True)
     n_succ = sum(e.success for e in episodes)

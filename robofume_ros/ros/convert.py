@@ -10,38 +10,12 @@ import io
 
 import numpy as np
 
-SUPPORTED_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
-
-
-class ImageError(ValueError):
-    """A frame that cannot be used (wrong encoding, size or data length)."""
+from robofume_ros.data.images import SUPPORTED_ENCODINGS, ImageError, buffer_to_rgb, resize_rgb  # noqa: F401
 
 
 def image_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/Image -> (H, W, 3) uint8 RGB, without copying when it is already rgb8."""
-    enc = msg.encoding.lower()
-    if enc not in SUPPORTED_ENCODINGS:
-        raise ImageError(f"unsupported image encoding {msg.encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
-    h, w = int(msg.height), int(msg.width)
-    if h <= 0 or w <= 0:
-        raise ImageError(f"image has size {w}x{h}")
-    channels = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}[enc]
-    step = int(msg.step) if msg.step else w * channels
-    if step < w * channels:
-        raise ImageError(f"image step {step} is smaller than width*channels {w * channels}")
-    buf = np.frombuffer(msg.data, dtype=np.uint8)
-    if buf.size != step * h:
-        raise ImageError(f"image data has {buf.size} bytes, expected step*height = {step}*{h} = {step * h}")
-    img = buf.reshape(h, step)[:, : w * channels].reshape(h, w, channels)
-    if enc == "rgb8":
-        return img
-    if enc == "bgr8":
-        return img[:, :, ::-1]
-    if enc == "mono8":
-        return np.repeat(img, 3, axis=2)
-    if enc == "rgba8":
-        return img[:, :, :3]
-    return img[:, :, 2::-1]  # bgra8
+    """sensor_msgs/Image -> (H, W, 3) uint8 RGB (data/images.py: the one conversion)."""
+    return buffer_to_rgb(msg.height, msg.width, msg.encoding, msg.step, msg.data)
 
 
 def compressed_to_rgb(msg) -> np.ndarray:
@@ -68,25 +42,6 @@ def rgb_to_image(img: np.ndarray, stamp, frame_id: str = "camera"):
     msg.step = img.shape[1] * 3
     msg.data = array.array("B", np.ascontiguousarray(img).tobytes())
     return msg
-
-
-def resize_rgb(img: np.ndarray, size: tuple[int, int], crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """Optional crop (x, y, w, h) then area/nearest resize to (H, W) with numpy only."""
-    if crop is not None and crop[2] > 0 and crop[3] > 0:
-        x, y, cw, ch = crop
-        if x < 0 or y < 0 or x + cw > img.shape[1] or y + ch > img.shape[0]:
-            raise ImageError(f"crop {crop} is outside the {img.shape[1]}x{img.shape[0]} frame")
-        img = img[y:y + ch, x:x + cw]
-    H, W = size
-    h, w = img.shape[:2]
-    if (h, w) == (H, W):
-        return img
-    if h % H == 0 and w % W == 0:  # exact box filter
-        fy, fx = h // H, w // W
-        return img.reshape(H, fy, W, fx, 3).mean(axis=(1, 3)).astype(np.uint8)
-    ys = ((np.arange(H) + 0.5) * h / H).astype(np.int64)
-    xs = ((np.arange(W) + 0.5) * w / W).astype(np.int64)
-    return img[ys][:, xs]
 
 
 def action_to_command(action: np.ndarray, stamp, source: str, intervention: bool = False):

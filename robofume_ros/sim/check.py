@@ -88,13 +88,13 @@ def main(argv=None) -> int:
     rows = []
     for p in pairs:
         row = {"pair": p.as_dict()}
-        line = (f"{p.name:12s} forward {p.forward!r} \"{p.forward_instruction}\"; backward {p.backward!r} "
+        line = (f"{p.name:17s} forward {p.forward!r} \"{p.forward_instruction}\"; backward {p.backward!r} "
                 f"\"{p.backward_instruction}\"; time limits {p.time_limits[0]}/{p.time_limits[1]}")
         if not ns.no_check and p.simulated:
             c = check_pair(p, ns.cycles, ns.seeds)
             row["check"] = c
             fmt = lambda s: f"{min(s)}-{max(s)}" if s else "-"   # noqa: E731
-            line += (f"\n{'':12s} scripted reset-free cycle {'works' if c['works'] else 'FAILS'}: forward "
+            line += (f"\n{'':17s} scripted reset-free cycle {'works' if c['works'] else 'FAILS'}: forward "
                      f"{c['successes']['forward']}/{c['episodes']} ({fmt(c['steps']['forward'])} steps), backward "
                      f"{c['successes']['backward']}/{c['episodes']} ({fmt(c['steps']['backward'])} steps)"
                      + (f", {c['done_at_start']} already done at their start (homing, or the other direction failed)" if c["done_at_start"] else "")

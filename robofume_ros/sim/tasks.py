@@ -91,6 +91,12 @@ class TaskPair:
     time_limits: tuple = (150, 150)
     camera: str = "corner4"
     simulated: bool = True      # False: a real robot's task (no Meta-World world to build)
+    # Meta-World pairs whose backward env reads the shared placement as its own (object start, goal):
+    # with inverse_placement the backward task's object start is the forward goal and its goal the
+    # forward object start, and the bodies in shared_bodies (moved by each env's reset in its own
+    # model) are taken from the forward model, so both tasks see one scene
+    inverse_placement: bool = False
+    shared_bodies: tuple = ()
 
     def __post_init__(self):
         for phase in ("forward", "backward"):
@@ -106,6 +112,7 @@ class TaskPair:
         if len(lim) != 2 or min(lim) <= 0:
             raise ValueError(f"pair {self.name!r}: time_limits must be two positive step counts, got {self.time_limits}")
         object.__setattr__(self, "time_limits", lim)
+        object.__setattr__(self, "shared_bodies", tuple(self.shared_bodies))
 
     def task(self, phase: str) -> str:
         if phase == "forward":
@@ -135,7 +142,8 @@ class TaskPair:
     def as_dict(self) -> dict:
         return {"name": self.name, "forward": self.forward, "backward": self.backward,
                 "forward_instruction": self.forward_instruction, "backward_instruction": self.backward_instruction,
-                "time_limits": list(self.time_limits), "camera": self.camera, "simulated": self.simulated}
+                "time_limits": list(self.time_limits), "camera": self.camera, "simulated": self.simulated,
+                "inverse_placement": self.inverse_placement, "shared_bodies": list(self.shared_bodies)}
 
 
 # Meta-World pairs whose scripted experts succeed both ways, reset-free, on one shared scene
@@ -143,14 +151,17 @@ class TaskPair:
 # scripted episode of each direction in 20 reset-free cycles (scene seeds 0 and 1, expert noise 0.1,
 # arm homed +- 10 cm), rounded up to 10 steps; with a dataset at hand they come from its demos instead.
 # Measured and left out: faucet (faucet-close does not close the opened faucet), door (door-open
-# fails 20-40%), plate-slide, plate-slide-side and coffee (the backward env reads the forward
-# placement as its own object start and goal, so both tasks share one goal).
+# fails 20-40%), coffee (coffee-pull fails often even with inverse_placement).
 PAIRS: dict[str, TaskPair] = {p.name: p for p in (
     TaskPair("drawer", "drawer-open", "drawer-close", time_limits=(160, 160)),
     TaskPair("window", "window-open", "window-close", time_limits=(140, 140)),
     TaskPair("handle", "handle-press", "handle-pull", time_limits=(90, 230)),
     TaskPair("door-lock", "door-lock", "door-unlock", time_limits=(240, 230)),
     TaskPair("handle-side", "handle-press-side", "handle-pull-side", time_limits=(90, 240)),
+    TaskPair("plate-slide", "plate-slide", "plate-slide-back", time_limits=(100, 140),
+             inverse_placement=True, shared_bodies=("puck_goal",)),
+    TaskPair("plate-slide-side", "plate-slide-side", "plate-slide-back-side", time_limits=(270, 100),
+             inverse_placement=True, shared_bodies=("puck_goal",)),
 )}
 DEFAULT_PAIR = "drawer"
 

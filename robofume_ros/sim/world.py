@@ -483,6 +483,8 @@ class ResetFreeWorld(_WorldBase):
         bwd._last_rand_vec = np.array(fwd._last_rand_vec, copy=True)
         bwd._freeze_rand_vec = True
         bwd.reset()  # same placement; sets the backward task's goal bookkeeping
+        if self.pair.inverse_placement:
+            self._invert_backward_placement(fwd, bwd)
         self.reset_count += 1
         self._reset_done = True
         self._phase = "forward"
@@ -494,6 +496,18 @@ class ResetFreeWorld(_WorldBase):
         self._home_qpos = fwd.data.qpos[self._arm_qpos].copy()
         self._refresh()
         return self.observe()
+
+    def _invert_backward_placement(self, fwd, bwd) -> None:
+        """The backward task undoes the forward one: its object starts at the forward goal and its
+        goal is the forward object start (x, y; the backward env keeps its own goal height), and
+        the bodies each env's reset placed in its own model are the forward model's."""
+        for body in self.pair.shared_bodies:
+            bwd.model.body(body).pos = fwd.model.body(body).pos.copy()
+        goal = np.array(bwd._target_pos, dtype=np.float64).copy()
+        goal[:2] = np.asarray(fwd.obj_init_pos, dtype=np.float64)[:2]
+        bwd._target_pos = goal
+        bwd.obj_init_pos = np.array(fwd._target_pos, dtype=np.float64).copy()
+        bwd.model.site("goal").pos = goal
 
     def _copy_state(self, src, dst) -> None:
         mujoco.mj_getState(src.model, src.data, self._state_buf, _STATE_SPEC)
