@@ -3,6 +3,7 @@
 The rosidl-generated interfaces (robofume_ros.msg) are built by CMake into the same prefix; this
 installs the Python package, the `robofume` command and one console script per node module.
 """
+
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -16,10 +17,9 @@ setup(
     version="0.1.0",
     description="RoboFuME reset-free robot fine-tuning (Cal-QL, VLM reward, OOO) as ROS 2 nodes",
     packages=find_packages(include=["robofume_ros", "robofume_ros.*"]),
-    package_data={"robofume_ros.rl": ["*.cpp"]},    # the learner's fused kernels, compiled on first use
+    package_data={"robofume_ros.rl": ["*.cpp"]},  # the learner's fused kernels, compiled on first use
     python_requires=">=3.10",
     entry_points={
-        "console_scripts": ["robofume = robofume_ros.cli:main"]
-        + [f"{n} = robofume_ros.nodes.{n}:main" for n in NODES],
+        "console_scripts": ["robofume = robofume_ros.cli:main"] + [f"{n} = robofume_ros.nodes.{n}:main" for n in NODES],
     },
 )

@@ -3,6 +3,7 @@ dataset sampling throughput (batch 256, 100x100 images).
 
     python bench/bench_dataset.py [--steps 2000] [--episodes 20] [--size 100]
 """
+
 import argparse
 import shutil
 import sys
@@ -13,25 +14,34 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from robofume_ros.data import bags as B  # noqa: E402
-from robofume_ros.data.convert import convert_bags  # noqa: E402
-from robofume_ros.data.dataset import TransitionSampler, load_episodes  # noqa: E402
-from robofume_ros.data.episode import Episode  # noqa: E402
+from robofume_ros.data import bags as B
+from robofume_ros.data.convert import convert_bags
+from robofume_ros.data.dataset import TransitionSampler, load_episodes
+from robofume_ros.data.episode import Episode
 
 
 def make_episodes(n_eps, T, size, seed=0):
     rng = np.random.default_rng(seed)
     img0 = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
     eps = []
-    for k in range(n_eps):
+    for _ in range(n_eps):
         imgs = rng.integers(0, 255, (T + 1, size, size, 3), dtype=np.uint8)
         imgs[0] = img0
         img0 = imgs[-1]
         r = -np.ones(T, np.float32)
         r[-1] = 0
-        eps.append(Episode(imgs, rng.normal(size=(T + 1, 9)).astype(np.float32),
-                           rng.uniform(-1, 1, (T, 4)).astype(np.float32), r, r == 0,
-                           "open the drawer", "drawer-open", success=True))
+        eps.append(
+            Episode(
+                imgs,
+                rng.normal(size=(T + 1, 9)).astype(np.float32),
+                rng.uniform(-1, 1, (T, 4)).astype(np.float32),
+                r,
+                r == 0,
+                "open the drawer",
+                "drawer-open",
+                success=True,
+            )
+        )
     return eps
 
 
@@ -51,11 +61,14 @@ def main():
         bag = B.write_episodes_bag(eps, tmp / "bag", rate_hz=5.0)
         tw = time.perf_counter() - t
         n_obs = a.episodes * T + 1
-        print(f"bag: {n_obs} observations {a.size}x{a.size}, written in {tw:.2f} s "
-              f"({n_obs / tw:.0f} obs/s incl. serialization), "
-              f"{sum(f.stat().st_size for f in bag.glob('*')) / 1e6:.1f} MB")
+        print(
+            f"bag: {n_obs} observations {a.size}x{a.size}, written in {tw:.2f} s "
+            f"({n_obs / tw:.0f} obs/s incl. serialization), "
+            f"{sum(f.stat().st_size for f in bag.glob('*')) / 1e6:.1f} MB"
+        )
 
         from rosbags.rosbag2 import Reader
+
         # warm the page cache once, then time raw reading of every message (bytes only; median)
         raw_times = []
         for _ in range(1 + a.repeats):
@@ -95,9 +108,11 @@ def main():
         t_sync = time.perf_counter() - t
         conv_fps = n_obs / t_conv
         ratio = conv_fps / raw_fps
-        print(f"convert bag -> dataset: {rep.episodes} episodes, {rep.transitions} transitions in "
-              f"{t_conv:.3f} s (median of {a.repeats}; cold first pass {t_cold:.3f} s) = {conv_fps:.0f} frames/s; "
-              f"+ final disk sync {t_sync:.3f} s ({n_obs / (t_conv + t_sync):.0f} frames/s including it)")
+        print(
+            f"convert bag -> dataset: {rep.episodes} episodes, {rep.transitions} transitions in "
+            f"{t_conv:.3f} s (median of {a.repeats}; cold first pass {t_cold:.3f} s) = {conv_fps:.0f} frames/s; "
+            f"+ final disk sync {t_sync:.3f} s ({n_obs / (t_conv + t_sync):.0f} frames/s including it)"
+        )
         print(f"RATIO convert/raw = {ratio:.2f} ({100 * ratio:.0f}% of raw rosbags read; target >= 50%)")
 
         ds = tmp / "ds0"
@@ -110,8 +125,10 @@ def main():
         for _ in range(a.batches):
             b = s.sample(256)
         t_s = time.perf_counter() - t
-        print(f"sampling: load+index {t_load:.3f} s; batch 256 ({b['obs'].shape} obs + next_obs): "
-              f"{a.batches / t_s:.0f} batches/s = {256 * a.batches / t_s:.0f} transitions/s")
+        print(
+            f"sampling: load+index {t_load:.3f} s; batch 256 ({b['obs'].shape} obs + next_obs): "
+            f"{a.batches / t_s:.0f} batches/s = {256 * a.batches / t_s:.0f} transitions/s"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -17,6 +17,7 @@ FLOPs: FlopCounterMode over one real step (sampling, losses, backward). Its regi
 matrix-vector products and oneDNN's fused linear (both used by the critic), so formulas for
 those are registered below: every matmul-like op the step runs is counted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,6 +48,7 @@ def _addmv_flop(self_shape, a_shape, b_shape, out_shape=None, **kw) -> int:
 
 
 if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+
     @register_flop_formula(torch.ops.mkldnn._linear_pointwise)
     def _onednn_linear_flop(x_shape, *args, out_shape=None, **kw) -> int:
         # .default: (X, W, B, attr, scalars, algorithm); .binary: (X, other, W, B, attr); W is (N, K)
@@ -64,7 +66,7 @@ def matmul_peak(dtype, n=2048, reps=6) -> float:
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
-    return 2 * n ** 3 * reps / (time.perf_counter() - t)
+    return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
 def synthetic_episodes(n_eps, T, P, A, image, feat, rng):
@@ -75,11 +77,18 @@ def synthetic_episodes(n_eps, T, P, A, image, feat, rng):
         if rng.random() < 0.5:
             r[-3:] = 0.0
             term[-1] = True
-        eps.append(Episode(images=rng.integers(0, 255, (T + 1, *image), dtype=np.uint8),
-                           proprio=rng.standard_normal((T + 1, P)).astype(np.float32),
-                           actions=rng.uniform(-1, 1, (T, A)).astype(np.float32), rewards=r, terminals=term,
-                           instruction="put the object in the bin", task="t",
-                           features=rng.standard_normal((T + 1, feat)).astype(np.float32) if feat else None))
+        eps.append(
+            Episode(
+                images=rng.integers(0, 255, (T + 1, *image), dtype=np.uint8),
+                proprio=rng.standard_normal((T + 1, P)).astype(np.float32),
+                actions=rng.uniform(-1, 1, (T, A)).astype(np.float32),
+                rewards=r,
+                terminals=term,
+                instruction="put the object in the bin",
+                task="t",
+                features=rng.standard_normal((T + 1, feat)).astype(np.float32) if feat else None,
+            )
+        )
     return eps
 
 
@@ -95,8 +104,13 @@ def bench(mode, bf16, steps, batch, repeats=3, lang_dim=384):
     rng = np.random.default_rng(0)
     img = (100, 100, 3) if mode == "cnn" else (1, 1, 3)
     eps = synthetic_episodes(20, 50, 7, 7, img, 1280 if mode == "features" else 0, rng)
-    cfg = LearnerConfig(algo="calql", obs_mode=mode, lang_mode="onehot", max_instructions=lang_dim,
-                        agent={"bf16": bf16, "batch_size": batch})
+    cfg = LearnerConfig(
+        algo="calql",
+        obs_mode=mode,
+        lang_mode="onehot",
+        max_instructions=lang_dim,
+        agent={"bf16": bf16, "batch_size": batch},
+    )
     L = Learner(cfg, 7, 7, image_shape=img, feature_dim=1280)
     L.add_offline(eps)
     ag = L.agent
@@ -118,7 +132,7 @@ def bench(mode, bf16, steps, batch, repeats=3, lang_dim=384):
     sps, best = statistics.median(blocks), max(blocks)
     # breakdown: same work, split into phases
     ph = dict(sample=0.0, forward=0.0, backward=0.0, optimiser=0.0)
-    with denormals_flushed():                    # as Learner.update
+    with denormals_flushed():  # as Learner.update
         _phases(L, ag, max(steps // 2, 3), ph)
     tot = sum(ph.values())
     return sps, best, {k: v / tot for k, v in ph.items()}, flops
@@ -157,13 +171,21 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     fused = set_fused(True)
     peak = {False: matmul_peak(torch.float32), True: matmul_peak(torch.bfloat16)}
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
-          f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})")
-    print(f"threads={args.threads} batch={args.batch}  matmul peak: fp32 {peak[False] / 1e9:.0f} GFLOP/s, "
-          f"bf16 {peak[True] / 1e9:.0f} GFLOP/s (2048^3, measured now)")
-    print(f"fused CPU kernels (rl/native.py): {'in use, denormals flushed' if fused else 'NOT available: plain PyTorch ops'}")
-    print(f"{'mode':9s} {'prec':5s} {'steps/s':>8s} {'best':>6s} {'GFLOP/step':>10s} {'GFLOP/s':>8s} {'of peak':>8s}  "
-          f"{'sample':>6s} {'fwd':>6s} {'bwd':>6s} {'optim':>6s}")
+    print(
+        f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
+        f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})"
+    )
+    print(
+        f"threads={args.threads} batch={args.batch}  matmul peak: fp32 {peak[False] / 1e9:.0f} GFLOP/s, "
+        f"bf16 {peak[True] / 1e9:.0f} GFLOP/s (2048^3, measured now)"
+    )
+    print(
+        f"fused CPU kernels (rl/native.py): {'in use, denormals flushed' if fused else 'NOT available: plain PyTorch ops'}"
+    )
+    print(
+        f"{'mode':9s} {'prec':5s} {'steps/s':>8s} {'best':>6s} {'GFLOP/step':>10s} {'GFLOP/s':>8s} {'of peak':>8s}  "
+        f"{'sample':>6s} {'fwd':>6s} {'bwd':>6s} {'optim':>6s}"
+    )
     res = {}
     for mode in args.modes.split(","):
         steps = args.steps if mode != "cnn" else max(3, args.steps // 10)
@@ -171,8 +193,11 @@ def main(argv=None):
             sps, best, ph, flops = bench(mode, bf16, steps, args.batch, args.repeats)
             rate = sps * flops
             res[(mode, bf16)] = (sps, rate / peak[bf16])
-            print(f"{mode:9s} {'bf16' if bf16 else 'fp32':5s} {sps:8.1f} {best:6.1f} {flops / 1e9:10.2f} {rate / 1e9:8.1f} "
-                  f"{rate / peak[bf16]:8.1%}  " + " ".join(f"{v:6.1%}" for v in ph.values()), flush=True)
+            print(
+                f"{mode:9s} {'bf16' if bf16 else 'fp32':5s} {sps:8.1f} {best:6.1f} {flops / 1e9:10.2f} {rate / 1e9:8.1f} "
+                f"{rate / peak[bf16]:8.1%}  " + " ".join(f"{v:6.1%}" for v in ph.values()),
+                flush=True,
+            )
     if fused and not args.no_baseline:
         set_fused(False)
         print("baseline in the same run: plain PyTorch ops, denormals not flushed")
@@ -180,8 +205,11 @@ def main(argv=None):
             steps = args.steps if mode != "cnn" else max(3, args.steps // 10)
             for bf16 in (False, True):
                 sps = bench(mode, bf16, steps, args.batch, args.repeats)[0]
-                print(f"{mode:9s} {'bf16' if bf16 else 'fp32':5s} {sps:8.1f} steps/s   fused kernels: "
-                      f"{res[(mode, bf16)][0] / sps:.2f}x", flush=True)
+                print(
+                    f"{mode:9s} {'bf16' if bf16 else 'fp32':5s} {sps:8.1f} steps/s   fused kernels: "
+                    f"{res[(mode, bf16)][0] / sps:.2f}x",
+                    flush=True,
+                )
         set_fused(True)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("targets (issue #7):")
@@ -194,7 +222,9 @@ def main(argv=None):
     for prec, bf in (("bf16", True), ("fp32", False)):
         if ("state", bf) in res and ("features", bf) in res:
             r = res[("state", bf)][0] / res[("features", bf)][0]
-            print(f"  frozen-encoder within 1.5x of state-based ({prec}): {r:.2f}x -> {'met' if r <= 1.5 else 'NOT met'}")
+            print(
+                f"  frozen-encoder within 1.5x of state-based ({prec}): {r:.2f}x -> {'met' if r <= 1.5 else 'NOT met'}"
+            )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ failures). One JSON line per setting, and results.json.
     .venv/bin/python experiments/exploration_probe.py --policy runs/main_drawer/pretrain/checkpoint.pt \\
         --data runs/main_drawer/data --out runs/exploration_probe --settings 0.5:0 0.5:0.9
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_finetuning import probe_parser, recipe_defaults, scene_seed  # noqa: E402  (sets MUJOCO_GL, the repo path)
+from compare_finetuning import probe_parser, recipe_defaults, scene_seed  # sets MUJOCO_GL, the repo path
 
 FULL = recipe_defaults()
 
@@ -30,6 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--low-z", type=float, default=0.05, help="a start this far below home height counts as low")
     ns = ap.parse_args(argv)
     import torch
+
     torch.set_num_threads(1)
     from robofume_ros.evaluation import evaluate_policy
     from robofume_ros.rl.policy import Policy
@@ -37,25 +39,37 @@ def main(argv=None) -> int:
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
     pol = Policy.load(ns.policy)
-    common = dict(trials=ns.eval_trials, max_steps=FULL.max_episode_steps, seed=ns.eval_seed,
-                  scene_seed=scene_seed(Path(ns.data)), start_jitter=ns.home_jitter, phases=("forward",))
+    common = dict(
+        trials=ns.eval_trials,
+        max_steps=FULL.max_episode_steps,
+        seed=ns.eval_seed,
+        scene_seed=scene_seed(Path(ns.data)),
+        start_jitter=ns.home_jitter,
+        phases=("forward",),
+    )
     results = {"args": vars(ns), "settings": {}}
     runs = [("deterministic", 0.0, 0.0, 1)] + [(s, *map(float, s.split(":")), ns.repeats) for s in ns.settings]
     for name, scale, rho, repeats in runs:
         ok, low_ok, n, n_low = 0, 0, 0, 0
         for rep in range(repeats):
             torch.manual_seed(rep)
-            r, _ = evaluate_policy(pol, deterministic=name == "deterministic", noise_scale=scale,
-                                   noise_correlation=rho, **common)
+            r, _ = evaluate_policy(
+                pol, deterministic=name == "deterministic", noise_scale=scale, noise_correlation=rho, **common
+            )
             for steps, start in zip(r.forward_trials, r.forward_starts):
                 low = start[2] < -ns.low_z
                 ok += steps is not None
                 low_ok += low and steps is not None
                 n += 1
                 n_low += low
-        rec = {"setting": name, "success": ok / max(n, 1), "trials": n,
-               "low_start_success": low_ok / max(n_low, 1), "low_start_trials": n_low,
-               "other_success": (ok - low_ok) / max(n - n_low, 1)}
+        rec = {
+            "setting": name,
+            "success": ok / max(n, 1),
+            "trials": n,
+            "low_start_success": low_ok / max(n_low, 1),
+            "low_start_trials": n_low,
+            "other_success": (ok - low_ok) / max(n - n_low, 1),
+        }
         results["settings"][name] = rec
         print(json.dumps(rec), flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -8,6 +8,7 @@ policy there, min Q(s, tanh(mean)), and the share of the episode's rows the self
 
     .venv/bin/python experiments/online_values.py --learner runs/probe/learner.pt --online runs/probe/online
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     rows = []
     for ep in eps:
         start = L.online.n
-        L.add_episode(ep)                      # MC returns with the learner's reward spec
+        L.add_episode(ep)  # MC returns with the learner's reward spec
         b = to_torch(L.online.gather(np.arange(start, L.online.n)), L.device)
         lang = L._lang_table()[b.pop("lang")]
         b["obs"]["lang"] = lang
@@ -50,18 +51,26 @@ def main(argv=None) -> int:
             z = agent.encoder(b["obs"])
             mean, _ = agent.actor(z)
             v = agent.deterministic_value(z, mean)
-        r = {"start_dz_cm": round(100 * (float(ep.proprio[0, 2]) - z0), 1),
-             "success": bool(np.any(ep.success_gt)) if ep.success_gt is not None else None,
-             "steps": len(ep.rewards), "mc_return": round(float(b["mc_returns"][0]), 1),
-             "value_det": round(float(v[0]), 1), "sil_rows": round(float((b["mc_returns"] > v).float().mean()), 2)}
+        r = {
+            "start_dz_cm": round(100 * (float(ep.proprio[0, 2]) - z0), 1),
+            "success": bool(np.any(ep.success_gt)) if ep.success_gt is not None else None,
+            "steps": len(ep.rewards),
+            "mc_return": round(float(b["mc_returns"][0]), 1),
+            "value_det": round(float(v[0]), 1),
+            "sil_rows": round(float((b["mc_returns"] > v).float().mean()), 2),
+        }
         rows.append(r)
         print(json.dumps(r), flush=True)
-    for name, sel in (("starts >= 6 cm below the median", [r for r in rows if r["start_dz_cm"] <= -6]),
-                      ("the others", [r for r in rows if r["start_dz_cm"] > -6])):
+    for name, sel in (
+        ("starts >= 6 cm below the median", [r for r in rows if r["start_dz_cm"] <= -6]),
+        ("the others", [r for r in rows if r["start_dz_cm"] > -6]),
+    ):
         if sel:
             vals = [r["value_det"] for r in sel]
-            print(f"{name}: {len(sel)} episodes, {sum(bool(r['success']) for r in sel)} successes, "
-                  f"value of the deterministic policy {min(vals):.0f} .. {max(vals):.0f} (mean {np.mean(vals):.0f})")
+            print(
+                f"{name}: {len(sel)} episodes, {sum(bool(r['success']) for r in sel)} successes, "
+                f"value of the deterministic policy {min(vals):.0f} .. {max(vals):.0f} (mean {np.mean(vals):.0f})"
+            )
     return 0
 
 

@@ -24,6 +24,7 @@ a different judge.
     .venv/bin/python experiments/reward_online_recall.py --run runs/main_drawer
     .venv/bin/python experiments/reward_online_recall.py --run runs/main_drawer --model runs/reward_k10 --out runs/reward_k10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from robofume_ros.reward.online_recall import auc, by_task, verdict_counts  # noqa: E402
+from robofume_ros.reward.online_recall import auc, by_task, verdict_counts
 
 
 def rescored_stream(bags: list, model, batch_size: int = 64) -> dict:
@@ -43,6 +44,7 @@ def rescored_stream(bags: list, model, batch_size: int = 64) -> dict:
     for its own instruction and, where the frame's task has a pair, for the pair's other instruction."""
     from robofume_ros.data.bags import read_messages
     from robofume_ros.ros.convert import image_to_rgb, stamp_key
+
     gt, obs = {}, []
     for topic, _t, m, _s in read_messages(bags, topics=["/observation", "/eval/ground_truth"]):
         if topic == "/eval/ground_truth":
@@ -56,9 +58,15 @@ def rescored_stream(bags: list, model, batch_size: int = 64) -> dict:
     partner = dict(zip(instructions, reversed(instructions))) if len(instructions) == 2 else {}
     frames = []
     for k, (s, e, task, instr, _img) in enumerate(obs):
-        frames.append({"episode": e, "task": task, "probability": float(probs[instr][k]),
-                       "partner_probability": float(probs[partner[instr]][k]) if instr in partner else None,
-                       "gt": gt.get((s, task))})
+        frames.append(
+            {
+                "episode": e,
+                "task": task,
+                "probability": float(probs[instr][k]),
+                "partner_probability": float(probs[partner[instr]][k]) if instr in partner else None,
+                "gt": gt.get((s, task)),
+            }
+        )
     return {"frames": frames}
 
 
@@ -68,27 +76,40 @@ def analyse(stream: dict, thresholds, n: int, tolerance: int = 0) -> dict:
         pos = np.array([f["probability"] for v in eps for f in v if f["gt"]])
         neg = np.array([f["probability"] for v in eps for f in v if not f["gt"]])
         q = [0.1, 0.5, 0.9, 0.99]
-        out[task] = {"episodes": len(eps), "with_success_frame": int(sum(any(f["gt"] for f in v) for v in eps)),
-                     "success_frames": len(pos), "other_frames": len(neg), "auc": round(auc(pos, neg), 4),
-                     "success_quantiles": dict(zip(map(str, q), np.quantile(pos, q).round(3).tolist())) if len(pos) else {},
-                     "other_quantiles": dict(zip(map(str, q), np.quantile(neg, q).round(3).tolist())) if len(neg) else {},
-                     "thresholds": {f"{t:g}": verdict_counts(eps, t, n, tolerance) for t in thresholds},
-                     "_pos": pos, "_neg": neg}
+        out[task] = {
+            "episodes": len(eps),
+            "with_success_frame": int(sum(any(f["gt"] for f in v) for v in eps)),
+            "success_frames": len(pos),
+            "other_frames": len(neg),
+            "auc": round(auc(pos, neg), 4),
+            "success_quantiles": dict(zip(map(str, q), np.quantile(pos, q).round(3).tolist())) if len(pos) else {},
+            "other_quantiles": dict(zip(map(str, q), np.quantile(neg, q).round(3).tolist())) if len(neg) else {},
+            "thresholds": {f"{t:g}": verdict_counts(eps, t, n, tolerance) for t in thresholds},
+            "_pos": pos,
+            "_neg": neg,
+        }
     return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a run folder with finetune/bags (and reward/reward_model.json)")
-    ap.add_argument("--success-frames", type=int, default=0, help="N of the debounce (default: the run's sizes.json, else 3)")
+    ap.add_argument(
+        "--success-frames", type=int, default=0, help="N of the debounce (default: the run's sizes.json, else 3)"
+    )
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.8, 0.9, 0.95])
-    ap.add_argument("--tolerance", type=int, default=2,
-                    help="firing at most this many frames before the simulator's first success frame is on time")
+    ap.add_argument(
+        "--tolerance",
+        type=int,
+        default=2,
+        help="firing at most this many frames before the simulator's first success frame is on time",
+    )
     ap.add_argument("--out", help="folder for reward_separation.png/.json (default: the run folder)")
     ap.add_argument("--model", help="score the recorded frames with this reward model instead")
     ap.add_argument("--threshold", type=float, help="with --model: the threshold to mark (default: the model's own)")
     ns = ap.parse_args(argv)
     from robofume_ros.report import _fig, online_stream
+
     run = Path(ns.run)
     bags = sorted((run / "finetune" / "bags").glob("*"))
     if not bags:
@@ -99,6 +120,7 @@ def main(argv=None) -> int:
         n = int(json.loads(sizes.read_text()).get("success_frames", 3)) if sizes.exists() else 3
     if ns.model:
         from robofume_ros.reward.base import load_reward_model
+
         judge = load_reward_model(ns.model)
         own = judge.threshold if ns.threshold is None else ns.threshold
         stream = rescored_stream(bags, judge)
@@ -114,7 +136,10 @@ def main(argv=None) -> int:
     for k, (task, r) in enumerate(res.items()):
         ax = fig.add_subplot(1, len(res), k + 1)
         bins = np.linspace(0, 1, 26)
-        for vals, label in ((r["_neg"], f"not done ({r['other_frames']})"), (r["_pos"], f"done ({r['success_frames']})")):
+        for vals, label in (
+            (r["_neg"], f"not done ({r['other_frames']})"),
+            (r["_pos"], f"done ({r['success_frames']})"),
+        ):
             if len(vals):
                 ax.hist(vals, bins, alpha=0.6, density=True, label=label)
         if own:
@@ -125,14 +150,27 @@ def main(argv=None) -> int:
     fig.tight_layout()
     fig.savefig(out / "reward_separation.png", dpi=100)
     clean = {t: {k: v for k, v in r.items() if not k.startswith("_")} for t, r in res.items()}
-    (out / "reward_separation.json").write_text(json.dumps({"success_frames": n, "tolerance": ns.tolerance,
-                                                             "model_threshold": own,
-                                                             "model": ns.model or "recorded", "tasks": clean}, indent=1))
-    print(f"debounce: {n} consecutive frames; the model's own threshold {own}; on time: up to {ns.tolerance} "
-          f"frames before the simulator's success")
+    (out / "reward_separation.json").write_text(
+        json.dumps(
+            {
+                "success_frames": n,
+                "tolerance": ns.tolerance,
+                "model_threshold": own,
+                "model": ns.model or "recorded",
+                "tasks": clean,
+            },
+            indent=1,
+        )
+    )
+    print(
+        f"debounce: {n} consecutive frames; the model's own threshold {own}; on time: up to {ns.tolerance} "
+        f"frames before the simulator's success"
+    )
     for task, r in clean.items():
-        print(f"{task}: {r['episodes']} episodes ({r['with_success_frame']} with a success frame), frame AUC "
-              f"{r['auc']:.3f}; success frames p10/p50/p90 {r['success_quantiles']}, others {r['other_quantiles']}")
+        print(
+            f"{task}: {r['episodes']} episodes ({r['with_success_frame']} with a success frame), frame AUC "
+            f"{r['auc']:.3f}; success frames p10/p50/p90 {r['success_quantiles']}, others {r['other_quantiles']}"
+        )
         for t, c in r["thresholds"].items():
             print(f"   threshold {t}: recognised {c['recognised']}, premature {c['premature']}, missed {c['missed']}")
     print(f"wrote {out / 'reward_separation.png'}")

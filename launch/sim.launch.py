@@ -5,7 +5,9 @@
 The node list, parameters and remappings come from robofume_ros.graph (the same description
 `robofume launch sim` uses on machines without ros2 launch).
 """
+
 from robofume_ros.launch_support import generate_for
+
 
 def generate_launch_description():
     return generate_for("sim")

@@ -11,6 +11,7 @@ Layout:
   nodes/      thin ROS 2 nodes, one file each
   graph.py    the one description of the node graph (launch files and runner both read it)
 """
+
 # The rosidl-generated interfaces (robofume_ros.msg) are installed into the interpreter's
 # site-packages by the CMake build, while this source package may be imported from a checkout.
 # Extending __path__ lets both halves live under one package name.

@@ -1,16 +1,17 @@
 """`robofume`: the package's command line (works with or without a ROS 2 distro).
 
-    robofume launch sim world:=drawer --duration 60     run a node graph from graph.py (like ros2 launch)
-    robofume launch finetune ... --dry-run              print the resolved nodes and parameters
-    robofume main [--pair P] [--quick]                  the main job (see README)
-    robofume tasks [PAIR ...] [--cycles N]              task pairs, instructions, scripted cycle check
-    robofume params [NODE]                              every node knob with default and description
-    robofume topic echo|hz TOPIC                        watch a topic (like ros2 topic)
-    robofume dataset from-bags|generate|info|video|plot datasets (see README)
-    robofume pretrain ...                               offline Cal-QL pre-training
-    robofume evaluate --policy CKPT --data DATASET      ground-truth success in a simulated pair
-    robofume reward train ...                           fine-tune the success classifier
+robofume launch sim world:=drawer --duration 60     run a node graph from graph.py (like ros2 launch)
+robofume launch finetune ... --dry-run              print the resolved nodes and parameters
+robofume main [--pair P] [--quick]                  the main job (see README)
+robofume tasks [PAIR ...] [--cycles N]              task pairs, instructions, scripted cycle check
+robofume params [NODE]                              every node knob with default and description
+robofume topic echo|hz TOPIC                        watch a topic (like ros2 topic)
+robofume dataset from-bags|generate|info|video|plot datasets (see README)
+robofume pretrain ...                               offline Cal-QL pre-training
+robofume evaluate --policy CKPT --data DATASET      ground-truth success in a simulated pair
+robofume reward train ...                           fine-tune the success classifier
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,6 +27,7 @@ DELEGATES = {
     "topic": "robofume_ros.topic_tools:main",
     "evaluate": "robofume_ros.evaluation:main",
     "tasks": "robofume_ros.sim.check:main",
+    "report": "robofume_ros.report:main",
 }
 # subcommand -> ("module:function", leading argv): the function takes the rest of the command line
 DATASET = {
@@ -62,21 +64,30 @@ def default_run_dir(prefix: str) -> Path:
 
 def cmd_launch(argv: list[str]) -> int:
     from robofume_ros import graph, runner
-    ap = argparse.ArgumentParser(prog="robofume launch", description="Run a node graph from robofume_ros/graph.py "
-                                 "(the same nodes and parameters as launch/<graph>.launch.py).",
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="launch arguments (name:=value):\n" + "\n".join(
-                                     f"  {a.name:18s} {a.description} [default: {a.default!r}]" for a in graph.ARGUMENTS))
+
+    ap = argparse.ArgumentParser(
+        prog="robofume launch",
+        description="Run a node graph from robofume_ros/graph.py "
+        "(the same nodes and parameters as launch/<graph>.launch.py).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="launch arguments (name:=value):\n"
+        + "\n".join(f"  {a.name:18s} {a.description} [default: {a.default!r}]" for a in graph.ARGUMENTS),
+    )
     ap.add_argument("graph", choices=graph.GRAPHS)
     ap.add_argument("args", nargs="*", help="launch arguments name:=value")
     ap.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     ap.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph")
-    ap.add_argument("--dry-run", action="store_true", help="print every node with its resolved parameters, "
-                    "params files and remappings (what <run_dir>/graph.yaml records for a run) and exit")
+    ap.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every node with its resolved parameters, "
+        "params files and remappings (what <run_dir>/graph.yaml records for a run) and exit",
+    )
     ns = ap.parse_args(argv)
     args = parse_launch_args(ns.args)
     if ns.dry_run:
         import yaml
+
         print(yaml.safe_dump(graph.describe(ns.graph, args), sort_keys=False), end="")
         return 0
     run_dir = Path(args.get("run_dir") or default_run_dir(ns.graph))
@@ -89,7 +100,10 @@ def cmd_launch(argv: list[str]) -> int:
 def cmd_params(argv: list[str]) -> int:
     from robofume_ros import graph
     from robofume_ros.params import describe
-    ap = argparse.ArgumentParser(prog="robofume params", description="Print every node parameter with its default and description.")
+
+    ap = argparse.ArgumentParser(
+        prog="robofume params", description="Print every node parameter with its default and description."
+    )
     ap.add_argument("node", nargs="?", help="executable name, e.g. sim_node (default: all)")
     ns = ap.parse_args(argv)
     for exe in graph.executables():

@@ -17,6 +17,7 @@ Two settings:
 The policy then has ``max_steps`` to make the simulator's success flag true. Deterministic given
 the seeds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,9 @@ import numpy as np
 class EvalResult:
     forward_success: float
     backward_success: float
-    forward_trials: list = field(default_factory=list)     # steps to success, or None
+    forward_trials: list = field(default_factory=list)  # steps to success, or None
     backward_trials: list = field(default_factory=list)
-    forward_starts: list = field(default_factory=list)      # each trial's hand offset from home (x, y, z), m
+    forward_starts: list = field(default_factory=list)  # each trial's hand offset from home (x, y, z), m
     backward_starts: list = field(default_factory=list)
     seconds: float = 0.0
     setting: dict = field(default_factory=dict)
@@ -45,8 +46,16 @@ class EvalResult:
         return asdict(self)
 
 
-def _run(world, policy, instruction: str, max_steps: int, deterministic: bool, frames: Optional[list],
-         noise_scale: float = 1.0, noise=None):
+def _run(
+    world,
+    policy,
+    instruction: str,
+    max_steps: int,
+    deterministic: bool,
+    frames: Optional[list],
+    noise_scale: float = 1.0,
+    noise=None,
+):
     """One trial; `noise` (rl/exploration.py ExplorationNoise, stochastic trials only) supplies the
     exploration noise of each step (None: the policy draws white noise itself)."""
     obs = world.observe()
@@ -56,8 +65,9 @@ def _run(world, policy, instruction: str, max_steps: int, deterministic: bool, f
         if obs.success:
             return t
         extra = {} if noise is None or deterministic else {"eps": noise()}
-        a = policy.act(obs.image, obs.proprio, instruction, deterministic=deterministic, noise_scale=noise_scale,
-                       **extra)
+        a = policy.act(
+            obs.image, obs.proprio, instruction, deterministic=deterministic, noise_scale=noise_scale, **extra
+        )
         obs = world.step(a)
         if frames is not None:
             frames.append(obs.image)
@@ -72,8 +82,9 @@ def _expert_until_success(world, rng, noise: float, max_steps: int) -> bool:
     return world.ground_truth_success()
 
 
-def workspace_start(world, phase: str, rng, start_jitter: float, max_steps: int = 500, home: bool = True,
-                    noise: float = 0.1) -> bool:
+def workspace_start(
+    world, phase: str, rng, start_jitter: float, max_steps: int = 500, home: bool = True, noise: float = 0.1
+) -> bool:
     """Bring a freshly reset world to the start of a reset-free `phase` ("forward"/"backward")
     episode, unrendered: expert forward (then expert backward for a forward trial), then the arm
     goes home with a random offset (ResetFreeWorld.home), as between online episodes. Returns False
@@ -97,11 +108,23 @@ def workspace_start(world, phase: str, rng, start_jitter: float, max_steps: int 
         world.render_enabled = render
 
 
-def evaluate_policy(policy, pair: str = "drawer", trials: int = 10, max_steps=250, seed: int = 1000,
-                    scene_seed: Optional[int] = None, start_jitter: float = 0.03, deterministic: bool = True,
-                    image_size=(100, 100), camera: str = "corner4", progress: bool = False,
-                    record_first: bool = False, noise_scale: float = 1.0,
-                    phases=("forward", "backward"), noise_correlation: float = 0.0) -> tuple[EvalResult, list]:
+def evaluate_policy(
+    policy,
+    pair: str = "drawer",
+    trials: int = 10,
+    max_steps=250,
+    seed: int = 1000,
+    scene_seed: Optional[int] = None,
+    start_jitter: float = 0.03,
+    deterministic: bool = True,
+    image_size=(100, 100),
+    camera: str = "corner4",
+    progress: bool = False,
+    record_first: bool = False,
+    noise_scale: float = 1.0,
+    phases=("forward", "backward"),
+    noise_correlation: float = 0.0,
+) -> tuple[EvalResult, list]:
     """Success rates of `policy` (rl.policy.Policy-like: act(image, proprio, instruction, deterministic,
     noise_scale=[, eps=])) on the pair's forward and backward tasks (those in `phases`; a task left out
     rates nan). Stochastic trials (deterministic=False) scale the actor's std by noise_scale; with
@@ -115,22 +138,28 @@ def evaluate_policy(policy, pair: str = "drawer", trials: int = 10, max_steps=25
     t0 = time.monotonic()
     res = {"forward": [], "backward": []}
     starts = {"forward": [], "backward": []}
-    skipped = {"forward": 0, "backward": 0}   # trials whose scripted setup failed
+    skipped = {"forward": 0, "backward": 0}  # trials whose scripted setup failed
     frames = [] if record_first else None
     it = range(trials)
     if progress:
         from tqdm import tqdm
+
         it = tqdm(it, desc="evaluate", unit="trial")
     for i in it:
         for phase in phases:
-            world = ResetFreeWorld(pair=pair, camera=camera, image_size=image_size,
-                                   seed=(seed + i) if scene_seed is None else scene_seed, render=True)
+            world = ResetFreeWorld(
+                pair=pair,
+                camera=camera,
+                image_size=image_size,
+                seed=(seed + i) if scene_seed is None else scene_seed,
+                render=True,
+            )
             try:
                 world.reset()
                 rng = np.random.default_rng([seed, i, phase == "forward"])
                 if scene_seed is not None:
                     ok = workspace_start(world, phase, rng, start_jitter)
-                else:   # fresh scene: forward from the reset pose, backward after the expert's forward
+                else:  # fresh scene: forward from the reset pose, backward after the expert's forward
                     ok = phase == "forward" or workspace_start(world, phase, rng, 0.0, home=False, noise=0.0)
                 if not ok:
                     skipped[phase] += 1
@@ -140,20 +169,39 @@ def evaluate_policy(policy, pair: str = "drawer", trials: int = 10, max_steps=25
                     noise = None
                     if noise_correlation > 0 and not deterministic:
                         from robofume_ros.rl.exploration import ExplorationNoise
+
                         noise = ExplorationNoise(ACTION_DIM, noise_correlation, seed=[seed, i, phase == "forward"])
-                    res[phase].append(_run(world, policy, world.instruction, limits[phase], deterministic, rec,
-                                           noise_scale, noise))
+                    res[phase].append(
+                        _run(world, policy, world.instruction, limits[phase], deterministic, rec, noise_scale, noise)
+                    )
             finally:
                 world.close()
-    rate = lambda xs: float(np.mean([x is not None for x in xs])) if xs else float("nan")  # noqa: E731
-    setting = {"pair": pair.name, "scene_seed": scene_seed, "seed": seed, "start_jitter": start_jitter,
-               "deterministic": deterministic, "max_steps": [limits["forward"], limits["backward"]],
-               "skipped_setups": skipped}
+    rate = lambda xs: float(np.mean([x is not None for x in xs])) if xs else float("nan")
+    setting = {
+        "pair": pair.name,
+        "scene_seed": scene_seed,
+        "seed": seed,
+        "start_jitter": start_jitter,
+        "deterministic": deterministic,
+        "max_steps": [limits["forward"], limits["backward"]],
+        "skipped_setups": skipped,
+    }
     if not deterministic:
         setting["noise_scale"] = noise_scale
         setting["noise_correlation"] = noise_correlation
-    return (EvalResult(rate(res["forward"]), rate(res["backward"]), res["forward"], res["backward"],
-                       starts["forward"], starts["backward"], time.monotonic() - t0, setting), (frames or []))
+    return (
+        EvalResult(
+            rate(res["forward"]),
+            rate(res["backward"]),
+            res["forward"],
+            res["backward"],
+            starts["forward"],
+            starts["backward"],
+            time.monotonic() - t0,
+            setting,
+        ),
+        (frames or []),
+    )
 
 
 def dataset_scene_seed(data) -> int:
@@ -161,8 +209,9 @@ def dataset_scene_seed(data) -> int:
     where the robot fine-tunes): its `generate.json`."""
     meta = Path(data) / "generate.json"
     if not meta.exists():
-        raise FileNotFoundError(f"{data}: no generate.json (not a dataset from `robofume dataset generate`); "
-                                f"give --scene-seed instead")
+        raise FileNotFoundError(
+            f"{data}: no generate.json (not a dataset from `robofume dataset generate`); give --scene-seed instead"
+        )
     return int(json.loads(meta.read_text())["config"]["seed"])
 
 
@@ -172,6 +221,7 @@ def resolve_pair(pair_arg: "str | None", data: "str | None", policy_payload: "di
     from robofume_ros.data.dataset import dataset_pair
     from robofume_ros.rl.policy import checkpoint_pair
     from robofume_ros.sim import tasks
+
     found = {}
     if pair_arg:
         found["--pair"] = tasks.get_pair(pair_arg).name
@@ -192,8 +242,9 @@ def resolve_pair(pair_arg: "str | None", data: "str | None", policy_payload: "di
 
 def main(argv=None) -> int:
     """`robofume evaluate`: ground-truth success of a checkpoint in a simulated reset-free pair."""
-    ap = argparse.ArgumentParser(prog="robofume evaluate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="robofume evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--policy", required=True, help="a checkpoint (robofume pretrain, the learner's policy_latest.pt)")
     ap.add_argument("--pair", help="task pair (default: the dataset's, else the checkpoint's, else drawer)")
     where = ap.add_mutually_exclusive_group()
@@ -202,10 +253,18 @@ def main(argv=None) -> int:
     ap.add_argument("--trials", type=int, default=20, help="trials per task")
     ap.add_argument("--seed", type=int, default=1000, help="seed of the trial starts (robofume main uses its --seed)")
     ap.add_argument("--tasks", nargs="+", choices=["forward", "backward"], default=["forward", "backward"])
-    ap.add_argument("--max-steps", type=int, default=0, help="steps per trial (default: the online time limits, "
-                    "from the dataset's demos or the pair's)")
-    ap.add_argument("--start-jitter", type=float, default=None,
-                    help="arm home offset per axis at a trial's start, m (default: the recipe's sim home_jitter_m)")
+    ap.add_argument(
+        "--max-steps",
+        type=int,
+        default=0,
+        help="steps per trial (default: the online time limits, from the dataset's demos or the pair's)",
+    )
+    ap.add_argument(
+        "--start-jitter",
+        type=float,
+        default=None,
+        help="arm home offset per axis at a trial's start, m (default: the recipe's sim home_jitter_m)",
+    )
     ap.add_argument("--stochastic", action="store_true", help="sample actions (default: the actor's mean)")
     ap.add_argument("--noise-scale", type=float, default=1.0, help="with --stochastic: the actor's std scale")
     ap.add_argument("--out", help="write the result as JSON here")
@@ -216,6 +275,7 @@ def main(argv=None) -> int:
     from robofume_ros.rl import checkpoint as ckpt
     from robofume_ros.rl.policy import Policy
     from robofume_ros.sim import tasks
+
     try:
         payload = ckpt.load_checkpoint(ns.policy)
         policy = Policy(payload, ns.policy)
@@ -231,21 +291,40 @@ def main(argv=None) -> int:
     else:
         steps = target_demo_steps(ns.data) if ns.data else {}
         limits = tasks.time_limits(pair, {ph: steps.get(pair.task(ph), []) for ph in ("forward", "backward")})
-    jitter = ns.start_jitter if ns.start_jitter is not None else float(recipe.param(recipe.DEFAULT, "sim", "home_jitter_m"))
-    print(f"pair {pair.name} ({pair.forward} / {pair.backward}); time limits forward {limits[0]}, backward {limits[1]} steps")
-    res, frames = evaluate_policy(policy, pair=pair.name, trials=ns.trials, max_steps=limits, seed=ns.seed,
-                                  scene_seed=scene, start_jitter=jitter, deterministic=not ns.stochastic, progress=True,
-                                  record_first=bool(ns.video), noise_scale=ns.noise_scale, phases=tuple(ns.tasks))
+    jitter = (
+        ns.start_jitter if ns.start_jitter is not None else float(recipe.param(recipe.DEFAULT, "sim", "home_jitter_m"))
+    )
+    print(
+        f"pair {pair.name} ({pair.forward} / {pair.backward}); time limits forward {limits[0]}, backward {limits[1]} steps"
+    )
+    res, frames = evaluate_policy(
+        policy,
+        pair=pair.name,
+        trials=ns.trials,
+        max_steps=limits,
+        seed=ns.seed,
+        scene_seed=scene,
+        start_jitter=jitter,
+        deterministic=not ns.stochastic,
+        progress=True,
+        record_first=bool(ns.video),
+        noise_scale=ns.noise_scale,
+        phases=tuple(ns.tasks),
+    )
     for task in ns.tasks:
         trials = getattr(res, f"{task}_trials")
         failed = [i for i, t in enumerate(trials) if t is None]
         ok = [t for t in trials if t is not None]
-        print(f"{task}: {len(ok)}/{len(trials)} = {getattr(res, f'{task}_success'):.0%}"
-              + (f", {np.mean(ok):.0f} steps on average" if ok else "") + f"; failed trials {failed}")
+        print(
+            f"{task}: {len(ok)}/{len(trials)} = {getattr(res, f'{task}_success'):.0%}"
+            + (f", {np.mean(ok):.0f} steps on average" if ok else "")
+            + f"; failed trials {failed}"
+        )
     if ns.out:
         Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
         Path(ns.out).write_text(json.dumps({"policy": str(ns.policy), **res.as_dict()}, indent=1))
     if ns.video and frames:
         import imageio.v2 as imageio
+
         imageio.mimsave(ns.video, frames[::2], duration=0.1)
     return 0

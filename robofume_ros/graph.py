@@ -7,28 +7,29 @@ what it returns: same executables, node names, parameter files, overrides and re
 Topic names live in TOPICS; nodes take them as their defaults, so remapping is the only way to
 change them and both launchers apply the same remappings.
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 # --- topics every node agrees on ------------------------------------------------------------
 TOPICS = {
-    "image": "/camera/image_raw",          # sensor_msgs/Image from the sim or a real camera
-    "observation": "/observation",         # robofume_ros/Observation, control rate
-    "command": "/robot/command",           # robofume_ros/ArmCommand, from policy / scripted / teleop
-    "intervention": "/robot/intervention", # robofume_ros/ArmCommand from a human; overrides the policy
-    "state": "/robot/state",               # robofume_ros/RobotState
-    "stop": "/robot/stop",                 # std_msgs/Bool: true halts the arm within one tick, false releases
-    "expert_state": "/sim/expert_state",   # std_msgs/Float64MultiArray: privileged sim state for scripted experts
-    "reward": "/reward",                   # robofume_ros/Reward
-    "task_phase": "/task_phase",           # robofume_ros/TaskPhase (latched)
+    "image": "/camera/image_raw",  # sensor_msgs/Image from the sim or a real camera
+    "observation": "/observation",  # robofume_ros/Observation, control rate
+    "command": "/robot/command",  # robofume_ros/ArmCommand, from policy / scripted / teleop
+    "intervention": "/robot/intervention",  # robofume_ros/ArmCommand from a human; overrides the policy
+    "state": "/robot/state",  # robofume_ros/RobotState
+    "stop": "/robot/stop",  # std_msgs/Bool: true halts the arm within one tick, false releases
+    "expert_state": "/sim/expert_state",  # std_msgs/Float64MultiArray: privileged sim state for scripted experts
+    "reward": "/reward",  # robofume_ros/Reward
+    "task_phase": "/task_phase",  # robofume_ros/TaskPhase (latched)
     "ground_truth": "/eval/ground_truth",  # robofume_ros/GroundTruth: evaluation only, never a reward
-    "weights": "/policy/weights",          # robofume_ros/PolicyWeights (latched)
-    "help": "/task_switcher/help",         # std_msgs/String: the switcher asks a human for help
-    "safety": "/robot/safety",             # std_msgs/String (latched JSON): safety envelope counts and state
+    "weights": "/policy/weights",  # robofume_ros/PolicyWeights (latched)
+    "help": "/task_switcher/help",  # std_msgs/String: the switcher asks a human for help
+    "safety": "/robot/safety",  # std_msgs/String (latched JSON): safety envelope counts and state
 }
 
 GRAPHS = ("sim", "finetune")
@@ -36,9 +37,9 @@ GRAPHS = ("sim", "finetune")
 
 @dataclass(frozen=True)
 class Override:
-    node: str          # node name the parameter belongs to
-    param: str         # parameter name on that node
-    kind: type = str   # how the launch argument's string is converted
+    node: str  # node name the parameter belongs to
+    param: str  # parameter name on that node
+    kind: type = str  # how the launch argument's string is converted
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class LaunchArg:
     name: str
     default: str
     description: str
-    overrides: tuple = ()   # parameters this argument sets when it is not empty
+    overrides: tuple = ()  # parameters this argument sets when it is not empty
 
 
 def _ov(*items) -> tuple:
@@ -56,60 +57,144 @@ def _ov(*items) -> tuple:
 # Launch arguments are system switches (which task, which robot, which files, how long, which seed);
 # tuning lives in the recipe (config/recipes/*.yaml), as Nav2's bringup keeps it in its params file.
 ARGUMENTS: list[LaunchArg] = [
-    LaunchArg("world", "drawer", "task pair: a name from `robofume tasks` (drawer, window, ...) or a task file "
-              "(.yaml, your own task); sets the scene, the task switcher's tasks and time limits, the reward's "
-              "paired instructions"),
-    LaunchArg("robot", "sim", "sim (MuJoCo, config/sim.yaml) or a real arm config name (franka, widowx): "
-              "selects config/<robot>.yaml"),
+    LaunchArg(
+        "world",
+        "drawer",
+        "task pair: a name from `robofume tasks` (drawer, window, ...) or a task file "
+        "(.yaml, your own task); sets the scene, the task switcher's tasks and time limits, the reward's "
+        "paired instructions",
+    ),
+    LaunchArg(
+        "robot",
+        "sim",
+        "sim (MuJoCo, config/sim.yaml) or a real arm config name (franka, widowx): selects config/<robot>.yaml",
+    ),
     LaunchArg("params_file", "", "robot params file for every node, instead of config/sim.yaml or config/<robot>.yaml"),
-    LaunchArg("recipe", "default", "the tuning, layered after the robot's params file: a name in config/recipes/ "
-              "(default, quick) or a .yaml variant layered on default (comma-separated for several)"),
+    LaunchArg(
+        "recipe",
+        "default",
+        "the tuning, layered after the robot's params file: a name in config/recipes/ "
+        "(default, quick) or a .yaml variant layered on default (comma-separated for several)",
+    ),
     LaunchArg("policy", "scripted", "who commands the arm: scripted (Meta-World experts) or learned (policy_node)"),
-    LaunchArg("use_sim_time", "false", "run every node on /clock published by the simulator",
-              _ov(*[(n, "use_sim_time", bool) for n in ("sim", "camera", "scripted_policy", "policy",
-                                                         "task_switcher", "reward", "learner", "recorder")])),
-    LaunchArg("fast", "false", "step the simulator as fast as the loop allows (lockstep with the policy) "
-              "and publish /clock; use with use_sim_time:=true", _ov(("sim", "lockstep", bool))),
-    LaunchArg("control_rate_hz", "", "control rate in Hz (default from params file)",
-              _ov(("sim", "control_rate_hz", float), ("camera", "control_rate_hz", float),
-                  ("task_switcher", "control_rate_hz", float))),
-    LaunchArg("seed", "", "random seed for the simulator and the stochastic policies",
-              _ov(("sim", "seed", int), ("standin_driver", "seed", int), ("scripted_policy", "seed", int),
-                  ("policy", "seed", int), ("learner", "seed", int))),
-    LaunchArg("success_source", "", "what ends an episode as a success: reward (the learned /reward) or "
-              "ground_truth (simulator, for scripted data collection only)", _ov(("task_switcher", "success_source", str))),
+    LaunchArg(
+        "use_sim_time",
+        "false",
+        "run every node on /clock published by the simulator",
+        _ov(
+            *[
+                (n, "use_sim_time", bool)
+                for n in (
+                    "sim",
+                    "camera",
+                    "scripted_policy",
+                    "policy",
+                    "task_switcher",
+                    "reward",
+                    "learner",
+                    "recorder",
+                )
+            ]
+        ),
+    ),
+    LaunchArg(
+        "fast",
+        "false",
+        "step the simulator as fast as the loop allows (lockstep with the policy) "
+        "and publish /clock; use with use_sim_time:=true",
+        _ov(("sim", "lockstep", bool)),
+    ),
+    LaunchArg(
+        "control_rate_hz",
+        "",
+        "control rate in Hz (default from params file)",
+        _ov(
+            ("sim", "control_rate_hz", float),
+            ("camera", "control_rate_hz", float),
+            ("task_switcher", "control_rate_hz", float),
+        ),
+    ),
+    LaunchArg(
+        "seed",
+        "",
+        "random seed for the simulator and the stochastic policies",
+        _ov(
+            ("sim", "seed", int),
+            ("standin_driver", "seed", int),
+            ("scripted_policy", "seed", int),
+            ("policy", "seed", int),
+            ("learner", "seed", int),
+        ),
+    ),
+    LaunchArg(
+        "success_source",
+        "",
+        "what ends an episode as a success: reward (the learned /reward) or "
+        "ground_truth (simulator, for scripted data collection only)",
+        _ov(("task_switcher", "success_source", str)),
+    ),
     LaunchArg("record", "true", "record every observation, command, reward and switch to a rosbag2 (MCAP)"),
-    LaunchArg("bag_dir", "", "where the recorder writes (default: <run_dir>/bags)", _ov(("recorder", "output_dir", str))),
-    LaunchArg("policy_checkpoint", "", "actor checkpoint for the learned policy",
-              _ov(("policy", "checkpoint", str), ("learner", "init_checkpoint", str))),
+    LaunchArg(
+        "bag_dir", "", "where the recorder writes (default: <run_dir>/bags)", _ov(("recorder", "output_dir", str))
+    ),
+    LaunchArg(
+        "policy_checkpoint",
+        "",
+        "actor checkpoint for the learned policy",
+        _ov(("policy", "checkpoint", str), ("learner", "init_checkpoint", str)),
+    ),
     LaunchArg("reward_model", "", "reward model checkpoint folder", _ov(("reward", "model_path", str))),
-    LaunchArg("offline_dataset", "", "dataset folder(s), comma-separated, mixed into online training (Cal-QL 50/50); "
-              "its target demos also set the episodes' time limits", _ov(("learner", "offline_dataset", list))),
-    LaunchArg("budget_steps", "", "online environment steps before the learner finishes",
-              _ov(("learner", "budget_steps", int))),
-    LaunchArg("run_dir", "", "folder for logs, bags, checkpoints (default: runs/<timestamp>)",
-              _ov(("learner", "run_dir", str))),
+    LaunchArg(
+        "offline_dataset",
+        "",
+        "dataset folder(s), comma-separated, mixed into online training (Cal-QL 50/50); "
+        "its target demos also set the episodes' time limits",
+        _ov(("learner", "offline_dataset", list)),
+    ),
+    LaunchArg(
+        "budget_steps",
+        "",
+        "online environment steps before the learner finishes",
+        _ov(("learner", "budget_steps", int)),
+    ),
+    LaunchArg(
+        "run_dir",
+        "",
+        "folder for logs, bags, checkpoints (default: runs/<timestamp>)",
+        _ov(("learner", "run_dir", str)),
+    ),
 ]
-ARGUMENTS += [   # real-arm launch arguments (robot != sim)
-    LaunchArg("standin_driver", "false", "real-arm graph without an arm: a MuJoCo stand-in plays the arm driver "
-              "(Servo twist / joint trajectory in, joint states out) and the camera"),
-    LaunchArg("teleop", "false", "start teleop_node (sensor_msgs/Joy or geometry_msgs/Twist -> /robot/intervention, "
-              "~/request_reset)"),
-    LaunchArg("arm_interface", "", "override the config's arm interface: servo (MoveIt Servo) or joint_trajectory "
-              "(ros2_control + IK)", _ov(("arm_bridge", "interface", str))),
+ARGUMENTS += [  # real-arm launch arguments (robot != sim)
+    LaunchArg(
+        "standin_driver",
+        "false",
+        "real-arm graph without an arm: a MuJoCo stand-in plays the arm driver "
+        "(Servo twist / joint trajectory in, joint states out) and the camera",
+    ),
+    LaunchArg(
+        "teleop",
+        "false",
+        "start teleop_node (sensor_msgs/Joy or geometry_msgs/Twist -> /robot/intervention, ~/request_reset)",
+    ),
+    LaunchArg(
+        "arm_interface",
+        "",
+        "override the config's arm interface: servo (MoveIt Servo) or joint_trajectory (ros2_control + IK)",
+        _ov(("arm_bridge", "interface", str)),
+    ),
 ]
 ARGUMENT_NAMES = [a.name for a in ARGUMENTS]
 
 
 @dataclass
 class NodeSpec:
-    name: str                       # ROS node name (also the section in the params files)
-    executable: str                 # robofume_ros/nodes/<executable>.py, installed as an executable
-    params_files: list              # the robot's params file, then the recipe's files, applied in order
-    parameters: dict = field(default_factory=dict)    # the task's parameters and launch-argument overrides
-    remappings: list = field(default_factory=list)    # (from, to)
-    required: bool = True           # the run stops when a required node dies
-    respawn: bool = False           # restart it instead (e.g. the learner resumes from its checkpoint)
+    name: str  # ROS node name (also the section in the params files)
+    executable: str  # robofume_ros/nodes/<executable>.py, installed as an executable
+    params_files: list  # the robot's params file, then the recipe's files, applied in order
+    parameters: dict = field(default_factory=dict)  # the task's parameters and launch-argument overrides
+    remappings: list = field(default_factory=list)  # (from, to)
+    required: bool = True  # the run stops when a required node dies
+    respawn: bool = False  # restart it instead (e.g. the learner resumes from its checkpoint)
 
     @property
     def params_file(self) -> str:
@@ -117,9 +202,15 @@ class NodeSpec:
         return self.params_files[0]
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "executable": self.executable, "params_files": list(self.params_files),
-                "parameters": dict(self.parameters), "remappings": [list(r) for r in self.remappings],
-                "required": self.required, "respawn": self.respawn}
+        return {
+            "name": self.name,
+            "executable": self.executable,
+            "params_files": list(self.params_files),
+            "parameters": dict(self.parameters),
+            "remappings": [list(r) for r in self.remappings],
+            "required": self.required,
+            "respawn": self.respawn,
+        }
 
 
 def package_share() -> Path:
@@ -129,10 +220,12 @@ def package_share() -> Path:
         return here
     try:
         from ament_index_python.packages import get_package_share_directory
+
         return Path(get_package_share_directory("robofume_ros"))
-    except Exception as e:  # noqa: BLE001
-        raise FileNotFoundError("cannot find robofume_ros config/: not a checkout and not installed "
-                                f"in the ament index ({e})") from e
+    except Exception as e:
+        raise FileNotFoundError(
+            f"cannot find robofume_ros config/: not a checkout and not installed in the ament index ({e})"
+        ) from e
 
 
 def defaults() -> dict:
@@ -181,6 +274,7 @@ def nodes(graph: str, args: Optional[dict] = None) -> list[NodeSpec]:
         raise KeyError(f"unknown graph {graph!r}; known: {', '.join(GRAPHS)}")
     a = resolve_args(args)
     from robofume_ros import recipe
+
     pfs = [str(params_file_for(a))] + [str(f) for f in recipe.files(a["recipe"])]
     specs: list[NodeSpec] = []
 
@@ -188,9 +282,12 @@ def nodes(graph: str, args: Optional[dict] = None) -> list[NodeSpec]:
         specs.append(NodeSpec(name=name, executable=executable, params_files=list(pfs), **kw))
 
     from robofume_ros.sim import tasks
+
     if not tasks.get_pair(a["world"]).simulated and (a["robot"] == "sim" or _truthy(a["standin_driver"])):
-        raise ValueError(f"world {a['world']!r} is a real robot's task (simulated: false): it needs robot:=<arm> "
-                         f"without standin_driver, there is no scene to simulate")
+        raise ValueError(
+            f"world {a['world']!r} is a real robot's task (simulated: false): it needs robot:=<arm> "
+            f"without standin_driver, there is no scene to simulate"
+        )
     # the robot: the MuJoCo world, or the bridge to a real arm's driver
     if a["robot"] == "sim":
         add("sim", "sim_node")
@@ -206,7 +303,7 @@ def nodes(graph: str, args: Optional[dict] = None) -> list[NodeSpec]:
     add("task_switcher", "task_switcher_node")
     policy = "scripted" if graph == "sim" else a["policy"]
     if graph == "finetune" and a["policy"] == "scripted":
-        policy = "learned"   # fine-tuning always runs the learned policy
+        policy = "learned"  # fine-tuning always runs the learned policy
     if policy == "scripted":
         add("scripted_policy", "scripted_policy_node")
     elif policy == "learned":
@@ -243,21 +340,26 @@ def task_parameters(a: dict) -> tuple[dict, dict]:
     Time limits: the recipe's where it sets them, else TIME_LIMIT_FACTOR x the longest target demo
     of each direction in the first offline dataset that has them, else the pair's own."""
     from robofume_ros.sim import tasks
+
     pair = tasks.get_pair(a["world"])
     lengths, source = {}, f"the pair's defaults (robofume_ros/sim/tasks.py {pair.name!r})"
     for d in _convert(a["offline_dataset"], list) if a.get("offline_dataset") else []:
         from robofume_ros.data.dataset import target_demo_steps
+
         steps = target_demo_steps(d)
         by_phase = {ph: steps.get(pair.task(ph), []) for ph in ("forward", "backward")}
         if any(by_phase.values()):
             lengths = by_phase
-            source = (f"{tasks.TIME_LIMIT_FACTOR}x the longest target demo in {d} (forward "
-                      f"{max(by_phase['forward'], default=0)}, backward {max(by_phase['backward'], default=0)} steps)")
+            source = (
+                f"{tasks.TIME_LIMIT_FACTOR}x the longest target demo in {d} (forward "
+                f"{max(by_phase['forward'], default=0)}, backward {max(by_phase['backward'], default=0)} steps)"
+            )
             break
     fwd, bwd = tasks.time_limits(pair, lengths)
     from robofume_ros import recipe
+
     fixed = recipe.load(a["recipe"]).get("task_switcher", {})
-    if "max_episode_steps" in fixed or "backward_max_episode_steps" in fixed:   # a recipe that sets them wins
+    if "max_episode_steps" in fixed or "backward_max_episode_steps" in fixed:  # a recipe that sets them wins
         fwd = int(fixed.get("max_episode_steps", fwd))
         bwd = int(fixed.get("backward_max_episode_steps", 0)) or fwd
         source = f"the recipe {a['recipe']!r}"
@@ -266,9 +368,14 @@ def task_parameters(a: dict) -> tuple[dict, dict]:
     params = {
         "sim": {"world": world, "camera": pair.camera},
         "standin_driver": {"world": world, "camera": pair.camera},
-        "task_switcher": {"forward_task": pair.forward, "forward_instruction": pair.forward_instruction,
-                          "backward_task": pair.backward, "backward_instruction": pair.backward_instruction,
-                          "max_episode_steps": fwd, "backward_max_episode_steps": bwd},
+        "task_switcher": {
+            "forward_task": pair.forward,
+            "forward_instruction": pair.forward_instruction,
+            "backward_task": pair.backward,
+            "backward_instruction": pair.backward_instruction,
+            "max_episode_steps": fwd,
+            "backward_max_episode_steps": bwd,
+        },
         "reward": {"paired_instructions": list(pair.instructions)},
     }
     derived = {"pair": pair.as_dict(), "time_limits": [fwd, bwd], "time_limits_from": source}
@@ -280,15 +387,18 @@ def check_pair_of_inputs(pair, a: dict) -> None:
     before anything starts (ValueError naming both)."""
     from robofume_ros.data.dataset import dataset_pair
     from robofume_ros.sim import tasks
+
     for d in _convert(a["offline_dataset"], list) if a.get("offline_dataset") else []:
         dp = dataset_pair(d) if Path(d).is_dir() else None
         if dp and tasks.get_pair(dp).name != pair.name:
-            raise ValueError(f"offline_dataset {d} was generated for pair {tasks.get_pair(dp).name!r}, "
-                             f"not for world {pair.name!r}")
+            raise ValueError(
+                f"offline_dataset {d} was generated for pair {tasks.get_pair(dp).name!r}, not for world {pair.name!r}"
+            )
     ck = a.get("policy_checkpoint")
     if ck and Path(ck).is_file():
         from robofume_ros.rl import checkpoint
         from robofume_ros.rl.policy import checkpoint_pair
+
         cp = checkpoint_pair(checkpoint.load_checkpoint(ck))
         if cp and cp != pair.name:
             raise ValueError(f"policy_checkpoint {ck} was trained on pair {cp!r}, not on world {pair.name!r}")
@@ -300,10 +410,15 @@ def describe(graph: str, args: Optional[dict] = None) -> dict:
     <run_dir>/graph.yaml of every run)."""
     a = resolve_args(args)
     from robofume_ros import recipe
+
     specs = nodes(graph, a)
-    return {"graph": graph, "arguments": a, "task": task_parameters(a)[1],
-            "recipe": {"files": [str(f) for f in recipe.files(a["recipe"])]},
-            "nodes": [{**s.as_dict(), "resolved": resolved_parameters(s)} for s in specs]}
+    return {
+        "graph": graph,
+        "arguments": a,
+        "task": task_parameters(a)[1],
+        "recipe": {"files": [str(f) for f in recipe.files(a["recipe"])]},
+        "nodes": [{**s.as_dict(), "resolved": resolved_parameters(s)} for s in specs],
+    }
 
 
 def resolved_parameters(spec: NodeSpec) -> dict:
@@ -311,6 +426,7 @@ def resolved_parameters(spec: NodeSpec) -> dict:
     applies them (each file's `/**` section, then the node's own; overrides last). Parameters
     nothing sets keep the node's defaults (`robofume params <node>`)."""
     import yaml
+
     out: dict = {}
     for f in spec.params_files:
         data = yaml.safe_load(Path(f).read_text()) or {}
@@ -335,6 +451,7 @@ def node_command(spec: NodeSpec, python: str, extra_params_file: Optional[str] =
 def overrides_yaml(spec: NodeSpec) -> str:
     """The launch-argument overrides of one node as a ROS params file."""
     import yaml
+
     return yaml.safe_dump({spec.name: {"ros__parameters": dict(spec.parameters)}}, sort_keys=True)
 
 

@@ -3,6 +3,7 @@
 Only imported by `ros2 launch` on a ROS 2 distro; `launch` and `launch_ros` are not needed anywhere
 else. Every launch argument of graph.ARGUMENTS is declared with its default and description.
 """
+
 from __future__ import annotations
 
 from robofume_ros import graph
@@ -17,9 +18,17 @@ def launch_nodes(graph_name: str, context):
     actions = []
     for spec in graph.nodes(graph_name, args):
         parameters = list(spec.params_files) + ([dict(spec.parameters)] if spec.parameters else [])
-        actions.append(Node(package="robofume_ros", executable=spec.executable, name=spec.name,
-                            parameters=parameters, remappings=list(spec.remappings), output="screen",
-                            respawn=spec.respawn))
+        actions.append(
+            Node(
+                package="robofume_ros",
+                executable=spec.executable,
+                name=spec.name,
+                parameters=parameters,
+                remappings=list(spec.remappings),
+                output="screen",
+                respawn=spec.respawn,
+            )
+        )
     return actions
 
 
@@ -28,6 +37,6 @@ def generate_for(graph_name: str):
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
 
     return LaunchDescription(
-        [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
-         for a in graph.ARGUMENTS]
-        + [OpaqueFunction(function=lambda context: launch_nodes(graph_name, context))])
+        [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description) for a in graph.ARGUMENTS]
+        + [OpaqueFunction(function=lambda context: launch_nodes(graph_name, context))]
+    )

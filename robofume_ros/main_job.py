@@ -19,6 +19,7 @@ Every setting comes from the recipe (config/recipes/default.yaml: the nodes' tun
 `main` section's sizes) and the task pair (robofume_ros/sim/tasks.py, `robofume tasks`); the
 main job itself passes only the pair, paths, budget and seed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,7 @@ def log(msg: str) -> None:
     print(f"[main {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-TIMINGS = "stage_seconds.json"     # seconds per stage and evaluation, kept across resumed invocations
+TIMINGS = "stage_seconds.json"  # seconds per stage and evaluation, kept across resumed invocations
 
 
 def stage(name: str, done: Path, fn, *args, timings: Path | None = None) -> None:
@@ -68,15 +69,24 @@ def record_seconds(timings: Path, name: str, seconds: float) -> None:
 def finetune_args(out: Path, pair: str, recipe_spec: str, budget: int, seed: int) -> dict:
     """The fine-tuning graph's launch arguments: system switches only (the tuning is the recipe's)."""
     run_dir = out / "finetune"
-    return {"world": pair, "recipe": recipe_spec, "policy_checkpoint": str(out / "pretrain" / "checkpoint.pt"),
-            "reward_model": str(out / "reward"), "offline_dataset": str(out / "data"), "budget_steps": str(budget),
-            "run_dir": str(run_dir), "bag_dir": str(run_dir / "bags"), "seed": str(seed)}
+    return {
+        "world": pair,
+        "recipe": recipe_spec,
+        "policy_checkpoint": str(out / "pretrain" / "checkpoint.pt"),
+        "reward_model": str(out / "reward"),
+        "offline_dataset": str(out / "data"),
+        "budget_steps": str(budget),
+        "run_dir": str(run_dir),
+        "bag_dir": str(run_dir / "bags"),
+        "seed": str(seed),
+    }
 
 
 def run_finetune(out: Path, args: dict) -> int:
     """Reset-free fine-tuning as the ROS graph, at the configured 10 Hz wall-clock control rate as on
     a robot (the learner trains asynchronously)."""
     from robofume_ros import runner
+
     run_dir = out / "finetune"
     status_file = run_dir / "learner" / "status.json"
     last = [0.0]
@@ -91,9 +101,11 @@ def run_finetune(out: Path, args: dict) -> int:
         if elapsed - last[0] >= 15 or s.get("done"):
             last[0] = elapsed
             succ = ", ".join(f"{t} {v[0]}/{v[1]}" for t, v in sorted(s.get("successes", {}).items())) or "none yet"
-            log(f"finetune: {s['env_steps']}/{s['budget_steps']} env steps ({s['env_steps_per_s']:.1f}/s), "
+            log(
+                f"finetune: {s['env_steps']}/{s['budget_steps']} env steps ({s['env_steps_per_s']:.1f}/s), "
                 f"{s['updates']} updates ({s['updates_per_s']:.1f}/s), {s['episodes']} episodes; "
-                f"reward-judged successes {succ}")
+                f"reward-judged successes {succ}"
+            )
         if s.get("error"):
             log(f"finetune: learner error: {s['error']}")
         return not s.get("done")
@@ -109,54 +121,81 @@ def run_finetune(out: Path, args: dict) -> int:
 def evaluate(name: str, ckpt: Path, out: Path, settings: dict, scene_seed: int, video: bool = False) -> dict:
     from robofume_ros.evaluation import evaluate_policy
     from robofume_ros.rl.policy import Policy
+
     res_file = out / "eval" / f"{name}.json"
     if res_file.exists():
         return json.loads(res_file.read_text())
     policy = Policy.load(ckpt)
     # in the robot's workspace (the scene of its demos and of fine-tuning), from reset-free starts,
     # each direction with its online time limit
-    res, frames = evaluate_policy(policy, pair=settings["pair_spec"], trials=settings["main"]["eval_trials"],
-                                  max_steps=tuple(settings["time_limits"]), scene_seed=scene_seed,
-                                  start_jitter=settings["home_jitter"], progress=True, record_first=video)
+    res, frames = evaluate_policy(
+        policy,
+        pair=settings["pair_spec"],
+        trials=settings["main"]["eval_trials"],
+        max_steps=tuple(settings["time_limits"]),
+        scene_seed=scene_seed,
+        start_jitter=settings["home_jitter"],
+        progress=True,
+        record_first=video,
+    )
     d = res.as_dict()
     res_file.parent.mkdir(parents=True, exist_ok=True)
     res_file.write_text(json.dumps(d, indent=1))
     record_seconds(out / TIMINGS, f"evaluate {name}", d["seconds"])
     if video and frames:
         import imageio.v2 as imageio
+
         imageio.mimsave(out / "eval" / f"{name}_forward.gif", frames[::2], duration=0.1)
-    log(f"evaluate {name} ({settings['pair']}): forward {d['forward_success']:.0%}, backward {d['backward_success']:.0%} "
-        f"({settings['main']['eval_trials']} trials each, {d['seconds']:.0f} s)")
+    log(
+        f"evaluate {name} ({settings['pair']}): forward {d['forward_success']:.0%}, backward {d['backward_success']:.0%} "
+        f"({settings['main']['eval_trials']} trials each, {d['seconds']:.0f} s)"
+    )
     return d
 
 
 def main(argv=None) -> int:
     from robofume_ros import recipe as recipes
     from robofume_ros.sim import tasks
-    ap = argparse.ArgumentParser(prog="robofume main", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pair", default=tasks.DEFAULT_PAIR,
-                    help=f"task pair ({', '.join(tasks.PAIRS)}; `robofume tasks`) or a simulated task file (.yaml)")
-    ap.add_argument("--out", default=None, help="output folder (default runs/main_<pair>[_quick]; stages already there are skipped)")
-    ap.add_argument("--recipe", default=recipes.DEFAULT, help="recipe: a name in config/recipes/ or a .yaml variant "
-                    "layered on the default one")
-    ap.add_argument("--quick", action="store_true", help="toy sizes (the quick recipe): the whole pipeline in a few minutes")
-    ap.add_argument("--budget", type=int, default=None, help="online environment steps (default: the recipe's budget_steps)")
+
+    ap = argparse.ArgumentParser(
+        prog="robofume main", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--pair",
+        default=tasks.DEFAULT_PAIR,
+        help=f"task pair ({', '.join(tasks.PAIRS)}; `robofume tasks`) or a simulated task file (.yaml)",
+    )
+    ap.add_argument(
+        "--out", default=None, help="output folder (default runs/main_<pair>[_quick]; stages already there are skipped)"
+    )
+    ap.add_argument(
+        "--recipe",
+        default=recipes.DEFAULT,
+        help="recipe: a name in config/recipes/ or a .yaml variant layered on the default one",
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="toy sizes (the quick recipe): the whole pipeline in a few minutes"
+    )
+    ap.add_argument(
+        "--budget", type=int, default=None, help="online environment steps (default: the recipe's budget_steps)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fresh", action="store_true", help="delete --out first")
     ns = ap.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:   # every bad name is an error before anything runs
+    try:  # every bad name is an error before anything runs
         pair = tasks.get_pair(ns.pair)
         if not pair.simulated:
             raise ValueError(f"{ns.pair}: a real robot's task (simulated: false); the main job needs a simulated pair")
-        recipe_spec = ",".join(([] if ns.recipe == recipes.DEFAULT else [ns.recipe]) + (["quick"] if ns.quick else [])) \
+        recipe_spec = (
+            ",".join(([] if ns.recipe == recipes.DEFAULT else [ns.recipe]) + (["quick"] if ns.quick else []))
             or recipes.DEFAULT
+        )
         mp = recipes.main_params(recipe_spec)
         values = recipes.load(recipe_spec)
     except (KeyError, ValueError) as e:
-        raise SystemExit(f"[main] {e.args[0] if e.args else e}")
+        raise SystemExit(f"[main] {e.args[0] if e.args else e}") from None
     out = Path(ns.out or f"runs/main_{pair.name}" + ("_quick" if ns.quick else ""))
     if ns.fresh and out.exists():
         shutil.rmtree(out)
@@ -167,63 +206,117 @@ def main(argv=None) -> int:
     _check_same_pair(out, pair.name)
 
     from robofume_ros.data import generate
+
     gen_argv = ["-o", str(data), "--seed", str(ns.seed), "--pair", ns.pair]
     gen_argv += ["--quick"] if mp.demos == 0 else ["--demos", str(mp.demos)]
     stage("data", data / "generate.json", generate.main, gen_argv, timings=timings)
 
     from robofume_ros import graph
+
     ft_args = finetune_args(out, ns.pair, recipe_spec, budget, ns.seed)
     derived = graph.task_parameters(graph.resolve_args(ft_args))[1]
-    settings = {"pair": pair.name, "pair_spec": ns.pair, "seed": ns.seed, "recipe": [str(f) for f in recipes.files(recipe_spec)],
-                "main": asdict(mp), "budget_steps": budget, "time_limits": derived["time_limits"],
-                "time_limits_from": derived["time_limits_from"],
-                "success_frames": values.get("task_switcher", {}).get("success_frames"),
-                "home_jitter": values.get("sim", {}).get("home_jitter_m")}
+    settings = {
+        "pair": pair.name,
+        "pair_spec": ns.pair,
+        "seed": ns.seed,
+        "recipe": [str(f) for f in recipes.files(recipe_spec)],
+        "main": asdict(mp),
+        "budget_steps": budget,
+        "time_limits": derived["time_limits"],
+        "time_limits_from": derived["time_limits_from"],
+        "success_frames": values.get("task_switcher", {}).get("success_frames"),
+        "home_jitter": values.get("sim", {}).get("home_jitter_m"),
+    }
     (out / "settings.json").write_text(json.dumps(settings, indent=1))
-    log(f"pair {pair.name} ({pair.forward} / {pair.backward}); recipe {', '.join(settings['recipe'])}; "
+    log(
+        f"pair {pair.name} ({pair.forward} / {pair.backward}); recipe {', '.join(settings['recipe'])}; "
         f"time limits forward {settings['time_limits'][0]}, backward {settings['time_limits'][1]} "
-        f"({settings['time_limits_from']}); budget {budget} online steps")
+        f"({settings['time_limits_from']}); budget {budget} online steps"
+    )
 
     def features():
         from robofume_ros.data.dataset import write_features
         from robofume_ros.rl.features import FrozenImageEncoder
+
         write_features(data, FrozenImageEncoder(), FEATURE_ENCODER)
         (out / "features.done").write_text("ok\n")
+
     stage("features", out / "features.done", features, timings=timings)
 
     from robofume_ros.reward import train as reward_train
+
     reward_dir = out / "reward"
-    stage("reward", reward_dir / "reward_model.json", reward_train.main,
-          ["--data", str(data), "--out", str(reward_dir), "--epochs", str(mp.reward_epochs), "--seed", str(ns.seed),
-           "--max-fpr", str(mp.reward_max_fpr), "--reverse-k", str(mp.reward_reverse_k),
-           "--pair-negatives", str(mp.reward_pair_negatives)], timings=timings)
+    stage(
+        "reward",
+        reward_dir / "reward_model.json",
+        reward_train.main,
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(reward_dir),
+            "--epochs",
+            str(mp.reward_epochs),
+            "--seed",
+            str(ns.seed),
+            "--max-fpr",
+            str(mp.reward_max_fpr),
+            "--reverse-k",
+            str(mp.reward_reverse_k),
+            "--pair-negatives",
+            str(mp.reward_pair_negatives),
+        ],
+        timings=timings,
+    )
 
     from robofume_ros.rl import pretrain
     from robofume_ros.rl.learner import BC_ONLY_SUCCESSFUL
+
     # the actor's BC term on successful episodes only, in pre-training as online (the recipe's learner value)
     bc_successful = bool(values.get("learner", {}).get("bc_only_successful", False))
     pre = out / "pretrain"
     calql_set = [f"{BC_ONLY_SUCCESSFUL['calql']}=True"] if bc_successful else []
-    stage("pretrain", pre / "DONE",
-          lambda: _pretrain(pretrain, data, pre, "calql", mp.pretrain_steps, ns.seed, calql_set), timings=timings)
+    stage(
+        "pretrain",
+        pre / "DONE",
+        lambda: _pretrain(pretrain, data, pre, "calql", mp.pretrain_steps, ns.seed, calql_set),
+        timings=timings,
+    )
 
     stage("finetune", out / "finetune" / "DONE", run_finetune, out, ft_args, timings=timings)
 
     retrain = out / "retrain"
-    retrain_set = ([f"{BC_ONLY_SUCCESSFUL[mp.retrain_algo]}=True"]
-                   if bc_successful and mp.retrain_algo in BC_ONLY_SUCCESSFUL else [])
-    stage("retrain (OOO)", retrain / "DONE",
-          lambda: _pretrain(pretrain, [data, out / "finetune" / "learner" / "online"], retrain, mp.retrain_algo,
-                            mp.retrain_steps, ns.seed, retrain_set), timings=timings)
+    retrain_set = (
+        [f"{BC_ONLY_SUCCESSFUL[mp.retrain_algo]}=True"]
+        if bc_successful and mp.retrain_algo in BC_ONLY_SUCCESSFUL
+        else []
+    )
+    stage(
+        "retrain (OOO)",
+        retrain / "DONE",
+        lambda: _pretrain(
+            pretrain,
+            [data, out / "finetune" / "learner" / "online"],
+            retrain,
+            mp.retrain_algo,
+            mp.retrain_steps,
+            ns.seed,
+            retrain_set,
+        ),
+        timings=timings,
+    )
 
     results = {
         "pre-trained (Cal-QL offline)": evaluate("pretrained", pre / "checkpoint.pt", out, settings, ns.seed),
-        "fine-tuned (Cal-QL online, reset-free)": evaluate("finetuned", out / "finetune" / "learner" / "policy_latest.pt",
-                                                           out, settings, ns.seed),
-        f"OOO retrained ({ALGO_NAMES.get(mp.retrain_algo, mp.retrain_algo)} offline on all data)":
-            evaluate("retrained", retrain / "checkpoint.pt", out, settings, ns.seed, video=True),
+        "fine-tuned (Cal-QL online, reset-free)": evaluate(
+            "finetuned", out / "finetune" / "learner" / "policy_latest.pt", out, settings, ns.seed
+        ),
+        f"OOO retrained ({ALGO_NAMES.get(mp.retrain_algo, mp.retrain_algo)} offline on all data)": evaluate(
+            "retrained", retrain / "checkpoint.pt", out, settings, ns.seed, video=True
+        ),
     }
     from robofume_ros.report import write_report
+
     report = write_report(out, results, settings, json.loads(timings.read_text()) if timings.exists() else {})
     log(f"report: {report}")
     for name, r in results.items():
@@ -234,8 +327,10 @@ def main(argv=None) -> int:
 def _check_same_pair(out: Path, pair: str) -> None:
     """An output folder holds one pair's run: resuming it with another pair is an error."""
     from robofume_ros.data.dataset import dataset_pair
+
     if (out / "data" / "generate.json").exists():
         from robofume_ros.sim.tasks import get_pair
+
         have = get_pair(dataset_pair(out / "data")).name
         if have != pair:
             raise SystemExit(f"[main] {out} holds a run of pair {have!r}, not {pair!r}: use another --out or --fresh")
@@ -243,8 +338,19 @@ def _check_same_pair(out: Path, pair: str) -> None:
 
 def _pretrain(pretrain, data, out: Path, algo: str, steps: int, seed: int, overrides=()) -> int:
     datas = data if isinstance(data, list) else [data]
-    argv = ["--out", str(out), "--algo", algo, "--obs-mode", "features", "--steps", str(steps), "--seed", str(seed),
-            "--bf16"] + [a for kv in overrides for a in ("--set", kv)]
+    argv = [
+        "--out",
+        str(out),
+        "--algo",
+        algo,
+        "--obs-mode",
+        "features",
+        "--steps",
+        str(steps),
+        "--seed",
+        str(seed),
+        "--bf16",
+    ] + [a for kv in overrides for a in ("--set", kv)]
     for d in datas:
         argv += ["--data", str(d)]
     rc = pretrain.main(argv)

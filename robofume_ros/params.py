@@ -5,6 +5,7 @@ Params)` declares each as a ROS parameter (with its description, so `ros2 param 
 and returns a filled instance. The same dataclasses feed the runner's `--help` and the test that
 checks config/*.yaml only sets parameters that exist.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,6 +41,7 @@ def declare(node, params_cls: Type[T]) -> T:
         if isinstance(default, list) and not default:
             # an empty list has no type for rclpy to infer: declare it as a string array
             from rclpy.parameter import Parameter
+
             p = node.declare_parameter(name, Parameter.Type.STRING_ARRAY, desc)
             val = p.value if p.value is not None else []
         else:

@@ -8,6 +8,7 @@ my.yaml), so a variant file holds only what differs. The launch files, `robofume
 ordinary parameters, and the `main` section (not a node) sizes the main job's offline stages.
 No rclpy here: the core and the CLI read recipes too.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,6 +29,7 @@ class RecipeError(ValueError):
 
 def recipes_dir() -> Path:
     from robofume_ros.graph import package_share
+
     return package_share() / "config" / "recipes"
 
 

@@ -1,4 +1,5 @@
 """The main job's report: success table, learning curve, reward trace, episode video (pure Python)."""
+
 from __future__ import annotations
 
 import csv
@@ -10,9 +11,11 @@ import numpy as np
 
 def _fig(w=7, h=4):
     import matplotlib
+
     matplotlib.use("Agg", force=False)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
     fig = Figure(figsize=(w, h))
     FigureCanvasAgg(fig)
     return fig
@@ -25,6 +28,7 @@ def online_stream(bags: list) -> dict:
     for evaluation: the learner never sees it."""
     from robofume_ros.data.bags import read_messages
     from robofume_ros.ros.convert import stamp_key
+
     msgs = read_messages(bags, topics=["/observation", "/reward", "/eval/ground_truth"])
     gt, obs, rewards = {}, [], []
     for topic, _t, m, _s in msgs:
@@ -33,8 +37,15 @@ def online_stream(bags: list) -> dict:
         elif topic == "/observation":
             obs.append((stamp_key(m.header.stamp), int(m.episode_index), m.task))
         else:
-            rewards.append((stamp_key(m.header.stamp), int(m.episode_index), float(m.probability), bool(m.success),
-                            float(m.threshold)))
+            rewards.append(
+                (
+                    stamp_key(m.header.stamp),
+                    int(m.episode_index),
+                    float(m.probability),
+                    bool(m.success),
+                    float(m.threshold),
+                )
+            )
     task_of = {s: (e, t) for s, e, t in obs}
     episodes: dict = {}
     for s, e, t in sorted(obs):
@@ -50,8 +61,16 @@ def online_stream(bags: list) -> dict:
     frames = []
     for s, e, p, ok, thr in sorted(rewards):
         if s in task_of:
-            frames.append({"episode": e, "task": task_of[s][1], "probability": p, "success": ok, "threshold": thr,
-                           "gt": gt.get((s, task_of[s][1]))})
+            frames.append(
+                {
+                    "episode": e,
+                    "task": task_of[s][1],
+                    "probability": p,
+                    "success": ok,
+                    "threshold": thr,
+                    "gt": gt.get((s, task_of[s][1])),
+                }
+            )
     return {"episodes": [episodes[e] for e in sorted(episodes)], "frames": frames}
 
 
@@ -65,11 +84,14 @@ def learning_curve(stream: dict, png: Path, window: int = 5) -> dict:
     for task in sorted({e["task"] for e in eps}):
         mine = [e for e in eps if e["task"] == task]
         gt = np.array([e["gt_success"] for e in mine], float)
-        roll = [gt[max(0, i - window + 1): i + 1].mean() for i in range(len(gt))]
+        roll = [gt[max(0, i - window + 1) : i + 1].mean() for i in range(len(gt))]
         ax.plot([e["end_step"] for e in mine], roll, marker="o", ms=3, label=f"{task} (ground truth, rolling {window})")
-        out[task] = {"episodes": len(gt), "successes": int(gt.sum()),
-                     "success_first_half": float(gt[: len(gt) // 2].mean()) if len(gt) > 1 else None,
-                     "success_second_half": float(gt[len(gt) // 2:].mean())}
+        out[task] = {
+            "episodes": len(gt),
+            "successes": int(gt.sum()),
+            "success_first_half": float(gt[: len(gt) // 2].mean()) if len(gt) > 1 else None,
+            "success_second_half": float(gt[len(gt) // 2 :].mean()),
+        }
     ax.set_xlabel("online environment steps")
     ax.set_ylabel("episode success rate")
     ax.set_ylim(-0.05, 1.05)
@@ -86,6 +108,7 @@ def reward_trace(stream: dict, png: Path, last: int = 6, success_frames: int = 3
     task, what its debounced verdict (`success_frames` in a row at the recorded threshold) did to the
     episodes: recognised / premature / missed successes (reward.online_recall)."""
     from robofume_ros.reward.online_recall import by_task, verdict_counts
+
     frames = [f for f in stream["frames"] if f["gt"] is not None]
     fig = _fig(9, 3.5)
     ax = fig.add_subplot(1, 1, 1)
@@ -115,8 +138,11 @@ def reward_trace(stream: dict, png: Path, last: int = 6, success_frames: int = 3
         first = {}
         for f in mine:
             first.setdefault(f["episode"], f["gt"])
-        out["per_task"][task] = {**_verdict_rates(mine), "episodes": len(first),
-                                 "episodes_starting_done": int(sum(first.values()))}
+        out["per_task"][task] = {
+            **_verdict_rates(mine),
+            "episodes": len(first),
+            "episodes_starting_done": int(sum(first.values())),
+        }
     thresholds = [f["threshold"] for f in frames if f.get("threshold") is not None]
     if thresholds:
         out["threshold"] = float(np.median(thresholds))
@@ -135,8 +161,12 @@ def _verdict_rates(frames: list) -> dict:
     neg = [f for f in frames if not f["gt"]]
     fn = sum(not f["success"] for f in pos)
     fp = sum(f["success"] for f in neg)
-    return {"frames": len(frames), "positives": len(pos), "fn_rate": fn / len(pos) if pos else None,
-            "fp_rate": fp / len(neg) if neg else None}
+    return {
+        "frames": len(frames),
+        "positives": len(pos),
+        "fn_rate": fn / len(pos) if pos else None,
+        "fp_rate": fp / len(neg) if neg else None,
+    }
 
 
 def success_bars(results: dict, png: Path) -> None:
@@ -180,56 +210,92 @@ def write_report(run: Path, results: dict, settings: dict, seconds: dict) -> Pat
     invocations included)."""
     run = Path(run)
     from robofume_ros.data.dataset import load_episodes
+
     online = run / "finetune" / "learner" / "online"
     eps = load_episodes(online) if online.exists() else []
     bags = sorted((run / "finetune" / "bags").glob("*")) if (run / "finetune" / "bags").exists() else []
     stream = online_stream(bags) if bags else {"episodes": [], "frames": []}
     curve = learning_curve(stream, run / "learning_curve.png") if stream["episodes"] else {}
-    trace = reward_trace(stream, run / "reward_trace.png", success_frames=settings.get("success_frames", 3)) \
-        if stream["frames"] else {}
+    trace = (
+        reward_trace(stream, run / "reward_trace.png", success_frames=settings.get("success_frames", 3))
+        if stream["frames"]
+        else {}
+    )
     success_bars(results, run / "success.png")
     has_q = q_curve(run / "finetune" / "learner" / "metrics.csv", run / "q_online.png")
     video = None
     if eps:
         from robofume_ros.data.inspect import write_video
+
         fwd = [i for i, e in enumerate(eps) if e.success]
         write_video(run / "online_episode.gif", eps, fps=10, scale=2, indices=(fwd[-1:] or [len(eps) - 1]))
         video = "online_episode.gif"
     pair = settings.get("pair", "?")
-    lines = [f"# RoboFuME on the simulated {pair} pair", "",
-             f"Wall time {sum(seconds.values()) / 60:.1f} min of pipeline on this machine ("
-             + ", ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items()) + " min). Settings (`settings.json`; "
-             f"the fine-tuning graph as it ran: `finetune/graph.yaml`): `{json.dumps(settings)}`", "",
-             "| policy | forward success | backward success |", "|---|---|---|"]
+    lines = [
+        f"# RoboFuME on the simulated {pair} pair",
+        "",
+        f"Wall time {sum(seconds.values()) / 60:.1f} min of pipeline on this machine ("
+        + ", ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items())
+        + " min). Settings (`settings.json`; "
+        f"the fine-tuning graph as it ran: `finetune/graph.yaml`): `{json.dumps(settings)}`",
+        "",
+        "| policy | forward success | backward success |",
+        "|---|---|---|",
+    ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['forward_success']:.0%} ({len(r['forward_trials'])} trials) | "
-                     f"{r['backward_success']:.0%} ({len(r['backward_trials'])} trials) |")
+        lines.append(
+            f"| {name} | {r['forward_success']:.0%} ({len(r['forward_trials'])} trials) | "
+            f"{r['backward_success']:.0%} ({len(r['backward_trials'])} trials) |"
+        )
     setting = next((r.get("setting") for r in results.values() if r.get("setting")), None)
     if setting:
-        where = (f"in the robot's workspace scene (placement seed {setting['scene_seed']}, the scene of the demos and "
-                 f"of fine-tuning), each trial from a reset-free start with the arm homed +- "
-                 f"{setting['start_jitter'] * 100:.0f} cm" if setting.get("scene_seed") is not None
-                 else "in freshly placed scenes")
-        lines += ["", f"Ground truth from the simulator, {'deterministic' if setting.get('deterministic') else 'stochastic'} "
-                  f"actions, {setting['max_steps']} steps per trial, {where}."]
+        where = (
+            f"in the robot's workspace scene (placement seed {setting['scene_seed']}, the scene of the demos and "
+            f"of fine-tuning), each trial from a reset-free start with the arm homed +- "
+            f"{setting['start_jitter'] * 100:.0f} cm"
+            if setting.get("scene_seed") is not None
+            else "in freshly placed scenes"
+        )
+        lines += [
+            "",
+            f"Ground truth from the simulator, {'deterministic' if setting.get('deterministic') else 'stochastic'} "
+            f"actions, {setting['max_steps']} steps per trial, {where}.",
+        ]
     lines += ["", "![success](success.png)", ""]
     if eps:
-        lines += [f"Online: {len(stream['episodes'])} reset-free episodes, "
-                  f"{sum(e['steps'] for e in stream['episodes'])} observations; {len(eps)} episodes "
-                  f"({sum(len(e) for e in eps)} transitions) in the learner's online dataset.", ""]
+        lines += [
+            f"Online: {len(stream['episodes'])} reset-free episodes, "
+            f"{sum(e['steps'] for e in stream['episodes'])} observations; {len(eps)} episodes "
+            f"({sum(len(e) for e in eps)} transitions) in the learner's online dataset.",
+            "",
+        ]
     if curve:
-        lines += [f"Learning curve per task (ground truth): `{json.dumps(curve)}`", "", "![learning curve](learning_curve.png)", ""]
+        lines += [
+            f"Learning curve per task (ground truth): `{json.dumps(curve)}`",
+            "",
+            "![learning curve](learning_curve.png)",
+            "",
+        ]
     if trace:
-        lines += [f"Reward during fine-tuning vs ground truth (frames scored by the reward node): "
-                  f"`{json.dumps(trace)}`", ""]
+        lines += [
+            f"Reward during fine-tuning vs ground truth (frames scored by the reward node): `{json.dumps(trace)}`",
+            "",
+        ]
         if trace.get("threshold") is not None:
-            lines += [f"The reward's debounced verdict ({trace['success_frames']} frames in a row at or above "
-                      f"{trace['threshold']:.3f}) on the online episodes, against the simulator (on time: at most "
-                      f"2 frames before its flag; `experiments/reward_online_recall.py --run {run}` for other "
-                      f"thresholds): " + "; ".join(
-                          f"{task} {v['verdicts']['recognised']} successes recognised, {v['verdicts']['premature']} "
-                          f"premature, {v['verdicts']['missed']} missed"
-                          for task, v in trace["per_task"].items() if "verdicts" in v) + ".", ""]
+            lines += [
+                f"The reward's debounced verdict ({trace['success_frames']} frames in a row at or above "
+                f"{trace['threshold']:.3f}) on the online episodes, against the simulator (on time: at most "
+                f"2 frames before its flag; `experiments/reward_online_recall.py --run {run}` for other "
+                f"thresholds): "
+                + "; ".join(
+                    f"{task} {v['verdicts']['recognised']} successes recognised, {v['verdicts']['premature']} "
+                    f"premature, {v['verdicts']['missed']} missed"
+                    for task, v in trace["per_task"].items()
+                    if "verdicts" in v
+                )
+                + ".",
+                "",
+            ]
         lines += ["![reward trace](reward_trace.png)", ""]
     if has_q:
         lines += ["![Q vs MC](q_online.png)", ""]
@@ -239,6 +305,58 @@ def write_report(run: Path, results: dict, settings: dict, seconds: dict) -> Pat
         lines += ["The retrained policy's first forward evaluation trial: ![eval](eval/retrained_forward.gif)", ""]
     path = run / "report.md"
     path.write_text("\n".join(lines) + "\n")
-    (run / "results.json").write_text(json.dumps({"results": results, "learning_curve": curve, "reward": trace,
-                                                  "stage_seconds": seconds}, indent=1))
+    (run / "results.json").write_text(
+        json.dumps({"results": results, "learning_curve": curve, "reward": trace, "stage_seconds": seconds}, indent=1)
+    )
     return path
+
+
+def runs_table(runs: list) -> str:
+    """One markdown row per finished main-job run folder: pair, seed, pre-trained / fine-tuned / OOO
+    success (forward / backward), the online episodes the simulator counted successful and those
+    the reward recognised, wall time (`robofume report RUN ...`)."""
+    rows = [
+        "| pair | seed | pre-trained fwd / bwd | fine-tuned | OOO retrained | online successes fwd / bwd "
+        "(simulator) | recognised by the reward | premature ends | wall time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in map(Path, runs):
+        try:
+            res = json.loads((run / "results.json").read_text())
+            settings = json.loads((run / "settings.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{run}: not a finished main-job run ({e})") from e
+        pair = settings["pair"]
+        from robofume_ros.sim.tasks import get_pair
+
+        fwd, bwd = get_pair(settings.get("pair_spec", pair)).tasks
+        pol = list(res["results"].values())
+        cell = lambda r: f"{r['forward_success']:.0%} / {r['backward_success']:.0%}"
+        curve = res.get("learning_curve", {})
+        online = " / ".join(
+            f"{curve.get(t, {}).get('successes', 0)} of {curve.get(t, {}).get('episodes', 0)}" for t in (fwd, bwd)
+        )
+        verdicts = {t: (res.get("reward", {}).get("per_task", {}).get(t, {}).get("verdicts") or {}) for t in (fwd, bwd)}
+        recognised = " / ".join(str(verdicts[t].get("recognised", 0)) for t in (fwd, bwd))
+        premature = " / ".join(str(verdicts[t].get("premature", 0)) for t in (fwd, bwd))
+        minutes = sum(res.get("stage_seconds", {}).values()) / 60
+        rows.append(
+            f"| {pair} | {settings.get('seed', 0)} | {cell(pol[0])} | {cell(pol[1])} | {cell(pol[2])} | {online} | "
+            f"{recognised} | {premature} | {minutes:.0f} min |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    """`robofume report RUN [RUN ...]`: the results of finished main-job runs as one markdown table."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="robofume report", description=main.__doc__)
+    ap.add_argument("runs", nargs="+", help="main-job output folders (runs/main_<pair>)")
+    ns = ap.parse_args(argv)
+    try:
+        print(runs_table(ns.runs))
+    except ValueError as e:
+        print(f"robofume report: {e}")
+        return 2
+    return 0

@@ -6,6 +6,7 @@ its exit code or signal and the last lines of its log; a `respawn` node is resta
 required node stops the whole graph. Shutdown is SIGINT, then SIGTERM, then SIGKILL. Children get
 SIGTERM from the kernel if the runner itself dies (PR_SET_PDEATHSIG), so nothing is orphaned.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -62,8 +63,10 @@ class Death:
     respawned: bool
 
     def message(self) -> str:
-        msg = (f"node '{self.node}' ({self.executable}) died: {describe_exit(self.code)}"
-               f"{'; respawning' if self.respawned else ''}; log: {self.log}")
+        msg = (
+            f"node '{self.node}' ({self.executable}) died: {describe_exit(self.code)}"
+            f"{'; respawning' if self.respawned else ''}; log: {self.log}"
+        )
         t = tail(self.log)
         return msg + ("\n  last log lines:\n    " + t.replace("\n", "\n    ") if t else "")
 
@@ -96,8 +99,14 @@ class GraphRunner:
     def _spawn(self, np_: NodeProcess) -> None:
         logf = open(np_.log, "ab", buffering=0)
         try:
-            np_.proc = subprocess.Popen(self.command(np_.spec), stdout=logf, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=self.env, preexec_fn=_die_with_parent)
+            np_.proc = subprocess.Popen(
+                self.command(np_.spec),
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                preexec_fn=_die_with_parent,
+            )
         finally:
             logf.close()
         np_.exit_code = None
@@ -132,15 +141,18 @@ class GraphRunner:
     def fatal(self, deaths: list[Death]) -> list[Death]:
         """Deaths that end the run: a required node that is not restarted, or a restarted node
         that used up its restarts (it keeps failing)."""
-        return [d for d in deaths if not d.respawned and (self.procs[d.node].spec.required or self.procs[d.node].spec.respawn)]
+        return [
+            d
+            for d in deaths
+            if not d.respawned and (self.procs[d.node].spec.required or self.procs[d.node].spec.respawn)
+        ]
 
     def running(self) -> list[str]:
         return [n for n, p in self.procs.items() if p.proc is not None and p.proc.poll() is None]
 
     def stop(self, sigint_timeout: float = 8.0, sigterm_timeout: float = 4.0) -> dict:
         """SIGINT everything, then SIGTERM what is left, then SIGKILL. Returns exit codes."""
-        for sig, timeout in ((signal.SIGINT, sigint_timeout), (signal.SIGTERM, sigterm_timeout),
-                             (signal.SIGKILL, 5.0)):
+        for sig, timeout in ((signal.SIGINT, sigint_timeout), (signal.SIGTERM, sigterm_timeout), (signal.SIGKILL, 5.0)):
             alive = [p for p in self.procs.values() if p.proc is not None and p.proc.poll() is None]
             if not alive:
                 break
@@ -169,19 +181,29 @@ def write_description(run_dir: Path, graph: str, args: dict, log=print) -> Path:
     """<run_dir>/graph.yaml: the resolved description of what runs (graph_mod.describe), so a result
     always says exactly what produced it; the task's derived values are printed too."""
     import yaml
+
     d = graph_mod.describe(graph, args)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "graph.yaml"
     path.write_text(yaml.safe_dump(d, sort_keys=False))
     t = d["task"]
-    log(f"[robofume] task pair {t['pair']['name']!r} ({t['pair']['forward']} / {t['pair']['backward']}); "
+    log(
+        f"[robofume] task pair {t['pair']['name']!r} ({t['pair']['forward']} / {t['pair']['backward']}); "
         f"time limits forward {t['time_limits'][0]}, backward {t['time_limits'][1]} steps, from {t['time_limits_from']}; "
-        f"recipe {', '.join(d['recipe']['files'])}; resolved graph: {path}")
+        f"recipe {', '.join(d['recipe']['files'])}; resolved graph: {path}"
+    )
     return path
 
 
-def run_graph(graph: str, args: dict, run_dir: Path, duration: Optional[float] = None,
-              domain_id: Optional[int] = None, log=print, on_tick=None) -> int:
+def run_graph(
+    graph: str,
+    args: dict,
+    run_dir: Path,
+    duration: Optional[float] = None,
+    domain_id: Optional[int] = None,
+    log=print,
+    on_tick=None,
+) -> int:
     """Start a graph, supervise it until `duration` passes, a required node dies, or Ctrl-C.
     Returns a process exit code (0 = clean)."""
     specs = graph_mod.nodes(graph, args)

@@ -5,6 +5,7 @@
     robofume topic hz /reward              # rate, min/max/std period over a sliding window
 Large arrays (image data) are summarised unless --full-arrays is given.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,9 @@ def _wait_for_type(node, topic: str, timeout: float, spin) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="robofume topic", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="robofume topic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="topics and types in the graph")
     for name in ("echo", "hz", "type"):
@@ -110,37 +112,45 @@ def main(argv=None) -> int:
         received = []
 
         if ns.cmd == "echo":
+
             def on_msg(msg):
                 received.append(1)
                 if ns.field:
                     value = msg
                     for part in ns.field.split("."):
                         value = getattr(value, part)
-                    print(to_yaml(value, 0, ns.full_arrays) if hasattr(value, "get_fields_and_field_types")
-                          else _fmt(value), flush=True)
+                    print(
+                        to_yaml(value, 0, ns.full_arrays)
+                        if hasattr(value, "get_fields_and_field_types")
+                        else _fmt(value),
+                        flush=True,
+                    )
                 else:
                     print(to_yaml(msg, 0, ns.full_arrays) + "\n---", flush=True)
+
             node.create_subscription(cls, ns.topic, on_msg, qos.for_topic(ns.topic))
             while rclpy.ok() and (ns.count <= 0 or len(received) < ns.count):
                 spin(0.1)
             return 0
 
-        arrivals = []   # hz
-        node.create_subscription(cls, ns.topic, lambda _m: arrivals.append(time.monotonic()),
-                                 qos.for_topic(ns.topic))
+        arrivals = []  # hz
+        node.create_subscription(cls, ns.topic, lambda _m: arrivals.append(time.monotonic()), qos.for_topic(ns.topic))
         t0 = last_print = time.monotonic()
         while rclpy.ok() and (ns.duration <= 0 or time.monotonic() - t0 < ns.duration):
             spin(0.05)
             if time.monotonic() - last_print >= 1.0:
                 last_print = time.monotonic()
-                window = arrivals[-(ns.window + 1):]
+                window = arrivals[-(ns.window + 1) :]
                 if len(window) < 3:
                     print("no new messages" if not arrivals else "waiting for more messages", flush=True)
                     continue
                 periods = [b - a for a, b in zip(window, window[1:])]
                 mean = statistics.fmean(periods)
-                print(f"average rate: {1.0 / mean:.3f}\n\tmin: {min(periods):.3f}s max: {max(periods):.3f}s "
-                      f"std dev: {statistics.pstdev(periods):.5f}s window: {len(window)}", flush=True)
+                print(
+                    f"average rate: {1.0 / mean:.3f}\n\tmin: {min(periods):.3f}s max: {max(periods):.3f}s "
+                    f"std dev: {statistics.pstdev(periods):.5f}s window: {len(window)}",
+                    flush=True,
+                )
         return 0
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0

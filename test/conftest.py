@@ -1,4 +1,5 @@
 """Test-wide settings: offline model loading, headless rendering, isolated ROS logs and discovery."""
+
 import os
 import tempfile
 

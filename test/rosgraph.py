@@ -8,6 +8,7 @@ Each graph gets its own ROS_DOMAIN_ID (never reused within a test session), disc
 to this host, and ROS logs in the test's temp dir. Nodes are stopped (SIGINT, SIGTERM, SIGKILL)
 even when the test fails.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,18 +57,21 @@ class Probe:
 
     def subscribe(self, topic: str, msg_type, qos=None):
         from robofume_ros.ros import qos as q
+
         self.messages.setdefault(topic, [])
         profile = qos or q.for_topic(topic)
 
         def cb(msg, t=topic):
             with self.lock:
                 self.messages[t].append((time.monotonic(), msg))
+
         self.subscriptions[topic] = self.node.create_subscription(msg_type, topic, cb, profile)
 
     def wait_subscribed(self, publishers: dict, timeout: float = 30.0) -> None:
         """Wait until the probe's own subscriptions have matched at least `publishers[topic]`
         publishers each (what it hears from then on is not lost to discovery)."""
         from robofume_ros.ros.discovery import wait_matched
+
         wait_matched(None, subs={self.subscriptions[t]: n for t, n in publishers.items()}, timeout=timeout)
 
     def publisher(self, topic: str, msg_type, qos=None, subscribers: int = 1, wait_s: float = 30.0):
@@ -76,20 +80,28 @@ class Probe:
         TimeoutError naming the topic otherwise."""
         from robofume_ros.ros import qos as q
         from robofume_ros.ros.discovery import wait_matched
+
         pub = self.node.create_publisher(msg_type, topic, qos or q.for_topic(topic))
-        wait_matched(None, pubs={pub: subscribers}, timeout=wait_s)   # the probe's thread spins
+        wait_matched(None, pubs={pub: subscribers}, timeout=wait_s)  # the probe's thread spins
         return pub
 
-    def wait_graph(self, subscribers: dict | None = None, publishers: dict | None = None,
-                   timeout: float = 30.0) -> None:
+    def wait_graph(
+        self, subscribers: dict | None = None, publishers: dict | None = None, timeout: float = 30.0
+    ) -> None:
         """Wait until each topic has at least its count of subscriptions / publishers anywhere in
         the graph (between other nodes too, e.g. the recorder discovering a node's topic)."""
         deadline = time.monotonic() + timeout
         while True:
-            missing = [f"{t}: {self.node.count_subscribers(t)} of {n} subscriptions"
-                       for t, n in (subscribers or {}).items() if self.node.count_subscribers(t) < n]
-            missing += [f"{t}: {self.node.count_publishers(t)} of {n} publishers"
-                        for t, n in (publishers or {}).items() if self.node.count_publishers(t) < n]
+            missing = [
+                f"{t}: {self.node.count_subscribers(t)} of {n} subscriptions"
+                for t, n in (subscribers or {}).items()
+                if self.node.count_subscribers(t) < n
+            ]
+            missing += [
+                f"{t}: {self.node.count_publishers(t)} of {n} publishers"
+                for t, n in (publishers or {}).items()
+                if self.node.count_publishers(t) < n
+            ]
             if not missing:
                 return
             if time.monotonic() >= deadline:

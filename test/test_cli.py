@@ -1,4 +1,5 @@
 """The `robofume` command line dispatches to every tool it lists."""
+
 import numpy as np
 import pytest
 
@@ -16,6 +17,7 @@ def test_help_lists_commands(capsys):
 
 def test_every_delegate_resolves():
     import importlib
+
     targets = list(cli.DELEGATES.values()) + [t for t, _ in cli.DATASET.values()] + [t for t, _ in cli.REWARD.values()]
     for t in targets:
         mod, fn = t.split(":")
@@ -25,9 +27,18 @@ def test_every_delegate_resolves():
 def test_dataset_info_through_the_cli(tmp_path, capsys):
     w = DatasetWriter(tmp_path / "ds", fsync=False)
     T = 5
-    w.append(Episode(images=np.zeros((T + 1, 8, 8, 3), np.uint8), proprio=np.zeros((T + 1, 4), np.float32),
-                     actions=np.zeros((T, 4), np.float32), rewards=-np.ones(T, np.float32),
-                     terminals=np.zeros(T, bool), instruction="open the drawer", task="drawer-open", source="failure"))
+    w.append(
+        Episode(
+            images=np.zeros((T + 1, 8, 8, 3), np.uint8),
+            proprio=np.zeros((T + 1, 4), np.float32),
+            actions=np.zeros((T, 4), np.float32),
+            rewards=-np.ones(T, np.float32),
+            terminals=np.zeros(T, bool),
+            instruction="open the drawer",
+            task="drawer-open",
+            source="failure",
+        )
+    )
     w.close()
     assert cli.main(["dataset", "info", str(tmp_path / "ds")]) == 0
     out = capsys.readouterr().out
@@ -45,4 +56,4 @@ def test_unknown_commands_fail_clearly(capsys):
     assert cli.main(["frobnicate"]) == 2
     assert cli.main(["dataset", "nope"]) == 2
     with pytest.raises(SystemExit):
-        cli.main(["launch", "sim", "world=drawer"])     # launch arguments are name:=value
+        cli.main(["launch", "sim", "world=drawer"])  # launch arguments are name:=value

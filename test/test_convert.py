@@ -1,4 +1,5 @@
 """Image and command conversions the nodes use (no ROS graph needed)."""
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -31,12 +32,15 @@ def test_padded_rows_are_cropped():
     assert np.array_equal(image_to_rgb(m), rgb)
 
 
-@pytest.mark.parametrize("bad,match", [
-    (SimpleNamespace(encoding="yuv422", height=2, width=2, step=4, data=bytes(8)), "unsupported image encoding"),
-    (SimpleNamespace(encoding="rgb8", height=2, width=2, step=6, data=bytes(5)), "expected step"),
-    (SimpleNamespace(encoding="rgb8", height=0, width=0, step=0, data=b""), "size"),
-    (SimpleNamespace(encoding="rgb8", height=2, width=4, step=6, data=bytes(12)), "smaller than width"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (SimpleNamespace(encoding="yuv422", height=2, width=2, step=4, data=bytes(8)), "unsupported image encoding"),
+        (SimpleNamespace(encoding="rgb8", height=2, width=2, step=6, data=bytes(5)), "expected step"),
+        (SimpleNamespace(encoding="rgb8", height=0, width=0, step=0, data=b""), "size"),
+        (SimpleNamespace(encoding="rgb8", height=2, width=4, step=6, data=bytes(12)), "smaller than width"),
+    ],
+)
 def test_bad_frames_raise_clear_errors(bad, match):
     with pytest.raises(ImageError, match=match):
         image_to_rgb(bad)
@@ -44,10 +48,10 @@ def test_bad_frames_raise_clear_errors(bad, match):
 
 def test_resize_and_crop():
     img = np.zeros((200, 200, 3), np.uint8)
-    img[:100, :100] = 200                                   # top-left quadrant bright
+    img[:100, :100] = 200  # top-left quadrant bright
     small = resize_rgb(img, (100, 100))
     assert small.shape == (100, 100, 3) and small[:50, :50].min() == 200 and small[50:, 50:].max() == 0
-    assert resize_rgb(small, (100, 100)) is small           # same size: untouched
+    assert resize_rgb(small, (100, 100)) is small  # same size: untouched
     odd = resize_rgb(np.zeros((480, 640, 3), np.uint8), (100, 100), crop=(80, 0, 480, 480))
     assert odd.shape == (100, 100, 3)
     with pytest.raises(ImageError, match="outside"):
@@ -55,7 +59,9 @@ def test_resize_and_crop():
 
 
 def test_command_to_action():
-    c = SimpleNamespace(translation=SimpleNamespace(x=0.1, y=0.2, z=0.3), rotation=SimpleNamespace(x=1, y=2, z=3), gripper=-1.0)
+    c = SimpleNamespace(
+        translation=SimpleNamespace(x=0.1, y=0.2, z=0.3), rotation=SimpleNamespace(x=1, y=2, z=3), gripper=-1.0
+    )
     assert command_to_action(c, 4).tolist() == [0.1, 0.2, 0.3, -1.0]
     assert command_to_action(c, 7).tolist() == [0.1, 0.2, 0.3, 1, 2, 3, -1.0]
     with pytest.raises(ValueError):

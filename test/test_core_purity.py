@@ -1,4 +1,5 @@
 """The core (algorithms, data, reward, sim, safety, switching) never imports rclpy."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +21,12 @@ def core_modules():
 def test_core_modules_do_not_import_rclpy():
     mods = core_modules()
     assert len(mods) > 20
-    code = ("import sys, importlib\n"
-            f"for m in {mods!r}: importlib.import_module(m)\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'rosidl_runtime_py'))\n"
-            "print('ROS_MODULES', bad)\n"
-            "assert not bad, bad\n")
+    code = (
+        "import sys, importlib\n"
+        f"for m in {mods!r}: importlib.import_module(m)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'rosidl_runtime_py'))\n"
+        "print('ROS_MODULES', bad)\n"
+        "assert not bad, bad\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]

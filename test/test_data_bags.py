@@ -39,20 +39,30 @@ def _write(path, n, **kw):
     with B.BagWriter(path, store=s, **kw) as w:
         for i in range(n):
             ns = T0 + i * 100_000_000
-            w.write("/observation", B.MSGTYPES["observation"],
-                    B.make_observation(s, ns, np.full((8, 8, 3), i % 255, np.uint8), [i], "x", "t"), ns)
-            w.write("/robot/command", B.MSGTYPES["command"],
-                    s.serialize_cdr(B.make_command(s, ns, [i, 0, 0, 0]), B.MSGTYPES["command"]), ns)
+            w.write(
+                "/observation",
+                B.MSGTYPES["observation"],
+                B.make_observation(s, ns, np.full((8, 8, 3), i % 255, np.uint8), [i], "x", "t"),
+                ns,
+            )
+            w.write(
+                "/robot/command",
+                B.MSGTYPES["command"],
+                s.serialize_cdr(B.make_command(s, ns, [i, 0, 0, 0]), B.MSGTYPES["command"]),
+                ns,
+            )
     return path
 
 
 def test_split_files_definitions_embedded_and_readable_by_rosbags(tmp_path):
     from rosbags.highlevel import AnyReader
+
     p = _write(tmp_path / "bag", 50, max_duration_s=1.0)
     files = sorted(p.glob("*.mcap"))
     assert len(files) >= 4
     # plain rosbags with an EMPTY typestore reads it: definitions travel inside the MCAP files
     from rosbags.typesys import Stores, get_typestore
+
     with AnyReader([p], default_typestore=get_typestore(Stores.EMPTY)) as r:
         msgs = [r.deserialize(d, c.msgtype) for c, _, d in r.messages()]
     assert len(msgs) == 100
@@ -73,7 +83,7 @@ def test_writer_refuses_existing_and_unknown_type(tmp_path):
 
 
 def test_truncated_bag_clear_error_and_recover(tmp_path):
-    p = _write(tmp_path / "bag", 40, flush_interval_s=0.0)   # a chunk per message
+    p = _write(tmp_path / "bag", 40, flush_interval_s=0.0)  # a chunk per message
     f = next(p.glob("*.mcap"))
     data = f.read_bytes()
     f.write_bytes(data[: len(data) * 2 // 3])
@@ -84,7 +94,7 @@ def test_truncated_bag_clear_error_and_recover(tmp_path):
     with B.BagReader(p) as r:
         n = sum(1 for _ in r.messages())
     assert 0 < n < 80
-    assert B.recover_bag(p).repaired_files == []   # idempotent
+    assert B.recover_bag(p).repaired_files == []  # idempotent
 
 
 def test_corrupt_and_missing(tmp_path):
@@ -107,6 +117,7 @@ def test_missing_topic_and_unknown_type(tmp_path):
             r.require(["/reward"])
     # a bag whose writer stored no definition for its custom type
     from rosbags.rosbag2 import StoragePlugin, Writer
+
     with Writer(tmp_path / "old", version=9, storage_plugin=StoragePlugin.MCAP) as w:
         c = w.add_connection("/bar", "foo_msgs/msg/Bar", msgdef="", rihs01="RIHS01_" + "0" * 64)
         w.write(c, T0, b"\x00\x01\x00\x00\x03\x00\x00\x00")
@@ -139,7 +150,7 @@ def test_sigkill_loses_at_most_one_second(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(bag), str(log)], env=env)
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:   # wait until it has written for ~2 s
+        while time.monotonic() < deadline:  # wait until it has written for ~2 s
             lines = log.read_text().splitlines() if log.exists() else []
             if len(lines) > 5 and float(lines[-1].split()[1]) - float(lines[0].split()[1]) > 2.0:
                 break
@@ -154,7 +165,7 @@ def test_sigkill_loses_at_most_one_second(tmp_path):
     B.recover_bag(bag)
     with B.BagReader(bag) as r:
         got = [int(round(r.deserialize(m).proprio[0])) for m in r.messages()]
-    assert got == list(range(len(got)))          # a clean prefix, nothing garbled
+    assert got == list(range(len(got)))  # a clean prefix, nothing garbled
     t_of = {int(i): float(t) for i, t in written}
     lost_s = last_t - t_of[got[-1]]
     assert got[-1] <= last_i and lost_s <= 1.0, f"lost {lost_s:.2f} s of messages"
@@ -163,16 +174,25 @@ def test_sigkill_loses_at_most_one_second(tmp_path):
 def test_fast_mcap_scan_matches_rosbags_reader(tmp_path):
     """raw_tuples' memory-mapped MCAP scan yields exactly what rosbags' reader yields."""
     from robofume_ros.data.dataset import FrameList
+
     rng = np.random.default_rng(5)
     eps = []
-    for k in range(2):
+    for _ in range(2):
         T = 5
         r = -np.ones(T, np.float32)
-        eps.append(Episode(rng.integers(0, 255, (T + 1, 6, 7, 3), dtype=np.uint8),
-                           rng.normal(size=(T + 1, 4)).astype(np.float32),
-                           rng.uniform(-1, 1, (T, 4)).astype(np.float32), r, r == 0, "i", "drawer-open"))
+        eps.append(
+            Episode(
+                rng.integers(0, 255, (T + 1, 6, 7, 3), dtype=np.uint8),
+                rng.normal(size=(T + 1, 4)).astype(np.float32),
+                rng.uniform(-1, 1, (T, 4)).astype(np.float32),
+                r,
+                r == 0,
+                "i",
+                "drawer-open",
+            )
+        )
     bag = B.write_episodes_bag(eps, tmp_path / "bag", writer_kwargs={"max_bytes": 4000})
-    assert len(list(bag.glob("*.mcap"))) > 1           # split files are scanned in order too
+    assert len(list(bag.glob("*.mcap"))) > 1  # split files are scanned in order too
     with B.BagReader([bag]) as r:
         fast = sorted((t, mt, bytes(d), s) for t, mt, d, s in r.raw_tuples())
         assert r._maps, "the fast path was not taken"

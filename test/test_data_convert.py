@@ -15,7 +15,7 @@ ARR = ("images", "proprio", "actions", "rewards", "terminals")
 def test_round_trip_recorder_layout(tmp_path):
     eps = make_chain(4, T=6, successes=[True, False, True, False])
     B.write_episodes_bag(eps, tmp_path / "bag", writer_kwargs={"max_duration_s": 1.0})
-    assert len(list((tmp_path / "bag").glob("*.mcap"))) > 2     # split files
+    assert len(list((tmp_path / "bag").glob("*.mcap"))) > 2  # split files
     rep = convert_bags([tmp_path / "bag"], tmp_path / "ds", labels="phase", progress=False)
     got = load_episodes(tmp_path / "ds")
     assert rep.episodes == 4 and rep.transitions == 24 and not rep.dropped
@@ -75,11 +75,11 @@ def test_split_at_task_switch_gap_and_missing_command(tmp_path):
     # episode 1: [1.0,1.2,1.4] | gap | [2.4,2.6,2.8(no next obs)]
     lens = [(e.task, len(e), e.provenance["segment"]) for e in got]
     assert lens == [("a", 1, 0), ("a", 2, 1), ("b", 2, 0), ("b", 2, 1)]
-    assert got[1].success and not got[0].success          # only the segment at the switch succeeds
+    assert got[1].success and not got[0].success  # only the segment at the switch succeeds
     assert got[1].rewards.tolist() == [-1, 0] and got[1].terminals.tolist() == [False, True]
-    assert got[1].images[-1][0, 0, 0] == 10               # ends on episode 1's first frame
+    assert got[1].images[-1][0, 0, 0] == 10  # ends on episode 1's first frame
     assert got[1].actions[:, 0].tolist() == [3, 4]
-    assert not got[2].success and not got[3].success      # last episode: no switch, nothing recorded
+    assert not got[2].success and not got[3].success  # last episode: no switch, nothing recorded
     assert rep.dropped == {"observation_without_command": 1, "gap": 2, "no_next_observation": 1}
 
 
@@ -95,8 +95,15 @@ def test_foreign_bag_mismatched_rates(tmp_path):
     write_stream(tmp_path / "bag", [steps[k] for k in sorted(steps)])
     with pytest.raises(B.MissingTopicError, match="--image-topic"):
         convert_bags([tmp_path / "bag"], tmp_path / "x", command_topic="/cmd_vel", progress=False)
-    rep = convert_bags([tmp_path / "bag"], tmp_path / "ds", image_topic="/camera/image_raw",
-                       command_topic="/cmd_vel", task="push", instruction="push it", progress=False)
+    rep = convert_bags(
+        [tmp_path / "bag"],
+        tmp_path / "ds",
+        image_topic="/camera/image_raw",
+        command_topic="/cmd_vel",
+        task="push",
+        instruction="push it",
+        progress=False,
+    )
     (e,) = load_episodes(tmp_path / "ds")
     # each command answers the latest frame before it; the bag's last frame ends the episode
     assert len(e) == 10 and e.task == "push" and e.instruction == "push it"
@@ -114,7 +121,7 @@ def test_reward_model_relabel_hook(tmp_path):
     def fn(images, instruction):
         seen["n"], seen["instr"] = len(images), instruction
         p = np.zeros(len(images))
-        p[3] = 0.9                      # "done" at o_3 and at the end
+        p[3] = 0.9  # "done" at o_3 and at the end
         p[-1] = 0.8
         return p
 
@@ -129,8 +136,7 @@ def test_reward_model_relabel_hook(tmp_path):
 
 def test_errors_keep_what_was_converted(tmp_path):
     good = B.write_episodes_bag(make_chain(2, T=4), tmp_path / "good")
-    bad = B.write_episodes_bag(make_chain(2, T=4, seed=1), tmp_path / "bad",
-                               writer_kwargs={"flush_interval_s": 0.0})
+    bad = B.write_episodes_bag(make_chain(2, T=4, seed=1), tmp_path / "bad", writer_kwargs={"flush_interval_s": 0.0})
     f = next(bad.glob("*.mcap"))
     f.write_bytes(f.read_bytes()[:-2000])
     with pytest.raises(B.BagTruncatedError, match="2 episodes converted so far"):
@@ -148,7 +154,7 @@ def test_disk_full_during_conversion(tmp_path, monkeypatch):
 
     def save(self, file, arr):
         n["calls"] += 1
-        if n["calls"] > 12:             # two episodes fit (6 arrays each), then the disk is full
+        if n["calls"] > 12:  # two episodes fit (6 arrays each), then the disk is full
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, file, arr)
 
@@ -164,18 +170,20 @@ def test_cli(tmp_path, capsys):
     rc = main([str(bag), "-o", str(tmp_path / "ds"), "--no-progress", "--report", str(tmp_path / "r.json")])
     assert rc == 0 and "2 episodes" in capsys.readouterr().out
     assert json.loads((tmp_path / "r.json").read_text())["transitions"] == 8
-    rc = main([str(bag), "-o", str(tmp_path / "ds"), "--no-progress", "--reward-topic", "/nope",
-               "--labels", "reward-topic"])
+    rc = main(
+        [str(bag), "-o", str(tmp_path / "ds"), "--no-progress", "--reward-topic", "/nope", "--labels", "reward-topic"]
+    )
     assert rc == 2 and "/nope" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("size", [(8, 8), (6, 10)])   # a box filter (factor 2), a non-integer resize
+@pytest.mark.parametrize("size", [(8, 8), (6, 10)])  # a box filter (factor 2), a non-integer resize
 def test_a_frame_from_a_bag_and_the_same_frame_online_give_identical_inputs(tmp_path, size):
     """One image conversion: `dataset from-bags --image-size` and the camera node (image_to_rgb,
     then resize_rgb to its output size) turn the same camera frame into the same pixels."""
     pytest.importorskip("rclpy")
     from builtin_interfaces.msg import Time
     from robofume_ros.ros.convert import image_to_rgb, resize_rgb, rgb_to_image
+
     eps = make_chain(2, T=4, size=16)
     B.write_episodes_bag(eps, tmp_path / "bag")
     convert_bags([tmp_path / "bag"], tmp_path / "ds", labels="phase", image_size=size, progress=False)

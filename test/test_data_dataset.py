@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 
 from robofume_ros.data import dataset as D
-from robofume_ros.data.dataset import (DatasetFullError, DatasetVersionError, DatasetWriter,
-                                       TransitionSampler, dataset_info, load_episodes)
+from robofume_ros.data.dataset import (
+    DatasetFullError,
+    DatasetVersionError,
+    DatasetWriter,
+    TransitionSampler,
+    dataset_info,
+    load_episodes,
+)
 from test_data_helpers import random_episode
 
 
@@ -17,8 +23,10 @@ def _same(a, b):
 
 
 def test_round_trip_mmap_and_optional_fields(tmp_path):
-    eps = [random_episode(T=5 + i, seed=i, source=s, success=i % 2 == 0)
-           for i, s in enumerate(["prior", "target_demo", "failure", "online"])]
+    eps = [
+        random_episode(T=5 + i, seed=i, source=s, success=i % 2 == 0)
+        for i, s in enumerate(["prior", "target_demo", "failure", "online"])
+    ]
     eps[0].features = np.ones((6, 8), np.float32)
     eps[1].success_gt = np.zeros(7, bool)
     eps[2].provenance = {"bag": "x", "t": np.int64(3)}
@@ -52,8 +60,8 @@ def test_stale_temp_dir_is_ignored_and_swept(tmp_path):
     stale = tmp_path / "ds" / "episodes" / ".tmp-dead"
     stale.mkdir()
     (stale / "images.npy").write_bytes(b"half")
-    assert len(load_episodes(tmp_path / "ds")) == 1   # readers ignore it
-    DatasetWriter(tmp_path / "ds")                   # writers sweep it
+    assert len(load_episodes(tmp_path / "ds")) == 1  # readers ignore it
+    DatasetWriter(tmp_path / "ds")  # writers sweep it
     assert not stale.exists()
 
 
@@ -92,7 +100,7 @@ def test_disk_full_keeps_earlier_episodes(tmp_path, monkeypatch):
     assert len(got) == 2
     _same(got[1], random_episode(seed=2))
     assert not list((tmp_path / "ds" / "episodes").glob(".tmp-*"))
-    w.append(random_episode(seed=4))                 # works again once there is space
+    w.append(random_episode(seed=4))  # works again once there is space
     assert len(load_episodes(tmp_path / "ds")) == 3
 
 

@@ -1,4 +1,5 @@
 """`robofume dataset generate` on a tiny config: sources, labels, ground truth, determinism."""
+
 import json
 
 import numpy as np
@@ -6,12 +7,13 @@ import pytest
 
 pytest.importorskip("metaworld")
 
-from robofume_ros.data.dataset import dataset_info, load_episodes  # noqa: E402
-from robofume_ros.data.generate import GenerateConfig, generate, main  # noqa: E402
-from robofume_ros.sim import PAIRS  # noqa: E402
+from robofume_ros.data.dataset import dataset_info, load_episodes
+from robofume_ros.data.generate import GenerateConfig, generate, main
+from robofume_ros.sim import PAIRS
 
-TINY = dict(prior_tasks=2, prior_episodes=1, demos=1, failures=2, failure_length=12,
-            image_size=(32, 32), progress=False)
+TINY = dict(
+    prior_tasks=2, prior_episodes=1, demos=1, failures=2, failure_length=12, image_size=(32, 32), progress=False
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def test_sources_labels_and_ground_truth(tiny):
         np.testing.assert_array_equal(ep.rewards[-3:], 0)
         assert (ep.rewards[:-3] == -1).all()
         assert ep.terminals[-3:].all() and not ep.terminals[:-3].any()
-        assert ep.success_gt[-3:].all() and not ep.success_gt[0]   # starts undone, ends done
+        assert ep.success_gt[-3:].all() and not ep.success_gt[0]  # starts undone, ends done
         assert len(ep) <= 250
     for ep in load_episodes(tiny, sources="failure"):
         assert not ep.success and (ep.rewards == -1).all() and not ep.terminals.any()
@@ -56,16 +58,38 @@ def test_sources_labels_and_ground_truth(tiny):
 
 def test_deterministic_given_the_seed(tiny, tmp_path):
     b = tmp_path / "b"
-    assert main(["-o", str(b), "--seed", "3", "--prior-tasks", "2", "--prior-episodes", "1",
-                 "--demos", "1", "--failures", "2", "--failure-length", "12", "--image-size", "32", "32",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "-o",
+                str(b),
+                "--seed",
+                "3",
+                "--prior-tasks",
+                "2",
+                "--prior-episodes",
+                "1",
+                "--demos",
+                "1",
+                "--failures",
+                "2",
+                "--failure-length",
+                "12",
+                "--image-size",
+                "32",
+                "32",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     ea, eb = load_episodes(tiny), load_episodes(b)
     assert len(ea) == len(eb)
     for x, y in zip(ea, eb):
         assert (x.source, x.task, len(x)) == (y.source, y.task, len(y))
         for name in ("images", "proprio", "actions", "rewards", "terminals", "success_gt"):
             np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
-    assert main(["-o", str(b), "--quick"]) == 2        # never writes into an existing dataset
+    assert main(["-o", str(b), "--quick"]) == 2  # never writes into an existing dataset
 
 
 def test_another_seed_gives_other_data(tiny, tmp_path):
@@ -78,8 +102,8 @@ def test_another_seed_gives_other_data(tiny, tmp_path):
 
 def test_bags_convert_back_to_the_same_target_demos(tiny, tmp_path):
     from robofume_ros.data.convert import convert_bags
-    rep = convert_bags([tiny / "bags" / "target_demo"], tmp_path / "conv", source="target_demo",
-                       progress=False)
+
+    rep = convert_bags([tiny / "bags" / "target_demo"], tmp_path / "conv", source="target_demo", progress=False)
     assert rep.episodes == 2 and not rep.errors
     for x, y in zip(load_episodes(tiny, sources="target_demo"), load_episodes(tmp_path / "conv")):
         for name in ("images", "actions", "rewards", "terminals", "success_gt"):

@@ -1,4 +1,5 @@
 """Shared builders for the test_data_* tests (no tests here)."""
+
 import numpy as np
 
 from robofume_ros.data import bags as B
@@ -22,9 +23,20 @@ def make_chain(n_eps=3, T=8, size=16, P=5, A=4, seed=0, successes=None, source="
         r = -np.ones(T, np.float32)
         if ok:
             r[-1] = 0
-        eps.append(Episode(imgs, pr, rng.uniform(-1, 1, (T, A)).astype(np.float32), r, r == 0,
-                           f"instr {k % 2}", ["drawer-open", "drawer-close"][k % 2], source=source,
-                           success=ok, success_gt=np.arange(T + 1) == T if ok else np.zeros(T + 1, bool)))
+        eps.append(
+            Episode(
+                imgs,
+                pr,
+                rng.uniform(-1, 1, (T, A)).astype(np.float32),
+                r,
+                r == 0,
+                f"instr {k % 2}",
+                ["drawer-open", "drawer-close"][k % 2],
+                source=source,
+                success=ok,
+                success_gt=np.arange(T + 1) == T if ok else np.zeros(T + 1, bool),
+            )
+        )
         img0, p0 = imgs[-1], pr[-1]
     return eps
 
@@ -34,10 +46,18 @@ def random_episode(T=10, size=16, P=3, A=4, seed=0, source="online", success=Fal
     r = -np.ones(T, np.float32)
     if success:
         r[-1] = 0
-    return Episode(rng.integers(0, 255, (T + 1, size, size, 3), dtype=np.uint8),
-                   rng.normal(size=(T + 1, P)).astype(np.float32),
-                   rng.uniform(-1, 1, (T, A)).astype(np.float32), r, r == 0,
-                   "do it", "task-a", source=source, success=success, **kw)
+    return Episode(
+        rng.integers(0, 255, (T + 1, size, size, 3), dtype=np.uint8),
+        rng.normal(size=(T + 1, P)).astype(np.float32),
+        rng.uniform(-1, 1, (T, A)).astype(np.float32),
+        r,
+        r == 0,
+        "do it",
+        "task-a",
+        source=source,
+        success=success,
+        **kw,
+    )
 
 
 def write_stream(path, steps, store=None, **writer_kw):
@@ -50,12 +70,20 @@ def write_stream(path, steps, store=None, **writer_kw):
             ns = T0 + int(round(s["t"] * 1e9))
             if "phase" in s:
                 ph, task, instr, ep, reason = s["phase"]
-                w.write(B.TOPICS["phase"], B.MSGTYPES["phase"],
-                        B.make_task_phase(store, ns, ph, task, instr, ep, reason), ns)
+                w.write(
+                    B.TOPICS["phase"],
+                    B.MSGTYPES["phase"],
+                    B.make_task_phase(store, ns, ph, task, instr, ep, reason),
+                    ns,
+                )
             if "obs" in s:
                 img, pr, instr, task, ph, ep = s["obs"]
-                w.write(B.TOPICS["observation"], B.MSGTYPES["observation"],
-                        B.make_observation(store, ns, img, pr, instr, task, ph, ep), ns)
+                w.write(
+                    B.TOPICS["observation"],
+                    B.MSGTYPES["observation"],
+                    B.make_observation(store, ns, img, pr, instr, task, ph, ep),
+                    ns,
+                )
             if "image" in s:
                 w.write(B.TOPICS["image"], B.MSGTYPES["image"], B.make_image(store, ns, s["image"]), ns)
             if "cmd" in s:
@@ -67,6 +95,5 @@ def write_stream(path, steps, store=None, **writer_kw):
                 w.write("/cmd_vel", "geometry_msgs/msg/Twist", msg, ns)
             if "reward" in s:
                 ok, prob, ep = s["reward"]
-                w.write(B.TOPICS["reward"], B.MSGTYPES["reward"],
-                        B.make_reward(store, ns, prob, ok, 0.5, "", ep), ns)
+                w.write(B.TOPICS["reward"], B.MSGTYPES["reward"], B.make_reward(store, ns, prob, ok, 0.5, "", ep), ns)
     return path

@@ -36,4 +36,4 @@ def test_video_and_plot(tmp_path):
 
 def test_annotation_draws_text():
     f = annotate_frame(np.zeros((10, 10, 3), np.uint8), ["hello"], scale=4)
-    assert f.shape == (40 + 18, 40, 3) and f[40:].max() > 100     # white text on the strip
+    assert f.shape == (40 + 18, 40, 3) and f[40:].max() > 100  # white text on the strip

@@ -23,9 +23,10 @@ def bag(tmp_path_factory):
 def test_schedule_original_timing(bag):
     items = list(replay_iter(bag))
     assert [i.source_topic for i in items][:3] == ["/a", "/b", "/a"]
-    np.testing.assert_allclose([i.due_s for i in items],
-                               [0, .05, .1, .2, .3, .4, .5, .55, .6, .7, .8, .9], atol=1e-9)
-    np.testing.assert_allclose([i.wait_s for i in items][1:4], [.05, .05, .1], atol=1e-9)
+    np.testing.assert_allclose(
+        [i.due_s for i in items], [0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9], atol=1e-9
+    )
+    np.testing.assert_allclose([i.wait_s for i in items][1:4], [0.05, 0.05, 0.1], atol=1e-9)
     assert items[0].stamp == T0 and items[-1].stamp == T0 + 900_000_000
     s = B.typestore()
     assert s.deserialize_cdr(items[0].data, items[0].msgtype).frame_id == "a0"
@@ -35,7 +36,7 @@ def test_rate_offset_filter_remap(bag):
     items = list(replay_iter(bag, rate=2.0, start_offset_s=0.3, topics=["/a"], remap={"/a": "/x"}))
     assert {i.topic for i in items} == {"/x"} and {i.source_topic for i in items} == {"/a"}
     assert [i.stamp - T0 for i in items] == [k * 100_000_000 for k in range(3, 10)]
-    np.testing.assert_allclose([i.due_s for i in items], [0, .05, .1, .15, .2, .25, .3], atol=1e-9)
+    np.testing.assert_allclose([i.due_s for i in items], [0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3], atol=1e-9)
     fast = list(replay_iter(bag, rate=0))
     assert all(i.due_s == 0 and i.wait_s == 0 for i in fast)
     with pytest.raises(B.MissingTopicError, match="/nope"):
@@ -54,7 +55,7 @@ def test_looping(bag):
     items = list(replay_iter(bag, topics=["/a"], loop=2, loop_gap_s=0.5, rate=0.5))
     np.testing.assert_allclose(items[10].due_s, (0.9 + 0.5) / 0.5)
     it = replay_iter(bag, loop=True)
-    assert sum(1 for _, _ in zip(range(100), it)) == 100     # endless
+    assert sum(1 for _, _ in zip(range(100), it)) == 100  # endless
     it.close()
 
 
@@ -64,12 +65,12 @@ def test_play_uses_absolute_schedule():
 
     def sleep(d):
         slept.append(round(d, 6))
-        now[0] += d + 0.01          # oversleeps every time; the schedule must not drift
+        now[0] += d + 0.01  # oversleeps every time; the schedule must not drift
 
     items = [ReplayItem("/a", "t", b"", 0, due, 0.0, 0, "/a") for due in (0.0, 0.1, 0.2, 0.3)]
     sent = []
     res = play(items, sent.append, clock=lambda: now[0], sleep=sleep)
     assert len(sent) == 4 and res["sent"] == 4
-    assert slept == [0.1, 0.09, 0.09]       # 0.01 s oversleep is absorbed, not accumulated
+    assert slept == [0.1, 0.09, 0.09]  # 0.01 s oversleep is absorbed, not accumulated
     res = play(items, sent.append, clock=lambda: 0.0 + len(sent) * 10, sleep=sleep, max_late_s=1.0)
     assert res["skipped"] >= 1

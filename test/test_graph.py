@@ -1,4 +1,5 @@
 """One description of the node graph: launch files, runner and configs agree with graph.py."""
+
 import importlib
 import importlib.util
 import sys
@@ -41,8 +42,13 @@ def fake_launch(monkeypatch):
     launch_ros = types.ModuleType("launch_ros")
     ros_actions = types.ModuleType("launch_ros.actions")
     ros_actions.Node = type("Node", (_Action,), {})
-    for name, mod in {"launch": launch, "launch.actions": actions, "launch.substitutions": subs,
-                      "launch_ros": launch_ros, "launch_ros.actions": ros_actions}.items():
+    for name, mod in {
+        "launch": launch,
+        "launch.actions": actions,
+        "launch.substitutions": subs,
+        "launch_ros": launch_ros,
+        "launch_ros.actions": ros_actions,
+    }.items():
         monkeypatch.setitem(sys.modules, name, mod)
     return ros_actions.Node
 
@@ -60,10 +66,15 @@ def run_launch_file(path: Path, context: dict):
     return declared, opaque[0].kwargs["function"](full)
 
 
-@pytest.mark.parametrize("graph_name,args", [
-    ("sim", {}), ("sim", {"world": "window", "record": "false", "fast": "true", "use_sim_time": "true"}),
-    ("finetune", {}), ("finetune", {"seed": "3", "budget_steps": "500", "control_rate_hz": "5"}),
-])
+@pytest.mark.parametrize(
+    "graph_name,args",
+    [
+        ("sim", {}),
+        ("sim", {"world": "window", "record": "false", "fast": "true", "use_sim_time": "true"}),
+        ("finetune", {}),
+        ("finetune", {"seed": "3", "budget_steps": "500", "control_rate_hz": "5"}),
+    ],
+)
 def test_launch_file_starts_what_the_runner_starts(fake_launch, graph_name, args, tmp_path):
     declared, nodes = run_launch_file(ROOT / "launch" / f"{graph_name}.launch.py", args)
     # every launch argument is declared, with graph.py's defaults and descriptions
@@ -71,18 +82,29 @@ def test_launch_file_starts_what_the_runner_starts(fake_launch, graph_name, args
     for a in graph.ARGUMENTS:
         assert declared[a.name]["default_value"] == a.default and declared[a.name]["description"]
     specs = graph.nodes(graph_name, args)
-    launched = [(n.kwargs["executable"], n.kwargs["name"], n.kwargs["parameters"], n.kwargs["remappings"])
-                for n in nodes]
-    expected = [(s.executable, s.name, list(s.params_files) + ([s.parameters] if s.parameters else []), s.remappings)
-                for s in specs]
+    launched = [
+        (n.kwargs["executable"], n.kwargs["name"], n.kwargs["parameters"], n.kwargs["remappings"]) for n in nodes
+    ]
+    expected = [
+        (s.executable, s.name, list(s.params_files) + ([s.parameters] if s.parameters else []), s.remappings)
+        for s in specs
+    ]
     assert launched == expected
     assert all(n.kwargs["package"] == "robofume_ros" for n in nodes)
     # --dry-run (and every run's graph.yaml) describes exactly these nodes
-    described = [(n["executable"], n["name"], n["params_files"] + ([n["parameters"]] if n["parameters"] else []),
-                  [tuple(r) for r in n["remappings"]]) for n in graph.describe(graph_name, args)["nodes"]]
+    described = [
+        (
+            n["executable"],
+            n["name"],
+            n["params_files"] + ([n["parameters"]] if n["parameters"] else []),
+            [tuple(r) for r in n["remappings"]],
+        )
+        for n in graph.describe(graph_name, args)["nodes"]
+    ]
     assert described == expected
     # the runner's command lines for the same specs name the same modules and node names
     from robofume_ros.runner import GraphRunner
+
     r = GraphRunner(specs, tmp_path, env={})
     for s in specs:
         cmd = r.command(s)
@@ -90,7 +112,7 @@ def test_launch_file_starts_what_the_runner_starts(fake_launch, graph_name, args
         assert f"__node:={s.name}" in cmd
         files = [cmd[i + 1] for i, c in enumerate(cmd) if c == "--params-file"]
         # the robot's params file, then the recipe's, then the overrides: the order ROS applies them in
-        assert files[:len(s.params_files)] == list(s.params_files)
+        assert files[: len(s.params_files)] == list(s.params_files)
         assert s.params_files[0].endswith("sim.yaml") and s.params_files[1].endswith("recipes/default.yaml")
         if s.parameters:
             assert yaml.safe_load(Path(files[-1]).read_text()) == {s.name: {"ros__parameters": s.parameters}}
@@ -134,12 +156,16 @@ def test_override_targets_are_real_parameters():
                 assert ov.param in params[node_exe[ov.node]], f"{a.name} sets unknown {ov.node}.{ov.param}"
 
 
-@pytest.mark.parametrize("cfg", sorted((ROOT / "config").glob("*.yaml")) + sorted((ROOT / "config").glob("recipes/*.yaml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "cfg",
+    sorted((ROOT / "config").glob("*.yaml")) + sorted((ROOT / "config").glob("recipes/*.yaml")),
+    ids=lambda p: p.name,
+)
 def test_config_files_only_set_declared_parameters(cfg):
     data = yaml.safe_load(cfg.read_text())
-    if "main" in data:    # the recipe's pipeline section: robofume main's MainParams, not a node
+    if "main" in data:  # the recipe's pipeline section: robofume main's MainParams, not a node
         from robofume_ros.recipe import MainParams
+
         fields = {name: default for name, default, _ in describe(MainParams)}
         for key, value in data.pop("main")["ros__parameters"].items():
             assert key in fields and type(value) is type(fields[key]), f"{cfg.name}: main.{key}={value!r}"
@@ -149,15 +175,18 @@ def test_config_files_only_set_declared_parameters(cfg):
         if section == "/**":
             continue
         assert section in exes, f"{cfg.name}: section {section!r} is not a node of the graph"
-        declared = {name: default for name, default, _ in
-                    describe(importlib.import_module(f"robofume_ros.nodes.{exes[section]}").Params)}
+        declared = {
+            name: default
+            for name, default, _ in describe(importlib.import_module(f"robofume_ros.nodes.{exes[section]}").Params)
+        }
         for key, value in body["ros__parameters"].items():
             if key == "use_sim_time":
                 continue
             assert key in declared, f"{cfg.name}: {section}.{key} is not a declared parameter"
             d = declared[key]
             assert type(value) is type(d) or (isinstance(d, float) and isinstance(value, int)), (
-                f"{cfg.name}: {section}.{key}={value!r} has the wrong type (default {d!r})")
+                f"{cfg.name}: {section}.{key}={value!r} has the wrong type (default {d!r})"
+            )
 
 
 def test_every_parameter_has_a_description():
@@ -171,14 +200,17 @@ def test_node_defaults_equal_the_default_recipe():
     """One recipe: a node started without the recipe file behaves as the recipe says."""
     from robofume_ros import recipe
     from robofume_ros.recipe import MainParams
+
     exes = {s.name: s.executable for g in graph.GRAPHS for s in graph.nodes(g, {})}
     values = recipe.load("default")
     for section, params in values.items():
         if section == "main":
             declared = {name: default for name, default, _ in describe(MainParams)}
         else:
-            declared = {name: default for name, default, _ in
-                        describe(importlib.import_module(f"robofume_ros.nodes.{exes[section]}").Params)}
+            declared = {
+                name: default
+                for name, default, _ in describe(importlib.import_module(f"robofume_ros.nodes.{exes[section]}").Params)
+            }
         for key, value in params.items():
             assert declared[key] == value, f"{section}.{key}: default {declared[key]!r}, recipe {value!r}"
     # the quick recipe only resizes the main job: the tuning is the default's
@@ -187,6 +219,7 @@ def test_node_defaults_equal_the_default_recipe():
 
 def test_recipe_layers_and_bad_recipes_fail_clearly(tmp_path):
     from robofume_ros import recipe
+
     variant = tmp_path / "noisier.yaml"
     variant.write_text("policy:\n  ros__parameters:\n    noise_scale: 0.8\n")
     assert [f.name for f in recipe.files(str(variant))] == ["default.yaml", "noisier.yaml"]
@@ -204,6 +237,7 @@ def test_recipe_layers_and_bad_recipes_fail_clearly(tmp_path):
 
 def test_the_pair_sets_tasks_instructions_and_time_limits(tmp_path):
     from robofume_ros.sim import tasks
+
     specs = {s.name: s for s in graph.nodes("finetune", {"world": "window"})}
     sw = specs["task_switcher"].parameters
     assert (sw["forward_task"], sw["backward_task"]) == ("window-open", "window-close")
@@ -215,20 +249,32 @@ def test_the_pair_sets_tasks_instructions_and_time_limits(tmp_path):
     from robofume_ros.data.dataset import DatasetWriter
     from robofume_ros.data.episode import Episode
     import numpy as np
+
     with DatasetWriter(tmp_path / "ds") as w:
         for task, n in (("window-open", 60), ("window-open", 81), ("window-close", 40)):
-            w.append(Episode(images=np.zeros((n + 1, 4, 4, 3), np.uint8), proprio=np.zeros((n + 1, 4), np.float32),
-                             actions=np.zeros((n, 4), np.float32), rewards=np.zeros(n, np.float32),
-                             terminals=np.zeros(n, bool), instruction=tasks.instruction(task), task=task,
-                             source="target_demo", success=True))
+            w.append(
+                Episode(
+                    images=np.zeros((n + 1, 4, 4, 3), np.uint8),
+                    proprio=np.zeros((n + 1, 4), np.float32),
+                    actions=np.zeros((n, 4), np.float32),
+                    rewards=np.zeros(n, np.float32),
+                    terminals=np.zeros(n, bool),
+                    instruction=tasks.instruction(task),
+                    task=task,
+                    source="target_demo",
+                    success=True,
+                )
+            )
     d = graph.describe("finetune", {"world": "window", "offline_dataset": str(tmp_path / "ds")})
     assert d["task"]["time_limits"] == [130, 60] and "longest target demo" in d["task"]["time_limits_from"]
     sw = {n["name"]: n for n in d["nodes"]}["task_switcher"]["parameters"]
     assert (sw["max_episode_steps"], sw["backward_max_episode_steps"]) == (130, 60)
     # a task file is a pair too; a real robot's task cannot be simulated
     f = tmp_path / "cups.yaml"
-    f.write_text("forward: cup-place\nbackward: cup-remove\nforward_instruction: put the cup down\n"
-                 "backward_instruction: pick the cup up\nsimulated: false\ntime_limits: [200, 180]\n")
+    f.write_text(
+        "forward: cup-place\nbackward: cup-remove\nforward_instruction: put the cup down\n"
+        "backward_instruction: pick the cup up\nsimulated: false\ntime_limits: [200, 180]\n"
+    )
     specs = {s.name: s for s in graph.nodes("finetune", {"world": str(f), "robot": "franka"})}
     assert specs["task_switcher"].parameters["forward_task"] == "cup-place"
     assert specs["task_switcher"].parameters["max_episode_steps"] == 200
@@ -241,6 +287,7 @@ def test_inputs_of_another_pair_are_refused(tmp_path):
     from tiny_models import tiny_learner_checkpoint
     from robofume_ros.rl import checkpoint as ckpt
     from robofume_ros.data.dataset import DatasetWriter
+
     with DatasetWriter(tmp_path / "ds"):
         pass
     (tmp_path / "ds" / "generate.json").write_text(json.dumps({"config": {"seed": 0, "pair": "window"}}))
@@ -257,6 +304,7 @@ def test_inputs_of_another_pair_are_refused(tmp_path):
 
 def test_dry_run_prints_the_resolved_graph(capsys):
     from robofume_ros import cli
+
     assert cli.main(["launch", "finetune", "world:=handle", "budget_steps:=500", "--dry-run"]) == 0
     d = yaml.safe_load(capsys.readouterr().out)
     assert d["graph"] == "finetune" and d["task"]["pair"]["name"] == "handle"

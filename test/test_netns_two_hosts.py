@@ -10,13 +10,13 @@ bytes really crossed the veth link, and prints the transfer time and size.
 
 Needs root and `ip netns` (Debian iproute2); skipped with the reason otherwise. The namespaces are
 deleted (which deletes the veth pair) even when the test fails."""
+
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -146,7 +146,7 @@ class TwoHosts:
     def __exit__(self, *exc):
         for ns in self.ns:
             _ip("netns", "del", ns, check=False)
-        _ip("link", "del", self.dev[0], check=False)   # only left if it never moved into a namespace
+        _ip("link", "del", self.dev[0], check=False)  # only left if it never moved into a namespace
 
 
 def _netns_unavailable() -> str:
@@ -159,12 +159,15 @@ def _netns_unavailable() -> str:
     if r.returncode != 0:
         return f"cannot create a network namespace here: {r.stderr.strip()}"
     try:
-        r = subprocess.run(["ip", "-n", probe, "link", "add", "rfpv0", "type", "veth", "peer", "name", "rfpv1"],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["ip", "-n", probe, "link", "add", "rfpv0", "type", "veth", "peer", "name", "rfpv1"],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
             return f"cannot create a veth pair here: {r.stderr.strip()}"
     finally:
-        subprocess.run(["ip", "netns", "del", probe], capture_output=True)   # deletes the probe veth too
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)  # deletes the probe veth too
     return ""
 
 
@@ -176,8 +179,11 @@ def udp_only_profile(tmp_path: Path) -> Path:
     """The shipped two-host profile with the shared-memory transport removed (forces the network)."""
     xml = (ROOT / "config" / "fastdds_two_hosts.xml").read_text()
     assert "robofume_udp" in xml and "<sendBufferSize>8388608</sendBufferSize>" in xml
-    xml = re.sub(r"<transport_id>robofume_shm</transport_id>\s*", "", xml.split("<participant")[0]) + \
-        "<participant" + xml.split("<participant")[1].replace("<transport_id>robofume_shm</transport_id>", "")
+    xml = (
+        re.sub(r"<transport_id>robofume_shm</transport_id>\s*", "", xml.split("<participant")[0])
+        + "<participant"
+        + xml.split("<participant")[1].replace("<transport_id>robofume_shm</transport_id>", "")
+    )
     xml = re.sub(r"<transport_descriptor>\s*<type>SHM</type>.*?</transport_descriptor>", "", xml, flags=re.S)
     assert "SHM" not in xml.split("-->", 1)[1] and "robofume_shm" not in xml.split("-->", 1)[1]
     p = tmp_path / "fastdds_udp_only.xml"
@@ -203,19 +209,36 @@ def test_weights_and_transitions_cross_between_namespaces(tmp_path):
     with TwoHosts(tag, subnet=os.getpid() % 200 + 20) as net:
         rx_before = net.rx_bytes(0)
         try:
-            for i, role in ((1, "learner"), (0, "actor")):   # ns a = robot PC, ns b = learner host
+            for i, role in ((1, "learner"), (0, "actor")):  # ns a = robot PC, ns b = learner host
                 env = {k: v for k, v in os.environ.items() if not k.startswith(("ROS_", "FASTDDS", "FASTRTPS"))}
-                env.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET",
-                           ROS_STATIC_PEERS=net.addr[1 - i], FASTDDS_DEFAULT_PROFILES_FILE=str(profile),
-                           RMW_IMPLEMENTATION="rmw_fastrtps_cpp", ROS_LOG_DIR=str(tmp_path / "roslog"),
-                           PYTHONPATH=str(ROOT))
+                env.update(
+                    ROS_DOMAIN_ID=str(domain),
+                    ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET",
+                    ROS_STATIC_PEERS=net.addr[1 - i],
+                    FASTDDS_DEFAULT_PROFILES_FILE=str(profile),
+                    RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
+                    ROS_LOG_DIR=str(tmp_path / "roslog"),
+                    PYTHONPATH=str(ROOT),
+                )
                 script = tmp_path / "peer.py"
                 script.write_text(PEER)
-                cmd = ["ip", "netns", "exec", net.ns[i], sys.executable, str(script), role,
-                       str(tmp_path / f"{role}.json"), str(N_WEIGHTS), str(N_OBS), str(WEIGHTS_BYTES)]
+                cmd = [
+                    "ip",
+                    "netns",
+                    "exec",
+                    net.ns[i],
+                    sys.executable,
+                    str(script),
+                    role,
+                    str(tmp_path / f"{role}.json"),
+                    str(N_WEIGHTS),
+                    str(N_OBS),
+                    str(WEIGHTS_BYTES),
+                ]
                 log = open(tmp_path / f"{role}.log", "wb")
-                procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                              start_new_session=True))
+                procs.append(
+                    subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                )
             for p in procs:
                 p.wait(timeout=100)
         finally:
@@ -240,9 +263,11 @@ def test_weights_and_transitions_cross_between_namespaces(tmp_path):
     assert learner["obs"] >= N_OBS and learner["cmds"] >= N_OBS, learner
     assert rx_actor >= N_WEIGHTS * WEIGHTS_BYTES, f"only {rx_actor} bytes crossed the veth link"
     times = sorted(w["transfer_s"] for w in got.values())
-    print(f"\ncross-namespace (UDP over veth): {N_WEIGHTS} x PolicyWeights of {WEIGHTS_BYTES / 2**20:.1f} MiB "
-          f"delivered, transfer {', '.join(f'{t * 1000:.0f}' for t in times)} ms "
-          f"(~{WEIGHTS_BYTES / 2**20 / max(times[len(times) // 2], 1e-6):.0f} MiB/s median); "
-          f"{learner['obs']} observations (30 KB) + {learner['cmds']} commands to the learner, median latency "
-          f"{learner['obs_latency_ms_median']:.1f} ms; {rx_actor / 2**20:.1f} MiB received on the robot side's veth")
+    print(
+        f"\ncross-namespace (UDP over veth): {N_WEIGHTS} x PolicyWeights of {WEIGHTS_BYTES / 2**20:.1f} MiB "
+        f"delivered, transfer {', '.join(f'{t * 1000:.0f}' for t in times)} ms "
+        f"(~{WEIGHTS_BYTES / 2**20 / max(times[len(times) // 2], 1e-6):.0f} MiB/s median); "
+        f"{learner['obs']} observations (30 KB) + {learner['cmds']} commands to the learner, median latency "
+        f"{learner['obs_latency_ms_median']:.1f} ms; {rx_actor / 2**20:.1f} MiB received on the robot side's veth"
+    )
     assert times[-1] < 10.0

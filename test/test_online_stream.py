@@ -1,4 +1,5 @@
 """Online episodes from the topic stream: pairing, RoboFuME labels, disk before training, crash recovery."""
+
 import numpy as np
 
 from robofume_ros.data.dataset import load_episodes
@@ -39,9 +40,9 @@ def test_commands_pair_by_stamp_and_gaps_are_cut(tmp_path):
     for s in range(20, 30):
         st.observation(s, 0, np.zeros((4, 4, 3), np.uint8), [s, 0, 0, 0], "i", "t")
     for s in range(20, 30):
-        if s != 23:                         # the command for stamp 23 never arrived
+        if s != 23:  # the command for stamp 23 never arrived
             st.command(s, [s, 0, 0, 0])
-    st.command(999, [0, 0, 0, 0])           # answers nothing we saw
+    st.command(999, [0, 0, 0, 0])  # answers nothing we saw
     [ep] = st.close_before(1, success=False)
     # the clean tail after the gap: obs 24..29, actions 24..28
     np.testing.assert_array_equal(ep.proprio[:, 0], np.arange(24, 30))
@@ -53,9 +54,9 @@ def test_a_killed_learner_loses_nothing_it_received(tmp_path):
     st = EpisodeStream(tmp_path, action_dim=4)
     feed(st, 0, [1, 2, 3])
     feed(st, 1, [4, 5, 6], task="drawer-close")
-    st.close_before(1, success=True)        # episode 0 on disk
-    feed(st, 1, [7, 8])                     # episode 1 still open when the process dies
-    st.journal.close()                      # (a kill: nothing else is flushed)
+    st.close_before(1, success=True)  # episode 0 on disk
+    feed(st, 1, [7, 8])  # episode 1 still open when the process dies
+    st.journal.close()  # (a kill: nothing else is flushed)
     # the journal's torn last record (killed mid-write) is ignored
     with open(tmp_path / "journal.bin", "ab") as f:
         f.write(b"\x40\x00\x00\x00partial")
@@ -71,7 +72,7 @@ def test_a_killed_learner_loses_nothing_it_received(tmp_path):
 def test_episode_closed_but_not_yet_written_is_finished_on_recovery(tmp_path):
     st = EpisodeStream(tmp_path, action_dim=4)
     feed(st, 0, [1, 2, 3, 4])
-    st._log(("close", 1, True))             # the switch was journaled, then the process died
+    st._log(("close", 1, True))  # the switch was journaled, then the process died
     st.journal.close()
     st2 = EpisodeStream(tmp_path, action_dim=4)
     finished, open_steps = st2.recover()
@@ -98,8 +99,8 @@ def test_journal_round_trip(tmp_path):
 def test_ground_truth_before_its_observation_is_kept_per_task(tmp_path):
     st = EpisodeStream(tmp_path, action_dim=4)
     for s in (1, 2, 3):
-        st.ground_truth(s, "drawer-close", True)             # the other task: not this episode's
-        st.ground_truth(s, "drawer-open", s == 3)            # arrives before the observation
+        st.ground_truth(s, "drawer-close", True)  # the other task: not this episode's
+        st.ground_truth(s, "drawer-open", s == 3)  # arrives before the observation
         st.observation(s, 0, np.zeros((4, 4, 3), np.uint8), [0, 0, 0, 0], "open the drawer", "drawer-open")
         st.command(s, [0, 0, 0, 0])
     [ep] = st.close_before(1, success=True)

@@ -1,4 +1,5 @@
 """The background trainer: update-to-data ratio, weights out, checkpoints, budget, concurrent adds."""
+
 import json
 import threading
 import time
@@ -12,25 +13,44 @@ from robofume_ros.rl.policy import Policy
 
 
 def episode(rng, T=12, instr="open the drawer"):
-    return Episode(images=np.zeros((T + 1, 8, 8, 3), np.uint8), proprio=rng.normal(size=(T + 1, 4)).astype(np.float32),
-                   actions=rng.uniform(-1, 1, (T, 4)).astype(np.float32), rewards=np.r_[-np.ones(T - 1), 0.0].astype(np.float32),
-                   terminals=np.r_[np.zeros(T - 1, bool), True], instruction=instr, task="drawer-open",
-                   source="online", success=True)
+    return Episode(
+        images=np.zeros((T + 1, 8, 8, 3), np.uint8),
+        proprio=rng.normal(size=(T + 1, 4)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (T, 4)).astype(np.float32),
+        rewards=np.r_[-np.ones(T - 1), 0.0].astype(np.float32),
+        terminals=np.r_[np.zeros(T - 1, bool), True],
+        instruction=instr,
+        task="drawer-open",
+        source="online",
+        success=True,
+    )
 
 
 def test_trainer_follows_utd_pushes_weights_and_stops_at_budget(tmp_path):
     rng = np.random.default_rng(0)
-    L = Learner(LearnerConfig(obs_mode="state", lang_mode="onehot", max_instructions=2,
-                              agent={"batch_size": 16, "net": {"hidden": (16, 16)}}), proprio_dim=4, action_dim=4)
+    L = Learner(
+        LearnerConfig(
+            obs_mode="state",
+            lang_mode="onehot",
+            max_instructions=2,
+            agent={"batch_size": 16, "net": {"hidden": (16, 16)}},
+        ),
+        proprio_dim=4,
+        action_dim=4,
+    )
     L.add_offline([episode(rng) for _ in range(3)])
     pushed = []
-    tr = OnlineTrainer(L, TrainerConfig(utd_ratio=0.5, weights_every=5, checkpoint_every=10, budget_steps=60),
-                       tmp_path, on_weights=lambda v, blob, sha, path: pushed.append((v, blob)))
+    tr = OnlineTrainer(
+        L,
+        TrainerConfig(utd_ratio=0.5, weights_every=5, checkpoint_every=10, budget_steps=60),
+        tmp_path,
+        on_weights=lambda v, blob, sha, path: pushed.append((v, blob)),
+    )
     tr.start()
     time.sleep(0.3)
     assert L.step == 0, "no updates before online data or environment steps"
     adder = threading.Thread(target=lambda: [tr.add_episode(episode(rng)) for _ in range(20)])
-    adder.start()                              # episodes arrive while the trainer samples
+    adder.start()  # episodes arrive while the trainer samples
     for _ in range(40):
         tr.env_step()
     adder.join()
@@ -45,8 +65,8 @@ def test_trainer_follows_utd_pushes_weights_and_stops_at_budget(tmp_path):
     assert tr.error is None
     versions = [v for v, _ in pushed]
     assert versions[0] == 0 and 5 in versions and 10 in versions
-    pol = Policy.load(tmp_path / "policy_latest.pt")         # the file the policy node can read
-    pol.load_weights(pushed[-1][1])                          # and the bytes it receives
+    pol = Policy.load(tmp_path / "policy_latest.pt")  # the file the policy node can read
+    pol.load_weights(pushed[-1][1])  # and the bytes it receives
     assert pol.act(None, np.zeros(4, np.float32), "open the drawer").shape == (4,)
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["done"] and status["episodes"] == 20 and status["env_steps"] == 60

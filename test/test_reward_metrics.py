@@ -1,5 +1,6 @@
 """Pure parts of the reward core: metrics against hand-built predictions, threshold selection,
 labels from demos/failures, episode split, debounce, relabelling and the report files."""
+
 import json
 
 import numpy as np
@@ -8,14 +9,23 @@ import pytest
 from robofume_ros.data.episode import Episode
 from robofume_ros.reward.debounce import Debouncer, debounce, first_success, frame_success
 from robofume_ros.reward.labels import episode_labels, label_episodes, split_by_episode
-from robofume_ros.reward.metrics import (average_precision, binary_metrics, evaluate_on_episodes, plot_pr_curve,
-                                         plot_reliability, pr_curve, reliability, select_threshold, write_report)
+from robofume_ros.reward.metrics import (
+    average_precision,
+    binary_metrics,
+    evaluate_on_episodes,
+    plot_pr_curve,
+    plot_reliability,
+    pr_curve,
+    reliability,
+    select_threshold,
+    write_report,
+)
 from robofume_ros.reward.relabel import relabel_episodes
 
 
 def test_binary_metrics_hand_built():
     y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
-    p = np.array([.9, .8, .6, .2, .7, .1, .1, .3, .2, .0])
+    p = np.array([0.9, 0.8, 0.6, 0.2, 0.7, 0.1, 0.1, 0.3, 0.2, 0.0])
     m = binary_metrics(y, p, 0.5)
     # predicted positive: .9 .8 .6 (TP) and .7 (FP); FN: .2 ; TN: 5
     assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (3, 1, 5, 1)
@@ -34,7 +44,7 @@ def test_binary_metrics_hand_built():
 
 def test_select_threshold_methods():
     y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
-    p = np.array([.95, .9, .6, .3] + [.7] + [.03 * i for i in range(19)])  # negatives: .7 and 0 .. .54
+    p = np.array([0.95, 0.9, 0.6, 0.3] + [0.7] + [0.03 * i for i in range(19)])  # negatives: .7 and 0 .. .54
     # max F1 at a threshold in (.54, .6]: 3 TP, 1 FP -> 0.75 (above .7: 2 TP, 0 FP -> .667)
     t, m = select_threshold(y, p, "f1")
     assert m["tp"] == 3 and m["fp"] == 1 and 0.54 < t <= 0.6
@@ -47,8 +57,9 @@ def test_select_threshold_methods():
     assert m0["fp"] == 0 and t0 > 0.7 and m0["tp"] == 2
     # balanced: minimise FNR + FPR
     tb, mb = select_threshold(y, p, "balanced")
-    assert mb["fn_rate"] + mb["fp_rate"] == pytest.approx(min(
-        binary_metrics(y, p, t)["fn_rate"] + binary_metrics(y, p, t)["fp_rate"] for t in np.linspace(0, 1, 1001)))
+    assert mb["fn_rate"] + mb["fp_rate"] == pytest.approx(
+        min(binary_metrics(y, p, t)["fn_rate"] + binary_metrics(y, p, t)["fp_rate"] for t in np.linspace(0, 1, 1001))
+    )
     # perfectly separable -> threshold between the classes
     ts, ms = select_threshold([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], "fpr_cap")
     assert 0.2 < ts <= 0.8 and ms["accuracy"] == 1.0
@@ -79,8 +90,14 @@ def test_plots_and_report(tmp_path):
     plot_pr_curve(y, p, tmp_path / "pr.png", threshold=0.5)
     plot_reliability(y, p, tmp_path / "rel.png")
     assert (tmp_path / "pr.png").stat().st_size > 1000 and (tmp_path / "rel.png").stat().st_size > 1000
-    rep = {"model_id": "m", "threshold": 0.5, "metrics": {"heldout_labels": binary_metrics(y, p, 0.5)},
-           "figures": ["pr.png"], "arr": np.zeros(3), "nested": {"x": np.float32(1.5)}}
+    rep = {
+        "model_id": "m",
+        "threshold": 0.5,
+        "metrics": {"heldout_labels": binary_metrics(y, p, 0.5)},
+        "figures": ["pr.png"],
+        "arr": np.zeros(3),
+        "nested": {"x": np.float32(1.5)},
+    }
     jp, mp = write_report(tmp_path, rep)
     j = json.loads(jp.read_text())
     assert j["metrics"]["heldout_labels"]["n"] == 200 and j["nested"]["x"] == 1.5 and "arr" not in j
@@ -90,10 +107,18 @@ def test_plots_and_report(tmp_path):
 
 def make_episode(T=10, source="target_demo", success=True, instruction="open the drawer", gt=None, seed=0):
     rng = np.random.default_rng(seed)
-    return Episode(images=rng.integers(0, 255, (T + 1, 8, 8, 3), dtype=np.uint8), proprio=np.zeros((T + 1, 4), np.float32),
-                   actions=np.zeros((T, 4), np.float32), rewards=-np.ones(T, np.float32), terminals=np.zeros(T, bool),
-                   instruction=instruction, task="drawer-open", source=source, success=success,
-                   success_gt=None if gt is None else np.asarray(gt, bool))
+    return Episode(
+        images=rng.integers(0, 255, (T + 1, 8, 8, 3), dtype=np.uint8),
+        proprio=np.zeros((T + 1, 4), np.float32),
+        actions=np.zeros((T, 4), np.float32),
+        rewards=-np.ones(T, np.float32),
+        terminals=np.zeros(T, bool),
+        instruction=instruction,
+        task="drawer-open",
+        source=source,
+        success=success,
+        success_gt=None if gt is None else np.asarray(gt, bool),
+    )
 
 
 def test_labels_from_demos_and_failures_only():
@@ -122,8 +147,11 @@ def test_labels_from_demos_and_failures_only():
 
 
 def test_split_by_episode_is_stratified_and_disjoint():
-    eps = [make_episode(5, "target_demo", True, seed=i) for i in range(10)] + \
-          [make_episode(5, "failure", False, seed=i) for i in range(5)] + [make_episode(5, "target_demo", True)]
+    eps = (
+        [make_episode(5, "target_demo", True, seed=i) for i in range(10)]
+        + [make_episode(5, "failure", False, seed=i) for i in range(5)]
+        + [make_episode(5, "target_demo", True)]
+    )
     eps[-1].task = "drawer-close"
     tr, va = split_by_episode(eps, val_frac=0.2, seed=0)
     assert not set(tr) & set(va) and sorted(tr + va) == list(range(16))
@@ -149,14 +177,15 @@ def test_debounce():
 
 def test_frame_success_vetoes_frames_done_for_both_tasks_of_a_pair():
     assert frame_success(0.8, 0.7) and not frame_success(0.6, 0.7) and frame_success(0.7, 0.7)
-    assert frame_success(0.8, 0.7, p_paired=0.69)          # the paired task is not done: success
-    assert not frame_success(0.8, 0.7, p_paired=0.7)       # done for both: the model cannot tell
+    assert frame_success(0.8, 0.7, p_paired=0.69)  # the paired task is not done: success
+    assert not frame_success(0.8, 0.7, p_paired=0.7)  # done for both: the model cannot tell
     assert not frame_success(0.6, 0.7, p_paired=0.1)
     assert not frame_success(float("nan"), 0.7) and frame_success(0.9, 0.7, p_paired=float("nan"))
 
 
 class StubModel:
     """P(success) = mean red of the frame / 255."""
+
     model_id = "stub"
     threshold = 0.5
 
@@ -167,7 +196,7 @@ class StubModel:
 def test_relabel_episodes():
     ep = make_episode(6, "online", False, gt=np.zeros(7, bool))
     ep.images[:] = 0
-    ep.images[3, ..., 0] = 255   # o_3 succeeds alone (a blip)
+    ep.images[3, ..., 0] = 255  # o_3 succeeds alone (a blip)
     ep.images[5:, ..., 0] = 255  # o_5, o_6 succeed
     (new,), (p,) = relabel_episodes([ep], StubModel(), return_probs=True)
     assert p.shape == (7,)
@@ -188,8 +217,8 @@ def test_relabel_episodes():
 def test_evaluate_on_episodes_against_ground_truth():
     ep = make_episode(4, "online", False, gt=[0, 0, 1, 1, 0])
     ep.images[:] = 0
-    ep.images[2:4, ..., 0] = 255   # right on frames 2, 3
-    ep.images[0, ..., 0] = 255     # false positive on frame 0
+    ep.images[2:4, ..., 0] = 255  # right on frames 2, 3
+    ep.images[0, ..., 0] = 255  # false positive on frame 0
     res = evaluate_on_episodes(StubModel(), [ep, make_episode(4, "online")])
     assert res["n_episodes"] == 1 and res["n"] == 5
     assert (res["tp"], res["fp"], res["tn"], res["fn"]) == (2, 1, 2, 0)
@@ -200,30 +229,44 @@ def test_evaluate_on_episodes_against_ground_truth():
 def _pair_demo(instr, task, T=10):
     """A successful target demo whose frame t is filled with the value t."""
     from robofume_ros.data.episode import Episode
+
     img = np.arange(T + 1, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(4, 2).repeat(3, 3)
-    return Episode(images=img, proprio=np.zeros((T + 1, 4), np.float32), actions=np.zeros((T, 4), np.float32),
-                   rewards=-np.ones(T, np.float32), terminals=np.zeros(T, bool), instruction=instr, task=task,
-                   source="target_demo", success=True)
+    return Episode(
+        images=img,
+        proprio=np.zeros((T + 1, 4), np.float32),
+        actions=np.zeros((T, 4), np.float32),
+        rewards=-np.ones(T, np.float32),
+        terminals=np.zeros(T, bool),
+        instruction=instr,
+        task=task,
+        source="target_demo",
+        success=True,
+    )
 
 
 def test_reverse_start_frames_are_positives_for_the_paired_task():
     from robofume_ros.reward.labels import label_episodes, reverse_pairs
+
     eps = [_pair_demo("open the drawer", "drawer-open"), _pair_demo("close the drawer", "drawer-close")]
     rev = reverse_pairs(eps)
     assert rev == {"open the drawer": "close the drawer", "close the drawer": "open the drawer"}
     fs = label_episodes(eps, k=3, neg_demo_frac=0.5, reverse=rev, reverse_k=2)
-    close_pos = [(t, e) for t, e, y, i in zip(fs.t, fs.episode, fs.labels, fs.instructions)
-                 if y == 1 and i == "close the drawer"]
+    close_pos = [
+        (t, e) for t, e, y, i in zip(fs.t, fs.episode, fs.labels, fs.instructions) if y == 1 and i == "close the drawer"
+    ]
     # the last 3 frames of the closing demo, plus the first 2 frames of the opening demo
     assert sorted(close_pos) == [(0, 0), (1, 0), (8, 1), (9, 1), (10, 1)]
     # the same start frames stay negatives for their own instruction
-    assert any(t == 0 and e == 0 and y == 0 and i == "open the drawer"
-               for t, e, y, i in zip(fs.t, fs.episode, fs.labels, fs.instructions))
+    assert any(
+        t == 0 and e == 0 and y == 0 and i == "open the drawer"
+        for t, e, y, i in zip(fs.t, fs.episode, fs.labels, fs.instructions)
+    )
     assert reverse_pairs(eps[:1]) == {}
 
 
 def test_pair_negatives_are_the_paired_tasks_goal_frames():
     from robofume_ros.reward.labels import label_episodes, reverse_pairs
+
     eps = [_pair_demo("open the drawer", "drawer-open"), _pair_demo("close the drawer", "drawer-close")]
     fs = label_episodes(eps, k=3, neg_demo_frac=0.5, reverse=reverse_pairs(eps), reverse_k=0, pair_negatives=2)
     rows = list(zip(fs.t, fs.episode, fs.labels, fs.instructions))

@@ -1,5 +1,6 @@
 """Reward-model backends: tiny random transformers models saved to a folder and loaded through the
 production from_pretrained path; save/load round trips; clear errors."""
+
 import json
 import os
 
@@ -11,19 +12,27 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from robofume_ros.reward import (CorruptCheckpointError, ModelNotFoundError, WrongModelTypeError,  # noqa: E402
-                                 load_reward_model)
-from robofume_ros.reward import tiny  # noqa: E402
-from robofume_ros.reward.dual_encoder import DualEncoderRewardModel  # noqa: E402
-from robofume_ros.reward.vlm import VLMRewardModel  # noqa: E402
+from robofume_ros.reward import (
+    CorruptCheckpointError,
+    ModelNotFoundError,
+    WrongModelTypeError,
+    load_reward_model,
+)
+from robofume_ros.reward import tiny
+from robofume_ros.reward.dual_encoder import DualEncoderRewardModel
+from robofume_ros.reward.vlm import VLMRewardModel
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny")
-    return {"clip": tiny.make_tiny_clip(d / "clip"), "siglip": tiny.make_tiny_clip(d / "siglip", kind="siglip"),
-            "llava": tiny.make_tiny_llava(d / "llava"), "bert": tiny.make_tiny_text_encoder(d / "bert"),
-            "effnet": tiny.make_tiny_efficientnet(d / "effnet")}
+    return {
+        "clip": tiny.make_tiny_clip(d / "clip"),
+        "siglip": tiny.make_tiny_clip(d / "siglip", kind="siglip"),
+        "llava": tiny.make_tiny_llava(d / "llava"),
+        "bert": tiny.make_tiny_text_encoder(d / "bert"),
+        "effnet": tiny.make_tiny_efficientnet(d / "effnet"),
+    }
 
 
 def frames(n=4, seed=0):
@@ -57,6 +66,7 @@ def test_clip_zero_shot_and_roundtrip(folders, tmp_path):
 
 def test_embedded_backbone_survives_source_deletion(folders, tmp_path):
     import shutil
+
     src = tmp_path / "clipcopy"
     shutil.copytree(folders["clip"], src)
     m = DualEncoderRewardModel.from_pretrained(str(src))
@@ -116,6 +126,7 @@ def test_vlm_llava_yes_no_and_roundtrip(folders, tmp_path):
 
 # ------------------------------------------------------------------ errors
 
+
 def test_missing_model_folder(tmp_path):
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         load_reward_model(tmp_path / "nope")
@@ -132,6 +143,7 @@ def test_missing_hub_model_offline():
 
 def test_missing_backbone_of_checkpoint(folders, tmp_path):
     import shutil
+
     src = tmp_path / "clipcopy"
     shutil.copytree(folders["clip"], src)
     DualEncoderRewardModel.from_pretrained(str(src)).save(tmp_path / "ck")
@@ -205,6 +217,9 @@ def test_bad_inputs(folders):
 def test_core_does_not_import_rclpy():
     import subprocess
     import sys
-    code = ("import sys, robofume_ros.reward as r, robofume_ros.reward.train, robofume_ros.reward.dual_encoder, "
-            "robofume_ros.reward.vlm, robofume_ros.reward.relabel; assert 'rclpy' not in sys.modules")
+
+    code = (
+        "import sys, robofume_ros.reward as r, robofume_ros.reward.train, robofume_ros.reward.dual_encoder, "
+        "robofume_ros.reward.vlm, robofume_ros.reward.relabel; assert 'rclpy' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})

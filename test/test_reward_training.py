@@ -1,5 +1,6 @@
 """Fine-tuning raises accuracy on a small separable synthetic set (a red square present vs absent),
 for each backend; the training command end to end on synthetic episodes with ground truth."""
+
 import json
 import os
 
@@ -11,12 +12,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from robofume_ros.data.episode import Episode  # noqa: E402
-from robofume_ros.reward import load_reward_model, tiny  # noqa: E402
-from robofume_ros.reward.dual_encoder import DualEncoderRewardModel  # noqa: E402
-from robofume_ros.reward.labels import FrameSet  # noqa: E402
-from robofume_ros.reward.train import main, train_reward_model  # noqa: E402
-from robofume_ros.reward.vlm import VLMRewardModel  # noqa: E402
+from robofume_ros.data.episode import Episode
+from robofume_ros.reward import load_reward_model, tiny
+from robofume_ros.reward.dual_encoder import DualEncoderRewardModel
+from robofume_ros.reward.labels import FrameSet
+from robofume_ros.reward.train import main, train_reward_model
+from robofume_ros.reward.vlm import VLMRewardModel
 
 INSTR = "put the red square"
 
@@ -26,12 +27,12 @@ def square_frames(n, seed, square=None):
     random place."""
     rng = np.random.default_rng(seed)
     im = rng.integers(40, 120, (n, 100, 100, 3)).astype(np.uint8)
-    im[..., 2] = rng.integers(90, 160, (n, 1, 1))      # bluish background, varying per frame
+    im[..., 2] = rng.integers(90, 160, (n, 1, 1))  # bluish background, varying per frame
     if square is None:
         square = np.arange(n) % 2 == 0
     for i in np.flatnonzero(square):
         x, y = rng.integers(0, 72, 2)
-        im[i, y:y + 28, x:x + 28] = (230, 20, 20)
+        im[i, y : y + 28, x : x + 28] = (230, 20, 20)
     return im, np.asarray(square, bool)
 
 
@@ -71,8 +72,9 @@ def test_clip_vision_lora_finetune(folders, tmp_path):
     assert after >= 0.8 and after >= before + 0.2, (before, after)
     m.save(tmp_path / "ck")
     m2 = load_reward_model(tmp_path / "ck")
-    np.testing.assert_allclose(m2.predict_proba(test.images[:8], INSTR), m.predict_proba(test.images[:8], INSTR),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        m2.predict_proba(test.images[:8], INSTR), m.predict_proba(test.images[:8], INSTR), atol=1e-5
+    )
 
 
 def test_default_model_finetune(tmp_path):
@@ -97,6 +99,7 @@ def test_vlm_lora_finetune(folders, tmp_path):
 
 # ------------------------------------------------------------------ the training command
 
+
 def episode(source, success, seed, T=11, instruction=INSTR, task="square-put", end_with_square=None):
     """A synthetic episode: the square appears at the last 3 frames when ``end_with_square``."""
     end_with_square = success if end_with_square is None else end_with_square
@@ -104,9 +107,18 @@ def episode(source, success, seed, T=11, instruction=INSTR, task="square-put", e
     if end_with_square:
         sq[-3:] = True
     im, gt = square_frames(T + 1, seed, sq)
-    return Episode(images=im, proprio=np.zeros((T + 1, 4), np.float32), actions=np.zeros((T, 4), np.float32),
-                   rewards=-np.ones(T, np.float32), terminals=np.zeros(T, bool), instruction=instruction, task=task,
-                   source=source, success=success, success_gt=gt)
+    return Episode(
+        images=im,
+        proprio=np.zeros((T + 1, 4), np.float32),
+        actions=np.zeros((T, 4), np.float32),
+        rewards=-np.ones(T, np.float32),
+        terminals=np.zeros(T, bool),
+        instruction=instruction,
+        task=task,
+        source=source,
+        success=success,
+        success_gt=gt,
+    )
 
 
 def synthetic_dataset():
@@ -119,12 +131,26 @@ def synthetic_dataset():
 
 def test_train_reward_model_report_and_checkpoint(folders, tmp_path):
     out = tmp_path / "rm"
-    model, rep = train_reward_model(synthetic_dataset(), out, backbone=str(folders["clip"]), epochs=40,
-                                    pretrain_epochs=10, lr=3e-3, val_frac=0.3, progress=False, precision="fp32")
+    model, rep = train_reward_model(
+        synthetic_dataset(),
+        out,
+        backbone=str(folders["clip"]),
+        epochs=40,
+        pretrain_epochs=10,
+        lr=3e-3,
+        val_frac=0.3,
+        progress=False,
+        precision="fp32",
+    )
     for f in ("reward_model.json", "head.safetensors", "report.json", "report.md", "pr_curve.png", "reliability.png"):
         assert (out / f).exists(), f
     j = json.loads((out / "report.json").read_text())
-    assert j["episodes"] == {"train": 16, "heldout": 6, "prior": 6, "heldout_with_success_gt": 6}  # 4 demos + 2 failures
+    assert j["episodes"] == {
+        "train": 16,
+        "heldout": 6,
+        "prior": 6,
+        "heldout_with_success_gt": 6,
+    }  # 4 demos + 2 failures
     assert j["frames"]["prior"] > 0 and "pretrain" in j["history"]
     for split in ("train", "heldout_labels", "heldout_success_gt"):
         for col in ("accuracy", "precision", "recall", "fp_rate", "fn_rate"):
@@ -140,12 +166,29 @@ def test_train_reward_model_report_and_checkpoint(folders, tmp_path):
 
 def test_train_command_line(folders, tmp_path):
     from robofume_ros.data.dataset import DatasetWriter
+
     with DatasetWriter(tmp_path / "data") as w:
         for ep in synthetic_dataset():
             w.append(ep)
-    rc = main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "rm"), "--backbone", str(folders["clip"]),
-               "--epochs", "20", "--pretrain-epochs", "0", "--threshold-method", "f1", "--no-progress",
-               "--precision", "fp32"])
+    rc = main(
+        [
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "rm"),
+            "--backbone",
+            str(folders["clip"]),
+            "--epochs",
+            "20",
+            "--pretrain-epochs",
+            "0",
+            "--threshold-method",
+            "f1",
+            "--no-progress",
+            "--precision",
+            "fp32",
+        ]
+    )
     assert rc == 0
     j = json.loads((tmp_path / "rm" / "report.json").read_text())
     assert j["threshold_method"] == "f1" and j["episodes"]["prior"] == 6 and "pretrain" not in j["history"]
@@ -155,6 +198,7 @@ def test_train_command_line(folders, tmp_path):
 class _PixelJudge:
     """A reward model whose probability of a frame is written in its first pixel (frames / 255): the
     threshold logic without any learning."""
+
     model_type, model_id, threshold = "pixel", "pixel", 0.5
 
     def fit(self, *a, **k):
@@ -172,9 +216,18 @@ def test_threshold_can_be_chosen_against_the_unlabelled_almost_done_demo_frames(
         n = len(scores)
         im = np.zeros((n, 4, 4, 3), np.uint8)
         im[:, 0, 0, 0] = scores
-        return Episode(images=im, proprio=np.zeros((n, 4), np.float32), actions=np.zeros((n - 1, 4), np.float32),
-                       rewards=-np.ones(n - 1, np.float32), terminals=np.zeros(n - 1, bool), instruction=INSTR,
-                       task="square-put", source=source, success=success)
+        return Episode(
+            images=im,
+            proprio=np.zeros((n, 4), np.float32),
+            actions=np.zeros((n - 1, 4), np.float32),
+            rewards=-np.ones(n - 1, np.float32),
+            terminals=np.zeros(n - 1, bool),
+            instruction=INSTR,
+            task="square-put",
+            source=source,
+            success=success,
+        )
+
     # demos: 5 clearly-not-done frames, 2 almost done (scored 200), 3 done, one of them scored low
     # (120: a done frame the model is unsure of); failures all low
     demo = [10] * 5 + [200] * 2 + [120, 250, 250]
@@ -188,6 +241,6 @@ def test_threshold_can_be_chosen_against_the_unlabelled_almost_done_demo_frames(
     _, rep = train_reward_model(eps, tmp_path / "b", model=_PixelJudge(), threshold_neg_frac=1.0, **kw)
     assert 200 / 255 < rep["threshold"] <= 250 / 255
     assert rep["threshold_from"].startswith("heldout_labels, the first 1 of each demo negative")
-    m = rep["metrics"]["heldout_threshold_set"]     # the unsure done frames are given up instead
+    m = rep["metrics"]["heldout_threshold_set"]  # the unsure done frames are given up instead
     assert m["fp_rate"] == 0.0 and abs(m["recall"] - 2 / 3) < 1e-9
     assert m["n_neg"] > rep["metrics"]["heldout_labels"]["n_neg"]

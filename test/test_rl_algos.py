@@ -1,4 +1,5 @@
 """Networks, baselines, RND, language and frozen-encoder paths (small and fast)."""
+
 import math
 
 import numpy as np
@@ -43,13 +44,23 @@ def test_tanh_gaussian_log_prob_consistent():
 @pytest.mark.parametrize("algo", ["calql", "cql", "iql", "bc", "sac"])
 def test_every_algorithm_updates_and_acts(algo):
     data = scripted_dataset(6, noise=1.5, seed=1)
-    L = Learner(LearnerConfig(algo=algo, lang_mode="onehot", agent={"batch_size": 16, "net": {"hidden": [32, 32]}}), 2, 2)
+    L = Learner(
+        LearnerConfig(algo=algo, lang_mode="onehot", agent={"batch_size": 16, "net": {"hidden": [32, 32]}}), 2, 2
+    )
     L.add_offline(data)
     m = L.update(3)
     vals = {k: float(v) for k, v in m.items()}
     assert all(math.isfinite(v) for v in vals.values()), vals
     if algo in ("calql", "cql"):
-        assert {"q_data", "mc_return", "cql_gap", "alpha", "entropy", "critic_grad_norm", "actor_grad_norm"} <= vals.keys()
+        assert {
+            "q_data",
+            "mc_return",
+            "cql_gap",
+            "alpha",
+            "entropy",
+            "critic_grad_norm",
+            "actor_grad_norm",
+        } <= vals.keys()
     if algo == "calql":
         assert "bound_rate" in vals
     a = L.act({"proprio": data[0].proprio[:4], "instruction": [INSTRUCTION] * 4})
@@ -58,9 +69,17 @@ def test_every_algorithm_updates_and_acts(algo):
 
 def test_calql_options_run():
     data = scripted_dataset(6, noise=1.5, seed=1)
-    for over in ({"cql_lagrange": True}, {"max_target_backup": True}, {"bound_random_actions": True},
-                 {"bc_loss": "nll"}, {"bf16": True}, {"backup_entropy": True, "cql_importance_sample": False}):
-        L = Learner(LearnerConfig(lang_mode="none", agent={"batch_size": 16, "net": {"hidden": [32, 32]}, **over}), 2, 2)
+    for over in (
+        {"cql_lagrange": True},
+        {"max_target_backup": True},
+        {"bound_random_actions": True},
+        {"bc_loss": "nll"},
+        {"bf16": True},
+        {"backup_entropy": True, "cql_importance_sample": False},
+    ):
+        L = Learner(
+            LearnerConfig(lang_mode="none", agent={"batch_size": 16, "net": {"hidden": [32, 32]}, **over}), 2, 2
+        )
         L.add_offline(data)
         m = L.update(2)
         assert all(math.isfinite(float(v)) for v in m.values()), over
@@ -70,8 +89,13 @@ def test_calql_options_run():
 
 def test_iql_q_is_bounded():
     data = scripted_dataset(6, noise=1.5, seed=1)
-    L = Learner(LearnerConfig(algo="iql", lang_mode="none", agent={"batch_size": 16, "gamma": 0.5,
-                                                                   "net": {"hidden": [32, 32]}}), 2, 2)
+    L = Learner(
+        LearnerConfig(
+            algo="iql", lang_mode="none", agent={"batch_size": 16, "gamma": 0.5, "net": {"hidden": [32, 32]}}
+        ),
+        2,
+        2,
+    )
     L.add_offline(data)
     assert L.agent.q_lo == pytest.approx(-10.0) and L.agent.q_hi == pytest.approx(10.0)
     L.update(2)
@@ -79,7 +103,9 @@ def test_iql_q_is_bounded():
 
 def test_online_add_episode_and_rnd_bonus():
     data = scripted_dataset(6, noise=1.5, seed=1)
-    L = Learner(LearnerConfig(lang_mode="onehot", use_rnd=True, agent={"batch_size": 16, "net": {"hidden": [32, 32]}}), 2, 2)
+    L = Learner(
+        LearnerConfig(lang_mode="onehot", use_rnd=True, agent={"batch_size": 16, "net": {"hidden": [32, 32]}}), 2, 2
+    )
     L.add_offline(data)
     online = scripted_dataset(2, noise=2.0, seed=5)
     for ep in online:
@@ -98,18 +124,26 @@ def test_features_mode_trains_on_stored_features():
     rng = np.random.default_rng(0)
     for ep in data:
         ep.features = rng.standard_normal((len(ep) + 1, 12)).astype(np.float32)
-    L = Learner(LearnerConfig(obs_mode="features", lang_mode="none", agent={"batch_size": 16, "net": {"hidden": [32, 32]}}),
-                2, 2, feature_dim=12)
+    L = Learner(
+        LearnerConfig(obs_mode="features", lang_mode="none", agent={"batch_size": 16, "net": {"hidden": [32, 32]}}),
+        2,
+        2,
+        feature_dim=12,
+    )
     L.add_offline(data)
     m = L.update(2)
     assert math.isfinite(float(m["td_loss"]))
-    assert not any(True for _ in L.agent.encoder.parameters())   # nothing in the encoder trains
+    assert not any(True for _ in L.agent.encoder.parameters())  # nothing in the encoder trains
 
 
 def test_cnn_encoder_trained_by_critic_only():
     data = scripted_dataset(4, noise=1.5, seed=1, image_size=16)
-    L = Learner(LearnerConfig(obs_mode="cnn", lang_mode="none", agent={"batch_size": 8, "net": {"hidden": [32, 32]}}),
-                2, 2, image_shape=(16, 16, 3))
+    L = Learner(
+        LearnerConfig(obs_mode="cnn", lang_mode="none", agent={"batch_size": 8, "net": {"hidden": [32, 32]}}),
+        2,
+        2,
+        image_shape=(16, 16, 3),
+    )
     L.add_offline(data)
     ag = L.agent
     b = L.sample_batch()
@@ -125,20 +159,22 @@ def test_cnn_encoder_trained_by_critic_only():
 
 def test_frozen_efficientnet_features():
     from robofume_ros.rl.features import FrozenImageEncoder, add_features
+
     enc = FrozenImageEncoder(image_size=64)
     data = scripted_dataset(1, noise=1.5, seed=1, image_size=32)
     add_features(data, enc)
     f = data[0].features
     assert f.shape == (len(data[0]) + 1, 1280) and f.dtype == np.float32 and np.isfinite(f).all()
-    assert (f >= 0).all() and f.std() > 0   # ReLU6 pooled features
+    assert (f >= 0).all() and f.std() > 0  # ReLU6 pooled features
 
 
 def test_minilm_language_embedding_cached():
     from robofume_ros.rl.language import LanguageTable
+
     t = LanguageTable("minilm")
     i = t.index("open the drawer")
     j = t.index("close the drawer")
-    assert t.index("open the drawer") == i and t.table.shape == (2, 384)
+    assert t.index("open the drawer") == i and j != i and t.table.shape == (2, 384)
     e = t.embed(["open the drawer", "close the drawer"])
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-5)
     assert 0.3 < float(e[0] @ e[1]) < 0.999
@@ -159,10 +195,10 @@ def test_fresh_critics_start_at_the_offline_mean_mc_return(algo, tmp_path):
         return L, float(b["mc_returns"].mean()), q, q_target, v
 
     L, mc, q, q_t, v = values("mc_mean")
-    assert mc < -1.0                                  # the point-mass data has a clearly negative mean return
+    assert mc < -1.0  # the point-mass data has a clearly negative mean return
     assert abs(float(q.mean()) - mc) < 0.05 * abs(mc) and abs(float(q_t.mean()) - mc) < 0.05 * abs(mc)
     if v is not None:
-        assert abs(float(v.mean()) - mc) < 0.5 * abs(mc)      # V's output gain is 1: noisier, same offset
+        assert abs(float(v.mean()) - mc) < 0.5 * abs(mc)  # V's output gain is 1: noisier, same offset
     _, _, q0, _, _ = values("zero")
     assert abs(float(q0.mean())) < 0.05 * abs(mc)
     # a resumed learner keeps its trained critics: no re-offset when statistics come from the checkpoint
@@ -190,6 +226,7 @@ def test_agent_option_changes_the_running_agent_and_survives_a_checkpoint(tmp_pa
 
 def test_iql_actor_density_stays_finite_for_saturated_data_actions():
     from robofume_ros.rl.iql import squashed_mean_log_prob
+
     mean = torch.zeros(3, 2, requires_grad=True)
     log_std = torch.zeros(3, 2)
     a = torch.tensor([[1.0, -1.0], [0.5, 0.0], [-1.0, 1.0]])
@@ -197,7 +234,7 @@ def test_iql_actor_density_stays_finite_for_saturated_data_actions():
     ref = torch.distributions.Normal(torch.tanh(mean), log_std.exp()).log_prob(a).sum(-1)
     torch.testing.assert_close(lp, ref)
     lp.sum().backward()
-    assert mean.grad.abs().max() <= 1.0       # a = +-1 pulls the mean, it does not dominate the loss
+    assert mean.grad.abs().max() <= 1.0  # a = +-1 pulls the mean, it does not dominate the loss
 
 
 def test_calql_bc_term_can_skip_failed_episodes():
@@ -205,7 +242,7 @@ def test_calql_bc_term_can_skip_failed_episodes():
     (the replay's per-transition success flag: its episode got more than the failure reward)."""
     L = Learner(LearnerConfig(algo="calql", lang_mode="none", seed=0, agent={"batch_size": 8}), 2, 2)
     L.add_offline(scripted_dataset(4, seed=0))
-    agent, cfg = L.agent, L.agent.cfg
+    agent = L.agent
     batch = L.sample_batch()
     batch["success"] = torch.tensor([0.0] * 4 + [1.0] * 4)
     with torch.no_grad():
@@ -226,21 +263,28 @@ def test_calql_bc_term_can_skip_failed_episodes():
 def test_actor_proprio_dropout_hides_the_hand_from_the_actor_only(drop):
     """actor_proprio_dropout: the actor's proprioception inputs are zeroed (their mean after
     normalisation) for that share of the batch; the critic still sees them."""
-    L = Learner(LearnerConfig(algo="calql", lang_mode="onehot", seed=0,
-                              agent={"batch_size": 16, "actor_proprio_dropout": drop}), 2, 2)
+    L = Learner(
+        LearnerConfig(
+            algo="calql", lang_mode="onehot", seed=0, agent={"batch_size": 16, "actor_proprio_dropout": drop}
+        ),
+        2,
+        2,
+    )
     L.add_offline(scripted_dataset(4, seed=0))
     agent = L.agent
     batch = L.sample_batch()
     sl = agent.encoder.proprio_slice
     z = agent.encoder(batch["obs"])
-    torch.testing.assert_close(z[:, sl], (batch["obs"]["proprio"] - agent.encoder.proprio_mean) / agent.encoder.proprio_std)
+    torch.testing.assert_close(
+        z[:, sl], (batch["obs"]["proprio"] - agent.encoder.proprio_mean) / agent.encoder.proprio_std
+    )
     total, _ = agent.losses(batch)
     total.backward()
     g_actor = agent.actor.net[0].weight.grad
     g_critic = agent.critic.w_z.grad
     assert g_critic[:, sl].abs().sum() > 0
     assert (g_actor[:, sl].abs().sum() == 0) == (drop == 1.0)
-    assert g_actor[:, sl.stop:].abs().sum() > 0      # the instruction still reaches the actor
+    assert g_actor[:, sl.stop :].abs().sum() > 0  # the instruction still reaches the actor
 
 
 def test_learner_n_step_targets_survive_a_checkpoint(tmp_path):
@@ -249,8 +293,8 @@ def test_learner_n_step_targets_survive_a_checkpoint(tmp_path):
     L.add_offline(scripted_dataset(4, seed=0))
     g = L.agent_cfg.gamma
     disc = L.sample_batch()["discounts"].numpy()
-    assert np.isclose(disc, g ** 3).any()
-    assert all(np.isclose(d, [0.0, g, g ** 2, g ** 3]).any() for d in disc)
+    assert np.isclose(disc, g**3).any()
+    assert all(np.isclose(d, [0.0, g, g**2, g**3]).any() for d in disc)
     with pytest.raises(ValueError, match="before adding data"):
         L.set_n_step(1)
     L.update(1)
@@ -273,7 +317,7 @@ def test_calql_bc_term_can_leave_out_online_data():
     """bc_online=False: the actor's BC loss averages over the batch's offline rows only (sample_mixed
     marks the online rows), still restricted to successful episodes when that is on too."""
     L, agent, batch = _mixed_calql_batch()
-    np.testing.assert_array_equal(batch["online"].numpy(), [0.0] * 4 + [1.0] * 4)   # online_ratio 0.5
+    np.testing.assert_array_equal(batch["online"].numpy(), [0.0] * 4 + [1.0] * 4)  # online_ratio 0.5
     batch["success"] = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0])
     with torch.no_grad():
         mean, _ = agent.actor(agent.encoder(batch["obs"]))
@@ -319,7 +363,8 @@ def test_calql_pre_tanh_bc_on_online_rows():
     minimiser, atanh(E[tanh(m + s*eps)]), lies below m, the pre-tanh one does not."""
     L, agent, batch = _mixed_calql_batch()
     from robofume_ros.rl.calql import PRE_TANH_CLIP
-    batch["actions"][5] = torch.tensor([1.0, -1.0])            # saturated: the target stays finite
+
+    batch["actions"][5] = torch.tensor([1.0, -1.0])  # saturated: the target stays finite
     with torch.no_grad():
         mean, _ = agent.actor(agent.encoder(batch["obs"]))
     act = ((torch.tanh(mean) - batch["actions"]) ** 2).mean(-1)
@@ -330,7 +375,10 @@ def test_calql_pre_tanh_bc_on_online_rows():
     torch.testing.assert_close(m["bc_loss"], torch.cat([act[:4], pre[4:]]).mean())
     # the two minimisers for samples a = tanh(m + 0.5 eps) of a mean m = 1
     a = torch.tanh(1.0 + 0.5 * torch.randn(200000, generator=torch.Generator().manual_seed(0)))
-    assert float(torch.atanh(a.mean())) < 0.9 and abs(float(torch.atanh(a.clamp(-PRE_TANH_CLIP, PRE_TANH_CLIP)).mean()) - 1.0) < 0.01
+    assert (
+        float(torch.atanh(a.mean())) < 0.9
+        and abs(float(torch.atanh(a.clamp(-PRE_TANH_CLIP, PRE_TANH_CLIP)).mean()) - 1.0) < 0.01
+    )
 
 
 def test_learner_restricts_each_algorithms_bc_term():

@@ -3,6 +3,7 @@
 Small offline point-mass dataset, state-based, bf16 autocast (the fast mode), gamma 0.5 so the
 Q-functions converge within a CI budget. Deterministic on one thread.
 """
+
 import numpy as np
 import torch
 
@@ -10,7 +11,14 @@ from robofume_ros.rl.learner import Learner, LearnerConfig
 from robofume_ros.rl.pointmass import scripted_dataset
 
 torch.set_num_threads(1)
-AGENT = {"bf16": True, "gamma": 0.5, "batch_size": 128, "critic_lr": 3e-3, "actor_lr": 1e-3, "net": {"hidden": [128, 128]}}
+AGENT = {
+    "bf16": True,
+    "gamma": 0.5,
+    "batch_size": 128,
+    "critic_lr": 3e-3,
+    "actor_lr": 1e-3,
+    "net": {"hidden": [128, 128]},
+}
 
 
 def q_minus_mc(algo, data, steps=1500):
@@ -31,6 +39,6 @@ def test_calql_stays_above_mc_while_cql_falls_below():
     print(f"mean MC return {mc:.2f}; Cal-QL Q(s,pi(s)) {q_cal:.2f}; CQL Q(s,pi(s)) {q_cql:.2f}")
     # measured on this machine (critics start at the mean MC return, q_init="mc_mean"): MC -9.39,
     # Cal-QL -8.65 (above it), CQL -13.61; with the official zero init Cal-QL sits at -9.4 to -10.0
-    assert q_cal >= mc - 0.1, (q_cal, mc)        # Cal-QL: at or above the MC return (1% tolerance)
-    assert q_cql <= mc - 0.4, (q_cql, mc)        # CQL: clearly below it
+    assert q_cal >= mc - 0.1, (q_cal, mc)  # Cal-QL: at or above the MC return (1% tolerance)
+    assert q_cql <= mc - 0.4, (q_cql, mc)  # CQL: clearly below it
     assert q_cal - q_cql >= 0.4

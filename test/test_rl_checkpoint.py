@@ -1,4 +1,5 @@
 """Checkpoints, resume, policy inference and weight push (robofume_ros.rl.checkpoint / learner / policy)."""
+
 import numpy as np
 import pytest
 import torch
@@ -29,7 +30,9 @@ def params(L):
     return {f"{n}.{k}": v.clone() for n, m in L.agent.modules.items() for k, v in m.state_dict().items()}
 
 
-@pytest.mark.parametrize("algo,obs_mode", [("calql", "state"), ("calql", "cnn"), ("iql", "state"), ("bc", "cnn"), ("sac", "state")])
+@pytest.mark.parametrize(
+    "algo,obs_mode", [("calql", "state"), ("calql", "cnn"), ("iql", "state"), ("bc", "cnn"), ("sac", "state")]
+)
 def test_roundtrip_and_resume_bit_exact(tmp_path, data, algo, obs_mode):
     L = make(data, algo, obs_mode)
     L.update(3)
@@ -112,6 +115,7 @@ def test_a_policy_refuses_observations_unlike_its_spec(tmp_path):
     from tiny_models import tiny_learner_checkpoint
     from robofume_ros.rl import checkpoint as ckpt
     from robofume_ros.rl.policy import ObservationMismatch, Policy
+
     path = tiny_learner_checkpoint(tmp_path / "l.pt")
     p = ckpt.load_checkpoint(path)
     p["policy"]["obs_spec"] = {"image_shape": [100, 100, 3], "proprio_dim": 4, "feature_encoder": None}

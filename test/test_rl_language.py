@@ -1,5 +1,6 @@
 """Instruction embeddings: standardisation makes close instructions distinguishable, and survives
 a checkpoint round trip (old checkpoints without statistics load as identity)."""
+
 import numpy as np
 
 from robofume_ros.rl.language import LanguageTable

@@ -1,5 +1,6 @@
 """StackedQ's hand-written forward/backward equals the plain-autograd reference (fp32 and bf16),
 with the fused native kernels (rl/native.py) and with plain PyTorch ops."""
+
 import shutil
 
 import numpy as np
@@ -40,7 +41,7 @@ def _grads(q_fn, critic, z, a, gq):
 @pytest.mark.parametrize("hidden", [(64, 64), (32, 48, 40), (16,), (20, 24)])
 def test_fused_critic_matches_reference_fp32(hidden, onednn, native_kernels, monkeypatch):
     monkeypatch.setattr(networks, "USE_ONEDNN_LINEAR", onednn and networks.USE_ONEDNN_LINEAR)
-    monkeypatch.setattr(networks, "ONEDNN_MIN_ROWS", 0)       # the test's few rows take the oneDNN path too
+    monkeypatch.setattr(networks, "ONEDNN_MIN_ROWS", 0)  # the test's few rows take the oneDNN path too
     _use_native(monkeypatch, native_kernels)
     critic, z, a, gq = _setup(hidden)
     q1, g1 = _grads(critic, critic, z, a, gq)
@@ -75,7 +76,7 @@ def _setup(hidden):
     critic = StackedQ(12, 3, hidden, 2)
     with torch.no_grad():
         for p in critic.parameters():
-            p.add_(0.1 * torch.randn_like(p))        # non-zero biases, non-tiny output layer
+            p.add_(0.1 * torch.randn_like(p))  # non-zero biases, non-tiny output layer
     z = torch.randn(9, 12, requires_grad=True)
     a = (torch.rand(9, 5, 3) * 2 - 1).requires_grad_()
     return critic, z, a, torch.randn(2, 9, 5)
@@ -111,7 +112,7 @@ def test_native_kernels_match_plain_ops_and_keep_nan(dtype):
         d = torch.randn(M, H).to(dtype)
         mref = d.float() * (h.float() > 0)
         dhz, dwa = k.first_layer_bwd(d, h, a, B, True)
-        torch.testing.assert_close(d.float(), mref, **tol)                  # masked in place
+        torch.testing.assert_close(d.float(), mref, **tol)  # masked in place
         torch.testing.assert_close(dhz, mref.view(B, N, H).sum(1), **tol)
         torch.testing.assert_close(dwa, a.float().t() @ mref, **tol)
         assert k.first_layer_bwd(d, h, a, B, False)[1].numel() == 0
@@ -144,17 +145,30 @@ def test_feature_projection_is_trained_by_the_critic_and_exported_with_the_polic
     from robofume_ros.rl.policy import Policy
 
     F_DIM, K = 40, 8
-    L = Learner(LearnerConfig(algo="calql", obs_mode="features", lang_mode="onehot",
-                              agent={"batch_size": 16, "cql_n_actions": 2, "net": {"hidden": (16,), "feature_embed": K}}),
-                proprio_dim=4, action_dim=4, feature_dim=F_DIM)
+    L = Learner(
+        LearnerConfig(
+            algo="calql",
+            obs_mode="features",
+            lang_mode="onehot",
+            agent={"batch_size": 16, "cql_n_actions": 2, "net": {"hidden": (16,), "feature_embed": K}},
+        ),
+        proprio_dim=4,
+        action_dim=4,
+        feature_dim=F_DIM,
+    )
     enc = L.agent.encoder
     assert enc.out_dim == K + 4 + L.lang.dim and enc.rnd_dim == F_DIM + 4 + L.lang.dim
     proj = list(enc.parameters())
     assert proj and all(p is q for p, q in zip(proj, enc.feat_proj.parameters()))
     rng = np.random.default_rng(0)
-    b = {"obs": {"proprio": torch.randn(16, 4), "features": torch.randn(16, F_DIM), "lang": torch.zeros(16, L.lang.dim)},
-         "actions": torch.rand(16, 4) * 2 - 1, "rewards": torch.randn(16), "dones": torch.zeros(16), "discounts": torch.full((16,), 0.99),
-         "mc_returns": torch.randn(16)}
+    b = {
+        "obs": {"proprio": torch.randn(16, 4), "features": torch.randn(16, F_DIM), "lang": torch.zeros(16, L.lang.dim)},
+        "actions": torch.rand(16, 4) * 2 - 1,
+        "rewards": torch.randn(16),
+        "dones": torch.zeros(16),
+        "discounts": torch.full((16,), 0.99),
+        "mc_returns": torch.randn(16),
+    }
     b["next_obs"] = {k: v.clone() for k, v in b["obs"].items()}
     before = [p.detach().clone() for p in proj]
     target_before = [p.detach().clone() for p in L.agent.target_encoder.parameters()]
@@ -176,17 +190,18 @@ def test_exploration_noise_scale_narrows_the_sampled_actions():
     torch.testing.assert_close(actor.explore(mean, log_std, 0.0), torch.tanh(mean))
     pre = {s: torch.atanh(actor.explore(mean, log_std, s).clamp(-1 + 1e-6, 1 - 1e-6)) for s in (1.0, 0.25)}
     std1, std_q = pre[1.0].std().item(), pre[0.25].std().item()
-    assert abs(std1 - float(torch.exp(torch.tensor(-1.0)))) < 0.02        # scale 1: the actor's own std
+    assert abs(std1 - float(torch.exp(torch.tensor(-1.0)))) < 0.02  # scale 1: the actor's own std
     assert abs(std_q / std1 - 0.25) < 0.02
     assert abs(pre[0.25].mean().item() - 0.2) < 0.01
 
 
 def test_correlated_exploration_noise_keeps_the_marginal_and_correlates_in_time():
     from robofume_ros.rl.exploration import ExplorationNoise
+
     for rho in (0.0, 0.9):
         n = ExplorationNoise(2, rho, seed=1)
         e = np.stack([n() for _ in range(20000)])
-        assert abs(e.mean()) < 0.1 and abs(e.std() - 1.0) < 0.05          # every eps_t ~ N(0, 1)
+        assert abs(e.mean()) < 0.1 and abs(e.std() - 1.0) < 0.05  # every eps_t ~ N(0, 1)
         lag1 = np.mean([np.corrcoef(e[:-1, i], e[1:, i])[0, 1] for i in range(2)])
         assert abs(lag1 - rho) < 0.03, (rho, lag1)
     # reset: the next draw no longer follows the last one (a new episode's deviation is its own)
@@ -210,9 +225,10 @@ def test_denormals_flushed_on_every_thread_inside_the_block_only():
     (torch.set_flush_denormal would reach one thread: half the rows); after it, IEEE denormals are
     back for everything else in the process (numpy here, the safety envelope in a node)."""
     from robofume_ros.rl.common import denormals_flushed
+
     if native.kernels() is None:
         pytest.skip("fused kernels not available on this machine")
-    tiny = torch.full((4096, 64), 1e-39)                     # denormal in fp32
+    tiny = torch.full((4096, 64), 1e-39)  # denormal in fp32
     w = torch.ones(64, 64)
     with denormals_flushed() as on:
         assert on
@@ -228,12 +244,14 @@ def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatc
     forever; native.py removes it when it is old, and leaves a live build's lock alone."""
     import os
     import time
+
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     from torch.utils.cpp_extension import _get_build_directory
+
     name = "robofume_lock_test"
     lock = os.path.join(_get_build_directory(name, False), "lock")
     open(lock, "w").close()
-    assert not native.clear_stale_lock(name) and os.path.exists(lock)      # fresh: a build running now
+    assert not native.clear_stale_lock(name) and os.path.exists(lock)  # fresh: a build running now
     old = time.time() - native.STALE_LOCK_S - 60
     os.utime(lock, (old, old))
     assert native.clear_stale_lock(name) and not os.path.exists(lock)

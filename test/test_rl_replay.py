@@ -1,4 +1,5 @@
 """Replay storage and Monte-Carlo returns (robofume_ros.rl.replay)."""
+
 import numpy as np
 import pytest
 
@@ -10,11 +11,17 @@ def make_ep(T, rewards=None, terminals=None, instruction="do it", P=3, A=2, img=
     rewards = np.full(T, -1.0, np.float32) if rewards is None else np.asarray(rewards, np.float32)
     terminals = np.zeros(T, bool) if terminals is None else np.asarray(terminals, bool)
     proprio = (np.arange(T + 1, dtype=np.float32)[:, None] + offset) * np.ones((1, P), np.float32)
-    return Episode(images=np.full((T + 1, img, img, 3), 7, np.uint8), proprio=proprio,
-                   actions=np.tile(np.linspace(-1, 1, A, dtype=np.float32), (T, 1)) * 0.5,
-                   rewards=rewards, terminals=terminals, instruction=instruction, task="t",
-                   success=bool(terminals.any()),
-                   features=(proprio[:, :1] * np.ones((1, 5), np.float32)) if features else None)
+    return Episode(
+        images=np.full((T + 1, img, img, 3), 7, np.uint8),
+        proprio=proprio,
+        actions=np.tile(np.linspace(-1, 1, A, dtype=np.float32), (T, 1)) * 0.5,
+        rewards=rewards,
+        terminals=terminals,
+        instruction=instruction,
+        task="t",
+        success=bool(terminals.any()),
+        features=(proprio[:, :1] * np.ones((1, 5), np.float32)) if features else None,
+    )
 
 
 def test_mc_terminal_cuts_the_sum():
@@ -49,8 +56,15 @@ def test_mc_all_failure_rule_and_scale_bias():
 def test_store_layout_growth_and_next_obs():
     spec = RewardSpec(gamma=0.5, reward_scale=10, reward_bias=5)
     ids = {}
-    s = ReplayStore(proprio_dim=3, action_dim=2, image_shape=(4, 4, 3), feature_dim=5, reward_spec=spec,
-                    lang_index=lambda x: ids.setdefault(x, len(ids)), capacity=4)
+    s = ReplayStore(
+        proprio_dim=3,
+        action_dim=2,
+        image_shape=(4, 4, 3),
+        feature_dim=5,
+        reward_spec=spec,
+        lang_index=lambda x: ids.setdefault(x, len(ids)),
+        capacity=4,
+    )
     eps = [make_ep(5, offset=100 * k, instruction=f"task {k % 2}", features=True) for k in range(6)]
     eps[2] = make_ep(3, [-1, -1, 0], [0, 0, 1], offset=200, instruction="task 0", features=True)
     s.add_episodes(eps)
@@ -62,7 +76,7 @@ def test_store_layout_growth_and_next_obs():
     np.testing.assert_allclose(b["rewards"][10:13], [-5, -5, 5])
     np.testing.assert_allclose(b["mc_returns"][10:13], mc_returns([-1, -1, 0], [0, 0, 1], 0.5, 10, 5))
     np.testing.assert_allclose(b["mc_returns"][:5], -5 / 0.5)
-    np.testing.assert_array_equal(b["success"], [0.0] * 10 + [1.0] * 3 + [0.0] * 15)   # only episode 2 succeeded
+    np.testing.assert_array_equal(b["success"], [0.0] * 10 + [1.0] * 3 + [0.0] * 15)  # only episode 2 succeeded
     assert set(b["lang"].tolist()) == {0, 1}
     assert b["dones"].sum() == 1
 
@@ -110,7 +124,7 @@ def test_mixed_sampling_ratio():
     off = ReplayStore(proprio_dim=3, action_dim=2)
     on = ReplayStore(proprio_dim=3, action_dim=2)
     off.add_episode(make_ep(50, offset=0))
-    b = sample_mixed(off, on, 64, 0.5, rng)          # online empty -> all offline
+    b = sample_mixed(off, on, 64, 0.5, rng)  # online empty -> all offline
     assert len(b["actions"]) == 64 and (b["obs"]["proprio"][:, 0] < 1000).all()
     on.add_episode(make_ep(50, offset=1000))
     b = sample_mixed(off, on, 64, 0.25, rng)

@@ -3,6 +3,7 @@ manual-reset request pauses the task switcher and asks for help; the home servic
 
 arm_bridge + MuJoCo stand-in driver + teleop + task switcher + recorder as real processes; stopped
 even on failure."""
+
 import json
 import time
 
@@ -10,13 +11,13 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from geometry_msgs.msg import Twist, TwistStamped, Vector3  # noqa: E402
-from rosgraph import graph_under_test  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
+from geometry_msgs.msg import Twist, TwistStamped, Vector3
+from rosgraph import graph_under_test
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
-from robofume_ros import graph  # noqa: E402
-from robofume_ros.msg import ArmCommand, RobotState, TaskPhase  # noqa: E402
+from robofume_ros import graph
+from robofume_ros.msg import ArmCommand, RobotState, TaskPhase
 
 TWIST = "/servo_node/delta_twist_cmds"
 
@@ -41,11 +42,17 @@ def test_teleop_overrides_policy_is_recorded_and_requests_reset(tmp_path):
         if s.name == "arm_bridge":
             s.parameters["intervention_hold_s"] = 0.5
     with graph_under_test("sim", {}, tmp_path, specs=specs) as g:
-        probe = g.probe({"/robot/state": RobotState, "/robot/safety": String, "/task_switcher/help": String,
-                         "/task_phase": TaskPhase})
+        probe = g.probe(
+            {
+                "/robot/state": RobotState,
+                "/robot/safety": String,
+                "/task_switcher/help": String,
+                "/task_phase": TaskPhase,
+            }
+        )
         probe.subscribe(TWIST, TwistStamped, qos=10)
         probe.wait_for("/robot/state", 5, timeout=60)
-        policy = probe.publisher("/robot/command", ArmCommand, subscribers=2)   # arm bridge + recorder
+        policy = probe.publisher("/robot/command", ArmCommand, subscribers=2)  # arm bridge + recorder
         human = probe.publisher("/teleop/twist", Twist, qos=10)
         # the recorder discovers topics once a second: wait until it hears the human's commands too
         probe.wait_graph(subscribers={"/robot/intervention": 2})
@@ -98,6 +105,7 @@ def test_teleop_overrides_policy_is_recorded_and_requests_reset(tmp_path):
     from rosbags.rosbag2 import Reader
 
     from robofume_ros.data.bags import typestore
+
     bags = list(bag_dir.iterdir())
     assert len(bags) == 1
     store = typestore()
@@ -129,10 +137,10 @@ def test_joystick_mapping_deadman_and_stop_button(tmp_path):
                 joy.publish(m)
                 time.sleep(0.1)
 
-        axes = [0.5, 0.8, 0.0, 0.0, -1.0, 0.0]        # axis 1 -> x, 0 -> y, 4 -> z (franka.yaml defaults)
-        send(axes, [0] * 8)                             # dead-man not held: nothing
+        axes = [0.5, 0.8, 0.0, 0.0, -1.0, 0.0]  # axis 1 -> x, 0 -> y, 4 -> z (franka.yaml defaults)
+        send(axes, [0] * 8)  # dead-man not held: nothing
         assert probe.get("/robot/intervention") == []
-        send(axes, [1, 0, 0, 0, 1, 0, 0, 0])            # held (button 4) + close gripper (button 0)
+        send(axes, [1, 0, 0, 0, 1, 0, 0, 0])  # held (button 4) + close gripper (button 0)
         msgs = probe.wait_for("/robot/intervention", 3, timeout=5)
         send([0.0] * 6, [0, 0, 0, 0, 0, 0, 0, 1], n=2)  # stop button (7)
         stops = probe.wait_for("/robot/stop", 1, timeout=5)

@@ -3,6 +3,7 @@
 robot:=franka standin_driver:=true: commands go through the same CommandGate as in the sim, out as
 MoveIt Servo twists (or joint trajectories via IK) to the stand-in, which moves the simulated arm and
 answers with joint states, a pose and camera frames. Every test stops its nodes even on failure."""
+
 import json
 import os
 import signal
@@ -12,17 +13,16 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from geometry_msgs.msg import TwistStamped  # noqa: E402
-from rosgraph import graph_under_test  # noqa: E402
-from std_msgs.msg import Bool, String  # noqa: E402
-from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+from geometry_msgs.msg import TwistStamped
+from rosgraph import graph_under_test
+from std_msgs.msg import Bool, String
+from trajectory_msgs.msg import JointTrajectory
 
-from robofume_ros import graph  # noqa: E402
-from robofume_ros.msg import ArmCommand, Observation, RobotState, TaskPhase  # noqa: E402
-from robofume_ros.ros import qos  # noqa: E402
+from robofume_ros import graph
+from robofume_ros.msg import ArmCommand, Observation, RobotState, TaskPhase
 
 TICK = 0.1
-BOX_LOW, BOX_HIGH = [0.25, -0.05, 0.44], [0.36, 0.05, 0.53]   # small box around the FR3 home pose
+BOX_LOW, BOX_HIGH = [0.25, -0.05, 0.44], [0.36, 0.05, 0.53]  # small box around the FR3 home pose
 TWIST = "/servo_node/delta_twist_cmds"
 
 
@@ -143,24 +143,42 @@ def test_envelope_stop_and_watchdog_through_the_standin(tmp_path):
     # 4: stale observations: the bridge held the arm (zero twists) and said so
     assert frozen and all(s.stopped for t, s in frozen)
     # every clip and stop counted and published
-    for key in ("clipped:bounds", "clipped:workspace", "clipped:velocity", "stop:stop topic",
-                "watchdog:observation", "held:stopped"):
+    for key in (
+        "clipped:bounds",
+        "clipped:workspace",
+        "clipped:velocity",
+        "stop:stop topic",
+        "watchdog:observation",
+        "held:stopped",
+    ):
         assert counts.get(key, 0) >= 1, (key, counts)
     print(f"\nsafety counts after {n_sent} wild commands: {counts}")
 
 
-@pytest.mark.parametrize("robot,topic,first_joint,n_joints,box", [
-    ("franka", "/fr3_arm_controller/joint_trajectory", "fr3_joint1", 7, ([0.2, -0.45, 0.05], [0.45, 0.45, 0.7])),
-    ("widowx", "/wx250s/arm_controller/joint_trajectory", "waist", 6,     # pose by FK of the chain
-     ([0.15, -0.3, 0.03], [0.5, 0.3, 0.4])),
-])
+@pytest.mark.parametrize(
+    "robot,topic,first_joint,n_joints,box",
+    [
+        ("franka", "/fr3_arm_controller/joint_trajectory", "fr3_joint1", 7, ([0.2, -0.45, 0.05], [0.45, 0.45, 0.7])),
+        (
+            "widowx",
+            "/wx250s/arm_controller/joint_trajectory",
+            "waist",
+            6,  # pose by FK of the chain
+            ([0.15, -0.3, 0.03], [0.5, 0.3, 0.4]),
+        ),
+    ],
+)
 def test_joint_trajectory_interface_moves_the_arm_via_ik(tmp_path, robot, topic, first_joint, n_joints, box):
     """+x for 3 s: the arm follows through IK + trajectories and stops at the workspace box's x."""
-    gripper_topic = "/gripper_controller/joint_trajectory"   # the gripper as a trajectory controller
-    specs = arm_specs({"robot": robot, "arm_interface": "joint_trajectory"},
-                      standin={"gripper_topic": gripper_topic, "gripper_message": "joint_trajectory"},
-                      workspace_low=box[0], workspace_high=box[1],
-                      gripper_interface="joint_trajectory", gripper_topic=gripper_topic)
+    gripper_topic = "/gripper_controller/joint_trajectory"  # the gripper as a trajectory controller
+    specs = arm_specs(
+        {"robot": robot, "arm_interface": "joint_trajectory"},
+        standin={"gripper_topic": gripper_topic, "gripper_message": "joint_trajectory"},
+        workspace_low=box[0],
+        workspace_high=box[1],
+        gripper_interface="joint_trajectory",
+        gripper_topic=gripper_topic,
+    )
     with graph_under_test("sim", {}, tmp_path, specs=specs) as g:
         probe = g.probe({"/robot/state": RobotState})
         probe.subscribe(topic, JointTrajectory, qos=10)
@@ -169,7 +187,7 @@ def test_joint_trajectory_interface_moves_the_arm_via_ik(tmp_path, robot, topic,
         first = probe.get("/robot/state")[-1]
         start = pos(first)
         for _ in range(30):
-            pub.publish(cmd(probe, [1.0, 0.0, 0.0], g=1.0))      # +x (free space beside the drawer), close
+            pub.publish(cmd(probe, [1.0, 0.0, 0.0], g=1.0))  # +x (free space beside the drawer), close
             time.sleep(TICK)
         time.sleep(0.3)
         last = probe.get("/robot/state")[-1]
@@ -189,8 +207,14 @@ def test_scripted_policy_drives_the_standin_through_the_bridge(tmp_path):
     and the scripted expert succeeds through Servo twists into the stand-in."""
     specs = arm_specs(only=("arm_bridge", "standin_driver", "camera", "task_switcher", "scripted_policy"))
     with graph_under_test("sim", {}, tmp_path, specs=specs) as g:
-        probe = g.probe({"/observation": Observation, "/robot/state": RobotState, "/robot/command": ArmCommand,
-                         "/task_phase": TaskPhase})
+        probe = g.probe(
+            {
+                "/observation": Observation,
+                "/robot/state": RobotState,
+                "/robot/command": ArmCommand,
+                "/task_phase": TaskPhase,
+            }
+        )
         probe.wait_for("/observation", 5, timeout=60)
         # the expert opens the drawer through bridge + stand-in; the switcher sees it and switches
         done = probe.wait_for("/task_phase", 1, timeout=60, pred=lambda m: m.forward_successes >= 1)

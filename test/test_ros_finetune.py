@@ -1,7 +1,7 @@
 """Reset-free fine-tuning end to end, as real processes with tiny models: sim + camera + policy +
 reward + task switcher + learner (+ recorder). A few hundred lockstep steps."""
+
 import json
-import os
 import signal
 import time
 
@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 rclpy = pytest.importorskip("rclpy")
-from rosgraph import graph_under_test  # noqa: E402
-from tiny_models import tiny_learner_checkpoint, tiny_reward_model  # noqa: E402
+from rosgraph import graph_under_test
+from tiny_models import tiny_learner_checkpoint, tiny_reward_model
 
-from robofume_ros import graph  # noqa: E402
-from robofume_ros.msg import ArmCommand, PolicyWeights, Reward, TaskPhase  # noqa: E402
+from robofume_ros import graph
+from robofume_ros.msg import ArmCommand, PolicyWeights, Reward, TaskPhase
 
 
 @pytest.fixture(scope="module")
@@ -30,29 +30,44 @@ def finetune_specs(tmp_path, models, budget=100000, max_episode_steps=40, learne
     if learner:
         variant["learner"] = {"ros__parameters": learner}
     (tmp_path / "variant.yaml").write_text(yaml.safe_dump(variant))
-    args = {"fast": "true", "use_sim_time": "true", "policy_checkpoint": str(ckpt), "reward_model": str(reward),
-            "run_dir": str(tmp_path / "run"), "bag_dir": str(tmp_path / "bags"), "budget_steps": str(budget),
-            "record": "false", "recipe": str(tmp_path / "variant.yaml")}
+    args = {
+        "fast": "true",
+        "use_sim_time": "true",
+        "policy_checkpoint": str(ckpt),
+        "reward_model": str(reward),
+        "run_dir": str(tmp_path / "run"),
+        "bag_dir": str(tmp_path / "bags"),
+        "budget_steps": str(budget),
+        "record": "false",
+        "recipe": str(tmp_path / "variant.yaml"),
+    }
     specs = graph.nodes("finetune", args)
     by = {s.name: s for s in specs}
     # tiny-model settings: the random reward says "done" on every frame (threshold 0), debounced
     # over 3 frames, so episodes end on reward success after 3 steps; weights every 10 updates.
     # It says "done" for both tasks of the drawer pair, which the pair veto would reject: the veto is
     # pointed at another pair here (test_ros_reward tests it)
-    by["reward"].parameters.update(threshold=0.0, debounce_frames=3,
-                                   paired_instructions=["lift the cup", "lower the cup"])
+    by["reward"].parameters.update(
+        threshold=0.0, debounce_frames=3, paired_instructions=["lift the cup", "lower the cup"]
+    )
     by["learner"].parameters.update(weights_every=10, checkpoint_every=20, utd_ratio=0.5)
     return specs, by
 
 
 def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, models):
     specs, by = finetune_specs(tmp_path, models, learner={"n_step": 3})
-    assert by["learner"].params_files[-1] == str(tmp_path / "variant.yaml")   # the variant reaches the learner
+    assert by["learner"].params_files[-1] == str(tmp_path / "variant.yaml")  # the variant reaches the learner
     assert by["task_switcher"].parameters["max_episode_steps"] == 40
     learner_dir = tmp_path / "run" / "learner"
     with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
-        probe = g.probe({"/reward": Reward, "/task_phase": TaskPhase, "/policy/weights": PolicyWeights,
-                         "/robot/command": ArmCommand})
+        probe = g.probe(
+            {
+                "/reward": Reward,
+                "/task_phase": TaskPhase,
+                "/policy/weights": PolicyWeights,
+                "/robot/command": ArmCommand,
+            }
+        )
         # task switches happen on reward success
         phases = probe.wait_for("/task_phase", 1, timeout=180, pred=lambda m: m.episode_index >= 6)
         assert phases[-1].forward_successes + phases[-1].backward_successes >= 5
@@ -91,13 +106,14 @@ def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, mo
         log = g.log("learner")
         assert "resumed from" in log, log[-3000:]
         assert f"reloaded {len(before)} online episodes" in log or "reloaded" in log
-        assert log.count("critics on 3-step TD targets") == 2          # the resumed learner keeps its horizon
+        assert log.count("critics on 3-step TD targets") == 2  # the resumed learner keeps its horizon
         # (what the journal recovers after a kill mid-episode is tested without processes in
         # test_online_stream.py; here it depends on where the kill lands)
         probe.wait_for("/task_phase", 1, timeout=120, pred=lambda m: m.episode_index >= phases[-1].episode_index + 4)
 
-        def stored():       # finished episodes only (an episode being written has another name)
+        def stored():  # finished episodes only (an episode being written has another name)
             return {e.name for e in (learner_dir / "online" / "episodes").iterdir() if e.name.startswith("ep_")}
+
         deadline = time.monotonic() + 120
         while not before < stored() and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -108,7 +124,7 @@ def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, mo
 
 def test_dead_reward_node_means_timeouts_not_a_hang(tmp_path, models):
     specs, by = finetune_specs(tmp_path, models, max_episode_steps=15)
-    by["reward"].respawn = False      # stays dead: the switcher must carry on by its time limit
+    by["reward"].respawn = False  # stays dead: the switcher must carry on by its time limit
     with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
         probe = g.probe({"/task_phase": TaskPhase, "/reward": Reward})
         probe.wait_for("/reward", 5, timeout=180)
@@ -122,7 +138,13 @@ def test_dead_reward_node_means_timeouts_not_a_hang(tmp_path, models):
         assert "node 'reward' (reward_node) died: killed by SIGKILL" in deaths[0].message()
         assert not g.runner.fatal(deaths), "the reward is not required: the graph carries on"
         start = probe.get("/task_phase")[-1]
-        phases = probe.wait_for("/task_phase", 1, timeout=120,
-                                pred=lambda m: m.forward_timeouts + m.backward_timeouts >= start.forward_timeouts + start.backward_timeouts + 2)
+        phases = probe.wait_for(
+            "/task_phase",
+            1,
+            timeout=120,
+            pred=lambda m: (
+                m.forward_timeouts + m.backward_timeouts >= start.forward_timeouts + start.backward_timeouts + 2
+            ),
+        )
         assert phases[-1].episode_index >= start.episode_index + 2
         assert set(g.runner.running()) == {s.name for s in specs} - {"reward"}

@@ -1,22 +1,24 @@
 """The reward node across processes: /reward at the observation rate, newest frame first, hot reload."""
+
 import time
 
 import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from rosgraph import graph_under_test  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
+from rosgraph import graph_under_test
+from std_srvs.srv import Trigger
 
-from robofume_ros import graph  # noqa: E402
-from robofume_ros.msg import Observation, Reward  # noqa: E402
-from robofume_ros.ros.convert import rgb_to_image  # noqa: E402
+from robofume_ros import graph
+from robofume_ros.msg import Observation, Reward
+from robofume_ros.ros.convert import rgb_to_image
 
 
 @pytest.fixture(scope="module")
 def reward_model(tmp_path_factory):
     from robofume_ros.reward.dual_encoder import DualEncoderRewardModel
     from robofume_ros.reward.tiny import make_tiny_clip
+
     d = tmp_path_factory.mktemp("rm")
     make_tiny_clip(d / "clip")
     DualEncoderRewardModel.from_pretrained(str(d / "clip"), threshold=0.0).save(d / "model")
@@ -25,6 +27,7 @@ def reward_model(tmp_path_factory):
 
 def observation(probe, i, episode=0):
     from builtin_interfaces.msg import Time
+
     o = Observation()
     o.header.stamp = Time(sec=1000 + i // 10, nanosec=(i % 10) * 100_000_000)
     img = np.full((100, 100, 3), (i * 7) % 255, np.uint8)
@@ -48,19 +51,19 @@ def test_reward_follows_observations_and_debounces(tmp_path, reward_model):
         probe = g.probe({"/reward": Reward})
         pub = probe.publisher("/observation", Observation)
         deadline = time.monotonic() + 60
-        while not probe.get("/reward") and time.monotonic() < deadline:   # node up and model loaded
+        while not probe.get("/reward") and time.monotonic() < deadline:  # node up and model loaded
             pub.publish(observation(probe, 0))
             time.sleep(0.2)
         start = len(probe.get("/reward"))
-        for i in range(1, 31):            # 10 Hz for 3 s
+        for i in range(1, 31):  # 10 Hz for 3 s
             pub.publish(observation(probe, i, episode=1))
             time.sleep(0.1)
         msgs = probe.wait_for("/reward", start + 25, timeout=20)[start:]
         g.assert_alive()
     ours = [m for m in msgs if m.episode_index == 1]
     assert len(ours) >= 25, "the node must keep up with a 10 Hz stream when inference is fast"
-    assert [m.consecutive_positive for m in ours[:3]] == [1, 2, 3]      # threshold 0: every frame positive
-    assert [m.success for m in ours[:4]] == [False, False, True, True]   # debounce over 3 frames
+    assert [m.consecutive_positive for m in ours[:3]] == [1, 2, 3]  # threshold 0: every frame positive
+    assert [m.success for m in ours[:4]] == [False, False, True, True]  # debounce over 3 frames
     assert all(0.0 <= m.probability <= 1.0 and m.latency_ms > 0 and m.instruction == "open the drawer" for m in ours)
     stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in ours]
     assert stamps == sorted(stamps)
@@ -95,11 +98,15 @@ def test_reward_scores_the_newest_frame_and_never_queues(tmp_path, reward_model)
             time.sleep(0.2)
         start = len(probe.get("/reward"))
         burst = [observation(probe, i, episode=2) for i in range(1, 201)]
-        for o in burst:                    # 200 frames as fast as possible: far faster than inference
+        for o in burst:  # 200 frames as fast as possible: far faster than inference
             pub.publish(o)
         last = burst[-1].header.stamp
-        got = probe.wait_for("/reward", 1, timeout=20,
-                             pred=lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == (last.sec, last.nanosec))
+        got = probe.wait_for(
+            "/reward",
+            1,
+            timeout=20,
+            pred=lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == (last.sec, last.nanosec),
+        )
         time.sleep(1.0)
         scored = [m for m in probe.get("/reward")[start:] if m.episode_index == 2]
         g.assert_alive()
@@ -112,6 +119,7 @@ def test_reward_scores_the_newest_frame_and_never_queues(tmp_path, reward_model)
 
 def test_reload_service_keeps_the_old_model_when_the_new_one_is_broken(tmp_path, reward_model):
     import shutil
+
     model = tmp_path / "model"
     shutil.copytree(reward_model, model)
     with graph_under_test("finetune", {}, tmp_path, specs=reward_spec(tmp_path, model)) as g:
@@ -126,5 +134,5 @@ def test_reload_service_keeps_the_old_model_when_the_new_one_is_broken(tmp_path,
         assert fut.done() and not fut.result().success and "kept the current model" in fut.result().message
         pub = probe.publisher("/observation", Observation)
         pub.publish(observation(probe, 5))
-        probe.wait_for("/reward", 1, timeout=20)      # still scoring with the old model
+        probe.wait_for("/reward", 1, timeout=20)  # still scoring with the old model
         g.assert_alive()

@@ -1,19 +1,19 @@
 """The simulated robot graph as real processes: rates, reset-free cycles, recording, bad input.
 
 Each test starts its own nodes on its own ROS domain and stops them even on failure."""
+
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from rosgraph import graph_under_test  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-from std_msgs.msg import Bool  # noqa: E402
+from rosgraph import graph_under_test
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool
 
-from robofume_ros.msg import ArmCommand, GroundTruth, Observation, RobotState, TaskPhase  # noqa: E402
+from robofume_ros.msg import ArmCommand, GroundTruth, Observation, RobotState, TaskPhase
 
 
 def stamp_s(msg):
@@ -23,7 +23,7 @@ def stamp_s(msg):
 def test_observations_flow_at_the_control_rate(tmp_path):
     with graph_under_test("sim", {"record": "false"}, tmp_path) as g:
         probe = g.probe({"/observation": Observation, "/camera/image_raw": Image})
-        probe.wait_for("/observation", 10, timeout=60)     # graph up and flowing
+        probe.wait_for("/observation", 10, timeout=60)  # graph up and flowing
         first = len(probe.get("/observation"))
         probe.wait_for("/observation", first + 60, timeout=30)
         obs = probe.get("/observation")[first:]
@@ -42,7 +42,7 @@ def test_observations_flow_at_the_control_rate(tmp_path):
 
 def test_scripted_reset_free_cycles_succeed_by_ground_truth(tmp_path):
     """10 forward/backward cycles in lockstep; the scene is never reset (sim_step never rewinds)."""
-    variant = tmp_path / "long_episodes.yaml"     # a recipe variant: the scripted expert gets 300 steps
+    variant = tmp_path / "long_episodes.yaml"  # a recipe variant: the scripted expert gets 300 steps
     variant.write_text("task_switcher:\n  ros__parameters:\n    max_episode_steps: 300\n")
     args = {"record": "false", "fast": "true", "use_sim_time": "true", "recipe": str(variant)}
     with graph_under_test("sim", args, tmp_path) as g:
@@ -55,7 +55,8 @@ def test_scripted_reset_free_cycles_succeed_by_ground_truth(tmp_path):
     assert last.backward_successes + last.backward_timeouts == 10
     cycles_ok = min(last.forward_successes, last.backward_successes)
     assert last.forward_successes >= 9 and last.backward_successes >= 9, (
-        f"forward {last.forward_successes}/10, backward {last.backward_successes}/10")
+        f"forward {last.forward_successes}/10, backward {last.backward_successes}/10"
+    )
     # ground truth really said success for both tasks, repeatedly
     succ_tasks = {m.task for m in gt if m.success}
     assert succ_tasks == {"drawer-open", "drawer-close"}
@@ -109,10 +110,13 @@ def _bad_images():
         m.step = step if step is not None else w * 3
         m.data = bytes(nbytes)
         return m
-    return [img("yuv422", 100, 100, 100 * 100 * 2),     # unsupported encoding
-            img("rgb8", 100, 100, 1000),                # data length does not match
-            img("rgb8", 0, 0, 0),                       # empty
-            img("rgb8", 100, 100, 100 * 50 * 3, step=50 * 3)]  # step smaller than width
+
+    return [
+        img("yuv422", 100, 100, 100 * 100 * 2),  # unsupported encoding
+        img("rgb8", 100, 100, 1000),  # data length does not match
+        img("rgb8", 0, 0, 0),  # empty
+        img("rgb8", 100, 100, 100 * 50 * 3, step=50 * 3),
+    ]  # step smaller than width
 
 
 def test_bad_images_and_commands_leave_nodes_up(tmp_path):
@@ -132,7 +136,7 @@ def test_bad_images_and_commands_leave_nodes_up(tmp_path):
                 cmd_pub.publish(c)
             time.sleep(0.3)
         n = len(probe.get("/observation"))
-        probe.wait_for("/observation", n + 10, timeout=20)    # still flowing
+        probe.wait_for("/observation", n + 10, timeout=20)  # still flowing
         g.assert_alive()
         states = probe.get("/robot/state")
     cam_log, sim_log = g.log("camera"), g.log("sim")

@@ -3,6 +3,7 @@
 Whatever the source and however wild the command (huge, NaN, Inf, wrong size, interleaved with
 stops, interventions and stale gaps), what the gate lets through is finite, inside the action box,
 inside the speed limits, and keeps the end-effector in the workspace box."""
+
 import math
 
 import numpy as np
@@ -16,8 +17,11 @@ from robofume_ros.safety.gate import CommandGate, GateConfig, make_gate
 CHECKED = {"envelope": 0, "gate": 0}
 WS_LOW, WS_HIGH = np.array([-0.3, 0.3, 0.05]), np.array([0.3, 0.8, 0.4])
 
-wild = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64),
-                 st.floats(-3, 3), st.sampled_from([0.0, 1.0, -1.0, 1e300, -1e300, math.nan, math.inf]))
+wild = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.floats(-3, 3),
+    st.sampled_from([0.0, 1.0, -1.0, 1e300, -1e300, math.nan, math.inf]),
+)
 
 
 def actions(dim):
@@ -28,9 +32,19 @@ positions = st.tuples(st.floats(-0.5, 0.5), st.floats(0.1, 1.0), st.floats(-0.1,
 
 
 def config(dim, **kw):
-    base = dict(action_dim=dim, max_translation_m=0.02, max_rotation_rad=0.1, workspace_low=tuple(WS_LOW),
-                workspace_high=tuple(WS_HIGH), max_delta_per_tick=0.5, control_period_s=0.1, max_speed_m_s=0.15,
-                max_angular_speed_rad_s=0.5, command_timeout_s=0.5, observation_timeout_s=1.0)
+    base = dict(
+        action_dim=dim,
+        max_translation_m=0.02,
+        max_rotation_rad=0.1,
+        workspace_low=tuple(WS_LOW),
+        workspace_high=tuple(WS_HIGH),
+        max_delta_per_tick=0.5,
+        control_period_s=0.1,
+        max_speed_m_s=0.15,
+        max_angular_speed_rad_s=0.5,
+        command_timeout_s=0.5,
+        observation_timeout_s=1.0,
+    )
     base.update(kw)
     return EnvelopeConfig(**base)
 
@@ -41,7 +55,9 @@ def check_output(cfg, a, prev, p, reasons):
     assert np.all(a >= cfg.action_low - 1e-12) and np.all(a <= cfg.action_high + 1e-12)
     assert np.linalg.norm(a[:3]) * cfg.max_translation_m <= cfg.max_speed_m_s * cfg.control_period_s + 1e-9
     if cfg.action_dim == 7:
-        assert np.linalg.norm(a[3:6]) * cfg.max_rotation_rad <= cfg.max_angular_speed_rad_s * cfg.control_period_s + 1e-9
+        assert (
+            np.linalg.norm(a[3:6]) * cfg.max_rotation_rad <= cfg.max_angular_speed_rad_s * cfg.control_period_s + 1e-9
+        )
     if "workspace" not in reasons and "velocity" not in reasons and "angular_velocity" not in reasons:
         assert np.all(np.abs(a - prev) <= cfg.max_delta_per_tick + 1e-9)
     if p is not None:
@@ -50,7 +66,7 @@ def check_output(cfg, a, prev, p, reasons):
         inside = np.all(p >= WS_LOW) and np.all(p <= WS_HIGH)
         if inside:
             assert np.all(target >= WS_LOW - 1e-9) and np.all(target <= WS_HIGH + 1e-9), (p, a)
-        else:   # outside: never further out on any axis
+        else:  # outside: never further out on any axis
             assert np.all(np.where(p < WS_LOW, target >= p - 1e-12, True))
             assert np.all(np.where(p > WS_HIGH, target <= p + 1e-12, True))
 
@@ -116,7 +132,7 @@ def test_gate_arbitration_and_safety_with_random_event_streams(data):
         elif ev == "release":
             gate.set_stop(False)
             if stopped:
-                prev = np.zeros(dim)    # a release restarts the rate limit from rest
+                prev = np.zeros(dim)  # a release restarts the rate limit from rest
             stopped = False
         else:
             now += data.draw(st.sampled_from([0.05, 0.1, 0.2, 0.6]))
@@ -146,7 +162,7 @@ def test_stop_beats_intervention_beats_policy():
     gate.submit([1, 0, 0, 0], "policy", False, 0.0)
     assert gate.tick(0.0, (0, 0, 0)).source == "policy"
     gate.submit([0, 1, 0, 0], "teleop", True, 0.05)
-    gate.submit([1, 0, 0, 0], "policy", False, 0.1)      # dropped: the human has the arm
+    gate.submit([1, 0, 0, 0], "policy", False, 0.1)  # dropped: the human has the arm
     t = gate.tick(0.1, (0, 0, 0))
     assert t.intervention and t.action[1] == 1 and t.action[0] == 0
     assert gate.counts["dropped:policy_during_intervention"] == 1
@@ -154,22 +170,23 @@ def test_stop_beats_intervention_beats_policy():
     gate.submit([0, 1, 0, 0], "teleop", True, 0.15)
     assert gate.tick(0.15, (0, 0, 0)).action is None
     gate.set_stop(False)
-    gate.submit([1, 0, 0, 0], "policy", False, 0.8)       # hold expired: the policy is back
+    gate.submit([1, 0, 0, 0], "policy", False, 0.8)  # hold expired: the policy is back
     assert gate.tick(0.8, (0, 0, 0)).source == "policy"
 
 
 def test_watchdog_holds_on_stale_commands_and_observations():
-    gate = make_gate(4, 0.01, (-1, -1, -1), (1, 1, 1), command_timeout_s=0.5, observation_timeout_s=1.0,
-                     require_observation=True)
+    gate = make_gate(
+        4, 0.01, (-1, -1, -1), (1, 1, 1), command_timeout_s=0.5, observation_timeout_s=1.0, require_observation=True
+    )
     gate.submit([1, 0, 0, 0], "policy", False, 0.0)
-    assert gate.tick(0.0, (0, 0, 0)).action is None            # never saw an observation: blind
+    assert gate.tick(0.0, (0, 0, 0)).action is None  # never saw an observation: blind
     gate.saw_observation(0.0)
-    gate.submit([1, 0, 0, 0], "policy", False, 0.1)          # (a hold drops what was pending)
+    gate.submit([1, 0, 0, 0], "policy", False, 0.1)  # (a hold drops what was pending)
     assert gate.tick(0.1, (0, 0, 0)).action is not None
-    t = gate.tick(0.7, (0, 0, 0))                               # command 0.7 s old
+    t = gate.tick(0.7, (0, 0, 0))  # command 0.7 s old
     assert t.action is None and t.stopped and "no command" in t.reasons[0]
     gate.submit([1, 0, 0, 0], "policy", False, 1.5)
-    t = gate.tick(1.5, (0, 0, 0))                               # observation 1.5 s old
+    t = gate.tick(1.5, (0, 0, 0))  # observation 1.5 s old
     assert t.action is None and "no observation" in t.reasons[0]
     gate.saw_observation(1.6)
     gate.submit([1, 0, 0, 0], "policy", False, 1.6)

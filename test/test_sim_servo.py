@@ -1,4 +1,5 @@
 """The stand-in's MoveIt Servo twist semantics (sim/servo.py): motion = velocity x time in force."""
+
 import numpy as np
 import pytest
 
@@ -23,7 +24,7 @@ def test_two_ticks_between_two_commands_do_not_apply_a_twist_twice():
     d = run(cmds, np.arange(1, 14) * 0.1)
     # 10 commands in force back to back from 0 to 0.945, the last one until its 0.3 s timeout
     assert np.allclose(d.sum(0), v * (0.945 + 0.3))
-    assert np.all(np.abs(d[:, 0]) <= 0.1 * 0.1 + 1e-12)    # no tick moves more than one period of v
+    assert np.all(np.abs(d[:, 0]) <= 0.1 * 0.1 + 1e-12)  # no tick moves more than one period of v
 
 
 def test_two_commands_inside_one_tick_each_count_for_their_time():
@@ -34,7 +35,7 @@ def test_two_commands_inside_one_tick_each_count_for_their_time():
 
 def test_timeout_stops_the_motion_and_a_late_tick_catches_up_exactly():
     d = run([(0.0, [0.2, 0, 0])], [0.05, 0.5, 1.0], timeout=0.3)
-    assert np.allclose(d[:, 0], [0.01, 0.05, 0.0])      # 0.05 s, then 0.25 s more (timeout at 0.3), then nothing
+    assert np.allclose(d[:, 0], [0.01, 0.05, 0.0])  # 0.05 s, then 0.25 s more (timeout at 0.3), then nothing
     s = TwistIntegrator(0.3)
     s.command([0.1, 0, 0], 0.0)
     assert s.active(0.29) and not s.active(0.31)

@@ -2,8 +2,8 @@
 
 Kept short for a shared 2-core machine: most rollouts are render-free; images are small.
 """
+
 import os
-import sys
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("metaworld")
 pytest.importorskip("mujoco")
 
-from robofume_ros.sim import (  # noqa: E402
+from robofume_ros.sim import (
     ACTION_DIM,
     PAIRS,
     PROPRIO_DIM,
@@ -23,7 +23,7 @@ from robofume_ros.sim import (  # noqa: E402
     instruction,
     prior_tasks,
 )
-from robofume_ros.sim import tasks as sim_tasks  # noqa: E402
+from robofume_ros.sim import tasks as sim_tasks
 
 PHASE_BUDGET = 300  # steps allowed for one scripted forward or backward phase
 
@@ -77,7 +77,7 @@ def test_drawer_reset_free_cycles():
     n_steps = 0
     good_cycles = 0
     lengths = {"forward": [], "backward": []}
-    for cycle in range(10):
+    for _ in range(10):
         ok = True
         for phase in ("forward", "backward"):
             before_q = w.object_qpos()
@@ -126,7 +126,7 @@ def test_other_pairs(pair):
     np.testing.assert_array_equal(w.object_qpos(), q)
     assert run_until_success(w) is not None
     assert w.reset_count == 1
-    assert len(w._arm_qpos) == 7               # the Sawyer's joints, found by name in every scene
+    assert len(w._arm_qpos) == 7  # the Sawyer's joints, found by name in every scene
     w.home(0.0)
     np.testing.assert_allclose(w._env.data.qpos[w._arm_qpos], w._home_qpos, atol=0.05)
 
@@ -213,6 +213,7 @@ def test_home_returns_the_arm_joints_not_just_the_hand():
     """Reset-free homing is a joint-space move: after the arm wanders, home() restores the joint
     configuration of reset() (a hand-only homing leaves the redundant elbow/wrist drifted), puts the
     hand at the home position and leaves the scene alone."""
+
     def wander_then_home(joints):
         w = ResetFreeWorld("drawer", seed=0, render=False)
         w.reset()
@@ -228,11 +229,11 @@ def test_home_returns_the_arm_joints_not_just_the_hand():
         return drift, np.abs(w._env.data.qpos[:7] - q_home).max()
 
     drift, left = wander_then_home(joints=True)
-    assert drift > 0.2                       # the wander really moved the joints
+    assert drift > 0.2  # the wander really moved the joints
     assert left < 0.05
     drift_c, left_c = wander_then_home(joints=False)
     assert drift_c == pytest.approx(drift)
-    assert left_c > 0.1                      # the hand is home, the arm's posture is not
+    assert left_c > 0.1  # the hand is home, the arm's posture is not
 
 
 # ------------------------------------------------------------------ prior-data worlds
@@ -272,13 +273,13 @@ def test_prior_tasks_scripted_success_sample():
         assert run_until_success(w, budget=500) is not None, task
 
 
-
 # ------------------------------------------------------------------ every pair: definition and scripted cycle
 @pytest.mark.parametrize("pair", sorted(PAIRS))
 def test_every_pair_builds_and_its_scripted_cycle_runs_reset_free(pair):
     """What `robofume tasks` checks, for each configured pair: the world builds from the task
     definition, and the experts succeed both ways, reset-free, with the arm homed in between."""
     from robofume_ros.sim.check import check_pair
+
     p = PAIRS[pair]
     assert p.forward_instruction and p.backward_instruction and p.forward_instruction != p.backward_instruction
     c = check_pair(pair, cycles=3, seeds=(0,))
@@ -292,7 +293,11 @@ def test_task_files_define_pairs(tmp_path):
     f = tmp_path / "windows.yaml"
     f.write_text("forward: window-open\nbackward: window-close\nforward_instruction: slide the window open\n")
     p = sim_tasks.get_pair(str(f))
-    assert (p.name, p.forward_instruction, p.backward_instruction) == ("windows", "slide the window open", "close the window")
+    assert (p.name, p.forward_instruction, p.backward_instruction) == (
+        "windows",
+        "slide the window open",
+        "close the window",
+    )
     w = ResetFreeWorld(str(f), seed=0, render=False)
     w.reset()
     assert w.instruction == "slide the window open"
@@ -300,9 +305,12 @@ def test_task_files_define_pairs(tmp_path):
     assert w.instruction == "close the window"
     w.close()
     bad = tmp_path / "bad.yaml"
-    for text, msg in (("forward: window-open\n", "missing"), ("forward: a\nbackward: b\n", "not a Meta-World task"),
-                      ("forward: window-open\nbackward: window-close\ncolour: red\n", "unknown keys"),
-                      ("forward: [\n", "cannot read")):
+    for text, msg in (
+        ("forward: window-open\n", "missing"),
+        ("forward: a\nbackward: b\n", "not a Meta-World task"),
+        ("forward: window-open\nbackward: window-close\ncolour: red\n", "unknown keys"),
+        ("forward: [\n", "cannot read"),
+    ):
         bad.write_text(text)
         with pytest.raises(ValueError, match=msg):
             sim_tasks.get_pair(str(bad))

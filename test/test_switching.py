@@ -1,8 +1,17 @@
 """The reset-free forward/backward state machine."""
+
 import pytest
 
-from robofume_ros.switching.task_switcher import (BACKWARD, FORWARD, REASON_FORCED, REASON_RESUMED,
-                                                  REASON_SUCCESS, REASON_TIMEOUT, TaskSpec, TaskSwitcher)
+from robofume_ros.switching.task_switcher import (
+    BACKWARD,
+    FORWARD,
+    REASON_FORCED,
+    REASON_RESUMED,
+    REASON_SUCCESS,
+    REASON_TIMEOUT,
+    TaskSpec,
+    TaskSwitcher,
+)
 
 
 def make(**kw):
@@ -24,7 +33,7 @@ def test_consecutive_success_frames_debounce():
     sm = make(success_frames=3)
     for verdict in (True, True, False, True, True):
         assert sm.step(verdict) is None
-    assert sm.step(None) is None          # no verdict this tick keeps the count
+    assert sm.step(None) is None  # no verdict this tick keeps the count
     ev = sm.step(True)
     assert ev is not None and ev.reason == REASON_SUCCESS
 
@@ -40,13 +49,13 @@ def test_timeout_switches_and_counts():
 def test_backward_episodes_have_their_own_time_limit():
     sm = make(max_episode_steps=5, backward_max_episode_steps=2, help_after_timeouts=0)
     steps = []
-    for _ in range(4):                    # forward, backward, forward, backward: all time out
+    for _ in range(4):  # forward, backward, forward, backward: all time out
         n = 1
         while sm.step(None) is None:
             n += 1
         steps.append(n)
     assert steps == [5, 2, 5, 2] and sm.timeouts == {FORWARD: 2, BACKWARD: 2}
-    assert make(max_episode_steps=5).time_limit(BACKWARD) == 5     # 0: same limit as forward
+    assert make(max_episode_steps=5).time_limit(BACKWARD) == 5  # 0: same limit as forward
     with pytest.raises(ValueError):
         make(backward_max_episode_steps=-1)
 
@@ -57,7 +66,7 @@ def test_repeated_timeouts_pause_and_ask_for_help_until_resumed():
     assert [e.reason for e in events if e] == [REASON_TIMEOUT] * 3
     assert sm.paused and sm.help_requested
     ep = sm.episode_index
-    assert sm.step(True) is None and sm.episode_index == ep     # paused: ignores verdicts
+    assert sm.step(True) is None and sm.episode_index == ep  # paused: ignores verdicts
     sm.resume()
     assert not sm.paused and sm.last_reason == REASON_RESUMED and sm.episode_index == ep + 1
     assert sm.consecutive_timeouts == 0
@@ -65,9 +74,9 @@ def test_repeated_timeouts_pause_and_ask_for_help_until_resumed():
 
 def test_a_success_resets_the_timeout_streak():
     sm = make(max_episode_steps=2, help_after_timeouts=2)
-    sm.step(None), sm.step(None)          # timeout 1
-    sm.step(True)                         # success
-    sm.step(None), sm.step(None)          # timeout again: streak is 1, not 2
+    sm.step(None), sm.step(None)  # timeout 1
+    sm.step(True)  # success
+    sm.step(None), sm.step(None)  # timeout again: streak is 1, not 2
     assert not sm.paused and sm.consecutive_timeouts == 1
 
 

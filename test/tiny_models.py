@@ -1,5 +1,6 @@
 """Tiny models the tests build (no downloads): a pre-trained-looking learner checkpoint and a
 reward model on a tiny random CLIP."""
+
 from pathlib import Path
 
 import numpy as np
@@ -10,18 +11,35 @@ from robofume_ros.data.episode import Episode
 def tiny_learner_checkpoint(path: Path) -> Path:
     """A pre-trained-looking learner: tiny Cal-QL on random drawer-shaped data (state + one-hot)."""
     from robofume_ros.rl.learner import Learner, LearnerConfig
+
     rng = np.random.default_rng(0)
-    L = Learner(LearnerConfig(algo="calql", obs_mode="state", lang_mode="onehot", max_instructions=4,
-                              agent={"batch_size": 32, "net": {"hidden": (32, 32)}}), proprio_dim=4, action_dim=4)
+    L = Learner(
+        LearnerConfig(
+            algo="calql",
+            obs_mode="state",
+            lang_mode="onehot",
+            max_instructions=4,
+            agent={"batch_size": 32, "net": {"hidden": (32, 32)}},
+        ),
+        proprio_dim=4,
+        action_dim=4,
+    )
     eps = []
     for k, instr in enumerate(["open the drawer", "close the drawer"] * 2):
         T = 20
-        eps.append(Episode(images=np.zeros((T + 1, 100, 100, 3), np.uint8),
-                           proprio=rng.normal(size=(T + 1, 4)).astype(np.float32),
-                           actions=rng.uniform(-1, 1, (T, 4)).astype(np.float32),
-                           rewards=np.r_[-np.ones(T - 1), 0.0].astype(np.float32),
-                           terminals=np.r_[np.zeros(T - 1, bool), True], instruction=instr,
-                           task="drawer-open" if k % 2 == 0 else "drawer-close", source="target_demo", success=True))
+        eps.append(
+            Episode(
+                images=np.zeros((T + 1, 100, 100, 3), np.uint8),
+                proprio=rng.normal(size=(T + 1, 4)).astype(np.float32),
+                actions=rng.uniform(-1, 1, (T, 4)).astype(np.float32),
+                rewards=np.r_[-np.ones(T - 1), 0.0].astype(np.float32),
+                terminals=np.r_[np.zeros(T - 1, bool), True],
+                instruction=instr,
+                task="drawer-open" if k % 2 == 0 else "drawer-close",
+                source="target_demo",
+                success=True,
+            )
+        )
     L.add_offline(eps)
     L.update(5)
     L.save(path)
@@ -31,6 +49,7 @@ def tiny_learner_checkpoint(path: Path) -> Path:
 def tiny_reward_model(folder: Path) -> Path:
     from robofume_ros.reward.dual_encoder import DualEncoderRewardModel
     from robofume_ros.reward.tiny import make_tiny_clip
+
     make_tiny_clip(folder / "clip")
     DualEncoderRewardModel.from_pretrained(str(folder / "clip")).save(folder / "model")
     return folder / "model"

@@ -13,6 +13,7 @@ killed with SIGKILL therefore loses at most the messages of the last flush inter
 file of such a bag has no footer; `recover_bag()` cuts it at the last complete record and
 appends a footer, and rebuilds metadata.yaml from what is on disk.
 """
+
 from __future__ import annotations
 
 import errno
@@ -72,6 +73,7 @@ class UnknownMessageTypeError(BagError):
 # typestore
 # --------------------------------------------------------------------------------------------
 
+
 def msg_dir() -> Path:
     """The folder with robofume_ros' .msg files: $ROBOFUME_MSG_DIR, the checkout's msg/, or the
     installed share/robofume_ros/msg (found with ament_index_python)."""
@@ -82,15 +84,18 @@ def msg_dir() -> Path:
     tried.append(Path(__file__).resolve().parents[2] / "msg")
     try:
         from ament_index_python.packages import get_package_share_directory  # no rclpy inside
+
         tried.append(Path(get_package_share_directory(PACKAGE)) / "msg")
-    except Exception:  # not installed / ament_index not importable / AMENT_PREFIX_PATH unset
+    except Exception:  # noqa: BLE001 - not installed / ament_index not importable / AMENT_PREFIX_PATH unset
         pass
     for p in tried:
         if p.is_dir() and any(p.glob("*.msg")):
             return p
     raise FileNotFoundError(
-        "cannot find robofume_ros .msg files; looked in " + ", ".join(str(p) for p in tried)
-        + " (set ROBOFUME_MSG_DIR or install the package so share/robofume_ros/msg exists)")
+        "cannot find robofume_ros .msg files; looked in "
+        + ", ".join(str(p) for p in tried)
+        + " (set ROBOFUME_MSG_DIR or install the package so share/robofume_ros/msg exists)"
+    )
 
 
 _TYPESTORE = None
@@ -98,6 +103,7 @@ _TYPESTORE = None
 
 def _base_store():
     from rosbags.typesys import Stores, get_typestore
+
     for name in ("ROS2_KILTED", "ROS2_JAZZY"):
         if hasattr(Stores, name):
             return get_typestore(getattr(Stores, name))
@@ -112,9 +118,11 @@ def typestore(fresh: bool = False):
         if not fresh:
             return _TYPESTORE
         import copy
+
         return copy.deepcopy(_TYPESTORE)
     import copy
     from rosbags.typesys import get_types_from_msg
+
     store = _base_store()
     types = {}
     for f in sorted(msg_dir().glob("*.msg")):
@@ -128,6 +136,7 @@ def register_bag_types(store, connections) -> None:
     """Register message types defined inside a bag (MCAP schemas) that the store lacks."""
     from rosbags.typesys import get_types_from_idl, get_types_from_msg
     from rosbags.interfaces import MessageDefinitionFormat
+
     for c in connections:
         if c.msgtype in store.fielddefs:
             continue
@@ -141,12 +150,14 @@ def register_bag_types(store, connections) -> None:
                 store.register(get_types_from_msg(md.data, c.msgtype))
         except Exception as err:  # conflicting or unparsable definition
             raise UnknownMessageTypeError(
-                f"cannot parse the definition of {c.msgtype} embedded in the bag: {err}") from err
+                f"cannot parse the definition of {c.msgtype} embedded in the bag: {err}"
+            ) from err
 
 
 # --------------------------------------------------------------------------------------------
 # message builders (rosbags message objects; serialize with store.serialize_cdr)
 # --------------------------------------------------------------------------------------------
+
 
 def _time(store, ns: int):
     T = store.types["builtin_interfaces/msg/Time"]
@@ -165,17 +176,37 @@ def make_image(store, ns: int, image: np.ndarray, frame_id: str = "camera"):
     img = np.ascontiguousarray(image, dtype=np.uint8)
     h, w = img.shape[:2]
     return store.types["sensor_msgs/msg/Image"](
-        header=_header(store, ns, frame_id), height=h, width=w, encoding="rgb8", is_bigendian=0,
-        step=w * 3, data=img.reshape(-1))
+        header=_header(store, ns, frame_id),
+        height=h,
+        width=w,
+        encoding="rgb8",
+        is_bigendian=0,
+        step=w * 3,
+        data=img.reshape(-1),
+    )
 
 
-def make_observation(store, ns: int, image: np.ndarray, proprio, instruction: str, task: str,
-                     phase: int = 0, episode_index: int = 0, image_ns: Optional[int] = None):
+def make_observation(
+    store,
+    ns: int,
+    image: np.ndarray,
+    proprio,
+    instruction: str,
+    task: str,
+    phase: int = 0,
+    episode_index: int = 0,
+    image_ns: Optional[int] = None,
+):
     return store.types[MSGTYPES["observation"]](
-        header=_header(store, ns), image=make_image(store, ns if image_ns is None else image_ns, image),
-        proprio=np.asarray(proprio, dtype=np.float32).reshape(-1), instruction=instruction,
-        task=task, phase=int(phase), episode_index=int(episode_index),
-        image_stamp=_time(store, ns if image_ns is None else image_ns))
+        header=_header(store, ns),
+        image=make_image(store, ns if image_ns is None else image_ns, image),
+        proprio=np.asarray(proprio, dtype=np.float32).reshape(-1),
+        instruction=instruction,
+        task=task,
+        phase=int(phase),
+        episode_index=int(episode_index),
+        image_stamp=_time(store, ns if image_ns is None else image_ns),
+    )
 
 
 def make_command(store, ns: int, action, source: str = "policy", intervention: bool = False):
@@ -189,9 +220,13 @@ def make_command(store, ns: int, action, source: str = "policy", intervention: b
     else:
         raise ValueError(f"action must have 4 or 7 entries, got {len(a)}")
     return store.types[MSGTYPES["command"]](
-        header=_header(store, ns), translation=V(x=float(t[0]), y=float(t[1]), z=float(t[2])),
-        rotation=V(x=float(r[0]), y=float(r[1]), z=float(r[2])), gripper=float(g), source=source,
-        intervention=bool(intervention))
+        header=_header(store, ns),
+        translation=V(x=float(t[0]), y=float(t[1]), z=float(t[2])),
+        rotation=V(x=float(r[0]), y=float(r[1]), z=float(r[2])),
+        gripper=float(g),
+        source=source,
+        intervention=bool(intervention),
+    )
 
 
 def command_to_action(msg, action_dim: int = 4) -> np.ndarray:
@@ -205,30 +240,63 @@ def command_to_action(msg, action_dim: int = 4) -> np.ndarray:
     raise ValueError(f"action_dim must be 4 or 7, got {action_dim}")
 
 
-def make_reward(store, ns: int, probability: float, success: bool, threshold: float = 0.5,
-                instruction: str = "", episode_index: int = 0, model_id: str = "",
-                consecutive_positive: int = 0, latency_ms: float = 0.0):
+def make_reward(
+    store,
+    ns: int,
+    probability: float,
+    success: bool,
+    threshold: float = 0.5,
+    instruction: str = "",
+    episode_index: int = 0,
+    model_id: str = "",
+    consecutive_positive: int = 0,
+    latency_ms: float = 0.0,
+):
     return store.types[MSGTYPES["reward"]](
-        header=_header(store, ns), probability=float(probability), success=bool(success),
-        threshold=float(threshold), consecutive_positive=int(consecutive_positive),
-        model_id=model_id, instruction=instruction, episode_index=int(episode_index),
-        latency_ms=float(latency_ms))
+        header=_header(store, ns),
+        probability=float(probability),
+        success=bool(success),
+        threshold=float(threshold),
+        consecutive_positive=int(consecutive_positive),
+        model_id=model_id,
+        instruction=instruction,
+        episode_index=int(episode_index),
+        latency_ms=float(latency_ms),
+    )
 
 
-def make_task_phase(store, ns: int, phase: int, task: str, instruction: str, episode_index: int,
-                    last_switch_reason: int, steps_in_episode: int = 0, paused: bool = False,
-                    counters=(0, 0, 0, 0)):
+def make_task_phase(
+    store,
+    ns: int,
+    phase: int,
+    task: str,
+    instruction: str,
+    episode_index: int,
+    last_switch_reason: int,
+    steps_in_episode: int = 0,
+    paused: bool = False,
+    counters=(0, 0, 0, 0),
+):
     return store.types[MSGTYPES["phase"]](
-        header=_header(store, ns), phase=int(phase), task=task, instruction=instruction,
-        episode_index=int(episode_index), last_switch_reason=int(last_switch_reason),
-        steps_in_episode=int(steps_in_episode), paused=bool(paused),
-        forward_successes=int(counters[0]), backward_successes=int(counters[1]),
-        forward_timeouts=int(counters[2]), backward_timeouts=int(counters[3]))
+        header=_header(store, ns),
+        phase=int(phase),
+        task=task,
+        instruction=instruction,
+        episode_index=int(episode_index),
+        last_switch_reason=int(last_switch_reason),
+        steps_in_episode=int(steps_in_episode),
+        paused=bool(paused),
+        forward_successes=int(counters[0]),
+        backward_successes=int(counters[1]),
+        forward_timeouts=int(counters[2]),
+        backward_timeouts=int(counters[3]),
+    )
 
 
 def make_ground_truth(store, ns: int, task: str, success: bool, sim_step: int = 0):
     return store.types[MSGTYPES["ground_truth"]](
-        header=_header(store, ns), task=task, success=bool(success), sim_step=int(sim_step))
+        header=_header(store, ns), task=task, success=bool(success), sim_step=int(sim_step)
+    )
 
 
 REASON_START, REASON_SUCCESS, REASON_TIMEOUT, REASON_FORCED, REASON_RESUMED = range(5)
@@ -239,6 +307,7 @@ FORWARD, BACKWARD = 0, 1
 # writer
 # --------------------------------------------------------------------------------------------
 
+
 def _mcap_writer_class():
     from rosbags.rosbag2.storage_mcap import McapWriter, PendingChunk, write_record, write_string
     from collections import defaultdict
@@ -246,7 +315,7 @@ def _mcap_writer_class():
     class StreamingMcapWriter(McapWriter):
         """rosbags' MCAP writer writing to an explicit file, with flush()."""
 
-        def __init__(self, file: Path, chunk_bytes: int = 1 << 20):  # noqa: D107
+        def __init__(self, file: Path, chunk_bytes: int = 1 << 20):
             self.path = file
             self.bio = file.open("xb")
             self.bio.write(MCAP_MAGIC)
@@ -296,8 +365,15 @@ class BagWriter:
     `flush_interval_s` of wall time (checked on write; call flush() from a timer too).
     """
 
-    def __init__(self, path, store=None, max_bytes: int = 512 << 20, max_duration_s: float = 300.0,
-                 flush_interval_s: float = 0.5, qos: str = ""):
+    def __init__(
+        self,
+        path,
+        store=None,
+        max_bytes: int = 512 << 20,
+        max_duration_s: float = 300.0,
+        flush_interval_s: float = 0.5,
+        qos: str = "",
+    ):
         self.path = Path(path)
         if self.path.exists():
             raise BagError(f"{self.path} exists already; BagWriter never overwrites a bag")
@@ -327,13 +403,18 @@ class BagWriter:
         self._cur.flush()
 
     def _storage_conn(self, c: _Conn):
-        from rosbags.interfaces import (Connection, ConnectionExtRosbag2, MessageDefinition,
-                                        MessageDefinitionFormat)
-        return Connection(id=c.id, topic=c.topic, msgtype=c.msgtype,
-                          msgdef=MessageDefinition(MessageDefinitionFormat.MSG, c.msgdef),
-                          digest=c.rihs01, msgcount=0,
-                          ext=ConnectionExtRosbag2(serialization_format="cdr", offered_qos_profiles=[]),
-                          owner=self)
+        from rosbags.interfaces import Connection, ConnectionExtRosbag2, MessageDefinition, MessageDefinitionFormat
+
+        return Connection(
+            id=c.id,
+            topic=c.topic,
+            msgtype=c.msgtype,
+            msgdef=MessageDefinition(MessageDefinitionFormat.MSG, c.msgdef),
+            digest=c.rihs01,
+            msgcount=0,
+            ext=ConnectionExtRosbag2(serialization_format="cdr", offered_qos_profiles=[]),
+            owner=self,
+        )
 
     def _add_to_storage(self, c: _Conn):
         sc = self._storage_conn(c)
@@ -348,10 +429,10 @@ class BagWriter:
         if c is None:
             if msgtype not in self.store.fielddefs:
                 raise UnknownMessageTypeError(
-                    f"message type {msgtype!r} (topic {topic}) is not in the typestore; register it first")
+                    f"message type {msgtype!r} (topic {topic}) is not in the typestore; register it first"
+                )
             msgdef, _ = self.store.generate_msgdef(msgtype, ros_version=2)
-            c = _Conn(topic, msgtype, msgdef, self.store.hash_rihs01(msgtype), self.qos,
-                      id=len(self._conns) + 1)
+            c = _Conn(topic, msgtype, msgdef, self.store.hash_rihs01(msgtype), self.qos, id=len(self._conns) + 1)
             self._conns[key] = c
             self._add_to_storage(c)
             self._write_metadata()
@@ -361,12 +442,12 @@ class BagWriter:
         if self._closed:
             raise BagError(f"bag {self.path} is closed")
         c = self._connection(topic, msgtype)
-        data = msg if isinstance(msg, (bytes, bytearray, memoryview)) else \
-            self.store.serialize_cdr(msg, msgtype)
+        data = msg if isinstance(msg, (bytes, bytearray, memoryview)) else self.store.serialize_cdr(msg, msgtype)
         info = self._cur_info
         if info["count"] and (
-                (self.max_bytes and self._cur.bio.tell() + self._cur.chunk.bio.tell() > self.max_bytes)
-                or (self.max_duration_ns and stamp - info["start"] > self.max_duration_ns)):
+            (self.max_bytes and self._cur.bio.tell() + self._cur.chunk.bio.tell() > self.max_bytes)
+            or (self.max_duration_ns and stamp - info["start"] > self.max_duration_ns)
+        ):
             self._split()
             info = self._cur_info
         try:
@@ -382,8 +463,10 @@ class BagWriter:
 
     def _oserror(self, err: OSError) -> BagError:
         if err.errno == errno.ENOSPC:
-            return BagError(f"disk full while writing bag {self.path}; files closed so far are intact "
-                            f"(run recover_bag on it to make the last file readable)")
+            return BagError(
+                f"disk full while writing bag {self.path}; files closed so far are intact "
+                f"(run recover_bag on it to make the last file readable)"
+            )
         return BagError(f"I/O error writing bag {self.path}: {err}")
 
     def flush(self) -> None:
@@ -428,6 +511,7 @@ class BagWriter:
 
     def _metadata_text(self, inner=False):
         from ruamel.yaml import YAML
+
         yaml = YAML(typ="safe")
         yaml.default_flow_style = False
         s = StringIO()
@@ -449,29 +533,48 @@ def _metadata_dict(files: list[dict], conns: list) -> dict:
     start = min(starts) if starts else 0
     end = max([f["end"] for f in files] or [0])
     count = sum(f["count"] for f in files)
-    return {"rosbag2_bagfile_information": {
-        "version": 9, "storage_identifier": "mcap",
-        "relative_file_paths": [f["path"] for f in files],
-        "duration": {"nanoseconds": max(0, end - start)},
-        "starting_time": {"nanoseconds_since_epoch": start},
-        "message_count": count,
-        "topics_with_message_count": [
-            {"topic_metadata": {"name": c.topic, "type": c.msgtype, "serialization_format": "cdr",
-                                "offered_qos_profiles": c.qos, "type_description_hash": c.rihs01},
-             "message_count": c.count} for c in conns],
-        "compression_format": "", "compression_mode": "",
-        "files": [{"path": f["path"],
-                   "starting_time": {"nanoseconds_since_epoch": f["start"] or 0},
-                   "duration": {"nanoseconds": max(0, f["end"] - (f["start"] or 0))},
-                   "message_count": f["count"]} for f in files],
-        "custom_data": {"writer": "robofume_ros.data.bags.BagWriter"},
-        "ros_distro": "rosbags",
-    }}
+    return {
+        "rosbag2_bagfile_information": {
+            "version": 9,
+            "storage_identifier": "mcap",
+            "relative_file_paths": [f["path"] for f in files],
+            "duration": {"nanoseconds": max(0, end - start)},
+            "starting_time": {"nanoseconds_since_epoch": start},
+            "message_count": count,
+            "topics_with_message_count": [
+                {
+                    "topic_metadata": {
+                        "name": c.topic,
+                        "type": c.msgtype,
+                        "serialization_format": "cdr",
+                        "offered_qos_profiles": c.qos,
+                        "type_description_hash": c.rihs01,
+                    },
+                    "message_count": c.count,
+                }
+                for c in conns
+            ],
+            "compression_format": "",
+            "compression_mode": "",
+            "files": [
+                {
+                    "path": f["path"],
+                    "starting_time": {"nanoseconds_since_epoch": f["start"] or 0},
+                    "duration": {"nanoseconds": max(0, f["end"] - (f["start"] or 0))},
+                    "message_count": f["count"],
+                }
+                for f in files
+            ],
+            "custom_data": {"writer": "robofume_ros.data.bags.BagWriter"},
+            "ros_distro": "rosbags",
+        }
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # recovery
 # --------------------------------------------------------------------------------------------
+
 
 def _mcap_complete(f: Path) -> bool:
     size = f.stat().st_size
@@ -502,7 +605,7 @@ def _repair_mcap(f: Path) -> int:
     with f.open("r+b") as fh:
         fh.truncate(good)
         fh.seek(good)
-        fh.write(b"\x0f" + struct.pack("<QI", 4, 0))                       # DataEnd, crc 0
+        fh.write(b"\x0f" + struct.pack("<QI", 4, 0))  # DataEnd, crc 0
         fh.write(b"\x02" + struct.pack("<QQQI", 20, 0, 0, 0) + MCAP_MAGIC)  # Footer, no summary
     return n - good
 
@@ -519,6 +622,7 @@ def recover_bag(path) -> RecoveryReport:
     """Make a bag left by a killed recorder readable: repair footerless MCAP files and rebuild
     metadata.yaml from the files on disk. Idempotent; a complete bag is left as it is."""
     from rosbags.rosbag2.storage_mcap import McapReader
+
     path = Path(path)
     if not path.is_dir():
         raise BagError(f"{path} is not a bag directory")
@@ -541,8 +645,14 @@ def recover_bag(path) -> RecoveryReport:
             raise BagCorruptError(f"{f} cannot be read even after repair: {err}") from err
         try:
             n = r.metadata.message_count
-            finfo.append({"path": f.name, "start": r.metadata.start_time if n else None,
-                          "end": r.metadata.end_time - 1 if n else 0, "count": n})
+            finfo.append(
+                {
+                    "path": f.name,
+                    "start": r.metadata.start_time if n else None,
+                    "end": r.metadata.end_time - 1 if n else 0,
+                    "count": n,
+                }
+            )
             for c in r.connections:
                 key = (c.topic, c.msgtype)
                 if key not in conns:
@@ -552,6 +662,7 @@ def recover_bag(path) -> RecoveryReport:
         finally:
             r.close()
     from ruamel.yaml import YAML
+
     yaml = YAML(typ="safe")
     yaml.default_flow_style = False
     s = StringIO()
@@ -573,12 +684,13 @@ def _file_index(p: Path) -> int:
 # readers
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class RawMessage:
     topic: str
     msgtype: str
-    data: bytes      # CDR bytes
-    stamp: int       # bag (receive/log) timestamp, ns
+    data: bytes  # CDR bytes
+    stamp: int  # bag (receive/log) timestamp, ns
     bag: str
 
 
@@ -605,6 +717,7 @@ class BagReader:
 
     def open(self):
         from rosbags.rosbag2 import Reader
+
         for p in self.paths:
             if not p.exists():
                 raise BagError(f"bag {p} does not exist")
@@ -615,7 +728,8 @@ class BagReader:
                     if any(p.glob("*.mcap")):
                         raise BagTruncatedError(
                             f"bag {p} has no metadata.yaml (recorder killed before its first file "
-                            f"closed?); run recover_bag('{p}') or convert with --recover")
+                            f"closed?); run recover_bag('{p}') or convert with --recover"
+                        )
                     raise BagCorruptError(f"{p} is not a rosbag2 directory (no metadata.yaml)")
                 for f in p.glob("*.mcap"):
                     with f.open("rb") as fh:
@@ -625,7 +739,8 @@ class BagReader:
                     if f.stat().st_size and not _mcap_complete(f):
                         raise BagTruncatedError(
                             f"bag file {f} is truncated (no MCAP footer: recorder killed, disk full "
-                            f"or copy interrupted); run recover_bag('{p}') or convert with --recover")
+                            f"or copy interrupted); run recover_bag('{p}') or convert with --recover"
+                        )
             r = Reader(p)
             try:
                 r.open()
@@ -645,7 +760,7 @@ class BagReader:
         for r in self.readers:
             r.close()
         self.readers = []
-        self._maps = []      # memory maps of raw_tuples(): freed when their views are gone
+        self._maps = []  # memory maps of raw_tuples(): freed when their views are gone
 
     def __enter__(self):
         return self.open()
@@ -671,17 +786,19 @@ class BagReader:
         missing = [t for t in topics if t not in have]
         if missing:
             raise MissingTopicError(
-                f"topic(s) {missing} not in bag(s) {[str(p) for p in self.paths]}{what}; "
-                f"available: {sorted(have)}")
+                f"topic(s) {missing} not in bag(s) {[str(p) for p in self.paths]}{what}; available: {sorted(have)}"
+            )
 
     def check_type(self, msgtype: str) -> None:
         if msgtype not in self.store.fielddefs:
             raise UnknownMessageTypeError(
                 f"message type {msgtype!r} is not known (not a standard ROS 2 type, not in "
-                f"robofume_ros/msg and no definition embedded in the bag)")
+                f"robofume_ros/msg and no definition embedded in the bag)"
+            )
 
-    def messages(self, topics: Optional[Sequence[str]] = None, start: Optional[int] = None,
-                 stop: Optional[int] = None) -> Iterator[RawMessage]:
+    def messages(
+        self, topics: Optional[Sequence[str]] = None, start: Optional[int] = None, stop: Optional[int] = None
+    ) -> Iterator[RawMessage]:
         """Raw messages of all bags in bag-timestamp order (bags are merged)."""
         import heapq
 
@@ -697,8 +814,7 @@ class BagReader:
                     raise
                 raise BagCorruptError(f"error reading bag {r.path}: {err}") from err
 
-        streams = [((t, i, tp, mt, d, str(r.path)) for t, tp, mt, d in one(r))
-                   for i, r in enumerate(self.readers)]
+        streams = [((t, i, tp, mt, d, str(r.path)) for t, tp, mt, d in one(r)) for i, r in enumerate(self.readers)]
         it = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda x: (x[0], x[1]))
         for t, _, tp, mt, d, bp in it:
             yield RawMessage(tp, mt, d, t, bp)
@@ -730,7 +846,8 @@ class BagReader:
             return self.store.deserialize_cdr(m.data, m.msgtype)
         except Exception as err:
             raise BagCorruptError(
-                f"cannot deserialize a {m.msgtype} message on {m.topic} at t={m.stamp} in {m.bag}: {err}") from err
+                f"cannot deserialize a {m.msgtype} message on {m.topic} at t={m.stamp} in {m.bag}: {err}"
+            ) from err
 
 
 class _NotFast(Exception):
@@ -756,6 +873,7 @@ def _scan_mcap(f: Path, topics, types: dict):
     """Memory-map one MCAP file and list (topic, msgtype, data view, log_time) of the wanted
     topics, chunk by chunk (uncompressed chunks only, else _NotFast). Returns (mmap, list)."""
     import mmap
+
     with f.open("rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         if size < 16:
@@ -766,16 +884,16 @@ def _scan_mcap(f: Path, topics, types: dict):
     if bytes(buf[:8]) != MCAP_MAGIC:
         raise _NotFast()
     want = None if topics is None else set(topics)
-    chan: dict = {}          # channel id -> (topic, msgtype) or None (not wanted)
+    chan: dict = {}  # channel id -> (topic, msgtype) or None (not wanted)
     out = []
     append = out.append
     rec, msgs, chunk = _REC.unpack_from, _MSG.unpack_from, _CHUNK.unpack_from
     u16, u32 = struct.Struct("<H").unpack_from, _U32.unpack_from
 
     def channel(b, p):
-        cid, = u16(b, p)
-        n, = u32(b, p + 4)
-        topic = bytes(b[p + 8:p + 8 + n]).decode()
+        (cid,) = u16(b, p)
+        (n,) = u32(b, p + 4)
+        topic = bytes(b[p + 8 : p + 8 + n]).decode()
         if want is not None and topic not in want:
             chan[cid] = None
         elif topic in types:
@@ -794,20 +912,20 @@ def _scan_mcap(f: Path, topics, types: dict):
                 cid, _seq, t, _pt = msgs(b, q)
                 c = chan.get(cid, 0)
                 if c:
-                    append((c[0], c[1], b[q + 22:p], t))
+                    append((c[0], c[1], b[q + 22 : p], t))
                 elif c == 0:
-                    raise _NotFast()        # message before its channel record
+                    raise _NotFast()  # message before its channel record
             elif op == 0x04:
                 channel(b, q)
             elif op == 0x06:
                 _s, _e, usize, _crc = chunk(b, q)
-                n, = u32(b, q + 28)
-                if n:                       # compressed chunk
+                (n,) = u32(b, q + 28)
+                if n:  # compressed chunk
                     raise _NotFast()
                 r = q + 32 + n
                 (rl,) = struct.unpack_from("<Q", b, r)
                 records(b, r + 8, r + 8 + rl)
-            elif op in (0x0F, 0x02):        # DataEnd / Footer: the summary follows
+            elif op in (0x0F, 0x02):  # DataEnd / Footer: the summary follows
                 return
 
     records(buf, 8, size)
@@ -826,9 +944,18 @@ def read_messages(paths, topics=None, store=None):
 # episodes -> bag (the recorder's layout), for tests, generation and demos
 # --------------------------------------------------------------------------------------------
 
-def write_episodes_bag(episodes, path, rate_hz: float = 5.0, t0_ns: int = 1_700_000_000_000_000_000,
-                       store=None, with_rewards: bool = True, with_ground_truth: bool = True,
-                       phases=None, writer_kwargs=None) -> Path:
+
+def write_episodes_bag(
+    episodes,
+    path,
+    rate_hz: float = 5.0,
+    t0_ns: int = 1_700_000_000_000_000_000,
+    store=None,
+    with_rewards: bool = True,
+    with_ground_truth: bool = True,
+    phases=None,
+    writer_kwargs=None,
+) -> Path:
     """Write episodes as one continuous reset-free stream in the recorder's layout:
     Observation + ArmCommand (same stamp) per step, TaskPhase at each episode start (reason
     SUCCESS/TIMEOUT from the previous episode), Reward per observation (probability 1 where the
@@ -844,17 +971,23 @@ def write_episodes_bag(episodes, path, rate_hz: float = 5.0, t0_ns: int = 1_700_
     try:
         prev_success = None
         n = len(episodes)
-        shared = []   # shared[k]: episode k's last observation is episode k+1's first
+        shared = []  # shared[k]: episode k's last observation is episode k+1's first
         for k, ep in enumerate(episodes):
-            phase = (phases[k] if phases is not None else k % 2)
-            reason = REASON_START if prev_success is None else (
-                REASON_SUCCESS if prev_success else REASON_TIMEOUT)
-            w.write(TOPICS["phase"], MSGTYPES["phase"],
-                    make_task_phase(store, t, phase, ep.task, ep.instruction, k, reason), t)
+            phase = phases[k] if phases is not None else k % 2
+            reason = REASON_START if prev_success is None else (REASON_SUCCESS if prev_success else REASON_TIMEOUT)
+            w.write(
+                TOPICS["phase"],
+                MSGTYPES["phase"],
+                make_task_phase(store, t, phase, ep.task, ep.instruction, k, reason),
+                t,
+            )
             T = len(ep)
             nxt = episodes[k + 1] if k + 1 < n else None
-            shares_next = nxt is not None and np.array_equal(ep.images[-1], nxt.images[0]) \
+            shares_next = (
+                nxt is not None
+                and np.array_equal(ep.images[-1], nxt.images[0])
                 and np.array_equal(ep.proprio[-1], nxt.proprio[0])
+            )
             shared_start = k > 0 and shared[k - 1]
             shared.append(shares_next)
             for i in range(T if shares_next else T + 1):
@@ -863,23 +996,41 @@ def write_episodes_bag(episodes, path, rate_hz: float = 5.0, t0_ns: int = 1_700_
                     done, r_k, r_instr = bool(prev.rewards[-1] == 0), k - 1, prev.instruction
                 else:
                     done, r_k, r_instr = bool(i > 0 and ep.rewards[i - 1] == 0), k, ep.instruction
-                w.write(TOPICS["observation"], MSGTYPES["observation"],
-                        make_observation(store, t, ep.images[i], ep.proprio[i], ep.instruction,
-                                         ep.task, phase, k), t)
+                w.write(
+                    TOPICS["observation"],
+                    MSGTYPES["observation"],
+                    make_observation(store, t, ep.images[i], ep.proprio[i], ep.instruction, ep.task, phase, k),
+                    t,
+                )
                 if i < T:
-                    w.write(TOPICS["command"], MSGTYPES["command"],
-                            make_command(store, t, ep.actions[i]), t)
+                    w.write(TOPICS["command"], MSGTYPES["command"], make_command(store, t, ep.actions[i]), t)
                 if with_rewards:
-                    w.write(TOPICS["reward"], MSGTYPES["reward"],
-                            make_reward(store, t, 1.0 if done else 0.0, done, 0.5, r_instr, r_k), t)
-                if with_ground_truth and i == 0 and shared_start and episodes[k - 1].success_gt is not None \
-                        and episodes[k - 1].task != ep.task:   # the finished task's flag too
-                    w.write(TOPICS["ground_truth"], MSGTYPES["ground_truth"],
-                            make_ground_truth(store, t, episodes[k - 1].task,
-                                              bool(episodes[k - 1].success_gt[-1])), t)
+                    w.write(
+                        TOPICS["reward"],
+                        MSGTYPES["reward"],
+                        make_reward(store, t, 1.0 if done else 0.0, done, 0.5, r_instr, r_k),
+                        t,
+                    )
+                if (
+                    with_ground_truth
+                    and i == 0
+                    and shared_start
+                    and episodes[k - 1].success_gt is not None
+                    and episodes[k - 1].task != ep.task
+                ):  # the finished task's flag too
+                    w.write(
+                        TOPICS["ground_truth"],
+                        MSGTYPES["ground_truth"],
+                        make_ground_truth(store, t, episodes[k - 1].task, bool(episodes[k - 1].success_gt[-1])),
+                        t,
+                    )
                 if with_ground_truth and ep.success_gt is not None:
-                    w.write(TOPICS["ground_truth"], MSGTYPES["ground_truth"],
-                            make_ground_truth(store, t, ep.task, bool(ep.success_gt[i])), t)
+                    w.write(
+                        TOPICS["ground_truth"],
+                        MSGTYPES["ground_truth"],
+                        make_ground_truth(store, t, ep.task, bool(ep.success_gt[i])),
+                        t,
+                    )
                 t += dt
             prev_success = ep.success
     finally:
@@ -917,7 +1068,7 @@ class _Cur:
 
     def string(self):
         n = self.u32()
-        s = bytes(self.b[self.p:self.p + n - 1]).decode()
+        s = bytes(self.b[self.p : self.p + n - 1]).decode()
         self.p += n
         return s
 
@@ -945,14 +1096,14 @@ def parse_observation(data):
     s, ns = _TIME.unpack_from(data, 4)
     stamp = s * 1_000_000_000 + ns
     p = 12
-    p = (p + 4 + u32(data, p)[0] + 3) & ~3          # skip header.frame_id, align
-    p += 8                                          # image header stamp
-    p = (p + 4 + u32(data, p)[0] + 3) & ~3          # skip image frame_id
+    p = (p + 4 + u32(data, p)[0] + 3) & ~3  # skip header.frame_id, align
+    p += 8  # image header stamp
+    p = (p + 4 + u32(data, p)[0] + 3) & ~3  # skip image frame_id
     h, w = _II.unpack_from(data, p)
     p += 8
     n = u32(data, p)[0]
-    enc = bytes(data[p + 4:p + 3 + n]).decode()
-    p += 4 + n + 1                                  # + is_bigendian
+    enc = bytes(data[p + 4 : p + 3 + n]).decode()
+    p += 4 + n + 1  # + is_bigendian
     p = (p + 3) & ~3
     step, n = _II.unpack_from(data, p)
     p += 8
@@ -963,10 +1114,10 @@ def parse_observation(data):
     proprio = np.frombuffer(data, "<f4", k, p) if k else np.zeros(0, np.float32)
     p += 4 * k
     n = u32(data, p)[0]
-    instruction = bytes(data[p + 4:p + 3 + n]).decode()
+    instruction = bytes(data[p + 4 : p + 3 + n]).decode()
     p = (p + 4 + n + 3) & ~3
     n = u32(data, p)[0]
-    task = bytes(data[p + 4:p + 3 + n]).decode()
+    task = bytes(data[p + 4 : p + 3 + n]).decode()
     p += 4 + n
     phase = data[p]
     p = (p + 1 + 3) & ~3
@@ -981,7 +1132,7 @@ def parse_command(data, action_dim: int = 4):
     c = _Cur(data)
     stamp = c.time()
     c.skip_string()
-    p = 4 + ((c.p - 4 + 7) & ~7)   # CDR aligns relative to the end of the 4-byte encapsulation
+    p = 4 + ((c.p - 4 + 7) & ~7)  # CDR aligns relative to the end of the 4-byte encapsulation
     tx, ty, tz, rx, ry, rz = _V3x2.unpack_from(data, p)
     p += 48
     (g,) = struct.unpack_from("<f", data, p)
@@ -1004,8 +1155,8 @@ def parse_reward(data):
     (prob,) = struct.unpack_from("<f", data, p)
     c.p = p + 4
     ok = bool(c.u8())
-    c.u32()                  # threshold (float32; only skipped)
-    c.u32()                  # consecutive_positive
+    c.u32()  # threshold (float32; only skipped)
+    c.u32()  # consecutive_positive
     c.skip_string()
     c.skip_string()
     ep = c.u32()

@@ -26,6 +26,7 @@ success at o_{t+1}):
   auto          demo for prior/target_demo/failure sources, else reward-topic if recorded, else phase
 Everything dropped is counted by reason in the report.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,39 +47,44 @@ from .dataset import DatasetWriter, FrameList
 from .episode import SOURCES, Episode
 from .images import buffer_to_rgb, resize_rgb
 
-RewardFn = Callable[[np.ndarray, str], np.ndarray]   # images (N,H,W,3) uint8, instruction -> P(done) (N,)
+RewardFn = Callable[[np.ndarray, str], np.ndarray]  # images (N,H,W,3) uint8, instruction -> P(done) (N,)
 LABELS = ("auto", "demo", "phase", "reward-topic", "model", "none")
-COMMAND_TYPES = ("robofume_ros/msg/ArmCommand", "geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped",
-                 "std_msgs/msg/Float32MultiArray", "std_msgs/msg/Float64MultiArray",
-                 "sensor_msgs/msg/JointState")
+COMMAND_TYPES = (
+    "robofume_ros/msg/ArmCommand",
+    "geometry_msgs/msg/Twist",
+    "geometry_msgs/msg/TwistStamped",
+    "std_msgs/msg/Float32MultiArray",
+    "std_msgs/msg/Float64MultiArray",
+    "sensor_msgs/msg/JointState",
+)
 
 
 @dataclass
 class ConvertConfig:
     observation_topic: str = B.TOPICS["observation"]
-    image_topic: Optional[str] = None           # foreign mode: sensor_msgs/msg/Image topic
+    image_topic: Optional[str] = None  # foreign mode: sensor_msgs/msg/Image topic
     command_topic: str = B.TOPICS["command"]
     reward_topic: str = B.TOPICS["reward"]
     phase_topic: str = B.TOPICS["phase"]
     ground_truth_topic: str = B.TOPICS["ground_truth"]
-    proprio_topic: Optional[str] = None          # foreign mode: RobotState / JointState / *MultiArray
+    proprio_topic: Optional[str] = None  # foreign mode: RobotState / JointState / *MultiArray
     action_dim: int = 4
     labels: str = "auto"
     k: int = 3
     source: str = "online"
-    task: str = ""                               # foreign mode (or override)
+    task: str = ""  # foreign mode (or override)
     instruction: str = ""
-    assume_success: Optional[bool] = None        # None: True for prior/target_demo, else False
+    assume_success: Optional[bool] = None  # None: True for prior/target_demo, else False
     gap_factor: float = 1.5
     min_length: int = 1
-    image_size: Optional[tuple] = None           # (H, W) nearest-neighbour resize
+    image_size: Optional[tuple] = None  # (H, W) nearest-neighbour resize
     reward_fn: Optional[RewardFn] = None
     reward_threshold: float = 0.5
     recover: bool = False
-    keep_going: bool = False                     # on a broken bag: record the error, go on
+    keep_going: bool = False  # on a broken bag: record the error, go on
     progress: bool = True
-    fsync: bool = False                          # fsync every file (slow); else one sync at the end
-    sync: bool = True                            # syncfs the dataset once at the end
+    fsync: bool = False  # fsync every file (slow); else one sync at the end
+    sync: bool = True  # syncfs the dataset once at the end
 
     def __post_init__(self):
         if self.labels not in LABELS:
@@ -99,18 +105,27 @@ class ConvertReport:
     successes: int = 0
     observations: int = 0
     commands: int = 0
-    dropped: Counter = field(default_factory=Counter)   # reason -> count (observations/commands/transitions)
+    dropped: Counter = field(default_factory=Counter)  # reason -> count (observations/commands/transitions)
     errors: list = field(default_factory=list)
 
     def as_dict(self):
-        return {"bags": self.bags, "episodes": self.episodes, "transitions": self.transitions,
-                "successes": self.successes, "observations": self.observations,
-                "commands": self.commands, "dropped": dict(self.dropped), "errors": self.errors}
+        return {
+            "bags": self.bags,
+            "episodes": self.episodes,
+            "transitions": self.transitions,
+            "successes": self.successes,
+            "observations": self.observations,
+            "commands": self.commands,
+            "dropped": dict(self.dropped),
+            "errors": self.errors,
+        }
 
     def summary(self) -> str:
-        lines = [f"converted {len(self.bags)} bag(s): {self.episodes} episodes, {self.transitions} "
-                 f"transitions, {self.successes} successful; {self.observations} observations, "
-                 f"{self.commands} commands read"]
+        lines = [
+            f"converted {len(self.bags)} bag(s): {self.episodes} episodes, {self.transitions} "
+            f"transitions, {self.successes} successful; {self.observations} observations, "
+            f"{self.commands} commands read"
+        ]
         if self.dropped:
             lines.append("dropped: " + ", ".join(f"{k}={v}" for k, v in sorted(self.dropped.items())))
         for e in self.errors:
@@ -121,6 +136,7 @@ class ConvertReport:
 # --------------------------------------------------------------------------------------------
 # message -> numpy
 # --------------------------------------------------------------------------------------------
+
 
 def _stamp(msg, fallback: int) -> int:
     h = getattr(msg, "header", None)
@@ -144,8 +160,7 @@ def command_vector(msg, msgtype: str, action_dim: int) -> np.ndarray:
         if len(d) != action_dim:
             raise ValueError(f"command vector has {len(d)} entries, action_dim is {action_dim}")
         return d
-    raise B.UnknownMessageTypeError(
-        f"cannot turn {msgtype} into an action; command types: {COMMAND_TYPES}")
+    raise B.UnknownMessageTypeError(f"cannot turn {msgtype} into an action; command types: {COMMAND_TYPES}")
 
 
 def proprio_vector(msg, msgtype: str) -> np.ndarray:
@@ -161,6 +176,7 @@ def proprio_vector(msg, msgtype: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # one bag
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Obs:
@@ -192,10 +208,15 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
         if topics[cfg.command_topic] not in COMMAND_TYPES:
             raise B.UnknownMessageTypeError(
                 f"{cfg.command_topic} in {path} carries {topics[cfg.command_topic]}; "
-                f"supported command types: {COMMAND_TYPES}")
+                f"supported command types: {COMMAND_TYPES}"
+            )
         wanted = {obs_topic: "obs", cfg.command_topic: "cmd"}
-        for t, role in ((cfg.reward_topic, "reward"), (cfg.phase_topic, "phase"),
-                        (cfg.ground_truth_topic, "gt"), (cfg.proprio_topic, "proprio")):
+        for t, role in (
+            (cfg.reward_topic, "reward"),
+            (cfg.phase_topic, "phase"),
+            (cfg.ground_truth_topic, "gt"),
+            (cfg.proprio_topic, "proprio"),
+        ):
             if t and t in topics:
                 wanted[t] = role
         for t in wanted:
@@ -212,7 +233,7 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
             n_done += 1
             if n_done % 256 == 0:
                 pbar.update(256)
-            if msgtype in fast:      # hand-written CDR parsers: ~10x faster than generic
+            if msgtype in fast:  # hand-written CDR parsers: ~10x faster than generic
                 try:
                     if role == "obs" and not foreign:
                         (st, img, h, w, step, enc, pr, instr, task, ph, ep) = B.parse_observation(data)
@@ -234,25 +255,31 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
                         rep.dropped[f"bad_image ({err})"] += 1
                         continue
                 except (IndexError, struct.error, UnicodeDecodeError):
-                    pass             # fall back to the generic deserializer for a clear error
+                    pass  # fall back to the generic deserializer for a clear error
             m = SimpleNamespace(topic=topic, msgtype=msgtype, stamp=mstamp)
             try:
                 msg = store.deserialize_cdr(bytes(data), msgtype)
             except Exception as err:
-                raise B.BagCorruptError(f"cannot deserialize {msgtype} on {topic} in {path} "
-                                        f"at t={mstamp}: {err}") from err
+                raise B.BagCorruptError(
+                    f"cannot deserialize {msgtype} on {topic} in {path} at t={mstamp}: {err}"
+                ) from err
             if role == "obs":
                 try:
                     if foreign:
                         img = buffer_to_rgb(msg.height, msg.width, msg.encoding, msg.step, msg.data)
-                        o = _Obs(_stamp(msg, m.stamp), img, np.zeros(0, np.float32),
-                                 cfg.instruction, cfg.task, 0, 0)
+                        o = _Obs(_stamp(msg, m.stamp), img, np.zeros(0, np.float32), cfg.instruction, cfg.task, 0, 0)
                     else:
                         im = msg.image
                         img = buffer_to_rgb(im.height, im.width, im.encoding, im.step, im.data)
-                        o = _Obs(B.stamp_ns(msg.header.stamp) or m.stamp, img,
-                                 np.asarray(msg.proprio, np.float32), msg.instruction, msg.task,
-                                 int(msg.phase), int(msg.episode_index))
+                        o = _Obs(
+                            B.stamp_ns(msg.header.stamp) or m.stamp,
+                            img,
+                            np.asarray(msg.proprio, np.float32),
+                            msg.instruction,
+                            msg.task,
+                            int(msg.phase),
+                            int(msg.episode_index),
+                        )
                 except ValueError as err:
                     rep.dropped[f"bad_image ({err})"] += 1
                     continue
@@ -268,7 +295,8 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
                 cmds.append((_stamp(msg, m.stamp), a, bool(getattr(msg, "intervention", False))))
             elif role == "reward":
                 rewards[_stamp(msg, m.stamp)].append(
-                    (int(msg.episode_index), bool(msg.success), float(msg.probability)))
+                    (int(msg.episode_index), bool(msg.success), float(msg.probability))
+                )
             elif role == "phase":
                 phases.setdefault(int(msg.episode_index), msg)
             elif role == "gt":
@@ -283,11 +311,17 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
 def _pbar(total, desc, enable):
     try:
         from tqdm import tqdm
+
         return tqdm(total=total, desc=desc, unit="msg", disable=not enable, leave=False)
     except ImportError:  # pragma: no cover
+
         class _N:
-            def update(self, n): pass
-            def close(self): pass
+            def update(self, n):
+                pass
+
+            def close(self):
+                pass
+
         return _N()
 
 
@@ -321,7 +355,7 @@ def pair_commands(obs: list, cmds: list, rep: ConvertReport, exact_only: bool = 
     if leftover and not exact_only:
         stamps = np.array([o.stamp for o in obs], np.int64)
         for st, a, iv in leftover:
-            j = int(np.searchsorted(stamps, st, side="right")) - 1   # latest frame at or before st
+            j = int(np.searchsorted(stamps, st, side="right")) - 1  # latest frame at or before st
             if j >= 0 and st - stamps[j] <= half and obs[j].action is None:
                 obs[j].action, obs[j].intervention = a, iv
             else:
@@ -349,8 +383,8 @@ def _label(T: int, success: bool, mode: str, k: int, done_next=None):
     term = np.zeros(T, bool)
     if mode == "demo":
         if success:
-            r[max(0, T - k):] = 0
-            term[max(0, T - k):] = True
+            r[max(0, T - k) :] = 0
+            term[max(0, T - k) :] = True
     elif mode in ("phase", "reward-topic", "model"):
         if done_next is not None:
             r[np.asarray(done_next, bool)] = 0
@@ -372,9 +406,10 @@ def _stack(frames, buffer):
     shape = (len(frames),) + frames[0].shape
     buf = buffer.get("images")
     if buf is None or buf.shape[1:] != shape[1:] or len(buf) < shape[0]:
-        buf = buffer["images"] = np.empty((max(shape[0], 2 * len(buf) if buf is not None
-                                              and buf.shape[1:] == shape[1:] else shape[0]),)
-                                          + shape[1:], np.uint8)
+        buf = buffer["images"] = np.empty(
+            (max(shape[0], 2 * len(buf) if buf is not None and buf.shape[1:] == shape[1:] else shape[0]),) + shape[1:],
+            np.uint8,
+        )
     out = buf[: shape[0]]
     for i, f in enumerate(frames):
         out[i] = f
@@ -388,8 +423,9 @@ def iter_bag_episodes(path, cfg: ConvertConfig, rep: ConvertReport, buffer: Opti
         yield ep
 
 
-def _iter_bag_episodes(path, cfg: ConvertConfig, rep: ConvertReport, buffer: Optional[dict] = None,
-                       lazy_images: bool = False):
+def _iter_bag_episodes(
+    path, cfg: ConvertConfig, rep: ConvertReport, buffer: Optional[dict] = None, lazy_images: bool = False
+):
     """(episode, frames): with lazy_images, episode.images is a zero-stride placeholder and
     `frames` (a FrameList of views into the bag) is what DatasetWriter.append(ep, frames) writes."""
     obs, cmds, rewards, phases, gt, proprio, foreign = _read_bag(path, cfg, rep)
@@ -477,13 +513,13 @@ def _iter_bag_episodes(path, cfg: ConvertConfig, rep: ConvertReport, buffer: Opt
         else:
             success = bool(assume)
             how = "assumed"
-        if cfg.source == "failure":   # failure data is labelled unsuccessful by definition
+        if cfg.source == "failure":  # failure data is labelled unsuccessful by definition
             success, how = False, "failure_source"
         segs = list(_segments(seq, gap))
         for si, (seg, cut) in enumerate(segs):
             is_end = si == len(segs) - 1
             if cut == "gap":
-                rep.dropped["gap"] += 1   # the action of the last frame before a gap
+                rep.dropped["gap"] += 1  # the action of the last frame before a gap
             T = len(seg) - 1
             if T < cfg.min_length:
                 rep.dropped["too_short"] += max(T, 0)
@@ -499,8 +535,7 @@ def _iter_bag_episodes(path, cfg: ConvertConfig, rep: ConvertReport, buffer: Opt
                 images = _stack([o.image for o in seg], buffer)
             done_next = None
             if labels == "reward-topic":
-                done_next = [bool((_reward_at(rewards, o.stamp, ep_idx) or (0, False, 0.0))[1])
-                             for o in seg[1:]]
+                done_next = [bool((_reward_at(rewards, o.stamp, ep_idx) or (0, False, 0.0))[1]) for o in seg[1:]]
             elif labels == "model":
                 p = np.asarray(cfg.reward_fn(images, instruction), np.float32).reshape(-1)
                 if len(p) != len(images):
@@ -511,23 +546,39 @@ def _iter_bag_episodes(path, cfg: ConvertConfig, rep: ConvertReport, buffer: Opt
             rew, term = _label(T, ep_success, labels, cfg.k, done_next)
             props = [o.proprio for o in seg]
             pdim = {len(p) for p in props}
-            proprio_arr = (np.stack(props).astype(np.float32) if len(pdim) == 1
-                           else np.zeros((T + 1, 0), np.float32))
+            proprio_arr = np.stack(props).astype(np.float32) if len(pdim) == 1 else np.zeros((T + 1, 0), np.float32)
             if len(pdim) != 1:
                 rep.dropped["inconsistent_proprio_dims"] += 1
             sgt = None
             if gt:
                 sgt = np.array([gt.get((o.stamp, task), gt.get((o.stamp, o.task), False)) for o in seg], bool)
-            yield (Episode(
-                images=images, proprio=proprio_arr,
-                actions=np.stack([o.action for o in seg[:-1]]).astype(np.float32),
-                rewards=rew, terminals=term, instruction=instruction, task=task_name,
-                source=cfg.source, success=bool(ep_success), success_gt=sgt,
-                provenance={"bag": str(path), "t_start_ns": int(seg[0].stamp),
-                            "t_end_ns": int(seg[-1].stamp), "episode_index": int(ep_idx),
-                            "segment": si, "segments": len(segs), "labels": labels,
-                            "success_from": how, "interventions": int(sum(o.intervention for o in seg[:-1])),
-                            "phase": int(seg[0].phase)}), frames)
+            yield (
+                Episode(
+                    images=images,
+                    proprio=proprio_arr,
+                    actions=np.stack([o.action for o in seg[:-1]]).astype(np.float32),
+                    rewards=rew,
+                    terminals=term,
+                    instruction=instruction,
+                    task=task_name,
+                    source=cfg.source,
+                    success=bool(ep_success),
+                    success_gt=sgt,
+                    provenance={
+                        "bag": str(path),
+                        "t_start_ns": int(seg[0].stamp),
+                        "t_end_ns": int(seg[-1].stamp),
+                        "episode_index": int(ep_idx),
+                        "segment": si,
+                        "segments": len(segs),
+                        "labels": labels,
+                        "success_from": how,
+                        "interventions": int(sum(o.intervention for o in seg[:-1])),
+                        "phase": int(seg[0].phase),
+                    },
+                ),
+                frames,
+            )
 
 
 def _reward_at(rewards, stamp, ep_idx):
@@ -612,16 +663,29 @@ def build_parser(prog="robofume dataset from-bags"):
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     cfg = ConvertConfig(
-        observation_topic=a.observation_topic, image_topic=a.image_topic, command_topic=a.command_topic,
-        reward_topic=a.reward_topic, phase_topic=a.phase_topic, ground_truth_topic=a.ground_truth_topic,
-        proprio_topic=a.proprio_topic, action_dim=a.action_dim,
-        labels="model" if a.reward_model and a.labels == "auto" else a.labels, k=a.k,
-        source=a.source, task=a.task, instruction=a.instruction, assume_success=a.assume_success,
-        gap_factor=a.gap_factor, min_length=a.min_length,
+        observation_topic=a.observation_topic,
+        image_topic=a.image_topic,
+        command_topic=a.command_topic,
+        reward_topic=a.reward_topic,
+        phase_topic=a.phase_topic,
+        ground_truth_topic=a.ground_truth_topic,
+        proprio_topic=a.proprio_topic,
+        action_dim=a.action_dim,
+        labels="model" if a.reward_model and a.labels == "auto" else a.labels,
+        k=a.k,
+        source=a.source,
+        task=a.task,
+        instruction=a.instruction,
+        assume_success=a.assume_success,
+        gap_factor=a.gap_factor,
+        min_length=a.min_length,
         image_size=tuple(a.image_size) if a.image_size else None,
         reward_fn=_load_callable(a.reward_model) if a.reward_model else None,
-        reward_threshold=a.reward_threshold, recover=a.recover, keep_going=a.keep_going,
-        progress=not a.no_progress)
+        reward_threshold=a.reward_threshold,
+        recover=a.recover,
+        keep_going=a.keep_going,
+        progress=not a.no_progress,
+    )
     try:
         rep = convert_bags(a.bags, a.out, cfg)
     except (B.BagError, ValueError, OSError) as err:

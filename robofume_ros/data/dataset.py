@@ -17,6 +17,7 @@ Layout (format "robofume-dataset", version 1):
 Each episode is written into a temp directory, fsynced, then renamed into place, so a crash or
 a full disk never leaves half an episode and everything written before stays readable.
 """
+
 from __future__ import annotations
 
 import errno
@@ -36,9 +37,15 @@ FORMAT = "robofume-dataset"
 VERSION = 1
 _ARRAYS = ("images", "proprio", "actions", "rewards", "terminals")
 _OPTIONAL = ("features", "success_gt")
-_DTYPES = {"images": np.uint8, "proprio": np.float32, "actions": np.float32,
-           "rewards": np.float32, "terminals": np.bool_, "features": np.float32,
-           "success_gt": np.bool_}
+_DTYPES = {
+    "images": np.uint8,
+    "proprio": np.float32,
+    "actions": np.float32,
+    "rewards": np.float32,
+    "terminals": np.bool_,
+    "features": np.float32,
+    "success_gt": np.bool_,
+}
 
 
 class DatasetError(RuntimeError):
@@ -71,7 +78,8 @@ def _read_meta(path: Path) -> dict:
         raise DatasetVersionError(
             f"dataset {path} has format version {meta.get('version')!r}, but this robofume_ros "
             f"reads version {VERSION}; convert it again from the bags (robofume dataset from-bags) "
-            f"or use the robofume_ros release that wrote it")
+            f"or use the robofume_ros release that wrote it"
+        )
     return meta
 
 
@@ -91,8 +99,8 @@ def _fsync_dir(path: Path):
 class DatasetWriter:
     """Append episodes to a dataset directory (created if missing, appended to if present).
 
-        with DatasetWriter("data/run1") as w:
-            w.append(ep)
+    with DatasetWriter("data/run1") as w:
+        w.append(ep)
     """
 
     def __init__(self, path, fsync: bool = True, extra_meta: Optional[dict] = None):
@@ -103,8 +111,7 @@ class DatasetWriter:
             _read_meta(self.path)
         else:
             self.path.mkdir(parents=True, exist_ok=True)
-            meta = {"format": FORMAT, "version": VERSION, "created": time.time(),
-                    **(extra_meta or {})}
+            meta = {"format": FORMAT, "version": VERSION, "created": time.time(), **(extra_meta or {})}
             self._atomic_write_text(self.path / "meta.json", json.dumps(meta, indent=1))
         self.ep_dir.mkdir(exist_ok=True)
         for stale in self.ep_dir.glob(".tmp-*"):  # half episodes of a crashed writer
@@ -131,7 +138,8 @@ class DatasetWriter:
                 errno.ENOSPC,
                 f"disk full while writing {where}; the {self._next if hasattr(self, '_next') else 0} "
                 f"episodes already in {self.path} are intact, the partial episode was removed. "
-                f"Free space and append again.")
+                f"Free space and append again.",
+            )
         return DatasetError(f"I/O error writing {where}: {err}")
 
     def _save(self, file: Path, arr):
@@ -162,12 +170,19 @@ class DatasetWriter:
                 if arr is None:
                     continue
                 self._save(tmp / f"{name}.npy", np.ascontiguousarray(arr, dtype=_DTYPES[name]))
-            meta = {"instruction": ep.instruction, "task": ep.task, "source": ep.source,
-                    "success": bool(ep.success), "provenance": _jsonable(ep.provenance),
-                    "length": len(ep), "image_shape": list(ep.images.shape[1:]),
-                    "proprio_dim": int(ep.proprio.shape[1]) if ep.proprio.ndim == 2 else 0,
-                    "action_dim": int(ep.actions.shape[1]) if ep.actions.ndim == 2 else 0,
-                    "return": float(np.sum(ep.rewards)), "written": time.time()}
+            meta = {
+                "instruction": ep.instruction,
+                "task": ep.task,
+                "source": ep.source,
+                "success": bool(ep.success),
+                "provenance": _jsonable(ep.provenance),
+                "length": len(ep),
+                "image_shape": list(ep.images.shape[1:]),
+                "proprio_dim": int(ep.proprio.shape[1]) if ep.proprio.ndim == 2 else 0,
+                "action_dim": int(ep.actions.shape[1]) if ep.actions.ndim == 2 else 0,
+                "return": float(np.sum(ep.rewards)),
+                "written": time.time(),
+            }
             with open(tmp / "meta.json", "w") as fh:
                 json.dump(meta, fh, indent=1)
                 fh.flush()
@@ -242,19 +257,19 @@ class FrameList:
 
     def write_npy(self, fh) -> None:
         np.lib.format.write_array_header_1_0(
-            fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
-                 "fortran_order": False, "shape": self.shape})
+            fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": self.shape}
+        )
         fh.flush()
         fd = fh.fileno()
         views = [memoryview(f).cast("B") for f in self.frames]
         total = sum(len(v) for v in views)
         done = 0
-        step = 512                      # below IOV_MAX (1024)
+        step = 512  # below IOV_MAX (1024)
         for i in range(0, len(views), step):
-            batch = views[i:i + step]
+            batch = views[i : i + step]
             want = sum(len(v) for v in batch)
             n = os.writev(fd, batch)
-            while n < want:             # short write: finish this batch the slow way
+            while n < want:  # short write: finish this batch the slow way
                 buf = b"".join(batch)[n:]
                 n += os.write(fd, buf[: want - n])
             done += want
@@ -266,6 +281,7 @@ def _syncfs(fd: int) -> None:
     """syncfs(2) on the dataset's filesystem (libc via ctypes), else sync()."""
     try:
         import ctypes
+
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.syncfs(fd) == 0:
             return
@@ -315,8 +331,14 @@ def load_episode(d, mmap: bool = True) -> Episode:
             arrs[name] = np.load(f, mmap_mode=mode, allow_pickle=False)
         elif name in _ARRAYS:
             raise DatasetError(f"episode {d} lacks {name}.npy")
-    return Episode(instruction=meta["instruction"], task=meta["task"], source=meta["source"],
-                   success=bool(meta["success"]), provenance=meta.get("provenance", {}), **arrs)
+    return Episode(
+        instruction=meta["instruction"],
+        task=meta["task"],
+        source=meta["source"],
+        success=bool(meta["success"]),
+        provenance=meta.get("provenance", {}),
+        **arrs,
+    )
 
 
 def load_episodes(path, sources=None, mmap: bool = True, tasks=None) -> list[Episode]:
@@ -353,8 +375,10 @@ def dataset_info(path) -> dict:
     by = {}
     for m in eps:
         key = (m["source"], m["task"])
-        b = by.setdefault(key, {"source": m["source"], "task": m["task"], "episodes": 0,
-                                "transitions": 0, "successes": 0, "lengths": []})
+        b = by.setdefault(
+            key,
+            {"source": m["source"], "task": m["task"], "episodes": 0, "transitions": 0, "successes": 0, "lengths": []},
+        )
         b["episodes"] += 1
         b["transitions"] += m["length"]
         b["successes"] += int(m["success"])
@@ -362,14 +386,25 @@ def dataset_info(path) -> dict:
     groups = []
     for b in sorted(by.values(), key=lambda b: (b["source"], b["task"])):
         L = b.pop("lengths")
-        b.update(mean_length=float(np.mean(L)), min_length=int(min(L)), max_length=int(max(L)),
-                 success_rate=b["successes"] / b["episodes"])
+        b.update(
+            mean_length=float(np.mean(L)),
+            min_length=int(min(L)),
+            max_length=int(max(L)),
+            success_rate=b["successes"] / b["episodes"],
+        )
         groups.append(b)
-    return {"path": str(path), "format": meta["format"], "version": meta["version"],
-            "episodes": len(eps), "transitions": int(sum(m["length"] for m in eps)),
-            "image_shapes": sorted({tuple(m["image_shape"]) for m in eps}),
-            "sources": sorted({m["source"] for m in eps}), "tasks": sorted({m["task"] for m in eps}),
-            "groups": groups, "episode_meta": eps}
+    return {
+        "path": str(path),
+        "format": meta["format"],
+        "version": meta["version"],
+        "episodes": len(eps),
+        "transitions": int(sum(m["length"] for m in eps)),
+        "image_shapes": sorted({tuple(m["image_shape"]) for m in eps}),
+        "sources": sorted({m["source"] for m in eps}),
+        "tasks": sorted({m["task"] for m in eps}),
+        "groups": groups,
+        "episode_meta": eps,
+    }
 
 
 def target_demo_steps(path) -> dict:
@@ -431,10 +466,16 @@ class TransitionSampler:
     def sample(self, batch_size: int = 256) -> dict:
         t = self.rng.integers(0, len(self.obs_index), batch_size)
         o = self.obs_index[t]
-        return {"obs": self.images[o], "next_obs": self.images[o + 1],
-                "proprio": self.proprio[o], "next_proprio": self.proprio[o + 1],
-                "actions": self.actions[t], "rewards": self.rewards[t],
-                "terminals": self.terminals[t], "episode": self.episode_index[t]}
+        return {
+            "obs": self.images[o],
+            "next_obs": self.images[o + 1],
+            "proprio": self.proprio[o],
+            "next_proprio": self.proprio[o + 1],
+            "actions": self.actions[t],
+            "rewards": self.rewards[t],
+            "terminals": self.terminals[t],
+            "episode": self.episode_index[t],
+        }
 
 
 def write_features(path, encode, encoder_id: str, progress: bool = True) -> int:
@@ -452,6 +493,7 @@ def write_features(path, encode, encoder_id: str, progress: bool = True) -> int:
     it = todo
     if progress and todo:
         from tqdm import tqdm
+
         it = tqdm(todo, desc=f"features ({encoder_id})", unit="episode")
     for d in it:
         images = np.load(d / "images.npy", mmap_mode="r")

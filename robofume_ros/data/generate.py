@@ -32,6 +32,7 @@ the recorder's layout (write_episodes_bag; consecutive episodes share their boun
 Deterministic for a given --seed (MuJoCo is deterministic; every episode draws its noise from its
 own generator seeded by (seed, source, index)).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,11 +65,11 @@ class GenerateConfig:
     prior_episodes: int = 10
     prior_noise: float = 0.1
     prior_max_steps: int = 200
-    prior_keep_failures: bool = False    # keep unsuccessful prior episodes (labelled -1 everywhere)
-    demos: int = 10                      # per direction
+    prior_keep_failures: bool = False  # keep unsuccessful prior episodes (labelled -1 everywhere)
+    demos: int = 10  # per direction
     demo_noise: float = 0.1
     demo_max_steps: int = 250
-    home_jitter: float = 0.03            # before each target demo / failure the arm goes home +- this (m per axis)
+    home_jitter: float = 0.03  # before each target demo / failure the arm goes home +- this (m per axis)
     failures: int = 30
     failure_length: int = 60
     k: int = K_POSITIVE
@@ -88,16 +89,16 @@ def _rng(seed: int, source: str, *idx: int) -> np.random.Generator:
 
 def _bar(total, desc, enable, unit="ep"):
     from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enable, dynamic_ncols=True,
-                file=sys.stderr)
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enable, dynamic_ncols=True, file=sys.stderr)
 
 
 def _demo_labels(T: int, success: bool, k: int):
     r = -np.ones(T, np.float32)
     term = np.zeros(T, bool)
     if success:
-        r[max(0, T - k):] = 0.0
-        term[max(0, T - k):] = True
+        r[max(0, T - k) :] = 0.0
+        term[max(0, T - k) :] = True
     return r, term
 
 
@@ -128,10 +129,19 @@ class _Rollout:
             r, term = _demo_labels(T, success, k)
         else:
             r, term = -np.ones(T, np.float32), np.zeros(T, bool)
-        return Episode(images=np.stack(self.images), proprio=np.stack(self.proprio).astype(np.float32),
-                       actions=np.stack(self.actions).astype(np.float32), rewards=r, terminals=term,
-                       instruction=instruction, task=task, source=source, success=bool(success),
-                       provenance=provenance, success_gt=np.asarray(self.gt, bool))
+        return Episode(
+            images=np.stack(self.images),
+            proprio=np.stack(self.proprio).astype(np.float32),
+            actions=np.stack(self.actions).astype(np.float32),
+            rewards=r,
+            terminals=term,
+            instruction=instruction,
+            task=task,
+            source=source,
+            success=bool(success),
+            provenance=provenance,
+            success_gt=np.asarray(self.gt, bool),
+        )
 
 
 def _expert_episode(world, obs, rng, noise, max_steps, k):
@@ -145,23 +155,30 @@ def _expert_episode(world, obs, rng, noise, max_steps, k):
             first = len(ro)
         if first is not None and len(ro) >= first + k - 1:
             break
-    success = first is not None and all(ro.gt[-k:])   # the last k observations show success
+    success = first is not None and all(ro.gt[-k:])  # the last k observations show success
     return ro, success, first
 
 
 # --------------------------------------------------------------------------------------------
 
+
 def gen_prior(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_eps: Optional[list]):
     from robofume_ros.sim import SingleTaskWorld, instruction, prior_tasks
+
     tasks = prior_tasks(cfg.pair, cfg.prior_tasks)
     bar = _bar(len(tasks) * cfg.prior_episodes, "prior", cfg.progress)
     frames = 0
     t0 = time.perf_counter()
     per_task = {}
     for ti, task in enumerate(tasks):
-        world = SingleTaskWorld(task, camera=cfg.camera, image_size=cfg.image_size,
-                                seed=cfg.seed * 1000 + ti, render=True,
-                                visual_seed=cfg.seed * 1000 + 500 + ti)
+        world = SingleTaskWorld(
+            task,
+            camera=cfg.camera,
+            image_size=cfg.image_size,
+            seed=cfg.seed * 1000 + ti,
+            render=True,
+            visual_seed=cfg.seed * 1000 + 500 + ti,
+        )
         kept = tried = 0
         try:
             # a few spare attempts so a rare noisy miss does not leave a task short
@@ -173,11 +190,22 @@ def gen_prior(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_eps: 
                 frames += len(ro) + 1
                 if not ok and not cfg.prior_keep_failures:
                     continue
-                ep = ro.episode("prior", task, instruction(task), ok, cfg.k,
-                                {"generator": "robofume dataset generate", "world": "SingleTaskWorld",
-                                 "seed": world.seed, "visual_seed": cfg.seed * 1000 + 500 + ti,
-                                 "attempt": tried - 1, "noise_std": cfg.prior_noise,
-                                 "first_success_step": first})
+                ep = ro.episode(
+                    "prior",
+                    task,
+                    instruction(task),
+                    ok,
+                    cfg.k,
+                    {
+                        "generator": "robofume dataset generate",
+                        "world": "SingleTaskWorld",
+                        "seed": world.seed,
+                        "visual_seed": cfg.seed * 1000 + 500 + ti,
+                        "attempt": tried - 1,
+                        "noise_std": cfg.prior_noise,
+                        "first_success_step": first,
+                    },
+                )
                 writer.append(ep)
                 if bag_eps is not None:
                     bag_eps.append(ep)
@@ -188,14 +216,18 @@ def gen_prior(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_eps: 
             world.close()
         per_task[task] = {"kept": kept, "attempts": tried}
     bar.close()
-    stats["prior"] = {"tasks": per_task, "episodes": sum(v["kept"] for v in per_task.values()),
-                      "frames_simulated": frames, "seconds": time.perf_counter() - t0}
+    stats["prior"] = {
+        "tasks": per_task,
+        "episodes": sum(v["kept"] for v in per_task.values()),
+        "frames_simulated": frames,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def gen_target_demos(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_eps: Optional[list]):
     from robofume_ros.sim import ResetFreeWorld
-    world = ResetFreeWorld(cfg.pair, camera=cfg.camera, image_size=cfg.image_size, seed=cfg.seed,
-                           render=True)
+
+    world = ResetFreeWorld(cfg.pair, camera=cfg.camera, image_size=cfg.image_size, seed=cfg.seed, render=True)
     want = {"forward": cfg.demos, "backward": cfg.demos}
     got = {"forward": 0, "backward": 0}
     dropped = {"forward": 0, "backward": 0}
@@ -207,16 +239,28 @@ def gen_target_demos(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, ba
         while any(got[p] < want[p] for p in got) and attempt < 4 * (2 * cfg.demos) + 4:
             world.switch(phase)
             rng = _rng(cfg.seed, "target_demo", attempt)
-            world.home(cfg.home_jitter, rng)    # the reset-free protocol: the arm goes home between episodes
+            world.home(cfg.home_jitter, rng)  # the reset-free protocol: the arm goes home between episodes
             obs = world.observe()
             ro, ok, first = _expert_episode(world, obs, rng, cfg.demo_noise, cfg.demo_max_steps, cfg.k)
             frames += len(ro) + 1
             if ok and got[phase] < want[phase]:
-                ep = ro.episode("target_demo", world.task, world.instruction, True, cfg.k,
-                                {"generator": "robofume dataset generate", "world": "ResetFreeWorld",
-                                 "seed": cfg.seed, "phase": phase, "attempt": attempt,
-                                 "sim_step_end": world.sim_step, "noise_std": cfg.demo_noise,
-                                 "first_success_step": first})
+                ep = ro.episode(
+                    "target_demo",
+                    world.task,
+                    world.instruction,
+                    True,
+                    cfg.k,
+                    {
+                        "generator": "robofume dataset generate",
+                        "world": "ResetFreeWorld",
+                        "seed": cfg.seed,
+                        "phase": phase,
+                        "attempt": attempt,
+                        "sim_step_end": world.sim_step,
+                        "noise_std": cfg.demo_noise,
+                        "first_success_step": first,
+                    },
+                )
                 writer.append(ep)
                 if bag_eps is not None:
                     bag_eps.append(ep)
@@ -230,9 +274,14 @@ def gen_target_demos(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, ba
     finally:
         world.close()
     bar.close()
-    stats["target_demo"] = {"kept": got, "dropped_unsuccessful": dropped, "attempts": attempt,
-                            "frames_simulated": frames, "seconds": time.perf_counter() - t0,
-                            "reset_count": 1}
+    stats["target_demo"] = {
+        "kept": got,
+        "dropped_unsuccessful": dropped,
+        "attempts": attempt,
+        "frames_simulated": frames,
+        "seconds": time.perf_counter() - t0,
+        "reset_count": 1,
+    }
 
 
 def _failure_action(world, mode, rng, t, stop_at):
@@ -240,9 +289,9 @@ def _failure_action(world, mode, rng, t, stop_at):
         return rng.uniform(-1, 1, 4).astype(np.float32)
     if mode == "heavy_noise":
         return world.scripted_action(1.0, rng)
-    if mode == "wrong_task":   # the other task's expert (prepared by the caller)
+    if mode == "wrong_task":  # the other task's expert (prepared by the caller)
         return world._wrong_expert(rng)
-    if mode == "stop_early":   # expert for part of the way, then random dithering (near misses)
+    if mode == "stop_early":  # expert for part of the way, then random dithering (near misses)
         if t < stop_at:
             return world.scripted_action(0.1, rng)
         return rng.uniform(-0.3, 0.3, 4).astype(np.float32)
@@ -254,17 +303,21 @@ def gen_failures(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_ep
     expert (not recorded, render-free) moves the scene to where the next task is not yet done."""
     from robofume_ros.sim import ResetFreeWorld
     from robofume_ros.sim.world import expert_policy
-    world = ResetFreeWorld(cfg.pair, camera=cfg.camera, image_size=cfg.image_size,
-                           seed=cfg.seed, render=True)  # the target scene, like the demos
+
+    world = ResetFreeWorld(
+        cfg.pair, camera=cfg.camera, image_size=cfg.image_size, seed=cfg.seed, render=True
+    )  # the target scene, like the demos
     other = {"forward": world.pair.backward, "backward": world.pair.forward}
     experts = {t: expert_policy(t) for t in world.pair.tasks}
 
     def wrong(rng, _w=world):
         import warnings
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             a = np.asarray(experts[other[_w.phase]].get_action(_w.state), np.float64)
         return np.clip(a + rng.normal(0, 0.05, 4), -1, 1).astype(np.float32)
+
     world._wrong_expert = wrong
 
     kept, dropped, modes = 0, 0, {m: 0 for m in FAILURE_MODES}
@@ -301,14 +354,25 @@ def gen_failures(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_ep
             frames += len(ro) + 1
             attempt += 1
             if any(ro.gt):
-                dropped += 1          # it succeeded somewhere: not an honest failure
+                dropped += 1  # it succeeded somewhere: not an honest failure
             else:
-                ep = ro.episode("failure", world.task, world.instruction, False, cfg.k,
-                                {"generator": "robofume dataset generate", "world": "ResetFreeWorld",
-                                 "seed": cfg.seed, "phase": phase, "mode": mode,
-                                 "attempt": attempt - 1,
-                                 "stop_at": stop_at if mode == "stop_early" else None},
-                                labels="none")
+                ep = ro.episode(
+                    "failure",
+                    world.task,
+                    world.instruction,
+                    False,
+                    cfg.k,
+                    {
+                        "generator": "robofume dataset generate",
+                        "world": "ResetFreeWorld",
+                        "seed": cfg.seed,
+                        "phase": phase,
+                        "mode": mode,
+                        "attempt": attempt - 1,
+                        "stop_at": stop_at if mode == "stop_early" else None,
+                    },
+                    labels="none",
+                )
                 writer.append(ep)
                 if bag_eps is not None:
                     bag_eps.append(ep)
@@ -320,9 +384,14 @@ def gen_failures(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_ep
     finally:
         world.close()
     bar.close()
-    stats["failure"] = {"kept": kept, "dropped_succeeded": dropped, "modes": modes,
-                        "attempts": attempt, "frames_simulated": frames,
-                        "seconds": time.perf_counter() - t0}
+    stats["failure"] = {
+        "kept": kept,
+        "dropped_succeeded": dropped,
+        "modes": modes,
+        "attempts": attempt,
+        "frames_simulated": frames,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def generate(cfg: GenerateConfig) -> dict:
@@ -331,8 +400,9 @@ def generate(cfg: GenerateConfig) -> dict:
     if (out / "episodes").is_dir() and any((out / "episodes").glob("ep_*")):
         raise FileExistsError(f"{out} already holds a dataset; choose a new -o directory")
     t0 = time.perf_counter()
-    writer = DatasetWriter(out, fsync=False, extra_meta={"generator": "robofume dataset generate",
-                                                          "config": _cfg_json(cfg)})
+    writer = DatasetWriter(
+        out, fsync=False, extra_meta={"generator": "robofume dataset generate", "config": _cfg_json(cfg)}
+    )
     stats: dict = {}
     bag_sets = {s: ([] if cfg.bags else None) for s in ("target_demo", "failure", "prior")}
     gen_target_demos(cfg, writer, stats, bag_sets["target_demo"])
@@ -341,16 +411,23 @@ def generate(cfg: GenerateConfig) -> dict:
     writer.sync()
     if cfg.bags:
         from .bags import write_episodes_bag
+
         for src, eps in bag_sets.items():
             if eps:
                 write_episodes_bag(eps, out / "bags" / src, rate_hz=5.0)
                 eps.clear()
     from .dataset import dataset_info
+
     info = dataset_info(out)
-    summary = {"config": _cfg_json(cfg), "stats": stats, "seconds": time.perf_counter() - t0,
-               "episodes": info["episodes"], "transitions": info["transitions"],
-               "by_source": _by_source(info),
-               "bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file())}
+    summary = {
+        "config": _cfg_json(cfg),
+        "stats": stats,
+        "seconds": time.perf_counter() - t0,
+        "episodes": info["episodes"],
+        "transitions": info["transitions"],
+        "by_source": _by_source(info),
+        "bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file()),
+    }
     (out / "generate.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -373,21 +450,31 @@ def _cfg_json(cfg):
 
 
 def build_parser(prog="robofume dataset generate"):
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     d = GenerateConfig.__dataclass_fields__
     p.add_argument("-o", "--out", required=True, help="dataset directory to create")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true",
-                   help="small set for a smoke test (4 prior tasks x 3, 3+3 demos, 6 failures)")
+    p.add_argument(
+        "--quick", action="store_true", help="small set for a smoke test (4 prior tasks x 3, 3+3 demos, 6 failures)"
+    )
     p.add_argument("--pair", default=d["pair"].default, help="reset-free task pair (target task)")
-    p.add_argument("--prior-tasks", type=int, help=f"other tasks in the prior data (default {d['prior_tasks'].default})")
-    p.add_argument("--prior-episodes", type=int, help=f"episodes per prior task (default {d['prior_episodes'].default})")
+    p.add_argument(
+        "--prior-tasks", type=int, help=f"other tasks in the prior data (default {d['prior_tasks'].default})"
+    )
+    p.add_argument(
+        "--prior-episodes", type=int, help=f"episodes per prior task (default {d['prior_episodes'].default})"
+    )
     p.add_argument("--demos", type=int, help=f"target demos per direction (default {d['demos'].default})")
     p.add_argument("--failures", type=int, help=f"failure episodes (default {d['failures'].default})")
     p.add_argument("--failure-length", type=int, help=f"steps per failure (default {d['failure_length'].default})")
-    p.add_argument("--home-jitter", type=float, help=f"random offset (m per axis) of the arm's home pose before "
-                   f"each target demo and failure (default {d['home_jitter'].default})")
+    p.add_argument(
+        "--home-jitter",
+        type=float,
+        help=f"random offset (m per axis) of the arm's home pose before "
+        f"each target demo and failure (default {d['home_jitter'].default})",
+    )
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None)
     p.add_argument("--bags", action="store_true", help="also write DIR/bags/<source>/ rosbag2 bags")
     p.add_argument("--no-progress", action="store_true")
@@ -413,14 +500,20 @@ def main(argv=None) -> int:
     except (FileExistsError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {cfg.out}: {s['episodes']} episodes, {s['transitions']} transitions, "
-          f"{s['bytes'] / 1e6:.1f} MB in {s['seconds']:.1f} s")
+    print(
+        f"wrote {cfg.out}: {s['episodes']} episodes, {s['transitions']} transitions, "
+        f"{s['bytes'] / 1e6:.1f} MB in {s['seconds']:.1f} s"
+    )
     for src, v in s["by_source"].items():
-        print(f"  {src:12s} {v['episodes']:4d} episodes ({v['tasks']} tasks), {v['transitions']:6d} "
-              f"transitions, {v['successes']} successful")
+        print(
+            f"  {src:12s} {v['episodes']:4d} episodes ({v['tasks']} tasks), {v['transitions']:6d} "
+            f"transitions, {v['successes']} successful"
+        )
     st = s["stats"]
-    print(f"  dropped: target demos unsuccessful {st['target_demo']['dropped_unsuccessful']}, "
-          f"failures that succeeded {st['failure']['dropped_succeeded']}")
+    print(
+        f"  dropped: target demos unsuccessful {st['target_demo']['dropped_unsuccessful']}, "
+        f"failures that succeeded {st['failure']['dropped_succeeded']}"
+    )
     return 0
 
 

@@ -3,6 +3,7 @@ and the one resize. The camera node (online frames) and `robofume dataset from-b
 bags) both go through here, so a policy trained on converted bags sees the same pixels online.
 No ROS imports: the callers pass the message's fields.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,11 @@ def buffer_to_rgb(height: int, width: int, encoding: str, step: int, data) -> np
     step = int(step) if step else w * c
     if step < w * c:
         raise ImageError(f"image step {step} is smaller than width*channels {w * c}")
-    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) \
+    buf = (
+        np.frombuffer(data, dtype=np.uint8)
+        if isinstance(data, (bytes, bytearray, memoryview))
         else np.asarray(data, dtype=np.uint8).reshape(-1)
+    )
     if buf.size != step * h:
         raise ImageError(f"image data has {buf.size} bytes, expected step*height = {step}*{h} = {step * h}")
     img = buf.reshape(h, step)[:, : w * c].reshape(h, w, c)
@@ -49,7 +53,7 @@ def resize_rgb(img: np.ndarray, size, crop=None) -> np.ndarray:
         x, y, cw, ch = crop
         if x < 0 or y < 0 or x + cw > img.shape[1] or y + ch > img.shape[0]:
             raise ImageError(f"crop {tuple(crop)} is outside the {img.shape[1]}x{img.shape[0]} frame")
-        img = img[y:y + ch, x:x + cw]
+        img = img[y : y + ch, x : x + cw]
     H, W = int(size[0]), int(size[1])
     h, w = img.shape[:2]
     if (h, w) == (H, W):

@@ -7,6 +7,7 @@
     plot  DIR -o summary.png                   lengths, success rates, returns, action histograms
 Text is rendered with matplotlib (Agg) into cached strips; no OpenCV.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,15 +24,19 @@ from .dataset import DatasetError, dataset_info, load_episodes
 def info_table(path) -> str:
     info = dataset_info(path)
     eps = load_episodes(path)
-    lines = [f"dataset {info['path']}  (format {info['format']} v{info['version']})",
-             f"{info['episodes']} episodes, {info['transitions']} transitions, image shapes "
-             f"{info['image_shapes']}", ""]
+    lines = [
+        f"dataset {info['path']}  (format {info['format']} v{info['version']})",
+        f"{info['episodes']} episodes, {info['transitions']} transitions, image shapes {info['image_shapes']}",
+        "",
+    ]
     hdr = f"{'source':<13} {'task':<22} {'eps':>5} {'trans':>7} {'len mean':>8} {'min':>5} {'max':>5} {'success':>8}"
     lines += [hdr, "-" * len(hdr)]
     for g in info["groups"]:
-        lines.append(f"{g['source']:<13} {g['task'][:22]:<22} {g['episodes']:>5} {g['transitions']:>7} "
-                     f"{g['mean_length']:>8.1f} {g['min_length']:>5} {g['max_length']:>5} "
-                     f"{100 * g['success_rate']:>7.1f}%")
+        lines.append(
+            f"{g['source']:<13} {g['task'][:22]:<22} {g['episodes']:>5} {g['transitions']:>7} "
+            f"{g['mean_length']:>8.1f} {g['min_length']:>5} {g['max_length']:>5} "
+            f"{100 * g['success_rate']:>7.1f}%"
+        )
     if eps:
         dims = {e.actions.shape[1] for e in eps if e.actions.ndim == 2 and len(e)}
         lines.append("")
@@ -43,26 +48,31 @@ def info_table(path) -> str:
             lines.append("  min  " + " ".join(f"{v:+.3f}" for v in A.min(0)))
             lines.append("  max  " + " ".join(f"{v:+.3f}" for v in A.max(0)))
         R = np.concatenate([np.asarray(e.rewards) for e in eps])
-        lines.append(f"rewards: {int((R == 0).sum())} zero, {int((R == -1).sum())} minus one, "
-                     f"{int(sum(np.asarray(e.terminals).sum() for e in eps))} terminal")
+        lines.append(
+            f"rewards: {int((R == 0).sum())} zero, {int((R == -1).sum())} minus one, "
+            f"{int(sum(np.asarray(e.terminals).sum() for e in eps))} terminal"
+        )
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------ text rendering
 
+
 @lru_cache(maxsize=4096)
-def _text_strip(text: str, width: int, height: int = 18, color=(255, 255, 255),
-                bg=(0, 0, 0)) -> np.ndarray:
+def _text_strip(text: str, width: int, height: int = 18, color=(255, 255, 255), bg=(0, 0, 0)) -> np.ndarray:
     """(height, width, 3) uint8 strip with `text` left-aligned (matplotlib Agg)."""
     import matplotlib
+
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     dpi = 100
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor=np.array(bg) / 255)
     canvas = FigureCanvasAgg(fig)
-    fig.text(0.01, 0.5, text, color=np.array(color) / 255, fontsize=height * 0.5, va="center",
-             ha="left", family="monospace")
+    fig.text(
+        0.01, 0.5, text, color=np.array(color) / 255, fontsize=height * 0.5, va="center", ha="left", family="monospace"
+    )
     canvas.draw()
     img = np.asarray(canvas.buffer_rgba())[:, :, :3]
     out = np.zeros((height, width, 3), np.uint8)
@@ -93,9 +103,12 @@ def episode_frames(ep, scale: int = 3, index=None):
         if ep.success_gt is not None:
             gt = " gt:" + ("yes" if ep.success_gt[t] else "no")
         border = (0, 200, 0) if (t > 0 and ep.rewards[t - 1] == 0) else None
-        yield annotate_frame(ep.images[t], [ep.instruction, head,
-                                            f"t={t}/{T} r={r}{term} {'SUCCESS' if ep.success else 'fail'}{gt}"],
-                             scale=scale, border=border)
+        yield annotate_frame(
+            ep.images[t],
+            [ep.instruction, head, f"t={t}/{T} r={r}{term} {'SUCCESS' if ep.success else 'fail'}{gt}"],
+            scale=scale,
+            border=border,
+        )
 
 
 def _pad16(frame):
@@ -111,6 +124,7 @@ def _pad16(frame):
 def write_video(path, episodes, fps: float = 10.0, scale: int = 3, indices=None) -> int:
     """MP4 (imageio-ffmpeg, libx264) or GIF by suffix. Returns the number of frames."""
     import imageio.v2 as imageio
+
     path = Path(path)
     n = 0
     idx = indices if indices is not None else list(range(len(episodes)))
@@ -118,8 +132,7 @@ def write_video(path, episodes, fps: float = 10.0, scale: int = 3, indices=None)
         frames = [f for i, ep in zip(idx, episodes) for f in episode_frames(ep, scale, i)]
         imageio.mimsave(path, frames, duration=1.0 / fps, loop=0)
         return len(frames)
-    w = imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=1,
-                           pixelformat="yuv420p")
+    w = imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=1, pixelformat="yuv420p")
     try:
         for i, ep in zip(idx, episodes):
             for f in episode_frames(ep, scale, i):
@@ -132,9 +145,11 @@ def write_video(path, episodes, fps: float = 10.0, scale: int = 3, indices=None)
 
 def summary_plot(path, out) -> None:
     import matplotlib
+
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     info = dataset_info(path)
     eps = load_episodes(path)
     fig = Figure(figsize=(12, 8), dpi=100)

@@ -13,6 +13,7 @@ t0 = bag start + start_offset and loop_period = (span + loop_gap) / rate, where 
 from t0 to the last replayed message and loop_gap defaults to the median interval between
 replayed messages (so a loop continues at the bag's cadence). rate <= 0 or inf: no waiting.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,21 +28,28 @@ from .bags import BagError, BagReader, MissingTopicError
 
 @dataclass
 class ReplayItem:
-    topic: str        # topic to publish on (after remapping)
-    msgtype: str      # e.g. "robofume_ros/msg/Observation"
-    data: bytes       # serialized CDR
-    stamp: int        # original bag timestamp, ns
-    due_s: float      # wall seconds after replay start when it should go out
-    wait_s: float     # wall seconds to wait after the previous item
-    loop: int         # 0 for the first pass
+    topic: str  # topic to publish on (after remapping)
+    msgtype: str  # e.g. "robofume_ros/msg/Observation"
+    data: bytes  # serialized CDR
+    stamp: int  # original bag timestamp, ns
+    due_s: float  # wall seconds after replay start when it should go out
+    wait_s: float  # wall seconds to wait after the previous item
+    loop: int  # 0 for the first pass
     source_topic: str  # topic name in the bag
 
 
 class ReplaySource:
     """Opens the bag(s) once, works out the replay window, iterates items."""
 
-    def __init__(self, paths, topics: Optional[Sequence[str]] = None, remap: Optional[dict] = None,
-                 start_offset_s: float = 0.0, duration_s: Optional[float] = None, store=None):
+    def __init__(
+        self,
+        paths,
+        topics: Optional[Sequence[str]] = None,
+        remap: Optional[dict] = None,
+        start_offset_s: float = 0.0,
+        duration_s: Optional[float] = None,
+        store=None,
+    ):
         self.reader = BagReader(paths, store=store).open()
         have = self.reader.topics()
         if topics is not None:
@@ -67,8 +75,10 @@ class ReplaySource:
         self.t0 = self.bag_start + int(round(start_offset_s * 1e9))
         if self.t0 > self.bag_end:
             self.reader.close()
-            raise ValueError(f"start offset {start_offset_s} s is past the end of the bag "
-                             f"({(self.bag_end - self.bag_start) / 1e9:.3f} s long)")
+            raise ValueError(
+                f"start offset {start_offset_s} s is past the end of the bag "
+                f"({(self.bag_end - self.bag_start) / 1e9:.3f} s long)"
+            )
         self.stop = None if duration_s is None else self.t0 + int(round(duration_s * 1e9))
         # stamps of the replayed messages (index only: cheap) for span and loop gap
         stamps = [m.stamp for m in self._raw()]
@@ -99,8 +109,9 @@ class ReplaySource:
             gap = int(round(loop_gap_s * 1e9))
         return span + gap
 
-    def items(self, rate: float = 1.0, loop: int | bool = False,
-              loop_gap_s: Optional[float] = None) -> Iterator[ReplayItem]:
+    def items(
+        self, rate: float = 1.0, loop: int | bool = False, loop_gap_s: Optional[float] = None
+    ) -> Iterator[ReplayItem]:
         """loop: False/0 = once, True = forever, n = n passes in total."""
         fast = rate is None or rate <= 0 or math.isinf(rate)
         passes = math.inf if loop is True else max(1, int(loop or 1))
@@ -110,28 +121,49 @@ class ReplaySource:
         while n < passes:
             for m in self._raw():
                 due = 0.0 if fast else ((m.stamp - self.t0) + n * period) / 1e9 / rate
-                yield ReplayItem(self.remap.get(m.topic, m.topic), m.msgtype, m.data, m.stamp,
-                                 due, max(0.0, due - prev_due), n, m.topic)
+                yield ReplayItem(
+                    self.remap.get(m.topic, m.topic),
+                    m.msgtype,
+                    m.data,
+                    m.stamp,
+                    due,
+                    max(0.0, due - prev_due),
+                    n,
+                    m.topic,
+                )
                 prev_due = due
             n += 1
 
 
-def replay_iter(paths, rate: float = 1.0, loop: int | bool = False, start_offset_s: float = 0.0,
-                topics: Optional[Sequence[str]] = None, remap: Optional[dict] = None,
-                duration_s: Optional[float] = None, loop_gap_s: Optional[float] = None,
-                store=None) -> Iterator[ReplayItem]:
+def replay_iter(
+    paths,
+    rate: float = 1.0,
+    loop: int | bool = False,
+    start_offset_s: float = 0.0,
+    topics: Optional[Sequence[str]] = None,
+    remap: Optional[dict] = None,
+    duration_s: Optional[float] = None,
+    loop_gap_s: Optional[float] = None,
+    store=None,
+) -> Iterator[ReplayItem]:
     """Iterate a bag's messages with their replay schedule (see module doc). No sleeping."""
-    src = ReplaySource(paths, topics=topics, remap=remap, start_offset_s=start_offset_s,
-                       duration_s=duration_s, store=store)
+    src = ReplaySource(
+        paths, topics=topics, remap=remap, start_offset_s=start_offset_s, duration_s=duration_s, store=store
+    )
     try:
         yield from src.items(rate=rate, loop=loop, loop_gap_s=loop_gap_s)
     finally:
         src.close()
 
 
-def play(items, publish: Callable[[ReplayItem], None], clock: Callable[[], float] = time.monotonic,
-         sleep: Callable[[float], None] = time.sleep, should_stop: Callable[[], bool] = lambda: False,
-         max_late_s: float = math.inf) -> dict:
+def play(
+    items,
+    publish: Callable[[ReplayItem], None],
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    should_stop: Callable[[], bool] = lambda: False,
+    max_late_s: float = math.inf,
+) -> dict:
     """Publish items at their due times against `clock` (absolute schedule: no drift).
     Items later than max_late_s are skipped (counted). Returns counts."""
     t_start = clock()

@@ -1,4 +1,5 @@
 """What every node shares: the main() wrapper (init, spin, clean shutdown) and throttled warnings."""
+
 from __future__ import annotations
 
 import sys
@@ -70,6 +71,7 @@ def ground_truth_msgs(world, obs, stamp) -> list:
     """GroundTruth messages for both tasks of a simulated pair at one frame (the active task
     first), so an episode that just ended still has its own task's verdict on the switch frame."""
     from robofume_ros.msg import GroundTruth
+
     out = []
     for phase in (world.phase, "backward" if world.phase == "forward" else "forward"):
         gt = GroundTruth()

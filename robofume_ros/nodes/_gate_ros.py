@@ -9,6 +9,7 @@
   srv: ~/home (std_srvs/Trigger): retreat to `home_position` through the envelope
 The node calls `gate_tick(ee_position)` once per control tick and executes what it returns.
 """
+
 from __future__ import annotations
 
 import time
@@ -46,28 +47,49 @@ class GatedRobot:
     """Mixin for an rclpy Node: call `setup_gate()` in __init__, `gate_tick()` every control tick,
     `gate_saw_observation()` when fresh robot state arrives, and provide `current_ee_position()`."""
 
-    def setup_gate(self, p: GateParams, action_dim: int, control_period_s: float, watchdog: bool = True,
-                   require_observation: bool = False) -> None:
+    def setup_gate(
+        self,
+        p: GateParams,
+        action_dim: int,
+        control_period_s: float,
+        watchdog: bool = True,
+        require_observation: bool = False,
+    ) -> None:
         self.action_dim = action_dim
         self.gate = make_gate(
-            action_dim, p.max_translation_m, p.workspace_low, p.workspace_high,
-            max_rotation_rad=p.max_rotation_rad, max_delta_per_tick=p.max_delta_per_tick,
-            control_period_s=control_period_s, max_speed_m_s=p.max_speed_m_s,
-            max_angular_speed_rad_s=p.max_angular_speed_rad_s, command_timeout_s=p.command_timeout_s,
-            observation_timeout_s=p.observation_timeout_s, intervention_hold_s=p.intervention_hold_s,
-            watchdog=watchdog, require_observation=require_observation)
+            action_dim,
+            p.max_translation_m,
+            p.workspace_low,
+            p.workspace_high,
+            max_rotation_rad=p.max_rotation_rad,
+            max_delta_per_tick=p.max_delta_per_tick,
+            control_period_s=control_period_s,
+            max_speed_m_s=p.max_speed_m_s,
+            max_angular_speed_rad_s=p.max_angular_speed_rad_s,
+            command_timeout_s=p.command_timeout_s,
+            observation_timeout_s=p.observation_timeout_s,
+            intervention_hold_s=p.intervention_hold_s,
+            watchdog=watchdog,
+            require_observation=require_observation,
+        )
         self._gate_p = p
         self._last_counts = None
         self._last_hold_reason = None
         self.last_cmd_stamp_ns = None
         self.pub_safety = self.create_publisher(String, graph.TOPICS["safety"], qos.LATCHED)
-        self.create_subscription(ArmCommand, graph.TOPICS["command"], lambda m: self._on_command(m, False), qos.RELIABLE)
-        self.create_subscription(ArmCommand, graph.TOPICS["intervention"], lambda m: self._on_command(m, True),
-                                 qos.RELIABLE)
+        self.create_subscription(
+            ArmCommand, graph.TOPICS["command"], lambda m: self._on_command(m, False), qos.RELIABLE
+        )
+        self.create_subscription(
+            ArmCommand, graph.TOPICS["intervention"], lambda m: self._on_command(m, True), qos.RELIABLE
+        )
         self.create_subscription(Bool, graph.TOPICS["stop"], self._on_stop, qos.RELIABLE)
         self.create_service(Trigger, "~/home", self._srv_home)
         from rclpy.clock import Clock, ClockType
-        self.create_timer(max(p.safety_report_s, 0.1), self.publish_safety, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+        self.create_timer(
+            max(p.safety_report_s, 0.1), self.publish_safety, clock=Clock(clock_type=ClockType.STEADY_TIME)
+        )
 
     # --- inputs -----------------------------------------------------------------------------
     def _on_command(self, msg, from_intervention_topic: bool):
@@ -115,8 +137,11 @@ class GatedRobot:
         elif t.action is not None:
             self._last_hold_reason = None
         counts = self.gate.counts_dict()
-        interesting = {k: v for k, v in counts.items()
-                       if not k.startswith(("received", "commands", "executed", "interventions", "held:"))}
+        interesting = {
+            k: v
+            for k, v in counts.items()
+            if not k.startswith(("received", "commands", "executed", "interventions", "held:"))
+        }
         if interesting != self._last_counts:
             self._last_counts = interesting
             self.publish_safety()

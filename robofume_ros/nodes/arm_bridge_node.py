@@ -17,6 +17,7 @@ out: `interface: servo`            -> geometry_msgs/TwistStamped on `servo_twist
      /robot/safety (String, JSON counts)
 srv: ~/home (std_srvs/Trigger): retreat to home_position through the envelope
 """
+
 from __future__ import annotations
 
 import collections
@@ -59,11 +60,16 @@ class Params(GateParams):
     servo_pause_service: str = knob("/servo_node/pause_servo", "std_srvs/SetBool (Iron+, false = run); '' = none")
     trajectory_topic: str = knob("/joint_trajectory_controller/joint_trajectory", "JointTrajectory controller topic")
     trajectory_lookahead: float = knob(1.0, "time_from_start of each trajectory point, in control periods")
-    latency_ticks: float = knob(1.0, "the workspace check predicts the hand this many ticks of the last command "
-                                     "ahead of the measured pose (motion still in flight)")
+    latency_ticks: float = knob(
+        1.0,
+        "the workspace check predicts the hand this many ticks of the last command "
+        "ahead of the measured pose (motion still in flight)",
+    )
     joint_names: list = knob(["joint1"], "arm joints, base to tip (chain order)")
-    chain_joints: list = knob([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
-                              "URDF-lite chain: 9 numbers per joint (origin xyz, origin rpy, axis), flattened")
+    chain_joints: list = knob(
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+        "URDF-lite chain: 9 numbers per joint (origin xyz, origin rpy, axis), flattened",
+    )
     chain_tool: list = knob([0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "TCP in the last link: xyz, rpy")
     joint_lower: list = knob([-3.14], "joint lower limits, rad")
     joint_upper: list = knob([3.14], "joint upper limits, rad")
@@ -71,8 +77,11 @@ class Params(GateParams):
     ik_iterations: int = knob(10, "IK iterations per control tick")
     ik_max_error_m: float = knob(0.01, "hold instead of sending a target IK cannot reach within this")
     max_joint_step_rad: float = knob(0.1, "largest joint change sent in one tick")
-    resync_m: float = knob(0.02, "joint_trajectory: continue from the last commanded joints while they are within "
-                                 "this of the measured pose (no drift from tracking error), else from the measured")
+    resync_m: float = knob(
+        0.02,
+        "joint_trajectory: continue from the last commanded joints while they are within "
+        "this of the measured pose (no drift from tracking error), else from the measured",
+    )
     gripper_interface: str = knob("none", "none, joint_trajectory, float64 or gripper_action")
     gripper_topic: str = knob("", "gripper command topic (or action name for gripper_action)")
     gripper_joint_names: list = knob(["gripper"], "gripper joints commanded / read from joint states")
@@ -97,15 +106,15 @@ class ArmBridgeNode(Node, GatedRobot):
         if len(p.joint_names) != self.chain.n:
             raise ValueError(f"{len(p.joint_names)} joint_names for a chain of {self.chain.n} joints")
         self.setup_gate(p, p.action_dim, self.period, watchdog=True, require_observation=True)
-        self.q = None                 # arm joint positions, chain order
+        self.q = None  # arm joint positions, chain order
         self.gripper_pos = None
-        self.pose = None              # (position (3,), rotation (3, 3)) from the pose topic
+        self.pose = None  # (position (3,), rotation (3, 3)) from the pose topic
         self.pose_t = None
         self._sent_gripper = None
         self._held = True
-        self._sent = collections.deque()       # (monotonic time sent, translation) of executed commands
-        self._state_t = 0.0                     # monotonic time the newest arm state arrived
-        self._q_cmd = None            # last joint target sent (joint_trajectory)
+        self._sent = collections.deque()  # (monotonic time sent, translation) of executed commands
+        self._state_t = 0.0  # monotonic time the newest arm state arrived
+        self._q_cmd = None  # last joint target sent (joint_trajectory)
         self.ticks = 0
 
         self.pub_state = self.create_publisher(RobotState, graph.TOPICS["state"], qos.SENSOR)
@@ -120,24 +129,34 @@ class ArmBridgeNode(Node, GatedRobot):
         self._setup_gripper()
         self.create_timer(self.period, self.tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.create_timer(10.0, self.log_safety_summary, clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self.log.info(f"{p.robot_name}: {p.interface} interface, gripper {p.gripper_interface}, "
-                      f"{p.control_rate_hz} Hz, workspace {p.workspace_low}..{p.workspace_high} in {p.base_frame}")
+        self.log.info(
+            f"{p.robot_name}: {p.interface} interface, gripper {p.gripper_interface}, "
+            f"{p.control_rate_hz} Hz, workspace {p.workspace_low}..{p.workspace_high} in {p.base_frame}"
+        )
 
     # --- driver interfaces ----------------------------------------------------------------
     def _start_servo(self):
         """Servo must be started (Humble: ~/start_servo) or unpaused (Iron+: ~/pause_servo false).
         Call whichever the servo node offers, once it appears; never block the node."""
         from std_srvs.srv import SetBool, Trigger
+
         self._servo_clients = []
         if self.p.servo_start_service:
             self._servo_clients.append((self.create_client(Trigger, self.p.servo_start_service), Trigger.Request()))
         if self.p.servo_pause_service:
-            self._servo_clients.append((self.create_client(SetBool, self.p.servo_pause_service), SetBool.Request(data=False)))
-        try:   # Iron+: Servo accepts twists only after switch_command_type TWIST (moveit_msgs)
+            self._servo_clients.append(
+                (self.create_client(SetBool, self.p.servo_pause_service), SetBool.Request(data=False))
+            )
+        try:  # Iron+: Servo accepts twists only after switch_command_type TWIST (moveit_msgs)
             from moveit_msgs.srv import ServoCommandType
+
             name = (self.p.servo_pause_service or "/servo_node/pause_servo").rsplit("/", 1)[0] + "/switch_command_type"
-            self._servo_clients.append((self.create_client(ServoCommandType, name),
-                                        ServoCommandType.Request(command_type=ServoCommandType.Request.TWIST)))
+            self._servo_clients.append(
+                (
+                    self.create_client(ServoCommandType, name),
+                    ServoCommandType.Request(command_type=ServoCommandType.Request.TWIST),
+                )
+            )
         except ImportError:
             pass
         self._servo_started = not self._servo_clients
@@ -165,9 +184,11 @@ class ArmBridgeNode(Node, GatedRobot):
                 from control_msgs.action import GripperCommand
                 from rclpy.action import ActionClient
             except ImportError:
-                self.log.error("gripper_interface gripper_action needs control_msgs (ros-<distro>-control-msgs), "
-                               "which is not installed: THE GRIPPER IS NOT COMMANDED. Install it, or use "
-                               "gripper_interface joint_trajectory / float64.")
+                self.log.error(
+                    "gripper_interface gripper_action needs control_msgs (ros-<distro>-control-msgs), "
+                    "which is not installed: THE GRIPPER IS NOT COMMANDED. Install it, or use "
+                    "gripper_interface joint_trajectory / float64."
+                )
                 self.p.gripper_interface = "none"
                 return
             self._gripper_action = (ActionClient(self, GripperCommand, p.gripper_topic), GripperCommand)
@@ -225,9 +246,13 @@ class ArmBridgeNode(Node, GatedRobot):
         w, x, y, z = o.w, o.x, o.y, o.z
         n = (w * w + x * x + y * y + z * z) ** 0.5 or 1.0
         w, x, y, z = w / n, x / n, y / n, z / n
-        R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+        R = np.array(
+            [
+                [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+            ]
+        )
         self.pose = (pos, R)
         self._state_t = time.monotonic()
         self.gate_saw_observation()
@@ -257,7 +282,7 @@ class ArmBridgeNode(Node, GatedRobot):
         e = self.ee()
         base = self._ik_base()
         if base is not None and base is self._q_cmd:
-            predicted = self.chain.fk(base)[0]     # the next target starts from the last setpoint
+            predicted = self.chain.fk(base)[0]  # the next target starts from the last setpoint
         else:
             predicted = None if e is None else e[0] + self._in_flight()
         t = self.gate_tick(predicted)
@@ -269,9 +294,9 @@ class ArmBridgeNode(Node, GatedRobot):
 
     def hold(self):
         if self.p.interface == "servo":
-            self.publish_twist(np.zeros(3), np.zeros(3))     # Servo halts on a zero twist
+            self.publish_twist(np.zeros(3), np.zeros(3))  # Servo halts on a zero twist
         elif not self._held and self.q is not None:
-            self.publish_trajectory(self.q)                  # stop where the arm is, once
+            self.publish_trajectory(self.q)  # stop where the arm is, once
         self._q_cmd = None
         self._held = True
 
@@ -294,10 +319,16 @@ class ArmBridgeNode(Node, GatedRobot):
                 self.throttle.warn("noq", "no joint state yet: holding")
                 return
             base = self._ik_base()
-            pos, R = self.chain.fk(base)           # IK is solved in the chain's own frame
+            pos, R = self.chain.fk(base)  # IK is solved in the chain's own frame
             target_R = delta_rotation(dr) @ R if self.p.action_dim == 7 else R
-            q, err = self.chain.ik(base, pos + dp, target_R, damping=self.p.ik_damping,
-                                   iterations=self.p.ik_iterations, max_step=self.p.max_joint_step_rad)
+            q, err = self.chain.ik(
+                base,
+                pos + dp,
+                target_R,
+                damping=self.p.ik_damping,
+                iterations=self.p.ik_iterations,
+                max_step=self.p.max_joint_step_rad,
+            )
             step = np.abs(q - base)
             if err > self.p.ik_max_error_m or np.max(step) > self.p.max_joint_step_rad + 1e-9:
                 self.gate.counts["held:ik"] += 1
@@ -314,8 +345,10 @@ class ArmBridgeNode(Node, GatedRobot):
         command), resyncing to the measured joints after a hold or when tracking lags by resync_m."""
         if self.p.interface != "joint_trajectory" or self.q is None:
             return None
-        if self._q_cmd is not None and \
-                np.linalg.norm(self.chain.fk(self._q_cmd)[0] - self.chain.fk(self.q)[0]) <= self.p.resync_m:
+        if (
+            self._q_cmd is not None
+            and np.linalg.norm(self.chain.fk(self._q_cmd)[0] - self.chain.fk(self.q)[0]) <= self.p.resync_m
+        ):
             return self._q_cmd
         return self.q
 
@@ -346,8 +379,9 @@ class ArmBridgeNode(Node, GatedRobot):
         st.header.frame_id = self.p.base_frame
         st.ee_pose.position.x, st.ee_pose.position.y, st.ee_pose.position.z = (float(v) for v in pos)
         q = matrix_to_quat_wxyz(R)
-        st.ee_pose.orientation.w, st.ee_pose.orientation.x, st.ee_pose.orientation.y, st.ee_pose.orientation.z = \
-            (float(v) for v in q)
+        st.ee_pose.orientation.w, st.ee_pose.orientation.x, st.ee_pose.orientation.y, st.ee_pose.orientation.z = (
+            float(v) for v in q
+        )
         st.gripper_opening = self.gripper_opening()
         st.proprio = [float(v) for v in pos] + [st.gripper_opening]
         st.stopped = bool(stopped or self.gate.stopped)

@@ -8,6 +8,7 @@ out: /observation (robofume_ros/Observation): cropped + resized rgb8 frame, late
 Frames arriving faster than the control rate are thinned to it; wrong encodings, odd sizes,
 stale or missing frames give a throttled warning and are dropped, never a crash.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ class CameraNode(Node):
         self.size = (p.output_height, p.output_width)
         self.crop = tuple(int(v) for v in p.crop) if p.crop and len(p.crop) == 4 else None
         self.state = None
-        self._states = {}      # recent robot states by stamp: a frame gets the state of its own instant
+        self._states = {}  # recent robot states by stamp: a frame gets the state of its own instant
         self.phase = None
         self.last_pub_ns = None
         self.last_frame_wall_ns = None
@@ -55,8 +56,9 @@ class CameraNode(Node):
         self.dropped = 0
         self.pub = self.create_publisher(Observation, graph.TOPICS["observation"], qos.RELIABLE)
         if p.compressed:
-            self.create_subscription(CompressedImage, graph.TOPICS["image"] + "/compressed",
-                                     self.on_compressed, qos.SENSOR)
+            self.create_subscription(
+                CompressedImage, graph.TOPICS["image"] + "/compressed", self.on_compressed, qos.SENSOR
+            )
         else:
             self.create_subscription(Image, graph.TOPICS["image"], self.on_image, qos.SENSOR)
         self.create_subscription(RobotState, graph.TOPICS["state"], self.on_state, qos.SENSOR)
@@ -73,11 +75,11 @@ class CameraNode(Node):
         self.phase = msg
 
     def on_compressed(self, msg):
-        self._handle(msg, compressed_to_rgb)   # decoded only if not thinned away (JPEG costs)
+        self._handle(msg, compressed_to_rgb)  # decoded only if not thinned away (JPEG costs)
 
     def on_image(self, msg):
         try:
-            rgb = image_to_rgb(msg)             # a view: cheap, and every bad frame is reported
+            rgb = image_to_rgb(msg)  # a view: cheap, and every bad frame is reported
         except ImageError as e:
             self.dropped += 1
             self.throttle.warn("bad", f"dropped a camera frame: {e}")

@@ -10,6 +10,7 @@ files (run_dir/learner/): online/ (dataset of every online episode, written befo
 Restart-safe: on start it resumes from learner.pt, reloads the online dataset and replays the
 journal, so a killed learner loses nothing it had received.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,14 +39,22 @@ class Params:
     checkpoint_every: int = knob(250, "write a learner checkpoint every N updates")
     weights_transport: str = knob("inline", "inline (bytes in the message, crosses machines) or file (path only)")
     use_rnd: bool = knob(False, "add the OOO RND exploration bonus to online rewards")
-    n_step: int = knob(10, "critics' TD horizon while fine-tuning: each target sums up to this many rewards of its "
-                          "episode before bootstrapping (0 = the pre-trained checkpoint's)")
-    bc_weight: float = knob(0.03, "actor BC weight while fine-tuning (Cal-QL's RoboFuME term; -1 = keep the "
-                            "pre-trained checkpoint's)")
-    bc_only_successful: bool = knob(True, "actor BC term only on episodes that succeeded (failed exploration is "
-                                     "left to the critic, not imitated)")
-    bc_online: bool = knob(False, "actor BC term also on online attempts (false: offline data only; the noisy "
-                           "online attempts then train the critic and the RL term only)")
+    n_step: int = knob(
+        10,
+        "critics' TD horizon while fine-tuning: each target sums up to this many rewards of its "
+        "episode before bootstrapping (0 = the pre-trained checkpoint's)",
+    )
+    bc_weight: float = knob(
+        0.03, "actor BC weight while fine-tuning (Cal-QL's RoboFuME term; -1 = keep the pre-trained checkpoint's)"
+    )
+    bc_only_successful: bool = knob(
+        True, "actor BC term only on episodes that succeeded (failed exploration is left to the critic, not imitated)"
+    )
+    bc_online: bool = knob(
+        False,
+        "actor BC term also on online attempts (false: offline data only; the noisy "
+        "online attempts then train the critic and the RL term only)",
+    )
     action_dim: int = knob(4, "action components: 4 (xyz + gripper) or 7 (xyz + rpy + gripper)")
     num_threads: int = knob(1, "torch threads for training")
     seed: int = knob(0, "seed for sampling")
@@ -59,25 +68,36 @@ class LearnerNode(Node):
 
         from robofume_ros.online.episode_stream import EpisodeStream
         from robofume_ros.online.trainer import OnlineTrainer, TrainerConfig
+
         torch.set_num_threads(max(1, p.num_threads))
         self.log = self.get_logger()
         self.throttle = Throttle(self.log)
         self.dir = Path(p.run_dir).expanduser() / "learner"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.features = None          # frozen image encoder, built when the learner uses features
+        self.features = None  # frozen image encoder, built when the learner uses features
         self.L = self._build_learner()
         if self.L.cfg.obs_mode == "features" and self.features is None:
             from robofume_ros.rl.features import FrozenImageEncoder
+
             self.features = FrozenImageEncoder()
         self.stream = EpisodeStream(self.dir, p.action_dim)
         finished, open_steps = self.stream.recover()
         if finished or open_steps:
             self.log.info(f"journal: recovered {len(finished)} finished episodes and {open_steps} steps of open ones")
         self.pub_weights = self.create_publisher(PolicyWeights, graph.TOPICS["weights"], qos.LATCHED)
-        self.trainer = OnlineTrainer(self.L, TrainerConfig(
-            utd_ratio=p.utd_ratio, min_online_transitions=p.min_online_transitions, weights_every=p.weights_every,
-            checkpoint_every=p.checkpoint_every, budget_steps=p.budget_steps), self.dir,
-            on_weights=self.publish_weights, log=self.log.info)
+        self.trainer = OnlineTrainer(
+            self.L,
+            TrainerConfig(
+                utd_ratio=p.utd_ratio,
+                min_online_transitions=p.min_online_transitions,
+                weights_every=p.weights_every,
+                checkpoint_every=p.checkpoint_every,
+                budget_steps=p.budget_steps,
+            ),
+            self.dir,
+            on_weights=self.publish_weights,
+            log=self.log.info,
+        )
         for ep in finished:
             self._add(ep)
         self.last_episode = None
@@ -91,6 +111,7 @@ class LearnerNode(Node):
     def _build_learner(self):
         from robofume_ros.data.dataset import load_episodes
         from robofume_ros.rl.learner import Learner
+
         p = self.p
         resume = self.dir / "learner.pt"
         if resume.exists():
@@ -100,9 +121,11 @@ class LearnerNode(Node):
             L = Learner.load(p.init_checkpoint)
             self.get_logger().info(f"starting from pre-trained {p.init_checkpoint} (update {L.step})")
         else:
-            raise ValueError("parameter 'init_checkpoint' is required (robofume pretrain output), "
-                             f"or a learner checkpoint at {resume} to resume from")
-        if p.n_step > 0:                              # before any data: transitions are built for it
+            raise ValueError(
+                "parameter 'init_checkpoint' is required (robofume pretrain output), "
+                f"or a learner checkpoint at {resume} to resume from"
+            )
+        if p.n_step > 0:  # before any data: transitions are built for it
             L.set_n_step(p.n_step)
             self.get_logger().info(f"critics on {p.n_step}-step TD targets")
         if p.bc_weight >= 0:
@@ -117,7 +140,7 @@ class LearnerNode(Node):
         for path in p.offline_dataset:
             eps = load_episodes(path)
             self._with_features(eps, L)
-            L.add_offline(eps, fit_stats=False)      # normalisation stays the pre-trained one
+            L.add_offline(eps, fit_stats=False)  # normalisation stays the pre-trained one
             self.get_logger().info(f"offline data: {len(eps)} episodes from {path}")
         online = self.dir / "online"
         if online.exists():
@@ -132,6 +155,7 @@ class LearnerNode(Node):
         L = L or self.L
         if L.cfg.obs_mode == "features":
             from robofume_ros.rl.features import FrozenImageEncoder, add_features
+
             if self.features is None:
                 self.features = FrozenImageEncoder()
             add_features(eps, self.features)
@@ -143,8 +167,9 @@ class LearnerNode(Node):
         except ImageError as e:
             self.throttle.warn("bad", f"observation dropped: {e}")
             return
-        self.stream.observation(stamp_key(obs.header.stamp), obs.episode_index, image, obs.proprio,
-                                obs.instruction, obs.task)
+        self.stream.observation(
+            stamp_key(obs.header.stamp), obs.episode_index, image, obs.proprio, obs.instruction, obs.task
+        )
         self.trainer.env_step()
 
     def on_command(self, msg):
@@ -159,7 +184,7 @@ class LearnerNode(Node):
 
     def on_phase(self, msg):
         if self.last_episode is not None and msg.episode_index > self.last_episode:
-            success = msg.last_switch_reason == 1   # TaskPhase.REASON_SUCCESS
+            success = msg.last_switch_reason == 1  # TaskPhase.REASON_SUCCESS
             for ep in self.stream.close_before(msg.episode_index, success):
                 self._add(ep)
         self.last_episode = msg.episode_index
@@ -168,8 +193,10 @@ class LearnerNode(Node):
         if self.features is not None:
             ep.features = self.features(ep.images).astype(np.float32)
         self.trainer.add_episode(ep)
-        self.log.info(f"episode {ep.provenance['episode_index']} ({ep.task}, {len(ep)} steps, "
-                      f"{'success' if ep.success else 'no success'}) on disk and in the online buffer")
+        self.log.info(
+            f"episode {ep.provenance['episode_index']} ({ep.task}, {len(ep)} steps, "
+            f"{'success' if ep.success else 'no success'}) on disk and in the online buffer"
+        )
 
     def publish_weights(self, version: int, blob: bytes, sha: str, path: Path):
         m = PolicyWeights()
@@ -187,9 +214,11 @@ class LearnerNode(Node):
         if s["error"]:
             # exit non-zero: the runner reports it and restarts the learner from its checkpoint
             raise SystemExit(f"training failed: {s['error']}")
-        self.log.info(f"env steps {s['env_steps']}, updates {s['updates']} ({s['updates_per_s']:.1f}/s), "
-                      f"episodes {s['episodes']}, online transitions {s['online_transitions']}, "
-                      f"dropped {self.stream.dropped or 'none'}")
+        self.log.info(
+            f"env steps {s['env_steps']}, updates {s['updates']} ({s['updates_per_s']:.1f}/s), "
+            f"episodes {s['episodes']}, online transitions {s['online_transitions']}, "
+            f"dropped {self.stream.dropped or 'none'}"
+        )
 
     def close(self):
         self.trainer.stop()

@@ -9,6 +9,7 @@ deterministic for evaluation. New weights are decoded off the control path (a se
 between two ticks, so no tick is missed. No observation, no command: when observations stop, the
 arm stops being driven (and the robot's watchdog holds it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,9 @@ from robofume_ros.ros.convert import ImageError, action_to_command, image_to_rgb
 class Params:
     checkpoint: str = knob("", "policy or learner checkpoint to start from (required)")
     deterministic: bool = knob(False, "act with the mean action (evaluation) instead of sampling (fine-tuning)")
-    noise_scale: float = knob(0.5, "exploration while sampling: the actor's std times this (1: its own "
-                              "distribution, 0: deterministic)")
+    noise_scale: float = knob(
+        0.5, "exploration while sampling: the actor's std times this (1: its own distribution, 0: deterministic)"
+    )
     seed: int = knob(0, "seed of the action sampling")
     max_observation_age_s: float = knob(0.5, "do not act on observations older than this (wall clock)")
     follow_learner: bool = knob(True, "load new weights published by the learner on /policy/weights")
@@ -52,26 +54,34 @@ class PolicyNode(Node):
         import torch
 
         from robofume_ros.rl.policy import ObservationMismatch, Policy
+
         torch.set_num_threads(max(1, p.num_threads))
         torch.manual_seed(p.seed)
         self.policy = Policy.load(p.checkpoint)
         self._mismatch = ObservationMismatch
         self.noise = ExplorationNoise(self.policy.dims["action_dim"], 0.0, seed=p.seed)
-        self._instruction = None        # the episode's task: a new one restarts the noise
+        self._instruction = None  # the episode's task: a new one restarts the noise
         self.log = self.get_logger()
         self.throttle = Throttle(self.log)
         self.version = 0
-        self._pending = None            # a fully loaded Policy waiting to be swapped in
+        self._pending = None  # a fully loaded Policy waiting to be swapped in
         self._lock = threading.Lock()
         self.ticks = 0
         self.pub = self.create_publisher(ArmCommand, graph.TOPICS["command"], qos.RELIABLE)
         self.pub_latency = self.create_publisher(Float32, "~/latency_ms", 10)
         self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)
         if p.follow_learner:
-            self.create_subscription(PolicyWeights, graph.TOPICS["weights"], self.on_weights,
-                                     qos.LATCHED, callback_group=MutuallyExclusiveCallbackGroup())
-        self.log.info(f"policy from {p.checkpoint} ({self.policy.obs_mode} observations, "
-                      f"{'deterministic' if p.deterministic else f'stochastic, noise scale {p.noise_scale}'})")
+            self.create_subscription(
+                PolicyWeights,
+                graph.TOPICS["weights"],
+                self.on_weights,
+                qos.LATCHED,
+                callback_group=MutuallyExclusiveCallbackGroup(),
+            )
+        self.log.info(
+            f"policy from {p.checkpoint} ({self.policy.obs_mode} observations, "
+            f"{'deterministic' if p.deterministic else f'stochastic, noise scale {p.noise_scale}'})"
+        )
 
     def on_weights(self, msg):
         """Runs in its own callback group: decoding never delays a control tick."""
@@ -88,6 +98,7 @@ class PolicyNode(Node):
 
     def _clone_with(self, blob: bytes, name: str):
         import copy
+
         fresh = copy.deepcopy(self.policy)
         fresh.load_weights(blob, name)
         return fresh
@@ -113,10 +124,15 @@ class PolicyNode(Node):
             self._instruction = obs.instruction
             self.noise.reset()
         try:
-            action = self.policy.act(image, np.asarray(obs.proprio, np.float32), obs.instruction,
-                                     deterministic=self.p.deterministic, noise_scale=self.p.noise_scale,
-                                     eps=self.noise())
-        except self._mismatch as e:   # never act on what the policy was not trained on
+            action = self.policy.act(
+                image,
+                np.asarray(obs.proprio, np.float32),
+                obs.instruction,
+                deterministic=self.p.deterministic,
+                noise_scale=self.p.noise_scale,
+                eps=self.noise(),
+            )
+        except self._mismatch as e:  # never act on what the policy was not trained on
             self.throttle.warn("mismatch", f"observation refused: {e}")
             return
         if not np.all(np.isfinite(action)):

@@ -6,6 +6,7 @@ out: <output_dir>/<bag_name>/ : numbered MCAP files with message definitions emb
 
 Messages are written as the serialized CDR bytes that arrived (no deserialize/serialize round trip).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,8 +21,10 @@ from robofume_ros.nodes._common import Throttle, run_node
 from robofume_ros.params import declare, knob
 from robofume_ros.ros import qos
 
-DEFAULT_TOPICS = [graph.TOPICS[k] for k in ("observation", "command", "intervention", "state", "reward",
-                                            "task_phase", "ground_truth", "safety")]
+DEFAULT_TOPICS = [
+    graph.TOPICS[k]
+    for k in ("observation", "command", "intervention", "state", "reward", "task_phase", "ground_truth", "safety")
+]
 
 
 @dataclass
@@ -50,8 +53,13 @@ class RecorderNode(Node):
         name = p.bag_name or time.strftime("robofume_%Y%m%d_%H%M%S")
         self.path = Path(p.output_dir).expanduser() / name
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.writer = BagWriter(self.path, store=typestore(), max_bytes=int(p.max_bag_size_mb * 2**20),
-                                max_duration_s=p.max_bag_duration_s, flush_interval_s=p.flush_interval_s)
+        self.writer = BagWriter(
+            self.path,
+            store=typestore(),
+            max_bytes=int(p.max_bag_size_mb * 2**20),
+            max_duration_s=p.max_bag_duration_s,
+            flush_interval_s=p.flush_interval_s,
+        )
         self.subscribed = {}
         self.counts = {}
         self.failed = False
@@ -72,9 +80,10 @@ class RecorderNode(Node):
             except (ImportError, AttributeError, ValueError) as e:
                 self.throttle.warn(f"type:{topic}", f"cannot record {topic}: type {type_name} not importable ({e})")
                 continue
-            profile = qos.for_topic(topic)   # best-effort publishers need best-effort subscribers
+            profile = qos.for_topic(topic)  # best-effort publishers need best-effort subscribers
             self.subscribed[topic] = self.create_subscription(
-                cls, topic, lambda data, t=topic, ty=type_name: self.on_message(t, ty, data), profile, raw=True)
+                cls, topic, lambda data, t=topic, ty=type_name: self.on_message(t, ty, data), profile, raw=True
+            )
             self.counts[topic] = 0
             self.get_logger().info(f"recording {topic} [{type_name}]")
 

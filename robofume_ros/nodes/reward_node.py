@@ -10,6 +10,7 @@ debounced: declared only after `debounce_frames` consecutive frames at or above 
 with `paired_instructions` (a reset-free pair) a frame the model calls done for both tasks of the pair
 counts as not done (reward.debounce.frame_success).
 """
+
 from __future__ import annotations
 
 import threading
@@ -34,9 +35,12 @@ class Params:
     model_path: str = knob("", "reward model checkpoint folder (robofume reward train output) (required)")
     threshold: float = knob(-1.0, "decision threshold; negative = the one stored with the model")
     debounce_frames: int = knob(1, "consecutive frames at or above the threshold before success is declared")
-    paired_instructions: list = knob([], "the two instructions of a reset-free pair (forward, backward): a frame "
-                                     "is a success for one only if the model does not also call it done for "
-                                     "the other (one more text-head pass per frame); empty: no veto")
+    paired_instructions: list = knob(
+        [],
+        "the two instructions of a reset-free pair (forward, backward): a frame "
+        "is a success for one only if the model does not also call it done for "
+        "the other (one more text-head pass per frame); empty: no veto",
+    )
     num_threads: int = knob(1, "torch threads for inference (1 is the robust choice on a robot PC)")
     precision: str = knob("auto", "auto (bf16 where the CPU supports it), bf16 or fp32")
 
@@ -52,7 +56,7 @@ class RewardNode(Node):
         if p.paired_instructions and len(p.paired_instructions) != 2:
             raise ValueError(f"paired_instructions must name two instructions, got {p.paired_instructions}")
         pair = list(p.paired_instructions)
-        self.partner = dict(zip(pair, reversed(pair)))      # each instruction -> the other one
+        self.partner = dict(zip(pair, reversed(pair)))  # each instruction -> the other one
         self.vetoed = 0
         self.model = self._load()
         self._newest = None
@@ -71,18 +75,21 @@ class RewardNode(Node):
 
     def _load(self):
         from robofume_ros.reward.base import load_reward_model
+
         model = load_reward_model(self.p.model_path, num_threads=self.p.num_threads, precision=self.p.precision)
         if self.p.threshold >= 0:
             model.threshold = self.p.threshold
-        self.get_logger().info(f"reward model {model.model_id or self.p.model_path} ({model.model_type}), "
-                               f"threshold {model.threshold:.3f}, debounce {self.p.debounce_frames}, "
-                               f"pair veto {list(self.p.paired_instructions) or 'off'}")
+        self.get_logger().info(
+            f"reward model {model.model_id or self.p.model_path} ({model.model_type}), "
+            f"threshold {model.threshold:.3f}, debounce {self.p.debounce_frames}, "
+            f"pair veto {list(self.p.paired_instructions) or 'off'}"
+        )
         return model
 
     def on_observation(self, obs):
         with self._cv:
             if self._newest is not None:
-                self.skipped += 1   # a newer frame replaces one that was never scored
+                self.skipped += 1  # a newer frame replaces one that was never scored
             self._newest = obs
             self._cv.notify()
 
@@ -136,13 +143,15 @@ class RewardNode(Node):
             res.success, res.message = False, f"kept the current model: {e}"
             self.log.error(res.message)
             return res
-        self.model = fresh     # swapped atomically; the worker picks it up on its next frame
+        self.model = fresh  # swapped atomically; the worker picks it up on its next frame
         res.success, res.message = True, f"reloaded {self.p.model_path}"
         return res
 
     def report(self):
-        self.log.info(f"scored {self.scored} frames, skipped {self.skipped} stale ones"
-                      + (f", vetoed {self.vetoed} (done for both tasks of the pair)" if self.partner else ""))
+        self.log.info(
+            f"scored {self.scored} frames, skipped {self.skipped} stale ones"
+            + (f", vetoed {self.vetoed} (done for both tasks of the pair)" if self.partner else "")
+        )
 
     def close(self):
         with self._cv:

@@ -6,6 +6,7 @@ out: /robot/command (ArmCommand, header.stamp = the observation's stamp, source 
 With `noise_std` > 0 it collects noisy demonstrations; with `failure_prob` it sometimes replaces
 the expert with random actions for a whole episode, which is how failure data is collected.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray
 
 from robofume_ros import graph
-from robofume_ros.msg import ArmCommand, Observation, TaskPhase
+from robofume_ros.msg import ArmCommand, Observation
 from robofume_ros.nodes._common import Throttle, run_node
 from robofume_ros.params import declare, knob
 from robofume_ros.ros import qos
@@ -31,7 +32,7 @@ class Params:
 
 class ScriptedPolicyNode(Node):
     def __init__(self):
-        from robofume_ros.sim.world import expert_policy   # imports Meta-World
+        from robofume_ros.sim.world import expert_policy  # imports Meta-World
 
         super().__init__("scripted_policy")
         self.p = declare(self, Params)

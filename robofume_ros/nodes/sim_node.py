@@ -11,6 +11,7 @@ Steps at `control_rate_hz` in wall time, or in lockstep (`lockstep:=true`): each
 command answering the last frame and advances /clock by one control period, as fast as the loop
 allows. A task switch copies the scene across; it never resets it.
 """
+
 from __future__ import annotations
 
 import time
@@ -45,23 +46,27 @@ class Params(GateParams):
     lockstep: bool = knob(False, "step as fast as possible, waiting for each frame's command; publishes /clock")
     lockstep_timeout_s: float = knob(2.0, "lockstep: wall seconds to wait for a command before holding still")
     initial_phase: str = knob("forward", "task active before the first /task_phase message")
-    home_on_switch: bool = knob(True, "at every task switch the arm (never the scene) goes home, as a robot does "
-                                "by itself between reset-free episodes: back to its home joint configuration, "
-                                "then the hand to the (jittered) home position; no frames are published meanwhile")
+    home_on_switch: bool = knob(
+        True,
+        "at every task switch the arm (never the scene) goes home, as a robot does "
+        "by itself between reset-free episodes: back to its home joint configuration, "
+        "then the hand to the (jittered) home position; no frames are published meanwhile",
+    )
     home_jitter_m: float = knob(0.1, "random offset of the home pose, metres per axis (start-state diversity)")
 
 
 class SimNode(Node, GatedRobot):
     def __init__(self):
-        from robofume_ros.sim.world import ResetFreeWorld   # imports MuJoCo: only when a sim runs
+        from robofume_ros.sim.world import ResetFreeWorld  # imports MuJoCo: only when a sim runs
 
         super().__init__("sim")
         node = self
         self.p = p = declare(node, Params)
         self.log = node.get_logger()
         self.throttle = Throttle(self.log)
-        self.world = ResetFreeWorld(pair=p.world, camera=p.camera, image_size=(p.image_height, p.image_width),
-                                    seed=p.seed, render=True)
+        self.world = ResetFreeWorld(
+            pair=p.world, camera=p.camera, image_size=(p.image_height, p.image_width), seed=p.seed, render=True
+        )
         # the one command path (same as the arm bridge); lockstep waits for commands, so no watchdog
         self.setup_gate(p, self.world.action_dim, 1.0 / p.control_rate_hz, watchdog=not p.lockstep)
         self.obs = self.world.reset()
@@ -88,29 +93,31 @@ class SimNode(Node, GatedRobot):
         else:
             node.create_timer(self.period, self.tick, clock=wall)
         node.create_timer(10.0, self.report, clock=wall)
-        self.log.info(f"world {p.world} ({'/'.join(self.world.tasks)}), camera {p.camera} "
-                      f"{p.image_width}x{p.image_height}, {p.control_rate_hz} Hz{' lockstep' if p.lockstep else ''}")
+        self.log.info(
+            f"world {p.world} ({'/'.join(self.world.tasks)}), camera {p.camera} "
+            f"{p.image_width}x{p.image_height}, {p.control_rate_hz} Hz{' lockstep' if p.lockstep else ''}"
+        )
         self.publish_frame()
 
     # --- inputs -----------------------------------------------------------------------------
     def on_phase(self, msg):
         phase = "forward" if msg.phase == 0 else "backward"
         if phase != self.world.phase:
-            self.obs = self.world.switch(phase)   # copies the scene; never resets it
+            self.obs = self.world.switch(phase)  # copies the scene; never resets it
             note = ""
             if self.p.home_on_switch:
                 n = self.world.home(self.p.home_jitter_m, self.home_rng)
                 self.obs = self.world.observe()
-                self.sim_time_ns += int(round(n * self.period * 1e9))   # homing takes (sim) time
+                self.sim_time_ns += int(round(n * self.period * 1e9))  # homing takes (sim) time
                 note = f", arm homed in {n} steps"
-                self.publish_frame()     # the new episode's first frame; lockstep waits for its command
+                self.publish_frame()  # the new episode's first frame; lockstep waits for its command
             self.log.info(f"switched to {phase} task {self.world.task} (episode {msg.episode_index}){note}")
 
     # --- stepping ---------------------------------------------------------------------------
     def _action(self) -> np.ndarray:
         """This tick's command through the gate (stop > home > intervention > policy, envelope,
         watchdog); hold still (keeping the gripper) when it says so."""
-        self.gate_saw_observation()          # the simulator's own state is always fresh
+        self.gate_saw_observation()  # the simulator's own state is always fresh
         t = self.gate_tick(self.world.ee_pose()[:3])
         if t.action is None:
             return np.array([0.0, 0.0, 0.0, self.gate.last_gripper])
@@ -126,8 +133,11 @@ class SimNode(Node, GatedRobot):
         self.step_once()
 
     def lockstep_tick(self):
-        answered = (self.last_cmd_stamp_ns is not None and self._last_frame_ns is not None
-                    and self.last_cmd_stamp_ns >= self._last_frame_ns)
+        answered = (
+            self.last_cmd_stamp_ns is not None
+            and self._last_frame_ns is not None
+            and self.last_cmd_stamp_ns >= self._last_frame_ns
+        )
         if answered or time.monotonic() - self._frame_wall > self.p.lockstep_timeout_s:
             if not answered:
                 self.throttle.warn("lockstep", "no command for the last frame: stepping with the arm held")
@@ -136,7 +146,7 @@ class SimNode(Node, GatedRobot):
     def stamp(self):
         if self.p.lockstep:
             return Time(sec=self.sim_time_ns // 1_000_000_000, nanosec=self.sim_time_ns % 1_000_000_000)
-        return RosClock().now().to_msg()   # system time, whatever use_sim_time says
+        return RosClock().now().to_msg()  # system time, whatever use_sim_time says
 
     def publish_frame(self):
         if self.pub_clock is not None:
@@ -150,8 +160,9 @@ class SimNode(Node, GatedRobot):
         st.header.frame_id = "world"
         pose = self.world.ee_pose()
         st.ee_pose.position.x, st.ee_pose.position.y, st.ee_pose.position.z = (float(v) for v in pose[:3])
-        st.ee_pose.orientation.w, st.ee_pose.orientation.x, st.ee_pose.orientation.y, st.ee_pose.orientation.z = \
-            (float(v) for v in pose[3:7])
+        st.ee_pose.orientation.w, st.ee_pose.orientation.x, st.ee_pose.orientation.y, st.ee_pose.orientation.z = (
+            float(v) for v in pose[3:7]
+        )
         st.gripper_opening = float(obs.proprio[3])
         st.proprio = [float(v) for v in obs.proprio]
         st.stopped = self.gate.stopped
@@ -168,8 +179,9 @@ class SimNode(Node, GatedRobot):
         self._frame_wall = time.monotonic()
 
     def report(self):
-        counts = {k: v for k, v in self.gate.counts_dict().items()
-                  if not k.startswith(("commands", "received", "executed"))}
+        counts = {
+            k: v for k, v in self.gate.counts_dict().items() if not k.startswith(("commands", "received", "executed"))
+        }
         self.log.info(f"{self.steps} steps; task {self.world.task}; envelope {dict(counts) or 'no interventions'}")
 
     def close(self):

@@ -15,6 +15,7 @@ through forward kinematics of the configured chain to an end-effector target. Jo
 emulated kinematically: IK of the chain to wherever the simulated hand really is. The robot's base
 frame sits at `base_offset` in the sim world (empty = chosen so `home_joints` is the sim's start pose).
 """
+
 from __future__ import annotations
 
 import time
@@ -38,7 +39,7 @@ from robofume_ros.ros.convert import rgb_to_image
 from robofume_ros.safety.kinematics import Chain, matrix_to_quat_wxyz
 from robofume_ros.sim.servo import TwistIntegrator
 
-MOCAP_M_PER_ACTION = 0.01   # Meta-World: an action of 1.0 moves the mocap hand 1 cm
+MOCAP_M_PER_ACTION = 0.01  # Meta-World: an action of 1.0 moves the mocap hand 1 cm
 
 
 @dataclass
@@ -56,7 +57,9 @@ class Params:
     servo_pause_service: str = knob("/servo_node/pause_servo", "std_srvs/SetBool offered like Servo on Iron+")
     servo_requires_start: bool = knob(True, "ignore twists until started, as MoveIt Servo does")
     physics_substeps: int = knob(0, "Meta-World steps per control tick (0 = control period / 12.5 ms)")
-    twist_timeout_s: float = knob(0.3, "stop when the newest twist is older than this (Servo's incoming_command_timeout)")
+    twist_timeout_s: float = knob(
+        0.3, "stop when the newest twist is older than this (Servo's incoming_command_timeout)"
+    )
     trajectory_topic: str = knob("/joint_trajectory_controller/joint_trajectory", "JointTrajectory input")
     joint_state_topic: str = knob("/joint_states", "JointState output")
     ee_pose_topic: str = knob("", "PoseStamped output of the end-effector in base_frame ('' = none)")
@@ -82,13 +85,14 @@ class StandinDriverNode(Node):
         self.log = self.get_logger()
         self.throttle = Throttle(self.log)
         self.period = 1.0 / p.control_rate_hz
-        self.world = ResetFreeWorld(pair=p.world, camera=p.camera, image_size=(p.image_height, p.image_width),
-                                    seed=p.seed, render=True)
+        self.world = ResetFreeWorld(
+            pair=p.world, camera=p.camera, image_size=(p.image_height, p.image_width), seed=p.seed, render=True
+        )
         self.obs = self.world.reset()
         # The mocap weld sags under gravity (a few mm below its target); a real arm's controller
         # compensates gravity, so the stand-in reports the hand with the resting sag added back.
         if hasattr(self.world, "_step_env"):
-            for _ in range(40):     # settle (0.5 s of sim time) before measuring the sag
+            for _ in range(40):  # settle (0.5 s of sim time) before measuring the sag
                 self.world._step_env(np.array([0.0, 0.0, 0.0, -1.0]))
             self.obs = self.world.observe()
         self.sag = self._mocap() - self.world.ee_pose()[:3]
@@ -97,10 +101,11 @@ class StandinDriverNode(Node):
             raise ValueError("joint_names and home_joints must match the chain's joints")
         self.q = np.clip(np.asarray(p.home_joints, dtype=np.float64), self.chain.lower, self.chain.upper)
         home_pos, self.home_R = self.chain.fk(self.q)
-        self.offset = (np.asarray(p.base_offset, dtype=np.float64) if len(p.base_offset) == 3
-                       else self._hand() - home_pos)
+        self.offset = (
+            np.asarray(p.base_offset, dtype=np.float64) if len(p.base_offset) == 3 else self._hand() - home_pos
+        )
         self.servo_on = not p.servo_requires_start
-        self.servo = TwistIntegrator(p.twist_timeout_s)     # Servo's twist semantics
+        self.servo = TwistIntegrator(p.twist_timeout_s)  # Servo's twist semantics
         self.q_target = None
         self.gripper_cmd = -1.0
         self.steps = 0
@@ -115,20 +120,31 @@ class StandinDriverNode(Node):
         self.create_subscription(JointTrajectory, p.trajectory_topic, self.on_trajectory, 10)
         if p.gripper_topic:
             if p.gripper_message == "float64":
-                self.create_subscription(Float64MultiArray, p.gripper_topic,
-                                         lambda m: self.on_gripper_position(m.data[0] if len(m.data) else None), 10)
+                self.create_subscription(
+                    Float64MultiArray,
+                    p.gripper_topic,
+                    lambda m: self.on_gripper_position(m.data[0] if len(m.data) else None),
+                    10,
+                )
             else:
-                self.create_subscription(JointTrajectory, p.gripper_topic,
-                                         lambda m: self.on_gripper_position(
-                                             m.points[-1].positions[0] if m.points and len(m.points[-1].positions) else None), 10)
+                self.create_subscription(
+                    JointTrajectory,
+                    p.gripper_topic,
+                    lambda m: self.on_gripper_position(
+                        m.points[-1].positions[0] if m.points and len(m.points[-1].positions) else None
+                    ),
+                    10,
+                )
         self.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
         if p.servo_start_service:
             self.create_service(Trigger, p.servo_start_service, self.srv_start)
         if p.servo_pause_service:
             self.create_service(SetBool, p.servo_pause_service, self.srv_pause)
         self.create_timer(self.period, self.tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self.log.info(f"stand-in driver: world {p.world}, base at {np.round(self.offset, 3).tolist()} in the sim, "
-                      f"joints {p.joint_names}, {p.control_rate_hz} Hz")
+        self.log.info(
+            f"stand-in driver: world {p.world}, base at {np.round(self.offset, 3).tolist()} in the sim, "
+            f"joints {p.joint_names}, {p.control_rate_hz} Hz"
+        )
         self.publish()
 
     # --- driver inputs ----------------------------------------------------------------------
@@ -192,15 +208,18 @@ class StandinDriverNode(Node):
         if self.servo.active(now) or self.q_target is None:
             delta = self.servo.advance(now)
         else:
-            target, _ = self.chain.fk(self.q_target)     # at most one Meta-World action per tick
+            target, _ = self.chain.fk(self.q_target)  # at most one Meta-World action per tick
             delta = np.clip(target + self.offset - self._mocap(), -MOCAP_M_PER_ACTION, MOCAP_M_PER_ACTION)
         self._advance(delta)
         self.steps += 1
         # emulate the joints: IK of the chain to where the hand really is (seeded by the target)
         seed = self.q_target if self.q_target is not None else self.q
         self.q, _ = self.chain.ik(seed, self._hand() - self.offset, self.home_R, iterations=8)
-        if self.q_target is not None and np.linalg.norm(self.chain.fk(self.q_target)[0] + self.offset - self._hand()) < 1e-3:
-            self.q_target = None        # reached
+        if (
+            self.q_target is not None
+            and np.linalg.norm(self.chain.fk(self.q_target)[0] + self.offset - self._hand()) < 1e-3
+        ):
+            self.q_target = None  # reached
         self.publish()
 
     def _advance(self, delta: np.ndarray) -> None:
@@ -212,7 +231,7 @@ class StandinDriverNode(Node):
         env = getattr(self.world, "_env", None)
         n = self.p.physics_substeps or (max(1, int(round(self.period / env.dt))) if env is not None else 1)
         a = delta / MOCAP_M_PER_ACTION
-        k = max(1, int(np.ceil(np.max(np.abs(a)) - 1e-9)))    # moves of at most 1.0 per axis
+        k = max(1, int(np.ceil(np.max(np.abs(a)) - 1e-9)))  # moves of at most 1.0 per axis
         if not hasattr(self.world, "_step_env"):
             self.obs = self.world.step(np.append(np.clip(a, -1, 1), g))
             return
@@ -248,8 +267,9 @@ class StandinDriverNode(Node):
             real = self._hand() - self.offset
             ps.pose.position.x, ps.pose.position.y, ps.pose.position.z = (float(v) for v in real)
             q = matrix_to_quat_wxyz(R)
-            ps.pose.orientation.w, ps.pose.orientation.x, ps.pose.orientation.y, ps.pose.orientation.z = \
-                (float(v) for v in q)
+            ps.pose.orientation.w, ps.pose.orientation.x, ps.pose.orientation.y, ps.pose.orientation.z = (
+                float(v) for v in q
+            )
             self.pub_pose.publish(ps)
         for gt in ground_truth_msgs(self.world, self.obs, stamp):
             self.pub_gt.publish(gt)

@@ -7,6 +7,7 @@ services (std_srvs/Trigger): ~/pause, ~/resume, ~/force_switch, ~/stop
 
 If the reward stops arriving the episode still ends at its time limit: the switcher never hangs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,8 +21,7 @@ from robofume_ros.msg import GroundTruth, Observation, Reward, TaskPhase
 from robofume_ros.nodes._common import Throttle, run_node
 from robofume_ros.params import declare, knob
 from robofume_ros.ros import qos
-from robofume_ros.switching.task_switcher import (PHASE_NAMES, REASON_NAMES, REASON_SUCCESS, TaskSpec,
-                                                  TaskSwitcher)
+from robofume_ros.switching.task_switcher import PHASE_NAMES, REASON_NAMES, TaskSpec, TaskSwitcher
 
 
 @dataclass
@@ -31,15 +31,21 @@ class Params:
     backward_task: str = knob("drawer-close", "task id of the backward (reset) task")
     backward_instruction: str = knob("close the drawer", "language instruction of the backward task")
     max_episode_steps: int = knob(150, "time limit of one episode in control ticks")
-    backward_max_episode_steps: int = knob(0, "time limit of a backward (reset) episode in control ticks "
-                                           "(0 = max_episode_steps)")
+    backward_max_episode_steps: int = knob(
+        0, "time limit of a backward (reset) episode in control ticks (0 = max_episode_steps)"
+    )
     success_frames: int = knob(3, "consecutive successful frames that end an episode")
-    success_source: str = knob("reward", "reward (the learned /reward) or ground_truth (simulator; data collection only)")
+    success_source: str = knob(
+        "reward", "reward (the learned /reward) or ground_truth (simulator; data collection only)"
+    )
     max_verdict_age_ticks: int = knob(3, "ignore success verdicts older than this many ticks")
     help_after_timeouts: int = knob(4, "consecutive timeouts before pausing and asking a human for help (0 = never)")
     control_rate_hz: float = knob(10.0, "expected observation rate (for the verdict age check)")
-    wait_for_success_source: bool = knob(True, "start the first episode only once the success source has "
-                                         "published (a slow-loading reward model does not cost timeouts)")
+    wait_for_success_source: bool = knob(
+        True,
+        "start the first episode only once the success source has "
+        "published (a slow-loading reward model does not cost timeouts)",
+    )
 
 
 class TaskSwitcherNode(Node):
@@ -50,12 +56,15 @@ class TaskSwitcherNode(Node):
             raise ValueError(f"success_source must be reward or ground_truth, got {p.success_source!r}")
         self.log = self.get_logger()
         self.throttle = Throttle(self.log)
-        self.sm = TaskSwitcher(TaskSpec(p.forward_task, p.forward_instruction),
-                               TaskSpec(p.backward_task, p.backward_instruction),
-                               max_episode_steps=p.max_episode_steps, success_frames=p.success_frames,
-                               help_after_timeouts=p.help_after_timeouts,
-                               backward_max_episode_steps=p.backward_max_episode_steps)
-        self.verdict = None          # (success, stamp_ns) for the active episode/task
+        self.sm = TaskSwitcher(
+            TaskSpec(p.forward_task, p.forward_instruction),
+            TaskSpec(p.backward_task, p.backward_instruction),
+            max_episode_steps=p.max_episode_steps,
+            success_frames=p.success_frames,
+            help_after_timeouts=p.help_after_timeouts,
+            backward_max_episode_steps=p.backward_max_episode_steps,
+        )
+        self.verdict = None  # (success, stamp_ns) for the active episode/task
         self.source_seen = not p.wait_for_success_source
         self.pub_phase = self.create_publisher(TaskPhase, graph.TOPICS["task_phase"], qos.LATCHED)
         self.pub_help = self.create_publisher(String, graph.TOPICS["help"], qos.LATCHED)
@@ -65,8 +74,12 @@ class TaskSwitcherNode(Node):
             self.create_subscription(Reward, graph.TOPICS["reward"], self.on_reward, qos.RELIABLE)
         else:
             self.create_subscription(GroundTruth, graph.TOPICS["ground_truth"], self.on_ground_truth, qos.RELIABLE)
-        for name, fn in (("pause", self.srv_pause), ("resume", self.srv_resume),
-                         ("force_switch", self.srv_force), ("stop", self.srv_stop)):
+        for name, fn in (
+            ("pause", self.srv_pause),
+            ("resume", self.srv_resume),
+            ("force_switch", self.srv_force),
+            ("stop", self.srv_stop),
+        ):
             self.create_service(Trigger, f"~/{name}", fn)
         self.create_timer(1.0, self.publish_phase)
         self.publish_phase()
@@ -86,10 +99,13 @@ class TaskSwitcherNode(Node):
     # --- ticks ------------------------------------------------------------------------------
     def on_observation(self, obs):
         if obs.episode_index != self.sm.episode_index:
-            return   # an observation assembled before the last switch reached the camera node
+            return  # an observation assembled before the last switch reached the camera node
         if not self.source_seen:
-            self.throttle.warn("wait", f"waiting for the first message from the success source "
-                                       f"({self.p.success_source}) before the first episode starts")
+            self.throttle.warn(
+                "wait",
+                f"waiting for the first message from the success source "
+                f"({self.p.success_source}) before the first episode starts",
+            )
             return
         success = None
         if self.verdict is not None:
@@ -101,11 +117,15 @@ class TaskSwitcherNode(Node):
         ev = self.sm.step(success)
         if ev is not None:
             self.verdict = None
-            self.log.info(f"episode {ev.ended_episode} ({PHASE_NAMES[ev.ended_phase]}) ended by "
-                          f"{REASON_NAMES[ev.reason]} after {ev.steps} steps -> {self.sm.summary()}")
+            self.log.info(
+                f"episode {ev.ended_episode} ({PHASE_NAMES[ev.ended_phase]}) ended by "
+                f"{REASON_NAMES[ev.reason]} after {ev.steps} steps -> {self.sm.summary()}"
+            )
             if self.sm.help_requested:
-                text = (f"{self.sm.consecutive_timeouts} timeouts in a row: paused, please check the scene "
-                        f"and call ~/resume")
+                text = (
+                    f"{self.sm.consecutive_timeouts} timeouts in a row: paused, please check the scene "
+                    f"and call ~/resume"
+                )
                 self.log.error("HELP: " + text)
                 self.pub_help.publish(String(data=text))
             self.publish_phase()

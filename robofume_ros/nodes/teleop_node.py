@@ -9,6 +9,7 @@ out: /robot/intervention (ArmCommand, intervention=true, source="teleop") at `ra
 srv: ~/request_reset (std_srvs/Trigger): pause the task switcher (`pause_service`), log and ask a
      human to reset the scene; resume with `ros2 service call /task_switcher/resume std_srvs/srv/Trigger`
 """
+
 from __future__ import annotations
 
 import time
@@ -64,8 +65,8 @@ class TeleopNode(Node):
         if p.action_dim not in (4, 7):
             raise ValueError("action_dim must be 4 or 7")
         self.gripper = -1.0
-        self.joy = None            # (action without gripper, enabled, t)
-        self.twist = None          # (action without gripper, t)
+        self.joy = None  # (action without gripper, enabled, t)
+        self.twist = None  # (action without gripper, t)
         self._buttons = []
         self.sent = 0
         self.pub = self.create_publisher(ArmCommand, graph.TOPICS["intervention"], qos.RELIABLE)
@@ -76,8 +77,10 @@ class TeleopNode(Node):
         self.create_subscription(Twist, p.twist_topic, self.on_twist, 10)
         self.create_service(Trigger, "~/request_reset", self.srv_reset)
         self.create_timer(1.0 / p.rate_hz, self.tick)
-        self.log.info(f"teleop: {p.joy_topic} (dead-man button {p.enable_button}) and {p.twist_topic} -> "
-                      f"{graph.TOPICS['intervention']}")
+        self.log.info(
+            f"teleop: {p.joy_topic} (dead-man button {p.enable_button}) and {p.twist_topic} -> "
+            f"{graph.TOPICS['intervention']}"
+        )
 
     def _deadzone(self, v):
         v = np.asarray(v, dtype=np.float64)
@@ -127,8 +130,10 @@ class TeleopNode(Node):
         self.sent += 1
 
     def request_reset(self, why: str) -> str:
-        text = (f"manual reset requested ({why}): the task switcher is paused; reset the scene, then call "
-                f"/task_switcher/resume")
+        text = (
+            f"manual reset requested ({why}): the task switcher is paused; reset the scene, then call "
+            f"/task_switcher/resume"
+        )
         if self.pause_client.service_is_ready():
             self.pause_client.call_async(Trigger.Request())
         else:

@@ -11,6 +11,7 @@ Crash safety: every step is appended to a journal (length-prefixed records, flus
 arrives; a restarted learner replays the journal and continues the open episodes, so nothing it
 had received is lost. The journal is cleared once an episode is safely in the dataset.
 """
+
 from __future__ import annotations
 
 import os
@@ -70,9 +71,9 @@ class Journal:
         while i + _LEN.size <= len(raw):
             (n,) = _LEN.unpack_from(raw, i)
             if i + _LEN.size + n > len(raw):
-                break          # torn last record from a kill mid-write
+                break  # torn last record from a kill mid-write
             try:
-                out.append(pickle.loads(raw[i + _LEN.size:i + _LEN.size + n]))
+                out.append(pickle.loads(raw[i + _LEN.size : i + _LEN.size + n]))
             except Exception:  # noqa: BLE001 - a corrupt record ends the usable journal
                 break
             i += _LEN.size + n
@@ -100,6 +101,7 @@ class EpisodeStream:
 
     def __init__(self, root: Path, action_dim: int, min_length: int = 2, writer=None):
         from robofume_ros.data.dataset import DatasetWriter
+
         self.root = Path(root)
         self.action_dim = action_dim
         self.min_length = min_length
@@ -110,12 +112,21 @@ class EpisodeStream:
         self.dropped: dict[str, int] = {}
         self.steps_received = 0
         self._replaying = False
-        self._early_gt: dict = {}     # ground truth that arrived before its observation: stamp -> {task: success}
+        self._early_gt: dict = {}  # ground truth that arrived before its observation: stamp -> {task: success}
 
     # --- input ------------------------------------------------------------------------------
     def observation(self, stamp: int, episode: int, image: np.ndarray, proprio, instruction: str, task: str) -> None:
-        self._log(("obs", stamp, episode, np.ascontiguousarray(image, dtype=np.uint8),
-                   np.asarray(proprio, np.float32), instruction, task))
+        self._log(
+            (
+                "obs",
+                stamp,
+                episode,
+                np.ascontiguousarray(image, dtype=np.uint8),
+                np.asarray(proprio, np.float32),
+                instruction,
+                task,
+            )
+        )
         if episode in self.closed_indices:
             self._drop("observation_after_close")
             return
@@ -203,13 +214,22 @@ class EpisodeStream:
             images=np.stack([s.image for s in steps]),
             proprio=np.stack([s.proprio for s in steps]),
             actions=np.stack([s.action for s in steps[:-1]]).astype(np.float32),
-            rewards=rewards, terminals=terminals, instruction=ep.instruction, task=ep.task,
-            source="online", success=bool(success),
-            provenance={"episode_index": ep.index, "t_start_ns": steps[0].stamp, "t_end_ns": steps[-1].stamp,
-                        "reward_probability": [None if np.isnan(s.probability) else s.probability for s in steps],
-                        "reward_success": [s.reward_success for s in steps]},
-            success_gt=np.array(gt, bool) if all(g is not None for g in gt) else None)
-        self.writer.append(episode)        # on disk (atomic) before anyone trains on it
+            rewards=rewards,
+            terminals=terminals,
+            instruction=ep.instruction,
+            task=ep.task,
+            source="online",
+            success=bool(success),
+            provenance={
+                "episode_index": ep.index,
+                "t_start_ns": steps[0].stamp,
+                "t_end_ns": steps[-1].stamp,
+                "reward_probability": [None if np.isnan(s.probability) else s.probability for s in steps],
+                "reward_success": [s.reward_success for s in steps],
+            },
+            success_gt=np.array(gt, bool) if all(g is not None for g in gt) else None,
+        )
+        self.writer.append(episode)  # on disk (atomic) before anyone trains on it
         return episode
 
     def _drop(self, reason: str, n: int = 1) -> None:
@@ -265,6 +285,7 @@ class EpisodeStream:
     def _dataset_provenance(self) -> list[dict]:
         from robofume_ros.data.dataset import episode_dirs
         import json
+
         out = []
         if (self.root / "online").exists():
             for d in episode_dirs(self.root / "online"):

@@ -5,6 +5,7 @@ checkpoint every `checkpoint_every` updates, and a status file with rates for pr
 Pure Python + torch (no ROS): the learner node feeds it closed episodes and environment step
 counts and publishes what `on_weights` hands back.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,12 +20,12 @@ from typing import Callable, Optional
 
 @dataclass
 class TrainerConfig:
-    utd_ratio: float = 1.0            # gradient updates per environment step
-    min_online_transitions: int = 1   # no updates before this many online transitions arrived (>= 1)
-    weights_every: int = 50           # export policy weights every N updates
-    checkpoint_every: int = 500       # learner checkpoint every N updates
-    budget_steps: int = 0             # environment steps after which training stops (0 = never)
-    metrics_every: int = 25           # CSV metrics row every N updates
+    utd_ratio: float = 1.0  # gradient updates per environment step
+    min_online_transitions: int = 1  # no updates before this many online transitions arrived (>= 1)
+    weights_every: int = 50  # export policy weights every N updates
+    checkpoint_every: int = 500  # learner checkpoint every N updates
+    budget_steps: int = 0  # environment steps after which training stops (0 = never)
+    metrics_every: int = 25  # CSV metrics row every N updates
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -38,15 +39,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 class OnlineTrainer:
-    def __init__(self, learner, cfg: TrainerConfig, run_dir: Path,
-                 on_weights: Optional[Callable[[int, bytes, str, Path], None]] = None, log=print):
+    def __init__(
+        self,
+        learner,
+        cfg: TrainerConfig,
+        run_dir: Path,
+        on_weights: Optional[Callable[[int, bytes, str, Path], None]] = None,
+        log=print,
+    ):
         self.L, self.cfg, self.dir = learner, cfg, Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.on_weights, self.log = on_weights, log
         self.env_steps = 0
         self.episodes = 0
         self.successes = {}
-        self.lock = threading.Lock()     # guards the online store against concurrent add/sample
+        self.lock = threading.Lock()  # guards the online store against concurrent add/sample
         self._io_lock = threading.RLock()  # status/progress files are written from both threads
         self._stop = threading.Event()
         self.done = threading.Event()
@@ -97,7 +104,10 @@ class OnlineTrainer:
                 if self.cfg.budget_steps and self.env_steps >= self.cfg.budget_steps:
                     self.finish()
                     return
-                if len(self.L.online) < max(1, self.cfg.min_online_transitions) or self.L.step >= self._target_updates():
+                if (
+                    len(self.L.online) < max(1, self.cfg.min_online_transitions)
+                    or self.L.step >= self._target_updates()
+                ):
                     time.sleep(0.01)
                     continue
                 with self.lock:
@@ -105,6 +115,7 @@ class OnlineTrainer:
                 self._after_update(m)
         except Exception as e:  # noqa: BLE001 - surfaced through status.json and the node's log
             import traceback
+
             self.error = f"{type(e).__name__}: {e}"
             self.log(f"training stopped: {traceback.format_exc()}")
             self._write_status()
@@ -113,8 +124,13 @@ class OnlineTrainer:
         step = self.L.step
         if step % self.cfg.metrics_every == 0:
             self.last_metrics = {k: float(v) for k, v in m.items()}
-            row = {"update": step, "env_steps": self.env_steps, "episodes": self.episodes,
-                   "time_s": round(time.monotonic() - self.t0, 2), **self.last_metrics}
+            row = {
+                "update": step,
+                "env_steps": self.env_steps,
+                "episodes": self.episodes,
+                "time_s": round(time.monotonic() - self.t0, 2),
+                **self.last_metrics,
+            }
             if self._csv_header is None:
                 self._csv_header = list(row)
                 if self._csv.tell() == 0:
@@ -151,12 +167,20 @@ class OnlineTrainer:
     # --- progress -----------------------------------------------------------------------------
     def status(self) -> dict:
         el = max(1e-6, time.monotonic() - self.t0)
-        return {"env_steps": self.env_steps, "updates": self.L.step, "episodes": self.episodes,
-                "successes": self.successes, "online_transitions": len(self.L.online),
-                "offline_transitions": len(self.L.offline),
-                "updates_per_s": (self.L.step - self.updates_at_start) / el,
-                "env_steps_per_s": self._steps_since_start() / el, "done": self.done.is_set(),
-                "budget_steps": self.cfg.budget_steps, "error": self.error, "metrics": self.last_metrics}
+        return {
+            "env_steps": self.env_steps,
+            "updates": self.L.step,
+            "episodes": self.episodes,
+            "successes": self.successes,
+            "online_transitions": len(self.L.online),
+            "offline_transitions": len(self.L.offline),
+            "updates_per_s": (self.L.step - self.updates_at_start) / el,
+            "env_steps_per_s": self._steps_since_start() / el,
+            "done": self.done.is_set(),
+            "budget_steps": self.cfg.budget_steps,
+            "error": self.error,
+            "metrics": self.last_metrics,
+        }
 
     def _write_status(self) -> None:
         with self._io_lock:
@@ -164,8 +188,12 @@ class OnlineTrainer:
 
     def _save_progress(self) -> None:
         with self._io_lock:
-            atomic_write_bytes(self.dir / "progress.json", json.dumps(
-                {"env_steps": self.env_steps, "episodes": self.episodes, "successes": self.successes}).encode())
+            atomic_write_bytes(
+                self.dir / "progress.json",
+                json.dumps(
+                    {"env_steps": self.env_steps, "episodes": self.episodes, "successes": self.successes}
+                ).encode(),
+            )
         self._write_status()
 
     def _load_progress(self) -> None:

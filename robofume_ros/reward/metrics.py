@@ -1,9 +1,9 @@
 """Classifier metrics (RoboFuME Table II columns), threshold selection, PR and reliability curves,
 plots and evaluation against simulator ground truth. Pure numpy (+ matplotlib for the PNGs)."""
+
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -23,13 +23,28 @@ def binary_metrics(labels, probs, threshold: float = 0.5) -> dict:
     p = np.asarray(probs, dtype=np.float64).ravel() >= threshold
     if y.shape != p.shape:
         raise ValueError(f"labels {y.shape} and probs {p.shape} differ")
-    tp = int((p & y).sum()); fp = int((p & ~y).sum()); tn = int((~p & ~y).sum()); fn = int((~p & y).sum())
-    prec = _safe_div(tp, tp + fp); rec = _safe_div(tp, tp + fn)
-    return {"threshold": float(threshold), "n": int(len(y)), "n_pos": int(y.sum()), "n_neg": int((~y).sum()),
-            "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-            "accuracy": _safe_div(tp + tn, len(y)), "precision": prec, "recall": rec,
-            "fp_rate": _safe_div(fp, fp + tn), "fn_rate": _safe_div(fn, fn + tp),
-            "f1": _safe_div(2 * prec * rec, prec + rec)}
+    tp = int((p & y).sum())
+    fp = int((p & ~y).sum())
+    tn = int((~p & ~y).sum())
+    fn = int((~p & y).sum())
+    prec = _safe_div(tp, tp + fp)
+    rec = _safe_div(tp, tp + fn)
+    return {
+        "threshold": float(threshold),
+        "n": int(len(y)),
+        "n_pos": int(y.sum()),
+        "n_neg": int((~y).sum()),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "accuracy": _safe_div(tp + tn, len(y)),
+        "precision": prec,
+        "recall": rec,
+        "fp_rate": _safe_div(fp, fp + tn),
+        "fn_rate": _safe_div(fn, fn + tp),
+        "f1": _safe_div(2 * prec * rec, prec + rec),
+    }
 
 
 def _candidate_thresholds(probs):
@@ -42,7 +57,8 @@ def rates_at_thresholds(labels, probs, thresholds):
     """(tp, fp, tn, fn) arrays for ``probs >= thr`` at each threshold (vectorised)."""
     y = np.asarray(labels).astype(bool).ravel()
     p = np.asarray(probs, dtype=np.float64).ravel()
-    order = np.sort(p[y]); order_n = np.sort(p[~y])
+    order = np.sort(p[y])
+    order_n = np.sort(p[~y])
     thr = np.asarray(thresholds, dtype=np.float64)
     tp = len(order) - np.searchsorted(order, thr, side="left")
     fp = len(order_n) - np.searchsorted(order_n, thr, side="left")
@@ -118,47 +134,78 @@ def reliability(labels, probs, n_bins: int = 10):
         m = idx == b
         cnt[b] = int(m.sum())
         if cnt[b]:
-            conf[b] = p[m].mean(); acc[b] = y[m].mean()
+            conf[b] = p[m].mean()
+            acc[b] = y[m].mean()
     ece = float(np.sum(cnt * np.abs(conf - acc)) / max(len(p), 1))
-    return {"edges": edges.tolist(), "confidence": conf.tolist(), "frequency": acc.tolist(),
-            "count": cnt.tolist(), "ece": ece}
+    return {
+        "edges": edges.tolist(),
+        "confidence": conf.tolist(),
+        "frequency": acc.tolist(),
+        "count": cnt.tolist(),
+        "ece": ece,
+    }
 
 
 def plot_pr_curve(labels, probs, path, threshold: float | None = None, title: str = "reward model PR curve"):
     import matplotlib
+
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+
     prec, rec, thr = pr_curve(labels, probs)
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot(rec, prec, drawstyle="steps-post", label=f"AP={average_precision(labels, probs):.3f}")
     if threshold is not None:
         m = binary_metrics(labels, probs, threshold)
         ax.plot([m["recall"]], [m["precision"]], "o", color="C3", label=f"threshold {threshold:.3f}")
-    ax.set_xlabel("recall"); ax.set_ylabel("precision"); ax.set_xlim(0, 1.02); ax.set_ylim(0, 1.02)
-    ax.set_title(title); ax.legend(loc="lower left"); ax.grid(alpha=0.3)
-    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(loc="lower left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     return path
 
 
 def plot_reliability(labels, probs, path, n_bins: int = 10, title: str = "reward model reliability"):
     import matplotlib
+
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+
     r = reliability(labels, probs, n_bins)
-    cnt = np.array(r["count"]); m = cnt > 0
+    cnt = np.array(r["count"])
+    m = cnt > 0
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(4.5, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], "--", color="gray")
     ax.plot(np.array(r["confidence"])[m], np.array(r["frequency"])[m], "o-", label=f"ECE={r['ece']:.3f}")
-    ax.set_ylabel("fraction positive"); ax.set_title(title); ax.legend(loc="upper left"); ax.grid(alpha=0.3)
+    ax.set_ylabel("fraction positive")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
     centers = (np.array(r["edges"][1:]) + np.array(r["edges"][:-1])) / 2
-    ax2.bar(centers, cnt, width=1.0 / n_bins * 0.9); ax2.set_yscale("log" if cnt.max() > 50 else "linear")
-    ax2.set_xlabel("predicted P(success)"); ax2.set_ylabel("frames")
-    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+    ax2.bar(centers, cnt, width=1.0 / n_bins * 0.9)
+    ax2.set_yscale("log" if cnt.max() > 50 else "linear")
+    ax2.set_xlabel("predicted P(success)")
+    ax2.set_ylabel("frames")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     return path
 
 
-def evaluate_on_episodes(model, episodes: Sequence, threshold: float | None = None, batch_size: int = 64,
-                         stride: int = 1, progress: bool = False) -> dict | None:
+def evaluate_on_episodes(
+    model,
+    episodes: Sequence,
+    threshold: float | None = None,
+    batch_size: int = 64,
+    stride: int = 1,
+    progress: bool = False,
+) -> dict | None:
     """Per-frame metrics of ``model`` against ``Episode.success_gt`` (simulator ground truth) on the
     episodes that have it. Returns the metrics dict plus ``labels``/``probs`` arrays, or None if no
     episode has ground truth."""
@@ -169,12 +216,14 @@ def evaluate_on_episodes(model, episodes: Sequence, threshold: float | None = No
     it = eps
     if progress:
         from tqdm import tqdm
+
         it = tqdm(eps, desc="eval vs success_gt", unit="ep")
     for ep in it:
         t = np.arange(0, len(ep.images), max(1, stride))
         ps.append(model.predict_proba(ep.images[t], ep.instruction, batch_size=batch_size))
         ys.append(np.asarray(ep.success_gt)[t].astype(bool))
-    y = np.concatenate(ys); p = np.concatenate(ps)
+    y = np.concatenate(ys)
+    p = np.concatenate(ps)
     thr = model.threshold if threshold is None else threshold
     out = binary_metrics(y, p, thr)
     out["n_episodes"] = len(eps)
@@ -202,15 +251,24 @@ def write_report(folder, report: dict, name: str = "report") -> tuple[Path, Path
     for k in ("instructions", "threshold", "threshold_method", "train_seconds"):
         if k in report:
             lines.append(f"- {k}: {report[k]}")
-    lines += ["", "| split | frames | accuracy | precision | recall | FP rate | FN rate | F1 |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        "| split | frames | accuracy | precision | recall | FP rate | FN rate | F1 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for split, m in report.get("metrics", {}).items():
         if not m:
             continue
-        lines.append(f"| {split} | {m['n']} | {m['accuracy']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
-                     f"{m['fp_rate']:.3f} | {m['fn_rate']:.3f} | {m['f1']:.3f} |")
-    lines += ["", "FP rate = FP/(FP+TN); FN rate = FN/(FN+TP). `heldout_labels` uses demo/failure labels of held-out "
-              "episodes; `heldout_success_gt` uses simulator ground truth on every frame of held-out episodes.", ""]
+        lines.append(
+            f"| {split} | {m['n']} | {m['accuracy']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
+            f"{m['fp_rate']:.3f} | {m['fn_rate']:.3f} | {m['f1']:.3f} |"
+        )
+    lines += [
+        "",
+        "FP rate = FP/(FP+TN); FN rate = FN/(FN+TP). `heldout_labels` uses demo/failure labels of held-out "
+        "episodes; `heldout_success_gt` uses simulator ground truth on every frame of held-out episodes.",
+        "",
+    ]
     for fig in report.get("figures", []):
         lines.append(f"![{fig}]({fig})")
     mp = folder / f"{name}.md"

@@ -9,6 +9,7 @@ Per episode the verdict fires where ``n`` frames in a row are at or above the th
 simulator's flag is a hard line through a continuous motion), *premature* when it fires earlier or
 in an episode with no success frame, *missed* when it never fires in an episode with a success frame.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,19 +24,20 @@ def auc(pos, neg) -> float:
         return float("nan")
     allp = np.concatenate([pos, neg])
     _, inv, counts = np.unique(allp, return_inverse=True, return_counts=True)
-    upper = np.cumsum(counts)                      # average rank of each distinct value (ties)
+    upper = np.cumsum(counts)  # average rank of each distinct value (ties)
     ranks = (upper - (counts - 1) / 2.0)[inv]
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def episode_verdict(frames: list[dict], threshold: float, n: int, tolerance: int = 0) -> str:
     """One of VERDICTS for one episode's frames (in order)."""
     from .debounce import frame_success
+
     run = 0
     for i, f in enumerate(frames):
         run = run + 1 if frame_success(f["probability"], threshold, f.get("partner_probability")) else 0
         if run >= n:
-            return "recognised" if any(g["gt"] for g in frames[i:i + tolerance + 1]) else "premature"
+            return "recognised" if any(g["gt"] for g in frames[i : i + tolerance + 1]) else "premature"
     return "missed" if any(f["gt"] for f in frames) else "none"
 
 

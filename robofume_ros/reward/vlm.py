@@ -7,6 +7,7 @@ first tokens of " yes", "yes", " Yes", "Yes" (resp. no). Loaded with
 fine-tuned with a peft LoRA adapter on the language model's attention projections, trained with
 binary cross-entropy on that yes-vs-no logit.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import (CorruptCheckpointError, RewardModel, WrongModelTypeError, as_frames, as_instructions, autocast_ctx,
-                   check_model_source, hub_errors, set_threads)
+from .base import (
+    CorruptCheckpointError,
+    RewardModel,
+    WrongModelTypeError,
+    as_frames,
+    as_instructions,
+    autocast_ctx,
+    check_model_source,
+    hub_errors,
+    set_threads,
+)
 
 DEFAULT_QUESTION = "Is the task '{instruction}' done? Answer yes or no."
 YES = (" yes", "yes", " Yes", "Yes")
@@ -37,11 +47,23 @@ def _first_tokens(tokenizer, words):
 class VLMRewardModel(RewardModel):
     model_type = "vlm_yes_no"
 
-    def __init__(self, model, processor, source: str, question: str = DEFAULT_QUESTION, threshold: float = 0.5,
-                 model_id: str = "", num_threads: int | None = 1, precision: str = "auto", lora: dict | None = None,
-                 use_chat_template: bool | None = None, image_size: int | None = None):
-        super().__init__(threshold=threshold, model_id=model_id or f"vlm:{source}", num_threads=num_threads,
-                         precision=precision)
+    def __init__(
+        self,
+        model,
+        processor,
+        source: str,
+        question: str = DEFAULT_QUESTION,
+        threshold: float = 0.5,
+        model_id: str = "",
+        num_threads: int | None = 1,
+        precision: str = "auto",
+        lora: dict | None = None,
+        use_chat_template: bool | None = None,
+        image_size: int | None = None,
+    ):
+        super().__init__(
+            threshold=threshold, model_id=model_id or f"vlm:{source}", num_threads=num_threads, precision=precision
+        )
         self.model, self.processor, self.source = model, processor, str(source)
         self.question = question
         self.lora = lora
@@ -60,6 +82,7 @@ class VLMRewardModel(RewardModel):
     @staticmethod
     def load_base(source: str):
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
         src = check_model_source(source)
         with hub_errors(src):
             cfg = AutoConfig.from_pretrained(src)
@@ -68,8 +91,10 @@ class VLMRewardModel(RewardModel):
         except ImportError:  # pragma: no cover
             names = {}
         if names and cfg.model_type not in names:
-            raise WrongModelTypeError(f"{source!r} is a {cfg.model_type!r} model, not a generative vision-language "
-                                      f"model (AutoModelForImageTextToText: Idefics3/SmolVLM, LLaVA, PaliGemma, ...)")
+            raise WrongModelTypeError(
+                f"{source!r} is a {cfg.model_type!r} model, not a generative vision-language "
+                f"model (AutoModelForImageTextToText: Idefics3/SmolVLM, LLaVA, PaliGemma, ...)"
+            )
         with hub_errors(src):
             model = AutoModelForImageTextToText.from_pretrained(src)
             processor = AutoProcessor.from_pretrained(src)
@@ -88,6 +113,7 @@ class VLMRewardModel(RewardModel):
 
     def _attach_lora(self, adapter_dir: Path | None = None):
         from peft import LoraConfig, PeftModel, get_peft_model
+
         if adapter_dir is not None:
             try:
                 self.model = PeftModel.from_pretrained(self.model, str(adapter_dir), is_trainable=False)
@@ -95,8 +121,12 @@ class VLMRewardModel(RewardModel):
                 raise CorruptCheckpointError(f"LoRA adapter in {adapter_dir} cannot be loaded: {e}") from e
         else:
             names = "|".join(self.lora["targets"])
-            cfg = LoraConfig(r=self.lora["r"], lora_alpha=self.lora["alpha"], lora_dropout=0.0,
-                             target_modules=rf"^(?!.*(vision|image_tower|visual)).*\.({names})$")
+            cfg = LoraConfig(
+                r=self.lora["r"],
+                lora_alpha=self.lora["alpha"],
+                lora_dropout=0.0,
+                target_modules=rf"^(?!.*(vision|image_tower|visual)).*\.({names})$",
+            )
             self.model = get_peft_model(self.model, cfg)
         self.model.eval()
 
@@ -111,6 +141,7 @@ class VLMRewardModel(RewardModel):
 
     def _inputs(self, frames, instructions):
         from PIL import Image
+
         imgs = [Image.fromarray(f) for f in frames]
         if self.image_size:
             imgs = [im.resize((self.image_size, self.image_size), Image.BILINEAR) for im in imgs]
@@ -140,12 +171,28 @@ class VLMRewardModel(RewardModel):
         out = []
         with torch.no_grad(), autocast_ctx(self.precision):
             for i in range(0, len(frames), batch_size):
-                out.append(torch.sigmoid(self._yes_no_logit(self._inputs(frames[i:i + batch_size], instr[i:i + batch_size]))))
+                out.append(
+                    torch.sigmoid(
+                        self._yes_no_logit(self._inputs(frames[i : i + batch_size], instr[i : i + batch_size]))
+                    )
+                )
         return torch.cat(out).float().numpy().astype(np.float64) if out else np.zeros(0)
 
     # ------------------------------------------------------------------ training
-    def fit(self, train, val=None, epochs: int = 3, lr: float = 2e-4, batch_size: int = 8, weight_decay: float = 0.0,
-            pos_weight: float | str = "balanced", progress: bool = True, seed: int = 0, lora_r: int = 8, **_) -> dict:
+    def fit(
+        self,
+        train,
+        val=None,
+        epochs: int = 3,
+        lr: float = 2e-4,
+        batch_size: int = 8,
+        weight_decay: float = 0.0,
+        pos_weight: float | str = "balanced",
+        progress: bool = True,
+        seed: int = 0,
+        lora_r: int = 8,
+        **_,
+    ) -> dict:
         """LoRA fine-tuning on a FrameSet with BCE on the yes-vs-no logit."""
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -165,17 +212,20 @@ class VLMRewardModel(RewardModel):
         it = range(epochs)
         if progress:
             from tqdm import tqdm
+
             it = tqdm(it, desc="LoRA yes/no", unit="epoch")
         n = len(y)
-        for ep in it:
+        for _ in it:
             perm = rng.permutation(n)
             tot = 0.0
             for i in range(0, n, batch_size):
-                b = perm[i:i + batch_size]
+                b = perm[i : i + batch_size]
                 with autocast_ctx(self.precision):
                     logit = self._yes_no_logit(self._inputs(train.images[b], [train.instructions[j] for j in b]))
                 loss = F.binary_cross_entropy_with_logits(logit.float(), y[b], pos_weight=pw)
-                opt.zero_grad(); loss.backward(); opt.step()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
                 tot += loss.item() * len(b)
             hist["loss"].append(tot / n)
             if val is not None and len(val):
@@ -187,9 +237,15 @@ class VLMRewardModel(RewardModel):
 
     # ------------------------------------------------------------------ persistence
     def _config(self) -> dict:
-        return {"source": self.source, "question": self.question, "lora": self.lora,
-                "use_chat_template": self.use_chat_template, "image_size": self.image_size,
-                "precision": self.precision, "num_threads": self.num_threads}
+        return {
+            "source": self.source,
+            "question": self.question,
+            "lora": self.lora,
+            "use_chat_template": self.use_chat_template,
+            "image_size": self.image_size,
+            "precision": self.precision,
+            "num_threads": self.num_threads,
+        }
 
     def _save_files(self, folder: Path) -> None:
         if self.lora:
@@ -201,10 +257,16 @@ class VLMRewardModel(RewardModel):
         if not os.path.isabs(src) and (folder / src).is_dir():
             src = str(folder / src)
         model, processor = cls.load_base(src)
-        kw = dict(question=cfg.get("question", DEFAULT_QUESTION), threshold=cfg.get("threshold", 0.5),
-                  model_id=cfg.get("model_id", ""), num_threads=cfg.get("num_threads", 1),
-                  precision=cfg.get("precision", "auto"), lora=cfg.get("lora"),
-                  use_chat_template=cfg.get("use_chat_template"), image_size=cfg.get("image_size"))
+        kw = dict(
+            question=cfg.get("question", DEFAULT_QUESTION),
+            threshold=cfg.get("threshold", 0.5),
+            model_id=cfg.get("model_id", ""),
+            num_threads=cfg.get("num_threads", 1),
+            precision=cfg.get("precision", "auto"),
+            lora=cfg.get("lora"),
+            use_chat_template=cfg.get("use_chat_template"),
+            image_size=cfg.get("image_size"),
+        )
         kw.update(overrides)
         m = cls(model, processor, cfg["source"], **kw)
         if m.lora:

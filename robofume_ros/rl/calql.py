@@ -19,6 +19,7 @@ trains the critic. Calibration stays on online: online episodes carry MC returns
 
 Metrics come back as 0-dim tensors (no host sync inside the step); call .item() rarely.
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,64 +33,66 @@ from robofume_ros.rl.common import AgentBase, ObsDims, ScalarParam, autocast, ke
 from robofume_ros.rl.networks import NetConfig, ObsEncoder, StackedQ, TanhGaussianActor, grad_norm
 
 
-PRE_TANH_CLIP = 0.999    # |a| cap before atanh for pre-tanh BC targets (atanh 3.8): saturated actions stay finite
+PRE_TANH_CLIP = 0.999  # |a| cap before atanh for pre-tanh BC targets (atanh 3.8): saturated actions stay finite
 
 
 @dataclass
 class CalQLConfig:
     net: NetConfig = field(default_factory=NetConfig)  # encoder and MLP sizes
-    gamma: float = 0.99                  # discount
-    tau: float = 5e-3                    # target-network Polyak rate
-    actor_lr: float = 1e-4               # actor (and entropy temperature) learning rate
-    critic_lr: float = 3e-4              # critics + image encoder learning rate
-    alpha_prime_lr: float = 3e-4         # Lagrange CQL weight learning rate
-    batch_size: int = 256                # transitions per gradient step
-    reward_scale: float = 10.0           # r' = scale*r + bias; RoboFuME raw {-1,0} -> {-5,+5} (Cal-QL antmaze mapping)
-    reward_bias: float = 5.0             # see reward_scale
-    use_cql: bool = True                 # False turns the conservative term off entirely (plain SAC)
-    calibrate: bool = True               # Cal-QL: bound policy-action Qs below by the MC return (False = CQL)
-    bound_random_actions: bool = False   # also bound the random-action Qs by the MC return
-    cql_alpha: float = 5.0               # CQL regulariser weight (min_q_weight)
-    cql_n_actions: int = 10              # random / current-policy / next-state-policy actions per state
-    cql_importance_sample: bool = True   # importance-sampled logsumexp (official default)
-    cql_temp: float = 1.0                # logsumexp temperature
+    gamma: float = 0.99  # discount
+    tau: float = 5e-3  # target-network Polyak rate
+    actor_lr: float = 1e-4  # actor (and entropy temperature) learning rate
+    critic_lr: float = 3e-4  # critics + image encoder learning rate
+    alpha_prime_lr: float = 3e-4  # Lagrange CQL weight learning rate
+    batch_size: int = 256  # transitions per gradient step
+    reward_scale: float = 10.0  # r' = scale*r + bias; RoboFuME raw {-1,0} -> {-5,+5} (Cal-QL antmaze mapping)
+    reward_bias: float = 5.0  # see reward_scale
+    use_cql: bool = True  # False turns the conservative term off entirely (plain SAC)
+    calibrate: bool = True  # Cal-QL: bound policy-action Qs below by the MC return (False = CQL)
+    bound_random_actions: bool = False  # also bound the random-action Qs by the MC return
+    cql_alpha: float = 5.0  # CQL regulariser weight (min_q_weight)
+    cql_n_actions: int = 10  # random / current-policy / next-state-policy actions per state
+    cql_importance_sample: bool = True  # importance-sampled logsumexp (official default)
+    cql_temp: float = 1.0  # logsumexp temperature
     cql_clip_diff_min: float = -math.inf  # clip of (logsumexp - Q_data) before averaging
-    cql_clip_diff_max: float = math.inf   # clip of (logsumexp - Q_data) before averaging
-    cql_lagrange: bool = False           # learn the CQL weight alpha' to hit cql_target_action_gap
-    cql_target_action_gap: float = 0.8   # Lagrange target for (logsumexp - Q_data)
-    max_target_backup: bool = False      # target = max over cql_n_actions sampled a' of min(Q1',Q2')
-    backup_entropy: bool = False         # subtract alpha*log pi(a'|s') in the target (off in Cal-QL)
-    automatic_entropy: bool = True       # learn alpha towards target_entropy
+    cql_clip_diff_max: float = math.inf  # clip of (logsumexp - Q_data) before averaging
+    cql_lagrange: bool = False  # learn the CQL weight alpha' to hit cql_target_action_gap
+    cql_target_action_gap: float = 0.8  # Lagrange target for (logsumexp - Q_data)
+    max_target_backup: bool = False  # target = max over cql_n_actions sampled a' of min(Q1',Q2')
+    backup_entropy: bool = False  # subtract alpha*log pi(a'|s') in the target (off in Cal-QL)
+    automatic_entropy: bool = True  # learn alpha towards target_entropy
     target_entropy: Optional[float] = None  # None -> -dim(A)
-    init_alpha: float = 1.0              # initial entropy temperature
-    bc_weight: float = 0.1               # RoboFuME actor BC weight; the BC loss is rescaled to |RL loss| first (0 = off)
-    bc_loss: str = "mse"                 # "mse" (tanh(mean) vs data action) or "nll" (-log pi(a_data|s))
-    bc_only_successful: bool = False     # BC only on transitions of episodes that succeeded (online
-                                         # exploration that failed is not imitated; RL still sees it)
-    bc_online: bool = True               # False: the BC term only on offline transitions (online attempts,
-                                         # noisy from exploration, train the critic and the RL term only)
-    bc_self_imitation: bool = False      # online rows enter the BC term only where their MC return beats the
-                                         # critic's value of the deterministic policy there, min Q(s, tanh(mean))
-                                         # (self-imitation, Oh et al. 2018): an attempt that did better than the
-                                         # policy is expected to is cloned, a routine noisy success is not
-    bc_online_pre_tanh: bool = False     # online rows cloned in pre-tanh space, (mean - atanh(a))^2 (MSE loss only):
-                                         # the policy's own actions a = tanh(mean' + noise) are unbiased targets
-                                         # there, while in action space E[tanh(m + noise)] < tanh(m) and cloning
-                                         # them shrinks the actor's mean every round
-    actor_proprio_dropout: float = 0.0   # share of actor inputs (per transition, training only) whose
-                                         # proprioception is set to its mean: the actor must read the image
-                                         # where hand pose alone is ambiguous (causal confusion with BC data)
-    grad_clip: float = 0.0               # max global grad norm per optimiser (0 = no clipping)
-    bf16: bool = False                   # bf16 autocast for the forward passes (loss math stays fp32)
-    online_ratio: float = 0.5            # share of each batch drawn from the online store once it has data
+    init_alpha: float = 1.0  # initial entropy temperature
+    bc_weight: float = 0.1  # RoboFuME actor BC weight; the BC loss is rescaled to |RL loss| first (0 = off)
+    bc_loss: str = "mse"  # "mse" (tanh(mean) vs data action) or "nll" (-log pi(a_data|s))
+    bc_only_successful: bool = False  # BC only on transitions of episodes that succeeded (online
+    # exploration that failed is not imitated; RL still sees it)
+    bc_online: bool = True  # False: the BC term only on offline transitions (online attempts,
+    # noisy from exploration, train the critic and the RL term only)
+    bc_self_imitation: bool = False  # online rows enter the BC term only where their MC return beats the
+    # critic's value of the deterministic policy there, min Q(s, tanh(mean))
+    # (self-imitation, Oh et al. 2018): an attempt that did better than the
+    # policy is expected to is cloned, a routine noisy success is not
+    bc_online_pre_tanh: bool = False  # online rows cloned in pre-tanh space, (mean - atanh(a))^2 (MSE loss only):
+    # the policy's own actions a = tanh(mean' + noise) are unbiased targets
+    # there, while in action space E[tanh(m + noise)] < tanh(m) and cloning
+    # them shrinks the actor's mean every round
+    actor_proprio_dropout: float = 0.0  # share of actor inputs (per transition, training only) whose
+    # proprioception is set to its mean: the actor must read the image
+    # where hand pose alone is ambiguous (causal confusion with BC data)
+    grad_clip: float = 0.0  # max global grad norm per optimiser (0 = no clipping)
+    bf16: bool = False  # bf16 autocast for the forward passes (loss math stays fp32)
+    online_ratio: float = 0.5  # share of each batch drawn from the online store once it has data
 
 
 class CalQL(AgentBase):
     def __init__(self, cfg: CalQLConfig, dims: ObsDims, device="cpu"):
         self.cfg, self.dims, self.device, self.bf16 = cfg, dims, device, cfg.bf16
         if torch.device(device).type == "cpu":
-            keep_freed_memory()        # reuse the step's big activation buffers (no page faults)
-        self.encoder = ObsEncoder(cfg.net, dims.proprio_dim, dims.lang_dim, dims.feature_dim, dims.image_shape).to(device)
+            keep_freed_memory()  # reuse the step's big activation buffers (no page faults)
+        self.encoder = ObsEncoder(cfg.net, dims.proprio_dim, dims.lang_dim, dims.feature_dim, dims.image_shape).to(
+            device
+        )
         self.critic = StackedQ(self.encoder.out_dim, dims.action_dim, cfg.net.hidden, 2).to(device)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
@@ -98,9 +101,15 @@ class CalQL(AgentBase):
         self.log_alpha_prime = ScalarParam(0.0).to(device)
         self.target_entropy = -float(dims.action_dim) if cfg.target_entropy is None else cfg.target_entropy
         self.encoder_trainable = any(True for _ in self.encoder.parameters())
-        self.modules = {"encoder": self.encoder, "critic": self.critic, "target_encoder": self.target_encoder,
-                        "target_critic": self.target_critic, "actor": self.actor,
-                        "log_alpha": self.log_alpha, "log_alpha_prime": self.log_alpha_prime}
+        self.modules = {
+            "encoder": self.encoder,
+            "critic": self.critic,
+            "target_encoder": self.target_encoder,
+            "target_critic": self.target_critic,
+            "actor": self.actor,
+            "log_alpha": self.log_alpha,
+            "log_alpha_prime": self.log_alpha_prime,
+        }
         self.critic_params = list(self.encoder.parameters()) + list(self.critic.parameters())
         self.optimizers = {
             "critic": torch.optim.Adam(self.critic_params, lr=cfg.critic_lr, fused=True),
@@ -136,14 +145,14 @@ class CalQL(AgentBase):
                 if self.encoder_trainable:
                     z_next = self.encoder(next_obs)
                     z_next_t = self.target_encoder(next_obs)
-                else:                      # no parameters: online and target encoders agree
+                else:  # no parameters: online and target encoders agree
                     z_next = z_next_t = self.encoder(next_obs)
             zd = z.detach()
             za = zd
             if cfg.actor_proprio_dropout > 0:
                 keep = (torch.rand(B, 1, device=zd.device) >= cfg.actor_proprio_dropout).to(zd.dtype)
                 sl = self.encoder.proprio_slice
-                za = torch.cat([zd[:, :sl.start], zd[:, sl] * keep, zd[:, sl.stop:]], -1)
+                za = torch.cat([zd[:, : sl.start], zd[:, sl] * keep, zd[:, sl.stop :]], -1)
 
             # --- actor: one reparametrised sample at s (trains the actor)
             mean, log_std = self.actor(za)
@@ -186,7 +195,7 @@ class CalQL(AgentBase):
                 n_t = n if cfg.max_target_backup else 1
                 a_nx, logp_nx = self.actor.sample(mean_n, log_std_n, n_t + (n if cfg.use_cql else 0))
                 a_t, logp_t = a_nx[:, :n_t], logp_nx[:, :n_t]
-                q_t = self.target_critic(z_next_t, a_t).min(0).values          # (B, n_t)
+                q_t = self.target_critic(z_next_t, a_t).min(0).values  # (B, n_t)
                 if cfg.max_target_backup:
                     q_t, i = q_t.max(1)
                     logp_t = logp_t.gather(1, i[:, None])[:, 0]
@@ -194,7 +203,7 @@ class CalQL(AgentBase):
                     q_t, logp_t = q_t[:, 0], logp_t[:, 0]
                 if cfg.backup_entropy:
                     q_t = q_t - alpha * logp_t
-                td_target = r + disc * q_t         # disc = gamma^k (1 - terminal)
+                td_target = r + disc * q_t  # disc = gamma^k (1 - terminal)
                 if cfg.use_cql:
                     a_next, logp_next = a_nx[:, n_t:], logp_nx[:, n_t:]
                     a_cur, logp_cur = self.actor.sample(mean.detach(), log_std.detach(), n)
@@ -202,17 +211,17 @@ class CalQL(AgentBase):
 
             # --- critics: data, random, current-policy and next-policy actions in one pass at s
             if cfg.use_cql:
-                a_all = torch.cat([a_data[:, None], a_rand, a_cur, a_next], 1)   # (B, 1+3n, A)
+                a_all = torch.cat([a_data[:, None], a_rand, a_cur, a_next], 1)  # (B, 1+3n, A)
             else:
                 a_all = a_data[:, None]
-            q_all = self.critic(z, a_all).float()                           # (2,B,1+3n)
+            q_all = self.critic(z, a_all).float()  # (2,B,1+3n)
 
         q_data = q_all[:, :, 0]
         td_loss = ((q_data - td_target) ** 2).mean(-1).sum()
         critic_loss = td_loss
         alpha_prime_loss = torch.zeros((), device=q_all.device)
         if cfg.use_cql:
-            q_rand, q_cur, q_next = q_all[:, :, 1:1 + n], q_all[:, :, 1 + n:1 + 2 * n], q_all[:, :, 1 + 2 * n:]
+            q_rand, q_cur, q_next = q_all[:, :, 1 : 1 + n], q_all[:, :, 1 + n : 1 + 2 * n], q_all[:, :, 1 + 2 * n :]
             m["q_policy"] = q_cur.mean().detach()
             if cfg.calibrate:
                 lb = mc.view(1, B, 1)
@@ -225,12 +234,14 @@ class CalQL(AgentBase):
                 cat = torch.cat([q_rand - A * math.log(0.5), q_next - logp_next[None], q_cur - logp_cur[None]], -1)
             else:
                 cat = torch.cat([q_rand, q_data[..., None], q_next, q_cur], -1)
-            ood = torch.logsumexp(cat / cfg.cql_temp, -1) * cfg.cql_temp               # (2,B)
+            ood = torch.logsumexp(cat / cfg.cql_temp, -1) * cfg.cql_temp  # (2,B)
             gap = (ood - q_data).clamp(cfg.cql_clip_diff_min, cfg.cql_clip_diff_max).mean(-1)  # (2,)
             if cfg.cql_lagrange:
                 alpha_prime = self.log_alpha_prime().exp().clamp(0.0, 1e6)
                 cql_loss = (alpha_prime.detach() * cfg.cql_alpha * (gap - cfg.cql_target_action_gap)).sum()
-                alpha_prime_loss = -0.5 * (alpha_prime * cfg.cql_alpha * (gap.detach() - cfg.cql_target_action_gap)).sum()
+                alpha_prime_loss = (
+                    -0.5 * (alpha_prime * cfg.cql_alpha * (gap.detach() - cfg.cql_target_action_gap)).sum()
+                )
                 m["alpha_prime"] = alpha_prime.detach()
             else:
                 cql_loss = cfg.cql_alpha * gap.sum()
@@ -238,9 +249,16 @@ class CalQL(AgentBase):
             m["cql_gap"] = gap.mean().detach()
             m["cql_loss"] = cql_loss.detach()
 
-        m.update(q_data=q_data.mean().detach(), mc_return=mc.mean(), td_target=td_target.mean(),
-                 td_loss=td_loss.detach(), actor_loss=actor_loss.detach(), alpha=alpha,
-                 entropy=-logp_pi.mean().detach(), q_pi=q_pi.mean().detach())
+        m.update(
+            q_data=q_data.mean().detach(),
+            mc_return=mc.mean(),
+            td_target=td_target.mean(),
+            td_loss=td_loss.detach(),
+            actor_loss=actor_loss.detach(),
+            alpha=alpha,
+            entropy=-logp_pi.mean().detach(),
+            q_pi=q_pi.mean().detach(),
+        )
         total = critic_loss + actor_loss + alpha_prime_loss
         if cfg.automatic_entropy:
             total = total + alpha_loss
@@ -260,4 +278,3 @@ class CalQL(AgentBase):
             torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
         self.step_optimizers_and_targets()
         return m
-

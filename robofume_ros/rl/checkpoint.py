@@ -5,6 +5,7 @@ naming the file and the problem for a missing file, a file that is not a checkpo
 truncated file (checksum), an unreadable payload, or a payload of the wrong kind/version. The
 payload is loaded with weights_only=True (only tensors, dicts, lists, strings and numbers).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,12 +39,12 @@ def encode(payload: dict) -> bytes:
 def from_bytes(data: bytes, name: str = "<bytes>") -> dict:
     """Payload from raw torch bytes or from checkpoint-file bytes (header verified)."""
     if data.startswith(MAGIC):
-        digest, data = data[len(MAGIC):len(MAGIC) + 32], data[len(MAGIC) + 32:]
+        digest, data = data[len(MAGIC) : len(MAGIC) + 32], data[len(MAGIC) + 32 :]
         if len(digest) < 32 or hashlib.sha256(data).digest() != digest:
             raise CheckpointError(f"{name}: checksum mismatch - the weights are corrupt or truncated")
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file name
+    except Exception as e:
         raise CheckpointError(f"{name}: payload could not be read ({type(e).__name__}: {e})") from e
 
 
@@ -71,14 +72,16 @@ def load_checkpoint(path, kind: str | None = None) -> dict:
     data = path.read_bytes()
     if not data.startswith(MAGIC):
         raise CheckpointError(f"{path}: not a robofume_ros RL checkpoint (bad header)")
-    digest, body = data[len(MAGIC):len(MAGIC) + 32], data[len(MAGIC) + 32:]
+    digest, body = data[len(MAGIC) : len(MAGIC) + 32], data[len(MAGIC) + 32 :]
     if len(digest) < 32 or hashlib.sha256(body).digest() != digest:
         raise CheckpointError(f"{path}: checksum mismatch - the file is corrupt or truncated")
     payload = from_bytes(body, str(path))
     if not isinstance(payload, dict) or "kind" not in payload:
         raise CheckpointError(f"{path}: payload is not a checkpoint dict")
     if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} but this code reads version {VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint version {payload.get('version')} but this code reads version {VERSION}"
+        )
     if kind is not None and payload["kind"] != kind:
         raise CheckpointError(f"{path}: holds a {payload['kind']!r}, expected a {kind!r}")
     return payload

@@ -1,4 +1,5 @@
 """Plumbing shared by the algorithm files: observation sizes, acting, state dicts, batch conversion."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,10 +15,10 @@ import torch
 
 @dataclass
 class ObsDims:
-    proprio_dim: int                     # size of the proprioception vector
-    action_dim: int                      # size of the (normalised, [-1,1]) action vector
-    lang_dim: int                        # size of the instruction embedding fed to the networks
-    feature_dim: Optional[int] = None    # frozen-encoder feature size (obs_mode "features")
+    proprio_dim: int  # size of the proprioception vector
+    action_dim: int  # size of the (normalised, [-1,1]) action vector
+    lang_dim: int  # size of the instruction embedding fed to the networks
+    feature_dim: Optional[int] = None  # frozen-encoder feature size (obs_mode "features")
     image_shape: Optional[tuple] = None  # (H, W, 3) (obs_mode "cnn")
 
 
@@ -68,6 +69,7 @@ def denormals_flushed():
     k = None
     if os.environ.get("ROBOFUME_FLUSH_DENORMAL", "1") != "0":
         from robofume_ros.rl import native
+
         k = native.kernels()
     prev = k.flush_denormal_all_threads(True) if k is not None else -1
     try:
@@ -100,8 +102,9 @@ class AgentBase:
     bf16: bool = False
 
     @torch.no_grad()
-    def act(self, obs: dict, deterministic: bool = True, noise_scale: float = 1.0,
-            eps: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def act(
+        self, obs: dict, deterministic: bool = True, noise_scale: float = 1.0, eps: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """obs: tensors (B, ...) with 'lang' already embedded. Returns actions (B, A) in [-1,1];
         stochastic ones with the actor's std scaled by noise_scale and, if given, the standard-normal
         noise eps (B, A) (see TanhGaussianActor.explore, rl/exploration.py)."""
@@ -118,12 +121,13 @@ class AgentBase:
             if name in self.modules:
                 self.modules[name].b_out.fill_(value)
         if "value" in self.modules:
-            self.modules["value"][-1].bias.fill_(value)          # mlp(): the last layer is the output Linear
+            self.modules["value"][-1].bias.fill_(value)  # mlp(): the last layer is the output Linear
 
     def step_optimizers_and_targets(self) -> None:
         """Apply every optimizer, then Polyak-average the target critic (and target encoder when
         the encoder trains) towards the online ones at rate cfg.tau."""
         from robofume_ros.rl.networks import soft_update
+
         for o in self.optimizers.values():
             o.step()
         soft_update(self.target_critic, self.critic, self.cfg.tau)
@@ -143,8 +147,10 @@ class AgentBase:
         return sd
 
     def state_dict(self) -> dict:
-        return {"modules": {k: m.state_dict() for k, m in self.modules.items()},
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
+        return {
+            "modules": {k: m.state_dict() for k, m in self.modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+        }
 
     def load_state_dict(self, sd: dict) -> None:
         for k, m in self.modules.items():

@@ -1,4 +1,5 @@
 """CQL baseline: Cal-QL with calibration off (no MC-return lower bound); everything else identical."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +9,7 @@ from robofume_ros.rl.calql import CalQL, CalQLConfig
 
 @dataclass
 class CQLConfig(CalQLConfig):
-    calibrate: bool = False              # the only difference to Cal-QL
+    calibrate: bool = False  # the only difference to Cal-QL
 
 
 class CQL(CalQL):

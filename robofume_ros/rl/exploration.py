@@ -12,6 +12,7 @@ same log-probabilities and entropy) but correlates it in time:
 so a deviation lasts about 1 / (1 - rho) ticks (rho 0.9: ~10 ticks, 1 s at 10 Hz). Call reset() at
 every episode start (a task switch), so episodes do not share a deviation.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,5 +39,5 @@ class ExplorationNoise:
         if self._eps is None or self.rho == 0.0:
             self._eps = xi
         else:
-            self._eps = self.rho * self._eps + math.sqrt(1.0 - self.rho ** 2) * xi
+            self._eps = self.rho * self._eps + math.sqrt(1.0 - self.rho**2) * xi
         return self._eps.astype(np.float32)

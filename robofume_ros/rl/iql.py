@@ -9,6 +9,7 @@
               atanh(1 - 1e-6) = 7.3 and its Jacobian, and those samples then dominate the loss)
 The image encoder (obs_mode "cnn") is trained by the Q loss only; V and the actor see detached features.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,27 +18,34 @@ from dataclasses import dataclass, field
 import torch
 
 from robofume_ros.rl.common import AgentBase, ObsDims, autocast, keep_freed_memory
-from robofume_ros.rl.networks import (NetConfig, ObsEncoder, StackedQ, TanhGaussianActor, gaussian_log_prob,
-                                      grad_norm, mlp)
+from robofume_ros.rl.networks import (
+    NetConfig,
+    ObsEncoder,
+    StackedQ,
+    TanhGaussianActor,
+    gaussian_log_prob,
+    grad_norm,
+    mlp,
+)
 
 
 @dataclass
 class IQLConfig:
     net: NetConfig = field(default_factory=NetConfig)  # encoder and MLP sizes
-    gamma: float = 0.99                  # discount
-    tau: float = 5e-3                    # target-network Polyak rate
-    actor_lr: float = 3e-4               # actor learning rate
-    critic_lr: float = 3e-4              # Q (+ image encoder) and V learning rate
-    batch_size: int = 256                # transitions per gradient step
-    reward_scale: float = 10.0           # r' = scale*r + bias (same mapping as Cal-QL)
-    reward_bias: float = 5.0             # see reward_scale
-    expectile: float = 0.7               # expectile of the V regression
-    beta: float = 3.0                    # inverse temperature of the advantage weights
-    max_weight: float = 100.0            # clip of the advantage weights
-    r_min: float = -5.0                  # smallest scaled reward (Q bounded below by r_min/(1-gamma))
-    r_max: float = 5.0                   # largest scaled reward (Q bounded above by r_max/(1-gamma))
-    bf16: bool = False                   # bf16 autocast for the forward passes
-    online_ratio: float = 0.5            # share of online data per batch (when used online)
+    gamma: float = 0.99  # discount
+    tau: float = 5e-3  # target-network Polyak rate
+    actor_lr: float = 3e-4  # actor learning rate
+    critic_lr: float = 3e-4  # Q (+ image encoder) and V learning rate
+    batch_size: int = 256  # transitions per gradient step
+    reward_scale: float = 10.0  # r' = scale*r + bias (same mapping as Cal-QL)
+    reward_bias: float = 5.0  # see reward_scale
+    expectile: float = 0.7  # expectile of the V regression
+    beta: float = 3.0  # inverse temperature of the advantage weights
+    max_weight: float = 100.0  # clip of the advantage weights
+    r_min: float = -5.0  # smallest scaled reward (Q bounded below by r_min/(1-gamma))
+    r_max: float = 5.0  # largest scaled reward (Q bounded above by r_max/(1-gamma))
+    bf16: bool = False  # bf16 autocast for the forward passes
+    online_ratio: float = 0.5  # share of online data per batch (when used online)
 
 
 def squashed_mean_log_prob(mean: torch.Tensor, log_std: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -49,8 +57,10 @@ class IQL(AgentBase):
     def __init__(self, cfg: IQLConfig, dims: ObsDims, device="cpu"):
         self.cfg, self.dims, self.device, self.bf16 = cfg, dims, device, cfg.bf16
         if torch.device(device).type == "cpu":
-            keep_freed_memory()        # reuse the step's big activation buffers (no page faults)
-        self.encoder = ObsEncoder(cfg.net, dims.proprio_dim, dims.lang_dim, dims.feature_dim, dims.image_shape).to(device)
+            keep_freed_memory()  # reuse the step's big activation buffers (no page faults)
+        self.encoder = ObsEncoder(cfg.net, dims.proprio_dim, dims.lang_dim, dims.feature_dim, dims.image_shape).to(
+            device
+        )
         self.critic = StackedQ(self.encoder.out_dim, dims.action_dim, cfg.net.hidden, 2).to(device)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
@@ -59,12 +69,20 @@ class IQL(AgentBase):
         self.encoder_trainable = any(True for _ in self.encoder.parameters())
         self.q_lo = cfg.r_min / (1 - cfg.gamma)
         self.q_hi = cfg.r_max / (1 - cfg.gamma)
-        self.modules = {"encoder": self.encoder, "critic": self.critic, "target_encoder": self.target_encoder,
-                        "target_critic": self.target_critic, "value": self.value, "actor": self.actor}
+        self.modules = {
+            "encoder": self.encoder,
+            "critic": self.critic,
+            "target_encoder": self.target_encoder,
+            "target_critic": self.target_critic,
+            "value": self.value,
+            "actor": self.actor,
+        }
         self.critic_params = list(self.encoder.parameters()) + list(self.critic.parameters())
-        self.optimizers = {"critic": torch.optim.Adam(self.critic_params, lr=cfg.critic_lr, fused=True),
-                           "value": torch.optim.Adam(self.value.parameters(), lr=cfg.critic_lr, fused=True),
-                           "actor": torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=True)}
+        self.optimizers = {
+            "critic": torch.optim.Adam(self.critic_params, lr=cfg.critic_lr, fused=True),
+            "value": torch.optim.Adam(self.value.parameters(), lr=cfg.critic_lr, fused=True),
+            "actor": torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=True),
+        }
 
     def set_obs_stats(self, **stats):
         self.encoder.set_stats(**stats)
@@ -86,7 +104,7 @@ class IQL(AgentBase):
             v = self.value(zd).float()[:, 0]
             diff = q_t - v
             w_e = torch.where(diff > 0, cfg.expectile, 1 - cfg.expectile)
-            v_loss = (w_e * diff ** 2).mean()
+            v_loss = (w_e * diff**2).mean()
             q = self.critic(z, a[:, None]).float()[:, :, 0]
             q_loss = ((q - y) ** 2).mean(-1).sum()
             mean, log_std = self.actor(zd)
@@ -95,9 +113,15 @@ class IQL(AgentBase):
         for o in self.optimizers.values():
             o.zero_grad(set_to_none=True)
         (v_loss + q_loss + actor_loss).backward()
-        m = {"q_data": q.mean().detach(), "mc_return": mc.mean(), "v": v.mean().detach(),
-             "v_loss": v_loss.detach(), "td_loss": q_loss.detach(), "actor_loss": actor_loss.detach(),
-             "critic_grad_norm": grad_norm(self.critic_params), "actor_grad_norm": grad_norm(self.actor.parameters())}
+        m = {
+            "q_data": q.mean().detach(),
+            "mc_return": mc.mean(),
+            "v": v.mean().detach(),
+            "v_loss": v_loss.detach(),
+            "td_loss": q_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "critic_grad_norm": grad_norm(self.critic_params),
+            "actor_grad_norm": grad_norm(self.actor.parameters()),
+        }
         self.step_optimizers_and_targets()
         return m
-

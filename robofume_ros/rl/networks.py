@@ -12,6 +12,7 @@ evaluated at that state (data, random, policy actions: one pass). The critic's f
 backward are written by hand (_StackedMLP) for speed on CPU; StackedQ.forward_reference is the
 same function in plain autograd ops, and the tests check they agree.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,16 +27,16 @@ import torch.nn.functional as F
 
 @dataclass
 class NetConfig:
-    obs_mode: str = "state"              # "state" | "features" (frozen pre-trained CNN) | "cnn" (trainable RoboFuME CNN)
-    hidden: tuple = (256, 256)           # hidden units of every MLP head (actor, critics, value)
-    cnn_channels: int = 32               # RoboFuME CNN: channels of each of the 4 conv layers
-    cnn_strides: tuple = (2, 1, 1, 1)    # RoboFuME CNN: strides of the 4 3x3 conv layers
-    cnn_embed: int = 50                  # RoboFuME CNN: size of the linear+LayerNorm+tanh projection after the convs
-    feature_embed: int = 0               # "features": Linear+LayerNorm+tanh projection of the frozen features to this
-                                         # size, trained by the critic loss like the CNN (0 = feed them unprojected)
-    log_std_min: float = -20.0           # actor: clamp of log std (official Cal-QL values)
-    log_std_max: float = 2.0             # actor: clamp of log std
-    log_std_offset: float = -1.0         # actor: added to the raw log std output (official TanhGaussianPolicy)
+    obs_mode: str = "state"  # "state" | "features" (frozen pre-trained CNN) | "cnn" (trainable RoboFuME CNN)
+    hidden: tuple = (256, 256)  # hidden units of every MLP head (actor, critics, value)
+    cnn_channels: int = 32  # RoboFuME CNN: channels of each of the 4 conv layers
+    cnn_strides: tuple = (2, 1, 1, 1)  # RoboFuME CNN: strides of the 4 3x3 conv layers
+    cnn_embed: int = 50  # RoboFuME CNN: size of the linear+LayerNorm+tanh projection after the convs
+    feature_embed: int = 0  # "features": Linear+LayerNorm+tanh projection of the frozen features to this
+    # size, trained by the critic loss like the CNN (0 = feed them unprojected)
+    log_std_min: float = -20.0  # actor: clamp of log std (official Cal-QL values)
+    log_std_max: float = 2.0  # actor: clamp of log std
+    log_std_offset: float = -1.0  # actor: added to the raw log std output (official TanhGaussianPolicy)
 
 
 def orthogonal_(w: torch.Tensor, gain: float) -> torch.Tensor:
@@ -97,8 +98,14 @@ class ObsEncoder(nn.Module):
     (so they travel with the policy weights). obs keys: proprio (B,P) float, lang (B,L) float,
     and image (B,H,W,3) uint8 for mode "cnn" or features (B,F) float for mode "features"."""
 
-    def __init__(self, cfg: NetConfig, proprio_dim: int, lang_dim: int,
-                 feature_dim: Optional[int] = None, image_shape: Optional[tuple] = None):
+    def __init__(
+        self,
+        cfg: NetConfig,
+        proprio_dim: int,
+        lang_dim: int,
+        feature_dim: Optional[int] = None,
+        image_shape: Optional[tuple] = None,
+    ):
         super().__init__()
         self.mode = cfg.obs_mode
         self.register_buffer("proprio_mean", torch.zeros(proprio_dim))
@@ -113,8 +120,9 @@ class ObsEncoder(nn.Module):
             self.feat_proj = None
             if cfg.feature_embed > 0:
                 # 1280 image dims would otherwise drown the 4 proprio dims and the instruction in z
-                self.feat_proj = nn.Sequential(linear(feature_dim, cfg.feature_embed, 1.0),
-                                               nn.LayerNorm(cfg.feature_embed), nn.Tanh())
+                self.feat_proj = nn.Sequential(
+                    linear(feature_dim, cfg.feature_embed, 1.0), nn.LayerNorm(cfg.feature_embed), nn.Tanh()
+                )
             d += cfg.feature_embed if cfg.feature_embed > 0 else feature_dim
         elif self.mode == "cnn":
             if image_shape is None:
@@ -174,7 +182,7 @@ class StackedQ(nn.Module):
         self.w_z = nn.Parameter(torch.empty(n, in_dim, h0))
         self.w_a = nn.Parameter(torch.empty(n, action_dim, h0))
         self.b0 = nn.Parameter(torch.zeros(n, 1, h0))
-        for e in range(n):   # orthogonal init of the joint first layer [W_z; W_a]
+        for e in range(n):  # orthogonal init of the joint first layer [W_z; W_a]
             w = orthogonal_(torch.empty(in_dim + action_dim, h0), math.sqrt(2.0))
             self.w_z.data[e], self.w_a.data[e] = w[:in_dim], w[in_dim:]
         self.ws = nn.ParameterList()
@@ -211,12 +219,12 @@ class StackedQ(nn.Module):
         dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.float32
         with torch.autocast(device_type=dev, enabled=False):
             c = (lambda t: t.to(dt)) if dt != torch.float32 else (lambda t: t)
-            hz = torch.baddbmm(c(self.b0), c(z).unsqueeze(0).expand(E, -1, -1), c(self.w_z))   # (E,B,H)
-            ha = torch.bmm(c(a).reshape(1, B * N, A).expand(E, -1, -1), c(self.w_a))          # (E,B*N,H)
+            hz = torch.baddbmm(c(self.b0), c(z).unsqueeze(0).expand(E, -1, -1), c(self.w_z))  # (E,B,H)
+            ha = torch.bmm(c(a).reshape(1, B * N, A).expand(E, -1, -1), c(self.w_a))  # (E,B*N,H)
             h = torch.relu_((ha.view(E, B, N, -1) + hz.unsqueeze(2)).view(E, B * N, -1))
             for w, b in zip(self.ws, self.bs):
                 h = torch.relu_(torch.baddbmm(c(b), h, c(w)))
-            q = torch.baddbmm(self.b_out, h.float(), self.w_out)       # (E,B*N,1) fp32 output layer
+            q = torch.baddbmm(self.b_out, h.float(), self.w_out)  # (E,B*N,1) fp32 output layer
         return q.view(E, B, N)
 
 
@@ -224,12 +232,14 @@ def _onednn_linear_relu_ok() -> bool:
     """oneDNN's linear with a fused bias + ReLU epilogue (CPU builds with mkldnn)."""
     try:
         return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    except Exception:
+    except (AttributeError, RuntimeError):
         return False
 
 
 USE_ONEDNN_LINEAR = _onednn_linear_relu_ok()
-ONEDNN_MIN_ROWS = 2048     # below, addmm + relu_ is faster (the oneDNN call's fixed cost: 0.25 vs 0.14 ms at 256 rows, fp32)
+ONEDNN_MIN_ROWS = (
+    2048  # below, addmm + relu_ is faster (the oneDNN call's fixed cost: 0.25 vs 0.14 ms at 256 rows, fp32)
+)
 
 
 def _linear_relu(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -246,7 +256,7 @@ def _linear_relu(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Ten
     return torch.addmm(b, h, w).relu_()
 
 
-USE_NATIVE = True      # the fused CPU kernels of rl/native.py where they load (tests switch it off)
+USE_NATIVE = True  # the fused CPU kernels of rl/native.py where they load (tests switch it off)
 
 
 def _native_kernels(z: torch.Tensor, dt: torch.dtype, action_dim: int):
@@ -255,6 +265,7 @@ def _native_kernels(z: torch.Tensor, dt: torch.dtype, action_dim: int):
     if not USE_NATIVE or z.device.type != "cpu" or dt not in (torch.float32, torch.bfloat16) or action_dim > 16:
         return None
     from robofume_ros.rl import native
+
     k = native.kernels()
     # the scalar build (no AVX-512 here) is no faster than PyTorch's own vectorised ops
     return k if k is not None and k.vector_width() > 1 else None
@@ -281,7 +292,7 @@ class _StackedMLP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, dt, z, a, w_z, w_a, b0, w_out, b_out, *wbs):
         L = len(wbs) // 2
-        E, H0 = w_z.shape[0], w_z.shape[2]
+        E = w_z.shape[0]
         B, N, A = a.shape
         M = B * N
         c = (lambda t: t.to(dt)) if dt != torch.float32 else (lambda t: t)
@@ -296,8 +307,8 @@ class _StackedMLP(torch.autograd.Function):
         q = torch.empty(E, M, dtype=torch.float32, device=z.device)
         hs = []
         for e in range(E):
-            hz = torch.addmm(b0c[e, 0], zc, wzc[e])                                      # (B,H0)
-            if K is not None:     # one pass: broadcast, + a W_a (fp32 weights), ReLU
+            hz = torch.addmm(b0c[e, 0], zc, wzc[e])  # (B,H0)
+            if K is not None:  # one pass: broadcast, + a W_a (fp32 weights), ReLU
                 h = K.first_layer_fwd(hz, ac, w_a[e].detach().float().contiguous())
             else:
                 # each state's part, once per action (repeat_interleave: ~5x faster than reshaping
@@ -309,7 +320,7 @@ class _StackedMLP(torch.autograd.Function):
                 h = _linear_relu(h, w[e], b[e, 0])
                 he.append(h)
             # fp32 output layer (Q values of a few hundred need fp32 resolution)
-            if K is not None:     # fp32 dot products straight from the bf16 rows (no fp32 copy)
+            if K is not None:  # fp32 dot products straight from the bf16 rows (no fp32 copy)
                 K.out_fwd(h, w_out[e, :, 0].detach().contiguous(), 0.0, q[e])
             else:
                 torch.mv(h.float() if dt != torch.float32 else h, w_out[e, :, 0], out=q[e])
@@ -330,7 +341,7 @@ class _StackedMLP(torch.autograd.Function):
         z, a, _, _, w_out, *_ = ctx.saved_tensors
         zc, ac, wzc, wac, wcs, hs = ctx.inter
         del ctx.inter
-        need = ctx.needs_input_grad            # (dt, z, a, w_z, w_a, b0, w_out, b_out, *ws, *bs)
+        need = ctx.needs_input_grad  # (dt, z, a, w_z, w_a, b0, w_out, b_out, *ws, *bs)
         L = len(wcs)
         g = gq.reshape(E, M)
         grads = {k: [] for k in ("z", "a", "w_z", "w_a", "b0", "w_out", "ws", "bs")}
@@ -349,8 +360,8 @@ class _StackedMLP(torch.autograd.Function):
                     grads["w_out"].append(g_wo.view(1, -1))
             else:
                 if need[6]:
-                    grads["w_out"].append(torch.mm(gd[e].unsqueeze(0), he[-1]).float())      # (1,H)
-                dh = torch.outer(gd[e], wod[e, :, 0])                                      # (M,H)
+                    grads["w_out"].append(torch.mm(gd[e].unsqueeze(0), he[-1]).float())  # (1,H)
+                dh = torch.outer(gd[e], wod[e, :, 0])  # (M,H)
                 _relu_grad_(dh, he[-1])
             for i in range(L - 1, -1, -1):
                 if need[8 + i]:
@@ -358,12 +369,12 @@ class _StackedMLP(torch.autograd.Function):
                 if need[8 + L + i]:
                     gb[i] = g_bl if (K is not None and i == L - 1) else dh.sum(0).float()
                 dh = torch.mm(dh, wcs[i][e].t())
-                if K is None or i > 0:            # the first layer's mask: first_layer_bwd below
+                if K is None or i > 0:  # the first layer's mask: first_layer_bwd below
                     _relu_grad_(dh, he[i])
             grads["ws"].append(gw)
             grads["bs"].append(gb)
             # first layer: dh is the gradient of its pre-activation (M, H0)
-            if K is not None:     # one pass: first ReLU's mask, per-state sums, a^T dh
+            if K is not None:  # one pass: first ReLU's mask, per-state sums, a^T dh
                 dhz32, g_wa = K.first_layer_bwd(dh, he[0], ac, B, bool(need[4]))
                 if need[4]:
                     grads["w_a"].append(g_wa)
@@ -373,10 +384,10 @@ class _StackedMLP(torch.autograd.Function):
             else:
                 if need[4]:
                     grads["w_a"].append(torch.mm(ac.t(), dh).float())
-                dhz = dh.view(B, N, -1).sum(1) if (need[1] or need[3] or need[5]) else None   # (B,H0)
+                dhz = dh.view(B, N, -1).sum(1) if (need[1] or need[3] or need[5]) else None  # (B,H0)
                 if need[5]:
                     grads["b0"].append(dhz.sum(0).float())
-            he.clear()                          # free this member's activations early
+            he.clear()  # free this member's activations early
             if need[2]:
                 grads["a"].append(torch.mm(dh, wac[e].t()))
             if need[3]:
@@ -388,10 +399,22 @@ class _StackedMLP(torch.autograd.Function):
         g_z = sum(grads["z"]).to(z.dtype) if grads["z"] else None
         g_a = sum(grads["a"]).view(B, N, A).to(a.dtype) if grads["a"] else None
         g_ws = [torch.stack([grads["ws"][e][i] for e in range(E)]) if need[8 + i] else None for i in range(L)]
-        g_bs = [torch.stack([grads["bs"][e][i] for e in range(E)]).unsqueeze(1) if need[8 + L + i] else None
-                for i in range(L)]
-        return (None, g_z, g_a, st("w_z", (E, -1, H0)), st("w_a", (E, A, H0)), st("b0", (E, 1, H0)),
-                st("w_out", (E, -1, 1)), g.sum(1).view(E, 1, 1) if need[7] else None, *g_ws, *g_bs)
+        g_bs = [
+            torch.stack([grads["bs"][e][i] for e in range(E)]).unsqueeze(1) if need[8 + L + i] else None
+            for i in range(L)
+        ]
+        return (
+            None,
+            g_z,
+            g_a,
+            st("w_z", (E, -1, H0)),
+            st("w_a", (E, A, H0)),
+            st("b0", (E, 1, H0)),
+            st("w_out", (E, -1, 1)),
+            g.sum(1).view(E, 1, 1) if need[7] else None,
+            *g_ws,
+            *g_bs,
+        )
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ Reward -1 per step, 0 (and terminal) once within `radius` of the goal; episodes 
 `horizon` steps. Optionally renders (size x size) uint8 images (point white, goal red) so the
 image and frozen-feature paths can be exercised. Vectorised over a batch of environments.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,15 @@ INSTRUCTION = "move the point to the goal"
 
 
 class PointMass:
-    def __init__(self, n_envs: int = 1, horizon: int = 40, step: float = 0.1, radius: float = 0.15,
-                 image_size: int = 0, seed: int = 0):
+    def __init__(
+        self,
+        n_envs: int = 1,
+        horizon: int = 40,
+        step: float = 0.1,
+        radius: float = 0.15,
+        image_size: int = 0,
+        seed: int = 0,
+    ):
         self.n, self.horizon, self.step_size, self.radius = n_envs, horizon, step, radius
         self.image_size = image_size
         self.rng = np.random.default_rng(seed)
@@ -43,9 +51,9 @@ class PointMass:
             ij = ((np.asarray(pos) + 1) / 2 * (s - 1)).round().astype(int)
             g = ((GOAL + 1) / 2 * (s - 1)).round().astype(int)
             r = max(1, s // 25)
-            img[:, max(g[1] - r, 0):g[1] + r + 1, max(g[0] - r, 0):g[0] + r + 1, 0] = 255
+            img[:, max(g[1] - r, 0) : g[1] + r + 1, max(g[0] - r, 0) : g[0] + r + 1, 0] = 255
             for k in range(len(pos)):
-                img[k, max(ij[k, 1] - r, 0):ij[k, 1] + r + 1, max(ij[k, 0] - r, 0):ij[k, 0] + r + 1] = 255
+                img[k, max(ij[k, 1] - r, 0) : ij[k, 1] + r + 1, max(ij[k, 0] - r, 0) : ij[k, 0] + r + 1] = 255
         return img
 
 
@@ -66,7 +74,10 @@ def rollout(env: PointMass, policy, n_episodes: int, source="online") -> list:
         for t in range(env.horizon):
             a = policy(pos)
             pos, r, succ, timeout = env.step(a)
-            P.append(pos); Acts.append(a); R.append(r); D.append(succ)
+            P.append(pos)
+            Acts.append(a)
+            R.append(r)
+            D.append(succ)
             newly = alive & succ
             ends[newly] = t + 1
             alive &= ~succ
@@ -75,15 +86,26 @@ def rollout(env: PointMass, policy, n_episodes: int, source="online") -> list:
         P, Acts, R, D = map(np.stack, (P, Acts, R, D))
         for k in range(env.n):
             T = int(min(ends[k], len(Acts)))
-            p = P[:T + 1, k]
-            eps.append(Episode(images=env.render(p), proprio=p, actions=Acts[:T, k], rewards=R[:T, k],
-                               terminals=D[:T, k], instruction=INSTRUCTION, task="pointmass", source=source,
-                               success=bool(D[:T, k].any())))
+            p = P[: T + 1, k]
+            eps.append(
+                Episode(
+                    images=env.render(p),
+                    proprio=p,
+                    actions=Acts[:T, k],
+                    rewards=R[:T, k],
+                    terminals=D[:T, k],
+                    instruction=INSTRUCTION,
+                    task="pointmass",
+                    source=source,
+                    success=bool(D[:T, k].any()),
+                )
+            )
     return eps[:n_episodes]
 
 
-def scripted_dataset(n_episodes: int = 60, noise: float = 1.0, seed: int = 0, image_size: int = 0,
-                     horizon: int = 40) -> list:
+def scripted_dataset(
+    n_episodes: int = 60, noise: float = 1.0, seed: int = 0, image_size: int = 0, horizon: int = 40
+) -> list:
     """Noisy scripted demonstrations: a mix of successes and failures."""
     env = PointMass(n_envs=min(n_episodes, 32), horizon=horizon, image_size=image_size, seed=seed)
     rng = np.random.default_rng(seed + 1)

@@ -7,9 +7,9 @@
 In obs_mode "features" the frozen EfficientNet-lite0 runs here on the single frame (features
 for training were precomputed). Unseen instructions are embedded on first use and cached.
 """
+
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
@@ -55,8 +55,13 @@ class Policy:
         self.task = p.get("task")
         self.obs_spec = p.get("obs_spec")
         self.lang = LanguageTable.from_state_dict(p["lang"])
-        self.encoder = ObsEncoder(self.net_cfg, d["proprio_dim"], d["lang_dim"], d["feature_dim"],
-                                  tuple(d["image_shape"]) if d["image_shape"] else None).eval()
+        self.encoder = ObsEncoder(
+            self.net_cfg,
+            d["proprio_dim"],
+            d["lang_dim"],
+            d["feature_dim"],
+            tuple(d["image_shape"]) if d["image_shape"] else None,
+        ).eval()
         self.actor = TanhGaussianActor(self.encoder.out_dim, d["action_dim"], self.net_cfg).eval()
         self._frozen = None
         self.step = -1
@@ -75,7 +80,7 @@ class Policy:
         if "kind" in weights:
             p = _policy_payload(weights, name)
             sd, self.step = p["policy"], p.get("step", -1)
-            for s in p["lang"]["instructions"]:   # keep embeddings of instructions the learner added
+            for s in p["lang"]["instructions"]:  # keep embeddings of instructions the learner added
                 if s not in self.lang.ids:
                     self.lang = LanguageTable.from_state_dict(p["lang"])
                     break
@@ -97,30 +102,46 @@ class Policy:
         if n != spec["proprio_dim"]:
             raise ObservationMismatch(f"proprioception has {n} values, the policy was trained on {spec['proprio_dim']}")
         if image is not None and list(np.shape(image)) != list(spec["image_shape"]):
-            raise ObservationMismatch(f"image is {'x'.join(map(str, np.shape(image)))}, the policy was trained on "
-                                      f"{'x'.join(map(str, spec['image_shape']))} (set the camera's output size)")
+            raise ObservationMismatch(
+                f"image is {'x'.join(map(str, np.shape(image)))}, the policy was trained on "
+                f"{'x'.join(map(str, spec['image_shape']))} (set the camera's output size)"
+            )
 
     @torch.no_grad()
-    def act(self, image: Optional[np.ndarray], proprio: np.ndarray, instruction: str,
-            deterministic: bool = True, features: Optional[np.ndarray] = None,
-            noise_scale: float = 1.0, eps: Optional[np.ndarray] = None) -> np.ndarray:
+    def act(
+        self,
+        image: Optional[np.ndarray],
+        proprio: np.ndarray,
+        instruction: str,
+        deterministic: bool = True,
+        features: Optional[np.ndarray] = None,
+        noise_scale: float = 1.0,
+        eps: Optional[np.ndarray] = None,
+    ) -> np.ndarray:
         """One observation -> one action (A,) float32 in [-1, 1]; when stochastic, the actor's std is
         scaled by noise_scale (1: its own distribution, 0: deterministic) and eps (A,), if given, is
         the standard-normal noise (rl/exploration.py: white or temporally correlated).
         Raises ObservationMismatch for an observation unlike the ones it was trained on."""
         self.check_observation(image, proprio)
-        obs = {"proprio": torch.as_tensor(np.asarray(proprio, np.float32)).view(1, -1),
-               "lang": torch.from_numpy(self.lang.embed([instruction]))}
+        obs = {
+            "proprio": torch.as_tensor(np.asarray(proprio, np.float32)).view(1, -1),
+            "lang": torch.from_numpy(self.lang.embed([instruction])),
+        }
         if self.obs_mode == "cnn":
             obs["image"] = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0)
         elif self.obs_mode == "features":
             if features is None:
                 if self._frozen is None:
                     from robofume_ros.rl.features import FrozenImageEncoder
+
                     self._frozen = FrozenImageEncoder()
                 features = self._frozen(image)
             obs["features"] = torch.as_tensor(np.asarray(features, np.float32)).view(1, -1)
         mean, log_std = self.actor(self.encoder(obs))
-        a = self.actor.explore(mean, log_std, 0.0 if deterministic else noise_scale,
-                               None if eps is None else torch.as_tensor(eps, dtype=torch.float32))
+        a = self.actor.explore(
+            mean,
+            log_std,
+            0.0 if deterministic else noise_scale,
+            None if eps is None else torch.as_tensor(eps, dtype=torch.float32),
+        )
         return a[0].numpy().astype(np.float32)

@@ -8,12 +8,12 @@ Writes OUT/checkpoint.pt (policy, critics, optimisers, normalisation statistics,
 embeddings, config, RNG state), OUT/metrics.csv, TensorBoard events under OUT/tb, and
 OUT/q_vs_mc.png (Q of data / policy actions vs the data's MC return over training).
 """
+
 from __future__ import annotations
 
 import argparse
 import ast
 import csv
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,17 +28,26 @@ from robofume_ros.rl.learner import ALGOS, Learner, LearnerConfig
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="robofume pretrain", description=__doc__.split("\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", action="append", help="dataset directory (repeat to combine several, e.g. "
-                     "offline data + an online run's episodes for OOO retraining)")
+    src.add_argument(
+        "--data",
+        action="append",
+        help="dataset directory (repeat to combine several, e.g. "
+        "offline data + an online run's episodes for OOO retraining)",
+    )
     src.add_argument("--synthetic", choices=["pointmass"], help="built-in synthetic dataset instead of --data")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--algo", default="calql", choices=list(ALGOS))
     ap.add_argument("--obs-mode", default="state", choices=["state", "features", "cnn"])
     ap.add_argument("--lang", default="minilm", choices=["minilm", "onehot", "none"])
-    ap.add_argument("--feature-embed", type=int, default=0,
-                    help="obs-mode features: trainable projection of the frozen image features to this size (0 = none)")
-    ap.add_argument("--n-step", type=int, default=1,
-                    help="TD horizon of the critic targets (1 = the official one-step backup)")
+    ap.add_argument(
+        "--feature-embed",
+        type=int,
+        default=0,
+        help="obs-mode features: trainable projection of the frozen image features to this size (0 = none)",
+    )
+    ap.add_argument(
+        "--n-step", type=int, default=1, help="TD horizon of the critic targets (1 = the official one-step backup)"
+    )
     ap.add_argument("--steps", type=int, default=10000, help="total gradient steps (including resumed ones)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
@@ -48,8 +57,13 @@ def parse_args(argv=None):
     ap.add_argument("--save-every", type=int, default=2000)
     ap.add_argument("--eval-every", type=int, default=0, help="synthetic only: evaluate success every N steps")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override an algorithm config field, e.g. --set cql_alpha=1.0 --set calibrate=False")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an algorithm config field, e.g. --set cql_alpha=1.0 --set calibrate=False",
+    )
     ap.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     return ap.parse_args(argv)
 
@@ -57,16 +71,20 @@ def parse_args(argv=None):
 def load_data(args):
     if args.synthetic:
         from robofume_ros.rl.pointmass import scripted_dataset
+
         size = 64 if args.obs_mode != "state" else 0
         return scripted_dataset(60, noise=1.5, seed=args.seed, image_size=size)
     from robofume_ros.data.dataset import load_episodes
+
     return [ep for d in args.data for ep in load_episodes(d)]
 
 
 def plot_q_vs_mc(csv_path: Path, png_path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     if not rows:
@@ -85,7 +103,7 @@ def plot_q_vs_mc(csv_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
-FEATURE_ENCODER_ID = "efficientnet_lite0@128"   # rl/features.FrozenImageEncoder's default input size
+FEATURE_ENCODER_ID = "efficientnet_lite0@128"  # rl/features.FrozenImageEncoder's default input size
 
 
 def data_task(datasets) -> "dict | None":
@@ -93,6 +111,7 @@ def data_task(datasets) -> "dict | None":
     datasets of two different pairs are an error."""
     from robofume_ros.data.dataset import dataset_pair
     from robofume_ros.sim.tasks import get_pair
+
     pairs = {d: dataset_pair(d) for d in datasets}
     named = {d: p for d, p in pairs.items() if p}
     if len(set(named.values())) > 1:
@@ -116,8 +135,9 @@ def main(argv=None) -> int:
             overrides[k] = ast.literal_eval(v)
         except (ValueError, SyntaxError):
             overrides[k] = v
-    cfg = LearnerConfig(algo=args.algo, obs_mode=args.obs_mode, lang_mode=args.lang, seed=args.seed, n_step=args.n_step,
-                        agent=overrides)
+    cfg = LearnerConfig(
+        algo=args.algo, obs_mode=args.obs_mode, lang_mode=args.lang, seed=args.seed, n_step=args.n_step, agent=overrides
+    )
 
     episodes = load_data(args)
     if not episodes:
@@ -125,19 +145,23 @@ def main(argv=None) -> int:
         return 2
     if args.obs_mode == "features" and any(e.features is None for e in episodes):
         from robofume_ros.rl.features import add_features
+
         print("computing frozen EfficientNet-lite0 features once per frame ...", flush=True)
         add_features(episodes)
     e0 = episodes[0]
-    dims = dict(proprio_dim=e0.proprio.shape[1], action_dim=e0.actions.shape[1],
-                image_shape=tuple(e0.images.shape[1:]) if args.obs_mode == "cnn" else None,
-                feature_dim=e0.features.shape[1] if args.obs_mode == "features" else None)
+    dims = dict(
+        proprio_dim=e0.proprio.shape[1],
+        action_dim=e0.actions.shape[1],
+        image_shape=tuple(e0.images.shape[1:]) if args.obs_mode == "cnn" else None,
+        feature_dim=e0.features.shape[1] if args.obs_mode == "features" else None,
+    )
     if args.resume and ck.exists():
         try:
             L = Learner.load(ck, expect=cfg, dims=dims)
         except CheckpointError as e:
             print(f"error: cannot resume: {e}", file=sys.stderr)
             return 2
-        L.add_offline(episodes, fit_stats=False)   # statistics come from the checkpoint
+        L.add_offline(episodes, fit_stats=False)  # statistics come from the checkpoint
         print(f"resumed from {ck} at step {L.step}", flush=True)
     else:
         L = Learner(cfg, **dims)
@@ -147,16 +171,23 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    L.obs_spec = {"image_shape": [int(x) for x in e0.images.shape[1:]], "proprio_dim": int(e0.proprio.shape[1]),
-                  "image_conversion": "robofume_ros.data.images (rgb8, resize_rgb to image_shape)",
-                  "feature_encoder": FEATURE_ENCODER_ID if args.obs_mode == "features" else None}
+    L.obs_spec = {
+        "image_shape": [int(x) for x in e0.images.shape[1:]],
+        "proprio_dim": int(e0.proprio.shape[1]),
+        "image_conversion": "robofume_ros.data.images (rgb8, resize_rgb to image_shape)",
+        "feature_encoder": FEATURE_ENCODER_ID if args.obs_mode == "features" else None,
+    }
     if L.task:
         print(f"task pair {L.task['name']!r} ({L.task['forward']} / {L.task['backward']})", flush=True)
     n_succ = sum(e.success for e in episodes)
-    print(f"{len(episodes)} episodes ({n_succ} successful), {len(L.offline)} transitions; "
-          f"algo={args.algo} obs_mode={args.obs_mode}", flush=True)
+    print(
+        f"{len(episodes)} episodes ({n_succ} successful), {len(L.offline)} transitions; "
+        f"algo={args.algo} obs_mode={args.obs_mode}",
+        flush=True,
+    )
 
     from torch.utils.tensorboard import SummaryWriter
+
     tb = SummaryWriter(str(out / "tb"))
     csv_path = out / "metrics.csv"
     csv_file, writer = None, None
@@ -164,10 +195,18 @@ def main(argv=None) -> int:
     eval_fn = None
     if args.synthetic and args.eval_every:
         from robofume_ros.rl.pointmass import INSTRUCTION, success_rate
-        eval_fn = lambda: success_rate(lambda p: L.act({"proprio": p.astype(np.float32),  # noqa: E731
-                                                          "instruction": [INSTRUCTION] * len(p)}))
+
+        eval_fn = lambda: success_rate(
+            lambda p: L.act(
+                {
+                    "proprio": p.astype(np.float32),
+                    "instruction": [INSTRUCTION] * len(p),
+                }
+            )
+        )
     try:
         from tqdm import tqdm
+
         bar = tqdm(total=args.steps, initial=L.step, unit="step", disable=args.no_progress, dynamic_ncols=True)
         t0 = time.perf_counter()
         while L.step < args.steps:

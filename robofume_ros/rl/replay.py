@@ -12,6 +12,7 @@ With `n_step` > 1 a transition's reward is the discounted sum of up to n scaled 
 episode, its next observation the one k <= n steps later and its discount gamma^k (0 when a
 terminal comes first): the agents' target is always r + discount * Q(s', a').
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,8 +23,15 @@ import numpy as np
 from robofume_ros.data.episode import Episode
 
 
-def mc_returns(rewards: np.ndarray, terminals: np.ndarray, gamma: float, reward_scale: float = 1.0,
-               reward_bias: float = 0.0, sparse: bool = True, failure_reward: float = -1.0) -> np.ndarray:
+def mc_returns(
+    rewards: np.ndarray,
+    terminals: np.ndarray,
+    gamma: float,
+    reward_scale: float = 1.0,
+    reward_bias: float = 0.0,
+    sparse: bool = True,
+    failure_reward: float = -1.0,
+) -> np.ndarray:
     """Monte-Carlo return-to-go of one trajectory, exactly as the official Cal-QL code does it.
 
     rewards: raw rewards (T,); they are scaled here: r' = reward_scale * r + reward_bias.
@@ -41,7 +49,7 @@ def mc_returns(rewards: np.ndarray, terminals: np.ndarray, gamma: float, reward_
         return np.full(T, r_fail / (1.0 - gamma), np.float32)
     out = np.empty(T, np.float64)
     g = 0.0
-    for t in range(T - 1, -1, -1):   # one pass per episode; episodes are short (<= a few hundred)
+    for t in range(T - 1, -1, -1):  # one pass per episode; episodes are short (<= a few hundred)
         g = r[t] + gamma * g * (1.0 - d[t])
         out[t] = g
     return out.astype(np.float32)
@@ -61,14 +69,14 @@ def n_step_targets(rewards: np.ndarray, terminals: np.ndarray, gamma: float, n: 
     T = len(r)
     total = np.zeros(T)
     k = np.zeros(T, np.int64)
-    live = np.ones(T, bool)        # still summing: no terminal yet and inside the episode
-    ended = np.zeros(T, bool)      # a terminal was summed
+    live = np.ones(T, bool)  # still summing: no terminal yet and inside the episode
+    ended = np.zeros(T, bool)  # a terminal was summed
     t = np.arange(T)
     for j in range(n):
         idx = t + j
         step = live & (idx < T)
         ii = np.minimum(idx, T - 1)
-        total += np.where(step, gamma ** j * r[ii], 0.0)
+        total += np.where(step, gamma**j * r[ii], 0.0)
         k += step
         hit = step & d[ii]
         ended |= hit
@@ -85,12 +93,12 @@ def succeeded(rewards: np.ndarray, failure_reward: float = -1.0) -> bool:
 
 @dataclass
 class RewardSpec:
-    gamma: float = 0.99            # discount used for the MC returns (must match the agent's)
-    reward_scale: float = 10.0     # r' = scale * r + bias; RoboFuME raw {-1,0} -> {-5,+5}
-    reward_bias: float = 5.0       # (same mapping as Cal-QL's {0,1} -> {-5,+5} on antmaze)
-    sparse: bool = True            # apply the all-failure rule of Cal-QL's MC returns
-    failure_reward: float = -1.0   # raw reward of a non-success step
-    n_step: int = 1                # TD horizon: n-step targets inside an episode (1 = one-step TD)
+    gamma: float = 0.99  # discount used for the MC returns (must match the agent's)
+    reward_scale: float = 10.0  # r' = scale * r + bias; RoboFuME raw {-1,0} -> {-5,+5}
+    reward_bias: float = 5.0  # (same mapping as Cal-QL's {0,1} -> {-5,+5} on antmaze)
+    sparse: bool = True  # apply the all-failure rule of Cal-QL's MC returns
+    failure_reward: float = -1.0  # raw reward of a non-success step
+    n_step: int = 1  # TD horizon: n-step targets inside an episode (1 = one-step TD)
 
 
 class ReplayStore:
@@ -101,14 +109,21 @@ class ReplayStore:
     (a callable str -> int shared with the learner's language table).
     """
 
-    def __init__(self, proprio_dim: int, action_dim: int, image_shape: Optional[tuple] = None,
-                 feature_dim: Optional[int] = None, reward_spec: RewardSpec = RewardSpec(),
-                 lang_index: Optional[Callable[[str], int]] = None, capacity: int = 1024):
+    def __init__(
+        self,
+        proprio_dim: int,
+        action_dim: int,
+        image_shape: Optional[tuple] = None,
+        feature_dim: Optional[int] = None,
+        reward_spec: RewardSpec = RewardSpec(),
+        lang_index: Optional[Callable[[str], int]] = None,
+        capacity: int = 1024,
+    ):
         self.spec = reward_spec
         self.lang_index = lang_index or (lambda s: 0)
         self.image_shape = tuple(image_shape) if image_shape is not None else None
-        self.n_obs = 0           # observation rows in use
-        self.n = 0               # transition rows in use
+        self.n_obs = 0  # observation rows in use
+        self.n = 0  # transition rows in use
         self.n_episodes = 0
         cap_o, cap_t = capacity + 1, capacity
         self._obs = {"proprio": np.zeros((cap_o, proprio_dim), np.float32)}
@@ -119,13 +134,13 @@ class ReplayStore:
         self._tr = {
             "obs_index": np.zeros(cap_t, np.int64),
             "actions": np.zeros((cap_t, action_dim), np.float32),
-            "rewards": np.zeros(cap_t, np.float32),       # scaled
+            "rewards": np.zeros(cap_t, np.float32),  # scaled
             "raw_rewards": np.zeros(cap_t, np.float32),
-            "dones": np.zeros(cap_t, np.float32),         # terminal (task achieved), not timeouts
-            "discounts": np.zeros(cap_t, np.float32),     # of the bootstrap: gamma^k, 0 after a terminal
-            "next_offset": np.ones(cap_t, np.int64),      # next observation row = obs row + offset (k)
+            "dones": np.zeros(cap_t, np.float32),  # terminal (task achieved), not timeouts
+            "discounts": np.zeros(cap_t, np.float32),  # of the bootstrap: gamma^k, 0 after a terminal
+            "next_offset": np.ones(cap_t, np.int64),  # next observation row = obs row + offset (k)
             "mc_returns": np.zeros(cap_t, np.float32),
-            "success": np.zeros(cap_t, np.float32),       # 1: the transition's episode succeeded
+            "success": np.zeros(cap_t, np.float32),  # 1: the transition's episode succeeded
             "lang": np.zeros(cap_t, np.int64),
             "episode": np.zeros(cap_t, np.int64),
         }
@@ -155,16 +170,18 @@ class ReplayStore:
         self._grow(self._obs, self.n_obs + T + 1)
         self._grow(self._tr, self.n + T)
         o0, t0 = self.n_obs, self.n
-        self._obs["proprio"][o0:o0 + T + 1] = ep.proprio
+        self._obs["proprio"][o0 : o0 + T + 1] = ep.proprio
         if "image" in self._obs:
             if ep.images.shape[1:] != self.image_shape:
                 raise ValueError(f"episode images are {ep.images.shape[1:]}, store expects {self.image_shape}")
-            self._obs["image"][o0:o0 + T + 1] = ep.images
+            self._obs["image"][o0 : o0 + T + 1] = ep.images
         if "features" in self._obs:
             if ep.features is None:
-                raise ValueError("this store keeps frozen-encoder features but the episode has none "
-                                 "(run robofume_ros.rl.features.add_features first)")
-            self._obs["features"][o0:o0 + T + 1] = ep.features
+                raise ValueError(
+                    "this store keeps frozen-encoder features but the episode has none "
+                    "(run robofume_ros.rl.features.add_features first)"
+                )
+            self._obs["features"][o0 : o0 + T + 1] = ep.features
         tr = self._tr
         sl = slice(t0, t0 + T)
         tr["obs_index"][sl] = np.arange(o0, o0 + T)
@@ -172,10 +189,12 @@ class ReplayStore:
         tr["raw_rewards"][sl] = ep.rewards
         scaled = np.asarray(ep.rewards, np.float32) * s.reward_scale + s.reward_bias
         tr["rewards"][sl], tr["discounts"][sl], tr["next_offset"][sl] = n_step_targets(
-            scaled, ep.terminals, s.gamma, s.n_step)
+            scaled, ep.terminals, s.gamma, s.n_step
+        )
         tr["dones"][sl] = np.asarray(ep.terminals, np.float32)
-        tr["mc_returns"][sl] = mc_returns(ep.rewards, ep.terminals, s.gamma, s.reward_scale,
-                                          s.reward_bias, s.sparse, s.failure_reward)
+        tr["mc_returns"][sl] = mc_returns(
+            ep.rewards, ep.terminals, s.gamma, s.reward_scale, s.reward_bias, s.sparse, s.failure_reward
+        )
         tr["success"][sl] = float(succeeded(ep.rewards, s.failure_reward))
         tr["lang"][sl] = self.lang_index(ep.instruction)
         tr["episode"][sl] = self.n_episodes
@@ -204,8 +223,8 @@ class ReplayStore:
     def array(self, key: str) -> np.ndarray:
         """View of a stored column (transition keys or observation keys) over the rows in use."""
         if key in self._tr:
-            return self._tr[key][:self.n]
-        return self._obs[key][:self.n_obs]
+            return self._tr[key][: self.n]
+        return self._obs[key][: self.n_obs]
 
 
 def concat_batches(a: dict, b: dict) -> dict:
@@ -218,8 +237,9 @@ def concat_batches(a: dict, b: dict) -> dict:
     return out
 
 
-def sample_mixed(offline: ReplayStore, online: Optional[ReplayStore], batch_size: int,
-                 online_ratio: float, rng: np.random.Generator) -> dict:
+def sample_mixed(
+    offline: ReplayStore, online: Optional[ReplayStore], batch_size: int, online_ratio: float, rng: np.random.Generator
+) -> dict:
     """Cal-QL's mixed batch: round(online_ratio * batch) from the online store, the rest offline
     (offline rows first; "online" marks the online rows with 1). Falls back to one store when the
     other is empty."""

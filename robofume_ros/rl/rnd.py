@@ -5,6 +5,7 @@ mean/std and clipped to [-5, 5]; bonus(s) = max over output dims of (pred - targ
 the running std of the bonus, times `scale`. The learner adds the bonus to the (scaled) reward of
 the online part of each batch and trains the predictor on the same states.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,11 +18,11 @@ from robofume_ros.rl.networks import mlp
 
 @dataclass
 class RNDConfig:
-    hidden: tuple = (512, 512)           # hidden units of predictor and target
-    out_dim: int = 512                   # feature size of predictor / target outputs
-    lr: float = 1e-4                     # predictor learning rate
-    scale: float = 10.0                  # bonus multiplier (OOO: 10 typical, 0.5 on Adroit)
-    clip: float = 5.0                    # normalised observations are clipped to [-clip, clip]
+    hidden: tuple = (512, 512)  # hidden units of predictor and target
+    out_dim: int = 512  # feature size of predictor / target outputs
+    lr: float = 1e-4  # predictor learning rate
+    scale: float = 10.0  # bonus multiplier (OOO: 10 typical, 0.5 on Adroit)
+    clip: float = 5.0  # normalised observations are clipped to [-clip, clip]
 
 
 class RunningMeanStd(nn.Module):
@@ -38,7 +39,7 @@ class RunningMeanStd(nn.Module):
         bm, bv, bc = x.mean(0), x.var(0, unbiased=False), x.shape[0]
         delta, tot = bm - self.mean, self.count + bc
         self.mean += delta * bc / tot
-        self.var.copy_((self.var * self.count + bv * bc + delta ** 2 * self.count * bc / tot) / tot)
+        self.var.copy_((self.var * self.count + bv * bc + delta**2 * self.count * bc / tot) / tot)
         self.count.copy_(tot)
 
     @property

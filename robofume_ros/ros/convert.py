@@ -3,6 +3,7 @@
 Image decoding never raises on bad input from the wire: it raises ImageError with a message
 that the nodes log (throttled) before dropping the frame.
 """
+
 from __future__ import annotations
 
 import array
@@ -22,15 +23,17 @@ def compressed_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB."""
     try:
         from PIL import Image as PILImage
+
         with PILImage.open(io.BytesIO(bytes(msg.data))) as im:
             return np.asarray(im.convert("RGB"))
-    except Exception as e:  # noqa: BLE001 - any decoder failure is a bad frame, not a crash
+    except Exception as e:
         raise ImageError(f"cannot decode compressed image (format {msg.format!r}): {e}") from e
 
 
 def rgb_to_image(img: np.ndarray, stamp, frame_id: str = "camera"):
     """(H, W, 3) uint8 RGB -> sensor_msgs/Image rgb8."""
     from sensor_msgs.msg import Image
+
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ImageError(f"expected (H, W, 3) uint8, got {img.shape} {img.dtype}")
     msg = Image()
@@ -47,6 +50,7 @@ def rgb_to_image(img: np.ndarray, stamp, frame_id: str = "camera"):
 def action_to_command(action: np.ndarray, stamp, source: str, intervention: bool = False):
     """Normalized action ([x, y, z, g] or [x, y, z, r, p, y, g]) -> robofume_ros/ArmCommand."""
     from robofume_ros.msg import ArmCommand
+
     a = np.asarray(action, dtype=np.float64).reshape(-1)
     if a.size not in (4, 7):
         raise ValueError(f"action must have 4 or 7 components, got {a.size}")

@@ -7,6 +7,7 @@ returns once every publisher has at least its count of matched subscriptions and
 subscription its count of matched publishers, spinning `node` (or sleeping while another thread
 spins it) in between; raises TimeoutError naming what is still missing.
 """
+
 from __future__ import annotations
 
 import time
@@ -26,8 +27,9 @@ def unmatched(pubs: dict | None = None, subs: dict | None = None) -> list[str]:
     return out
 
 
-def wait_matched(node=None, pubs: dict | None = None, subs: dict | None = None, timeout: float = 30.0,
-                 poll_s: float = 0.05) -> float:
+def wait_matched(
+    node=None, pubs: dict | None = None, subs: dict | None = None, timeout: float = 30.0, poll_s: float = 0.05
+) -> float:
     """Block until every publisher and subscription has matched its count (see module doc).
     `node`: spin it while waiting (None when an executor thread already spins it). Returns the
     seconds waited."""
@@ -41,6 +43,7 @@ def wait_matched(node=None, pubs: dict | None = None, subs: dict | None = None, 
             raise TimeoutError(f"discovery incomplete after {timeout:.0f} s: " + "; ".join(missing))
         if node is not None:
             import rclpy
+
             rclpy.spin_once(node, timeout_sec=poll_s)
         else:
             time.sleep(poll_s)

@@ -1,4 +1,5 @@
 """QoS profiles used across the graph (one place, so publishers and subscribers agree)."""
+
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 # Sensor-style streams: newest data matters, never queue stale frames.
@@ -6,13 +7,18 @@ SENSOR = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=Reliab
 # Control and learning streams: every message matters (commands, observations for the learner).
 RELIABLE = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 # State that late joiners must see (task phase, latest weights notification).
-LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED = QoSProfile(
+    depth=1,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
 
 
 def for_topic(topic: str) -> QoSProfile:
     """The profile a subscriber should use for one of the graph's topics (see graph.TOPICS)."""
     from robofume_ros.graph import TOPICS
+
     if topic in (TOPICS["image"], TOPICS["state"], TOPICS["expert_state"]):
         return SENSOR
     if topic in (TOPICS["task_phase"], TOPICS["weights"], TOPICS["help"], TOPICS["safety"]):

@@ -13,6 +13,7 @@ Every clip, rejection and stop is counted by reason, so the nodes can log and pu
 `CommandGate` (gate.py) wraps one envelope with the arbitration (stop > home > intervention >
 policy) and the watchdog; the sim node and the arm bridge both run their commands through it.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -24,25 +25,25 @@ import numpy as np
 
 @dataclass
 class EnvelopeConfig:
-    action_dim: int = 4                       # 4: xyz + gripper; 7: xyz + rpy + gripper
-    action_low: float = -1.0                  # normalized bound, every component
+    action_dim: int = 4  # 4: xyz + gripper; 7: xyz + rpy + gripper
+    action_low: float = -1.0  # normalized bound, every component
     action_high: float = 1.0
-    max_translation_m: float = 0.01           # metres per tick for a translation of 1.0
-    max_rotation_rad: float = 0.05            # radians per tick for a rotation of 1.0 (7-D actions)
-    max_delta_per_tick: float = 2.0           # largest change of a component between ticks (2.0 = off)
-    control_period_s: float = 0.1             # one control tick, for the velocity limits
-    max_speed_m_s: float = 0.0                # end-effector speed limit (0 = only max_translation_m)
-    max_angular_speed_rad_s: float = 0.0      # end-effector angular speed limit (0 = only max_rotation_rad)
-    workspace_low: Sequence[float] = (-0.5, 0.3, 0.05)    # end-effector box, metres, base frame
+    max_translation_m: float = 0.01  # metres per tick for a translation of 1.0
+    max_rotation_rad: float = 0.05  # radians per tick for a rotation of 1.0 (7-D actions)
+    max_delta_per_tick: float = 2.0  # largest change of a component between ticks (2.0 = off)
+    control_period_s: float = 0.1  # one control tick, for the velocity limits
+    max_speed_m_s: float = 0.0  # end-effector speed limit (0 = only max_translation_m)
+    max_angular_speed_rad_s: float = 0.0  # end-effector angular speed limit (0 = only max_rotation_rad)
+    workspace_low: Sequence[float] = (-0.5, 0.3, 0.05)  # end-effector box, metres, base frame
     workspace_high: Sequence[float] = (0.5, 1.0, 0.35)
-    command_timeout_s: float = 0.5            # watchdog: no command for this long -> hold
-    observation_timeout_s: float = 1.0        # watchdog: no robot state/observation for this long -> hold
+    command_timeout_s: float = 0.5  # watchdog: no command for this long -> hold
+    observation_timeout_s: float = 1.0  # watchdog: no robot state/observation for this long -> hold
 
 
 @dataclass
 class Decision:
-    action: Optional[np.ndarray]              # the action to execute, None = hold still
-    reasons: list = field(default_factory=list)   # why it was changed: "clipped", "rate", "workspace", ...
+    action: Optional[np.ndarray]  # the action to execute, None = hold still
+    reasons: list = field(default_factory=list)  # why it was changed: "clipped", "rate", "workspace", ...
     stopped: bool = False
 
     @property
@@ -137,8 +138,9 @@ class SafetyEnvelope:
             return None, "rejected: NaN or Inf in action"
         return a, None
 
-    def filter(self, action: Sequence[float], ee_position: Optional[Sequence[float]] = None,
-               now: Optional[float] = None) -> Decision:
+    def filter(
+        self, action: Sequence[float], ee_position: Optional[Sequence[float]] = None, now: Optional[float] = None
+    ) -> Decision:
         c = self.config
         self.counts["commands"] += 1
         if now is not None:

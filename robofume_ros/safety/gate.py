@@ -18,6 +18,7 @@ are counted and dropped. Every command passes through the same SafetyEnvelope (b
 rate, velocity, workspace) whatever its source, including the home motion. A stop set between two
 ticks holds the arm at the next tick; the watchdog holds it while commands or observations are stale.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,26 +29,26 @@ import numpy as np
 
 from robofume_ros.safety.envelope import EnvelopeConfig, SafetyEnvelope
 
-SAFETY_TOPIC = "/robot/safety"   # = graph.TOPICS["safety"] (the core does not import the graph): JSON counts
+SAFETY_TOPIC = "/robot/safety"  # = graph.TOPICS["safety"] (the core does not import the graph): JSON counts
 
 
 @dataclass
 class GateConfig:
-    intervention_hold_s: float = 1.0     # a human command keeps priority for this long after it arrived
-    watchdog: bool = True                # hold when commands or observations go stale
-    require_observation: bool = False    # hold until the first observation (real arms)
-    home_tolerance_m: float = 0.005      # the home motion ends within this distance of the target
-    home_speed: float = 0.5              # normalized translation used by the home motion (<= 1)
-    home_timeout_s: float = 30.0         # give up (and hold) if home is not reached by then
+    intervention_hold_s: float = 1.0  # a human command keeps priority for this long after it arrived
+    watchdog: bool = True  # hold when commands or observations go stale
+    require_observation: bool = False  # hold until the first observation (real arms)
+    home_tolerance_m: float = 0.005  # the home motion ends within this distance of the target
+    home_speed: float = 0.5  # normalized translation used by the home motion (<= 1)
+    home_timeout_s: float = 30.0  # give up (and hold) if home is not reached by then
 
 
 @dataclass
 class Tick:
-    action: Optional[np.ndarray]          # filtered action to execute now; None = hold still
-    source: str = ""                      # who it came from: policy/scripted/teleop/home/...
+    action: Optional[np.ndarray]  # filtered action to execute now; None = hold still
+    source: str = ""  # who it came from: policy/scripted/teleop/home/...
     intervention: bool = False
-    reasons: list = field(default_factory=list)   # why it was modified, or why the arm holds
-    stopped: bool = False                 # stop latch or watchdog holding the arm
+    reasons: list = field(default_factory=list)  # why it was modified, or why the arm holds
+    stopped: bool = False  # stop latch or watchdog holding the arm
     homing: bool = False
 
 
@@ -64,7 +65,7 @@ class CommandGate:
     def __init__(self, envelope: SafetyEnvelope | EnvelopeConfig, config: Optional[GateConfig] = None):
         self.envelope = envelope if isinstance(envelope, SafetyEnvelope) else SafetyEnvelope(envelope)
         self.config = config or GateConfig()
-        self.counts = self.envelope.counts          # one counter for everything
+        self.counts = self.envelope.counts  # one counter for everything
         self._policy: Optional[_Pending] = None
         self._human: Optional[_Pending] = None
         self._last_human_t: Optional[float] = None
@@ -73,8 +74,9 @@ class CommandGate:
         self.ticks = 0
 
     # --- inputs -----------------------------------------------------------------------------
-    def submit(self, action: Sequence[float], source: str = "policy", intervention: bool = False,
-               now: float = 0.0) -> Optional[str]:
+    def submit(
+        self, action: Sequence[float], source: str = "policy", intervention: bool = False, now: float = 0.0
+    ) -> Optional[str]:
         """Take one command (checked for shape and NaN/Inf now, filtered at the tick it runs).
         Returns why it will not run (for the caller's log), or None. A rejected command replaces
         the pending one with "hold": a NaN never lets an older command keep running."""
@@ -84,8 +86,7 @@ class CommandGate:
             self.counts["dropped:policy_during_intervention"] += 1
             return "dropped: a human intervention has the arm"
         a, why = self.envelope.validate(action)
-        p = _Pending(a, source or ("teleop" if intervention else "policy"), intervention, now,
-                     [why] if why else [])
+        p = _Pending(a, source or ("teleop" if intervention else "policy"), intervention, now, [why] if why else [])
         if intervention:
             self.counts["interventions"] += 1
             if self._last_human_t is None or now - self._last_human_t > self.config.intervention_hold_s:
@@ -102,7 +103,7 @@ class CommandGate:
     def set_stop(self, flag: bool, reason: str = "stop topic") -> None:
         if flag:
             self.envelope.stop(reason)
-            self._home = None                 # a stop also cancels a running home motion
+            self._home = None  # a stop also cancels a running home motion
             self._policy = self._human = None
         elif self.envelope.stopped:
             self.envelope.release()
@@ -154,8 +155,9 @@ class CommandGate:
         # the newest command repeats each tick until it is older than the command timeout
         if self.config.watchdog and now - pending.t > self.envelope.config.command_timeout_s:
             self.counts["held:stale_command"] += 1
-            return Tick(None, pending.source, pending.intervention,
-                        [f"stale command ({now - pending.t:.2f} s)"], stopped=True)
+            return Tick(
+                None, pending.source, pending.intervention, [f"stale command ({now - pending.t:.2f} s)"], stopped=True
+            )
         d = env.filter(pending.action, ee_position, None)
         if d.action is None:
             return Tick(None, pending.source, pending.intervention, d.reasons)
@@ -198,23 +200,50 @@ class CommandGate:
         return self.envelope.counts_dict()
 
     def counts_json(self, **extra) -> str:
-        d = {"counts": self.counts_dict(), "stopped": self.envelope.stopped,
-             "stop_reason": self.envelope.stop_reason or "", "homing": self.homing}
+        d = {
+            "counts": self.counts_dict(),
+            "stopped": self.envelope.stopped,
+            "stop_reason": self.envelope.stop_reason or "",
+            "homing": self.homing,
+        }
         d.update(extra)
         return json.dumps(d, sort_keys=True)
 
 
-def make_gate(action_dim: int, max_translation_m: float, workspace_low, workspace_high, *,
-              max_rotation_rad: float = 0.05, max_delta_per_tick: float = 2.0, control_period_s: float = 0.1,
-              max_speed_m_s: float = 0.0, max_angular_speed_rad_s: float = 0.0, command_timeout_s: float = 0.5,
-              observation_timeout_s: float = 1.0, intervention_hold_s: float = 1.0, watchdog: bool = True,
-              require_observation: bool = False) -> CommandGate:
+def make_gate(
+    action_dim: int,
+    max_translation_m: float,
+    workspace_low,
+    workspace_high,
+    *,
+    max_rotation_rad: float = 0.05,
+    max_delta_per_tick: float = 2.0,
+    control_period_s: float = 0.1,
+    max_speed_m_s: float = 0.0,
+    max_angular_speed_rad_s: float = 0.0,
+    command_timeout_s: float = 0.5,
+    observation_timeout_s: float = 1.0,
+    intervention_hold_s: float = 1.0,
+    watchdog: bool = True,
+    require_observation: bool = False,
+) -> CommandGate:
     """The gate both robot nodes build from their parameters (one place, so they agree)."""
-    env = SafetyEnvelope(EnvelopeConfig(
-        action_dim=action_dim, max_translation_m=max_translation_m, max_rotation_rad=max_rotation_rad,
-        max_delta_per_tick=max_delta_per_tick, control_period_s=control_period_s, max_speed_m_s=max_speed_m_s,
-        max_angular_speed_rad_s=max_angular_speed_rad_s, workspace_low=tuple(workspace_low),
-        workspace_high=tuple(workspace_high), command_timeout_s=command_timeout_s,
-        observation_timeout_s=observation_timeout_s))
-    return CommandGate(env, GateConfig(intervention_hold_s=intervention_hold_s, watchdog=watchdog,
-                                       require_observation=require_observation))
+    env = SafetyEnvelope(
+        EnvelopeConfig(
+            action_dim=action_dim,
+            max_translation_m=max_translation_m,
+            max_rotation_rad=max_rotation_rad,
+            max_delta_per_tick=max_delta_per_tick,
+            control_period_s=control_period_s,
+            max_speed_m_s=max_speed_m_s,
+            max_angular_speed_rad_s=max_angular_speed_rad_s,
+            workspace_low=tuple(workspace_low),
+            workspace_high=tuple(workspace_high),
+            command_timeout_s=command_timeout_s,
+            observation_timeout_s=observation_timeout_s,
+        )
+    )
+    return CommandGate(
+        env,
+        GateConfig(intervention_hold_s=intervention_hold_s, watchdog=watchdog, require_observation=require_observation),
+    )

@@ -9,6 +9,7 @@ The arm bridge uses it for the joint-trajectory interface (end-effector delta ->
 and for end-effector poses when the driver publishes only joint states; the stand-in driver uses
 it to emulate joint states on top of the mocap-driven MuJoCo arm.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,9 +21,13 @@ import numpy as np
 def rpy_matrix(r: float, p: float, y: float) -> np.ndarray:
     """URDF rpy (fixed-axis roll, pitch, yaw) -> rotation matrix Rz(y) Ry(p) Rx(r)."""
     cr, sr, cp, sp, cy, sy = np.cos(r), np.sin(r), np.cos(p), np.sin(p), np.cos(y), np.sin(y)
-    return np.array([[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
-                     [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
-                     [-sp, cp * sr, cp * cr]])
+    return np.array(
+        [
+            [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+            [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+            [-sp, cp * sr, cp * cr],
+        ]
+    )
 
 
 def axis_angle_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -42,7 +47,7 @@ def rotation_vector(R: np.ndarray) -> np.ndarray:
         return np.zeros(3)
     v = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
     s = np.sin(angle)
-    if abs(s) < 1e-6:   # ~pi: take the axis from the diagonal
+    if abs(s) < 1e-6:  # ~pi: take the axis from the diagonal
         axis = np.sqrt(np.maximum((np.diag(R) + 1) / 2, 0))
         j = int(np.argmax(axis))
         axis = R[:, j] + (np.eye(3)[:, j])
@@ -71,14 +76,19 @@ def matrix_to_quat_wxyz(R: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Chain:
-    joints: np.ndarray                 # (n, 9): origin xyz, origin rpy, axis
-    tool: np.ndarray                   # (6,): xyz, rpy of the TCP in the last link
-    lower: np.ndarray                  # (n,) joint limits, rad
+    joints: np.ndarray  # (n, 9): origin xyz, origin rpy, axis
+    tool: np.ndarray  # (6,): xyz, rpy of the TCP in the last link
+    lower: np.ndarray  # (n,) joint limits, rad
     upper: np.ndarray
 
     @classmethod
-    def from_flat(cls, joints: Sequence[float], tool: Sequence[float] = (0, 0, 0, 0, 0, 0),
-                  lower: Optional[Sequence[float]] = None, upper: Optional[Sequence[float]] = None) -> "Chain":
+    def from_flat(
+        cls,
+        joints: Sequence[float],
+        tool: Sequence[float] = (0, 0, 0, 0, 0, 0),
+        lower: Optional[Sequence[float]] = None,
+        upper: Optional[Sequence[float]] = None,
+    ) -> "Chain":
         j = np.asarray(joints, dtype=np.float64)
         if j.size == 0 or j.size % 9:
             raise ValueError(f"chain joints must be 9 numbers per joint (xyz rpy axis), got {j.size}")
@@ -126,19 +136,25 @@ class Chain:
             J[3:, i] = rotation_vector(R @ R0.T) / eps
         return J
 
-    def ik(self, q0: Sequence[float], target_p: Sequence[float], target_R: Optional[np.ndarray] = None,
-           damping: float = 0.05, iterations: int = 20, max_step: float = 0.2, rot_weight: float = 0.3,
-           tol: float = 1e-5) -> tuple[np.ndarray, float]:
+    def ik(
+        self,
+        q0: Sequence[float],
+        target_p: Sequence[float],
+        target_R: Optional[np.ndarray] = None,
+        damping: float = 0.05,
+        iterations: int = 20,
+        max_step: float = 0.2,
+        rot_weight: float = 0.3,
+        tol: float = 1e-5,
+    ) -> tuple[np.ndarray, float]:
         """Damped least squares from `q0` towards the TCP pose. `target_R` None = position only.
         Joints stay inside the limits; each iteration moves each joint at most `max_step` rad.
         Returns (q, remaining position error in m)."""
         q = np.clip(np.asarray(q0, dtype=np.float64).copy(), self.lower, self.upper)
         tp = np.asarray(target_p, dtype=np.float64).reshape(3)
-        err_p = np.inf
         for _ in range(iterations):
             p, R = self.fk(q)
             e_p = tp - p
-            err_p = float(np.linalg.norm(e_p))
             J = self.jacobian(q)
             if target_R is None:
                 e, Jx = e_p, J[:3]
@@ -147,7 +163,7 @@ class Chain:
                 Jx = np.vstack([J[:3], rot_weight * J[3:]])
             if float(np.linalg.norm(e)) < tol:
                 break
-            A = Jx @ Jx.T + (damping ** 2) * np.eye(len(e))
+            A = Jx @ Jx.T + (damping**2) * np.eye(len(e))
             dq = Jx.T @ np.linalg.solve(A, e)
             m = float(np.max(np.abs(dq)))
             if m > max_step:

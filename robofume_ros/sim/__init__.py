@@ -1,7 +1,8 @@
 """sim: MuJoCo / Meta-World reset-free worlds (pure Python, never imports rclpy).
 
-    from robofume_ros.sim import ResetFreeWorld, SingleTaskWorld, PAIRS, prior_tasks
+from robofume_ros.sim import ResetFreeWorld, SingleTaskWorld, PAIRS, prior_tasks
 """
+
 from robofume_ros.sim.tasks import (  # noqa: F401
     ALL_TASKS,
     DEFAULT_PAIR,

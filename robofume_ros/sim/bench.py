@@ -5,6 +5,7 @@
 Steps/s are for world.step() with the scripted expert choosing actions (the expert's own cost
 is included; it is small), measured over whole scripted cycles.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,10 @@ def main(argv=None) -> None:
         dt = time.perf_counter() - t0
         ok = sum(f is not None and b is not None for f, b in zip(res["forward"], res["backward"]))
         tag = "no render" if size is None else f"render {size}x{size}"
-        print(f"[{args.pair} | {tag}] {(w.sim_step - s0) / dt:.1f} steps/s; cycles ok {ok}/{args.cycles}; "
-              f"forward steps {res['forward']}; backward steps {res['backward']}; resets {w.reset_count}")
+        print(
+            f"[{args.pair} | {tag}] {(w.sim_step - s0) / dt:.1f} steps/s; cycles ok {ok}/{args.cycles}; "
+            f"forward steps {res['forward']}; backward steps {res['backward']}; resets {w.reset_count}"
+        )
         w.close()
 
 

@@ -7,6 +7,7 @@ with exact piecewise-constant integration, so a driver ticking at any rate (or l
 machine) moves the arm by what Servo would have: a twist is never applied twice because two driver
 ticks fell between two commands, and never skipped because two commands fell inside one tick.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -20,8 +21,8 @@ class TwistIntegrator:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.timeout_s = float(timeout_s)
         self.dim = dim
-        self._events: list = []            # (receipt time, velocity), in time order
-        self._t: Optional[float] = None    # integrated up to here
+        self._events: list = []  # (receipt time, velocity), in time order
+        self._t: Optional[float] = None  # integrated up to here
 
     def command(self, velocity, now: float) -> None:
         """A twist received at `now` (monotonic seconds); it replaces the previous one from then on."""

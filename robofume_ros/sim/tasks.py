@@ -4,6 +4,7 @@ Task ids are Meta-World names without the ``-v3`` suffix (``"drawer-open"``); us
 :func:`env_name` to get the Meta-World key. Nothing here imports MuJoCo or Meta-World,
 so the table is cheap to import from anywhere (reward models, dataset tools, nodes).
 """
+
 from __future__ import annotations
 
 import math
@@ -69,7 +70,7 @@ INSTRUCTIONS: dict[str, str] = {
 ALL_TASKS: tuple[str, ...] = tuple(INSTRUCTIONS)
 
 
-TIME_LIMIT_FACTOR = 1.5   # an episode's time limit: this times the longest demo of its direction
+TIME_LIMIT_FACTOR = 1.5  # an episode's time limit: this times the longest demo of its direction
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class TaskPair:
     backward_instruction: str = ""
     time_limits: tuple = (150, 150)
     camera: str = "corner4"
-    simulated: bool = True      # False: a real robot's task (no Meta-World world to build)
+    simulated: bool = True  # False: a real robot's task (no Meta-World world to build)
     # Meta-World pairs whose backward env reads the shared placement as its own (object start, goal):
     # with inverse_placement the backward task's object start is the forward goal and its goal the
     # forward object start, and the bodies in shared_bodies (moved by each env's reset in its own
@@ -103,14 +104,18 @@ class TaskPair:
             if not getattr(self, f"{phase}_instruction"):
                 task = getattr(self, phase)
                 if task not in INSTRUCTIONS:
-                    raise ValueError(f"pair {self.name!r}: no {phase}_instruction and {task!r} is not a "
-                                     f"Meta-World task with a known instruction")
+                    raise ValueError(
+                        f"pair {self.name!r}: no {phase}_instruction and {task!r} is not a "
+                        f"Meta-World task with a known instruction"
+                    )
                 object.__setattr__(self, f"{phase}_instruction", INSTRUCTIONS[task])
         if self.forward_instruction == self.backward_instruction:
             raise ValueError(f"pair {self.name!r}: the two instructions must differ")
         lim = tuple(int(x) for x in self.time_limits)
         if len(lim) != 2 or min(lim) <= 0:
-            raise ValueError(f"pair {self.name!r}: time_limits must be two positive step counts, got {self.time_limits}")
+            raise ValueError(
+                f"pair {self.name!r}: time_limits must be two positive step counts, got {self.time_limits}"
+            )
         object.__setattr__(self, "time_limits", lim)
         object.__setattr__(self, "shared_bodies", tuple(self.shared_bodies))
 
@@ -140,10 +145,18 @@ class TaskPair:
         return (self.forward_instruction, self.backward_instruction)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "forward": self.forward, "backward": self.backward,
-                "forward_instruction": self.forward_instruction, "backward_instruction": self.backward_instruction,
-                "time_limits": list(self.time_limits), "camera": self.camera, "simulated": self.simulated,
-                "inverse_placement": self.inverse_placement, "shared_bodies": list(self.shared_bodies)}
+        return {
+            "name": self.name,
+            "forward": self.forward,
+            "backward": self.backward,
+            "forward_instruction": self.forward_instruction,
+            "backward_instruction": self.backward_instruction,
+            "time_limits": list(self.time_limits),
+            "camera": self.camera,
+            "simulated": self.simulated,
+            "inverse_placement": self.inverse_placement,
+            "shared_bodies": list(self.shared_bodies),
+        }
 
 
 # Meta-World pairs whose scripted experts succeed both ways, reset-free, on one shared scene
@@ -152,17 +165,32 @@ class TaskPair:
 # arm homed +- 10 cm), rounded up to 10 steps; with a dataset at hand they come from its demos instead.
 # Measured and left out: faucet (faucet-close does not close the opened faucet), door (door-open
 # fails 20-40%), coffee (coffee-pull fails often even with inverse_placement).
-PAIRS: dict[str, TaskPair] = {p.name: p for p in (
-    TaskPair("drawer", "drawer-open", "drawer-close", time_limits=(160, 160)),
-    TaskPair("window", "window-open", "window-close", time_limits=(140, 140)),
-    TaskPair("handle", "handle-press", "handle-pull", time_limits=(90, 230)),
-    TaskPair("door-lock", "door-lock", "door-unlock", time_limits=(240, 230)),
-    TaskPair("handle-side", "handle-press-side", "handle-pull-side", time_limits=(90, 240)),
-    TaskPair("plate-slide", "plate-slide", "plate-slide-back", time_limits=(100, 140),
-             inverse_placement=True, shared_bodies=("puck_goal",)),
-    TaskPair("plate-slide-side", "plate-slide-side", "plate-slide-back-side", time_limits=(270, 100),
-             inverse_placement=True, shared_bodies=("puck_goal",)),
-)}
+PAIRS: dict[str, TaskPair] = {
+    p.name: p
+    for p in (
+        TaskPair("drawer", "drawer-open", "drawer-close", time_limits=(160, 160)),
+        TaskPair("window", "window-open", "window-close", time_limits=(140, 140)),
+        TaskPair("handle", "handle-press", "handle-pull", time_limits=(90, 230)),
+        TaskPair("door-lock", "door-lock", "door-unlock", time_limits=(240, 230)),
+        TaskPair("handle-side", "handle-press-side", "handle-pull-side", time_limits=(90, 240)),
+        TaskPair(
+            "plate-slide",
+            "plate-slide",
+            "plate-slide-back",
+            time_limits=(100, 140),
+            inverse_placement=True,
+            shared_bodies=("puck_goal",),
+        ),
+        TaskPair(
+            "plate-slide-side",
+            "plate-slide-side",
+            "plate-slide-back-side",
+            time_limits=(270, 100),
+            inverse_placement=True,
+            shared_bodies=("puck_goal",),
+        ),
+    )
+}
 DEFAULT_PAIR = "drawer"
 
 # Tasks whose Meta-World v3 scripted expert (metaworld.policies, no noise) reached
@@ -238,15 +266,16 @@ def instruction(task: str) -> str:
 def load_pair_file(path) -> TaskPair:
     """A task pair from a YAML file (a user's own task: no code change), e.g.
 
-        name: cup
-        forward: cup-place          # task ids: Meta-World ids to simulate, any name on a real robot
-        backward: cup-remove
-        forward_instruction: put the cup on the saucer
-        backward_instruction: take the cup off the saucer
-        time_limits: [200, 200]     # control ticks per episode when no demos give them
-        simulated: false            # a real robot's task (no Meta-World scene)
+    name: cup
+    forward: cup-place          # task ids: Meta-World ids to simulate, any name on a real robot
+    backward: cup-remove
+    forward_instruction: put the cup on the saucer
+    backward_instruction: take the cup off the saucer
+    time_limits: [200, 200]     # control ticks per episode when no demos give them
+    simulated: false            # a real robot's task (no Meta-World scene)
     """
     import yaml
+
     path = Path(path)
     try:
         d = yaml.safe_load(path.read_text())

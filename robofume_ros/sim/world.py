@@ -41,6 +41,7 @@ shared 2-core dev box with software GL (llvmpipe): about 2,000-3,000 steps/s ren
 60-90 steps/s rendering 100x100 or 128x128 (roughly 10 ms per frame; see ``python -m
 robofume_ros.sim.bench``). This module never imports rclpy.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -50,13 +51,13 @@ import weakref
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any, Optional  # noqa: E402
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
+import mujoco
+import numpy as np
 
-from robofume_ros.sim import tasks as _tasks  # noqa: E402
+from robofume_ros.sim import tasks as _tasks
 
 PROPRIO_DIM = 4
 ACTION_DIM = 4
@@ -175,7 +176,7 @@ def _close_all_renderers() -> None:
     for w in list(_LIVE_WORLDS):
         try:
             w.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - best-effort cleanup of renderers at exit
             pass
 
 
@@ -325,7 +326,7 @@ class _WorldBase:
     def __del__(self):
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - __del__ during interpreter shutdown: nothing to report to
             pass
 
     # ----------------------------------------------------------------- properties
@@ -460,8 +461,10 @@ class ResetFreeWorld(_WorldBase):
         self._env = self._envs["forward"]
         self._task = self.pair.forward
         self._reset_done = False
-        m = self._env.model   # the arm's joints (Sawyer right_j0..right_j6): qpos and velocity addresses
-        arm = [j for j in range(m.njnt) if (mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, j) or "").startswith("right_j")]
+        m = self._env.model  # the arm's joints (Sawyer right_j0..right_j6): qpos and velocity addresses
+        arm = [
+            j for j in range(m.njnt) if (mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, j) or "").startswith("right_j")
+        ]
         self._arm_qpos, self._arm_dof = m.jnt_qposadr[arm].copy(), m.jnt_dofadr[arm].copy()
         self._home_qpos = None
 
@@ -545,8 +548,14 @@ class ResetFreeWorld(_WorldBase):
         self._require_reset()
         return np.asarray(self._env.hand_init_pos, np.float64).copy()
 
-    def home(self, jitter: float = 0.0, rng: Optional[np.random.Generator] = None, max_steps: int = 150,
-             tolerance: float = 0.005, joints: bool = True) -> int:
+    def home(
+        self,
+        jitter: float = 0.0,
+        rng: Optional[np.random.Generator] = None,
+        max_steps: int = 150,
+        tolerance: float = 0.005,
+        joints: bool = True,
+    ) -> int:
         """Move the ARM (never the scene) back to its home pose, plus a uniform random offset of up to
         ``jitter`` metres per axis: what a robot does by itself between reset-free episodes. The
         gripper opens, the hand backs off 3 cm towards the robot (so it does not drag an object
@@ -578,13 +587,14 @@ class ResetFreeWorld(_WorldBase):
                 n += 1
             if joints:
                 n += self._home_joints()
-            for n in range(n + 1, max_steps + 1):
+            first = n + 1
+            for n in range(first, max_steps + 1):  # noqa: B007 - n, the steps used, is returned
                 hand = self.proprio[:3].astype(np.float64)
                 err = target - hand
                 if np.linalg.norm(err) <= tolerance:
                     break
                 if hand[2] < target[2] - 0.02 and np.linalg.norm(err[:2]) > 0.02:
-                    err = np.array([0.0, 0.0, target[2] - hand[2]])   # rise first
+                    err = np.array([0.0, 0.0, target[2] - hand[2]])  # rise first
                 # Meta-World moves the mocap by action/100 m per step: a proportional step, clipped
                 self._step_env(np.concatenate([np.clip(err * 50.0, -1.0, 1.0), [-1.0]]))
         finally:

@@ -7,6 +7,7 @@ for the backward task when set; a reset is usually shorter than the task); then 
 becomes active. The scene is never reset. After `help_after_timeouts` timeouts in a row the
 machine pauses and asks for help; it resumes on `resume()`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,8 +16,13 @@ from typing import Optional
 FORWARD, BACKWARD = 0, 1
 PHASE_NAMES = {FORWARD: "forward", BACKWARD: "backward"}
 REASON_START, REASON_SUCCESS, REASON_TIMEOUT, REASON_FORCED, REASON_RESUMED = range(5)
-REASON_NAMES = {REASON_START: "start", REASON_SUCCESS: "success", REASON_TIMEOUT: "timeout",
-                REASON_FORCED: "forced", REASON_RESUMED: "resumed"}
+REASON_NAMES = {
+    REASON_START: "start",
+    REASON_SUCCESS: "success",
+    REASON_TIMEOUT: "timeout",
+    REASON_FORCED: "forced",
+    REASON_RESUMED: "resumed",
+}
 
 
 @dataclass
@@ -28,6 +34,7 @@ class TaskSpec:
 @dataclass
 class SwitchEvent:
     """Emitted when an episode ends."""
+
     ended_phase: int
     ended_episode: int
     reason: int
@@ -42,7 +49,7 @@ class TaskSwitcher:
     backward: TaskSpec
     max_episode_steps: int = 200
     success_frames: int = 1
-    backward_max_episode_steps: int = 0    # time limit of backward episodes (0: max_episode_steps)
+    backward_max_episode_steps: int = 0  # time limit of backward episodes (0: max_episode_steps)
     help_after_timeouts: int = 3
     phase: int = FORWARD
     episode_index: int = 0
@@ -125,6 +132,8 @@ class TaskSwitcher:
         return SwitchEvent(ended_phase, ended_ep, reason, steps, self.phase, self.episode_index)
 
     def summary(self) -> str:
-        return (f"episode {self.episode_index} ({PHASE_NAMES[self.phase]}: {self.active.task}); "
-                f"successes fwd {self.successes[FORWARD]} bwd {self.successes[BACKWARD]}; "
-                f"timeouts fwd {self.timeouts[FORWARD]} bwd {self.timeouts[BACKWARD]}")
+        return (
+            f"episode {self.episode_index} ({PHASE_NAMES[self.phase]}: {self.active.task}); "
+            f"successes fwd {self.successes[FORWARD]} bwd {self.successes[BACKWARD]}; "
+            f"timeouts fwd {self.timeouts[FORWARD]} bwd {self.timeouts[BACKWARD]}"
+        )
