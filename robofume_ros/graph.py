@@ -15,22 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-# --- topics every node agrees on ------------------------------------------------------------
-TOPICS = {
-    "image": "/camera/image_raw",  # sensor_msgs/Image from the sim or a real camera
-    "observation": "/observation",  # robofume_ros/Observation, control rate
-    "command": "/robot/command",  # robofume_ros/ArmCommand, from policy / scripted / teleop
-    "intervention": "/robot/intervention",  # robofume_ros/ArmCommand from a human; overrides the policy
-    "state": "/robot/state",  # robofume_ros/RobotState
-    "stop": "/robot/stop",  # std_msgs/Bool: true halts the arm within one tick, false releases
-    "expert_state": "/sim/expert_state",  # std_msgs/Float64MultiArray: privileged sim state for scripted experts
-    "reward": "/reward",  # robofume_ros/Reward
-    "task_phase": "/task_phase",  # robofume_ros/TaskPhase (latched)
-    "ground_truth": "/eval/ground_truth",  # robofume_ros/GroundTruth: evaluation only, never a reward
-    "weights": "/policy/weights",  # robofume_ros/PolicyWeights (latched)
-    "help": "/task_switcher/help",  # std_msgs/String: the switcher asks a human for help
-    "safety": "/robot/safety",  # std_msgs/String (latched JSON): safety envelope counts and state
-}
+from robofume_ros.interfaces import TOPICS  # noqa: F401 - the one topic table, used as graph.TOPICS
 
 GRAPHS = ("sim", "finetune")
 

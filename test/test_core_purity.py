@@ -1,4 +1,4 @@
-"""The core (algorithms, data, reward, sim, safety, switching) never imports rclpy."""
+"""The core (algorithms, data, reward, sim, safety, switching, online) never imports rclpy."""
 
 import subprocess
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import robofume_ros
 
 PKG = Path(robofume_ros.__file__).resolve().parent
-CORE = ["rl", "data", "reward", "sim", "safety", "switching"]
+CORE = ["rl", "data", "reward", "sim", "safety", "switching", "online"]
 
 
 def core_modules():
@@ -15,7 +15,16 @@ def core_modules():
     for sub in CORE:
         for f in sorted((PKG / sub).glob("*.py")):
             mods.append(f"robofume_ros.{sub}" + ("" if f.stem == "__init__" else f".{f.stem}"))
-    return mods + ["robofume_ros.graph", "robofume_ros.params", "robofume_ros.runner"]
+    return mods + [
+        "robofume_ros.graph",
+        "robofume_ros.params",
+        "robofume_ros.runner",
+        "robofume_ros.interfaces",
+        "robofume_ros.recipe",
+        "robofume_ros.main_job",
+        "robofume_ros.evaluation",
+        "robofume_ros.report",
+    ]
 
 
 def test_core_modules_do_not_import_rclpy():

@@ -71,8 +71,8 @@ def write_stream(path, steps, store=None, **writer_kw):
             if "phase" in s:
                 ph, task, instr, ep, reason = s["phase"]
                 w.write(
-                    B.TOPICS["phase"],
-                    B.MSGTYPES["phase"],
+                    B.TOPICS["task_phase"],
+                    B.MSGTYPES["task_phase"],
                     B.make_task_phase(store, ns, ph, task, instr, ep, reason),
                     ns,
                 )

@@ -27,25 +27,8 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-TOPICS = {
-    "image": "/camera/image_raw",
-    "observation": "/observation",
-    "command": "/robot/command",
-    "state": "/robot/state",
-    "reward": "/reward",
-    "phase": "/task_phase",
-    "ground_truth": "/eval/ground_truth",
-}
-MSGTYPES = {
-    "image": "sensor_msgs/msg/Image",
-    "observation": "robofume_ros/msg/Observation",
-    "command": "robofume_ros/msg/ArmCommand",
-    "state": "robofume_ros/msg/RobotState",
-    "reward": "robofume_ros/msg/Reward",
-    "phase": "robofume_ros/msg/TaskPhase",
-    "ground_truth": "robofume_ros/msg/GroundTruth",
-}
-PACKAGE = "robofume_ros"
+from robofume_ros.interfaces import MSGTYPES, PACKAGE, TASK_PHASE, TOPICS, msg_dir
+
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 
 
@@ -72,30 +55,6 @@ class UnknownMessageTypeError(BagError):
 # --------------------------------------------------------------------------------------------
 # typestore
 # --------------------------------------------------------------------------------------------
-
-
-def msg_dir() -> Path:
-    """The folder with robofume_ros' .msg files: $ROBOFUME_MSG_DIR, the checkout's msg/, or the
-    installed share/robofume_ros/msg (found with ament_index_python)."""
-    tried = []
-    env = os.environ.get("ROBOFUME_MSG_DIR")
-    if env:
-        tried.append(Path(env))
-    tried.append(Path(__file__).resolve().parents[2] / "msg")
-    try:
-        from ament_index_python.packages import get_package_share_directory  # no rclpy inside
-
-        tried.append(Path(get_package_share_directory(PACKAGE)) / "msg")
-    except Exception:  # noqa: BLE001 - not installed / ament_index not importable / AMENT_PREFIX_PATH unset
-        pass
-    for p in tried:
-        if p.is_dir() and any(p.glob("*.msg")):
-            return p
-    raise FileNotFoundError(
-        "cannot find robofume_ros .msg files; looked in "
-        + ", ".join(str(p) for p in tried)
-        + " (set ROBOFUME_MSG_DIR or install the package so share/robofume_ros/msg exists)"
-    )
 
 
 _TYPESTORE = None
@@ -229,17 +188,6 @@ def make_command(store, ns: int, action, source: str = "policy", intervention: b
     )
 
 
-def command_to_action(msg, action_dim: int = 4) -> np.ndarray:
-    """ArmCommand -> action vector (4: xyz+gripper, 7: xyz+rpy+gripper)."""
-    t, g = msg.translation, msg.gripper
-    if action_dim == 4:
-        return np.array([t.x, t.y, t.z, g], dtype=np.float32)
-    if action_dim == 7:
-        r = msg.rotation
-        return np.array([t.x, t.y, t.z, r.x, r.y, r.z, g], dtype=np.float32)
-    raise ValueError(f"action_dim must be 4 or 7, got {action_dim}")
-
-
 def make_reward(
     store,
     ns: int,
@@ -277,7 +225,7 @@ def make_task_phase(
     paused: bool = False,
     counters=(0, 0, 0, 0),
 ):
-    return store.types[MSGTYPES["phase"]](
+    return store.types[MSGTYPES["task_phase"]](
         header=_header(store, ns),
         phase=int(phase),
         task=task,
@@ -299,8 +247,10 @@ def make_ground_truth(store, ns: int, task: str, success: bool, sim_step: int = 
     )
 
 
-REASON_START, REASON_SUCCESS, REASON_TIMEOUT, REASON_FORCED, REASON_RESUMED = range(5)
-FORWARD, BACKWARD = 0, 1
+REASON_START, REASON_SUCCESS, REASON_TIMEOUT, REASON_FORCED, REASON_RESUMED = (
+    TASK_PHASE[k] for k in ("REASON_START", "REASON_SUCCESS", "REASON_TIMEOUT", "REASON_FORCED", "REASON_RESUMED")
+)
+FORWARD, BACKWARD = TASK_PHASE["FORWARD"], TASK_PHASE["BACKWARD"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -976,8 +926,8 @@ def write_episodes_bag(
             phase = phases[k] if phases is not None else k % 2
             reason = REASON_START if prev_success is None else (REASON_SUCCESS if prev_success else REASON_TIMEOUT)
             w.write(
-                TOPICS["phase"],
-                MSGTYPES["phase"],
+                TOPICS["task_phase"],
+                MSGTYPES["task_phase"],
                 make_task_phase(store, t, phase, ep.task, ep.instruction, k, reason),
                 t,
             )

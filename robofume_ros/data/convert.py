@@ -46,6 +46,7 @@ from . import bags as B
 from .dataset import DatasetWriter, FrameList
 from .episode import SOURCES, Episode
 from .images import buffer_to_rgb, resize_rgb
+from ..interfaces import command_to_action
 
 RewardFn = Callable[[np.ndarray, str], np.ndarray]  # images (N,H,W,3) uint8, instruction -> P(done) (N,)
 LABELS = ("auto", "demo", "phase", "reward-topic", "model", "none")
@@ -65,7 +66,7 @@ class ConvertConfig:
     image_topic: Optional[str] = None  # foreign mode: sensor_msgs/msg/Image topic
     command_topic: str = B.TOPICS["command"]
     reward_topic: str = B.TOPICS["reward"]
-    phase_topic: str = B.TOPICS["phase"]
+    phase_topic: str = B.TOPICS["task_phase"]
     ground_truth_topic: str = B.TOPICS["ground_truth"]
     proprio_topic: Optional[str] = None  # foreign mode: RobotState / JointState / *MultiArray
     action_dim: int = 4
@@ -149,7 +150,7 @@ def _stamp(msg, fallback: int) -> int:
 
 def command_vector(msg, msgtype: str, action_dim: int) -> np.ndarray:
     if msgtype == "robofume_ros/msg/ArmCommand":
-        return B.command_to_action(msg, action_dim)
+        return command_to_action(msg, action_dim).astype(np.float32)
     if msgtype in ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped"):
         tw = msg.twist if msgtype.endswith("Stamped") else msg
         l, a = tw.linear, tw.angular

@@ -184,7 +184,7 @@ class LearnerNode(Node):
 
     def on_phase(self, msg):
         if self.last_episode is not None and msg.episode_index > self.last_episode:
-            success = msg.last_switch_reason == 1  # TaskPhase.REASON_SUCCESS
+            success = msg.last_switch_reason == TaskPhase.REASON_SUCCESS
             for ep in self.stream.close_before(msg.episode_index, success):
                 self._add(ep)
         self.last_episode = msg.episode_index

@@ -11,6 +11,7 @@ import io
 
 import numpy as np
 
+from robofume_ros.interfaces import command_to_action  # noqa: F401 - the one conversion, for the nodes
 from robofume_ros.data.images import SUPPORTED_ENCODINGS, ImageError, buffer_to_rgb, resize_rgb  # noqa: F401
 
 
@@ -63,16 +64,6 @@ def action_to_command(action: np.ndarray, stamp, source: str, intervention: bool
     msg.source = source
     msg.intervention = intervention
     return msg
-
-
-def command_to_action(msg, action_dim: int) -> np.ndarray:
-    """robofume_ros/ArmCommand -> normalized action of `action_dim` (4 or 7) components."""
-    t, r = msg.translation, msg.rotation
-    if action_dim == 4:
-        return np.array([t.x, t.y, t.z, msg.gripper], dtype=np.float64)
-    if action_dim == 7:
-        return np.array([t.x, t.y, t.z, r.x, r.y, r.z, msg.gripper], dtype=np.float64)
-    raise ValueError(f"action_dim must be 4 or 7, got {action_dim}")
 
 
 def stamp_to_sec(stamp) -> float:

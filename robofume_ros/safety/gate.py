@@ -27,9 +27,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from robofume_ros.interfaces import TOPICS
 from robofume_ros.safety.envelope import EnvelopeConfig, SafetyEnvelope
 
-SAFETY_TOPIC = "/robot/safety"  # = graph.TOPICS["safety"] (the core does not import the graph): JSON counts
+SAFETY_TOPIC = TOPICS["safety"]  # JSON counts
 
 
 @dataclass

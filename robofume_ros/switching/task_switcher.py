@@ -13,9 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-FORWARD, BACKWARD = 0, 1
+from robofume_ros.interfaces import TASK_PHASE
+
+# the phases and switch reasons of msg/TaskPhase.msg (one set of codes)
+FORWARD, BACKWARD = TASK_PHASE["FORWARD"], TASK_PHASE["BACKWARD"]
 PHASE_NAMES = {FORWARD: "forward", BACKWARD: "backward"}
-REASON_START, REASON_SUCCESS, REASON_TIMEOUT, REASON_FORCED, REASON_RESUMED = range(5)
+REASON_START, REASON_SUCCESS, REASON_TIMEOUT, REASON_FORCED, REASON_RESUMED = (
+    TASK_PHASE[k] for k in ("REASON_START", "REASON_SUCCESS", "REASON_TIMEOUT", "REASON_FORCED", "REASON_RESUMED")
+)
 REASON_NAMES = {
     REASON_START: "start",
     REASON_SUCCESS: "success",

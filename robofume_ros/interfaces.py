@@ -1,0 +1,93 @@
+"""The graph's interfaces in one place, without ROS imports: every topic's name and message type,
+where the .msg files are, and the constants they define (read from msg/*.msg, so the core and the
+nodes use exactly the values the generated messages carry).
+
+    from robofume_ros.interfaces import TOPICS, MSGTYPES, TASK_PHASE
+    TOPICS["task_phase"], MSGTYPES["task_phase"], TASK_PHASE["REASON_SUCCESS"]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+
+PACKAGE = "robofume_ros"
+
+# topic key -> (name, message type); nodes take the names as defaults, so remapping is the only
+# way to change them, and both launchers apply the same remappings
+_TABLE = {
+    "image": ("/camera/image_raw", "sensor_msgs/msg/Image"),  # from the sim or a real camera
+    "observation": ("/observation", "robofume_ros/msg/Observation"),  # control rate
+    "command": ("/robot/command", "robofume_ros/msg/ArmCommand"),  # from policy / scripted / teleop
+    "intervention": ("/robot/intervention", "robofume_ros/msg/ArmCommand"),  # a human's; overrides the policy
+    "state": ("/robot/state", "robofume_ros/msg/RobotState"),
+    "stop": ("/robot/stop", "std_msgs/msg/Bool"),  # true halts the arm within one tick, false releases
+    "expert_state": ("/sim/expert_state", "std_msgs/msg/Float64MultiArray"),  # privileged sim state, scripted experts
+    "reward": ("/reward", "robofume_ros/msg/Reward"),
+    "task_phase": ("/task_phase", "robofume_ros/msg/TaskPhase"),  # latched
+    "ground_truth": ("/eval/ground_truth", "robofume_ros/msg/GroundTruth"),  # evaluation only, never a reward
+    "weights": ("/policy/weights", "robofume_ros/msg/PolicyWeights"),  # latched
+    "help": ("/task_switcher/help", "std_msgs/msg/String"),  # the switcher asks a human for help
+    "safety": ("/robot/safety", "std_msgs/msg/String"),  # latched JSON: safety envelope counts and state
+}
+TOPICS: dict[str, str] = {k: v[0] for k, v in _TABLE.items()}
+MSGTYPES: dict[str, str] = {k: v[1] for k, v in _TABLE.items()}
+
+
+def msg_dir() -> Path:
+    """The folder with robofume_ros' .msg files: $ROBOFUME_MSG_DIR, the checkout's msg/, or the
+    installed share/robofume_ros/msg (found with ament_index_python)."""
+    tried = []
+    env = os.environ.get("ROBOFUME_MSG_DIR")
+    if env:
+        tried.append(Path(env))
+    tried.append(Path(__file__).resolve().parents[1] / "msg")
+    try:
+        from ament_index_python.packages import get_package_share_directory  # no rclpy inside
+
+        tried.append(Path(get_package_share_directory(PACKAGE)) / "msg")
+    except Exception:  # noqa: BLE001 - not installed / ament_index not importable / AMENT_PREFIX_PATH unset
+        pass
+    for p in tried:
+        if p.is_dir() and any(p.glob("*.msg")):
+            return p
+    raise FileNotFoundError(
+        "cannot find robofume_ros .msg files; looked in "
+        + ", ".join(str(p) for p in tried)
+        + " (set ROBOFUME_MSG_DIR or install the package so share/robofume_ros/msg exists)"
+    )
+
+
+_CONST = re.compile(r"^\s*(u?int\d+|float\d+|bool|string)\s+([A-Z][A-Z0-9_]*)\s*=\s*(\S+)")
+
+
+@lru_cache(maxsize=None)
+def msg_constants(name: str) -> dict:
+    """The constants a robofume_ros message defines, e.g. msg_constants("TaskPhase")["REASON_SUCCESS"]."""
+    path = msg_dir() / f"{name}.msg"
+    out = {}
+    for line in path.read_text().splitlines():
+        m = _CONST.match(line.split("#", 1)[0])
+        if m:
+            kind, key, value = m.groups()
+            out[key] = int(value) if "int" in kind else float(value) if "float" in kind else value
+    return out
+
+
+TASK_PHASE = msg_constants("TaskPhase")
+
+
+def command_to_action(msg, action_dim: int):
+    """An ArmCommand (an rclpy message or a bag's deserialised one) -> the normalized action of
+    `action_dim` (4: xyz + gripper, 7: xyz + rpy + gripper) components, float64 as sent."""
+    import numpy as np
+
+    t = msg.translation
+    if action_dim == 4:
+        return np.array([t.x, t.y, t.z, msg.gripper], dtype=np.float64)
+    if action_dim == 7:
+        r = msg.rotation
+        return np.array([t.x, t.y, t.z, r.x, r.y, r.z, msg.gripper], dtype=np.float64)
+    raise ValueError(f"action_dim must be 4 or 7, got {action_dim}")
