@@ -313,12 +313,12 @@ def write_report(run: Path, results: dict, settings: dict, seconds: dict) -> Pat
 
 def runs_table(runs: list) -> str:
     """One markdown row per finished main-job run folder: pair, seed, pre-trained / fine-tuned / OOO
-    success (forward / backward), the online episodes the simulator counted successful and those
-    the reward recognised, wall time (`robofume report RUN ...`)."""
+    success (forward / backward), the online episodes the simulator counted successful, the reward's
+    debounced verdicts on them (recognised, missed, ended early), wall time (`robofume report RUN ...`)."""
     rows = [
         "| pair | seed | pre-trained fwd / bwd | fine-tuned | OOO retrained | online successes fwd / bwd "
-        "(simulator) | recognised by the reward | premature ends | wall time |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "(simulator) | reward verdicts fwd / bwd: recognised, missed, premature | wall time |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for run in map(Path, runs):
         try:
@@ -337,12 +337,14 @@ def runs_table(runs: list) -> str:
             f"{curve.get(t, {}).get('successes', 0)} of {curve.get(t, {}).get('episodes', 0)}" for t in (fwd, bwd)
         )
         verdicts = {t: (res.get("reward", {}).get("per_task", {}).get(t, {}).get("verdicts") or {}) for t in (fwd, bwd)}
-        recognised = " / ".join(str(verdicts[t].get("recognised", 0)) for t in (fwd, bwd))
-        premature = " / ".join(str(verdicts[t].get("premature", 0)) for t in (fwd, bwd))
+        judged = " / ".join(
+            f"{verdicts[t].get('recognised', 0)}, {verdicts[t].get('missed', 0)}, {verdicts[t].get('premature', 0)}"
+            for t in (fwd, bwd)
+        )
         minutes = sum(res.get("stage_seconds", {}).values()) / 60
         rows.append(
             f"| {pair} | {settings.get('seed', 0)} | {cell(pol[0])} | {cell(pol[1])} | {cell(pol[2])} | {online} | "
-            f"{recognised} | {premature} | {minutes:.0f} min |"
+            f"{judged} | {minutes:.0f} min |"
         )
     return "\n".join(rows)
 
