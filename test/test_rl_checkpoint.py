@@ -127,3 +127,11 @@ def test_a_policy_refuses_observations_unlike_its_spec(tmp_path):
         pol.act(img, np.zeros(3, np.float32), "open the drawer")
     with pytest.raises(ObservationMismatch, match="image is 50x50x3, the policy was trained on 100x100x3"):
         pol.act(np.zeros((50, 50, 3), np.uint8), np.zeros(4, np.float32), "open the drawer")
+    with pytest.raises(ObservationMismatch, match="NaN or Inf"):
+        pol.act(img, np.array([0, np.nan, 0, 0], np.float32), "open the drawer")
+    # the learner checks what it stores with the same function
+    from robofume_ros.rl.policy import check_observation
+
+    check_observation(p["policy"]["obs_spec"], img, np.zeros(4))
+    with pytest.raises(ObservationMismatch, match="proprioception has 3 values"):
+        check_observation(p["policy"]["obs_spec"], img, np.zeros(3))

@@ -42,6 +42,8 @@ def tiny_learner_checkpoint(path: Path) -> Path:
         )
     L.add_offline(eps)
     L.update(5)
+    L.task = {"name": "drawer", "forward": "drawer-open", "backward": "drawer-close"}
+    L.obs_spec = {"image_shape": [100, 100, 3], "proprio_dim": 4, "feature_encoder": None}  # as pretrain records
     L.save(path)
     return path
 

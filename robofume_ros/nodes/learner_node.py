@@ -162,10 +162,14 @@ class LearnerNode(Node):
 
     # --- stream -----------------------------------------------------------------------------
     def on_observation(self, obs):
+        from robofume_ros.rl.policy import ObservationMismatch, check_observation
+
         try:
             image = image_to_rgb(obs.image)
-        except ImageError as e:
-            self.throttle.warn("bad", f"observation dropped: {e}")
+            # the learner's store never holds what it cannot train on: the checkpoint's observation spec
+            check_observation(self.L.obs_spec, image, obs.proprio)
+        except (ImageError, ObservationMismatch) as e:
+            self.throttle.warn(f"bad:{str(e)[:24]}", f"observation dropped: {e}")  # throttled per field
             return
         self.stream.observation(
             stamp_key(obs.header.stamp), obs.episode_index, image, obs.proprio, obs.instruction, obs.task

@@ -133,7 +133,10 @@ class PolicyNode(Node):
                 eps=self.noise(),
             )
         except self._mismatch as e:  # never act on what the policy was not trained on
-            self.throttle.warn("mismatch", f"observation refused: {e}")
+            self.throttle.warn(f"mismatch:{str(e)[:24]}", f"observation refused: {e}")  # throttled per field
+            return
+        except (RuntimeError, ValueError) as e:  # passed the checks and still failed: skip it, stay up
+            self.throttle.warn("raised", f"observation skipped, the policy raised on it: {type(e).__name__}: {e}")
             return
         if not np.all(np.isfinite(action)):
             self.throttle.warn("nan", "policy produced a non-finite action: not sent")

@@ -42,6 +42,25 @@ class ObservationMismatch(ValueError):
     """An observation that is not what the policy was trained on (image size, proprioception)."""
 
 
+def check_observation(spec: Optional[dict], image: Optional[np.ndarray], proprio) -> None:
+    """Raise ObservationMismatch, naming the field, for an observation unlike the ones a policy was
+    trained on (`spec`: a checkpoint's obs_spec; None checks only that proprioception is finite)."""
+    p = np.asarray(proprio, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(p)):
+        raise ObservationMismatch("proprioception holds NaN or Inf")
+    if not spec:
+        return
+    if p.size != spec["proprio_dim"]:
+        raise ObservationMismatch(
+            f"proprioception has {p.size} values, the policy was trained on {spec['proprio_dim']}"
+        )
+    if image is not None and list(np.shape(image)) != list(spec["image_shape"]):
+        raise ObservationMismatch(
+            f"image is {'x'.join(map(str, np.shape(image)))}, the policy was trained on "
+            f"{'x'.join(map(str, spec['image_shape']))} (set the camera's output size)"
+        )
+
+
 class Policy:
     def __init__(self, payload: dict, name: str = "<policy>"):
         p = _policy_payload(payload, name)
@@ -93,19 +112,8 @@ class Policy:
             raise ckpt.CheckpointError(f"{name}: weights do not fit this policy ({e})") from e
 
     def check_observation(self, image: Optional[np.ndarray], proprio) -> None:
-        """Raise ObservationMismatch, naming the field, when an observation differs from the
-        checkpoint's observation spec (checkpoints without one are not checked)."""
-        spec = self.obs_spec
-        if not spec:
-            return
-        n = int(np.asarray(proprio).size)
-        if n != spec["proprio_dim"]:
-            raise ObservationMismatch(f"proprioception has {n} values, the policy was trained on {spec['proprio_dim']}")
-        if image is not None and list(np.shape(image)) != list(spec["image_shape"]):
-            raise ObservationMismatch(
-                f"image is {'x'.join(map(str, np.shape(image)))}, the policy was trained on "
-                f"{'x'.join(map(str, spec['image_shape']))} (set the camera's output size)"
-            )
+        """check_observation against this checkpoint's observation spec."""
+        check_observation(self.obs_spec, image, proprio)
 
     @torch.no_grad()
     def act(
