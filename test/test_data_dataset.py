@@ -123,3 +123,36 @@ def test_info_and_sampler(tmp_path):
         t = [t for t in range(len(e)) if np.array_equal(e.actions[t], b["actions"][i])][0]
         np.testing.assert_array_equal(b["next_obs"][i], e.images[t + 1])
         assert b["rewards"][i] == e.rewards[t]
+
+
+def test_corrupt_episode_files_give_errors_naming_the_file(tmp_path):
+    """A truncated array, a meta.json that claims another length, an unreadable meta.json: one clear
+    DatasetError naming the file, never a bare numpy error or a silently wrong dataset."""
+    import json
+
+    from robofume_ros.data.dataset import DatasetError, dataset_info, load_episode, load_episodes
+
+    with DatasetWriter(tmp_path / "ds") as w:
+        for k in range(3):
+            w.append(random_episode(T=10, seed=k))
+    eps = sorted((tmp_path / "ds" / "episodes").iterdir())
+    assert dataset_info(tmp_path / "ds")["transitions"] == 30
+    # images.npy cut in half
+    img = eps[0] / "images.npy"
+    img.write_bytes(img.read_bytes()[: img.stat().st_size // 2])
+    with pytest.raises(DatasetError, match=f"{img}: cannot be read, truncated or corrupt"):
+        load_episode(eps[0])
+    with pytest.raises(DatasetError, match="images.npy: cannot be read"):
+        load_episodes(tmp_path / "ds")
+    # meta.json claiming a million steps
+    meta = json.loads((eps[1] / "meta.json").read_text())
+    meta["length"] = 10**6
+    (eps[1] / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="says 1000000 steps but .*actions.npy holds 10"):
+        dataset_info(tmp_path / "ds")
+    with pytest.raises(DatasetError, match="says 1000000 steps"):
+        load_episode(eps[1])
+    # meta.json that is not JSON
+    (eps[2] / "meta.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="meta.json cannot be read"):
+        load_episode(eps[2])

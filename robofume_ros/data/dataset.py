@@ -320,25 +320,48 @@ def episode_dirs(path) -> list[Path]:
     return sorted((p for p in d.glob("ep_*") if p.is_dir() and _ep_number(p) >= 0), key=_ep_number)
 
 
+def _episode_meta(d: Path) -> dict:
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"episode {d}: meta.json cannot be read ({e})") from e
+    missing = {"instruction", "task", "source", "success", "length"} - set(meta)
+    if missing:
+        raise DatasetError(f"episode {d}: meta.json lacks {sorted(missing)}")
+    return meta
+
+
 def load_episode(d, mmap: bool = True) -> Episode:
+    """One episode folder. A missing, truncated or unreadable array, or arrays whose lengths
+    disagree with each other or with meta.json, raise DatasetError naming the file."""
     d = Path(d)
-    meta = json.loads((d / "meta.json").read_text())
+    meta = _episode_meta(d)
     mode = "r" if mmap else None
     arrs = {}
     for name in _ARRAYS + _OPTIONAL:
         f = d / f"{name}.npy"
         if f.exists():
-            arrs[name] = np.load(f, mmap_mode=mode, allow_pickle=False)
+            try:
+                arrs[name] = np.load(f, mmap_mode=mode, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as e:
+                raise DatasetError(f"{f}: cannot be read, truncated or corrupt ({e})") from e
         elif name in _ARRAYS:
             raise DatasetError(f"episode {d} lacks {name}.npy")
-    return Episode(
-        instruction=meta["instruction"],
-        task=meta["task"],
-        source=meta["source"],
-        success=bool(meta["success"]),
-        provenance=meta.get("provenance", {}),
-        **arrs,
-    )
+    if len(arrs["actions"]) != int(meta["length"]):
+        raise DatasetError(
+            f"{d / 'meta.json'} says {meta['length']} steps but {d / 'actions.npy'} holds {len(arrs['actions'])}"
+        )
+    try:
+        return Episode(
+            instruction=meta["instruction"],
+            task=meta["task"],
+            source=meta["source"],
+            success=bool(meta["success"]),
+            provenance=meta.get("provenance", {}),
+            **arrs,
+        )
+    except ValueError as e:  # array lengths that disagree (Episode checks them)
+        raise DatasetError(f"episode {d}: {e}") from e
 
 
 def load_episodes(path, sources=None, mmap: bool = True, tasks=None) -> list[Episode]:
@@ -369,7 +392,13 @@ def dataset_info(path) -> dict:
     meta = _read_meta(Path(path))
     eps = []
     for d in episode_dirs(path):
-        m = json.loads((d / "meta.json").read_text())
+        m = _episode_meta(d)
+        try:  # the length meta.json claims, against the array on disk (its header only)
+            n = len(np.load(d / "actions.npy", mmap_mode="r", allow_pickle=False))
+        except (OSError, ValueError, EOFError) as e:
+            raise DatasetError(f"{d / 'actions.npy'}: cannot be read, truncated or corrupt ({e})") from e
+        if n != int(m["length"]):
+            raise DatasetError(f"{d / 'meta.json'} says {m['length']} steps but {d / 'actions.npy'} holds {n}")
         m["dir"] = d.name
         eps.append(m)
     by = {}
