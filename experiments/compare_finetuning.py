@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from robofume_ros.evaluation import dataset_scene_seed as scene_seed  # the dataset's target scene
+from robofume_ros.pipeline.evaluation import dataset_scene_seed as scene_seed  # the dataset's target scene
 
 
 def pretrain(algo: str, data: Path, out: Path, steps: int, seed: int, bc_only_successful: bool = False) -> Path:
@@ -101,7 +101,7 @@ def online_run(
     import torch
 
     from robofume_ros.data.dataset import load_episodes
-    from robofume_ros.evaluation import workspace_start
+    from robofume_ros.pipeline.evaluation import workspace_start
     from robofume_ros.online.episode_stream import EpisodeStream
     from robofume_ros.rl.features import FrozenImageEncoder
     from robofume_ros.reward.debounce import frame_success
@@ -377,7 +377,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from robofume_ros.evaluation import evaluate_policy
+    from robofume_ros.pipeline.evaluation import evaluate_policy
     from robofume_ros.rl.policy import Policy
 
     out = Path(ns.out)

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from robofume_ros.evaluation import evaluate_policy
+    from robofume_ros.pipeline.evaluation import evaluate_policy
     from robofume_ros.rl.policy import Policy
 
     out = Path(ns.out)

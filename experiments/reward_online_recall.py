@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", help="score the recorded frames with this reward model instead")
     ap.add_argument("--threshold", type=float, help="with --model: the threshold to mark (default: the model's own)")
     ns = ap.parse_args(argv)
-    from robofume_ros.report import _fig, online_stream
+    from robofume_ros.pipeline.report import _fig, online_stream
 
     run = Path(ns.run)
     bags = sorted((run / "finetune" / "bags").glob("*"))

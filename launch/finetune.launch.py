@@ -4,11 +4,11 @@
     ros2 launch robofume_ros finetune.launch.py world:=drawer policy_checkpoint:=... reward_model:=...
     ros2 launch robofume_ros finetune.launch.py robot:=franka params_file:=my_franka.yaml
 
-The node list, parameters and remappings come from robofume_ros.graph (the same description
+The node list, parameters and remappings come from robofume_ros.ros.graph (the same description
 `robofume launch finetune` uses on machines without ros2 launch).
 """
 
-from robofume_ros.launch_support import generate_for
+from robofume_ros.ros.launch_support import generate_for
 
 
 def generate_launch_description():

@@ -7,9 +7,13 @@ Layout:
   data/       episodes, datasets on disk, rosbag conversion -- pure Python
   safety/     the safety envelope every arm command passes through -- pure Python
   switching/  forward/backward task-switching state machine -- pure Python
-  ros/        message <-> numpy conversions shared by the nodes (imports rclpy types)
+  online/     the fine-tuning loop's pure parts (episodes from the stream, background trainer)
+  ros/        ROS glue: the one description of the node graph (graph.py, read by the launch files
+              and the runner), the runner, node parameters, message conversions, QoS
   nodes/      thin ROS 2 nodes, one file each
-  graph.py    the one description of the node graph (launch files and runner both read it)
+  pipeline/   robofume main: the main job, ground-truth evaluation, the report
+  interfaces.py  topics, message types and msg/*.msg constants (no ROS imports)
+  recipe.py      the recipe files (config/recipes/) every node and the main job read
 """
 
 # The rosidl-generated interfaces (robofume_ros.msg) are installed into the interpreter's

@@ -23,11 +23,11 @@ from pathlib import Path
 # subcommands implemented elsewhere: name -> "module:function" taking argv
 DELEGATES = {
     "pretrain": "robofume_ros.rl.pretrain:main",
-    "main": "robofume_ros.main_job:main",
-    "topic": "robofume_ros.topic_tools:main",
-    "evaluate": "robofume_ros.evaluation:main",
+    "main": "robofume_ros.pipeline.main_job:main",
+    "topic": "robofume_ros.ros.topic_tools:main",
+    "evaluate": "robofume_ros.pipeline.evaluation:main",
     "tasks": "robofume_ros.sim.check:main",
-    "report": "robofume_ros.report:main",
+    "report": "robofume_ros.pipeline.report:main",
 }
 # subcommand -> ("module:function", leading argv): the function takes the rest of the command line
 DATASET = {
@@ -63,11 +63,11 @@ def default_run_dir(prefix: str) -> Path:
 
 
 def cmd_launch(argv: list[str]) -> int:
-    from robofume_ros import graph, runner
+    from robofume_ros.ros import graph, runner
 
     ap = argparse.ArgumentParser(
         prog="robofume launch",
-        description="Run a node graph from robofume_ros/graph.py "
+        description="Run a node graph from robofume_ros/ros/graph.py "
         "(the same nodes and parameters as launch/<graph>.launch.py).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="launch arguments (name:=value):\n"
@@ -98,8 +98,8 @@ def cmd_launch(argv: list[str]) -> int:
 
 
 def cmd_params(argv: list[str]) -> int:
-    from robofume_ros import graph
-    from robofume_ros.params import describe
+    from robofume_ros.ros import graph
+    from robofume_ros.ros.params import describe
 
     ap = argparse.ArgumentParser(
         prog="robofume params", description="Print every node parameter with its default and description."

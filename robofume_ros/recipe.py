@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from robofume_ros.params import knob
+from robofume_ros.ros.params import knob
 
 DEFAULT = "default"
 MAIN_SECTION = "main"
@@ -28,7 +28,7 @@ class RecipeError(ValueError):
 
 
 def recipes_dir() -> Path:
-    from robofume_ros.graph import package_share
+    from robofume_ros.ros.graph import package_share
 
     return package_share() / "config" / "recipes"
 

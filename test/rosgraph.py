@@ -1,6 +1,6 @@
 """Helpers for tests that run real nodes in separate processes on an isolated ROS domain.
 
-    with graph_under_test("sim", {"fast": "true"}, tmp_path) as g:   # nodes from robofume_ros.graph
+    with graph_under_test("sim", {"fast": "true"}, tmp_path) as g:   # nodes from robofume_ros.ros.graph
         probe = g.probe({"/observation": Observation})                # subscriber in this process
         probe.wait_for("/observation", 20, timeout=30)
 
@@ -18,8 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from robofume_ros import graph as graph_mod
-from robofume_ros.runner import GraphRunner
+from robofume_ros.ros import graph as graph_mod
+from robofume_ros.ros.runner import GraphRunner
 
 _domains = itertools.count(1 + (os.getpid() * 7) % 60)
 

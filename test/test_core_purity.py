@@ -16,14 +16,14 @@ def core_modules():
         for f in sorted((PKG / sub).glob("*.py")):
             mods.append(f"robofume_ros.{sub}" + ("" if f.stem == "__init__" else f".{f.stem}"))
     return mods + [
-        "robofume_ros.graph",
-        "robofume_ros.params",
-        "robofume_ros.runner",
+        "robofume_ros.ros.graph",
+        "robofume_ros.ros.params",
+        "robofume_ros.ros.runner",
         "robofume_ros.interfaces",
         "robofume_ros.recipe",
-        "robofume_ros.main_job",
-        "robofume_ros.evaluation",
-        "robofume_ros.report",
+        "robofume_ros.pipeline.main_job",
+        "robofume_ros.pipeline.evaluation",
+        "robofume_ros.pipeline.report",
     ]
 
 

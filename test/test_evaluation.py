@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from robofume_ros.evaluation import evaluate_policy, workspace_start
+from robofume_ros.pipeline.evaluation import evaluate_policy, workspace_start
 from robofume_ros.sim.world import ResetFreeWorld
 
 

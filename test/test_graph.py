@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from robofume_ros import graph
-from robofume_ros.params import describe
+from robofume_ros.ros import graph
+from robofume_ros.ros.params import describe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,7 +103,7 @@ def test_launch_file_starts_what_the_runner_starts(fake_launch, graph_name, args
     ]
     assert described == expected
     # the runner's command lines for the same specs name the same modules and node names
-    from robofume_ros.runner import GraphRunner
+    from robofume_ros.ros.runner import GraphRunner
 
     r = GraphRunner(specs, tmp_path, env={})
     for s in specs:

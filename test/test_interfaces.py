@@ -3,7 +3,8 @@ equals what the generated messages carry."""
 
 import pytest
 
-from robofume_ros import graph, interfaces
+from robofume_ros import interfaces
+from robofume_ros.ros import graph
 from robofume_ros.data import bags
 from robofume_ros.switching import task_switcher
 

@@ -13,7 +13,7 @@ from robofume_ros.data.bags import (
     typestore,
 )
 from robofume_ros import recipe
-from robofume_ros.report import write_report
+from robofume_ros.pipeline.report import write_report
 
 
 def write_run_bag(path):
@@ -101,7 +101,7 @@ def test_report_tables_plots_and_reward_rates(tmp_path):
 def test_reward_trace_counts_episodes_that_start_done(tmp_path):
     """A backward episode after a failed forward attempt starts done by ground truth; the reward
     missing that shows up in its task's FN rate and episodes_starting_done."""
-    from robofume_ros.report import reward_trace
+    from robofume_ros.pipeline.report import reward_trace
 
     f = lambda e, task, gt, ok: {"episode": e, "task": task, "probability": 0.9 if ok else 0.1, "success": ok, "gt": gt}
     frames = (
@@ -123,7 +123,7 @@ def test_reward_trace_counts_episodes_that_start_done(tmp_path):
 
 
 def test_stage_times_survive_a_resumed_run(tmp_path):
-    from robofume_ros.main_job import stage
+    from robofume_ros.pipeline.main_job import stage
 
     timings = tmp_path / "stage_seconds.json"
     done = tmp_path / "a.done"

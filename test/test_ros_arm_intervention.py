@@ -16,7 +16,7 @@ from rosgraph import graph_under_test
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, RobotState, TaskPhase
 
 TWIST = "/servo_node/delta_twist_cmds"

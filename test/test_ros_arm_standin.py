@@ -18,7 +18,7 @@ from rosgraph import graph_under_test
 from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation, RobotState, TaskPhase
 
 TICK = 0.1

@@ -12,7 +12,7 @@ rclpy = pytest.importorskip("rclpy")
 from rosgraph import graph_under_test
 from tiny_models import tiny_learner_checkpoint, tiny_reward_model
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, PolicyWeights, Reward, TaskPhase
 
 

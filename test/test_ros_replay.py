@@ -14,7 +14,7 @@ from rosgraph_msgs.msg import Clock
 
 from robofume_ros.data import bags as B
 from robofume_ros.data.episode import Episode
-from robofume_ros.graph import NodeSpec
+from robofume_ros.ros.graph import NodeSpec
 from robofume_ros.msg import ArmCommand, Observation
 
 RATE_HZ = 10.0

@@ -9,7 +9,7 @@ rclpy = pytest.importorskip("rclpy")
 from rosgraph import graph_under_test
 from std_srvs.srv import Trigger
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 from robofume_ros.msg import Observation, Reward
 from robofume_ros.ros.convert import rgb_to_image
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand
-from robofume_ros.params import knob
+from robofume_ros.ros.params import knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import command_to_action
 from robofume_ros.safety.gate import make_gate

@@ -34,11 +34,11 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 from robofume_ros.msg import RobotState
 from robofume_ros.nodes._common import Throttle, run_node
 from robofume_ros.nodes._gate_ros import GatedRobot, GateParams
-from robofume_ros.params import declare, knob
+from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.safety.kinematics import Chain, delta_rotation, matrix_to_quat_wxyz
 

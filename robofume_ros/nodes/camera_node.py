@@ -17,10 +17,10 @@ from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 from robofume_ros.msg import Observation, RobotState, TaskPhase
 from robofume_ros.nodes._common import Throttle, run_node
-from robofume_ros.params import declare, knob
+from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, compressed_to_rgb, image_to_rgb, resize_rgb, rgb_to_image
 

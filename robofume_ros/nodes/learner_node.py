@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from rclpy.node import Node
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation, PolicyWeights, Reward, TaskPhase
 from robofume_ros.nodes._common import Throttle, run_node
-from robofume_ros.params import declare, knob
+from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, command_to_action, image_to_rgb, stamp_key
 

@@ -23,10 +23,10 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import Float32
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation, PolicyWeights
 from robofume_ros.nodes._common import Throttle, run_node
-from robofume_ros.params import declare, knob
+from robofume_ros.ros.params import declare, knob
 from robofume_ros.rl.exploration import ExplorationNoise
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, action_to_command, image_to_rgb

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from rclpy.node import Node
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 from robofume_ros.nodes._common import Throttle, run_node
-from robofume_ros.params import declare, knob
+from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 
 DEFAULT_TOPICS = [

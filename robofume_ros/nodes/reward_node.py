@@ -21,10 +21,10 @@ import numpy as np
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 from robofume_ros.msg import Observation, Reward
 from robofume_ros.nodes._common import Throttle, run_node
-from robofume_ros.params import declare, knob
+from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.reward.debounce import frame_success
 from robofume_ros.ros.convert import ImageError, image_to_rgb

@@ -15,10 +15,10 @@ import numpy as np
 from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation
 from robofume_ros.nodes._common import Throttle, run_node
-from robofume_ros.params import declare, knob
+from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import action_to_command
 

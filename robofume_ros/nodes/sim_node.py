@@ -26,11 +26,11 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 from robofume_ros.msg import GroundTruth, RobotState, TaskPhase
 from robofume_ros.nodes._common import Throttle, ground_truth_msgs, run_node
 from robofume_ros.nodes._gate_ros import GatedRobot, GateParams
-from robofume_ros.params import declare, knob
+from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import rgb_to_image, stamp_key
 

@@ -30,10 +30,10 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 from robofume_ros.msg import GroundTruth, TaskPhase
 from robofume_ros.nodes._common import Throttle, ground_truth_msgs, run_node
-from robofume_ros.params import declare, knob
+from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import rgb_to_image
 from robofume_ros.safety.kinematics import Chain, matrix_to_quat_wxyz

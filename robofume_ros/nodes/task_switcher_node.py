@@ -16,10 +16,10 @@ from rclpy.node import Node
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 from robofume_ros.msg import GroundTruth, Observation, Reward, TaskPhase
 from robofume_ros.nodes._common import Throttle, run_node
-from robofume_ros.params import declare, knob
+from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.switching.task_switcher import PHASE_NAMES, REASON_NAMES, TaskSpec, TaskSwitcher
 

@@ -22,10 +22,10 @@ from sensor_msgs.msg import Joy
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand
 from robofume_ros.nodes._common import Throttle, run_node
-from robofume_ros.params import declare, knob
+from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import action_to_command
 

@@ -17,7 +17,7 @@ LATCHED = QoSProfile(
 
 def for_topic(topic: str) -> QoSProfile:
     """The profile a subscriber should use for one of the graph's topics (see graph.TOPICS)."""
-    from robofume_ros.graph import TOPICS
+    from robofume_ros.ros.graph import TOPICS
 
     if topic in (TOPICS["image"], TOPICS["state"], TOPICS["expert_state"]):
         return SENSOR

@@ -200,7 +200,7 @@ class NodeSpec:
 
 def package_share() -> Path:
     """Folder holding config/ and launch/: the checkout, or share/robofume_ros when installed."""
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]
     if (here / "config").is_dir():
         return here
     try:
@@ -442,7 +442,7 @@ def overrides_yaml(spec: NodeSpec) -> str:
 
 def executables() -> list[str]:
     """Node executables that exist in this package (robofume_ros/nodes/*_node.py)."""
-    return sorted(p.stem for p in (Path(__file__).resolve().parent / "nodes").glob("*_node.py"))
+    return sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "nodes").glob("*_node.py"))
 
 
 def ros_env(domain_id: Optional[int] = None, log_dir: Optional[str] = None, localhost_only: bool = True) -> dict:

@@ -85,7 +85,7 @@ def finetune_args(out: Path, pair: str, recipe_spec: str, budget: int, seed: int
 def run_finetune(out: Path, args: dict) -> int:
     """Reset-free fine-tuning as the ROS graph, at the configured 10 Hz wall-clock control rate as on
     a robot (the learner trains asynchronously)."""
-    from robofume_ros import runner
+    from robofume_ros.ros import runner
 
     run_dir = out / "finetune"
     status_file = run_dir / "learner" / "status.json"
@@ -119,7 +119,7 @@ def run_finetune(out: Path, args: dict) -> int:
 
 
 def evaluate(name: str, ckpt: Path, out: Path, settings: dict, scene_seed: int, video: bool = False) -> dict:
-    from robofume_ros.evaluation import evaluate_policy
+    from robofume_ros.pipeline.evaluation import evaluate_policy
     from robofume_ros.rl.policy import Policy
 
     res_file = out / "eval" / f"{name}.json"
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
     gen_argv += ["--quick"] if mp.demos == 0 else ["--demos", str(mp.demos)]
     stage("data", data / "generate.json", generate.main, gen_argv, timings=timings)
 
-    from robofume_ros import graph
+    from robofume_ros.ros import graph
 
     ft_args = finetune_args(out, ns.pair, recipe_spec, budget, ns.seed)
     derived = graph.task_parameters(graph.resolve_args(ft_args))[1]
@@ -315,7 +315,7 @@ def main(argv=None) -> int:
             "retrained", retrain / "checkpoint.pt", out, settings, ns.seed, video=True
         ),
     }
-    from robofume_ros.report import write_report
+    from robofume_ros.pipeline.report import write_report
 
     report = write_report(out, results, settings, json.loads(timings.read_text()) if timings.exists() else {})
     log(f"report: {report}")

@@ -6,7 +6,7 @@ else. Every launch argument of graph.ARGUMENTS is declared with its default and 
 
 from __future__ import annotations
 
-from robofume_ros import graph
+from robofume_ros.ros import graph
 
 
 def launch_nodes(graph_name: str, context):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from robofume_ros import graph as graph_mod
+from robofume_ros.ros import graph as graph_mod
 
 
 def _die_with_parent():  # runs in the child between fork and exec
