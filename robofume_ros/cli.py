@@ -99,10 +99,11 @@ def cmd_launch(argv: list[str]) -> int:
 
 def cmd_params(argv: list[str]) -> int:
     from robofume_ros.ros import graph
-    from robofume_ros.ros.params import describe
+    from robofume_ros.ros.params import constraints, describe
 
     ap = argparse.ArgumentParser(
-        prog="robofume params", description="Print every node parameter with its default and description."
+        prog="robofume params",
+        description="Print every node parameter with its default, description and allowed values.",
     )
     ap.add_argument("node", nargs="?", help="executable name, e.g. sim_node (default: all)")
     ns = ap.parse_args(argv)
@@ -111,8 +112,12 @@ def cmd_params(argv: list[str]) -> int:
             continue
         mod = importlib.import_module(f"robofume_ros.nodes.{exe}")
         print(f"{exe}:")
+        meta = constraints(mod.Params)
         for name, default, help_text in describe(mod.Params):
-            print(f"  {name:24s} {default!r:28s} {help_text}")
+            m = meta[name]
+            allowed = f" [{m['range'][0]}, {m['range'][1]}]" if m.get("range") else ""
+            allowed += f" {{{', '.join(m['choices'])}}}" if m.get("choices") else ""
+            print(f"  {name:24s} {default!r:28s} {help_text}{allowed}")
     return 0
 
 

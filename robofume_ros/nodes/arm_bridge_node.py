@@ -49,7 +49,11 @@ GRIPPER_INTERFACES = ("none", "joint_trajectory", "float64", "gripper_action")
 @dataclass
 class Params(GateParams):
     robot_name: str = knob("franka", "label for logs")
-    interface: str = knob("servo", "arm interface: servo (MoveIt Servo twist) or joint_trajectory (ros2_control + IK)")
+    interface: str = knob(
+        "servo",
+        "arm interface: servo (MoveIt Servo twist) or joint_trajectory (ros2_control + IK)",
+        choices=("servo", "joint_trajectory"),
+    )
     action_dim: int = knob(4, "4 (xyz + gripper) or 7 (xyz + rpy + gripper) normalized actions")
     control_rate_hz: float = knob(10.0, "commands per second sent to the driver")
     base_frame: str = knob("base", "frame of the workspace box, twists and poses")
@@ -82,7 +86,11 @@ class Params(GateParams):
         "joint_trajectory: continue from the last commanded joints while they are within "
         "this of the measured pose (no drift from tracking error), else from the measured",
     )
-    gripper_interface: str = knob("none", "none, joint_trajectory, float64 or gripper_action")
+    gripper_interface: str = knob(
+        "none",
+        "none, joint_trajectory, float64 or gripper_action",
+        choices=("none", "joint_trajectory", "float64", "gripper_action"),
+    )
     gripper_topic: str = knob("", "gripper command topic (or action name for gripper_action)")
     gripper_joint_names: list = knob(["gripper"], "gripper joints commanded / read from joint states")
     gripper_open_position: float = knob(0.04, "joint position (or action position) of an open gripper")

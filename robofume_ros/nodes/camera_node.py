@@ -27,7 +27,9 @@ from robofume_ros.ros.convert import ImageError, compressed_to_rgb, image_to_rgb
 
 @dataclass
 class Params:
-    control_rate_hz: float = knob(10.0, "observations per second (frames arriving faster are thinned)")
+    control_rate_hz: float = knob(
+        10.0, "observations per second (frames arriving faster are thinned)", range=(0.1, 1000.0)
+    )
     output_width: int = knob(100, "policy image width")
     output_height: int = knob(100, "policy image height")
     crop: list = knob([0, 0, 0, 0], "crop x, y, width, height in source pixels before resizing (0 width = no crop)")

@@ -32,20 +32,25 @@ class Params:
     init_checkpoint: str = knob("", "pre-trained learner checkpoint (robofume pretrain output) to start from")
     offline_dataset: list = knob([], "dataset folders mixed into every batch (Cal-QL: 50/50 with online data)")
     run_dir: str = knob("runs/learner", "run folder; the learner writes to <run_dir>/learner")
-    budget_steps: int = knob(0, "environment steps after which training stops (0 = never)")
-    utd_ratio: float = knob(1.0, "gradient updates per environment step")
+    budget_steps: int = knob(0, "environment steps after which training stops (0 = never)", range=(0, 10**9))
+    utd_ratio: float = knob(1.0, "gradient updates per environment step", range=(0.0, 100.0))
     min_online_transitions: int = knob(1, "do not train before this many online transitions")
     weights_every: int = knob(50, "publish new policy weights every N updates")
     checkpoint_every: int = knob(250, "write a learner checkpoint every N updates")
-    weights_transport: str = knob("inline", "inline (bytes in the message, crosses machines) or file (path only)")
+    weights_transport: str = knob(
+        "inline", "inline (bytes in the message, crosses machines) or file (path only)", choices=("inline", "file")
+    )
     use_rnd: bool = knob(False, "add the OOO RND exploration bonus to online rewards")
     n_step: int = knob(
         10,
         "critics' TD horizon while fine-tuning: each target sums up to this many rewards of its "
         "episode before bootstrapping (0 = the pre-trained checkpoint's)",
+        range=(0, 1000),
     )
     bc_weight: float = knob(
-        0.03, "actor BC weight while fine-tuning (Cal-QL's RoboFuME term; -1 = keep the pre-trained checkpoint's)"
+        0.03,
+        "actor BC weight while fine-tuning (Cal-QL's RoboFuME term; -1 = keep the pre-trained checkpoint's)",
+        range=(-1.0, 100.0),
     )
     bc_only_successful: bool = knob(
         True, "actor BC term only on episodes that succeeded (failed exploration is left to the critic, not imitated)"

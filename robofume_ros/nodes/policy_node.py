@@ -37,7 +37,9 @@ class Params:
     checkpoint: str = knob("", "policy or learner checkpoint to start from (required)")
     deterministic: bool = knob(False, "act with the mean action (evaluation) instead of sampling (fine-tuning)")
     noise_scale: float = knob(
-        0.5, "exploration while sampling: the actor's std times this (1: its own distribution, 0: deterministic)"
+        0.5,
+        "exploration while sampling: the actor's std times this (1: its own distribution, 0: deterministic)",
+        range=(0.0, 5.0),
     )
     seed: int = knob(0, "seed of the action sampling")
     max_observation_age_s: float = knob(0.5, "do not act on observations older than this (wall clock)")

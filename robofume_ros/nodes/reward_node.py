@@ -33,8 +33,10 @@ from robofume_ros.ros.convert import ImageError, image_to_rgb
 @dataclass
 class Params:
     model_path: str = knob("", "reward model checkpoint folder (robofume reward train output) (required)")
-    threshold: float = knob(-1.0, "decision threshold; negative = the one stored with the model")
-    debounce_frames: int = knob(1, "consecutive frames at or above the threshold before success is declared")
+    threshold: float = knob(-1.0, "decision threshold; negative = the one stored with the model", range=(-1.0, 1.0))
+    debounce_frames: int = knob(
+        1, "consecutive frames at or above the threshold before success is declared", range=(1, 1000)
+    )
     paired_instructions: list = knob(
         [],
         "the two instructions of a reset-free pair (forward, backward): a frame "
@@ -42,7 +44,9 @@ class Params:
         "the other (one more text-head pass per frame); empty: no veto",
     )
     num_threads: int = knob(1, "torch threads for inference (1 is the robust choice on a robot PC)")
-    precision: str = knob("auto", "auto (bf16 where the CPU supports it), bf16 or fp32")
+    precision: str = knob(
+        "auto", "auto (bf16 where the CPU supports it), bf16 or fp32", choices=("auto", "bf16", "fp32")
+    )
 
 
 class RewardNode(Node):

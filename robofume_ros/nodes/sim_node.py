@@ -42,7 +42,7 @@ class Params(GateParams):
     camera: str = knob("corner4", "Meta-World camera to render (corner4, corner2, corner3, topview, behindGripper)")
     image_width: int = knob(100, "rendered frame width in pixels; keep it at the resolution the data was generated at")
     image_height: int = knob(100, "rendered frame height in pixels")
-    control_rate_hz: float = knob(10.0, "simulation steps per second of (sim or wall) time")
+    control_rate_hz: float = knob(10.0, "simulation steps per second of (sim or wall) time", range=(0.1, 1000.0))
     lockstep: bool = knob(False, "step as fast as possible, waiting for each frame's command; publishes /clock")
     lockstep_timeout_s: float = knob(2.0, "lockstep: wall seconds to wait for a command before holding still")
     initial_phase: str = knob("forward", "task active before the first /task_phase message")
@@ -52,7 +52,9 @@ class Params(GateParams):
         "by itself between reset-free episodes: back to its home joint configuration, "
         "then the hand to the (jittered) home position; no frames are published meanwhile",
     )
-    home_jitter_m: float = knob(0.1, "random offset of the home pose, metres per axis (start-state diversity)")
+    home_jitter_m: float = knob(
+        0.1, "random offset of the home pose, metres per axis (start-state diversity)", range=(0.0, 0.5)
+    )
 
 
 class SimNode(Node, GatedRobot):

@@ -30,17 +30,19 @@ class Params:
     forward_instruction: str = knob("open the drawer", "language instruction of the forward task")
     backward_task: str = knob("drawer-close", "task id of the backward (reset) task")
     backward_instruction: str = knob("close the drawer", "language instruction of the backward task")
-    max_episode_steps: int = knob(150, "time limit of one episode in control ticks")
+    max_episode_steps: int = knob(150, "time limit of one episode in control ticks", range=(1, 100000))
     backward_max_episode_steps: int = knob(
-        0, "time limit of a backward (reset) episode in control ticks (0 = max_episode_steps)"
+        0, "time limit of a backward (reset) episode in control ticks (0 = max_episode_steps)", range=(0, 100000)
     )
-    success_frames: int = knob(3, "consecutive successful frames that end an episode")
+    success_frames: int = knob(3, "consecutive successful frames that end an episode", range=(1, 1000))
     success_source: str = knob(
-        "reward", "reward (the learned /reward) or ground_truth (simulator; data collection only)"
+        "reward",
+        "reward (the learned /reward) or ground_truth (simulator; data collection only)",
+        choices=("reward", "ground_truth"),
     )
     max_verdict_age_ticks: int = knob(3, "ignore success verdicts older than this many ticks")
     help_after_timeouts: int = knob(4, "consecutive timeouts before pausing and asking a human for help (0 = never)")
-    control_rate_hz: float = knob(10.0, "expected observation rate (for the verdict age check)")
+    control_rate_hz: float = knob(10.0, "expected observation rate (for the verdict age check)", range=(0.1, 1000.0))
     wait_for_success_source: bool = knob(
         True,
         "start the first episode only once the success source has "

@@ -1,0 +1,75 @@
+"""Parameters a user can trust: ranges and choices in the descriptor, a value outside them rejected
+at start with the allowed values named, and read-only while the node runs."""
+
+from dataclasses import dataclass
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from rclpy.parameter import Parameter
+
+from robofume_ros import recipe
+from robofume_ros.ros import graph
+from robofume_ros.ros.params import check_value, constraints, declare, knob
+
+
+@dataclass
+class Params:
+    rate_hz: float = knob(10.0, "control rate", range=(0.1, 100.0))
+    frames: int = knob(3, "debounce frames", range=(1, 10))
+    source: str = knob("reward", "success source", choices=("reward", "ground_truth"))
+
+
+def _node(ctx, name, **overrides):
+    return rclpy.create_node(
+        name, context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()]
+    )
+
+
+def test_ranges_and_choices_are_enforced_and_described():
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=graph_domain())
+    try:
+        node = _node(ctx, "ok_node", rate_hz=20.0, source="ground_truth")
+        p = declare(node, Params)
+        assert (p.rate_hz, p.frames, p.source) == (20.0, 3, "ground_truth")
+        d = node.describe_parameter("rate_hz")
+        assert d.read_only and d.floating_point_range[0].to_value == 100.0 and "control rate" in d.description
+        assert node.describe_parameter("frames").integer_range[0].from_value == 1
+        # read-only while running: a set is refused, the value stays
+        res = node.set_parameters([Parameter("frames", value=5)])[0]
+        assert not res.successful and "read-only" in res.reason
+        assert node.get_parameter("frames").value == 3
+        node.destroy_node()
+        for name, bad, msg in (
+            ("n1", {"rate_hz": 500.0}, r"rate_hz is outside its range \[0.1, 100.0\]"),
+            ("n2", {"frames": 0}, r"frames is outside its range \[1, 10\]"),
+            ("n3", {"source": "oracle"}, "source='oracle' is not one of 'reward', 'ground_truth'"),
+        ):
+            node = _node(ctx, name, **bad)
+            with pytest.raises(ValueError, match=msg):
+                declare(node, Params)
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)
+
+
+def graph_domain() -> int:
+    from rosgraph import next_domain_id
+
+    return next_domain_id()
+
+
+def test_the_recipe_is_within_every_knobs_range():
+    import importlib
+
+    exes = {s.name: s.executable for g in graph.GRAPHS for s in graph.nodes(g, {})}
+    for section, params in recipe.load("default").items():
+        if section == "main":
+            continue
+        meta = constraints(importlib.import_module(f"robofume_ros.nodes.{exes[section]}").Params)
+        for key, value in params.items():
+            check_value(f"{section}.{key}", value, meta[key])
+    with pytest.raises(ValueError, match=r"policy.noise_scale=9.0 is outside its range \[0.0, 5.0\]"):
+        meta = constraints(importlib.import_module("robofume_ros.nodes.policy_node").Params)
+        check_value("policy.noise_scale", 9.0, meta["noise_scale"])
