@@ -32,37 +32,15 @@ from robofume_ros.pipeline.evaluation import dataset_scene_seed as scene_seed  #
 
 
 def pretrain(algo: str, data: Path, out: Path, steps: int, seed: int, bc_only_successful: bool = False) -> Path:
-    from robofume_ros.rl import pretrain as pt
+    from robofume_ros.pipeline.main_job import run_pretrain
     from robofume_ros.rl.learner import BC_ONLY_SUCCESSFUL
 
-    ck = out / "checkpoint.pt"
     if not (out / "DONE").exists():
-        extra = ["--set", f"{BC_ONLY_SUCCESSFUL[algo]}=True"] if bc_only_successful else []
-        rc = pt.main(
-            [
-                "--data",
-                str(data),
-                "--out",
-                str(out),
-                "--algo",
-                algo,
-                "--obs-mode",
-                "features",
-                "--steps",
-                str(steps),
-                "--seed",
-                str(seed),
-                "--bf16",
-                "--no-progress",
-                "--log-every",
-                "250",
-            ]
-            + extra
-        )
+        overrides = [f"{BC_ONLY_SUCCESSFUL[algo]}=True"] if bc_only_successful else []
+        rc = run_pretrain(data, out, algo, steps, seed, overrides, extra=["--no-progress", "--log-every", "250"])
         if rc not in (None, 0):
             raise SystemExit(f"pretrain {algo} seed {seed} failed")
-        (out / "DONE").write_text("ok\n")
-    return ck
+    return out / "checkpoint.pt"
 
 
 def online_run(

@@ -1,4 +1,4 @@
-"""Probe: how often does a policy succeed while exploring, and from which starts? (docs/results.md, finding 17)
+"""Probe: how often does a policy succeed while exploring, and from which starts? (docs/results.md: the exploration findings)
 
 Evaluates one policy on the same forward trials (the robot's workspace, arm homed +- --home-jitter)
 deterministically and exploring with each --settings entry `scale:correlation` (the policy node's

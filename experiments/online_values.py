@@ -1,4 +1,4 @@
-"""Probe: what does a learner's critic think of the online episodes' starts? (docs/results.md, finding 16)
+"""Probe: what does a learner's critic think of the online episodes' starts? (docs/results.md: the n-step findings)
 
 For every online forward episode of a fine-tuning run (finetune_probe.py's or the learner node's
 `online/` dataset): its start height relative to the median start, its ground-truth success, its MC

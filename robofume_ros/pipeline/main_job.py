@@ -269,7 +269,6 @@ def main(argv=None) -> int:
         timings=timings,
     )
 
-    from robofume_ros.rl import pretrain
     from robofume_ros.rl.learner import BC_ONLY_SUCCESSFUL
 
     # the actor's BC term on successful episodes only, in pre-training as online (the recipe's learner value)
@@ -279,7 +278,7 @@ def main(argv=None) -> int:
     stage(
         "pretrain",
         pre / "DONE",
-        lambda: _pretrain(pretrain, data, pre, "calql", mp.pretrain_steps, ns.seed, calql_set),
+        lambda: run_pretrain(data, pre, "calql", mp.pretrain_steps, ns.seed, calql_set),
         timings=timings,
     )
 
@@ -294,8 +293,7 @@ def main(argv=None) -> int:
     stage(
         "retrain (OOO)",
         retrain / "DONE",
-        lambda: _pretrain(
-            pretrain,
+        lambda: run_pretrain(
             [data, out / "finetune" / "learner" / "online"],
             retrain,
             mp.retrain_algo,
@@ -336,26 +334,20 @@ def _check_same_pair(out: Path, pair: str) -> None:
             raise SystemExit(f"[main] {out} holds a run of pair {have!r}, not {pair!r}: use another --out or --fresh")
 
 
-def _pretrain(pretrain, data, out: Path, algo: str, steps: int, seed: int, overrides=()) -> int:
+def run_pretrain(data, out: Path, algo: str, steps: int, seed: int, overrides=(), extra=()) -> int:
+    """`robofume pretrain` on one or more datasets with the main job's observation setup (frozen
+    features, bf16); `overrides` are KEY=VALUE algorithm settings. Marks `out/DONE` on success.
+    The experiments pre-train through here too."""
+    from robofume_ros.rl import pretrain
+
     datas = data if isinstance(data, list) else [data]
-    argv = [
-        "--out",
-        str(out),
-        "--algo",
-        algo,
-        "--obs-mode",
-        "features",
-        "--steps",
-        str(steps),
-        "--seed",
-        str(seed),
-        "--bf16",
-    ] + [a for kv in overrides for a in ("--set", kv)]
+    argv = ["--out", str(out), "--algo", algo, "--obs-mode", "features", "--steps", str(steps)]
+    argv += ["--seed", str(seed), "--bf16", *extra] + [a for kv in overrides for a in ("--set", kv)]
     for d in datas:
         argv += ["--data", str(d)]
     rc = pretrain.main(argv)
     if rc in (None, 0):
-        (out / "DONE").write_text("ok\n")
+        (Path(out) / "DONE").write_text("ok\n")
     return rc
 
 
