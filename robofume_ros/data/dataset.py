@@ -440,7 +440,7 @@ def target_demo_steps(path) -> dict:
     """{task: [steps to success of each target demo]} from the episode metas (no arrays are read):
     the demo's recorded first success step where the generator kept it, else its length."""
     out: dict = {}
-    for m in dataset_info(path)["episode_meta"]:
+    for m in map(_episode_meta, episode_dirs(path)):
         if m["source"] == "target_demo" and m["success"]:
             first = (m.get("provenance") or {}).get("first_success_step")
             out.setdefault(m["task"], []).append(int(first) if first is not None else int(m["length"]))

@@ -25,6 +25,7 @@ from robofume_ros.nodes._common import Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, command_to_action, image_to_rgb, stamp_key
+from robofume_ros.rl.policy import ObservationMismatch, check_observation
 
 
 @dataclass
@@ -167,8 +168,6 @@ class LearnerNode(Node):
 
     # --- stream -----------------------------------------------------------------------------
     def on_observation(self, obs):
-        from robofume_ros.rl.policy import ObservationMismatch, check_observation
-
         try:
             image = image_to_rgb(obs.image)
             # the learner's store never holds what it cannot train on: the checkpoint's observation spec

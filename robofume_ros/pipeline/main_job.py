@@ -32,7 +32,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 
-FEATURE_ENCODER = "efficientnet_lite0@128"
 ALGO_NAMES = {"calql": "Cal-QL", "cql": "CQL", "iql": "IQL", "bc": "BC"}
 
 
@@ -236,9 +235,9 @@ def main(argv=None) -> int:
 
     def features():
         from robofume_ros.data.dataset import write_features
-        from robofume_ros.rl.features import FrozenImageEncoder
+        from robofume_ros.rl.features import FEATURE_ENCODER_ID, FrozenImageEncoder
 
-        write_features(data, FrozenImageEncoder(), FEATURE_ENCODER)
+        write_features(data, FrozenImageEncoder(), FEATURE_ENCODER_ID)
         (out / "features.done").write_text("ok\n")
 
     stage("features", out / "features.done", features, timings=timings)

@@ -24,6 +24,9 @@ _STAGES = [
     (1, 3, 1, 6, 192, 320),
 ]
 FEATURE_DIM = 1280
+INPUT_SIZE = 128  # the frames are resized to this before the network
+# the id stored with precomputed features and in a checkpoint's observation spec
+FEATURE_ENCODER_ID = f"efficientnet_lite0@{INPUT_SIZE}"
 _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 _STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -89,7 +92,7 @@ class FrozenImageEncoder:
 
     # 128 px input: ~9 ms per 100x100 frame on one CPU core (224 px: ~50 ms); training features
     # and the policy's on-line features must use the same setting, so it is the default everywhere.
-    def __init__(self, image_size: int = 128, batch: int = 64, bf16: bool = False):
+    def __init__(self, image_size: int = INPUT_SIZE, batch: int = 64, bf16: bool = False):
         self.model = EfficientNetLite0()
         sd = torch.load(weights_path(), map_location="cpu", weights_only=True)
         self.model.load_state_dict(sd)

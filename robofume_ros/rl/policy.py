@@ -111,10 +111,6 @@ class Policy:
         except RuntimeError as e:
             raise ckpt.CheckpointError(f"{name}: weights do not fit this policy ({e})") from e
 
-    def check_observation(self, image: Optional[np.ndarray], proprio) -> None:
-        """check_observation against this checkpoint's observation spec."""
-        check_observation(self.obs_spec, image, proprio)
-
     @torch.no_grad()
     def act(
         self,
@@ -130,7 +126,7 @@ class Policy:
         scaled by noise_scale (1: its own distribution, 0: deterministic) and eps (A,), if given, is
         the standard-normal noise (rl/exploration.py: white or temporally correlated).
         Raises ObservationMismatch for an observation unlike the ones it was trained on."""
-        self.check_observation(image, proprio)
+        check_observation(self.obs_spec, image, proprio)
         obs = {
             "proprio": torch.as_tensor(np.asarray(proprio, np.float32)).view(1, -1),
             "lang": torch.from_numpy(self.lang.embed([instruction])),

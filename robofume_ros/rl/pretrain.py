@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from robofume_ros.rl.checkpoint import CheckpointError
+from robofume_ros.rl.features import FEATURE_ENCODER_ID
 from robofume_ros.rl.learner import ALGOS, Learner, LearnerConfig
 
 
@@ -101,9 +102,6 @@ def plot_q_vs_mc(csv_path: Path, png_path: Path) -> None:
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
-
-
-FEATURE_ENCODER_ID = "efficientnet_lite0@128"  # rl/features.FrozenImageEncoder's default input size
 
 
 def data_task(datasets) -> "dict | None":

@@ -255,9 +255,13 @@ def _truthy(v: str) -> bool:
 
 def nodes(graph: str, args: Optional[dict] = None) -> list[NodeSpec]:
     """The nodes of `graph` ("sim" or "finetune") for the given launch arguments."""
+    a = resolve_args(args)
+    return _nodes(graph, a, task_parameters(a)[0])
+
+
+def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
     if graph not in GRAPHS:
         raise KeyError(f"unknown graph {graph!r}; known: {', '.join(GRAPHS)}")
-    a = resolve_args(args)
     from robofume_ros import recipe
 
     pfs = [str(params_file_for(a))] + [str(f) for f in recipe.files(a["recipe"])]
@@ -303,7 +307,7 @@ def nodes(graph: str, args: Optional[dict] = None) -> list[NodeSpec]:
         add("recorder", "recorder_node")
 
     by_name = {s.name: s for s in specs}
-    for node, params in task_parameters(a)[0].items():
+    for node, params in task_params.items():
         if node in by_name:
             by_name[node].parameters.update(params)
     for arg in ARGUMENTS:
@@ -389,21 +393,29 @@ def check_pair_of_inputs(pair, a: dict) -> None:
             raise ValueError(f"policy_checkpoint {ck} was trained on pair {cp!r}, not on world {pair.name!r}")
 
 
-def describe(graph: str, args: Optional[dict] = None) -> dict:
-    """Everything a graph run is made of, resolved: launch arguments, the task and what was derived
-    from it, and every node with its params files, parameters and remappings (`--dry-run`, and
-    <run_dir>/graph.yaml of every run)."""
+def resolve(graph: str, args: Optional[dict] = None) -> tuple[list[NodeSpec], dict]:
+    """The nodes of a graph and the description of everything it is made of, resolved once (the
+    task's datasets and checkpoint are read once): launch arguments, the task and what was derived
+    from it, and every node with its params files, parameters, remappings and resolved values
+    (`--dry-run`, and <run_dir>/graph.yaml of every run)."""
     a = resolve_args(args)
     from robofume_ros import recipe
 
-    specs = nodes(graph, a)
-    return {
+    task_params, derived = task_parameters(a)
+    specs = _nodes(graph, a, task_params)
+    description = {
         "graph": graph,
         "arguments": a,
-        "task": task_parameters(a)[1],
+        "task": derived,
         "recipe": {"files": [str(f) for f in recipe.files(a["recipe"])]},
         "nodes": [{**s.as_dict(), "resolved": resolved_parameters(s)} for s in specs],
     }
+    return specs, description
+
+
+def describe(graph: str, args: Optional[dict] = None) -> dict:
+    """resolve()'s description alone."""
+    return resolve(graph, args)[1]
 
 
 def resolved_parameters(spec: NodeSpec) -> dict:

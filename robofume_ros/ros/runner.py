@@ -177,12 +177,11 @@ class GraphRunner:
         return False
 
 
-def write_description(run_dir: Path, graph: str, args: dict, log=print) -> Path:
-    """<run_dir>/graph.yaml: the resolved description of what runs (graph_mod.describe), so a result
+def write_description(run_dir: Path, d: dict, log=print) -> Path:
+    """<run_dir>/graph.yaml: the resolved description of what runs (graph_mod.resolve), so a result
     always says exactly what produced it; the task's derived values are printed too."""
     import yaml
 
-    d = graph_mod.describe(graph, args)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "graph.yaml"
     path.write_text(yaml.safe_dump(d, sort_keys=False))
@@ -206,8 +205,8 @@ def run_graph(
 ) -> int:
     """Start a graph, supervise it until `duration` passes, a required node dies, or Ctrl-C.
     Returns a process exit code (0 = clean)."""
-    specs = graph_mod.nodes(graph, args)
-    write_description(Path(run_dir), graph, args, log)
+    specs, description = graph_mod.resolve(graph, args)
+    write_description(Path(run_dir), description, log)
     env = graph_mod.ros_env(domain_id=domain_id, log_dir=str(Path(run_dir) / "ros_logs"), localhost_only=False)
     runner = GraphRunner(specs, Path(run_dir), env)
     log(f"[robofume] starting graph '{graph}' with {len(specs)} nodes: {', '.join(s.name for s in specs)}")

@@ -8,7 +8,7 @@ so the table is cheap to import from anywhere (reward models, dataset tools, nod
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 METAWORLD_SUFFIX = "-v3"
@@ -130,12 +130,6 @@ class TaskPair:
         self.task(phase)
         return getattr(self, f"{phase}_instruction")
 
-    def phase_of(self, task: str) -> str:
-        for phase in ("forward", "backward"):
-            if getattr(self, phase) == task:
-                return phase
-        raise ValueError(f"task {task!r} is not in pair {self.name!r} ({self.forward}, {self.backward})")
-
     @property
     def tasks(self) -> tuple[str, str]:
         return (self.forward, self.backward)
@@ -145,18 +139,8 @@ class TaskPair:
         return (self.forward_instruction, self.backward_instruction)
 
     def as_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "forward": self.forward,
-            "backward": self.backward,
-            "forward_instruction": self.forward_instruction,
-            "backward_instruction": self.backward_instruction,
-            "time_limits": list(self.time_limits),
-            "camera": self.camera,
-            "simulated": self.simulated,
-            "inverse_placement": self.inverse_placement,
-            "shared_bodies": list(self.shared_bodies),
-        }
+        """The definition as plain data (lists, not tuples: it goes into YAML and JSON)."""
+        return {**asdict(self), "time_limits": list(self.time_limits), "shared_bodies": list(self.shared_bodies)}
 
 
 # Meta-World pairs whose scripted experts succeed both ways, reset-free, on one shared scene
