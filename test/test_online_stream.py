@@ -42,12 +42,77 @@ def test_commands_pair_by_stamp_and_gaps_are_cut(tmp_path):
     for s in range(20, 30):
         if s != 23:  # the command for stamp 23 never arrived
             st.command(s, [s, 0, 0, 0])
-    st.command(999, [0, 0, 0, 0])  # answers nothing we saw
     [ep] = st.close_before(1, success=False)
     # the clean tail after the gap: obs 24..29, actions 24..28
     np.testing.assert_array_equal(ep.proprio[:, 0], np.arange(24, 30))
     np.testing.assert_array_equal(ep.actions[:, 0], np.arange(24, 29))
-    assert st.dropped["command_without_observation"] == 1 and st.dropped["command_missing"] == 4
+    assert st.dropped == {"command_missing": 4}
+
+
+def test_messages_before_their_observation_wait_for_it(tmp_path):
+    """The topics of one control step arrive in any order: a command or verdict that arrives
+    before its observation is paired when the observation comes; the episode equals the in-order one."""
+    in_order, shuffled = EpisodeStream(tmp_path / "a", action_dim=4), EpisodeStream(tmp_path / "b", action_dim=4)
+    feed(in_order, 0, list(range(1, 11)))
+    rng = np.random.default_rng(0)
+    msgs = []
+    for s in range(1, 11):
+        msgs += [("obs", s), ("cmd", s), ("rew", s)]
+    for kind, s in (msgs[i] for i in rng.permutation(len(msgs))):
+        if kind == "obs":
+            shuffled.observation(
+                s, 0, np.full((8, 8, 3), s % 255, np.uint8), [s, 0, 0, 1], "open the drawer", "drawer-open"
+            )
+        elif kind == "cmd":
+            shuffled.command(s, [0.1, 0.2, 0.3, float(s % 2)])
+        else:
+            shuffled.reward(s, 0.9 if s == 10 else 0.1)
+    [a] = in_order.close_before(1, success=True)
+    [b] = shuffled.close_before(1, success=True)
+    assert len(b) == len(a) == 9 and shuffled.dropped == {}
+    for k in ("images", "proprio", "actions", "rewards", "terminals"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+    assert a.provenance["reward_probability"] == b.provenance["reward_probability"]
+
+
+def test_a_command_whose_observation_never_comes_is_counted_when_it_expires(tmp_path):
+    st = EpisodeStream(tmp_path, action_dim=4, max_pending=4)
+    st.command(999, [0, 0, 0, 0])  # answers an observation that never arrives
+    feed(st, 0, [1, 2, 3])
+    assert st.dropped == {}  # still waiting
+    for s in range(10, 14):
+        st.command(s, [0, 0, 0, 0])  # four newer ones push it out
+    assert st.dropped == {"command_without_observation": 1}
+
+
+def test_outcomes_come_from_the_switchers_verdicts_not_only_the_newest(tmp_path):
+    """A learner that was down while episodes 0 and 1 ended sees only the phase message that
+    starts episode 2; the switcher's remembered verdicts label each of them."""
+    st = EpisodeStream(tmp_path, action_dim=4)
+    feed(st, 0, [1, 2, 3])
+    feed(st, 1, [4, 5, 6], task="drawer-close")
+    e0, e1 = st.close_before(2, success=False, outcomes={0: True, 1: False})
+    assert e0.success and e0.terminals[-1] and e0.rewards[-1] == 0
+    assert not e1.success and (e1.rewards == -1).all()
+    # without the history the old rule holds: only the episode just before is the newest verdict
+    feed(st, 2, [7, 8, 9])
+    feed(st, 3, [10, 11, 12], task="drawer-close")
+    e2, e3 = st.close_before(4, success=True)
+    assert not e2.success and e3.success
+
+
+def test_waiting_messages_survive_a_kill_after_a_compaction(tmp_path):
+    st = EpisodeStream(tmp_path, action_dim=4)
+    feed(st, 0, [1, 2, 3])
+    st.command(4, [0.5, 0, 0, 0])  # episode 1's first command, before its observation
+    st.close_before(1, success=True)  # compacts the journal
+    st.journal.close()  # killed
+    st2 = EpisodeStream(tmp_path, action_dim=4)
+    st2.recover()
+    st2.observation(4, 1, np.zeros((8, 8, 3), np.uint8), [4, 0, 0, 1], "close the drawer", "drawer-close")
+    st2.observation(5, 1, np.zeros((8, 8, 3), np.uint8), [5, 0, 0, 1], "close the drawer", "drawer-close")
+    [ep] = st2.close_before(2, success=False)
+    np.testing.assert_allclose(ep.actions[:, 0], [0.5])
 
 
 def test_a_killed_learner_loses_nothing_it_received(tmp_path):

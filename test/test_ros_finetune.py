@@ -90,6 +90,13 @@ def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, mo
         assert len(online_eps) >= 3
         # kill the learner: the runner respawns it, and it resumes with nothing it had lost
         before = {e.name for e in online_eps if e.name.startswith("ep_")}
+
+        # kill it mid-episode: the learner has some of the episode's steps in its journal, and the
+        # episode ends (by success) while it is down
+        def mid(m):
+            return m.steps_in_episode >= 2
+
+        probe.wait_for("/task_phase", sum(map(mid, probe.get("/task_phase"))) + 1, timeout=30, pred=mid)
         learner_proc = g.runner.procs["learner"].proc
         learner_proc.send_signal(signal.SIGKILL)
         learner_proc.wait(10)
@@ -119,6 +126,13 @@ def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, mo
             time.sleep(0.5)
         after = stored()
         assert before < after, f"the restarted learner must keep every episode and add new ones: {sorted(after)}"
+        # every episode ended by success in the switcher's verdict; so is every stored one, also the
+        # one the kill interrupted, which ended while the learner was down (TaskPhase.recent_*)
+        last = probe.get("/task_phase")[-1]
+        assert last.forward_timeouts + last.backward_timeouts == 0
+        episodes = learner_dir / "online" / "episodes"
+        labels = {n: json.loads((episodes / n / "meta.json").read_text())["success"] for n in after}
+        assert all(labels.values()), labels
         g.assert_alive()
 
 

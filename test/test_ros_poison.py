@@ -55,3 +55,55 @@ def test_poison_observations_are_dropped_and_nodes_stay_up(tmp_path):
     for what in ("proprioception has 3 values", "NaN or Inf"):
         assert what in policy_log + learner_log, what
     assert "Traceback" not in policy_log and "Traceback" not in learner_log
+
+
+def test_poison_observations_do_not_run_the_switchers_clock(tmp_path):
+    """The task switcher counts one control tick per usable observation: a burst of observations
+    with a bad encoding, NaN proprioception or a repeated stamp at 100x the control rate neither
+    times out the episode nor advances its clock."""
+    from robofume_ros.msg import Reward, TaskPhase
+
+    args = {"run_dir": str(tmp_path / "run"), "record": "false"}
+    with graph_under_test("finetune", args, tmp_path, only=("task_switcher",)) as g:
+        probe = g.probe({"/task_phase": TaskPhase})
+        obs_pub = probe.publisher("/observation", Observation)
+        reward_pub = probe.publisher("/reward", Reward)
+        r = Reward()
+        r.header.stamp = probe.node.get_clock().now().to_msg()
+        r.probability, r.success, r.episode_index = 0.1, False, 0
+        reward_pub.publish(r)  # the success source is up: the first episode starts
+        time.sleep(0.2)
+
+        def steps_reach(n, timeout=10):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                msgs = probe.get("/task_phase")
+                if msgs and msgs[-1].steps_in_episode >= n:
+                    return msgs[-1]
+                time.sleep(0.05)
+            raise AssertionError(f"steps_in_episode never reached {n}: {msgs[-1] if msgs else None}")
+
+        good = [observation(probe, i) for i in range(10)]
+        for o in good:
+            obs_pub.publish(o)
+            time.sleep(0.01)
+        steps_reach(10)
+        for k in range(300):  # ~3 s at 100 Hz
+            bad = observation(probe, k)
+            if k % 3 == 0:
+                bad.image.encoding = "yuv422_nonsense"
+            elif k % 3 == 1:
+                bad.proprio = [0.0, float("nan"), 0.2, 1.0]
+            else:
+                bad.header.stamp = good[-1].header.stamp  # a repeat of the last tick
+            obs_pub.publish(bad)
+            time.sleep(0.01)
+        obs_pub.publish(observation(probe, 11))
+        ph = steps_reach(11)
+        time.sleep(1.2)  # the switcher republishes its phase once a second
+        ph = probe.get("/task_phase")[-1]
+        assert ph.steps_in_episode == 11 and ph.episode_index == 0, ph
+        g.assert_alive()
+        log = g.log("task_switcher")
+    assert "observation not counted as a tick: unsupported image encoding" in log
+    assert "NaN or Inf" in log and "not newer than the last tick" in log

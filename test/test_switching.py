@@ -87,3 +87,19 @@ def test_force_switch_and_validation():
         make(max_episode_steps=0)
     with pytest.raises(ValueError):
         make(success_frames=0)
+
+
+def test_recent_outcomes_remember_each_episodes_verdict():
+    """What TaskPhase.recent_* carry: a learner that missed switches labels episodes from it."""
+    sm = make(max_episode_steps=2, help_after_timeouts=2)
+    sm.step(True)  # episode 0: success
+    sm.step(False)
+    sm.step(False)  # episode 1: timeout
+    sm.force_switch()  # episode 2: forced
+    sm.step(False)
+    sm.step(False)  # episode 3: timeout, second in a row -> paused
+    sm.resume()  # episode 4 ends unfinished by the resume
+    assert list(sm.outcomes) == [(0, True), (1, False), (2, False), (3, False), (4, False)]
+    for _ in range(200):
+        sm.force_switch()
+    assert len(sm.outcomes) == 64 and sm.outcomes[-1][0] == sm.episode_index - 1

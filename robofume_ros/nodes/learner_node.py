@@ -191,9 +191,12 @@ class LearnerNode(Node):
         self.stream.reward(stamp_key(msg.header.stamp), msg.probability, bool(msg.success))
 
     def on_phase(self, msg):
-        if self.last_episode is not None and msg.episode_index > self.last_episode:
+        # also on the first phase message after a (re)start: episodes of the journal that ended
+        # while the learner was down close now, labelled by the switcher's remembered verdicts
+        if self.last_episode is None or msg.episode_index > self.last_episode:
             success = msg.last_switch_reason == TaskPhase.REASON_SUCCESS
-            for ep in self.stream.close_before(msg.episode_index, success):
+            outcomes = dict(zip(msg.recent_episodes, msg.recent_successes))
+            for ep in self.stream.close_before(msg.episode_index, success, outcomes):
                 self._add(ep)
         self.last_episode = msg.episode_index
 

@@ -10,6 +10,7 @@ If the reward stops arriving the episode still ends at its time limit: the switc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from rclpy.node import Node
@@ -21,7 +22,10 @@ from robofume_ros.msg import GroundTruth, Observation, Reward, TaskPhase
 from robofume_ros.nodes._common import Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
+from robofume_ros.ros.convert import ImageError, image_to_rgb, stamp_key
 from robofume_ros.switching.task_switcher import PHASE_NAMES, REASON_NAMES, TaskSpec, TaskSwitcher
+
+CLOCK_JUMP_NS = 10**9  # stamps this far behind the last tick: the clock restarted, not a stale message
 
 
 @dataclass
@@ -67,6 +71,8 @@ class TaskSwitcherNode(Node):
             backward_max_episode_steps=p.backward_max_episode_steps,
         )
         self.verdict = None  # (success, stamp_ns) for the active episode/task
+        self.last_tick_ns = None
+        self.rejected = 0  # observations not counted as ticks (malformed or not newer)
         self.source_seen = not p.wait_for_success_source
         self.pub_phase = self.create_publisher(TaskPhase, graph.TOPICS["task_phase"], qos.LATCHED)
         self.pub_help = self.create_publisher(String, graph.TOPICS["help"], qos.LATCHED)
@@ -91,17 +97,40 @@ class TaskSwitcherNode(Node):
     def on_reward(self, msg):
         self.source_seen = True
         if msg.episode_index == self.sm.episode_index and msg.instruction in ("", self.sm.active.instruction):
-            self.verdict = (bool(msg.success), msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
+            self.verdict = (bool(msg.success), stamp_key(msg.header.stamp))
 
     def on_ground_truth(self, msg):
         self.source_seen = True
         if msg.task == self.sm.active.task:
-            self.verdict = (bool(msg.success), msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
+            self.verdict = (bool(msg.success), stamp_key(msg.header.stamp))
 
     # --- ticks ------------------------------------------------------------------------------
+    def _is_tick(self, obs) -> bool:
+        """Only a usable observation newer than the last counted one is a control tick: a burst of
+        malformed or repeated observations must not run the episode's clock."""
+        try:
+            image_to_rgb(obs.image)
+            if not all(math.isfinite(v) for v in obs.proprio):
+                raise ImageError("proprioception has NaN or Inf")
+        except ImageError as e:
+            self.rejected += 1
+            self.throttle.warn(f"bad:{str(e)[:24]}", f"observation not counted as a tick: {e}")
+            return False
+        ns = stamp_key(obs.header.stamp)
+        if self.last_tick_ns is not None and ns <= self.last_tick_ns:
+            if self.last_tick_ns - ns < CLOCK_JUMP_NS:
+                self.rejected += 1
+                self.throttle.warn("stamp", "observation not newer than the last tick: not counted")
+                return False
+            self.log.warn("observation stamps jumped back (clock reset or replay restarted)")
+        self.last_tick_ns = ns
+        return True
+
     def on_observation(self, obs):
         if obs.episode_index != self.sm.episode_index:
             return  # an observation assembled before the last switch reached the camera node
+        if not self._is_tick(obs):
+            return
         if not self.source_seen:
             self.throttle.warn(
                 "wait",
@@ -112,7 +141,7 @@ class TaskSwitcherNode(Node):
         success = None
         if self.verdict is not None:
             ok, stamp_ns = self.verdict
-            obs_ns = obs.header.stamp.sec * 10**9 + obs.header.stamp.nanosec
+            obs_ns = self.last_tick_ns
             max_age = self.p.max_verdict_age_ticks * 1e9 / self.p.control_rate_hz
             if obs_ns - stamp_ns <= max_age:
                 success = ok
@@ -141,6 +170,8 @@ class TaskSwitcherNode(Node):
         m.steps_in_episode, m.paused = sm.steps_in_episode, sm.paused
         m.forward_successes, m.backward_successes = sm.successes[0], sm.successes[1]
         m.forward_timeouts, m.backward_timeouts = sm.timeouts[0], sm.timeouts[1]
+        m.recent_episodes = [int(i) for i, _ in sm.outcomes]
+        m.recent_successes = [bool(ok) for _, ok in sm.outcomes]
         self.pub_phase.publish(m)
 
     # --- services ---------------------------------------------------------------------------

@@ -7,6 +7,15 @@ on, the episode closes: labelled the RoboFuME way (reward 0 and terminal on the 
 it ended by success, -1 everywhere else), written atomically to the online dataset, and only then
 handed to the learner.
 
+Pairing: the messages of one control step arrive on separate topics in any order. A command, a
+reward verdict or a ground-truth label that arrives before its observation waits for it (up to
+`max_pending` stamps); only one that never meets its observation is dropped (and counted).
+
+Outcomes: an episode's outcome is the task switcher's verdict. `close_before` takes the verdicts
+the switcher still remembers (`TaskPhase.recent_episodes` / `recent_successes`), so an episode
+that ended while the learner was down is labelled by what actually happened, not by the one
+verdict in the newest phase message.
+
 Crash safety: every step is appended to a journal (length-prefixed records, flushed) as it
 arrives; a restarted learner replays the journal and continues the open episodes, so nothing it
 had received is lost. The journal is cleared once an episode is safely in the dataset.
@@ -99,7 +108,7 @@ class Journal:
 class EpisodeStream:
     """Feed it the stream; it returns closed Episodes (already in the dataset on disk)."""
 
-    def __init__(self, root: Path, action_dim: int, min_length: int = 2, writer=None):
+    def __init__(self, root: Path, action_dim: int, min_length: int = 1, writer=None, max_pending: int = 256):
         from robofume_ros.data.dataset import DatasetWriter
 
         self.root = Path(root)
@@ -112,7 +121,9 @@ class EpisodeStream:
         self.dropped: dict[str, int] = {}
         self.steps_received = 0
         self._replaying = False
-        self._early_gt: dict = {}  # ground truth that arrived before its observation: stamp -> {task: success}
+        # messages that arrived before their observation, by stamp: {"cmd": action, "rew": (p, s), "gt": {task: ok}}
+        self._early: dict[int, dict] = {}
+        self.max_pending = max_pending
 
     # --- input ------------------------------------------------------------------------------
     def observation(self, stamp: int, episode: int, image: np.ndarray, proprio, instruction: str, task: str) -> None:
@@ -137,54 +148,77 @@ class EpisodeStream:
             self._drop("duplicate_observation")
             return
         step = _Step(stamp, np.asarray(image, np.uint8), np.asarray(proprio, np.float32))
-        early = self._early_gt.pop(stamp, None)
-        if early is not None and task in early:
-            step.success_gt = early[task]
+        early = self._early.pop(stamp, None)
+        if early is not None:
+            if "cmd" in early:
+                step.action = early["cmd"]
+            if "rew" in early:
+                step.probability, step.reward_success = early["rew"]
+            if task in early.get("gt", {}):
+                step.success_gt = early["gt"][task]
         ep.steps.append(step)
         ep.by_stamp[stamp] = step
         self.steps_received += 1
 
-    def command(self, stamp: int, action) -> None:
-        self._log(("cmd", stamp, np.asarray(action, np.float32)))
+    def _step_at(self, stamp: int) -> Optional[tuple[_Open, _Step]]:
         for ep in self.open.values():
             step = ep.by_stamp.get(stamp)
             if step is not None:
-                step.action = np.asarray(action, np.float32)
-                return
-        self._drop("command_without_observation")
+                return ep, step
+        return None
+
+    def _hold(self, stamp: int, kind: str, value) -> None:
+        """Keep what arrived before its observation; the oldest stamp goes when too many wait."""
+        if kind == "gt":
+            self._early.setdefault(stamp, {}).setdefault("gt", {}).update(value)
+        else:
+            self._early.setdefault(stamp, {})[kind] = value
+        while len(self._early) > self.max_pending:
+            old = self._early.pop(next(iter(self._early)))
+            if "cmd" in old:
+                self._drop("command_without_observation")
+
+    def command(self, stamp: int, action) -> None:
+        a = np.asarray(action, np.float32)
+        self._log(("cmd", stamp, a))
+        found = self._step_at(stamp)
+        if found is not None:
+            found[1].action = a
+        else:
+            self._hold(stamp, "cmd", a)
 
     def reward(self, stamp: int, probability: float, success: Optional[bool] = None) -> None:
         self._log(("rew", stamp, float(probability), success))
-        for ep in self.open.values():
-            step = ep.by_stamp.get(stamp)
-            if step is not None:
-                step.probability = float(probability)
-                step.reward_success = success
-                return
+        found = self._step_at(stamp)
+        if found is not None:
+            found[1].probability, found[1].reward_success = float(probability), success
+        else:
+            self._hold(stamp, "rew", (float(probability), success))
 
     def ground_truth(self, stamp: int, task: str, success: bool) -> None:
         """Simulator ground truth of `task` at `stamp`, stored to evaluate the reward only (never a
         reward). It usually arrives before the observation of the same frame, so it is held."""
         self._log(("gt", stamp, task, bool(success)))
-        for ep in self.open.values():
-            step = ep.by_stamp.get(stamp)
-            if step is not None:
-                if ep.task == task:
-                    step.success_gt = bool(success)
-                return
-        self._early_gt.setdefault(stamp, {})[task] = bool(success)
-        while len(self._early_gt) > 64:
-            self._early_gt.pop(next(iter(self._early_gt)))
+        found = self._step_at(stamp)
+        if found is not None:
+            if found[0].task == task:
+                found[1].success_gt = bool(success)
+        else:
+            self._hold(stamp, "gt", {task: bool(success)})
 
-    def close_before(self, new_episode: int, success: bool) -> list[Episode]:
-        """The switcher started `new_episode`: every open episode before it is finished; the one
-        just before it ended by `success`. Returns the episodes, already written to disk."""
-        self._log(("close", new_episode, bool(success)))
+    def close_before(self, new_episode: int, success: bool, outcomes: Optional[dict] = None) -> list[Episode]:
+        """The switcher started `new_episode`: every open episode before it is finished. Its
+        outcome is `outcomes[index]` when the switcher reported it (episode index -> success),
+        else `success` for the episode just before `new_episode` and failure for older ones.
+        Returns the episodes, already written to disk."""
+        outcomes = {int(k): bool(v) for k, v in (outcomes or {}).items()}
+        self._log(("close", new_episode, bool(success), outcomes))
         out = []
         for idx in sorted(i for i in self.open if i < new_episode):
             ep = self.open.pop(idx)
             self.closed_indices.add(idx)
-            e = self._finish(ep, success and idx == new_episode - 1)
+            ok = outcomes[idx] if idx in outcomes else (success and idx == new_episode - 1)
+            e = self._finish(ep, ok)
             if e is not None:
                 out.append(e)
         if out and not self._replaying:
@@ -193,7 +227,7 @@ class EpisodeStream:
 
     # --- internals ---------------------------------------------------------------------------
     def _finish(self, ep: _Open, success: bool) -> Optional[Episode]:
-        steps = ep.steps
+        steps = sorted(ep.steps, key=lambda st: st.stamp)  # arrival order may differ (replay, restart)
         # the last observation needs no command (it only closes the chain); a missing command
         # inside the episode breaks the chain: keep the longest clean tail after it
         missing = [i for i, st in enumerate(steps[:-1]) if st.action is None]
@@ -202,7 +236,8 @@ class EpisodeStream:
             self._drop("command_missing", cut)
             steps = steps[cut:]
         if len(steps) - 1 < self.min_length:
-            self._drop("too_short")
+            if len(steps) > 1 or missing:
+                self._drop("too_short")
             return None
         T = len(steps) - 1
         rewards = np.full(T, -1.0, np.float32)
@@ -252,6 +287,13 @@ class EpisodeStream:
                     keep.append(("rew", st.stamp, st.probability, st.reward_success))
                 if st.success_gt is not None:
                     keep.append(("gt", st.stamp, ep.task, st.success_gt))
+        for stamp, early in self._early.items():  # still waiting for their observation
+            if "cmd" in early:
+                keep.append(("cmd", stamp, early["cmd"]))
+            if "rew" in early:
+                keep.append(("rew", stamp, *early["rew"]))
+            for task, ok in early.get("gt", {}).items():
+                keep.append(("gt", stamp, task, ok))
         self.journal.rewrite(keep)
 
     def recover(self) -> tuple[list[Episode], int]:

@@ -10,6 +10,7 @@ machine pauses and asks for help; it resumes on `resume()`.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -28,6 +29,8 @@ REASON_NAMES = {
     REASON_FORCED: "forced",
     REASON_RESUMED: "resumed",
 }
+
+RECENT_OUTCOMES = 64  # outcomes kept for TaskPhase.recent_* (6+ minutes of 5 s episodes)
 
 
 @dataclass
@@ -65,6 +68,9 @@ class TaskSwitcher:
     successes: dict = field(default_factory=lambda: {FORWARD: 0, BACKWARD: 0})
     timeouts: dict = field(default_factory=lambda: {FORWARD: 0, BACKWARD: 0})
     consecutive_timeouts: int = 0
+    # (episode index, ended by success) of the last episodes that ended, oldest first: a learner
+    # that was down while they ended labels them from this (TaskPhase.recent_*)
+    outcomes: deque = field(default_factory=lambda: deque(maxlen=RECENT_OUTCOMES))
     _consecutive_success: int = 0
 
     def __post_init__(self):
@@ -119,6 +125,7 @@ class TaskSwitcher:
     def resume(self) -> None:
         """Resume after a pause (e.g. a human fixed the scene); a new episode of the same task starts."""
         if self.paused:
+            self.outcomes.append((self.episode_index, False))
             self.paused = False
             self.help_requested = False
             self.consecutive_timeouts = 0
@@ -129,6 +136,7 @@ class TaskSwitcher:
 
     def _switch(self, reason: int) -> SwitchEvent:
         ended_phase, ended_ep, steps = self.phase, self.episode_index, self.steps_in_episode
+        self.outcomes.append((ended_ep, reason == REASON_SUCCESS))
         self.phase = BACKWARD if self.phase == FORWARD else FORWARD
         self.episode_index += 1
         self.steps_in_episode = 0

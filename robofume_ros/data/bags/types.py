@@ -205,7 +205,9 @@ def make_task_phase(
     steps_in_episode: int = 0,
     paused: bool = False,
     counters=(0, 0, 0, 0),
+    recent=(),
 ):
+    """`recent`: (episode index, ended by success) of the last episodes that ended."""
     return store.types[MSGTYPES["task_phase"]](
         header=_header(store, ns),
         phase=int(phase),
@@ -219,6 +221,8 @@ def make_task_phase(
         backward_successes=int(counters[1]),
         forward_timeouts=int(counters[2]),
         backward_timeouts=int(counters[3]),
+        recent_episodes=np.array([int(i) for i, _ in recent], dtype=np.uint32),
+        recent_successes=np.array([bool(ok) for _, ok in recent], dtype=np.bool_),
     )
 
 
