@@ -1,5 +1,6 @@
 import errno
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -192,3 +193,36 @@ def test_a_frame_from_a_bag_and_the_same_frame_online_give_identical_inputs(tmp_
         online = np.stack([resize_rgb(image_to_rgb(rgb_to_image(f, Time())), size) for f in ep.images])
         assert conv.images.shape[1:3] == size
         np.testing.assert_array_equal(np.asarray(conv.images), online)
+
+
+@pytest.mark.parametrize("damage", ["zeros_4k", "random_64"])
+def test_corrupt_payload_inside_a_chunk_is_detected_never_converted(tmp_path, damage):
+    """Payload corruption inside a bag (zeroed block, random bytes) fails the chunk's CRC: the
+    conversion stops naming the file and the chunk; with --recover the damaged chunk is skipped
+    with a warning and the rest converts."""
+    # 64x64 images: each observation's chunk (one per message here) holds a 12 KiB image
+    bag = B.write_episodes_bag(make_chain(4, T=6, size=64), tmp_path / "bag", writer_kwargs={"flush_interval_s": 0.0})
+    clean = convert_bags([bag], tmp_path / "clean", progress=False)
+    f = next(bag.glob("*.mcap"))
+    data = bytearray(f.read_bytes())
+    chunks, pos = [], 8  # (offset, length) of each chunk record
+    while pos + 9 <= len(data) and data[pos] != 0x0F:
+        (length,) = struct.unpack_from("<Q", data, pos + 1)
+        if data[pos] == 0x06:
+            chunks.append((pos, length))
+        pos += 9 + length
+    big = [c for c in chunks if c[1] > 10_000]
+    start, length = big[len(big) // 2]
+    at = start + 9 + length // 3  # inside the image payload of a chunk in the middle of the file
+    n = 4096 if damage == "zeros_4k" else 64
+    data[at : at + n] = bytes(n) if damage == "zeros_4k" else np.random.default_rng(0).bytes(n)
+    f.write_bytes(bytes(data))
+    with pytest.raises(B.BagCorruptError, match=r"fails its CRC check.*--recover"):
+        convert_bags([bag], tmp_path / "ds", progress=False)
+    rep = convert_bags([bag], tmp_path / "ds2", recover=True, progress=False)
+    assert rep.warnings and all("fails its CRC check" in w for w in rep.warnings)
+    assert "WARNING" in rep.summary()
+    assert 0 < rep.transitions < clean.transitions
+    # what was converted holds no damaged bytes: every frame is one of the clean conversion's
+    clean_frames = {im.tobytes() for e in load_episodes(tmp_path / "clean") for im in e.images}
+    assert all(im.tobytes() in clean_frames for e in load_episodes(tmp_path / "ds2") for im in e.images)

@@ -108,6 +108,7 @@ class ConvertReport:
     commands: int = 0
     dropped: Counter = field(default_factory=Counter)  # reason -> count (observations/commands/transitions)
     errors: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)  # damage read past (--recover): what was skipped
 
     def as_dict(self):
         return {
@@ -119,6 +120,7 @@ class ConvertReport:
             "commands": self.commands,
             "dropped": dict(self.dropped),
             "errors": self.errors,
+            "warnings": self.warnings,
         }
 
     def summary(self) -> str:
@@ -129,6 +131,8 @@ class ConvertReport:
         ]
         if self.dropped:
             lines.append("dropped: " + ", ".join(f"{k}={v}" for k, v in sorted(self.dropped.items())))
+        for w in self.warnings:
+            lines.append(f"WARNING {w}")
         for e in self.errors:
             lines.append(f"ERROR {e}")
         return "\n".join(lines)
@@ -306,6 +310,7 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
                 proprio.append((_stamp(msg, m.stamp), proprio_vector(msg, m.msgtype)))
         pbar.update(n_done % 256)
         pbar.close()
+        rep.warnings += reader.warnings
     return obs, cmds, rewards, phases, gt, proprio, foreign
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
@@ -59,6 +60,7 @@ class BagReader:
         self.store = store or typestore()
         self.recover = recover
         self.readers = []
+        self.warnings: list[str] = []  # damage skipped in recover mode (chunks failing their CRC)
 
     def open(self):
         from rosbags.rosbag2 import Reader
@@ -174,7 +176,7 @@ class BagReader:
             if files:
                 types = self.topics()
                 try:
-                    scans = [_scan_mcap(f, topics, types) for f in files]
+                    scans = [_scan_mcap(f, topics, types, self.recover, self.warnings) for f in files]
                 except _NotFast:
                     scans = None
                 if scans is not None:
@@ -214,9 +216,11 @@ _MSG = struct.Struct("<HIQQ")
 _CHUNK = struct.Struct("<QQQI")
 
 
-def _scan_mcap(f: Path, topics, types: dict):
+def _scan_mcap(f: Path, topics, types: dict, skip_damaged: bool = False, warnings: Optional[list] = None):
     """Memory-map one MCAP file and list (topic, msgtype, data view, log_time) of the wanted
-    topics, chunk by chunk (uncompressed chunks only, else _NotFast). Returns (mmap, list)."""
+    topics, chunk by chunk (uncompressed chunks only, else _NotFast). Returns (mmap, list).
+    A chunk whose records fail its CRC raises BagCorruptError naming the file, the byte offset
+    and the time span; with `skip_damaged` it is left out and described in `warnings`."""
     import mmap
 
     with f.open("rb") as fh:
@@ -263,12 +267,22 @@ def _scan_mcap(f: Path, topics, types: dict):
             elif op == 0x04:
                 channel(b, q)
             elif op == 0x06:
-                _s, _e, usize, _crc = chunk(b, q)
+                t0, t1, usize, crc = chunk(b, q)
                 (n,) = u32(b, q + 28)
                 if n:  # compressed chunk
                     raise _NotFast()
                 r = q + 32 + n
                 (rl,) = struct.unpack_from("<Q", b, r)
+                if crc and zlib.crc32(b[r + 8 : r + 8 + rl]) != crc:
+                    what = (
+                        f"bag file {f}: the chunk at byte {q - 9} (messages logged {t0}..{t1} ns) fails "
+                        f"its CRC check: the file is damaged"
+                    )
+                    if not skip_damaged:
+                        raise BagCorruptError(what + "; convert with --recover to skip damaged chunks")
+                    if warnings is not None:
+                        warnings.append(what + "; its messages were skipped")
+                    continue
                 records(b, r + 8, r + 8 + rl)
             elif op in (0x0F, 0x02):  # DataEnd / Footer: the summary follows
                 return

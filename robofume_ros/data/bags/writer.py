@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import time
+import zlib
 from dataclasses import dataclass
 from io import BytesIO, StringIO
 from pathlib import Path
@@ -39,6 +41,17 @@ def _mcap_writer_class():
             self.message_start_time, self.message_end_time = 2**63 - 1, 0
             self.channel_stats = {}
             self.chunk_bytes = chunk_bytes
+
+        def close_chunk(self):
+            """rosbags writes chunks without a CRC; this one sets the chunk's uncompressed_crc
+            (as rosbag2's own MCAP writer does), so readers detect payload damage."""
+            crc = zlib.crc32(self.chunk.bio.getbuffer())
+            start = self.bio.tell()
+            super().close_chunk()
+            end = self.bio.tell()
+            self.bio.seek(start + 1 + 8 + 24)  # opcode, record length, start/end time, size
+            self.bio.write(struct.pack("<I", crc))
+            self.bio.seek(end)
 
         def flush(self):
             if self.chunk.bio.tell():
