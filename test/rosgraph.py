@@ -20,6 +20,7 @@ from pathlib import Path
 
 from robofume_ros.ros import graph as graph_mod
 from robofume_ros.ros.runner import GraphRunner
+from robofume_ros.nodes._gate_ros import COMMAND_SOURCES
 
 _domains = itertools.count(1 + (os.getpid() * 7) % 60)
 
@@ -161,6 +162,9 @@ def graph_under_test(graph: str, args: dict, tmp_path: Path, only: tuple | None 
     """Start the nodes of `graph` (optionally only those named in `only`), yield, always stop."""
     domain = next_domain_id()
     specs = specs if specs is not None else graph_mod.nodes(graph, args)
+    for s in specs:  # the tests' probes (probe0, probe1, ...) may command the arm like a policy
+        if s.name in ("sim", "arm_bridge") and "allowed_command_nodes" not in s.parameters:
+            s.parameters["allowed_command_nodes"] = list(COMMAND_SOURCES) + ["probe*"]
     if only is not None:
         specs = [s for s in specs if s.name in only]
     env = graph_mod.ros_env(domain_id=domain, log_dir=str(tmp_path / "ros_logs"), localhost_only=True)

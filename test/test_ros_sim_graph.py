@@ -3,6 +3,7 @@
 Each test starts its own nodes on its own ROS domain and stops them even on failure."""
 
 import math
+import json
 import time
 
 import numpy as np
@@ -181,3 +182,41 @@ def test_stop_topic_holds_the_arm(tmp_path):
     # 15 ticks of full +x would move 15 cm; holding leaves only the controller settling (< 5 mm)
     assert len(xs) >= 8 and max(xs) - min(xs) < 5e-3, "the arm moved while stopped"
     assert all(s.stopped for s in held)
+
+
+def test_only_allowed_nodes_drive_the_arm(tmp_path):
+    """A node that is not a configured command source (allowed_command_nodes) cannot move the
+    arm: its commands are refused, counted on /robot/safety and reported by node name."""
+    from rosgraph import Probe
+    from std_msgs.msg import String
+
+    with graph_under_test("sim", {"record": "false"}, tmp_path, only=("sim",)) as g:
+        probe = g.probe({"/robot/state": RobotState, "/robot/safety": String})
+        probe.wait_for("/robot/state", 3, timeout=60)
+        intruder = Probe(g.domain_id, name="intruder")
+        g.probes.append(intruder)
+        bad = intruder.publisher("/robot/command", ArmCommand)
+        good = probe.publisher("/robot/command", ArmCommand)
+        n0 = len(probe.get("/robot/state"))
+        probe.wait_for("/robot/state", 1, timeout=20, pred=lambda _s: _at_rest(probe.get("/robot/state")[n0:]))
+
+        def push(pub, node, n=15):
+            start = len(probe.get("/robot/state"))
+            for _ in range(n):
+                c = ArmCommand()
+                c.header.stamp = node.get_clock().now().to_msg()
+                c.translation.x, c.source = 1.0, "policy"  # claiming to be the policy does not help
+                pub.publish(c)
+                time.sleep(0.1)
+            return [s.ee_pose.position.x for s in probe.get("/robot/state")[start:]]
+
+        xs_bad = push(bad, intruder.node)
+        xs_good = push(good, probe.node)
+        time.sleep(1.2)  # the safety counts are republished at least once a second
+        counts = json.loads(probe.get("/robot/safety")[-1].data)
+        g.assert_alive()
+        log = g.log("sim")
+    assert len(xs_bad) >= 8 and max(xs_bad) - min(xs_bad) < 5e-3, "a command from a node not allowed moved the arm"
+    assert max(xs_good) - min(xs_good) > 0.03, "the allowed probe's commands did not move the arm"
+    assert counts["counts"].get("refused_source:intruder", 0) >= 10, counts
+    assert "from node 'intruder' refused: not an allowed command source" in log

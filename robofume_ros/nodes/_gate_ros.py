@@ -12,6 +12,7 @@ The node calls `gate_tick(ee_position)` once per control tick and executes what 
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from dataclasses import dataclass
 
@@ -24,6 +25,10 @@ from robofume_ros.ros.params import knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import command_to_action
 from robofume_ros.safety.gate import make_gate
+
+
+# the graph's command sources: the learned and scripted policies (/robot/command), teleop (/robot/intervention)
+COMMAND_SOURCES = ("policy", "scripted_policy", "teleop")
 
 
 @dataclass
@@ -41,6 +46,11 @@ class GateParams:
     home_position: list = knob([0.0, 0.6, 0.2], "home / retreat end-effector position x, y, z (base frame)")
     home_gripper: float = knob(-1.0, "gripper command during the home motion (-1 open, +1 closed)")
     safety_report_s: float = knob(1.0, "publish the safety counts at least this often (seconds)")
+    allowed_command_nodes: list = knob(
+        list(COMMAND_SOURCES),
+        "names (fnmatch patterns) of the nodes whose /robot/command and /robot/intervention messages "
+        "may drive the arm; a command from any other node is refused, counted and reported by name",
+    )
 
 
 class GatedRobot:
@@ -77,12 +87,12 @@ class GatedRobot:
         self._last_hold_reason = None
         self.last_cmd_stamp_ns = None
         self.pub_safety = self.create_publisher(String, graph.TOPICS["safety"], qos.LATCHED)
-        self.create_subscription(
-            ArmCommand, graph.TOPICS["command"], lambda m: self._on_command(m, False), qos.RELIABLE
-        )
-        self.create_subscription(
-            ArmCommand, graph.TOPICS["intervention"], lambda m: self._on_command(m, True), qos.RELIABLE
-        )
+        self._allowed = list(p.allowed_command_nodes)
+        self._senders: dict[bytes, str] = {}  # publisher gid -> node name (from the ROS graph)
+        for topic, human in ((graph.TOPICS["command"], False), (graph.TOPICS["intervention"], True)):
+            self.create_subscription(
+                ArmCommand, topic, lambda m, info, t=topic, h=human: self._on_command(m, h, t, info), qos.RELIABLE
+            )
         self.create_subscription(Bool, graph.TOPICS["stop"], self._on_stop, qos.RELIABLE)
         self.create_service(Trigger, "~/home", self._srv_home)
         from rclpy.clock import Clock, ClockType
@@ -92,7 +102,35 @@ class GatedRobot:
         )
 
     # --- inputs -----------------------------------------------------------------------------
-    def _on_command(self, msg, from_intervention_topic: bool):
+    def _sender(self, topic: str, info) -> str:
+        """The name of the node that published a message, from its publisher gid."""
+        gid_info = info.get("publisher_gid") if info else None
+        if not gid_info:
+            return "<unknown>"
+        gid = bytes(gid_info["data"])
+        name = self._senders.get(gid)
+        if name is None:  # a publisher not seen before: look it up in the graph once
+            for e in self.get_publishers_info_by_topic(topic):
+                ns = e.node_namespace.rstrip("/")
+                self._senders[bytes(e.endpoint_gid)] = f"{ns}/{e.node_name}" if ns else e.node_name
+            name = self._senders.get(gid, "<unknown>")
+        return name
+
+    def _allowed_sender(self, name: str) -> bool:
+        base = name.rsplit("/", 1)[-1]
+        return any(fnmatch.fnmatchcase(base, pat) or fnmatch.fnmatchcase(name, pat) for pat in self._allowed)
+
+    def _on_command(self, msg, from_intervention_topic: bool, topic: str = "", info=None):
+        if self._allowed:
+            sender = self._sender(topic, info)
+            if not self._allowed_sender(sender):
+                self.gate.counts[f"refused_source:{sender}"] += 1
+                self.throttle.warn(
+                    f"source:{sender}",
+                    f"command on {topic} from node {sender!r} refused: not an allowed command source "
+                    f"(allowed_command_nodes: {', '.join(self._allowed)})",
+                )
+                return
         now = time.monotonic()
         human = from_intervention_topic or bool(msg.intervention)
         why = self.gate.submit(command_to_action(msg, self.action_dim), msg.source, human, now)

@@ -26,13 +26,14 @@ from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, command_to_action, image_to_rgb, stamp_key
 from robofume_ros.rl.policy import ObservationMismatch, check_observation
+from robofume_ros.safety.signing import sign_weights
 
 
 @dataclass
 class Params:
     init_checkpoint: str = knob("", "pre-trained learner checkpoint (robofume pretrain output) to start from")
     offline_dataset: list = knob([], "dataset folders mixed into every batch (Cal-QL: 50/50 with online data)")
-    run_dir: str = knob("runs/learner", "run folder; the learner writes to <run_dir>/learner")
+    run_dir: str = knob(graph.LEARNER_RUN_DIR, "run folder; the learner writes to <run_dir>/learner")
     budget_steps: int = knob(0, "environment steps after which training stops (0 = never)", range=(0, 10**9))
     utd_ratio: float = knob(1.0, "gradient updates per environment step", range=(0.0, 100.0))
     min_online_transitions: int = knob(1, "do not train before this many online transitions")
@@ -60,6 +61,11 @@ class Params:
         False,
         "actor BC term also on online attempts (false: offline data only; the noisy "
         "online attempts then train the critic and the RL term only)",
+    )
+    signing_key: str = knob(
+        "",
+        "Ed25519 private key (PEM) that signs every published weights message; made with its .pub "
+        "beside it when missing ('' = <run_dir>/keys/learner_ed25519)",
     )
     action_dim: int = knob(4, "action components: 4 (xyz + gripper) or 7 (xyz + rpy + gripper)")
     num_threads: int = knob(1, "torch threads for training")
@@ -90,6 +96,12 @@ class LearnerNode(Node):
         finished, open_steps = self.stream.recover()
         if finished or open_steps:
             self.log.info(f"journal: recovered {len(finished)} finished episodes and {open_steps} steps of open ones")
+        from robofume_ros.safety import signing
+
+        key_path = Path(p.signing_key or Path(p.run_dir) / "keys" / "learner_ed25519").expanduser()
+        self.signing_key = signing.load_or_create_private_key(key_path)
+        self.key_id = signing.key_id(self.signing_key.public_key())
+        self.log.info(f"weights signed with {key_path} (key {self.key_id}; policies trust {key_path}.pub)")
         self.pub_weights = self.create_publisher(PolicyWeights, graph.TOPICS["weights"], qos.LATCHED)
         self.trainer = OnlineTrainer(
             self.L,
@@ -214,6 +226,8 @@ class LearnerNode(Node):
         m.header.stamp = self.get_clock().now().to_msg()
         m.version = int(version)
         m.sha256 = sha
+        m.signature = list(sign_weights(self.signing_key, version, sha))
+        m.key_id = self.key_id
         if self.p.weights_transport == "inline":
             m.data = blob
         else:

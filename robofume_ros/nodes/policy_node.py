@@ -44,6 +44,14 @@ class Params:
     seed: int = knob(0, "seed of the action sampling")
     max_observation_age_s: float = knob(0.5, "do not act on observations older than this (wall clock)")
     follow_learner: bool = knob(True, "load new weights published by the learner on /policy/weights")
+    trusted_key: str = knob(
+        "",
+        "the learner's Ed25519 public key (PEM): only weights signed with its private key are loaded "
+        "('' = none trusted: every weights message is refused unless accept_unsigned_weights)",
+    )
+    accept_unsigned_weights: bool = knob(
+        False, "load weights without checking their signature (a closed test network only)"
+    )
     num_threads: int = knob(1, "torch intra-op threads for inference")
 
 
@@ -66,6 +74,8 @@ class PolicyNode(Node):
         self.log = self.get_logger()
         self.throttle = Throttle(self.log)
         self.version = 0
+        self._trusted = None  # the learner's public key, loaded with the first weights
+        self.refused_weights = 0
         self._pending = None  # a fully loaded Policy waiting to be swapped in
         self._lock = threading.Lock()
         self.ticks = 0
@@ -85,15 +95,32 @@ class PolicyNode(Node):
             f"{'deterministic' if p.deterministic else f'stochastic, noise scale {p.noise_scale}'})"
         )
 
+    def _check_origin(self, msg) -> None:
+        """Raises SigningError unless the weights are signed by the trusted learner."""
+        from robofume_ros.safety import signing
+
+        if self.p.accept_unsigned_weights:
+            return
+        if not self.p.trusted_key:
+            raise signing.SigningError("no trusted_key configured: weights cannot be verified")
+        if self._trusted is None:  # read when the first weights arrive: the learner may make it later
+            self._trusted = signing.load_public_key(self.p.trusted_key)
+        signing.verify_weights(self._trusted, msg.version, msg.sha256, bytes(msg.signature))
+
     def on_weights(self, msg):
-        """Runs in its own callback group: decoding never delays a control tick."""
+        """Runs in its own callback group: verifying and decoding never delay a control tick."""
         try:
+            self._check_origin(msg)
             blob = bytes(msg.data) if len(msg.data) else Path(msg.checkpoint_path).read_bytes()
-            if msg.sha256 and hashlib.sha256(blob).hexdigest() != msg.sha256:
+            if hashlib.sha256(blob).hexdigest() != msg.sha256:
                 raise ValueError("sha256 mismatch (truncated or corrupt weights)")
             fresh = self._clone_with(blob, f"weights v{msg.version}")
         except Exception as e:  # noqa: BLE001 - bad weights must never take the policy down
-            self.log.error(f"ignored weights v{msg.version}: {e}")
+            self.refused_weights += 1
+            self.log.error(
+                f"refused weights v{msg.version} (key {msg.key_id or 'none'}): {e}; "
+                f"still acting with v{self.version} ({self.refused_weights} refused so far)"
+            )
             return
         with self._lock:
             self._pending = (fresh, msg.version)

@@ -17,6 +17,8 @@ from typing import Optional
 
 from robofume_ros.interfaces import TOPICS  # noqa: F401 - the one topic table, used as graph.TOPICS
 
+LEARNER_RUN_DIR = "runs/learner"  # the learner's run folder when no run_dir is given
+
 GRAPHS = ("sim", "finetune")
 
 
@@ -147,6 +149,12 @@ ARGUMENTS: list[LaunchArg] = [
         "",
         "folder for logs, bags, checkpoints (default: runs/<timestamp>)",
         _ov(("learner", "run_dir", str)),
+    ),
+    LaunchArg(
+        "weights_key",
+        "",
+        "the learner's Ed25519 key pair that signs policy weights (<weights_key> private, made when "
+        "missing; <weights_key>.pub trusted by the policy; default <run_dir>/keys/learner_ed25519)",
     ),
 ]
 ARGUMENTS += [  # real-arm launch arguments (robot != sim)
@@ -317,6 +325,13 @@ def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
         for ov in arg.overrides:
             if ov.node in by_name:
                 by_name[ov.node].parameters[ov.param] = _convert(value, ov.kind)
+    if graph == "finetune":
+        # one key pair: the learner signs with it, the policy loads only weights it verifies
+        key = a["weights_key"] or str(Path(a["run_dir"] or LEARNER_RUN_DIR) / "keys" / "learner_ed25519")
+        if "learner" in by_name:
+            by_name["learner"].parameters["signing_key"] = key
+        if "policy" in by_name:
+            by_name["policy"].parameters["trusted_key"] = key + ".pub"
     if graph == "sim" and "task_switcher" in by_name:
         # scripted data collection ends episodes on the simulator's verdict unless told otherwise
         by_name["task_switcher"].parameters.setdefault("success_source", "ground_truth")
