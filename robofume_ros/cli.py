@@ -10,6 +10,7 @@ robofume dataset from-bags|generate|info|video|plot datasets (see README)
 robofume pretrain ...                               offline Cal-QL pre-training
 robofume evaluate --policy CKPT --data DATASET      ground-truth success in a simulated pair
 robofume reward train ...                           fine-tune the success classifier
+robofume override [success|not-success|undo]        a person's verdict on the running episode (keys)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ DELEGATES = {
     "evaluate": "robofume_ros.pipeline.evaluation:main",
     "tasks": "robofume_ros.sim.check:main",
     "report": "robofume_ros.pipeline.report:main",
+    "override": "robofume_ros.ros.override:main",
 }
 # subcommand -> ("module:function", leading argv): the function takes the rest of the command line
 DATASET = {

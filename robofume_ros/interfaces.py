@@ -27,6 +27,7 @@ _TABLE = {
     "expert_state": ("/sim/expert_state", "std_msgs/msg/Float64MultiArray"),  # privileged sim state, scripted experts
     "reward": ("/reward", "robofume_ros/msg/Reward"),
     "task_phase": ("/task_phase", "robofume_ros/msg/TaskPhase"),  # latched
+    "reward_override": ("/reward_override", "robofume_ros/msg/RewardOverride"),  # a person's verdict
     "ground_truth": ("/eval/ground_truth", "robofume_ros/msg/GroundTruth"),  # evaluation only, never a reward
     "weights": ("/policy/weights", "robofume_ros/msg/PolicyWeights"),  # latched
     "help": ("/task_switcher/help", "std_msgs/msg/String"),  # the switcher asks a human for help

@@ -226,3 +226,14 @@ def test_corrupt_payload_inside_a_chunk_is_detected_never_converted(tmp_path, da
     # what was converted holds no damaged bytes: every frame is one of the clean conversion's
     clean_frames = {im.tobytes() for e in load_episodes(tmp_path / "clean") for im in e.images}
     assert all(im.tobytes() in clean_frames for e in load_episodes(tmp_path / "ds2") for im in e.images)
+
+
+def test_a_persons_later_verdict_labels_the_converted_episode(tmp_path):
+    """The switcher's remembered verdicts (TaskPhase.recent_*, a person's UNDO included) decide
+    the converted episodes' outcomes over the reason in the next episode's first phase message."""
+    eps = make_chain(3, T=5, successes=[True, False, True])
+    bag = B.write_episodes_bag(eps, tmp_path / "bag", recent=[(0, False), (1, True), (2, True)])
+    convert_bags([bag], tmp_path / "ds", labels="phase", progress=False)
+    got = load_episodes(tmp_path / "ds")
+    assert [e.success for e in got] == [False, True, True]
+    assert got[1].rewards[-1] == 0 and got[1].terminals[-1] and (got[0].rewards == -1).all()

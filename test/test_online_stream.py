@@ -170,3 +170,30 @@ def test_ground_truth_before_its_observation_is_kept_per_task(tmp_path):
         st.command(s, [0, 0, 0, 0])
     [ep] = st.close_before(1, success=True)
     np.testing.assert_array_equal(ep.success_gt, [False, False, True])
+
+
+def test_an_overridden_outcome_relabels_the_stored_episode_on_disk_and_in_the_buffer(tmp_path):
+    """A person's UNDO after the episode was stored: disk and replay buffer get the new labels,
+    and a restarted learner sees them too."""
+    from robofume_ros.rl.replay import ReplayStore
+
+    st = EpisodeStream(tmp_path, action_dim=4)
+    feed(st, 0, [1, 2, 3, 4])
+    feed(st, 1, [5, 6])
+    [ep] = st.close_before(1, success=True)
+    store = ReplayStore(proprio_dim=4, action_dim=4, image_shape=(8, 8, 3))
+    store.add_episode(ep)
+    assert store.array("dones")[-1] == 1 and store.array("success").all()
+    assert st.stored_success(0) is True
+    rewards, terminals = st.relabel(0, False)
+    assert store.relabel(0, rewards, terminals)
+    assert not store.array("dones").any() and not store.array("success").any()
+    assert (store.array("raw_rewards") == -1).all()
+    [on_disk] = load_episodes(tmp_path / "online")
+    assert not on_disk.success and (on_disk.rewards == -1).all() and not on_disk.terminals.any()
+    np.testing.assert_array_equal(on_disk.images, ep.images)  # nothing else changed
+    assert store.relabel(42, rewards, terminals) is False  # not in this buffer
+    st.journal.close()
+    st2 = EpisodeStream(tmp_path, action_dim=4)
+    st2.recover()
+    assert st2.stored_success(0) is False

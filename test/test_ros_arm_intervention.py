@@ -144,8 +144,26 @@ def test_joystick_mapping_deadman_and_stop_button(tmp_path):
         msgs = probe.wait_for("/robot/intervention", 3, timeout=5)
         send([0.0] * 6, [0, 0, 0, 0, 0, 0, 0, 1], n=2)  # stop button (7)
         stops = probe.wait_for("/robot/stop", 1, timeout=5)
+        # reward override buttons: X = success now, RB = undo, about the episode in /task_phase
+        from robofume_ros.msg import RewardOverride, TaskPhase
+
+        probe.subscribe("/reward_override", RewardOverride)
+        phase_pub = probe.publisher("/task_phase", TaskPhase)
+        probe.wait_subscribed({"/reward_override": 1})
+        ph = TaskPhase()
+        ph.episode_index, ph.recent_episodes, ph.recent_successes = 4, [3], [True]
+        phase_pub.publish(ph)
+        time.sleep(0.3)
+        send([0.0] * 6, [0, 0, 1, 0, 0, 0, 0, 0], n=1)
+        send([0.0] * 6, [0] * 8, n=1)
+        send([0.0] * 6, [0, 0, 0, 0, 0, 1, 0, 0], n=2)  # held for two messages: one verdict
+        verdicts = probe.wait_for("/reward_override", 2, timeout=5)
         g.assert_alive()
     m = msgs[-1]
     assert m.intervention and m.source == "teleop"
     assert (m.translation.x, m.translation.y, m.translation.z, m.gripper) == pytest.approx((0.8, 0.5, -1.0, 1.0))
     assert stops[0].data is True
+    assert [(v.verdict, v.episode_index, v.source) for v in verdicts] == [
+        (RewardOverride.SUCCESS, 4, "joystick"),
+        (RewardOverride.UNDO, 3, "joystick"),
+    ]

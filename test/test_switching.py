@@ -99,7 +99,47 @@ def test_recent_outcomes_remember_each_episodes_verdict():
     sm.step(False)
     sm.step(False)  # episode 3: timeout, second in a row -> paused
     sm.resume()  # episode 4 ends unfinished by the resume
-    assert list(sm.outcomes) == [(0, True), (1, False), (2, False), (3, False), (4, False)]
+    assert [o[:2] for o in sm.outcomes] == [(0, True), (1, False), (2, False), (3, False), (4, False)]
     for _ in range(200):
         sm.force_switch()
     assert len(sm.outcomes) == 64 and sm.outcomes[-1][0] == sm.episode_index - 1
+
+
+def test_a_persons_verdicts_override_the_rewards():
+    from robofume_ros.switching.task_switcher import (
+        OVERRIDE_NOT_SUCCESS,
+        OVERRIDE_SUCCESS,
+        OVERRIDE_UNDO,
+        OverrideError,
+    )
+
+    sm = make(max_episode_steps=100, success_frames=2)
+    sm.step(False)
+    # success now: the active episode ends as a success
+    ev = sm.override(OVERRIDE_SUCCESS, 0)
+    assert ev.reason == REASON_SUCCESS and ev.ended_episode == 0 and sm.episode_index == 1
+    assert sm.successes[FORWARD] == 1 and sm.outcomes[-1][:2] == (0, True)
+    # not a success: the reward's success is ignored for the rest of episode 1
+    sm.override(OVERRIDE_NOT_SUCCESS, 1)
+    for _ in range(5):
+        assert sm.step(True) is None
+    assert sm.episode_index == 1
+    sm.force_switch()  # the veto ends with its episode
+    sm.step(True)
+    assert sm.step(True).reason == REASON_SUCCESS and sm.outcomes[-1][:2] == (2, True)
+    # undo: the last verdict was wrong; the outcome flips and the counters follow
+    assert sm.successes[FORWARD] == 2
+    sm.override(OVERRIDE_UNDO, 2)
+    assert sm.outcomes[-1][:2] == (2, False) and sm.successes[FORWARD] == 1 and sm.overrides == 3
+    # what cannot apply is refused and changes nothing
+    before = (sm.episode_index, list(sm.outcomes), dict(sm.successes), sm.overrides)
+    for verdict, episode, why in (
+        (OVERRIDE_SUCCESS, 7, "the active episode is 3"),
+        (OVERRIDE_UNDO, 3, "the episode that ended last is 2"),
+        (9, 3, "unknown override verdict 9"),
+    ):
+        with pytest.raises(OverrideError, match=why):
+            sm.override(verdict, episode)
+    assert (sm.episode_index, list(sm.outcomes), dict(sm.successes), sm.overrides) == before
+    with pytest.raises(OverrideError, match="no episode has ended yet"):
+        make().override(OVERRIDE_UNDO, 0)

@@ -229,6 +229,7 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
         counts = reader.message_counts()
         total = sum(counts.get(t, 0) for t in wanted)
         obs, cmds, rewards, phases, gt, proprio = [], [], defaultdict(list), {}, {}, []
+        outcomes: dict = {}  # episode index -> (stamp of the phase message that said it, success)
         store = reader.store
         pbar = _pbar(total, f"read {Path(path).name}", cfg.progress)
         fast = {B.MSGTYPES["observation"], B.MSGTYPES["command"], B.MSGTYPES["reward"]}
@@ -304,6 +305,11 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
                 )
             elif role == "phase":
                 phases.setdefault(int(msg.episode_index), msg)
+                # the switcher's remembered verdicts, with a person's later overrides (newest wins)
+                t = _stamp(msg, m.stamp)
+                for i, ok in zip(getattr(msg, "recent_episodes", ()), getattr(msg, "recent_successes", ())):
+                    if int(i) not in outcomes or outcomes[int(i)][0] <= t:
+                        outcomes[int(i)] = (t, bool(ok))
             elif role == "gt":
                 gt[(_stamp(msg, m.stamp), msg.task)] = bool(msg.success)
             elif role == "proprio":
@@ -311,7 +317,7 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
         pbar.update(n_done % 256)
         pbar.close()
         rep.warnings += reader.warnings
-    return obs, cmds, rewards, phases, gt, proprio, foreign
+    return obs, cmds, rewards, phases, gt, proprio, foreign, outcomes
 
 
 def _pbar(total, desc, enable):
@@ -434,7 +440,7 @@ def _iter_bag_episodes(
 ):
     """(episode, frames): with lazy_images, episode.images is a zero-stride placeholder and
     `frames` (a FrameList of views into the bag) is what DatasetWriter.append(ep, frames) writes."""
-    obs, cmds, rewards, phases, gt, proprio, foreign = _read_bag(path, cfg, rep)
+    obs, cmds, rewards, phases, gt, proprio, foreign, outcomes = _read_bag(path, cfg, rep)
     rep.observations += len(obs)
     rep.commands += len(cmds)
     if not obs:
@@ -510,7 +516,10 @@ def _iter_bag_episodes(
         seq = kept + [final]
         # success of this episode
         ph = phases.get(ep_idx + 1)
-        if ph is not None and not foreign:
+        if ep_idx in outcomes and not foreign:
+            success = outcomes[ep_idx][1]  # the switcher's final verdict (a person's override included)
+            how = "task_phase"
+        elif ph is not None and not foreign:
             success = int(ph.last_switch_reason) == B.REASON_SUCCESS
             how = "task_phase"
         elif rewards and not foreign and final is not None and _reward_at(rewards, final.stamp, ep_idx) is not None:

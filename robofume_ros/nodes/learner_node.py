@@ -1,6 +1,7 @@
 """Learner: online Cal-QL fine-tuning from the robot's topic stream, pushing weights to the policy.
 
-in:  /observation, /robot/command, /reward, /task_phase (episode boundaries). Never the simulator's
+in:  /observation, /robot/command, /reward, /task_phase (episode boundaries and outcomes, also
+     a person's later overrides: a stored episode is relabelled). Never the simulator's
      ground truth: the report reads that from the recorded bag.
 out: /policy/weights (PolicyWeights, latched: inline bytes or a checkpoint path + sha256)
 files (run_dir/learner/): online/ (dataset of every online episode, written before training on
@@ -211,6 +212,12 @@ class LearnerNode(Node):
             for ep in self.stream.close_before(msg.episode_index, success, outcomes):
                 self._add(ep)
         self.last_episode = msg.episode_index
+        # a person changed the verdict of an episode already stored (UNDO): disk and buffer follow
+        for index, ok in zip(msg.recent_episodes, msg.recent_successes):
+            if self.stream.stored_success(index) not in (None, bool(ok)):
+                rewards, terminals = self.stream.relabel(index, bool(ok))
+                self.trainer.relabel(int(index), rewards, terminals, bool(ok))
+                self.log.info(f"episode {index} relabelled {'success' if ok else 'no success'} (a person's verdict)")
 
     def _add(self, ep):
         if self.features is not None:

@@ -23,7 +23,17 @@ from robofume_ros.ros import qos
 
 DEFAULT_TOPICS = [
     graph.TOPICS[k]
-    for k in ("observation", "command", "intervention", "state", "reward", "task_phase", "ground_truth", "safety")
+    for k in (
+        "observation",
+        "command",
+        "intervention",
+        "state",
+        "reward",
+        "task_phase",
+        "reward_override",
+        "ground_truth",
+        "safety",
+    )
 ]
 
 

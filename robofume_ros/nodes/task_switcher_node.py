@@ -2,8 +2,11 @@
 
 in:  /observation (one tick per observation), /reward (success_source "reward") or
      /eval/ground_truth (success_source "ground_truth": scripted data collection only)
+     /reward_override (RewardOverride: a person's verdict, which wins over the reward's)
 out: /task_phase (latched, on every change and at 1 Hz), /task_switcher/help, /robot/stop
-services (std_srvs/Trigger): ~/pause, ~/resume, ~/force_switch, ~/stop
+services (std_srvs/Trigger): ~/pause, ~/resume, ~/force_switch, ~/stop, and a person's verdicts
+     ~/override_success (end the episode as a success now), ~/override_not_success (ignore the
+     reward's success until the episode ends), ~/undo_verdict (flip the last episode's outcome)
 
 If the reward stops arriving the episode still ends at its time limit: the switcher never hangs.
 """
@@ -18,12 +21,21 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from robofume_ros.ros import graph
-from robofume_ros.msg import GroundTruth, Observation, Reward, TaskPhase
+from robofume_ros.msg import GroundTruth, Observation, Reward, RewardOverride, TaskPhase
 from robofume_ros.nodes._common import Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, image_to_rgb, stamp_key
-from robofume_ros.switching.task_switcher import PHASE_NAMES, REASON_NAMES, TaskSpec, TaskSwitcher
+from robofume_ros.switching.task_switcher import (
+    OVERRIDE_NOT_SUCCESS,
+    OVERRIDE_SUCCESS,
+    OVERRIDE_UNDO,
+    PHASE_NAMES,
+    REASON_NAMES,
+    OverrideError,
+    TaskSpec,
+    TaskSwitcher,
+)
 
 CLOCK_JUMP_NS = 10**9  # stamps this far behind the last tick: the clock restarted, not a stale message
 
@@ -82,11 +94,15 @@ class TaskSwitcherNode(Node):
             self.create_subscription(Reward, graph.TOPICS["reward"], self.on_reward, qos.RELIABLE)
         else:
             self.create_subscription(GroundTruth, graph.TOPICS["ground_truth"], self.on_ground_truth, qos.RELIABLE)
+        self.create_subscription(RewardOverride, graph.TOPICS["reward_override"], self.on_override, qos.RELIABLE)
         for name, fn in (
             ("pause", self.srv_pause),
             ("resume", self.srv_resume),
             ("force_switch", self.srv_force),
             ("stop", self.srv_stop),
+            ("override_success", lambda req, res: self.srv_override(res, OVERRIDE_SUCCESS)),
+            ("override_not_success", lambda req, res: self.srv_override(res, OVERRIDE_NOT_SUCCESS)),
+            ("undo_verdict", lambda req, res: self.srv_override(res, OVERRIDE_UNDO)),
         ):
             self.create_service(Trigger, f"~/{name}", fn)
         self.create_timer(1.0, self.publish_phase)
@@ -170,9 +186,44 @@ class TaskSwitcherNode(Node):
         m.steps_in_episode, m.paused = sm.steps_in_episode, sm.paused
         m.forward_successes, m.backward_successes = sm.successes[0], sm.successes[1]
         m.forward_timeouts, m.backward_timeouts = sm.timeouts[0], sm.timeouts[1]
-        m.recent_episodes = [int(i) for i, _ in sm.outcomes]
-        m.recent_successes = [bool(ok) for _, ok in sm.outcomes]
+        m.overrides = sm.overrides
+        m.recent_episodes = [int(o[0]) for o in sm.outcomes]
+        m.recent_successes = [bool(o[1]) for o in sm.outcomes]
         self.pub_phase.publish(m)
+
+    # --- a person's verdicts ----------------------------------------------------------------
+    def apply_override(self, verdict: int, episode_index: int, source: str) -> str:
+        """Apply one override; raises OverrideError (nothing changed) when it cannot apply."""
+        ev = self.sm.override(verdict, episode_index)
+        if ev is not None:
+            self.verdict = None
+            text = f"episode {ev.ended_episode} ({PHASE_NAMES[ev.ended_phase]}) ended as a success by {source}"
+        elif verdict == OVERRIDE_UNDO:
+            ep, ok, _ = self.sm.outcomes[-1]
+            text = f"episode {ep}'s outcome set to {'success' if ok else 'no success'} by {source} (undo)"
+        else:
+            text = f"episode {episode_index}: the reward's success is ignored until it ends ({source})"
+        self.log.info(f"override: {text} -> {self.sm.summary()}")
+        self.publish_phase()
+        return text
+
+    def on_override(self, msg):
+        try:
+            self.apply_override(int(msg.verdict), int(msg.episode_index), msg.source or "topic")
+        except OverrideError as e:
+            self.log.error(f"override refused, nothing changed: {e}")
+
+    def srv_override(self, res, verdict: int):
+        # the service means "the episode the robot is in" (UNDO: the one that ended last)
+        if verdict == OVERRIDE_UNDO:
+            episode = self.sm.outcomes[-1][0] if self.sm.outcomes else -1
+        else:
+            episode = self.sm.episode_index
+        try:
+            res.success, res.message = True, self.apply_override(verdict, episode, "service")
+        except OverrideError as e:
+            res.success, res.message = False, f"refused, nothing changed: {e}"
+        return res
 
     # --- services ---------------------------------------------------------------------------
     def srv_pause(self, req, res):

@@ -5,7 +5,8 @@ in:  `joy_topic` (sensor_msgs/Joy, e.g. from joy_node), `twist_topic` (geometry_
 out: /robot/intervention (ArmCommand, intervention=true, source="teleop") at `rate_hz` while the human
      is commanding (dead-man button held, or a non-zero twist newer than `input_timeout_s`); the robot
      node gives it priority over the policy and the recorder records it;
-     /robot/stop (Bool true) on the stop button; /task_switcher/help (String) on a reset request
+     /robot/stop (Bool true) on the stop button; /task_switcher/help (String) on a reset request;
+     /reward_override (RewardOverride) on the success / not-success / undo buttons
 srv: ~/request_reset (std_srvs/Trigger): pause the task switcher (`pause_service`), log and ask a
      human to reset the scene; resume with `ros2 service call /task_switcher/resume std_srvs/srv/Trigger`
 """
@@ -23,11 +24,12 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from robofume_ros.ros import graph
-from robofume_ros.msg import ArmCommand
+from robofume_ros.msg import ArmCommand, RewardOverride, TaskPhase
 from robofume_ros.nodes._common import Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import action_to_command
+from robofume_ros.ros.override import override_message
 
 
 @dataclass
@@ -45,6 +47,11 @@ class Params:
     gripper_open_button: int = knob(1, "button that opens the gripper")
     stop_button: int = knob(7, "button that publishes /robot/stop true (-1 = none)")
     reset_button: int = knob(6, "button that requests a manual reset (-1 = none)")
+    success_button: int = knob(2, "button: the running episode has succeeded (RewardOverride SUCCESS; -1 = none)")
+    not_success_button: int = knob(
+        3, "button: the running episode has not succeeded (RewardOverride NOT_SUCCESS; -1 = none)"
+    )
+    undo_button: int = knob(5, "button: the last verdict was wrong (RewardOverride UNDO; -1 = none)")
     input_timeout_s: float = knob(0.3, "a twist older than this no longer commands")
     pause_service: str = knob("/task_switcher/pause", "std_srvs/Trigger that pauses the task switcher")
 
@@ -73,6 +80,9 @@ class TeleopNode(Node):
         self.pub_stop = self.create_publisher(Bool, graph.TOPICS["stop"], qos.RELIABLE)
         self.pub_help = self.create_publisher(String, graph.TOPICS["help"], qos.LATCHED)
         self.pause_client = self.create_client(Trigger, p.pause_service)
+        self.phase = None  # the newest TaskPhase: which episode a verdict is about
+        self.pub_override = self.create_publisher(RewardOverride, graph.TOPICS["reward_override"], qos.RELIABLE)
+        self.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self._on_phase, qos.LATCHED)
         self.create_subscription(Joy, p.joy_topic, self.on_joy, 10)
         self.create_subscription(Twist, p.twist_topic, self.on_twist, 10)
         self.create_service(Trigger, "~/request_reset", self.srv_reset)
@@ -81,6 +91,9 @@ class TeleopNode(Node):
             f"teleop: {p.joy_topic} (dead-man button {p.enable_button}) and {p.twist_topic} -> "
             f"{graph.TOPICS['intervention']}"
         )
+
+    def _on_phase(self, msg):
+        self.phase = msg
 
     def _deadzone(self, v):
         v = np.asarray(v, dtype=np.float64)
@@ -100,6 +113,13 @@ class TeleopNode(Node):
             self.log.warning("stop button: /robot/stop true")
         if p.reset_button >= 0 and p.reset_button in newly:
             self.request_reset("reset button")
+        for button, verdict in (
+            (p.success_button, RewardOverride.SUCCESS),
+            (p.not_success_button, RewardOverride.NOT_SUCCESS),
+            (p.undo_button, RewardOverride.UNDO),
+        ):
+            if button >= 0 and button in newly:
+                self.give_verdict(verdict)
         xyz = [_axis(msg.axes, a) for a in p.axes_xyz]
         rpy = [_axis(msg.axes, a) for a in p.axes_rpy]
         enabled = p.enable_button < 0 or p.enable_button in pressed
@@ -128,6 +148,17 @@ class TeleopNode(Node):
         a = np.append(v[:3], self.gripper) if self.p.action_dim == 4 else np.append(v[:6], self.gripper)
         self.pub.publish(action_to_command(a, self.get_clock().now().to_msg(), "teleop", intervention=True))
         self.sent += 1
+
+    def give_verdict(self, verdict: int) -> None:
+        if self.phase is None:
+            self.log.warning("reward override button: no /task_phase yet, nothing sent")
+            return
+        m = override_message(self.phase, verdict, "joystick", self.get_clock().now().to_msg())
+        if m is None:
+            self.log.warning("undo button: no episode has ended yet")
+            return
+        self.pub_override.publish(m)
+        self.log.info(f"reward override {verdict} for episode {m.episode_index}")
 
     def request_reset(self, why: str) -> str:
         text = (

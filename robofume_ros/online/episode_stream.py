@@ -118,6 +118,7 @@ class EpisodeStream:
         self.journal = Journal(self.root / "journal.bin")
         self.open: dict[int, _Open] = {}
         self.closed_indices: set = set()
+        self.stored: dict[int, tuple[Path, bool]] = {}  # episode index -> (its folder, success) on disk
         self.dropped: dict[str, int] = {}
         self.steps_received = 0
         self._replaying = False
@@ -264,8 +265,41 @@ class EpisodeStream:
             },
             success_gt=np.array(gt, bool) if all(g is not None for g in gt) else None,
         )
-        self.writer.append(episode)  # on disk (atomic) before anyone trains on it
+        path = self.writer.append(episode)  # on disk (atomic) before anyone trains on it
+        self.stored[ep.index] = (path, bool(success))
         return episode
+
+    # --- a person's verdicts, after the episode was stored --------------------------------------
+    def stored_success(self, index: int) -> Optional[bool]:
+        """The outcome the stored episode `index` has on disk (None: not stored)."""
+        entry = self.stored.get(int(index))
+        return None if entry is None else entry[1]
+
+    def relabel(self, index: int, success: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Give the stored episode `index` a new outcome (the switcher's verdict changed: a
+        person's UNDO): its rewards, terminals and meta.json are rewritten on disk, each file
+        atomically. Returns the new (rewards, terminals)."""
+        import json
+
+        path, _ = self.stored[int(index)]
+        T = len(np.load(path / "rewards.npy", mmap_mode="r"))
+        rewards = np.full(T, -1.0, np.float32)
+        terminals = np.zeros(T, bool)
+        if success:
+            rewards[-1], terminals[-1] = 0.0, True
+        meta = json.loads((path / "meta.json").read_text())
+        meta["success"], meta["return"] = bool(success), float(rewards.sum())
+        meta.setdefault("provenance", {})["relabelled"] = "override"
+        for name, data in (("rewards.npy", rewards), ("terminals.npy", terminals)):
+            tmp = path / f".{name}.tmp"
+            with open(tmp, "wb") as f:
+                np.save(f, data)
+            os.replace(tmp, path / name)
+        tmp = path / ".meta.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, path / "meta.json")
+        self.stored[int(index)] = (path, bool(success))
+        return rewards, terminals
 
     def _drop(self, reason: str, n: int = 1) -> None:
         if not self._replaying:
@@ -301,7 +335,12 @@ class EpisodeStream:
         in the dataset are finished now (with their recorded outcome) and returned; the rest
         become open episodes again. Returns (finished episodes, steps still open)."""
         records = self.journal.replay()
-        done = {int(p.get("episode_index", -1)) for p in self._dataset_provenance()}
+        on_disk = self._dataset_provenance()
+        for path, meta in on_disk:
+            index = meta.get("provenance", {}).get("episode_index")
+            if index is not None:
+                self.stored[int(index)] = (path, bool(meta.get("success")))
+        done = {int(m.get("provenance", {}).get("episode_index", -1)) for _, m in on_disk}
         self.closed_indices |= done
         finished = []
         self._replaying = True
@@ -324,7 +363,8 @@ class EpisodeStream:
         self._compact()
         return finished, sum(len(ep.steps) for ep in self.open.values())
 
-    def _dataset_provenance(self) -> list[dict]:
+    def _dataset_provenance(self) -> list[tuple[Path, dict]]:
+        """(folder, meta.json) of every online episode on disk."""
         from robofume_ros.data.dataset import episode_dirs
         import json
 
@@ -332,7 +372,7 @@ class EpisodeStream:
         if (self.root / "online").exists():
             for d in episode_dirs(self.root / "online"):
                 try:
-                    out.append(json.loads((d / "meta.json").read_text()).get("provenance", {}))
+                    out.append((d, json.loads((d / "meta.json").read_text())))
                 except (OSError, ValueError):
                     pass
         return out

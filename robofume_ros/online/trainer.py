@@ -52,6 +52,7 @@ class OnlineTrainer:
         self.on_weights, self.log = on_weights, log
         self.env_steps = 0
         self.episodes = 0
+        self.relabelled = 0  # stored episodes whose outcome a person changed
         self.successes = {}
         self.lock = threading.Lock()  # guards the online store against concurrent add/sample
         self._io_lock = threading.RLock()  # status/progress files are written from both threads
@@ -76,6 +77,15 @@ class OnlineTrainer:
         s[0] += int(ep.success)
         s[1] += 1
         self._save_progress()
+
+    def relabel(self, episode_index: int, rewards, terminals, success: bool) -> bool:
+        """A stored online episode got a new outcome (a person's override): the replay buffer's
+        labels follow. False when the buffer does not hold it."""
+        with self.lock:
+            done = self.L.online.relabel(episode_index, rewards, terminals)
+        if done:
+            self.relabelled += 1
+        return done
 
     def env_step(self, n: int = 1) -> None:
         self.env_steps += n
@@ -172,6 +182,7 @@ class OnlineTrainer:
             "updates": self.L.step,
             "episodes": self.episodes,
             "successes": self.successes,
+            "relabelled": self.relabelled,
             "online_transitions": len(self.L.online),
             "offline_transitions": len(self.L.offline),
             "updates_per_s": (self.L.step - self.updates_at_start) / el,

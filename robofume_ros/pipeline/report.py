@@ -71,7 +71,24 @@ def online_stream(bags: list) -> dict:
                     "gt": gt.get((s, task_of[s][1])),
                 }
             )
-    return {"episodes": [episodes[e] for e in sorted(episodes)], "frames": frames}
+    return {"episodes": [episodes[e] for e in sorted(episodes)], "frames": frames, "overrides": overrides(bags)}
+
+
+def overrides(bags: list) -> dict:
+    """A person's reward overrides in the bags, by verdict (RewardOverride)."""
+    from robofume_ros.data.bags import MissingTopicError, read_messages
+    from robofume_ros.interfaces import TOPICS, msg_constants
+
+    names = {v: k.lower().replace("_", "-") for k, v in msg_constants("RewardOverride").items()}
+    out = {n: 0 for n in names.values()}
+    try:
+        msgs = read_messages(bags, topics=[TOPICS["reward_override"]])
+    except MissingTopicError:  # recorded before overrides existed, or none was given
+        return out
+    for _topic, _t, m, _s in msgs:
+        key = names.get(int(m.verdict), f"verdict {int(m.verdict)}")
+        out[key] = out.get(key, 0) + 1
+    return out
 
 
 def learning_curve(stream: dict, png: Path, window: int = 5) -> dict:
@@ -276,6 +293,12 @@ def write_report(run: Path, results: dict, settings: dict, seconds: dict) -> Pat
             "![learning curve](learning_curve.png)",
             "",
         ]
+    ovr = stream.get("overrides") or {}
+    lines += [
+        f"Reward overrides by a person (`robofume override`, teleop buttons): {sum(ovr.values())}"
+        + (" (" + ", ".join(f"{k} {v}" for k, v in ovr.items()) + ")" if ovr else ""),
+        "",
+    ]
     if trace:
         lines += [
             f"Reward during fine-tuning vs ground truth (frames scored by the reward node): `{json.dumps(trace)}`",

@@ -125,6 +125,8 @@ class ReplayStore:
         self.n_obs = 0  # observation rows in use
         self.n = 0  # transition rows in use
         self.n_episodes = 0
+        # provenance episode_index (the robot's episode number) -> (first transition row, length)
+        self.by_index: dict[int, tuple[int, int]] = {}
         cap_o, cap_t = capacity + 1, capacity
         self._obs = {"proprio": np.zeros((cap_o, proprio_dim), np.float32)}
         if self.image_shape is not None:
@@ -166,7 +168,6 @@ class ReplayStore:
         T = len(ep)
         if T == 0:
             return
-        s = self.spec
         self._grow(self._obs, self.n_obs + T + 1)
         self._grow(self._tr, self.n + T)
         o0, t0 = self.n_obs, self.n
@@ -186,21 +187,40 @@ class ReplayStore:
         sl = slice(t0, t0 + T)
         tr["obs_index"][sl] = np.arange(o0, o0 + T)
         tr["actions"][sl] = ep.actions
-        tr["raw_rewards"][sl] = ep.rewards
-        scaled = np.asarray(ep.rewards, np.float32) * s.reward_scale + s.reward_bias
-        tr["rewards"][sl], tr["discounts"][sl], tr["next_offset"][sl] = n_step_targets(
-            scaled, ep.terminals, s.gamma, s.n_step
-        )
-        tr["dones"][sl] = np.asarray(ep.terminals, np.float32)
-        tr["mc_returns"][sl] = mc_returns(
-            ep.rewards, ep.terminals, s.gamma, s.reward_scale, s.reward_bias, s.sparse, s.failure_reward
-        )
-        tr["success"][sl] = float(succeeded(ep.rewards, s.failure_reward))
+        self._set_labels(sl, ep.rewards, ep.terminals)
         tr["lang"][sl] = self.lang_index(ep.instruction)
         tr["episode"][sl] = self.n_episodes
+        index = (ep.provenance or {}).get("episode_index")
+        if index is not None:
+            self.by_index[int(index)] = (t0, T)
         self.n_obs += T + 1
         self.n += T
         self.n_episodes += 1
+
+    def _set_labels(self, sl: slice, rewards, terminals) -> None:
+        """Rewards, terminals and everything computed from them for the transitions in `sl`."""
+        s, tr = self.spec, self._tr
+        tr["raw_rewards"][sl] = rewards
+        scaled = np.asarray(rewards, np.float32) * s.reward_scale + s.reward_bias
+        tr["rewards"][sl], tr["discounts"][sl], tr["next_offset"][sl] = n_step_targets(
+            scaled, terminals, s.gamma, s.n_step
+        )
+        tr["dones"][sl] = np.asarray(terminals, np.float32)
+        tr["mc_returns"][sl] = mc_returns(
+            rewards, terminals, s.gamma, s.reward_scale, s.reward_bias, s.sparse, s.failure_reward
+        )
+        tr["success"][sl] = float(succeeded(rewards, s.failure_reward))
+
+    def relabel(self, episode_index: int, rewards, terminals) -> bool:
+        """New rewards/terminals for the stored episode with provenance `episode_index` (a person
+        overrode its outcome); its targets and MC returns are recomputed. False when not stored."""
+        if episode_index not in self.by_index:
+            return False
+        t0, T = self.by_index[episode_index]
+        if len(rewards) != T or len(terminals) != T:
+            raise ValueError(f"episode {episode_index} has {T} transitions, got {len(rewards)} labels")
+        self._set_labels(slice(t0, t0 + T), np.asarray(rewards, np.float32), np.asarray(terminals, bool))
+        return True
 
     def add_episodes(self, episodes) -> None:
         for ep in episodes:

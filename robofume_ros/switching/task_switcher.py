@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
-from robofume_ros.interfaces import TASK_PHASE
+from robofume_ros.interfaces import TASK_PHASE, msg_constants
 
 # the phases and switch reasons of msg/TaskPhase.msg (one set of codes)
 FORWARD, BACKWARD = TASK_PHASE["FORWARD"], TASK_PHASE["BACKWARD"]
@@ -31,6 +31,14 @@ REASON_NAMES = {
 }
 
 RECENT_OUTCOMES = 64  # outcomes kept for TaskPhase.recent_* (6+ minutes of 5 s episodes)
+# a person's verdicts (msg/RewardOverride.msg)
+_OVR = msg_constants("RewardOverride")
+OVERRIDE_SUCCESS, OVERRIDE_NOT_SUCCESS, OVERRIDE_UNDO = _OVR["SUCCESS"], _OVR["NOT_SUCCESS"], _OVR["UNDO"]
+OVERRIDE_NAMES = {OVERRIDE_SUCCESS: "success", OVERRIDE_NOT_SUCCESS: "not success", OVERRIDE_UNDO: "undo"}
+
+
+class OverrideError(ValueError):
+    """An override that cannot apply (another episode, an unknown verdict, nothing to undo)."""
 
 
 @dataclass
@@ -68,9 +76,11 @@ class TaskSwitcher:
     successes: dict = field(default_factory=lambda: {FORWARD: 0, BACKWARD: 0})
     timeouts: dict = field(default_factory=lambda: {FORWARD: 0, BACKWARD: 0})
     consecutive_timeouts: int = 0
-    # (episode index, ended by success) of the last episodes that ended, oldest first: a learner
-    # that was down while they ended labels them from this (TaskPhase.recent_*)
+    # (episode index, ended by success, phase) of the last episodes that ended, oldest first: a
+    # learner that was down while they ended labels them from this (TaskPhase.recent_*)
     outcomes: deque = field(default_factory=lambda: deque(maxlen=RECENT_OUTCOMES))
+    overrides: int = 0  # a person's verdicts applied
+    vetoed: bool = False  # NOT_SUCCESS: the reward's success is ignored until this episode ends
     _consecutive_success: int = 0
 
     def __post_init__(self):
@@ -98,6 +108,8 @@ class TaskSwitcher:
         if self.paused:
             return None
         self.steps_in_episode += 1
+        if success is True and self.vetoed:
+            success = False  # a person said this episode has not succeeded
         if success is True:
             self._consecutive_success += 1
         elif success is False:
@@ -119,13 +131,46 @@ class TaskSwitcher:
     def force_switch(self) -> SwitchEvent:
         return self._switch(REASON_FORCED)
 
+    def override(self, verdict: int, episode_index: int) -> Optional[SwitchEvent]:
+        """Apply a person's verdict (RewardOverride): SUCCESS ends the active episode as a success
+        now, NOT_SUCCESS ignores the reward's success for the rest of it, UNDO flips the outcome of
+        the episode that ended last. `episode_index` must name that episode; anything else raises
+        OverrideError and changes nothing. Returns the SwitchEvent when the episode ended."""
+        if verdict not in OVERRIDE_NAMES:
+            raise OverrideError(f"unknown override verdict {verdict} (SUCCESS=1, NOT_SUCCESS=2, UNDO=3)")
+        if verdict == OVERRIDE_UNDO:
+            if not self.outcomes:
+                raise OverrideError("undo: no episode has ended yet")
+            ep, ok, phase = self.outcomes[-1]
+            if episode_index != ep:
+                raise OverrideError(f"undo names episode {episode_index}, but the episode that ended last is {ep}")
+            self.outcomes[-1] = (ep, not ok, phase)
+            self.successes[phase] += -1 if ok else 1
+            self.overrides += 1
+            return None
+        if episode_index != self.episode_index:
+            raise OverrideError(
+                f"{OVERRIDE_NAMES[verdict]} names episode {episode_index}, but the active episode is {self.episode_index}"
+            )
+        if self.paused:
+            raise OverrideError(f"{OVERRIDE_NAMES[verdict]}: the switcher is paused (resume it first)")
+        self.overrides += 1
+        if verdict == OVERRIDE_NOT_SUCCESS:
+            self.vetoed = True
+            self._consecutive_success = 0
+            return None
+        self.successes[self.phase] += 1
+        self.consecutive_timeouts = 0
+        return self._switch(REASON_SUCCESS)
+
     def pause(self) -> None:
         self.paused = True
 
     def resume(self) -> None:
         """Resume after a pause (e.g. a human fixed the scene); a new episode of the same task starts."""
         if self.paused:
-            self.outcomes.append((self.episode_index, False))
+            self.outcomes.append((self.episode_index, False, self.phase))
+            self.vetoed = False
             self.paused = False
             self.help_requested = False
             self.consecutive_timeouts = 0
@@ -136,7 +181,8 @@ class TaskSwitcher:
 
     def _switch(self, reason: int) -> SwitchEvent:
         ended_phase, ended_ep, steps = self.phase, self.episode_index, self.steps_in_episode
-        self.outcomes.append((ended_ep, reason == REASON_SUCCESS))
+        self.outcomes.append((ended_ep, reason == REASON_SUCCESS, ended_phase))
+        self.vetoed = False
         self.phase = BACKWARD if self.phase == FORWARD else FORWARD
         self.episode_index += 1
         self.steps_in_episode = 0

@@ -36,6 +36,7 @@ def write_episodes_bag(
     with_ground_truth: bool = True,
     phases=None,
     writer_kwargs=None,
+    recent=None,
 ) -> Path:
     """Write episodes as one continuous reset-free stream in the recorder's layout:
     Observation + ArmCommand (same stamp) per step, TaskPhase at each episode start (reason
@@ -44,7 +45,8 @@ def write_episodes_bag(
     where episode k ended (same image and proprio) they share that boundary observation: it is
     written once, as obs 0 of episode k+1. Where they differ (the arm went home in between, as the
     simulator does with home_on_switch) episode k's last observation is written with index k and
-    episode k+1 starts with its own. Returns the bag path."""
+    episode k+1 starts with its own. `recent` [(episode, success), ...]: a last TaskPhase carries
+    these as the switcher's remembered verdicts (e.g. after a person's override). Returns the bag path."""
     store = store or typestore()
     dt = int(round(1e9 / rate_hz))
     w = BagWriter(path, store=store, **(writer_kwargs or {}))
@@ -114,6 +116,14 @@ def write_episodes_bag(
                     )
                 t += dt
             prev_success = ep.success
+        if recent is not None:
+            last = episodes[-1]
+            w.write(
+                TOPICS["task_phase"],
+                MSGTYPES["task_phase"],
+                make_task_phase(store, t, 0, last.task, last.instruction, n, REASON_TIMEOUT, recent=recent),
+                t,
+            )
     finally:
         w.close()
     return Path(path)

@@ -221,6 +221,7 @@ def make_task_phase(
         backward_successes=int(counters[1]),
         forward_timeouts=int(counters[2]),
         backward_timeouts=int(counters[3]),
+        overrides=0,
         recent_episodes=np.array([int(i) for i, _ in recent], dtype=np.uint32),
         recent_successes=np.array([bool(ok) for _, ok in recent], dtype=np.bool_),
     )
