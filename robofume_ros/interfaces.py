@@ -32,6 +32,7 @@ _TABLE = {
     "weights": ("/policy/weights", "robofume_ros/msg/PolicyWeights"),  # latched
     "help": ("/task_switcher/help", "std_msgs/msg/String"),  # the switcher asks a human for help
     "safety": ("/robot/safety", "std_msgs/msg/String"),  # latched JSON: safety envelope counts and state
+    "diagnostics": ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray"),  # every node's health, 1 Hz
 }
 TOPICS: dict[str, str] = {k: v[0] for k, v in _TABLE.items()}
 MSGTYPES: dict[str, str] = {k: v[1] for k, v in _TABLE.items()}

@@ -48,6 +48,8 @@ def test_poison_observations_are_dropped_and_nodes_stay_up(tmp_path):
         assert len(probe.get("/robot/command")) == before, "the policy acted on a poison observation"
         pub.publish(observation(probe, 500))  # and still acts on good ones
         probe.wait_for("/robot/command", before + 1, timeout=10)
+        # the refusals are counted on /diagnostics, per kind
+        diag = probe_diagnostics(g, ("robofume_ros/policy", "robofume_ros/learner"), "warnings/")
         g.assert_alive()
         policy_log, learner_log = g.log("policy"), g.log("learner")
     assert "observation refused: image is 50x50x3, the policy was trained on 100x100x3" in policy_log
@@ -55,6 +57,26 @@ def test_poison_observations_are_dropped_and_nodes_stay_up(tmp_path):
     for what in ("proprioception has 3 values", "NaN or Inf"):
         assert what in policy_log + learner_log, what
     assert "Traceback" not in policy_log and "Traceback" not in learner_log
+    for node in ("robofume_ros/policy", "robofume_ros/learner"):
+        refused = {k: int(v) for k, v in diag[node].items() if k.startswith("warnings/")}
+        assert sum(refused.values()) >= 30, (node, refused)  # 10 of each of the 3 kinds
+
+
+def probe_diagnostics(g, names, key_prefix, timeout=15.0) -> dict:
+    """The newest /diagnostics values of each node in `names`, once each has a key with the prefix."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    probe = g.probe({"/diagnostics": DiagnosticArray})
+    latest: dict = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for arr in probe.get("/diagnostics"):
+            for st in arr.status:
+                latest[st.name] = {kv.key: kv.value for kv in st.values}
+        if all(any(k.startswith(key_prefix) for k in latest.get(n, {})) for n in names):
+            break
+        time.sleep(0.2)
+    return latest
 
 
 def test_poison_observations_do_not_run_the_switchers_clock(tmp_path):

@@ -220,3 +220,35 @@ def test_only_allowed_nodes_drive_the_arm(tmp_path):
     assert max(xs_good) - min(xs_good) > 0.03, "the allowed probe's commands did not move the arm"
     assert counts["counts"].get("refused_source:intruder", 0) >= 10, counts
     assert "from node 'intruder' refused: not an allowed command source" in log
+
+
+def test_every_node_reports_its_health_on_diagnostics(tmp_path):
+    """/diagnostics (diagnostic_msgs) carries one status per node with its own measures, as
+    rqt_robot_monitor or `ros2 topic echo /diagnostics` show them."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    args = {"bag_dir": str(tmp_path / "bags")}
+    with graph_under_test("sim", args, tmp_path) as g:
+        probe = g.probe({"/diagnostics": DiagnosticArray, "/task_phase": TaskPhase})
+        probe.wait_for("/task_phase", 1, timeout=60, pred=lambda m: m.steps_in_episode >= 20)
+        want = {f"robofume_ros/{n}" for n in ("sim", "camera", "task_switcher", "scripted_policy", "recorder")}
+        deadline = time.monotonic() + 20
+        latest = {}
+        while time.monotonic() < deadline and not (want <= set(latest) and all(latest[n][1] for n in want)):
+            for arr in probe.get("/diagnostics"):
+                for st in arr.status:
+                    values = {kv.key: kv.value for kv in st.values}
+                    latest[st.name] = (st.level, values, st.message)
+            time.sleep(0.2)
+        g.assert_alive()
+    assert want <= set(latest), sorted(latest)
+    level, values, _ = latest["robofume_ros/scripted_policy"]
+    assert level == b"\x00" and int(values["commands"]) > 10
+    level, values, _ = latest["robofume_ros/camera"]
+    assert level == b"\x00" and float(values["rate_hz"]) > 1 and int(values["observations"]) > 10
+    level, values, msg = latest["robofume_ros/task_switcher"]
+    assert level == b"\x00" and int(values["episode"]) >= 0 and values["success_source"] == "ground_truth", msg
+    level, values, _ = latest["robofume_ros/sim"]
+    assert level == b"\x00" and int(values["safety/received"]) > 0 and values["stopped"] == "False"
+    level, values, _ = latest["robofume_ros/recorder"]
+    assert int(values["bytes"]) > 0 and int(values["messages/observation"]) > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 import traceback
+from collections import Counter
 from typing import Callable
 
 
@@ -50,14 +51,17 @@ def run_node(make_node: Callable, args=None, executor_threads: int = 1) -> int:
 
 
 class Throttle:
-    """Log a message at most once per `period` seconds per key, counting what was suppressed."""
+    """Log a message at most once per `period` seconds per key, counting what was suppressed.
+    `counts` holds every event per key (logged or not): what /diagnostics reports as warnings."""
 
     def __init__(self, logger, period: float = 5.0):
         self.logger, self.period = logger, period
         self._last: dict = {}
         self._suppressed: dict = {}
+        self.counts: Counter = Counter()
 
     def warn(self, key: str, msg: str) -> None:
+        self.counts[key] += 1
         now = time.monotonic()
         if now - self._last.get(key, -1e9) >= self.period:
             n = self._suppressed.pop(key, 0)
@@ -81,3 +85,57 @@ def ground_truth_msgs(world, obs, stamp) -> list:
         gt.sim_step = int(obs.sim_step)
         out.append(gt)
     return out
+
+
+OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
+
+
+class Diagnostics:
+    """Publishes the node's health on /diagnostics (diagnostic_msgs/DiagnosticArray), as Nav2 and
+    ros2_control nodes do, once per `period_s`: `status()` returns (level, message, {key: value});
+    the throttled-warning counts (dropped and refused inputs, by kind) are added as `warnings/<key>`.
+    `rate(name, count)` turns a running counter into a per-second rate between two reports.
+    `ros2 topic echo /diagnostics`, rqt_robot_monitor and Foxglove show it."""
+
+    def __init__(self, node, status: Callable, throttle: Throttle | None = None, period_s: float = 1.0):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.clock import Clock, ClockType
+
+        self.node, self.status, self.throttle = node, status, throttle
+        from robofume_ros.interfaces import TOPICS
+
+        self.pub = node.create_publisher(DiagnosticArray, TOPICS["diagnostics"], 10)
+        self._rates: dict = {}
+        ns = node.get_namespace().rstrip("/")
+        self.name = f"robofume_ros{ns}/{node.get_name()}"
+        # a steady timer: with use_sim_time the report still comes when the sim clock stops
+        node.create_timer(period_s, self.publish, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    def rate(self, name: str, count: int) -> float:
+        now = time.monotonic()
+        t0, c0 = self._rates.get(name, (now, count))
+        self._rates[name] = (now, count)
+        return (count - c0) / (now - t0) if now > t0 else 0.0
+
+    def publish(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        try:
+            level, message, values = self.status()
+        except Exception as e:  # noqa: BLE001 - a failing report is itself the report
+            level, message, values = ERROR, f"diagnostics failed: {type(e).__name__}: {e}", {}
+        values = dict(values)
+        if self.throttle is not None:
+            values.update({f"warnings/{k}": v for k, v in sorted(self.throttle.counts.items())})
+        st = DiagnosticStatus()
+        st.level = bytes([int(level)])
+        st.name, st.message, st.hardware_id = self.name, message, ""
+        st.values = [KeyValue(key=str(k), value=_fmt(v)) for k, v in values.items()]
+        arr = DiagnosticArray()
+        arr.header.stamp = self.node.get_clock().now().to_msg()
+        arr.status = [st]
+        self.pub.publish(arr)
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)

@@ -21,6 +21,7 @@ from std_srvs.srv import Trigger
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand
+from robofume_ros.nodes._common import OK, WARN, Diagnostics
 from robofume_ros.ros.params import knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import command_to_action
@@ -100,6 +101,24 @@ class GatedRobot:
         self.create_timer(
             max(p.safety_report_s, 0.1), self.publish_safety, clock=Clock(clock_type=ClockType.STEADY_TIME)
         )
+        self.diagnostics = Diagnostics(self, self.gate_health, getattr(self, "throttle", None))
+
+    def gate_health(self):
+        """/diagnostics of the robot side: the safety envelope's counts and state."""
+        counts = self.gate.counts_dict()
+        values = {
+            "executed_hz": self.diagnostics.rate(
+                "executed", sum(v for k, v in counts.items() if k.startswith("executed"))
+            ),
+            "stopped": self.gate.stopped,
+            **{f"safety/{k}": v for k, v in sorted(counts.items())},
+        }
+        refused = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("refused_source:")}
+        if self.gate.stopped:
+            return WARN, "stopped: holding the arm until /robot/stop false", values
+        if refused:
+            return WARN, f"commands refused from nodes not allowed to drive the arm: {refused}", values
+        return OK, "executing commands through the safety envelope", values
 
     # --- inputs -----------------------------------------------------------------------------
     def _sender(self, topic: str, info) -> str:

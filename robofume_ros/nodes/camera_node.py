@@ -19,7 +19,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import Observation, RobotState, TaskPhase
-from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.nodes._common import OK, WARN, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, compressed_to_rgb, image_to_rgb, resize_rgb, rgb_to_image
@@ -66,6 +66,7 @@ class CameraNode(Node):
         self.create_subscription(RobotState, graph.TOPICS["state"], self.on_state, qos.SENSOR)
         self.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
         self.create_timer(1.0, self.watchdog)
+        self.diagnostics = Diagnostics(self, self.health, self.throttle)
 
     def on_state(self, msg):
         self.state = msg
@@ -131,6 +132,21 @@ class CameraNode(Node):
         self.pub.publish(obs)
         self.published += 1
         self.last_pub_ns = stamp_ns
+
+    def health(self):
+        values = {
+            "observations": self.published,
+            "rate_hz": self.diagnostics.rate("published", self.published),
+            "frames_dropped": self.dropped,
+            "target_rate_hz": self.p.control_rate_hz,
+        }
+        now = self.get_clock().now().nanoseconds
+        if self.last_frame_wall_ns is None:
+            return WARN, f"no camera frames on {graph.TOPICS['image']} yet", values
+        age = (now - self.last_frame_wall_ns) * 1e-9
+        if age > self.p.max_frame_age_s:
+            return WARN, f"no camera frame for {age:.1f} s", values
+        return OK, f"{self.published} observations published", values
 
     def watchdog(self):
         now = self.get_clock().now().nanoseconds

@@ -22,7 +22,7 @@ from rclpy.node import Node
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation, PolicyWeights, Reward, TaskPhase
-from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.nodes._common import ERROR, OK, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, command_to_action, image_to_rgb, stamp_key
@@ -125,6 +125,8 @@ class LearnerNode(Node):
         self.create_subscription(Reward, graph.TOPICS["reward"], self.on_reward, qos.RELIABLE)
         self.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
         self.create_timer(10.0, self.report)
+        self.weights_version = 0
+        self.diagnostics = Diagnostics(self, self.health, self.throttle)
         self.trainer.start()
 
     def _build_learner(self):
@@ -232,6 +234,7 @@ class LearnerNode(Node):
         m = PolicyWeights()
         m.header.stamp = self.get_clock().now().to_msg()
         m.version = int(version)
+        self.weights_version = m.version
         m.sha256 = sha
         m.signature = list(sign_weights(self.signing_key, version, sha))
         m.key_id = self.key_id
@@ -240,6 +243,29 @@ class LearnerNode(Node):
         else:
             m.checkpoint_path = str(path.resolve())
         self.pub_weights.publish(m)
+
+    def health(self):
+        s = self.trainer.status()
+        steps = max(1, s["env_steps"])
+        values = {
+            "env_steps": s["env_steps"],
+            "updates": s["updates"],
+            "updates_per_s": s["updates_per_s"],
+            "utd": (s["updates"] - self.trainer.updates_at_start) / steps,
+            "utd_target": self.p.utd_ratio,
+            "episodes": s["episodes"],
+            "online_transitions": s["online_transitions"],
+            "offline_transitions": s["offline_transitions"],
+            "relabelled_episodes": s["relabelled"],
+            "weights_version": self.weights_version,
+            "budget_steps": self.p.budget_steps,
+        }
+        values.update({f"dropped/{k}": v for k, v in sorted(self.stream.dropped.items())})
+        if s["error"]:
+            return ERROR, f"training failed: {s['error']}", values
+        if s["done"]:
+            return OK, f"budget of {self.p.budget_steps} environment steps reached: training finished", values
+        return OK, f"training: {s['updates']} updates, {s['episodes']} online episodes", values
 
     def report(self):
         s = self.trainer.status()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from std_msgs.msg import Float32
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation, PolicyWeights
-from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.nodes._common import OK, WARN, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.rl.exploration import ExplorationNoise
 from robofume_ros.ros import qos
@@ -53,6 +54,9 @@ class Params:
         False, "load weights without checking their signature (a closed test network only)"
     )
     num_threads: int = knob(1, "torch intra-op threads for inference")
+    latency_warn_ms: float = knob(
+        50.0, "/diagnostics WARN when the p95 observation-to-command latency exceeds this (ms)", range=(0.1, 1e4)
+    )
 
 
 class PolicyNode(Node):
@@ -79,6 +83,8 @@ class PolicyNode(Node):
         self._pending = None  # a fully loaded Policy waiting to be swapped in
         self._lock = threading.Lock()
         self.ticks = 0
+        self._latency_ms = deque(maxlen=200)  # the newest ticks' observation-to-command latency
+        self.diagnostics = Diagnostics(self, self.health, self.throttle)
         self.pub = self.create_publisher(ArmCommand, graph.TOPICS["command"], qos.RELIABLE)
         self.pub_latency = self.create_publisher(Float32, "~/latency_ms", 10)
         self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)
@@ -171,8 +177,28 @@ class PolicyNode(Node):
             self.throttle.warn("nan", "policy produced a non-finite action: not sent")
             return
         self.pub.publish(action_to_command(action, obs.header.stamp, source="policy"))
-        self.pub_latency.publish(Float32(data=(time.perf_counter() - t0) * 1e3))
+        ms = (time.perf_counter() - t0) * 1e3
+        self.pub_latency.publish(Float32(data=ms))
+        self._latency_ms.append(ms)
         self.ticks += 1
+
+    def health(self):
+        lat = np.asarray(self._latency_ms) if self._latency_ms else np.zeros(1)
+        p95 = float(np.percentile(lat, 95))
+        values = {
+            "commands": self.ticks,
+            "rate_hz": self.diagnostics.rate("ticks", self.ticks),
+            "latency_p50_ms": float(np.percentile(lat, 50)),
+            "latency_p95_ms": p95,
+            "weights_version": self.version,
+            "weights_refused": self.refused_weights,
+            "mode": "deterministic" if self.p.deterministic else f"stochastic (noise {self.p.noise_scale})",
+        }
+        if self.refused_weights:
+            return WARN, f"{self.refused_weights} weights messages refused (not signed by the trusted learner)", values
+        if p95 > self.p.latency_warn_ms:
+            return WARN, f"latency p95 {p95:.1f} ms above {self.p.latency_warn_ms:.0f} ms", values
+        return OK, f"acting with weights v{self.version}" if self.ticks else "waiting for observations", values
 
 
 def main(args=None) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 from rclpy.node import Node
 
 from robofume_ros.ros import graph
-from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.nodes._common import ERROR, OK, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 
@@ -76,6 +76,7 @@ class RecorderNode(Node):
         self.create_timer(1.0, self.discover)
         self.create_timer(p.flush_interval_s, self.flush)
         self.create_timer(10.0, self.report)
+        self.diagnostics = Diagnostics(self, self.health, self.throttle)
         self.get_logger().info(f"recording {len(p.topics)} topics to {self.path}")
         self.discover()
 
@@ -118,6 +119,24 @@ class RecorderNode(Node):
 
     def report(self):
         self.get_logger().info("recorded " + ", ".join(f"{t}: {n}" for t, n in self.counts.items()))
+
+    def health(self):
+        files = sorted(self.path.glob("*.mcap"))
+        values = {
+            "bag": str(self.path),
+            "files": len(files),
+            "bytes": sum(f.stat().st_size for f in files if f.exists()),
+            "messages_per_s": self.diagnostics.rate("messages", sum(self.counts.values())),
+            **{f"messages{t}": n for t, n in self.counts.items()},
+        }
+        if self.failed:
+            return ERROR, f"recording stopped (see the log); everything before it is in {self.path}", values
+        missing = [t for t in self.p.topics if t not in self.subscribed]
+        return (
+            OK,
+            f"recording {len(self.subscribed)} topics" + (f" (not yet seen: {len(missing)})" if missing else ""),
+            values,
+        )
 
     def close(self):
         self.writer.close()

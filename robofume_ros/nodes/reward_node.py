@@ -23,7 +23,7 @@ from std_srvs.srv import Trigger
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import Observation, Reward
-from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.nodes._common import OK, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.reward.debounce import frame_success
@@ -76,6 +76,22 @@ class RewardNode(Node):
         self.worker = threading.Thread(target=self._loop, name="reward-inference", daemon=True)
         self.worker.start()
         self.create_timer(10.0, self.report)
+        self._last_latency_ms = 0.0
+        self.diagnostics = Diagnostics(self, self.health, self.throttle)
+
+    def health(self):
+        model = self.model
+        values = {
+            "frames_scored": self.scored,
+            "inference_hz": self.diagnostics.rate("scored", self.scored),
+            "frames_skipped": self.skipped,
+            "vetoed_by_pair": self.vetoed,
+            "inference_ms": self._last_latency_ms,
+            "threshold": float(model.threshold),
+            "debounce_frames": self.p.debounce_frames,
+            "model": model.model_id or self.p.model_path,
+        }
+        return OK, f"{model.model_type} reward, threshold {model.threshold:.3f}", values
 
     def _load(self):
         from robofume_ros.reward.base import load_reward_model
@@ -137,6 +153,7 @@ class RewardNode(Node):
         msg.instruction = obs.instruction
         msg.episode_index = obs.episode_index
         msg.latency_ms = latency
+        self._last_latency_ms = latency
         self.pub.publish(msg)
         self.scored += 1
 

@@ -17,7 +17,7 @@ from std_msgs.msg import Float64MultiArray
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation
-from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.nodes._common import OK, WARN, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import action_to_command
@@ -46,6 +46,14 @@ class ScriptedPolicyNode(Node):
         self.pub = self.create_publisher(ArmCommand, graph.TOPICS["command"], qos.RELIABLE)
         self.create_subscription(Float64MultiArray, graph.TOPICS["expert_state"], self.on_state, qos.SENSOR)
         self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)
+        self.commands = 0
+        self.diagnostics = Diagnostics(self, self.health, self.throttle)
+
+    def health(self):
+        values = {"commands": self.commands, "rate_hz": self.diagnostics.rate("commands", self.commands)}
+        if self.state is None:
+            return WARN, f"no expert state on {graph.TOPICS['expert_state']} yet", values
+        return OK, f"scripted experts for {sorted(self.experts) or 'no task yet'}", values
 
     def on_state(self, msg):
         self.state = np.asarray(msg.data, dtype=np.float64)
@@ -71,6 +79,7 @@ class ScriptedPolicyNode(Node):
                 action = action + self.rng.normal(0.0, self.p.noise_std, size=action.shape)
         action = np.clip(action, -1.0, 1.0)
         self.pub.publish(action_to_command(action, obs.header.stamp, source="scripted"))
+        self.commands += 1
 
 
 def main(args=None) -> int:

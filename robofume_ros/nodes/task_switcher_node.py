@@ -22,7 +22,7 @@ from std_srvs.srv import Trigger
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import GroundTruth, Observation, Reward, RewardOverride, TaskPhase
-from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.nodes._common import OK, WARN, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, image_to_rgb, stamp_key
@@ -106,6 +106,7 @@ class TaskSwitcherNode(Node):
         ):
             self.create_service(Trigger, f"~/{name}", fn)
         self.create_timer(1.0, self.publish_phase)
+        self.diagnostics = Diagnostics(self, self.health, self.throttle)
         self.publish_phase()
         self.log.info(f"start: {self.sm.summary()}; success from {p.success_source}")
 
@@ -176,6 +177,30 @@ class TaskSwitcherNode(Node):
                 self.log.error("HELP: " + text)
                 self.pub_help.publish(String(data=text))
             self.publish_phase()
+
+    def health(self):
+        sm = self.sm
+        values = {
+            "episode": sm.episode_index,
+            "task": sm.active.task,
+            "steps_in_episode": sm.steps_in_episode,
+            "time_limit": sm.time_limit(sm.phase),
+            "forward_successes": sm.successes[0],
+            "backward_successes": sm.successes[1],
+            "forward_timeouts": sm.timeouts[0],
+            "backward_timeouts": sm.timeouts[1],
+            "consecutive_timeouts": sm.consecutive_timeouts,
+            "overrides": sm.overrides,
+            "observations_not_counted": self.rejected,
+            "success_source": self.p.success_source,
+        }
+        if sm.help_requested:
+            return WARN, f"paused after {sm.consecutive_timeouts} timeouts in a row: waiting for help", values
+        if sm.paused:
+            return WARN, "paused", values
+        if not self.source_seen:
+            return WARN, f"waiting for the success source ({self.p.success_source})", values
+        return OK, sm.summary(), values
 
     def publish_phase(self):
         sm = self.sm
