@@ -10,6 +10,7 @@ robofume dataset from-bags|generate|info|video|plot datasets (see README)
 robofume pretrain ...                               offline Cal-QL pre-training
 robofume evaluate --policy CKPT --data DATASET      ground-truth success in a simulated pair
 robofume reward train ...                           fine-tune the success classifier
+robofume reward audit RUN|BAGS                      the reward's verdicts on a run against its success source
 robofume override [success|not-success|undo]        a person's verdict on the running episode (keys)
 """
 
@@ -41,6 +42,7 @@ DATASET = {
 }
 REWARD = {
     "train": ("robofume_ros.reward.train:main", []),
+    "audit": ("robofume_ros.reward.audit:main", []),
 }
 
 

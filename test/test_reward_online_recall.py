@@ -1,16 +1,16 @@
-"""The reward-separation probe (experiments/reward_online_recall.py) on a recorded run bag."""
+"""`robofume reward audit` on a recorded run bag."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 from test_report import write_run_bag
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
-import reward_online_recall as probe
-
+from robofume_ros.cli import main as robofume
 from robofume_ros.reward.online_recall import auc, episode_verdict
+
+
+def verdicts(c: dict) -> dict:
+    return {k: c[k] for k in ("recognised", "premature", "missed", "none")}
 
 
 def test_auc_counts_ties_half():
@@ -23,23 +23,34 @@ def test_probe_on_a_recorded_run(tmp_path, capsys):
     # drawer-open episodes (0, 2, 4) succeed on their last 2 frames, scored 0.9, and every episode's
     # first frame is falsely scored 0.9: one frame is not enough for a debounce of 2
     write_run_bag(tmp_path / "finetune" / "bags" / "run")
-    assert probe.main(["--run", str(tmp_path), "--success-frames", "2", "--thresholds", "0.5", "--tolerance", "0"]) == 0
-    res = json.loads((tmp_path / "reward_separation.json").read_text())
+    assert (
+        robofume(["reward", "audit", str(tmp_path), "--success-frames", "2", "--thresholds", "0.5", "--tolerance", "0"])
+        == 0
+    )
+    res = json.loads((tmp_path / "reward_audit.json").read_text())
     opened = res["tasks"]["drawer-open"]
     assert opened["episodes"] == 3 and opened["with_success_frame"] == 3
     assert opened["success_frames"] == 6 and opened["other_frames"] == 24
     assert abs(opened["auc"] - (21 + 0.5 * 3) / 24) < 1e-4
-    assert opened["thresholds"]["0.5"] == {"recognised": 3, "premature": 0, "missed": 0, "none": 0}
-    assert res["tasks"]["drawer-close"]["thresholds"]["0.5"] == {
+    c = opened["thresholds"]["0.5"]
+    assert {k: c[k] for k in ("recognised", "premature", "missed", "none")} == {
+        "recognised": 3,
+        "premature": 0,
+        "missed": 0,
+        "none": 0,
+    }
+    # frames: the 6 success frames all at 0.9; 3 of the 24 others (each episode's first) falsely too
+    assert c["frame_fn_rate"] == 0 and c["frame_fp_rate"] == round(3 / 24, 4)
+    assert verdicts(res["tasks"]["drawer-close"]["thresholds"]["0.5"]) == {
         "recognised": 0,
         "premature": 0,
         "missed": 0,
         "none": 3,
     }
-    assert (tmp_path / "reward_separation.png").stat().st_size > 0
+    assert (tmp_path / "reward_audit.png").stat().st_size > 0
     # a debounce of one frame ends every episode on its falsely scored first frame
-    assert probe.main(["--run", str(tmp_path), "--success-frames", "1", "--thresholds", "0.5"]) == 0
-    res = json.loads((tmp_path / "reward_separation.json").read_text())
+    assert robofume(["reward", "audit", str(tmp_path), "--success-frames", "1", "--thresholds", "0.5"]) == 0
+    res = json.loads((tmp_path / "reward_audit.json").read_text())
     assert res["tasks"]["drawer-open"]["thresholds"]["0.5"]["premature"] == 3
     assert "premature 3" in capsys.readouterr().out
 
@@ -52,9 +63,10 @@ def test_rescoring_with_another_model_applies_the_pair_veto(tmp_path):
     # threshold 0: every frame is "done" for its own task and for the other task of the pair, so the
     # reward node's veto never lets one through: no episode ends, the successes are missed
     assert (
-        probe.main(
+        robofume(
             [
-                "--run",
+                "reward",
+                "audit",
                 str(tmp_path),
                 "--model",
                 str(model),
@@ -70,10 +82,20 @@ def test_rescoring_with_another_model_applies_the_pair_veto(tmp_path):
         )
         == 0
     )
-    res = json.loads((tmp_path / "rescored" / "reward_separation.json").read_text())
+    res = json.loads((tmp_path / "rescored" / "reward_audit.json").read_text())
     assert res["model"] == str(model) and res["model_threshold"] == 0
-    assert res["tasks"]["drawer-open"]["thresholds"]["0"] == {"recognised": 0, "premature": 0, "missed": 3, "none": 0}
-    assert res["tasks"]["drawer-close"]["thresholds"]["0"] == {"recognised": 0, "premature": 0, "missed": 0, "none": 3}
+    assert verdicts(res["tasks"]["drawer-open"]["thresholds"]["0"]) == {
+        "recognised": 0,
+        "premature": 0,
+        "missed": 3,
+        "none": 0,
+    }
+    assert verdicts(res["tasks"]["drawer-close"]["thresholds"]["0"]) == {
+        "recognised": 0,
+        "premature": 0,
+        "missed": 0,
+        "none": 3,
+    }
     assert res["tasks"]["drawer-open"]["success_frames"] == 6 and res["tasks"]["drawer-open"]["other_frames"] == 24
     # without the pair (the recorded probabilities carry no partner), the same threshold ends every episode at once
     frames = [

@@ -308,7 +308,7 @@ def write_report(run: Path, results: dict, settings: dict, seconds: dict) -> Pat
             lines += [
                 f"The reward's debounced verdict ({trace['success_frames']} frames in a row at or above "
                 f"{trace['threshold']:.3f}) on the online episodes, against the simulator (on time: at most "
-                f"2 frames before its flag; `experiments/reward_online_recall.py --run {run}` for other "
+                f"2 frames before its flag; `robofume reward audit {run}` for other "
                 f"thresholds): "
                 + "; ".join(
                     f"{task} {v['verdicts']['recognised']} successes recognised, {v['verdicts']['premature']} "

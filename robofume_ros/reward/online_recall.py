@@ -1,5 +1,5 @@
 """How a reward's debounced verdict did on the episodes of a reset-free run, against the simulator's
-verdict (pure Python; used by the main job's report and experiments/reward_online_recall.py).
+verdict (pure Python; used by the main job's report and `robofume reward audit`).
 
 A frame stream is a list of dicts with ``episode``, ``task``, ``probability`` (the reward for the
 frame's own instruction), ``gt`` (the simulator's verdict, None where unknown) and optionally

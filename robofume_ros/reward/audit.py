@@ -1,10 +1,12 @@
-"""Probe: how well did the learned reward separate success from failure on the frames of a reset-free run?
+"""`robofume reward audit RUN|BAGS`: how well did the learned reward judge the episodes of a run?
 
-Reads the recorder's bags of a fine-tuning run (`robofume main`'s runs/main_drawer, or any run with
-finetune/bags), pairs every frame's reward probability with the simulator's verdict (recorded for
-evaluation only; the learner never sees it) and reports per task:
+Reads the recorder's bags of a fine-tuning run (`robofume main`'s runs/main_<pair>, whose bags are in
+finetune/bags, or bag directories), pairs every frame's reward probability with the success source
+the bags hold (the simulator's verdict, recorded for evaluation only: the learner never sees it) and
+reports per task:
 
-* the frame-level ROC AUC and the probability quantiles of success and non-success frames;
+* the frame-level ROC AUC, the probability quantiles of success and non-success frames, and the
+  frame false-positive / false-negative rates at each threshold;
 * for each threshold, what the debounced verdict (N consecutive frames at or above it, as the reward
   node and the task switcher decide) does on the recorded episodes: fires on a success frame or at
   most `--tolerance` frames before the first one (a recognised success: the simulator's flag is a
@@ -13,7 +15,8 @@ evaluation only; the learner never sees it) and reports per task:
   success). The run is replayed as recorded, not re-simulated: an episode the verdict would have
   ended earlier is still counted on its frames.
 
-and writes a histogram of the probabilities (reward_separation.png) and the numbers (JSON).
+and writes a histogram of the probabilities per task (reward_audit.png) and the numbers
+(reward_audit.json).
 
 With `--model DIR` it scores the run's recorded camera frames with another reward model instead (for
 example one trained with other labels on the same data: `robofume reward train ... --reverse-k 3`),
@@ -21,20 +24,18 @@ with the pair veto of the reward node (a frame the model calls done for both tas
 not a success), and its own threshold unless `--threshold` says otherwise: the same online frames,
 a different judge.
 
-    .venv/bin/python experiments/reward_online_recall.py --run runs/main_drawer
-    .venv/bin/python experiments/reward_online_recall.py --run runs/main_drawer --model runs/reward_k10 --out runs/reward_k10
+    robofume reward audit runs/main_drawer
+    robofume reward audit runs/main_drawer --model runs/reward_k10 --out runs/reward_k10
+    robofume reward audit runs/x/finetune/bags/robofume_20261206_101500 --out audit/
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from robofume_ros.reward.online_recall import auc, by_task, verdict_counts
 
@@ -84,7 +85,14 @@ def analyse(stream: dict, thresholds, n: int, tolerance: int = 0) -> dict:
             "auc": round(auc(pos, neg), 4),
             "success_quantiles": dict(zip(map(str, q), np.quantile(pos, q).round(3).tolist())) if len(pos) else {},
             "other_quantiles": dict(zip(map(str, q), np.quantile(neg, q).round(3).tolist())) if len(neg) else {},
-            "thresholds": {f"{t:g}": verdict_counts(eps, t, n, tolerance) for t in thresholds},
+            "thresholds": {
+                f"{t:g}": {
+                    **verdict_counts(eps, t, n, tolerance),
+                    "frame_fp_rate": round(float((neg >= t).mean()), 4) if len(neg) else None,
+                    "frame_fn_rate": round(float((pos < t).mean()), 4) if len(pos) else None,
+                }
+                for t in thresholds
+            },
             "_pos": pos,
             "_neg": neg,
         }
@@ -92,10 +100,16 @@ def analyse(stream: dict, thresholds, n: int, tolerance: int = 0) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="a run folder with finetune/bags (and reward/reward_model.json)")
+    ap = argparse.ArgumentParser(
+        prog="robofume reward audit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument(
-        "--success-frames", type=int, default=0, help="N of the debounce (default: the run's sizes.json, else 3)"
+        "source",
+        nargs="+",
+        help="a run folder (finetune/bags, reward/reward_model.json, settings.json) or bag directories",
+    )
+    ap.add_argument(
+        "--success-frames", type=int, default=0, help="N of the debounce (default: the run's settings.json, else 3)"
     )
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.8, 0.9, 0.95])
     ap.add_argument(
@@ -104,20 +118,27 @@ def main(argv=None) -> int:
         default=2,
         help="firing at most this many frames before the simulator's first success frame is on time",
     )
-    ap.add_argument("--out", help="folder for reward_separation.png/.json (default: the run folder)")
+    ap.add_argument("--out", help="folder for reward_audit.png/.json (default: the run folder, else ./reward_audit)")
     ap.add_argument("--model", help="score the recorded frames with this reward model instead")
     ap.add_argument("--threshold", type=float, help="with --model: the threshold to mark (default: the model's own)")
     ns = ap.parse_args(argv)
     from robofume_ros.pipeline.report import _fig, online_stream
 
-    run = Path(ns.run)
-    bags = sorted((run / "finetune" / "bags").glob("*"))
+    first = Path(ns.source[0])
+    run = first if len(ns.source) == 1 and (first / "finetune" / "bags").is_dir() else None
+    if run is not None:
+        bags = sorted(p for p in (run / "finetune" / "bags").iterdir() if p.is_dir())
+    else:
+        bags = [Path(b) for b in ns.source]
+        missing = [str(b) for b in bags if not b.exists()]
+        if missing:
+            raise SystemExit(f"no such run folder or bag: {', '.join(missing)}")
     if not bags:
-        raise SystemExit(f"{run}/finetune/bags: no recorded bags")
+        raise SystemExit(f"{first}/finetune/bags: no recorded bags")
     n = ns.success_frames
     if n <= 0:
-        sizes = run / "sizes.json"
-        n = int(json.loads(sizes.read_text()).get("success_frames", 3)) if sizes.exists() else 3
+        settings = run / "settings.json" if run is not None else None
+        n = int(json.loads(settings.read_text()).get("success_frames", 3)) if settings and settings.exists() else 3
     if ns.model:
         from robofume_ros.reward.base import load_reward_model
 
@@ -125,12 +146,15 @@ def main(argv=None) -> int:
         own = judge.threshold if ns.threshold is None else ns.threshold
         stream = rescored_stream(bags, judge)
     else:
-        model = run / "reward" / "reward_model.json"
-        own = json.loads(model.read_text()).get("threshold") if model.exists() else None
+        model = run / "reward" / "reward_model.json" if run is not None else None
+        own = json.loads(model.read_text()).get("threshold") if model and model.exists() else None
         stream = online_stream(bags)
+        recorded = [f["threshold"] for f in stream["frames"] if f.get("threshold") is not None]
+        if own is None and recorded:
+            own = recorded[-1]  # the threshold the reward node used, from its messages
     thresholds = sorted(set(ns.thresholds) | ({round(float(own), 4)} if own else set()))
     res = analyse(stream, thresholds, n, ns.tolerance)
-    out = Path(ns.out) if ns.out else run
+    out = Path(ns.out) if ns.out else (run if run is not None else Path("reward_audit"))
     out.mkdir(parents=True, exist_ok=True)
     fig = _fig(4 * len(res), 3.2)
     for k, (task, r) in enumerate(res.items()):
@@ -148,9 +172,9 @@ def main(argv=None) -> int:
         ax.set_xlabel("reward probability")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "reward_separation.png", dpi=100)
+    fig.savefig(out / "reward_audit.png", dpi=100)
     clean = {t: {k: v for k, v in r.items() if not k.startswith("_")} for t, r in res.items()}
-    (out / "reward_separation.json").write_text(
+    (out / "reward_audit.json").write_text(
         json.dumps(
             {
                 "success_frames": n,
@@ -172,10 +196,9 @@ def main(argv=None) -> int:
             f"{r['auc']:.3f}; success frames p10/p50/p90 {r['success_quantiles']}, others {r['other_quantiles']}"
         )
         for t, c in r["thresholds"].items():
-            print(f"   threshold {t}: recognised {c['recognised']}, premature {c['premature']}, missed {c['missed']}")
-    print(f"wrote {out / 'reward_separation.png'}")
+            print(
+                f"   threshold {t}: recognised {c['recognised']}, premature {c['premature']}, missed {c['missed']}; "
+                f"frame FP {c['frame_fp_rate']}, FN {c['frame_fn_rate']}"
+            )
+    print(f"wrote {out / 'reward_audit.png'} and {out / 'reward_audit.json'}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
