@@ -70,6 +70,7 @@ class Params:
     )
     action_dim: int = knob(4, "action components: 4 (xyz + gripper) or 7 (xyz + rpy + gripper)")
     num_threads: int = knob(1, "torch threads for training")
+    device: str = knob("auto", "where to train: auto (a CUDA GPU when torch sees one, else CPU), cpu, cuda or cuda:N")
     seed: int = knob(0, "seed for sampling")
 
 
@@ -131,15 +132,18 @@ class LearnerNode(Node):
 
     def _build_learner(self):
         from robofume_ros.data.dataset import load_episodes
+        from robofume_ros.rl.device import resolve_device
         from robofume_ros.rl.learner import Learner
 
         p = self.p
+        device = resolve_device(p.device)  # DeviceError: a clear reason the learner cannot start
+        self.get_logger().info(f"training on {device}")
         resume = self.dir / "learner.pt"
         if resume.exists():
-            L = Learner.load(resume)
+            L = Learner.load(resume, device=device)
             self.get_logger().info(f"resumed from {resume} at update {L.step}")
         elif p.init_checkpoint:
-            L = Learner.load(p.init_checkpoint)
+            L = Learner.load(p.init_checkpoint, device=device)
             self.get_logger().info(f"starting from pre-trained {p.init_checkpoint} (update {L.step})")
         else:
             raise ValueError(

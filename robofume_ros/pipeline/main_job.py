@@ -179,11 +179,20 @@ def main(argv=None) -> int:
         "--budget", type=int, default=None, help="online environment steps (default: the recipe's budget_steps)"
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--device",
+        default="auto",
+        help="where pre-training, the learner and OOO retraining train: auto (a CUDA GPU when there is one), "
+        "cpu, cuda or cuda:N",
+    )
     ap.add_argument("--fresh", action="store_true", help="delete --out first")
     ns = ap.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:  # every bad name is an error before anything runs
+        from robofume_ros.rl.device import resolve_device
+
+        resolve_device(ns.device)
         pair = tasks.get_pair(ns.pair)
         if not pair.simulated:
             raise ValueError(f"{ns.pair}: a real robot's task (simulated: false); the main job needs a simulated pair")
@@ -213,6 +222,7 @@ def main(argv=None) -> int:
     from robofume_ros.ros import graph
 
     ft_args = finetune_args(out, ns.pair, recipe_spec, budget, ns.seed)
+    ft_args["learner_device"] = ns.device
     derived = graph.task_parameters(graph.resolve_args(ft_args))[1]
     settings = {
         "pair": pair.name,
@@ -277,7 +287,7 @@ def main(argv=None) -> int:
     stage(
         "pretrain",
         pre / "DONE",
-        lambda: run_pretrain(data, pre, "calql", mp.pretrain_steps, ns.seed, calql_set),
+        lambda: run_pretrain(data, pre, "calql", mp.pretrain_steps, ns.seed, calql_set, ["--device", ns.device]),
         timings=timings,
     )
 
@@ -299,6 +309,7 @@ def main(argv=None) -> int:
             mp.retrain_steps,
             ns.seed,
             retrain_set,
+            ["--device", ns.device],
         ),
         timings=timings,
     )

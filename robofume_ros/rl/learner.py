@@ -278,9 +278,11 @@ class Learner:
         ckpt.save_checkpoint(path, self.state_dict())
 
     @classmethod
-    def load(cls, path, expect: Optional[LearnerConfig] = None, dims: Optional[dict] = None) -> "Learner":
-        """Rebuild a learner from a checkpoint. `expect` / `dims`: raise CheckpointError when the
-        checkpoint was made with a different algorithm/observation setup."""
+    def load(
+        cls, path, expect: Optional[LearnerConfig] = None, dims: Optional[dict] = None, device: str = "cpu"
+    ) -> "Learner":
+        """Rebuild a learner from a checkpoint, on `device`. `expect` / `dims`: raise CheckpointError
+        when the checkpoint was made with a different algorithm/observation setup."""
         p = ckpt.load_checkpoint(path, kind=KIND)
         try:
             cfg = LearnerConfig(**p["config"])
@@ -311,7 +313,7 @@ class Learner:
                     f"{path}: mismatched data dimensions: "
                     + ", ".join(f"{k}={d[k]} in checkpoint vs {dims[k]} in data" for k in diff)
                 )
-        L = cls(cfg, d["proprio_dim"], d["action_dim"], d["image_shape"], d["feature_dim"])
+        L = cls(cfg, d["proprio_dim"], d["action_dim"], d["image_shape"], d["feature_dim"], device=device)
         try:
             L.load_state_dict(p)
         except (KeyError, RuntimeError, ValueError) as e:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from robofume_ros.rl.checkpoint import CheckpointError
+from robofume_ros.rl.device import DeviceError, bf16_supported, resolve_device
 from robofume_ros.rl.features import FEATURE_ENCODER_ID
 from robofume_ros.rl.learner import ALGOS, Learner, LearnerConfig
 
@@ -54,6 +55,9 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs with bf16 units)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave default)")
+    ap.add_argument(
+        "--device", default="auto", help="auto (a CUDA GPU when there is one, else CPU), cpu, cuda or cuda:N"
+    )
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--save-every", type=int, default=2000)
     ap.add_argument("--eval-every", type=int, default=0, help="synthetic only: evaluate success every N steps")
@@ -121,10 +125,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+    except DeviceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ck = out / "checkpoint.pt"
-    overrides = {"batch_size": args.batch_size, "bf16": args.bf16}
+    overrides = {"batch_size": args.batch_size, "bf16": args.bf16 and bf16_supported(device)}
+    print(f"training on {device}" + (" with bf16 autocast" if overrides["bf16"] else ""), flush=True)
     if args.feature_embed:
         overrides["net"] = {"feature_embed": args.feature_embed}
     for kv in args.set:
@@ -155,14 +165,14 @@ def main(argv=None) -> int:
     )
     if args.resume and ck.exists():
         try:
-            L = Learner.load(ck, expect=cfg, dims=dims)
+            L = Learner.load(ck, expect=cfg, dims=dims, device=device)
         except CheckpointError as e:
             print(f"error: cannot resume: {e}", file=sys.stderr)
             return 2
         L.add_offline(episodes, fit_stats=False)  # statistics come from the checkpoint
         print(f"resumed from {ck} at step {L.step}", flush=True)
     else:
-        L = Learner(cfg, **dims)
+        L = Learner(cfg, **dims, device=device)
         L.add_offline(episodes)
     try:
         L.task = data_task(args.data or [])

@@ -151,6 +151,12 @@ ARGUMENTS: list[LaunchArg] = [
         _ov(("learner", "run_dir", str)),
     ),
     LaunchArg(
+        "learner_device",
+        "",
+        "where the learner trains: auto (a CUDA GPU when torch sees one, else CPU), cpu, cuda or cuda:N",
+        _ov(("learner", "device", str)),
+    ),
+    LaunchArg(
         "weights_key",
         "",
         "the learner's Ed25519 key pair that signs policy weights (<weights_key> private, made when "
