@@ -33,9 +33,19 @@ _TABLE = {
     "help": ("/task_switcher/help", "std_msgs/msg/String"),  # the switcher asks a human for help
     "safety": ("/robot/safety", "std_msgs/msg/String"),  # latched JSON: safety envelope counts and state
     "diagnostics": ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray"),  # every node's health, 1 Hz
+    # backfill: a learner that was down or cut off asks the recorder for what it missed (JSON
+    # {"request": id, "since_ns": stamp}); the recorder replays it on /backfill/<topic>, then "done"
+    "backfill_request": ("/backfill/request", "std_msgs/msg/String"),
+    "backfill_done": ("/backfill/done", "std_msgs/msg/String"),
 }
 TOPICS: dict[str, str] = {k: v[0] for k, v in _TABLE.items()}
 MSGTYPES: dict[str, str] = {k: v[1] for k, v in _TABLE.items()}
+BACKFILL_KEYS = ("observation", "command", "reward", "task_phase")  # the learner's inputs, replayable
+
+
+def backfill_topic(key: str) -> str:
+    """Where the recorder replays topic `key` for a backfill: /backfill/<its name>."""
+    return "/backfill" + TOPICS[key]
 
 
 def msg_dir() -> Path:

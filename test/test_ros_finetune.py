@@ -22,7 +22,7 @@ def models(tmp_path_factory):
     return tiny_learner_checkpoint(d / "learner.pt"), tiny_reward_model(d)
 
 
-def finetune_specs(tmp_path, models, budget=100000, max_episode_steps=40, learner=None):
+def finetune_specs(tmp_path, models, budget=100000, max_episode_steps=40, learner=None, record=False):
     """The graph with a recipe variant (a file layered on the default recipe, as a user would
     write one): the time limit and any learner settings."""
     ckpt, reward = models
@@ -38,7 +38,7 @@ def finetune_specs(tmp_path, models, budget=100000, max_episode_steps=40, learne
         "run_dir": str(tmp_path / "run"),
         "bag_dir": str(tmp_path / "bags"),
         "budget_steps": str(budget),
-        "record": "false",
+        "record": "true" if record else "false",
         "recipe": str(tmp_path / "variant.yaml"),
     }
     specs = graph.nodes("finetune", args)
@@ -162,3 +162,59 @@ def test_dead_reward_node_means_timeouts_not_a_hang(tmp_path, models):
         )
         assert phases[-1].episode_index >= start.episode_index + 2
         assert set(g.runner.running()) == {s.name for s in specs} - {"reward"}
+
+
+def test_outage_backfill_keeps_every_transition_the_robot_made(tmp_path, models):
+    """The learner killed mid-episode twice: on each restart it asks the recorder for what it
+    missed; afterwards every episode it stored holds exactly the transitions the bag holds
+    (`pytest -k outage`)."""
+    specs, by = finetune_specs(tmp_path, models, record=True)
+    assert by["learner"].parameters.get("backfill", True)  # with a recorder in the graph
+    learner_dir = tmp_path / "run" / "learner"
+    with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
+        probe = g.probe({"/task_phase": TaskPhase})
+
+        def mid(m):
+            return m.steps_in_episode >= 2
+
+        for kill in range(2):
+            probe.wait_for("/task_phase", 1, timeout=180, pred=lambda m, k=kill: m.episode_index >= 4 + 6 * k)
+            probe.wait_for("/task_phase", sum(map(mid, probe.get("/task_phase"))) + 1, timeout=30, pred=mid)
+            proc = g.runner.procs["learner"].proc
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            deadline = time.monotonic() + 30
+            while not g.runner.poll() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            deadline = time.monotonic() + 120  # the restarted learner has its backfill
+            while g.log("learner").count("backfill (start) done") < kill + 2 and time.monotonic() < deadline:
+                time.sleep(0.5)
+        end = probe.get("/task_phase")[-1].episode_index
+        probe.wait_for("/task_phase", 1, timeout=120, pred=lambda m: m.episode_index >= end + 3)
+        deadline = time.monotonic() + 30  # and has closed the episodes up to `end`
+        while max(stored_indices(learner_dir), default=-1) < end - 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        log = g.log("learner")
+    assert log.count("backfill (start) done") >= 3, log[-3000:]  # the first start and the two restarts
+    from robofume_ros.data.bags import read_messages
+    from robofume_ros.data.dataset import load_episodes
+
+    per_episode: dict = {}
+    for _t, _ty, m, _s in read_messages(sorted((tmp_path / "bags").iterdir()), topics=["/observation"]):
+        per_episode[int(m.episode_index)] = per_episode.get(int(m.episode_index), 0) + 1
+    stored = {int(e.provenance["episode_index"]): len(e) for e in load_episodes(learner_dir / "online")}
+    closed = [i for i in sorted(per_episode) if 0 < i < end]  # episodes both saw begin and end
+    assert closed and set(closed) <= set(stored), f"episodes missing from the learner: {set(closed) - set(stored)}"
+    wrong = {i: (stored[i], per_episode[i] - 1) for i in closed if stored[i] != per_episode[i] - 1}
+    assert not wrong, f"episode: (learner's transitions, bag's) differ: {wrong}"
+
+
+def stored_indices(learner_dir) -> list:
+    """Episode indices the learner has written to its online dataset."""
+    out = []
+    for d in (learner_dir / "online" / "episodes").glob("ep_*"):
+        try:
+            out.append(int(json.loads((d / "meta.json").read_text())["provenance"]["episode_index"]))
+        except (OSError, ValueError, KeyError):
+            pass
+    return out

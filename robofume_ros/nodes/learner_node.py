@@ -14,14 +14,20 @@ journal, so a killed learner loses nothing it had received.
 
 from __future__ import annotations
 
+import json
+import random
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from rclpy.node import Node
+from std_msgs.msg import String
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation, PolicyWeights, Reward, TaskPhase
+from robofume_ros.interfaces import backfill_topic
 from robofume_ros.nodes._common import ERROR, OK, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
@@ -67,6 +73,17 @@ class Params:
         "",
         "Ed25519 private key (PEM) that signs every published weights message; made with its .pub "
         "beside it when missing ('' = <run_dir>/keys/learner_ed25519)",
+    )
+    backfill: bool = knob(
+        True,
+        "after a start or a gap in the stream, ask the recorder for the transitions this learner "
+        "missed (/backfill/request) and close episodes only once they are in",
+    )
+    backfill_gap_s: float = knob(
+        1.0, "observations this far apart (by stamp) mean the stream was cut: backfill the gap", range=(0.1, 3600.0)
+    )
+    backfill_timeout_s: float = knob(
+        15.0, "give up waiting for a backfill (no recorder, or it never answers) after this", range=(0.5, 3600.0)
     )
     action_dim: int = knob(4, "action components: 4 (xyz + gripper) or 7 (xyz + rpy + gripper)")
     num_threads: int = knob(1, "torch threads for training")
@@ -121,10 +138,36 @@ class LearnerNode(Node):
         for ep in finished:
             self._add(ep)
         self.last_episode = None
-        self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)
-        self.create_subscription(ArmCommand, graph.TOPICS["command"], self.on_command, qos.RELIABLE)
-        self.create_subscription(Reward, graph.TOPICS["reward"], self.on_reward, qos.RELIABLE)
+        # deep reader queues: while training holds the interpreter the stream waits, it is not dropped
+        self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.DEEP)
+        self.create_subscription(ArmCommand, graph.TOPICS["command"], self.on_command, qos.DEEP)
+        self.create_subscription(Reward, graph.TOPICS["reward"], self.on_reward, qos.DEEP)
         self.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
+        # backfill: what the robot did while this learner was down or cut off, from the recorder
+        self.backfill = None  # the request in flight: {"request", "since_ns", "t0", "sent"}
+        self.backfill_requests = 0
+        self.backfilled = 0  # observations that came in through a backfill
+        self._held_phases: list = []  # phase messages held while a backfill is in flight
+        self._pending_phases: list = []  # (arrival, phase message) waiting for their episode's end
+        self._period_ns: deque = deque(maxlen=20)  # recent intervals between observations of an episode
+        self.create_timer(0.5, self._apply_phases)
+        self._last_live_ns = None
+        if p.backfill:
+            subs = [
+                self.create_subscription(
+                    Observation, backfill_topic("observation"), lambda m: self.on_observation(m, True), qos.BULK
+                ),
+                self.create_subscription(
+                    ArmCommand, backfill_topic("command"), lambda m: self.on_command(m, True), qos.BULK
+                ),
+                self.create_subscription(Reward, backfill_topic("reward"), lambda m: self.on_reward(m, True), qos.BULK),
+                self.create_subscription(TaskPhase, backfill_topic("task_phase"), self._on_backfill_phase, qos.BULK),
+                self.create_subscription(String, graph.TOPICS["backfill_done"], self._on_backfill_done, qos.RELIABLE),
+            ]
+            self._backfill_subs = subs
+            self.pub_backfill = self.create_publisher(String, graph.TOPICS["backfill_request"], qos.RELIABLE)
+            self.start_backfill(self.stream.backfill_since(), "start")
+            self.create_timer(0.2, self._backfill_tick)
         self.create_timer(10.0, self.report)
         self.weights_version = 0
         self.diagnostics = Diagnostics(self, self.health, self.throttle)
@@ -185,31 +228,171 @@ class LearnerNode(Node):
                 self.features = FrozenImageEncoder()
             add_features(eps, self.features)
 
+    # --- backfill ---------------------------------------------------------------------------
+    def start_backfill(self, since_ns: int, why: str) -> None:
+        """Ask the recorder for everything since `since_ns`; episodes close only once it is in."""
+        if self.backfill is not None:
+            self.backfill["since_ns"] = min(self.backfill["since_ns"], since_ns)
+            return
+        self.backfill_requests += 1
+        self.backfill = {"since_ns": int(since_ns), "t0": time.monotonic(), "why": why, "tries": 0}
+        self._new_request()
+
+    def _new_request(self) -> None:
+        # a random id: a restarted learner never takes an answer meant for its previous run
+        b = self.backfill
+        b.update(request=random.getrandbits(31), sent=False, received=0, expected=None, done_t=None)
+        b["tries"] += 1
+        self._backfill_tick()
+
+    def _backfill_tick(self) -> None:
+        b = self.backfill
+        if b is None:
+            return
+        if time.monotonic() - b["t0"] > self.p.backfill_timeout_s:
+            self.log.warn(
+                f"backfill ({b['why']}): no answer from a recorder within {self.p.backfill_timeout_s:.0f} s; "
+                "going on with what arrived live (the bag still holds everything)"
+            )
+            self._finish_backfill()
+            return
+        if b["expected"] is not None and b["received"] >= b["expected"]:
+            self._finish_backfill()
+            return
+        if b["expected"] is not None and time.monotonic() - b["done_t"] > 1.0:
+            # part of the replay never arrived (the recorder's writers had not yet matched this
+            # learner's readers): ask again, what did arrive is deduplicated
+            if b["tries"] >= 5:
+                self.log.warn(f"backfill ({b['why']}): {b['received']} of {b['expected']} after 5 tries; going on")
+                self._finish_backfill()
+                return
+            self._new_request()
+        if b["sent"]:
+            return
+        if time.monotonic() - b["t0"] > 5.0 and not self.pub_backfill.get_subscription_count():
+            self.log.info(f"backfill ({b['why']}): no recorder on this graph; going on with what arrives live")
+            self._finish_backfill()
+            return
+        # send once the recorder hears the request and its replays reach this learner, and (after a
+        # start) once live observations flow: the replay then overlaps them and leaves no hole
+        live = self._last_live_ns is not None or time.monotonic() - b["t0"] > 10.0
+        if (
+            live
+            and self.pub_backfill.get_subscription_count()
+            and all(s.get_publisher_count() for s in self._backfill_subs)
+        ):
+            self.pub_backfill.publish(String(data=json.dumps({"request": b["request"], "since_ns": b["since_ns"]})))
+            b["sent"] = True
+            self.log.info(f"backfill ({b['why']}): asked the recorder for everything since {b['since_ns']}")
+
+    def _on_backfill_done(self, msg) -> None:
+        try:
+            done = json.loads(msg.data)
+        except ValueError:
+            return
+        b = self.backfill
+        if b is None or done.get("request") != b["request"]:
+            return
+        self.log.info(
+            f"backfill ({b['why']}): {done.get('messages')} messages replayed, "
+            f"{self.backfilled} observations new so far"
+            + ("" if done.get("complete", True) else "; the recorder no longer held the oldest (see its bag)")
+        )
+        # "done" travels on its own topic and may overtake the replay: finish once all of it is in
+        b["expected"], b["done_t"] = int(done.get("messages", 0)), time.monotonic()
+        self._backfill_tick()
+
+    def _count_backfill(self) -> None:
+        if self.backfill is not None:
+            self.backfill["received"] += 1
+
+    def _finish_backfill(self) -> None:
+        b, self.backfill = self.backfill, None
+        self.log.info(
+            f"backfill ({b['why']}) done: {b['received']} of {b['expected']} replayed messages received; "
+            f"closing {len(self._held_phases)} held phase messages' episodes"
+        )
+        held, self._held_phases = self._held_phases, []
+        for m in held:  # in arrival order: each closes the episodes before its own
+            self._pending_phases.append((time.monotonic(), m))
+        self._apply_phases()
+
+    def _on_backfill_phase(self, msg) -> None:
+        self._count_backfill()
+        self.on_phase(msg)  # held with the live ones until the backfill is done
+
     # --- stream -----------------------------------------------------------------------------
-    def on_observation(self, obs):
+    def on_observation(self, obs, backfill: bool = False):
+        if backfill:
+            self._count_backfill()
         try:
             image = image_to_rgb(obs.image)
             # the learner's store never holds what it cannot train on: the checkpoint's observation spec
             check_observation(self.L.obs_spec, image, obs.proprio)
         except (ImageError, ObservationMismatch) as e:
-            self.throttle.warn(f"bad:{str(e)[:24]}", f"observation dropped: {e}")  # throttled per field
+            if not backfill:
+                self.throttle.warn(f"bad:{str(e)[:24]}", f"observation dropped: {e}")  # throttled per field
             return
-        self.stream.observation(
-            stamp_key(obs.header.stamp), obs.episode_index, image, obs.proprio, obs.instruction, obs.task
+        stamp = stamp_key(obs.header.stamp)
+        if not backfill and self.p.backfill:
+            last = self._last_live_ns
+            self._last_live_ns = (stamp, obs.episode_index)
+            if last is not None:
+                gap_ns, jump = stamp - last[0], obs.episode_index - last[1]
+                # within an episode observations come every tick (one missing is a loss); across a
+                # switch the arm may go home first (none meanwhile): a long silence or skipped episodes
+                period = sorted(self._period_ns)[len(self._period_ns) // 2] if len(self._period_ns) >= 5 else None
+                if jump == 0 and gap_ns > 0:
+                    self._period_ns.append(gap_ns)
+                within = (
+                    self.p.backfill_gap_s * 1e9 if period is None else min(1.6 * period, self.p.backfill_gap_s * 1e9)
+                )
+                limit = within if jump == 0 else self.p.backfill_gap_s * 10e9
+                if gap_ns > limit or jump > 1:
+                    self.start_backfill(last[0], f"a {gap_ns * 1e-9:.1f} s gap in the stream")
+        new = self.stream.observation(
+            stamp, obs.episode_index, image, obs.proprio, obs.instruction, obs.task, backfill=backfill
         )
-        self.trainer.env_step()
+        if new:
+            self.trainer.env_step()
+            self.backfilled += int(backfill)
+        if self._pending_phases:
+            self._apply_phases()
 
-    def on_command(self, msg):
+    def on_command(self, msg, backfill: bool = False):
+        if backfill:
+            self._count_backfill()
         a = command_to_action(msg, self.p.action_dim)
         if not np.all(np.isfinite(a)):
-            self.throttle.warn("nan", "non-finite command not used as an action")
+            if not backfill:
+                self.throttle.warn("nan", "non-finite command not used as an action")
             return
-        self.stream.command(stamp_key(msg.header.stamp), np.clip(a, -1.0, 1.0))
+        self.stream.command(stamp_key(msg.header.stamp), np.clip(a, -1.0, 1.0), backfill=backfill)
 
-    def on_reward(self, msg):
-        self.stream.reward(stamp_key(msg.header.stamp), msg.probability, bool(msg.success))
+    def on_reward(self, msg, backfill: bool = False):
+        if backfill:
+            self._count_backfill()
+        self.stream.reward(stamp_key(msg.header.stamp), msg.probability, bool(msg.success), backfill=backfill)
 
     def on_phase(self, msg):
+        if self.backfill is not None:  # the episodes it ends may still be missing steps
+            self._held_phases.append(msg)
+            return
+        # an episode closes once an observation of a later one arrived: observations come in order
+        # on their topic, so then none of its own is still on the way (a phase message, on another
+        # topic, can overtake them); a silent robot (paused, stopped) closes it after a wait
+        self._pending_phases.append((time.monotonic(), msg))
+        self._apply_phases()
+
+    def _apply_phases(self) -> None:
+        while self._pending_phases:
+            t, msg = self._pending_phases[0]
+            if self.stream.newest_episode < msg.episode_index and time.monotonic() - t < 2.0:
+                return
+            self._pending_phases.pop(0)
+            self._apply_phase(msg)
+
+    def _apply_phase(self, msg) -> None:
         # also on the first phase message after a (re)start: episodes of the journal that ended
         # while the learner was down close now, labelled by the switcher's remembered verdicts
         if self.last_episode is None or msg.episode_index > self.last_episode:
@@ -261,6 +444,9 @@ class LearnerNode(Node):
             "online_transitions": s["online_transitions"],
             "offline_transitions": s["offline_transitions"],
             "relabelled_episodes": s["relabelled"],
+            "backfill_requests": self.backfill_requests,
+            "backfilled_observations": self.backfilled,
+            "backfill_in_flight": self.backfill is not None,
             "weights_version": self.weights_version,
             "budget_steps": self.p.budget_steps,
         }

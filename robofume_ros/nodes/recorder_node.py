@@ -3,6 +3,9 @@
 in:  the topics in `topics` (types discovered from the graph, any message type)
 out: <output_dir>/<bag_name>/ : numbered MCAP files with message definitions embedded, split by
      size or duration, flushed every `flush_interval_s` so a killed recorder loses at most that.
+backfill: keeps the newest `backfill_s` of the learner's inputs in memory; on a request on
+     /backfill/request it replays them on /backfill/<topic> and says /backfill/done, so a learner
+     that was down or cut off loses no transition the robot made.
 
 Messages are written as the serialized CDR bytes that arrived (no deserialize/serialize round trip).
 """
@@ -10,12 +13,17 @@ Messages are written as the serialized CDR bytes that arrived (no deserialize/se
 from __future__ import annotations
 
 import importlib
+import json
+import struct
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 from rclpy.node import Node
+from std_msgs.msg import String
 
+from robofume_ros.interfaces import BACKFILL_KEYS, MSGTYPES, backfill_topic
 from robofume_ros.ros import graph
 from robofume_ros.nodes._common import ERROR, OK, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
@@ -36,6 +44,8 @@ DEFAULT_TOPICS = [
     )
 ]
 
+_STAMP = struct.Struct("<iI")
+
 
 @dataclass
 class Params:
@@ -45,6 +55,12 @@ class Params:
     max_bag_size_mb: float = knob(512.0, "start a new file past this size (0 = never)")
     max_bag_duration_s: float = knob(300.0, "start a new file past this duration (0 = never)")
     flush_interval_s: float = knob(0.5, "write pending messages to disk at least this often")
+    backfill_s: float = knob(
+        120.0,
+        "seconds of the learner's inputs kept in memory to backfill a learner that was down or cut off "
+        "(replayed on /backfill/<topic> when it asks; 0 = off)",
+        range=(0.0, 3600.0),
+    )
 
 
 def message_class(type_name: str):
@@ -77,6 +93,17 @@ class RecorderNode(Node):
         self.create_timer(p.flush_interval_s, self.flush)
         self.create_timer(10.0, self.report)
         self.diagnostics = Diagnostics(self, self.health, self.throttle)
+        # backfill: the newest `backfill_s` of the learner's inputs, as the raw bytes that arrived
+        self._ring: deque = deque()  # (receive ns, topic, raw bytes)
+        self._replay: deque = deque()  # what is being replayed now
+        self.backfills = 0
+        self._backfill_pubs = {
+            graph.TOPICS[k]: self.create_publisher(message_class(MSGTYPES[k]), backfill_topic(k), qos.BULK)
+            for k in BACKFILL_KEYS
+        }
+        self._backfill_done = self.create_publisher(String, graph.TOPICS["backfill_done"], qos.RELIABLE)
+        self.create_subscription(String, graph.TOPICS["backfill_request"], self.on_backfill_request, qos.RELIABLE)
+        self.create_timer(0.02, self._replay_some)
         self.get_logger().info(f"recording {len(p.topics)} topics to {self.path}")
         self.discover()
 
@@ -102,12 +129,55 @@ class RecorderNode(Node):
         if self.failed:
             return
         stamp = self.get_clock().now().nanoseconds
+        if self.p.backfill_s > 0 and topic in self._backfill_pubs and len(data) >= 12:
+            # each of the learner's inputs starts with a std_msgs/Header: its stamp follows the
+            # 4-byte CDR encapsulation (sec int32, nanosec uint32)
+            sec, nsec = _STAMP.unpack_from(data, 4)
+            self._ring.append((stamp, sec * 1_000_000_000 + nsec, topic, data))
+            horizon = stamp - int(self.p.backfill_s * 1e9)
+            while self._ring and self._ring[0][0] < horizon:
+                self._ring.popleft()
         try:
             self.writer.write(topic, type_name, data, stamp)
             self.counts[topic] += 1
         except Exception as e:  # noqa: BLE001 - a full disk must stop recording loudly, not crash the graph
             self.failed = True
             self.get_logger().error(f"recording stopped: {e}; everything before this is in {self.path}")
+
+    def on_backfill_request(self, msg):
+        """A learner asks for what it missed since `since_ns` (its newest observation's stamp, on
+        this graph's clock): everything kept since then is replayed, in arrival order, then
+        /backfill/done names the request."""
+        try:
+            req = json.loads(msg.data)
+            request, since = int(req["request"]), int(req["since_ns"])
+        except (ValueError, KeyError, TypeError) as e:
+            self.throttle.warn("backfill", f"malformed backfill request {msg.data[:80]!r}: {e}")
+            return
+        margin = int(1e9)  # a command or verdict may trail its observation: a second more, it dedups
+        items = [(t, raw) for _, st, t, raw in self._ring if st >= since - margin]
+        oldest = min((st for _, st, t, _ in self._ring if t == graph.TOPICS["observation"]), default=None)
+        complete = oldest is not None and oldest <= since
+        self._replay.append(("start", request, len(items), complete))
+        self._replay.extend(("msg", t, raw) for t, raw in items)
+        self._replay.append(("done", request, len(items), complete))
+        self.backfills += 1
+        self.get_logger().info(
+            f"backfill request {request}: replaying {len(items)} messages since {since}"
+            + ("" if complete else f" (kept only the last {self.p.backfill_s:.0f} s: older ones are in the bag)")
+        )
+
+    def _replay_some(self, budget: int = 100):
+        while self._replay and budget > 0:
+            item = self._replay.popleft()
+            if item[0] == "msg":
+                self._backfill_pubs[item[1]].publish(item[2])
+                budget -= 1
+            elif item[0] == "done":
+                _, request, n, complete = item
+                self._backfill_done.publish(
+                    String(data=json.dumps({"request": request, "messages": n, "complete": complete}))
+                )
 
     def flush(self):
         if not self.failed:

@@ -119,6 +119,9 @@ class EpisodeStream:
         self.open: dict[int, _Open] = {}
         self.closed_indices: set = set()
         self.stored: dict[int, tuple[Path, bool]] = {}  # episode index -> (its folder, success) on disk
+        self._seen: set = set()  # stamps of the open episodes' observations
+        self.newest_stamp: Optional[int] = None  # of the newest observation received (or stored)
+        self.newest_episode = -1  # the highest episode index an observation carried
         self.dropped: dict[str, int] = {}
         self.steps_received = 0
         self._replaying = False
@@ -127,7 +130,15 @@ class EpisodeStream:
         self.max_pending = max_pending
 
     # --- input ------------------------------------------------------------------------------
-    def observation(self, stamp: int, episode: int, image: np.ndarray, proprio, instruction: str, task: str) -> None:
+    def observation(
+        self, stamp: int, episode: int, image: np.ndarray, proprio, instruction: str, task: str, backfill: bool = False
+    ) -> bool:
+        """Add one observation; False when it was not new (a duplicate, or its episode is closed).
+        `backfill`: a replay of what this learner missed, where repeats are expected (not drops)."""
+        if stamp in self._seen:
+            if not backfill:
+                self._drop("duplicate_observation")
+            return False
         self._log(
             (
                 "obs",
@@ -140,14 +151,12 @@ class EpisodeStream:
             )
         )
         if episode in self.closed_indices:
-            self._drop("observation_after_close")
-            return
+            if not backfill:
+                self._drop("observation_after_close")
+            return False
         ep = self.open.get(episode)
         if ep is None:
             ep = self.open[episode] = _Open(episode, instruction, task)
-        if stamp in ep.by_stamp:
-            self._drop("duplicate_observation")
-            return
         step = _Step(stamp, np.asarray(image, np.uint8), np.asarray(proprio, np.float32))
         early = self._early.pop(stamp, None)
         if early is not None:
@@ -159,7 +168,11 @@ class EpisodeStream:
                 step.success_gt = early["gt"][task]
         ep.steps.append(step)
         ep.by_stamp[stamp] = step
+        self._seen.add(stamp)
+        self.newest_stamp = max(self.newest_stamp or 0, stamp)
+        self.newest_episode = max(self.newest_episode, episode)
         self.steps_received += 1
+        return True
 
     def _step_at(self, stamp: int) -> Optional[tuple[_Open, _Step]]:
         for ep in self.open.values():
@@ -168,33 +181,41 @@ class EpisodeStream:
                 return ep, step
         return None
 
-    def _hold(self, stamp: int, kind: str, value) -> None:
-        """Keep what arrived before its observation; the oldest stamp goes when too many wait."""
+    def _hold(self, stamp: int, kind: str, value, backfill: bool = False) -> None:
+        """Keep what arrived before its observation; the oldest stamp goes when too many wait
+        (a command that never met its observation is a drop, unless it was a backfill's repeat)."""
+        entry = self._early.setdefault(stamp, {})
         if kind == "gt":
-            self._early.setdefault(stamp, {}).setdefault("gt", {}).update(value)
+            entry.setdefault("gt", {}).update(value)
         else:
-            self._early.setdefault(stamp, {})[kind] = value
+            entry[kind] = value
+        if not backfill:
+            entry["live"] = True
         while len(self._early) > self.max_pending:
             old = self._early.pop(next(iter(self._early)))
-            if "cmd" in old:
+            if "cmd" in old and old.get("live"):
                 self._drop("command_without_observation")
 
-    def command(self, stamp: int, action) -> None:
+    def command(self, stamp: int, action, backfill: bool = False) -> None:
         a = np.asarray(action, np.float32)
-        self._log(("cmd", stamp, a))
         found = self._step_at(stamp)
+        if found is not None and backfill and found[1].action is not None:
+            return  # a repeat of what arrived live
+        self._log(("cmd", stamp, a))
         if found is not None:
             found[1].action = a
         else:
-            self._hold(stamp, "cmd", a)
+            self._hold(stamp, "cmd", a, backfill)
 
-    def reward(self, stamp: int, probability: float, success: Optional[bool] = None) -> None:
-        self._log(("rew", stamp, float(probability), success))
+    def reward(self, stamp: int, probability: float, success: Optional[bool] = None, backfill: bool = False) -> None:
         found = self._step_at(stamp)
+        if found is not None and backfill and not np.isnan(found[1].probability):
+            return
+        self._log(("rew", stamp, float(probability), success))
         if found is not None:
             found[1].probability, found[1].reward_success = float(probability), success
         else:
-            self._hold(stamp, "rew", (float(probability), success))
+            self._hold(stamp, "rew", (float(probability), success), backfill)
 
     def ground_truth(self, stamp: int, task: str, success: bool) -> None:
         """Simulator ground truth of `task` at `stamp`, stored to evaluate the reward only (never a
@@ -218,6 +239,7 @@ class EpisodeStream:
         for idx in sorted(i for i in self.open if i < new_episode):
             ep = self.open.pop(idx)
             self.closed_indices.add(idx)
+            self._seen.difference_update(ep.by_stamp)
             ok = outcomes[idx] if idx in outcomes else (success and idx == new_episode - 1)
             e = self._finish(ep, ok)
             if e is not None:
@@ -268,6 +290,13 @@ class EpisodeStream:
         path = self.writer.append(episode)  # on disk (atomic) before anyone trains on it
         self.stored[ep.index] = (path, bool(success))
         return episode
+
+    def backfill_since(self) -> int:
+        """Where a backfill must start so that no step of an open episode (restored from the
+        journal, maybe with holes) or after the newest stored one is missing: the oldest step of
+        the open episodes, else the newest observation received."""
+        starts = [min(st.stamp for st in ep.steps) for ep in self.open.values() if ep.steps]
+        return min(starts) if starts else int(self.newest_stamp or 0)
 
     # --- a person's verdicts, after the episode was stored --------------------------------------
     def stored_success(self, index: int) -> Optional[bool]:
@@ -337,9 +366,12 @@ class EpisodeStream:
         records = self.journal.replay()
         on_disk = self._dataset_provenance()
         for path, meta in on_disk:
-            index = meta.get("provenance", {}).get("episode_index")
+            prov = meta.get("provenance", {})
+            index = prov.get("episode_index")
             if index is not None:
                 self.stored[int(index)] = (path, bool(meta.get("success")))
+            if prov.get("t_end_ns") is not None:
+                self.newest_stamp = max(self.newest_stamp or 0, int(prov["t_end_ns"]))
         done = {int(m.get("provenance", {}).get("episode_index", -1)) for _, m in on_disk}
         self.closed_indices |= done
         finished = []

@@ -331,6 +331,8 @@ def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
         for ov in arg.overrides:
             if ov.node in by_name:
                 by_name[ov.node].parameters[ov.param] = _convert(value, ov.kind)
+    if "learner" in by_name and "recorder" not in by_name:
+        by_name["learner"].parameters["backfill"] = False  # nobody keeps what the learner misses
     if graph == "finetune":
         # one key pair: the learner signs with it, the policy loads only weights it verifies
         key = a["weights_key"] or str(Path(a["run_dir"] or LEARNER_RUN_DIR) / "keys" / "learner_ed25519")

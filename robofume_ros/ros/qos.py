@@ -14,6 +14,11 @@ LATCHED = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 
+# A consumer that may fall behind for a while (the learner while it trains): a deep reader queue.
+DEEP = QoSProfile(depth=2000, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+# A backfill burst: every message must arrive, however many the replay holds.
+BULK = QoSProfile(depth=1, history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
+
 
 def for_topic(topic: str) -> QoSProfile:
     """The profile a subscriber should use for one of the graph's topics (see graph.TOPICS)."""
