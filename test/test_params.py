@@ -54,6 +54,86 @@ def test_ranges_and_choices_are_enforced_and_described():
         rclpy.try_shutdown(context=ctx)
 
 
+@dataclass
+class LiveParams:
+    noise: float = knob(0.5, "exploration", range=(0.0, 5.0), runtime=True)
+    frames: int = knob(3, "debounce frames", range=(1, 10), runtime=True)
+    model: str = knob("m", "model path")
+
+
+def test_runtime_knobs_change_while_running_within_their_range():
+    from robofume_ros.ros.params import on_runtime_change
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=graph_domain())
+    try:
+        node = _node(ctx, "live_node")
+        p = declare(node, LiveParams)
+        applied = []
+
+        def apply(name, value):
+            if name == "frames" and value == 7:
+                raise ValueError("7 frames: refused by the node")
+            applied.append((name, value))
+
+        on_runtime_change(node, p, apply)
+        assert not node.describe_parameter("noise").read_only and node.describe_parameter("model").read_only
+        assert node.set_parameters([Parameter("noise", value=0.2)])[0].successful
+        assert p.noise == 0.2 and applied == [("noise", 0.2)]
+        for name, value, why in (
+            ("noise", 9.0, r"out of range Min: 0.0, Max: 5.0"),  # rclpy's check of the descriptor's range
+            ("frames", 7, "refused by the node"),
+            ("model", "other", "read-only"),
+        ):
+            res = node.set_parameters([Parameter(name, value=value)])[0]
+            assert not res.successful and __import__("re").search(why, res.reason), res.reason
+        assert (p.noise, p.frames, p.model) == (0.2, 3, "m")  # nothing changed by a refused value
+        assert node.get_parameter("noise").value == 0.2 and node.get_parameter("frames").value == 3
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)
+
+
+def test_the_switcher_takes_a_new_debounce_while_running(tmp_path):
+    """`ros2 param set /task_switcher success_frames 5` reaches the running state machine."""
+    import time
+
+    from rcl_interfaces.msg import Parameter as ParamMsg
+    from rcl_interfaces.srv import SetParameters
+    from rosgraph import graph_under_test
+
+    with graph_under_test(
+        "finetune", {"run_dir": str(tmp_path / "run"), "record": "false"}, tmp_path, only=("task_switcher",)
+    ) as g:
+        probe = g.probe()
+        client = probe.node.create_client(SetParameters, "/task_switcher/set_parameters")
+        assert client.wait_for_service(timeout_sec=20)
+
+        def set_param(name, value):
+            req = SetParameters.Request()
+            req.parameters = [ParamMsg(name=name, value=Parameter(name, value=value).get_parameter_value())]
+            fut = client.call_async(req)
+            deadline = time.monotonic() + 10
+            while not fut.done() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return fut.result().results[0]
+
+        assert set_param("success_frames", 5).successful
+        bad = set_param("success_frames", 0)
+        assert not bad.successful and "out of range. Min: 1, Max: 1000" in bad.reason
+        assert not set_param("forward_task", "x").successful
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        probe.subscribe("/diagnostics", DiagnosticArray)
+        deadline = time.monotonic() + 10
+        log = ""
+        while "parameter success_frames set to 5 while running" not in log and time.monotonic() < deadline:
+            time.sleep(0.1)
+            log = g.log("task_switcher")
+        g.assert_alive()
+    assert "parameter success_frames set to 5 while running" in log
+
+
 def graph_domain() -> int:
     from rosgraph import next_domain_id
 

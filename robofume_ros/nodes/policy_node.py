@@ -27,7 +27,7 @@ from std_msgs.msg import Float32
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation, PolicyWeights
 from robofume_ros.nodes._common import OK, WARN, Diagnostics, Throttle, run_node
-from robofume_ros.ros.params import declare, knob
+from robofume_ros.ros.params import declare, knob, on_runtime_change
 from robofume_ros.rl.exploration import ExplorationNoise
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, action_to_command, image_to_rgb
@@ -41,6 +41,7 @@ class Params:
         0.5,
         "exploration while sampling: the actor's std times this (1: its own distribution, 0: deterministic)",
         range=(0.0, 5.0),
+        runtime=True,
     )
     seed: int = knob(0, "seed of the action sampling")
     max_observation_age_s: float = knob(0.5, "do not act on observations older than this (wall clock)")
@@ -85,6 +86,7 @@ class PolicyNode(Node):
         self.ticks = 0
         self._latency_ms = deque(maxlen=200)  # the newest ticks' observation-to-command latency
         self.diagnostics = Diagnostics(self, self.health, self.throttle)
+        on_runtime_change(self, p)  # noise_scale: read at every tick
         self.pub = self.create_publisher(ArmCommand, graph.TOPICS["command"], qos.RELIABLE)
         self.pub_latency = self.create_publisher(Float32, "~/latency_ms", 10)
         self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)

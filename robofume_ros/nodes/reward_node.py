@@ -24,7 +24,7 @@ from std_srvs.srv import Trigger
 from robofume_ros.ros import graph
 from robofume_ros.msg import Observation, Reward
 from robofume_ros.nodes._common import OK, Diagnostics, Throttle, run_node
-from robofume_ros.ros.params import declare, knob
+from robofume_ros.ros.params import declare, knob, on_runtime_change
 from robofume_ros.ros import qos
 from robofume_ros.reward.debounce import frame_success
 from robofume_ros.ros.convert import ImageError, image_to_rgb
@@ -33,9 +33,11 @@ from robofume_ros.ros.convert import ImageError, image_to_rgb
 @dataclass
 class Params:
     model_path: str = knob("", "reward model checkpoint folder (robofume reward train output) (required)")
-    threshold: float = knob(-1.0, "decision threshold; negative = the one stored with the model", range=(-1.0, 1.0))
+    threshold: float = knob(
+        -1.0, "decision threshold; negative = the one stored with the model", range=(-1.0, 1.0), runtime=True
+    )
     debounce_frames: int = knob(
-        1, "consecutive frames at or above the threshold before success is declared", range=(1, 1000)
+        1, "consecutive frames at or above the threshold before success is declared", range=(1, 1000), runtime=True
     )
     paired_instructions: list = knob(
         [],
@@ -78,6 +80,11 @@ class RewardNode(Node):
         self.create_timer(10.0, self.report)
         self._last_latency_ms = 0.0
         self.diagnostics = Diagnostics(self, self.health, self.throttle)
+        on_runtime_change(self, self.p, self._apply_param)
+
+    def _apply_param(self, name, value):
+        if name == "threshold" and value >= 0:
+            self.model.threshold = float(value)  # the next frame is judged with it
 
     def health(self):
         model = self.model

@@ -23,7 +23,7 @@ from std_srvs.srv import Trigger
 from robofume_ros.ros import graph
 from robofume_ros.msg import GroundTruth, Observation, Reward, RewardOverride, TaskPhase
 from robofume_ros.nodes._common import OK, WARN, Diagnostics, Throttle, run_node
-from robofume_ros.ros.params import declare, knob
+from robofume_ros.ros.params import declare, knob, on_runtime_change
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, image_to_rgb, stamp_key
 from robofume_ros.switching.task_switcher import (
@@ -46,11 +46,14 @@ class Params:
     forward_instruction: str = knob("open the drawer", "language instruction of the forward task")
     backward_task: str = knob("drawer-close", "task id of the backward (reset) task")
     backward_instruction: str = knob("close the drawer", "language instruction of the backward task")
-    max_episode_steps: int = knob(150, "time limit of one episode in control ticks", range=(1, 100000))
+    max_episode_steps: int = knob(150, "time limit of one episode in control ticks", range=(1, 100000), runtime=True)
     backward_max_episode_steps: int = knob(
-        0, "time limit of a backward (reset) episode in control ticks (0 = max_episode_steps)", range=(0, 100000)
+        0,
+        "time limit of a backward (reset) episode in control ticks (0 = max_episode_steps)",
+        range=(0, 100000),
+        runtime=True,
     )
-    success_frames: int = knob(3, "consecutive successful frames that end an episode", range=(1, 1000))
+    success_frames: int = knob(3, "consecutive successful frames that end an episode", range=(1, 1000), runtime=True)
     success_source: str = knob(
         "reward",
         "reward (the learned /reward) or ground_truth (simulator; data collection only)",
@@ -107,6 +110,7 @@ class TaskSwitcherNode(Node):
             self.create_service(Trigger, f"~/{name}", fn)
         self.create_timer(1.0, self.publish_phase)
         self.diagnostics = Diagnostics(self, self.health, self.throttle)
+        on_runtime_change(self, p, lambda name, value: setattr(self.sm, name, value))  # from the next tick
         self.publish_phase()
         self.log.info(f"start: {self.sm.summary()}; success from {p.success_source}")
 

@@ -18,10 +18,11 @@ from typing import Any, Type, TypeVar
 T = TypeVar("T")
 
 
-def knob(default: Any, help: str, range: tuple | None = None, choices: tuple | None = None):
+def knob(default: Any, help: str, range: tuple | None = None, choices: tuple | None = None, runtime: bool = False):
     """A dataclass field with a default and a description (lists are copied per instance);
-    `range` (low, high) for a number, `choices` for a string: values outside are rejected."""
-    meta = {"help": help, "range": range, "choices": tuple(choices) if choices else None}
+    `range` (low, high) for a number, `choices` for a string: values outside are rejected.
+    `runtime`: safe to change while the node runs (`ros2 param set`); the others are read-only."""
+    meta = {"help": help, "range": range, "choices": tuple(choices) if choices else None, "runtime": runtime}
     check_value("default", default, meta)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
@@ -56,7 +57,8 @@ def _descriptor(help_text: str, default: Any, meta: dict):
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
     text = help_text + (f" (one of: {', '.join(meta['choices'])})" if meta.get("choices") else "")
-    desc = ParameterDescriptor(description=text, read_only=True)
+    text += " [runtime: may be set while the node runs]" if meta.get("runtime") else ""
+    desc = ParameterDescriptor(description=text, read_only=not meta.get("runtime"))
     lo_hi = meta.get("range")
     if lo_hi is not None and isinstance(default, bool):
         raise TypeError("a range on a bool parameter")
@@ -95,3 +97,33 @@ def declare(node, params_cls: Type[T]) -> T:
             val = list(val)
         values[name] = val
     return params_cls(**values)
+
+
+def on_runtime_change(node, params, apply=None) -> None:
+    """Let the `runtime` knobs of `params` (the instance `declare` returned) change while the node
+    runs: a new value is checked against its range and choices (rejected with the allowed values,
+    nothing changed), then set on `params` and passed to `apply(name, value)`, which may raise
+    ValueError to refuse it. Logged; /diagnostics reports the values in effect."""
+    from rcl_interfaces.msg import SetParametersResult
+
+    meta = constraints(type(params))
+
+    def callback(changes):
+        for prm in changes:
+            m = meta.get(prm.name)
+            if m is None or not m.get("runtime"):
+                continue  # read-only ones are refused by rclpy itself; others are not ours
+            value = prm.value
+            if isinstance(getattr(params, prm.name), float) and isinstance(value, int):
+                value = float(value)
+            try:
+                check_value(prm.name, value, m)
+                if apply is not None:
+                    apply(prm.name, value)
+            except ValueError as e:
+                return SetParametersResult(successful=False, reason=str(e))
+            setattr(params, prm.name, value)
+            node.get_logger().info(f"parameter {prm.name} set to {value!r} while running")
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(callback)
