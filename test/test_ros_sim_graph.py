@@ -250,5 +250,7 @@ def test_every_node_reports_its_health_on_diagnostics(tmp_path):
     assert level == b"\x00" and int(values["episode"]) >= 0 and values["success_source"] == "ground_truth", msg
     level, values, _ = latest["robofume_ros/sim"]
     assert level == b"\x00" and int(values["safety/received"]) > 0 and values["stopped"] == "False"
+    # frame -> command latency at the robot side, from the stamps the commands carry
+    assert 0 <= float(values["frame_to_command_ms/p50"]) <= float(values["frame_to_command_ms/max"])
     level, values, _ = latest["robofume_ros/recorder"]
     assert int(values["bytes"]) > 0 and int(values["messages/observation"]) > 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from std_msgs.msg import Bool, String
@@ -89,6 +90,7 @@ class GatedRobot:
         self.last_cmd_stamp_ns = None
         self.pub_safety = self.create_publisher(String, graph.TOPICS["safety"], qos.LATCHED)
         self._allowed = list(p.allowed_command_nodes)
+        self._latency_ms: deque = deque(maxlen=600)  # the last minute of frame -> command latencies
         self._senders: dict[bytes, str] = {}  # publisher gid -> node name (from the ROS graph)
         for topic, human in ((graph.TOPICS["command"], False), (graph.TOPICS["intervention"], True)):
             self.create_subscription(
@@ -111,6 +113,7 @@ class GatedRobot:
                 "executed", sum(v for k, v in counts.items() if k.startswith("executed"))
             ),
             "stopped": self.gate.stopped,
+            **{f"frame_to_command_ms/{k}": v for k, v in self.command_latency_ms().items()},
             **{f"safety/{k}": v for k, v in sorted(counts.items())},
         }
         refused = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("refused_source:")}
@@ -139,6 +142,18 @@ class GatedRobot:
         base = name.rsplit("/", 1)[-1]
         return any(fnmatch.fnmatchcase(base, pat) or fnmatch.fnmatchcase(name, pat) for pat in self._allowed)
 
+    def command_latency_ms(self) -> dict:
+        """Frame -> command latency at the robot side: the command's stamp is its observation's,
+        which is the camera frame's; measured on this node's clock as commands arrive."""
+        if not self._latency_ms:
+            return {}
+        lat = sorted(self._latency_ms)
+
+        def q(f):
+            return lat[min(len(lat) - 1, int(f * len(lat)))]
+
+        return {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "max": lat[-1], "n": len(lat)}
+
     def _on_command(self, msg, from_intervention_topic: bool, topic: str = "", info=None):
         if self._allowed:
             sender = self._sender(topic, info)
@@ -150,6 +165,9 @@ class GatedRobot:
                     f"(allowed_command_nodes: {', '.join(self._allowed)})",
                 )
                 return
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        if stamp_ns and not from_intervention_topic:
+            self._latency_ms.append((self.get_clock().now().nanoseconds - stamp_ns) * 1e-6)
         now = time.monotonic()
         human = from_intervention_topic or bool(msg.intervention)
         why = self.gate.submit(command_to_action(msg, self.action_dim), msg.source, human, now)

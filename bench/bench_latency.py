@@ -1,0 +1,122 @@
+"""Control-path latency: camera frame -> command at the robot, in the running 10 Hz graph.
+
+The simulator node stamps each frame; the camera's observation and the policy's command carry
+that stamp; the robot side (sim or arm bridge) measures, as each command arrives, how old its
+frame is, and reports p50 / p95 / p99 / max over the last minute on /diagnostics
+(`frame_to_command_ms/*`). This bench runs the graph twice in one invocation, idle and with every
+core busy (a bounded CPU burner), and prints both and their ratio.
+
+    .venv/bin/python bench/bench_latency.py --run runs/main_drawer            # the fine-tuning graph
+    .venv/bin/python bench/bench_latency.py --checkpoint CKPT --graph sim      # policy only, no learner
+
+Goal (#22): p99 <= 20 ms at 10 Hz, idle or loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _burn(stop_at: float) -> None:
+    x = 0
+    while time.time() < stop_at:
+        x = (x * 1103515245 + 12345) % 2**31
+
+
+def measure(graph_name: str, args: dict, seconds: float, warmup: float, burn: bool, domain: int) -> dict:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    run_dir = Path(args["run_dir"])
+    cmd = [sys.executable, "-m", "robofume_ros.cli", "launch", graph_name]
+    cmd += [f"{k}:={v}" for k, v in args.items()]
+    cmd += ["--duration", str(warmup + seconds + 5), "--domain-id", str(domain)]
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_LOG_DIR=str(run_dir / "ros_logs"))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain)
+    node = rclpy.create_node("bench_latency", context=ctx)
+    latest: dict = {}
+
+    def on_diag(arr):
+        for st in arr.status:
+            if st.name.endswith(("/sim", "/arm_bridge")):
+                latest.update({kv.key: kv.value for kv in st.values})
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    burners = []
+    try:
+        t_end = time.time() + warmup
+        while time.time() < t_end:
+            rclpy.spin_once(node, timeout_sec=0.2)
+        if burn:
+            stop_at = time.time() + seconds
+            burners = [mp.Process(target=_burn, args=(stop_at,)) for _ in range(os.cpu_count() or 2)]
+            for b in burners:
+                b.start()
+        latest.clear()
+        t_end = time.time() + seconds
+        while time.time() < t_end:
+            rclpy.spin_once(node, timeout_sec=0.2)
+    finally:
+        for b in burners:
+            b.join(timeout=5)
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+        proc.wait(timeout=60)
+    return {k.split("/", 1)[1]: float(v) for k, v in latest.items() if k.startswith("frame_to_command_ms/")}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", help="a main-job run folder: its checkpoint, reward model and data (fine-tuning graph)")
+    ap.add_argument("--checkpoint", help="policy checkpoint (sim graph with the learned policy)")
+    ap.add_argument("--graph", choices=("sim", "finetune"), default=None)
+    ap.add_argument("--world", default="drawer")
+    ap.add_argument("--seconds", type=float, default=60.0, help="measured per condition (the newest minute)")
+    ap.add_argument("--warmup", type=float, default=30.0)
+    ap.add_argument("--out", default="runs/bench_latency")
+    ns = ap.parse_args(argv)
+    graph_name = ns.graph or ("finetune" if ns.run else "sim")
+    base = {"world": ns.world, "record": "false"}
+    if ns.run:
+        run = Path(ns.run)
+        base.update(
+            policy_checkpoint=str(run / "pretrain" / "checkpoint.pt"),
+            reward_model=str(run / "reward"),
+            offline_dataset=str(run / "data"),
+        )
+    elif ns.checkpoint:
+        base.update(policy="learned", policy_checkpoint=ns.checkpoint)
+    else:
+        raise SystemExit("give --run (a main-job run folder) or --checkpoint")
+    results = {}
+    for k, (name, burn) in enumerate((("idle", False), ("cores busy", True))):
+        args = dict(base, run_dir=str(Path(ns.out) / name.replace(" ", "_")))
+        results[name] = measure(graph_name, args, ns.seconds, ns.warmup, burn, domain=90 + k)
+        r = results[name]
+        print(
+            f"{graph_name} graph, {name}: frame -> command p50 {r.get('p50', float('nan')):.1f} ms, "
+            f"p95 {r.get('p95', float('nan')):.1f}, p99 {r.get('p99', float('nan')):.1f}, "
+            f"max {r.get('max', float('nan')):.1f} ({r.get('n', 0):.0f} commands)",
+            flush=True,
+        )
+    if results["idle"].get("p99") and results["cores busy"].get("p99"):
+        print(f"p99 loaded / idle: {results['cores busy']['p99'] / results['idle']['p99']:.2f}x")
+    Path(ns.out).mkdir(parents=True, exist_ok=True)
+    (Path(ns.out) / "latency.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
