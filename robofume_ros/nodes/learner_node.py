@@ -241,7 +241,7 @@ class LearnerNode(Node):
     def _new_request(self) -> None:
         # a random id: a restarted learner never takes an answer meant for its previous run
         b = self.backfill
-        b.update(request=random.getrandbits(31), sent=False, received=0, expected=None, done_t=None)
+        b.update(request=random.getrandbits(31), sent=False, sent_t=None, received=0, expected=None, done_t=None)
         b["tries"] += 1
         self._backfill_tick()
 
@@ -249,7 +249,10 @@ class LearnerNode(Node):
         b = self.backfill
         if b is None:
             return
-        if time.monotonic() - b["t0"] > self.p.backfill_timeout_s:
+        # the timeout runs from the request (waiting for discovery and live data before it can be long
+        # on a loaded machine: up to 60 s)
+        waited = time.monotonic() - (b["sent_t"] or b["t0"])
+        if waited > (self.p.backfill_timeout_s if b["sent_t"] else 60.0):
             self.log.warn(
                 f"backfill ({b['why']}): no answer from a recorder within {self.p.backfill_timeout_s:.0f} s; "
                 "going on with what arrived live (the bag still holds everything)"
@@ -269,7 +272,7 @@ class LearnerNode(Node):
             self._new_request()
         if b["sent"]:
             return
-        if time.monotonic() - b["t0"] > 5.0 and not self.pub_backfill.get_subscription_count():
+        if time.monotonic() - b["t0"] > 30.0 and not self.pub_backfill.get_subscription_count():
             self.log.info(f"backfill ({b['why']}): no recorder on this graph; going on with what arrives live")
             self._finish_backfill()
             return
@@ -282,7 +285,7 @@ class LearnerNode(Node):
             and all(s.get_publisher_count() for s in self._backfill_subs)
         ):
             self.pub_backfill.publish(String(data=json.dumps({"request": b["request"], "since_ns": b["since_ns"]})))
-            b["sent"] = True
+            b["sent"], b["sent_t"] = True, time.monotonic()
             self.log.info(f"backfill ({b['why']}): asked the recorder for everything since {b['since_ns']}")
 
     def _on_backfill_done(self, msg) -> None:
