@@ -81,7 +81,8 @@ class PolicyNode(Node):
         self.version = 0
         self._trusted = None  # the learner's public key, loaded with the first weights
         self.refused_weights = 0
-        self._pending = None  # a fully loaded Policy waiting to be swapped in
+        self._pending = None  # (a fully loaded Policy, version) waiting to be swapped in
+        self._spare = None  # the other buffer: new weights load into it while the policy acts
         self._lock = threading.Lock()
         self.ticks = 0
         self._latency_ms = deque(maxlen=200)  # the newest ticks' observation-to-command latency
@@ -122,29 +123,46 @@ class PolicyNode(Node):
             blob = bytes(msg.data) if len(msg.data) else Path(msg.checkpoint_path).read_bytes()
             if hashlib.sha256(blob).hexdigest() != msg.sha256:
                 raise ValueError("sha256 mismatch (truncated or corrupt weights)")
-            fresh = self._clone_with(blob, f"weights v{msg.version}")
         except Exception as e:  # noqa: BLE001 - bad weights must never take the policy down
-            self.refused_weights += 1
-            self.log.error(
-                f"refused weights v{msg.version} (key {msg.key_id or 'none'}): {e}; "
-                f"still acting with v{self.version} ({self.refused_weights} refused so far)"
-            )
+            self._refuse(msg, e)
+            return
+        # double buffering: load into the policy that is not acting (the spare, or the one still
+        # waiting to be swapped in), never copying the whole policy: a copy holds the interpreter
+        # for 20-100 ms, which the control thread would wait out
+        with self._lock:
+            target, self._spare = (self._pending[0] if self._pending else self._spare), None
+            self._pending = None
+        try:
+            if target is None:
+                target = self._copy_policy()
+            target.load_weights(blob, f"weights v{msg.version}")
+        except Exception as e:  # noqa: BLE001
+            with self._lock:
+                self._spare = target  # half-loaded at worst: never acts before a full load
+            self._refuse(msg, e)
             return
         with self._lock:
-            self._pending = (fresh, msg.version)
+            self._pending = (target, msg.version)
 
-    def _clone_with(self, blob: bytes, name: str):
+    def _refuse(self, msg, e) -> None:
+        self.refused_weights += 1
+        self.log.error(
+            f"refused weights v{msg.version} (key {msg.key_id or 'none'}): {e}; "
+            f"still acting with v{self.version} ({self.refused_weights} refused so far)"
+        )
+
+    def _copy_policy(self):
+        """The second buffer, made once: a copy of the policy sharing its frozen image encoder."""
         import copy
 
-        fresh = copy.deepcopy(self.policy)
-        fresh.load_weights(blob, name)
-        return fresh
+        frozen = self.policy._frozen
+        return copy.deepcopy(self.policy, memo={id(frozen): frozen} if frozen is not None else None)
 
     def on_observation(self, obs):
         with self._lock:
             if self._pending is not None:
-                self.policy, self.version = self._pending
-                self._pending = None
+                (new, self.version), self._pending = self._pending, None
+                self._spare, self.policy = self.policy, new
                 self.log.info(f"now acting with learner weights v{self.version}")
         t0 = time.perf_counter()
         now_ns = self.get_clock().now().nanoseconds
