@@ -89,6 +89,9 @@ def run_finetune(out: Path, args: dict) -> int:
     run_dir = out / "finetune"
     status_file = run_dir / "learner" / "status.json"
     last = [0.0]
+    # its own ROS domain, on this host only: two runs (or a run and a robot) must not hear each other
+    domain = int(os.environ.get("ROS_DOMAIN_ID") or 100 + os.getpid() % 100)
+    log(f"finetune: ROS domain {domain} (watch with ROS_DOMAIN_ID={domain} robofume topic echo /reward)")
 
     def on_tick(elapsed: float):
         if not status_file.exists():
@@ -109,7 +112,7 @@ def run_finetune(out: Path, args: dict) -> int:
             log(f"finetune: learner error: {s['error']}")
         return not s.get("done")
 
-    rc = runner.run_graph("finetune", args, run_dir, on_tick=on_tick, log=log)
+    rc = runner.run_graph("finetune", args, run_dir, on_tick=on_tick, log=log, domain_id=domain, localhost_only=True)
     if not (status_file.exists() and json.loads(status_file.read_text()).get("done")):
         log("finetune: the graph stopped before the learner reached its budget")
         return rc or 1

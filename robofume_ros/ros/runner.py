@@ -202,12 +202,13 @@ def run_graph(
     domain_id: Optional[int] = None,
     log=print,
     on_tick=None,
+    localhost_only: bool = False,
 ) -> int:
     """Start a graph, supervise it until `duration` passes, a required node dies, or Ctrl-C.
     Returns a process exit code (0 = clean)."""
     specs, description = graph_mod.resolve(graph, args)
     write_description(Path(run_dir), description, log)
-    env = graph_mod.ros_env(domain_id=domain_id, log_dir=str(Path(run_dir) / "ros_logs"), localhost_only=False)
+    env = graph_mod.ros_env(domain_id=domain_id, log_dir=str(Path(run_dir) / "ros_logs"), localhost_only=localhost_only)
     runner = GraphRunner(specs, Path(run_dir), env)
     log(f"[robofume] starting graph '{graph}' with {len(specs)} nodes: {', '.join(s.name for s in specs)}")
     log(f"[robofume] params file: {specs[0].params_file}; logs: {Path(run_dir) / 'logs'}")
