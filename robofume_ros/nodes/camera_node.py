@@ -146,6 +146,8 @@ class CameraNode(Node):
         age = (now - self.last_frame_wall_ns) * 1e-9
         if age > self.p.max_frame_age_s:
             return WARN, f"no camera frame for {age:.1f} s", values
+        if not self.published:
+            return WARN, "frames arrive, no observation published yet (waiting for the robot state)", values
         return OK, f"{self.published} observations published", values
 
     def watchdog(self):

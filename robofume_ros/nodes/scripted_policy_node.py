@@ -53,6 +53,8 @@ class ScriptedPolicyNode(Node):
         values = {"commands": self.commands, "rate_hz": self.diagnostics.rate("commands", self.commands)}
         if self.state is None:
             return WARN, f"no expert state on {graph.TOPICS['expert_state']} yet", values
+        if not self.commands:
+            return WARN, "no command sent yet (waiting for an observation with a task)", values
         return OK, f"scripted experts for {sorted(self.experts) or 'no task yet'}", values
 
     def on_state(self, msg):
