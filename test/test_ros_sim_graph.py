@@ -230,31 +230,42 @@ def test_every_node_reports_its_health_on_diagnostics(tmp_path):
     rqt_robot_monitor or `ros2 topic echo /diagnostics` show them."""
     from diagnostic_msgs.msg import DiagnosticArray
 
+    ok = b"\x00"
+
+    def healthy(latest: dict) -> list:
+        """What is not (yet) as it should be once the graph runs (nodes WARN while they start)."""
+        want = {
+            "sim": lambda v: (
+                int(v.get("safety/received", 0)) > 0
+                and v["stopped"] == "False"
+                and 0 <= float(v["frame_to_command_ms/p50"]) <= float(v["frame_to_command_ms/max"])
+            ),
+            "camera": lambda v: int(v["observations"]) > 0,
+            "task_switcher": lambda v: int(v["episode"]) >= 0 and v["success_source"] == "ground_truth",
+            "scripted_policy": lambda v: int(v["commands"]) > 0,
+            "recorder": lambda v: int(v["bytes"]) > 0 and int(v.get("messages/observation", 0)) > 0,
+        }
+        bad = []
+        for name, check in want.items():
+            level, values, msg = latest.get(f"robofume_ros/{name}", (None, {}, "no status"))
+            try:
+                good = level == ok and check(values)
+            except (KeyError, ValueError):
+                good = False
+            if not good:
+                bad.append(f"{name}: level {level}, {msg}, {values}")
+        return bad
+
     args = {"bag_dir": str(tmp_path / "bags")}
     with graph_under_test("sim", args, tmp_path) as g:
         probe = g.probe({"/diagnostics": DiagnosticArray, "/task_phase": TaskPhase})
         probe.wait_for("/task_phase", 1, timeout=60, pred=lambda m: m.steps_in_episode >= 20)
-        want = {f"robofume_ros/{n}" for n in ("sim", "camera", "task_switcher", "scripted_policy", "recorder")}
-        deadline = time.monotonic() + 40
-        latest = {}
-        # every node OK once the graph runs (a node WARNs while it starts: no frames, state or commands yet)
-        while time.monotonic() < deadline and not (want <= set(latest) and all(latest[n][0] == b"\x00" for n in want)):
+        deadline = time.monotonic() + 60
+        latest: dict = {}
+        while time.monotonic() < deadline and healthy(latest):
             for arr in probe.get("/diagnostics"):
                 for st in arr.status:
-                    values = {kv.key: kv.value for kv in st.values}
-                    latest[st.name] = (st.level, values, st.message)
+                    latest[st.name] = (st.level, {kv.key: kv.value for kv in st.values}, st.message)
             time.sleep(0.2)
         g.assert_alive()
-    assert want <= set(latest), sorted(latest)
-    level, values, _ = latest["robofume_ros/scripted_policy"]
-    assert level == b"\x00" and int(values["commands"]) > 0
-    level, values, _ = latest["robofume_ros/camera"]
-    assert level == b"\x00" and int(values["observations"]) > 0
-    level, values, msg = latest["robofume_ros/task_switcher"]
-    assert level == b"\x00" and int(values["episode"]) >= 0 and values["success_source"] == "ground_truth", msg
-    level, values, _ = latest["robofume_ros/sim"]
-    assert level == b"\x00" and int(values["safety/received"]) > 0 and values["stopped"] == "False"
-    # frame -> command latency at the robot side, from the stamps the commands carry
-    assert 0 <= float(values["frame_to_command_ms/p50"]) <= float(values["frame_to_command_ms/max"])
-    level, values, _ = latest["robofume_ros/recorder"]
-    assert int(values["bytes"]) > 0 and int(values["messages/observation"]) > 0
+    assert not healthy(latest), "\n".join(healthy(latest))
