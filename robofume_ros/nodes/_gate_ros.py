@@ -25,7 +25,7 @@ from robofume_ros.msg import ArmCommand
 from robofume_ros.nodes._common import OK, WARN, Diagnostics
 from robofume_ros.ros.params import knob
 from robofume_ros.ros import qos
-from robofume_ros.ros.convert import command_to_action
+from robofume_ros.ros.convert import command_to_action, stamp_key
 from robofume_ros.safety.gate import make_gate
 
 
@@ -165,13 +165,13 @@ class GatedRobot:
                     f"(allowed_command_nodes: {', '.join(self._allowed)})",
                 )
                 return
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp_ns = stamp_key(msg.header.stamp)
         if stamp_ns and not from_intervention_topic:
             self._latency_ms.append((self.get_clock().now().nanoseconds - stamp_ns) * 1e-6)
         now = time.monotonic()
         human = from_intervention_topic or bool(msg.intervention)
         why = self.gate.submit(command_to_action(msg, self.action_dim), msg.source, human, now)
-        self.last_cmd_stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        self.last_cmd_stamp_ns = stamp_ns
         if why is not None:
             self.throttle.warn("reject" if why.startswith("rejected") else "dropped", f"command not executed ({why})")
 
