@@ -81,7 +81,7 @@ def online_run(
     from robofume_ros.data.dataset import load_episodes
     from robofume_ros.pipeline.evaluation import workspace_start
     from robofume_ros.online.episode_stream import EpisodeStream
-    from robofume_ros.rl.features import FrozenImageEncoder
+    from robofume_ros.vision.encoder import FrozenImageEncoder
     from robofume_ros.reward.debounce import frame_success
     from robofume_ros.rl.exploration import ExplorationNoise
     from robofume_ros.rl.learner import Learner

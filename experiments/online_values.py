@@ -29,7 +29,7 @@ def main(argv=None) -> int:
 
     from robofume_ros.data.dataset import load_episodes
     from robofume_ros.rl.common import to_torch
-    from robofume_ros.rl.features import add_features
+    from robofume_ros.vision.encoder import add_features
     from robofume_ros.rl.learner import Learner
 
     L = Learner.load(Path(ns.learner))

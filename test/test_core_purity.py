@@ -1,4 +1,5 @@
-"""The core (algorithms, data, reward, sim, safety, switching, online) never imports rclpy."""
+"""The core (algorithms, data, reward, sim, safety, switching, online, vision, pipeline) never
+imports rclpy: every module of every core folder, subfolders included."""
 
 import subprocess
 import sys
@@ -7,23 +8,21 @@ from pathlib import Path
 import robofume_ros
 
 PKG = Path(robofume_ros.__file__).resolve().parent
-CORE = ["rl", "data", "reward", "sim", "safety", "switching", "online"]
+CORE = ["rl", "data", "reward", "sim", "safety", "switching", "online", "vision", "pipeline"]
 
 
 def core_modules():
     mods = []
     for sub in CORE:
-        for f in sorted((PKG / sub).glob("*.py")):
-            mods.append(f"robofume_ros.{sub}" + ("" if f.stem == "__init__" else f".{f.stem}"))
+        for f in sorted((PKG / sub).rglob("*.py")):
+            parts = f.relative_to(PKG).with_suffix("").parts
+            mods.append("robofume_ros." + ".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return mods + [
         "robofume_ros.ros.graph",
         "robofume_ros.ros.params",
         "robofume_ros.ros.runner",
         "robofume_ros.interfaces",
         "robofume_ros.recipe",
-        "robofume_ros.pipeline.main_job",
-        "robofume_ros.pipeline.evaluation",
-        "robofume_ros.pipeline.report",
     ]
 
 

@@ -157,17 +157,6 @@ def test_cnn_encoder_trained_by_critic_only():
     L.update(1)
 
 
-def test_frozen_efficientnet_features():
-    from robofume_ros.rl.features import FrozenImageEncoder, add_features
-
-    enc = FrozenImageEncoder(image_size=64)
-    data = scripted_dataset(1, noise=1.5, seed=1, image_size=32)
-    add_features(data, enc)
-    f = data[0].features
-    assert f.shape == (len(data[0]) + 1, 1280) and f.dtype == np.float32 and np.isfinite(f).all()
-    assert (f >= 0).all() and f.std() > 0  # ReLU6 pooled features
-
-
 def test_minilm_language_embedding_cached():
     from robofume_ros.rl.language import LanguageTable
 

@@ -170,6 +170,9 @@ class DatasetWriter:
                 if arr is None:
                     continue
                 self._save(tmp / f"{name}.npy", np.ascontiguousarray(arr, dtype=_DTYPES[name]))
+            if ep.features is not None:
+                tag = {"encoder": ep.feature_encoder, "dim": int(np.shape(ep.features)[1])}
+                (tmp / "features.json").write_text(json.dumps(tag))
             meta = {
                 "instruction": ep.instruction,
                 "task": ep.task,
@@ -347,6 +350,8 @@ def load_episode(d, mmap: bool = True) -> Episode:
                 raise DatasetError(f"{f}: cannot be read, truncated or corrupt ({e})") from e
         elif name in _ARRAYS:
             raise DatasetError(f"episode {d} lacks {name}.npy")
+    if "features" in arrs:
+        arrs["feature_encoder"] = _feature_encoder(d)
     if len(arrs["actions"]) != int(meta["length"]):
         raise DatasetError(
             f"{d / 'meta.json'} says {meta['length']} steps but {d / 'actions.npy'} holds {len(arrs['actions'])}"
@@ -507,18 +512,22 @@ class TransitionSampler:
         }
 
 
-def write_features(path, encode, encoder_id: str, progress: bool = True) -> int:
+def _feature_encoder(d: Path) -> Optional[str]:
+    """The encoder id in an episode's features.json; None when it is missing or unreadable (the
+    features are then recomputed by whoever needs them, never trusted)."""
+    try:
+        return json.loads((d / "features.json").read_text()).get("encoder")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def write_features(path, encoder, progress: bool = True) -> int:
     """Store frozen-encoder features (features.npy, (T+1, F) float32) in every episode of the
     dataset that lacks them or has them from another encoder, so training never runs the CNN.
-    `encode(images uint8 (N,H,W,3)) -> (N,F)`. Written atomically per episode; returns the number
-    of episodes encoded."""
-    dirs = episode_dirs(path)
-    todo = []
-    for d in dirs:
-        tag = d / "features.json"
-        if (d / "features.npy").exists() and tag.exists() and json.loads(tag.read_text()).get("encoder") == encoder_id:
-            continue
-        todo.append(d)
+    `encoder(images uint8 (N,H,W,3)) -> (N,F)`, with its id in `encoder.id`. Written atomically
+    per episode; returns the number of episodes encoded."""
+    encoder_id = encoder.id
+    todo = [d for d in episode_dirs(path) if not (d / "features.npy").exists() or _feature_encoder(d) != encoder_id]
     it = todo
     if progress and todo:
         from tqdm import tqdm
@@ -526,7 +535,7 @@ def write_features(path, encode, encoder_id: str, progress: bool = True) -> int:
         it = tqdm(todo, desc=f"features ({encoder_id})", unit="episode")
     for d in it:
         images = np.load(d / "images.npy", mmap_mode="r")
-        feats = np.asarray(encode(images), dtype=np.float32)
+        feats = np.asarray(encoder(images), dtype=np.float32)
         if feats.shape[0] != images.shape[0]:
             raise DatasetError(f"encoder returned {feats.shape[0]} feature rows for {images.shape[0]} frames in {d}")
         tmp = d / "features.npy.tmp"

@@ -29,6 +29,7 @@ class Episode:
     success: bool = False  # did the episode achieve its task
     provenance: dict = field(default_factory=dict)  # e.g. {"bag": path, "t_start": s, "t_end": s}
     features: Optional[np.ndarray] = None  # (T+1, F) float32 frozen-encoder features, optional
+    feature_encoder: Optional[str] = None  # id of the encoder that made `features` (vision.FEATURE_ENCODER_ID)
     success_gt: Optional[np.ndarray] = None  # (T+1,) bool simulator ground truth, evaluation only
 
     def __post_init__(self):

@@ -108,7 +108,7 @@ class LearnerNode(Node):
         self.features = None  # frozen image encoder, built when the learner uses features
         self.L = self._build_learner()
         if self.L.cfg.obs_mode == "features" and self.features is None:
-            from robofume_ros.rl.features import FrozenImageEncoder
+            from robofume_ros.vision.encoder import FrozenImageEncoder
 
             self.features = FrozenImageEncoder()
         self.stream = EpisodeStream(self.dir, p.action_dim)
@@ -222,7 +222,7 @@ class LearnerNode(Node):
     def _with_features(self, eps, L=None):
         L = L or self.L
         if L.cfg.obs_mode == "features":
-            from robofume_ros.rl.features import FrozenImageEncoder, add_features
+            from robofume_ros.vision.encoder import FrozenImageEncoder, add_features
 
             if self.features is None:
                 self.features = FrozenImageEncoder()
@@ -412,8 +412,7 @@ class LearnerNode(Node):
                 self.log.info(f"episode {index} relabelled {'success' if ok else 'no success'} (a person's verdict)")
 
     def _add(self, ep):
-        if self.features is not None:
-            ep.features = self.features(ep.images).astype(np.float32)
+        self._with_features([ep])
         self.trainer.add_episode(ep)
         self.log.info(
             f"episode {ep.provenance['episode_index']} ({ep.task}, {len(ep)} steps, "

@@ -248,9 +248,9 @@ def main(argv=None) -> int:
 
     def features():
         from robofume_ros.data.dataset import write_features
-        from robofume_ros.rl.features import FEATURE_ENCODER_ID, FrozenImageEncoder
+        from robofume_ros.vision.encoder import FrozenImageEncoder
 
-        write_features(data, FrozenImageEncoder(), FEATURE_ENCODER_ID)
+        write_features(data, FrozenImageEncoder())
         (out / "features.done").write_text("ok\n")
 
     stage("features", out / "features.done", features, timings=timings)

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..vision.preprocess import to_pixels
+
 from .base import (
     CorruptCheckpointError,
     ModelNotFoundError,
@@ -112,16 +114,7 @@ class Backbone:
         self.spatial_grid = int(spatial_grid)
 
     def pixels(self, frames: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(
-                x,
-                size=(self.image_size, self.image_size),
-                mode="bilinear",
-                align_corners=False,
-                antialias=x.shape[-1] > self.image_size,
-            )
-        return (x - self.mean) / self.std
+        return to_pixels(frames, self.image_size, self.mean, self.std)
 
     def modules(self) -> list[nn.Module]:
         raise NotImplementedError
@@ -238,7 +231,7 @@ class TowersBackbone(Backbone):
         spatial_grid: int = 0,
     ):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
-        from . import efficientnet_lite as enl
+        from ..vision import efficientnet_lite as enl
 
         if vision_source == BUILTIN_VISION:
             vision = enl.load_pretrained_lite0()

@@ -125,7 +125,7 @@ def make_tiny_text_encoder(folder, seed: int = 0):
 def make_tiny_efficientnet(folder, seed: int = 0):
     """A tiny random EfficientNet-Lite folder (registered model type ``efficientnet_lite``)."""
     import torch
-    from .efficientnet_lite import EfficientNetLiteConfig, EfficientNetLiteModel
+    from ..vision.efficientnet_lite import EfficientNetLiteConfig, EfficientNetLiteModel
 
     torch.manual_seed(seed)
     cfg = EfficientNetLiteConfig(

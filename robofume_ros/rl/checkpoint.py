@@ -60,6 +60,19 @@ def save_checkpoint(path, payload: dict) -> Path:
     return path
 
 
+def check_feature_encoder(obs_spec: dict | None, name: str) -> None:
+    """Refuse a checkpoint trained on frozen features of another encoder than the one this code
+    computes online: its policy would see features it never saw in training."""
+    from robofume_ros.vision import FEATURE_ENCODER_ID
+
+    enc = (obs_spec or {}).get("feature_encoder")
+    if enc and enc != FEATURE_ENCODER_ID:
+        raise CheckpointError(
+            f"{name}: trained on image features of {enc!r}, but this code computes {FEATURE_ENCODER_ID!r}; "
+            "pre-train it again on this version (robofume pretrain)"
+        )
+
+
 def load_checkpoint(path, kind: str | None = None) -> dict:
     path = Path(path)
     if not path.exists():

@@ -289,6 +289,7 @@ class Learner:
             d = p["dims"]
         except (KeyError, TypeError) as e:
             raise ckpt.CheckpointError(f"{path}: config does not match this code ({e})") from e
+        ckpt.check_feature_encoder(p.get("obs_spec"), str(path))
         if expect is not None:
             diff = [
                 k

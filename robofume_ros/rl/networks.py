@@ -24,6 +24,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from robofume_ros.vision.preprocess import to_pixels
+
+_HALF, _ONE = (0.5,) * 3, (1.0,) * 3  # the CNN's input: pixels in [-0.5, 0.5]
+
 
 @dataclass
 class NetConfig:
@@ -88,7 +92,7 @@ class RoboFuMECNN(nn.Module):
         self.out_dim = embed
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        x = img.permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5)
+        x = to_pixels(img, None, _HALF, _ONE)
         x = self.convs(x).flatten(1)
         return torch.tanh(self.norm(self.proj(x).float()))
 

@@ -73,6 +73,7 @@ class Policy:
         self.obs_mode = p["obs_mode"]
         self.task = p.get("task")
         self.obs_spec = p.get("obs_spec")
+        ckpt.check_feature_encoder(self.obs_spec, name)
         self.lang = LanguageTable.from_state_dict(p["lang"])
         self.encoder = ObsEncoder(
             self.net_cfg,
@@ -136,7 +137,7 @@ class Policy:
         elif self.obs_mode == "features":
             if features is None:
                 if self._frozen is None:
-                    from robofume_ros.rl.features import FrozenImageEncoder
+                    from robofume_ros.vision.encoder import FrozenImageEncoder
 
                     self._frozen = FrozenImageEncoder()
                 features = self._frozen(image)

@@ -23,7 +23,7 @@ import torch
 
 from robofume_ros.rl.checkpoint import CheckpointError
 from robofume_ros.rl.device import DeviceError, bf16_supported, resolve_device
-from robofume_ros.rl.features import FEATURE_ENCODER_ID
+from robofume_ros.vision import FEATURE_ENCODER_ID
 from robofume_ros.rl.learner import ALGOS, Learner, LearnerConfig
 
 
@@ -151,10 +151,12 @@ def main(argv=None) -> int:
     if not episodes:
         print(f"error: no episodes in {args.data}", file=sys.stderr)
         return 2
-    if args.obs_mode == "features" and any(e.features is None for e in episodes):
-        from robofume_ros.rl.features import add_features
+    if args.obs_mode == "features" and any(
+        e.features is None or e.feature_encoder != FEATURE_ENCODER_ID for e in episodes
+    ):
+        from robofume_ros.vision.encoder import add_features
 
-        print("computing frozen EfficientNet-lite0 features once per frame ...", flush=True)
+        print(f"computing frozen {FEATURE_ENCODER_ID} features once per frame ...", flush=True)
         add_features(episodes)
     e0 = episodes[0]
     dims = dict(

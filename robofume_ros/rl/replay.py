@@ -180,7 +180,7 @@ class ReplayStore:
             if ep.features is None:
                 raise ValueError(
                     "this store keeps frozen-encoder features but the episode has none "
-                    "(run robofume_ros.rl.features.add_features first)"
+                    "(run robofume_ros.vision.encoder.add_features first)"
                 )
             self._obs["features"][o0 : o0 + T + 1] = ep.features
         tr = self._tr
