@@ -1,5 +1,6 @@
-"""Bench: bag -> dataset conversion speed vs raw rosbags read speed of the same bag, and
-dataset sampling throughput (batch 256, 100x100 images).
+"""Bench: bag -> dataset conversion speed vs raw rosbags read speed of the same bag; the CDR
+parsers generated from msg/ (data/bags/cdr.py) vs rosbags' generic deserializer on the bag's own
+messages; dataset sampling throughput (batch 256, 100x100 images).
 
     python bench/bench_dataset.py [--steps 2000] [--episodes 20] [--size 100]
 """
@@ -45,6 +46,43 @@ def make_episodes(n_eps, T, size, seed=0):
     return eps
 
 
+def parse_vs_generic(bag, repeats):
+    """Per hot message type: generated parser vs rosbags.deserialize_cdr over every message of that
+    type in the bag, in alternating blocks (medians of `repeats` + 1 pairs, first pair dropped)."""
+    from robofume_ros.data.bags.reader import BagReader
+
+    parsers = {
+        B.MSGTYPES["observation"]: B.parse_observation,
+        B.MSGTYPES["command"]: B.parse_command,
+        B.MSGTYPES["reward"]: B.parse_reward,
+    }
+    msgs = {t: [] for t in parsers}
+    with BagReader(bag) as r:
+        for _, msgtype, data, _ in r.raw_tuples(None):
+            if msgtype in msgs:
+                msgs[msgtype].append(bytes(data))
+    store = B.typestore()
+    for t, batch in msgs.items():
+        if not batch:
+            continue
+        fast, generic = [], []
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            for d in batch:
+                parsers[t](d)
+            t1 = time.perf_counter()
+            for d in batch:
+                store.deserialize_cdr(d, t)
+            t2 = time.perf_counter()
+            fast.append(t1 - t0)
+            generic.append(t2 - t1)
+        f, g = float(np.median(fast[1:])), float(np.median(generic[1:]))
+        print(
+            f"parse {t.rsplit('/', 1)[-1]} x{len(batch)}: generated {1e6 * f / len(batch):.2f} us/msg, "
+            f"rosbags {1e6 * g / len(batch):.2f} us/msg; RATIO rosbags/generated = {g / f:.2f}"
+        )
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=2000)
@@ -82,6 +120,8 @@ def main():
         t_raw = float(np.median(raw_times[1:]))
         raw_fps = n_obs / t_raw
         print(f"raw rosbags read: {nm} msgs ({nb / 1e6:.1f} MB) in {t_raw:.3f} s = {raw_fps:.0f} obs-frames/s")
+
+        parse_vs_generic(bag, a.repeats)
 
         from robofume_ros.data.dataset import DatasetWriter
 
