@@ -1,21 +1,21 @@
-"""Speed bench of the learning core (a script, not a test).
+"""Speed bench of the learning core against a plain, textbook Cal-QL step (a script, not a test).
 
-  python bench/bench_learning.py [--threads 2] [--steps 30] [--repeats 3] [--modes state,features,cnn] [--batch 256]
+  python bench/bench_learning.py [--threads 2] [--block-s 3] [--repeats 5] [--modes state,features,cnn] [--batch 256]
 
 For state-based, frozen-encoder (1280-d EfficientNet-lite0 features) and trainable-CNN (100x100)
-Cal-QL at batch 256 it prints gradient steps/s in fp32 and with bf16 autocast, the share of time in
-sampling / forward / backward / optimiser, and the achieved FLOP rate (matmul + conv FLOPs counted
-by torch's FlopCounterMode over one step, forward + backward) as a fraction of a matmul peak
-measured in the same run, in the same precision. Steps/s is the median over --repeats timing blocks, "best"
-the fastest block (the machine may be shared: the load average is printed before and after; the
-% of peak uses the median). At the end it prints the
-issue's targets and whether each is met. Then the same modes again without the fused CPU kernels
-(rl/native.py: plain PyTorch ops, denormals not flushed), the baseline this project had before
-them, and the speed-up of each (--no-baseline skips it).
+Cal-QL at batch 256, in fp32 and with bf16 autocast, it times the project's gradient step
+(Learner.update: stacked critics, one backward pass, fused CPU kernels) and the baseline
+(bench/plain_calql.py: the same Cal-QL math written as a reader first writes it) in alternating
+blocks of about --block-s seconds each, both reading batches from the same sampler. It prints the
+median steps/s of each, their spread (min..max over the blocks, as % of the median), the speed-up
+(ratio of medians), the FLOPs per step of each from the same counter (torch's FlopCounterMode over
+one step, forward + backward), the project's achieved FLOP rate as a share of a matmul peak
+measured in the same run, and the share of the project's step in sampling / forward / backward /
+optimiser. The load average is printed before and after (the machine may be shared).
 
-FLOPs: FlopCounterMode over one real step (sampling, losses, backward). Its registry lacks
-matrix-vector products and oneDNN's fused linear (both used by the critic), so formulas for
-those are registered below: every matmul-like op the step runs is counted.
+FLOPs: FlopCounterMode registers formulas for the matmul-like ops; matrix-vector products and
+oneDNN's fused linear (used by the project's critic) are missing from its registry, so formulas for
+those are registered below: every matmul-like op either step runs is counted.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -34,6 +35,9 @@ from robofume_ros.rl import networks
 from robofume_ros.rl.common import denormals_flushed
 from robofume_ros.rl.learner import Learner, LearnerConfig
 from robofume_ros.rl.networks import soft_update
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from plain_calql import PlainCalQL  # the bench's own baseline, next to this file
 
 
 # --- FLOP formulas missing from torch's registry (2 FLOPs per multiply-add) ---
@@ -92,15 +96,7 @@ def synthetic_episodes(n_eps, T, P, A, image, feat, rng):
     return eps
 
 
-def set_fused(on: bool) -> bool:
-    """Fused kernels and flushed denormals on (the default) or off (plain PyTorch ops, IEEE
-    denormals); returns whether the kernels are in use."""
-    networks.USE_NATIVE = on
-    os.environ["ROBOFUME_FLUSH_DENORMAL"] = "1" if on else "0"
-    return on and networks._native_kernels(torch.zeros(1), torch.float32, 7) is not None
-
-
-def bench(mode, bf16, steps, batch, repeats=3, lang_dim=384):
+def make_learner(mode, bf16, batch, lang_dim=384):
     rng = np.random.default_rng(0)
     img = (100, 100, 3) if mode == "cnn" else (1, 1, 3)
     eps = synthetic_episodes(20, 50, 7, 7, img, 1280 if mode == "features" else 0, rng)
@@ -113,29 +109,71 @@ def bench(mode, bf16, steps, batch, repeats=3, lang_dim=384):
     )
     L = Learner(cfg, 7, 7, image_shape=img, feature_dim=1280)
     L.add_offline(eps)
-    ag = L.agent
-    for _ in range(3):
-        L.update()
+    return L, img, lang_dim
+
+
+def make_plain(L, mode, img, lang_dim, bf16):
+    enc = L.agent.encoder
+    stats = {"proprio_mean": enc.proprio_mean, "proprio_std": enc.proprio_std}
+    if mode == "features":
+        stats.update(feat_mean=enc.feat_mean, feat_std=enc.feat_std)
+    ac = L.agent.cfg
+    return PlainCalQL(
+        mode,
+        (7, lang_dim, 1280, img, 7),
+        stats,
+        hidden=tuple(ac.net.hidden),
+        n_actions=ac.cql_n_actions,
+        gamma=ac.gamma,
+        bc_weight=ac.bc_weight,
+        bf16=bf16,
+    )
+
+
+def flops_of(step) -> int:
     with FlopCounterMode(display=False) as fc:
-        b = L.sample_batch()
-        total, _ = ag.losses(b)
-        total.backward()
-    flops = fc.get_total_flops()
-    # plain timing of the real update (what training gets); median over blocks
-    blocks = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(steps):
-            m = L.update()
-        m["q_data"].item()
-        blocks.append(steps / (time.perf_counter() - t))
-    sps, best = statistics.median(blocks), max(blocks)
-    # breakdown: same work, split into phases
+        step()
+    return fc.get_total_flops()
+
+
+def project_step(L):
+    return lambda: L.update()["q_data"]
+
+
+def plain_step(L, P):
+    return lambda: P.update(L.sample_batch())["q_data"]
+
+
+def timed_block(step, n) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+        q = step()
+    q.item()
+    return n / (time.perf_counter() - t)
+
+
+def bench(mode, bf16, batch, repeats, block_s):
+    """(project steps/s per block, plain steps/s per block, project FLOPs, plain FLOPs, phases)."""
+    L, img, lang_dim = make_learner(mode, bf16, batch)
+    P = make_plain(L, mode, img, lang_dim, bf16)
+    ours, plain = project_step(L), plain_step(L, P)
+    for _ in range(2):  # warm-up: allocator, oneDNN primitive caches
+        ours()
+        plain()
+    f_ours = flops_of(lambda: L.agent.losses(L.sample_batch())[0].backward())
+    f_plain = flops_of(plain)
+    # steps per block so that each block lasts about block_s seconds
+    n_ours = max(3, round(block_s * timed_block(ours, 3)))
+    n_plain = max(3, round(block_s * timed_block(plain, 3)))
+    a, b = [], []
+    for _ in range(repeats):  # alternating blocks: a change of machine load hits both alike
+        a.append(timed_block(ours, n_ours))
+        b.append(timed_block(plain, n_plain))
     ph = dict(sample=0.0, forward=0.0, backward=0.0, optimiser=0.0)
     with denormals_flushed():  # as Learner.update
-        _phases(L, ag, max(steps // 2, 3), ph)
+        _phases(L, L.agent, max(n_ours // 4, 3), ph)
     tot = sum(ph.values())
-    return sps, best, {k: v / tot for k, v in ph.items()}, flops
+    return a, b, f_ours, f_plain, {k: v / tot for k, v in ph.items()}
 
 
 def _phases(L, ag, n, ph):
@@ -159,72 +197,50 @@ def _phases(L, ag, n, ph):
             ph[k] += dt
 
 
+def spread(xs) -> str:
+    m = statistics.median(xs)
+    return f"{100 * (min(xs) - m) / m:+.0f}..{100 * (max(xs) - m) / m:+.0f}%"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=3, help="timing blocks of --steps steps (median reported)")
+    ap.add_argument("--repeats", type=int, default=5, help="pairs of alternating timing blocks")
+    ap.add_argument("--block-s", type=float, default=3.0, help="seconds per timing block")
     ap.add_argument("--modes", default="state,features,cnn")
-    ap.add_argument("--no-baseline", action="store_true", help="skip the run without the fused kernels")
+    ap.add_argument("--precisions", default="fp32,bf16")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    fused = set_fused(True)
     peak = {False: matmul_peak(torch.float32), True: matmul_peak(torch.bfloat16)}
+    fused = networks._native_kernels(torch.zeros(1), torch.float32, 7) is not None
     print(
         f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
         f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})"
     )
     print(
-        f"threads={args.threads} batch={args.batch}  matmul peak: fp32 {peak[False] / 1e9:.0f} GFLOP/s, "
-        f"bf16 {peak[True] / 1e9:.0f} GFLOP/s (2048^3, measured now)"
+        f"threads={args.threads} batch={args.batch} blocks={args.repeats}x{args.block_s:g}s each  matmul peak: "
+        f"fp32 {peak[False] / 1e9:.0f} GFLOP/s, bf16 {peak[True] / 1e9:.0f} GFLOP/s (2048^3, measured now)"
     )
     print(
-        f"fused CPU kernels (rl/native.py): {'in use, denormals flushed' if fused else 'NOT available: plain PyTorch ops'}"
+        f"project step: fused CPU kernels (rl/native.py) {'in use' if fused else 'NOT available'}; baseline: bench/plain_calql.py"
     )
     print(
-        f"{'mode':9s} {'prec':5s} {'steps/s':>8s} {'best':>6s} {'GFLOP/step':>10s} {'GFLOP/s':>8s} {'of peak':>8s}  "
-        f"{'sample':>6s} {'fwd':>6s} {'bwd':>6s} {'optim':>6s}"
+        f"{'mode':9s} {'prec':5s} {'ours/s':>7s} {'spread':>9s} {'plain/s':>7s} {'spread':>9s} {'speed-up':>8s} "
+        f"{'GFLOP ours':>10s} {'plain':>6s} {'ours of peak':>12s}  {'sample':>6s} {'fwd':>6s} {'bwd':>6s} {'optim':>6s}"
     )
-    res = {}
     for mode in args.modes.split(","):
-        steps = args.steps if mode != "cnn" else max(3, args.steps // 10)
-        for bf16 in (False, True):
-            sps, best, ph, flops = bench(mode, bf16, steps, args.batch, args.repeats)
-            rate = sps * flops
-            res[(mode, bf16)] = (sps, rate / peak[bf16])
+        for prec in args.precisions.split(","):
+            bf16 = prec == "bf16"
+            a, b, fa, fb, ph = bench(mode, bf16, args.batch, args.repeats, args.block_s)
+            ma, mb = statistics.median(a), statistics.median(b)
             print(
-                f"{mode:9s} {'bf16' if bf16 else 'fp32':5s} {sps:8.1f} {best:6.1f} {flops / 1e9:10.2f} {rate / 1e9:8.1f} "
-                f"{rate / peak[bf16]:8.1%}  " + " ".join(f"{v:6.1%}" for v in ph.values()),
+                f"{mode:9s} {prec:5s} {ma:7.1f} {spread(a):>9s} {mb:7.1f} {spread(b):>9s} {ma / mb:7.2f}x "
+                f"{fa / 1e9:10.2f} {fb / 1e9:6.2f} {ma * fa / peak[bf16]:12.1%}  "
+                + " ".join(f"{v:6.1%}" for v in ph.values()),
                 flush=True,
             )
-    if fused and not args.no_baseline:
-        set_fused(False)
-        print("baseline in the same run: plain PyTorch ops, denormals not flushed")
-        for mode in args.modes.split(","):
-            steps = args.steps if mode != "cnn" else max(3, args.steps // 10)
-            for bf16 in (False, True):
-                sps = bench(mode, bf16, steps, args.batch, args.repeats)[0]
-                print(
-                    f"{mode:9s} {'bf16' if bf16 else 'fp32':5s} {sps:8.1f} steps/s   fused kernels: "
-                    f"{res[(mode, bf16)][0] / sps:.2f}x",
-                    flush=True,
-                )
-        set_fused(True)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print("targets (issue #7):")
-    if ("state", True) in res:
-        v = res[("state", True)][0]
-        print(f"  state-based bf16 >= 30 steps/s: {v:.1f} -> {'met' if v >= 30 else 'NOT met'}")
-    if ("state", False) in res:
-        v = res[("state", False)][1]
-        print(f"  state-based fp32 >= 60% of fp32 matmul peak: {v:.1%} -> {'met' if v >= 0.6 else 'NOT met'}")
-    for prec, bf in (("bf16", True), ("fp32", False)):
-        if ("state", bf) in res and ("features", bf) in res:
-            r = res[("state", bf)][0] / res[("features", bf)][0]
-            print(
-                f"  frozen-encoder within 1.5x of state-based ({prec}): {r:.2f}x -> {'met' if r <= 1.5 else 'NOT met'}"
-            )
 
 
 if __name__ == "__main__":
