@@ -5,7 +5,7 @@ deterministically and exploring with each --settings entry `scale:correlation` (
 noise_scale and noise_correlation: white noise at 0, AR(1) above, rl/exploration.py), several
 --repeats of the stochastic trials. Online fine-tuning can only learn from what exploration finds,
 so this shows which exploration finds successes where the deterministic policy fails; starts
-below the home height by more than --low-z are counted apart (finding 14: the pre-trained policy's
+below the home height by more than --low-z are counted apart (docs/results.md: the pre-trained policy's
 failures). One JSON line per setting, and results.json.
 
     .venv/bin/python experiments/exploration_probe.py --policy runs/main_drawer/pretrain/checkpoint.pt \\

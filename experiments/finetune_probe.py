@@ -1,4 +1,4 @@
-"""Probe: does online fine-tuning move a given pre-trained policy? (docs/results.md, findings 13-15)
+"""Probe: does online fine-tuning move a given pre-trained policy? (docs/results.md: does fine-tuning move the policy at all)
 
 Reset-free fine-tuning in one process from an existing pre-training checkpoint (the experiment's
 loop, `compare_finetuning.online_run`), the simulator's success as reward, one update per step;

@@ -45,7 +45,7 @@ def test_key_files_that_cannot_be_used_give_clear_errors(tmp_path):
 
 
 def test_forged_or_unsigned_weights_are_refused_and_the_old_policy_keeps_acting(tmp_path):
-    rclpy = pytest.importorskip("rclpy")  # noqa: F841
+    pytest.importorskip("rclpy")
     from rosgraph import graph_under_test
     from test_ros_poison import observation
     from tiny_models import tiny_learner_checkpoint

@@ -41,7 +41,7 @@ def run_node(make_node: Callable, args=None, executor_threads: int = 1) -> int:
             if close is not None:
                 try:
                     close()
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001 - a failing close must not skip destroy_node
                     traceback.print_exc()
                     code = code or 1
             node.destroy_node()

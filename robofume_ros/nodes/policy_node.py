@@ -136,7 +136,7 @@ class PolicyNode(Node):
             if target is None:
                 target = self._copy_policy()
             target.load_weights(blob, f"weights v{msg.version}")
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - any bad blob is refused and counted; the old policy acts on
             with self._lock:
                 self._spare = target  # half-loaded at worst: never acts before a full load
             self._refuse(msg, e)

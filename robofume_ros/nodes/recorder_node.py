@@ -183,7 +183,7 @@ class RecorderNode(Node):
         if not self.failed:
             try:
                 self.writer.flush()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - any writer failure stops recording, never the node
                 self.failed = True
                 self.get_logger().error(f"recording stopped: {e}")
 

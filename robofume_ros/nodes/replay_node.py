@@ -186,7 +186,7 @@ class ReplayNode(Node):
                 f"playback finished: {self.stats['sent']} messages ({self.stats['late']} late, "
                 f"{self.stats['skipped']} skipped): " + ", ".join(f"{t}: {n}" for t, n in self.counts.items())
             )
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - reported in the node's stats, the node stays up
             self.get_logger().error(f"playback failed: {e}")
             self.stats = {"error": str(e)}
         finally:

@@ -11,8 +11,24 @@ import io
 
 import numpy as np
 
-from robofume_ros.interfaces import command_to_action  # noqa: F401 - the one conversion, for the nodes
-from robofume_ros.data.images import SUPPORTED_ENCODINGS, ImageError, buffer_to_rgb, resize_rgb  # noqa: F401
+from robofume_ros.interfaces import command_to_action
+from robofume_ros.data.images import SUPPORTED_ENCODINGS, ImageError, buffer_to_rgb, resize_rgb
+
+__all__ = [
+    # the one command and image conversions (interfaces.py, data/images.py), for the nodes
+    "command_to_action",
+    "SUPPORTED_ENCODINGS",
+    "ImageError",
+    "buffer_to_rgb",
+    "resize_rgb",
+    # message <-> numpy and clock helpers of this module
+    "image_to_rgb",
+    "compressed_to_rgb",
+    "rgb_to_image",
+    "action_to_command",
+    "stamp_to_sec",
+    "stamp_key",
+]
 
 
 def image_to_rgb(msg) -> np.ndarray:
