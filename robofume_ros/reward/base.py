@@ -87,6 +87,40 @@ def set_threads(n: int | None) -> None:
         torch.set_num_threads(int(n))
 
 
+def fit_minibatches(
+    n, epochs, batch_size, order, loss_of, opt, sched=None, progress=False, desc="train", val=None, on_epoch=None
+):
+    """The reward models' training loop: `epochs` passes over `n` rows in the order `order()` gives
+    (a fresh shuffle per epoch), one optimiser step per minibatch on `loss_of(rows)` (a scalar
+    tensor, the mean over those rows). `val()` (optional) gives the validation accuracy after each
+    epoch; `on_epoch(hist, bar)` runs after each epoch too. Returns {"loss": [...], "val_acc": [...]}
+    per epoch."""
+    it = range(epochs)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=desc, unit="epoch")
+    hist = {"loss": [], "val_acc": []}
+    for _ in it:
+        perm = order()
+        tot = 0.0
+        for i in range(0, n, batch_size):
+            b = perm[i : i + batch_size]
+            loss = loss_of(b)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            tot += loss.item() * len(b)
+        hist["loss"].append(tot / n)
+        if val is not None:
+            hist["val_acc"].append(float(val()))
+        if on_epoch is not None:
+            on_epoch(hist, it if progress else None)
+    return hist
+
+
 def is_local_spec(spec: str) -> bool:
     """Whether a model spec names a local path (as opposed to a hub id like 'org/name')."""
     s = str(spec)

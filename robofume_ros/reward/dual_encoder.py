@@ -19,6 +19,7 @@ trains it end to end instead (slower; no cache).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -42,6 +43,7 @@ from .base import (
     as_instructions,
     autocast_ctx,
     check_model_source,
+    fit_minibatches,
     hub_errors,
     set_threads,
 )
@@ -580,43 +582,45 @@ class DualEncoderRewardModel(RewardModel):
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))
         )
-        hist = {"loss": [], "val_loss": [], "val_acc": []}
-        it = range(epochs)
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(it, desc="train head", unit="epoch")
         zs = self._zero_shot_logit(features, instr)
-        for _ in it:
+
+        def loss_of(b):
             self.head.train()
-            perm = torch.randperm(n)
-            tot = 0.0
-            for i in range(0, n, batch_size):
-                b = perm[i : i + batch_size]
-                fb = features[b]
-                if augment:
-                    fb = fb + 0.05 * self.head.img_std * torch.randn_like(fb)
-                logit = self.head(fb, f_txt_all[b], None if zs is None else zs[b])
-                loss = F.binary_cross_entropy_with_logits(logit, y[b], weight=w_all[b])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                tot += loss.item() * len(b)
-            hist["loss"].append(tot / n)
-            if val is not None and len(val):
-                p = self.predict_proba_features(val_features, list(val.instructions))
-                yv = np.asarray(val.labels) > 0.5
-                hist["val_acc"].append(float(((p >= 0.5) == yv).mean()))
-                hist["val_loss"].append(
-                    float(
-                        F.binary_cross_entropy(
-                            torch.as_tensor(p).clamp(1e-6, 1 - 1e-6), torch.as_tensor(yv, dtype=torch.float64)
-                        )
-                    )
-                )
-                if progress:
-                    it.set_postfix(loss=f"{hist['loss'][-1]:.3f}", val_acc=f"{hist['val_acc'][-1]:.3f}")
+            fb = features[b]
+            if augment:
+                fb = fb + 0.05 * self.head.img_std * torch.randn_like(fb)
+            logit = self.head(fb, f_txt_all[b], None if zs is None else zs[b])
+            return F.binary_cross_entropy_with_logits(logit, y[b], weight=w_all[b])
+
+        val_loss = []
+
+        def validate():
+            p = self.predict_proba_features(val_features, list(val.instructions))
+            yv = np.asarray(val.labels) > 0.5
+            pt = torch.as_tensor(p).clamp(1e-6, 1 - 1e-6)
+            val_loss.append(float(F.binary_cross_entropy(pt, torch.as_tensor(yv, dtype=torch.float64))))
+            return ((p >= 0.5) == yv).mean()
+
+        def on_epoch(hist, bar):
+            if bar is not None and hist["val_acc"]:
+                bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", val_acc=f"{hist['val_acc'][-1]:.3f}")
+
+        order = functools.partial(torch.randperm, n)
+        has_val = val is not None and len(val)
+        hist = fit_minibatches(
+            n,
+            epochs,
+            batch_size,
+            order,
+            loss_of,
+            opt,
+            sched,
+            progress,
+            "train head",
+            validate if has_val else None,
+            on_epoch,
+        )
+        hist["val_loss"] = val_loss
         self.head.eval()
         return hist
 
@@ -640,33 +644,21 @@ class DualEncoderRewardModel(RewardModel):
         w_all = torch.where(y > 0.5, torch.tensor(pw), torch.tensor(1.0))
         instr = list(train.instructions)
         n = len(y)
-        hist = {"loss": [], "val_acc": []}
-        it = range(epochs)
-        if progress:
-            from tqdm import tqdm
 
-            it = tqdm(it, desc="train head+LoRA", unit="epoch")
-        for _ in it:
+        def loss_of(b):
             self.head.train()
-            perm = torch.randperm(n)
-            tot = 0.0
-            for i in range(0, n, batch_size):
-                b = perm[i : i + batch_size].numpy()
-                px = bb.pixels(train.images[b])
-                if augment:
-                    px = _random_shift(px, 4)
-                with autocast_ctx(self.precision):
-                    f = bb.image_features(px).float()
-                ins = [instr[j] for j in b]
-                logit = self._logits_from_features(f, ins)
-                loss = F.binary_cross_entropy_with_logits(logit, y[b], weight=w_all[b])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                tot += loss.item() * len(b)
-            hist["loss"].append(tot / n)
-            if val is not None and len(val):
-                hist["val_acc"].append(self.accuracy(val))
+            b = b.numpy()
+            px = bb.pixels(train.images[b])
+            if augment:
+                px = _random_shift(px, 4)
+            with autocast_ctx(self.precision):
+                f = bb.image_features(px).float()
+            logit = self._logits_from_features(f, [instr[j] for j in b])
+            return F.binary_cross_entropy_with_logits(logit, y[b], weight=w_all[b])
+
+        order = functools.partial(torch.randperm, n)
+        accuracy = functools.partial(self.accuracy, val) if val is not None and len(val) else None
+        hist = fit_minibatches(n, epochs, batch_size, order, loss_of, opt, None, progress, "train head+LoRA", accuracy)
         for p in lora_params:
             p.requires_grad_(False)
         self.head.eval()

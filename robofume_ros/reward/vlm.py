@@ -10,6 +10,7 @@ binary cross-entropy on that yes-vs-no logit.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from .base import (
     as_instructions,
     autocast_ctx,
     check_model_source,
+    fit_minibatches,
     hub_errors,
     set_threads,
 )
@@ -208,28 +210,16 @@ class VLMRewardModel(RewardModel):
         pw = (n_neg / max(n_pos, 1.0)) if pos_weight == "balanced" else float(pos_weight)
         pw = torch.tensor(float(min(max(pw, 1.0), 100.0)))
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-        hist = {"loss": [], "val_acc": []}
-        it = range(epochs)
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(it, desc="LoRA yes/no", unit="epoch")
         n = len(y)
-        for _ in it:
-            perm = rng.permutation(n)
-            tot = 0.0
-            for i in range(0, n, batch_size):
-                b = perm[i : i + batch_size]
-                with autocast_ctx(self.precision):
-                    logit = self._yes_no_logit(self._inputs(train.images[b], [train.instructions[j] for j in b]))
-                loss = F.binary_cross_entropy_with_logits(logit.float(), y[b], pos_weight=pw)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                tot += loss.item() * len(b)
-            hist["loss"].append(tot / n)
-            if val is not None and len(val):
-                hist["val_acc"].append(self.accuracy(val))
+
+        def loss_of(b):
+            with autocast_ctx(self.precision):
+                logit = self._yes_no_logit(self._inputs(train.images[b], [train.instructions[j] for j in b]))
+            return F.binary_cross_entropy_with_logits(logit.float(), y[b], pos_weight=pw)
+
+        order = functools.partial(rng.permutation, n)
+        accuracy = functools.partial(self.accuracy, val) if val is not None and len(val) else None
+        hist = fit_minibatches(n, epochs, batch_size, order, loss_of, opt, None, progress, "LoRA yes/no", accuracy)
         for p in params:
             p.requires_grad_(False)
         self.model.eval()
