@@ -3,8 +3,10 @@
 The simulator node stamps each frame; the camera's observation and the policy's command carry
 that stamp; the robot side (sim or arm bridge) measures, as each command arrives, how old its
 frame is, and reports p50 / p95 / p99 / max over the last minute on /diagnostics
-(`frame_to_command_ms/*`). This bench runs the graph twice in one invocation, idle and with every
-core busy (a bounded CPU burner), and prints both and their ratio.
+(`frame_to_command_ms/*`). This bench runs the graph four times in one invocation: with the
+background work (learner, recorder) at the same CPU priority as the control path
+(`background_nice:=0`, the baseline) and niced (`background_nice:=10`, the default), each idle and
+with every core busy (a bounded CPU burner), and prints each and the ratios.
 
     .venv/bin/python bench/bench_latency.py --run runs/main_drawer            # the fine-tuning graph
     .venv/bin/python bench/bench_latency.py --checkpoint CKPT --graph sim      # policy only, no learner
@@ -86,6 +88,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0, help="measured per condition (the newest minute)")
     ap.add_argument("--warmup", type=float, default=30.0)
     ap.add_argument("--out", default="runs/bench_latency")
+    ap.add_argument("--nice", type=int, nargs="+", default=[0, 10], help="background_nice values to compare")
     ns = ap.parse_args(argv)
     graph_name = ns.graph or ("finetune" if ns.run else "sim")
     base = {"world": ns.world, "record": "false"}
@@ -101,9 +104,11 @@ def main(argv=None) -> int:
     else:
         raise SystemExit("give --run (a main-job run folder) or --checkpoint")
     results = {}
-    for k, (name, burn) in enumerate((("idle", False), ("cores busy", True))):
-        args = dict(base, run_dir=str(Path(ns.out) / name.replace(" ", "_")))
-        results[name] = measure(graph_name, args, ns.seconds, ns.warmup, burn, domain=90 + k)
+    conditions = [(nice, load) for load in ("idle", "cores busy") for nice in ns.nice]
+    for k, (nice, load) in enumerate(conditions):
+        name = f"background_nice {nice}, {load}"
+        args = dict(base, background_nice=str(nice), run_dir=str(Path(ns.out) / f"nice{nice}_{load.replace(' ', '_')}"))
+        results[name] = measure(graph_name, args, ns.seconds, ns.warmup, load != "idle", domain=90 + k)
         r = results[name]
         print(
             f"{graph_name} graph, {name}: frame -> command p50 {r.get('p50', float('nan')):.1f} ms, "
@@ -111,8 +116,11 @@ def main(argv=None) -> int:
             f"max {r.get('max', float('nan')):.1f} ({r.get('n', 0):.0f} commands)",
             flush=True,
         )
-    if results["idle"].get("p99") and results["cores busy"].get("p99"):
-        print(f"p99 loaded / idle: {results['cores busy']['p99'] / results['idle']['p99']:.2f}x")
+    if len(ns.nice) == 2:
+        for load in ("idle", "cores busy"):
+            a, b = (results[f"background_nice {n}, {load}"].get("p99") for n in ns.nice)
+            if a and b:
+                print(f"{load}: p99 with background_nice {ns.nice[1]} / {ns.nice[0]}: {b / a:.2f}x")
     Path(ns.out).mkdir(parents=True, exist_ok=True)
     (Path(ns.out) / "latency.json").write_text(json.dumps(results, indent=1))
     return 0

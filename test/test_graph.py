@@ -90,6 +90,8 @@ def test_launch_file_starts_what_the_runner_starts(fake_launch, graph_name, args
         for s in specs
     ]
     assert launched == expected
+    # background work runs niced in both (the launch file's prefix, the runner's os.nice)
+    assert [n.kwargs["prefix"] for n in nodes] == [f"nice -n {s.nice}" if s.nice else None for s in specs]
     assert all(n.kwargs["package"] == "robofume_ros" for n in nodes)
     # --dry-run (and every run's graph.yaml) describes exactly these nodes
     described = [
@@ -116,6 +118,15 @@ def test_launch_file_starts_what_the_runner_starts(fake_launch, graph_name, args
         assert s.params_files[0].endswith("sim.yaml") and s.params_files[1].endswith("recipes/default.yaml")
         if s.parameters:
             assert yaml.safe_load(Path(files[-1]).read_text()) == {s.name: {"ros__parameters": s.parameters}}
+
+
+def test_background_work_yields_the_cores_to_the_control_path():
+    nice = {s.name: s.nice for s in graph.nodes("finetune", {"policy": "learned"})}
+    assert nice["learner"] == nice["recorder"] == 10
+    assert all(nice[n] == 0 for n in ("sim", "camera", "policy", "reward", "task_switcher"))
+    assert {s.nice for s in graph.nodes("finetune", {"background_nice": "0"})} == {0}
+    with pytest.raises(ValueError, match="background_nice must be 0..19"):
+        graph.nodes("finetune", {"background_nice": "25"})
 
 
 def test_every_executable_in_the_graph_exists():

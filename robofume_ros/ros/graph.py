@@ -157,6 +157,12 @@ ARGUMENTS: list[LaunchArg] = [
         _ov(("learner", "device", str)),
     ),
     LaunchArg(
+        "background_nice",
+        "10",
+        "CPU niceness of the background work (learner, recorder): it yields the cores to the control "
+        "path (robot, camera, policy) whenever that has a frame to process; 0 runs everything alike",
+    ),
+    LaunchArg(
         "weights_key",
         "",
         "the learner's Ed25519 key pair that signs policy weights (<weights_key> private, made when "
@@ -194,6 +200,7 @@ class NodeSpec:
     remappings: list = field(default_factory=list)  # (from, to)
     required: bool = True  # the run stops when a required node dies
     respawn: bool = False  # restart it instead (e.g. the learner resumes from its checkpoint)
+    nice: int = 0  # CPU niceness (0-19): background work yields to the control path
 
     @property
     def params_file(self) -> str:
@@ -209,6 +216,7 @@ class NodeSpec:
             "remappings": [list(r) for r in self.remappings],
             "required": self.required,
             "respawn": self.respawn,
+            "nice": self.nice,
         }
 
 
@@ -280,6 +288,9 @@ def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
 
     pfs = [str(params_file_for(a))] + [str(f) for f in recipe.files(a["recipe"])]
     specs: list[NodeSpec] = []
+    background_nice = int(a["background_nice"] or 0)
+    if not 0 <= background_nice <= 19:
+        raise ValueError(f"background_nice must be 0..19, got {background_nice}")
 
     def add(name, executable, **kw):
         specs.append(NodeSpec(name=name, executable=executable, params_files=list(pfs), **kw))
@@ -316,9 +327,9 @@ def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
     if graph == "finetune":
         # without the reward the switcher falls back to time limits: not fatal, restarted
         add("reward", "reward_node", required=False, respawn=True)
-        add("learner", "learner_node", required=False, respawn=True)
+        add("learner", "learner_node", required=False, respawn=True, nice=background_nice)
     if _truthy(a["record"]):
-        add("recorder", "recorder_node")
+        add("recorder", "recorder_node", nice=background_nice)
 
     by_name = {s.name: s for s in specs}
     for node, params in task_params.items():

@@ -27,6 +27,7 @@ def launch_nodes(graph_name: str, context):
                 remappings=list(spec.remappings),
                 output="screen",
                 respawn=spec.respawn,
+                prefix=f"nice -n {spec.nice}" if spec.nice else None,
             )
         )
     return actions

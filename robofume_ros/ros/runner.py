@@ -10,6 +10,8 @@ SIGTERM from the kernel if the runner itself dies (PR_SET_PDEATHSIG), so nothing
 from __future__ import annotations
 
 import ctypes
+import functools
+import os
 import signal
 import subprocess
 import sys
@@ -21,11 +23,13 @@ from typing import Optional
 from robofume_ros.ros import graph as graph_mod
 
 
-def _die_with_parent():  # runs in the child between fork and exec
+def _in_child(nice: int = 0):  # runs in the child between fork and exec
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: die with the runner
     except OSError:
         pass
+    if nice > 0:
+        os.nice(nice)
 
 
 def describe_exit(code: int) -> str:
@@ -105,7 +109,7 @@ class GraphRunner:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self.env,
-                preexec_fn=_die_with_parent,
+                preexec_fn=functools.partial(_in_child, np_.spec.nice),
             )
         finally:
             logf.close()

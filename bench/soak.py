@@ -1,0 +1,340 @@
+"""Soak: the simulated fine-tuning graph for an hour with a fault every few minutes.
+
+    .venv/bin/python bench/soak.py --run runs/main_drawer [--minutes 60] [--fault-every 240]
+
+Runs `robofume launch finetune` (the product's own graph, recorder on) with a main-job run
+folder's checkpoint, reward model and dataset, and injects one fault at a time, in turn:
+
+  kill-learner    SIGKILL the learner (the runner restarts it; it resumes and backfills)
+  poison          10 s of malformed /observation messages at 200 Hz (wrong image size, bad
+                  encoding, short and NaN proprioception)
+  cpu-burn        every core busy for 60 s (a bounded burner per core)
+  freeze-learner  SIGSTOP the learner for 30 s, then SIGCONT: it neither hears nor answers, as
+                  behind a cut link (its DDS participant stays; on one host this stands in for
+                  the two-namespace link cut of test_netns_two_hosts.py)
+  kill-policy     SIGKILL the policy node
+  kill-reward     SIGKILL the reward node
+
+It reports, in <out>/soak.json and on stdout: each node's memory (RSS) at the start and end and
+its growth per hour (a least-squares slope over the samples after the first 10 minutes, per
+process lifetime), episodes and transitions the learner lost against the recorder's bag (every
+episode both saw begin and end), learner updates lost to kills (the update counter before a kill
+minus where the restarted learner resumed), the control path's frame -> command latency from the
+robot side's /diagnostics, and whether the hand ever left the workspace box of config/sim.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+FAULTS = ("kill-learner", "poison", "cpu-burn", "freeze-learner", "kill-policy", "kill-reward")
+NODES = ("sim", "camera", "policy", "reward", "task_switcher", "learner", "recorder")
+
+
+def _burn(stop_at: float) -> None:
+    x = 0
+    while time.time() < stop_at:
+        x = (x * 1103515245 + 12345) % 2**31
+
+
+def node_processes(root_pid: int) -> dict:
+    """{node name: psutil.Process} of the graph's node processes (their command line names the
+    node module, e.g. robofume_ros.nodes.learner_node)."""
+    import psutil
+
+    out = {}
+    try:
+        children = psutil.Process(root_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return out
+    for p in children:
+        try:
+            cmd = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        for n in NODES:
+            if f"{n}_node" in cmd:
+                out[n] = p
+    return out
+
+
+class Monitor:
+    """The soak's own ROS node: phases, learner diagnostics, the robot side's latency, the hand's
+    position; and a publisher for the poison fault."""
+
+    def __init__(self, domain: int, low, high):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        from robofume_ros.msg import Observation, TaskPhase
+
+        self.rclpy, self.Observation = rclpy, Observation
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=domain)
+        self.node = rclpy.create_node("soak_monitor", context=self.ctx)
+        self.low, self.high = np.asarray(low), np.asarray(high)
+        self.lock = threading.Lock()
+        self.learner: dict = {}
+        self.robot: dict = {}
+        self.last_episode = -1
+        self.outside = []  # (time, xyz) where the hand was outside the box
+        self.observations = 0
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.on_diag, 50)
+        self.node.create_subscription(TaskPhase, "/task_phase", self.on_phase, 50)
+        self.node.create_subscription(Observation, "/observation", self.on_obs, 50)
+        self.pub = self.node.create_publisher(Observation, "/observation", 10)
+        self.stop = False
+        self.thread = threading.Thread(target=self.spin, daemon=True)
+        self.thread.start()
+
+    def spin(self):
+        while not self.stop:
+            self.rclpy.spin_once(self.node, timeout_sec=0.1)
+
+    def on_diag(self, arr):
+        for st in arr.status:
+            vals = {kv.key: kv.value for kv in st.values}
+            with self.lock:
+                if st.name.endswith("/learner"):
+                    self.learner = vals
+                elif st.name.endswith(("/sim", "/arm_bridge")):
+                    self.robot = vals
+
+    def on_phase(self, m):
+        self.last_episode = max(self.last_episode, int(m.episode_index))
+
+    def on_obs(self, m):
+        if m.header.frame_id == "soak-poison" or len(m.proprio) < 3:
+            return
+        self.observations += 1
+        xyz = np.asarray(m.proprio[:3])
+        if np.any(xyz < self.low - 1e-3) or np.any(xyz > self.high + 1e-3):
+            self.outside.append((time.time(), xyz.tolist()))
+
+    def poison(self, seconds: float, rate_hz: float = 200.0) -> int:
+        from robofume_ros.ros.convert import rgb_to_image
+
+        sent, t_end = 0, time.time() + seconds
+        while time.time() < t_end:
+            o = self.Observation()
+            o.header.stamp = self.node.get_clock().now().to_msg()
+            o.header.frame_id = "soak-poison"
+            kind = sent % 4
+            size = 50 if kind == 0 else 100
+            o.image = rgb_to_image(np.full((size, size, 3), sent % 255, np.uint8), o.header.stamp)
+            if kind == 1:
+                o.image.encoding = "yuv422_weird"
+            o.proprio = [0.0, 0.6, 0.2] if kind == 2 else [0.0, float("nan") if kind == 3 else 0.6, 0.2, 1.0]
+            o.instruction, o.task, o.episode_index = "open the drawer", "drawer-open", max(self.last_episode, 0)
+            self.pub.publish(o)
+            sent += 1
+            time.sleep(1.0 / rate_hz)
+        return sent
+
+    def close(self):
+        self.stop = True
+        self.thread.join(timeout=5)
+        self.node.destroy_node()
+        self.rclpy.try_shutdown(context=self.ctx)
+
+
+def growth_mb_per_h(samples, skip_s: float) -> dict:
+    """{node: MB/h} from [(t, node, pid, rss_bytes)]: slope of the longest-lived process of each
+    node after the first skip_s seconds."""
+    by = defaultdict(list)
+    t0 = samples[0][0] if samples else 0
+    for t, n, pid, rss in samples:
+        if t - t0 >= skip_s:
+            by[(n, pid)].append((t, rss))
+    out = {}
+    for (n, _pid), pts in by.items():
+        if len(pts) < 5:
+            continue
+        t, r = np.array(pts).T
+        slope = float(np.polyfit(t - t[0], r / 1e6, 1)[0]) * 3600
+        if n not in out or len(pts) > out[n][1]:
+            out[n] = (slope, len(pts), (t[-1] - t[0]) / 60)
+    return {n: {"mb_per_h": round(s, 1), "over_min": round(m, 1)} for n, (s, _k, m) in out.items()}
+
+
+def compare_with_bag(run_dir: Path, last_closed: int) -> dict:
+    from robofume_ros.data.bags import read_messages
+    from robofume_ros.data.dataset import load_episodes
+
+    per_episode: dict = defaultdict(int)
+    bags = sorted((run_dir / "bags").iterdir())
+    for _t, _ty, m, _s in read_messages(bags, topics=["/observation"]):
+        if m.header.frame_id != "soak-poison":
+            per_episode[int(m.episode_index)] += 1
+    stored = {int(e.provenance["episode_index"]): len(e) for e in load_episodes(run_dir / "learner" / "online")}
+    closed = [i for i in sorted(per_episode) if 0 < i < last_closed]
+    missing = [i for i in closed if i not in stored]
+    short = {i: (stored[i], per_episode[i] - 1) for i in closed if i in stored and stored[i] != per_episode[i] - 1}
+    bag_transitions = sum(per_episode[i] - 1 for i in closed)
+    learner_transitions = sum(stored.get(i, 0) for i in closed)
+    return {
+        "episodes_compared": len(closed),
+        "episodes_missing": missing,
+        "episodes_differing": short,
+        "transitions_bag": bag_transitions,
+        "transitions_learner": learner_transitions,
+        "transitions_lost": bag_transitions - learner_transitions,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="a main-job run folder: its checkpoint, reward model and data")
+    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--fault-every", type=float, default=240.0, help="seconds between faults")
+    ap.add_argument("--first-fault", type=float, default=180.0, help="seconds before the first fault")
+    ap.add_argument("--out", default="runs/soak")
+    ap.add_argument("--domain-id", type=int, default=77)
+    ns = ap.parse_args(argv)
+    import yaml
+
+    run, out = Path(ns.run), Path(ns.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = json.loads((run / "settings.json").read_text()) if (run / "settings.json").exists() else {}
+    world = settings.get("pair", "drawer")
+    sim_cfg = yaml.safe_load((ROOT / "config" / "sim.yaml").read_text())
+    gate = next(v["ros__parameters"] for k, v in sim_cfg.items() if "workspace_low" in v.get("ros__parameters", {}))
+    args = {
+        "world": world,
+        "policy": "learned",
+        "policy_checkpoint": str(run / "pretrain" / "checkpoint.pt"),
+        "reward_model": str(run / "reward"),
+        "offline_dataset": str(run / "data"),
+        "budget_steps": str(10**7),  # the learner trains for the whole soak
+        "run_dir": str(out / "run"),
+        "record": "true",
+    }
+    duration = ns.minutes * 60
+    cmd = [sys.executable, "-m", "robofume_ros.cli", "launch", "finetune", *[f"{k}:={v}" for k, v in args.items()]]
+    cmd += ["--duration", str(duration + 60), "--domain-id", str(ns.domain_id)]
+    env = dict(
+        os.environ,
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        ROS_LOG_DIR=str(out / "ros_logs"),
+        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+    )
+    log = open(out / "graph.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    mon = Monitor(ns.domain_id, gate["workspace_low"], gate["workspace_high"])
+    samples, faults, latency, updates_lost = [], [], [], []
+    t0 = time.time()
+    next_fault, k = t0 + ns.first_fault, 0
+    print(f"soak: {ns.minutes:g} min of the {world} fine-tuning graph, a fault every {ns.fault_every:g} s", flush=True)
+    try:
+        while time.time() - t0 < duration and proc.poll() is None:
+            procs = node_processes(proc.pid)
+            now = time.time()
+            for n, p in procs.items():
+                try:
+                    samples.append((now, n, p.pid, p.memory_info().rss))
+                except Exception:  # noqa: BLE001 - a process that just died has no memory to sample
+                    pass
+            with mon.lock:
+                robot = dict(mon.robot)
+            if "frame_to_command_ms/p99" in robot:
+                latency.append({k.split("/", 1)[1]: float(v) for k, v in robot.items() if k.startswith("frame_to")})
+            if now >= next_fault:
+                kind = FAULTS[k % len(FAULTS)]
+                k += 1
+                rec = {"t_min": round((now - t0) / 60, 1), "fault": kind}
+                if kind.startswith("kill-"):
+                    target = kind.split("-", 1)[1]
+                    with mon.lock:
+                        before = int(mon.learner.get("updates", 0) or 0)
+                    p = procs.get(target)
+                    if p is not None:
+                        os.kill(p.pid, signal.SIGKILL)
+                        rec["pid"] = p.pid
+                    if target == "learner":  # where does the restarted learner resume?
+                        deadline = time.time() + 240
+                        while time.time() < deadline:
+                            time.sleep(2)
+                            q = node_processes(proc.pid).get("learner")
+                            with mon.lock:
+                                u = mon.learner.get("updates")
+                            if q is not None and q.pid != rec.get("pid") and u is not None and int(u) < before:
+                                rec["resumed_at_update"] = int(u)
+                                break
+                        rec["updates_before"] = before
+                        if "resumed_at_update" in rec:
+                            updates_lost.append(before - rec["resumed_at_update"])
+                elif kind == "poison":
+                    rec["sent"] = mon.poison(10.0)
+                elif kind == "cpu-burn":
+                    stop_at = time.time() + 60
+                    for _ in range(os.cpu_count() or 2):
+                        mp.Process(target=_burn, args=(stop_at,), daemon=True).start()
+                elif kind == "freeze-learner":
+                    p = procs.get("learner")
+                    if p is not None:
+                        os.kill(p.pid, signal.SIGSTOP)
+                        time.sleep(30)
+                        os.kill(p.pid, signal.SIGCONT)
+                faults.append(rec)
+                print(f"[{rec['t_min']:5.1f} min] fault {kind}: {rec}", flush=True)
+                next_fault = time.time() + ns.fault_every
+            time.sleep(10)
+        last_closed = mon.last_episode - 1
+        with mon.lock:
+            learner = dict(mon.learner)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=120)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+        mon.close()
+        log.close()
+    mem = {}
+    for n in NODES:
+        pts = [(t, rss) for t, m, _pid, rss in samples if m == n]
+        if pts:
+            mem[n] = {"start_mb": round(pts[0][1] / 1e6, 1), "end_mb": round(pts[-1][1] / 1e6, 1)}
+    for n, g in growth_mb_per_h(samples, skip_s=600).items():
+        mem.setdefault(n, {}).update(g)
+    lat = latency[-1] if latency else {}
+    result = {
+        "minutes": round((time.time() - t0) / 60, 1),
+        "world": world,
+        "faults": faults,
+        "memory": mem,
+        "learner": {k: learner.get(k) for k in ("env_steps", "updates", "episodes", "online_transitions")},
+        "learner_dropped": {k: v for k, v in learner.items() if k.startswith("dropped/")},
+        "updates_lost_per_learner_kill": updates_lost,
+        "latency_ms_last_minute": lat,
+        "latency_p99_ms_worst_minute": max((x.get("p99", 0.0) for x in latency), default=None),
+        "observations_seen": mon.observations,
+        "hand_outside_workspace": len(mon.outside),
+        "hand_outside_examples": mon.outside[:5],
+    }
+    try:
+        result["store_vs_bag"] = compare_with_bag(out / "run", last_closed)
+    except Exception as e:  # noqa: BLE001 - the soak's other numbers still count
+        result["store_vs_bag"] = {"error": f"{type(e).__name__}: {e}"}
+    (out / "soak.json").write_text(json.dumps(result, indent=1, default=str))
+    print(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
