@@ -20,6 +20,7 @@ def run_node(make_node: Callable, args=None, executor_threads: int = 1) -> int:
     code = 0
     try:
         node = make_node()
+        quarantine(node)
         executor = MultiThreadedExecutor(executor_threads) if executor_threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
@@ -48,6 +49,76 @@ def run_node(make_node: Callable, args=None, executor_threads: int = 1) -> int:
         if rclpy.ok():
             rclpy.try_shutdown()
     return code
+
+
+def summarize(msg, width: int = 48) -> str:
+    """A one-line summary of a message for a log: its type, then each field (sequences and bytes
+    by their length, strings and numbers cut to `width` characters)."""
+    if isinstance(msg, (bytes, bytearray, memoryview)):
+        return f"{len(msg)} raw bytes"
+    fields = getattr(msg, "get_fields_and_field_types", None)
+    if fields is None:
+        return repr(msg)[:width]
+    parts = []
+    for name in fields():
+        v = getattr(msg, name, None)
+        if hasattr(v, "get_fields_and_field_types"):
+            s = "{" + summarize(v, width // 2).split(" ", 1)[-1] + "}"
+        elif (
+            isinstance(v, (bytes, bytearray, memoryview, list, tuple))
+            or hasattr(v, "__len__")
+            and not isinstance(v, str)
+        ):
+            s = f"<{len(v)} items>"
+        else:
+            s = repr(v)
+        parts.append(f"{name}={s[:width]}")
+    return f"{type(msg).__name__} " + ", ".join(parts)
+
+
+def quarantine(node) -> None:
+    """Guard every subscription callback of `node`, present and future: a message that passed the
+    node's own validation and still makes its callback raise is skipped, logged (throttled per topic)
+    with a summary of its content, and counted (/diagnostics `warnings/quarantined:<topic>`), so one
+    bad message never takes the node down and, replayed after a restart, down again."""
+    throttle = getattr(node, "throttle", None) or Throttle(node.get_logger())
+
+    def guard(sub):
+        cb, with_info = sub.callback, sub._callback_type.name == "WithMessageInfo"
+        topic = sub.topic_name
+
+        def report(msg, e):
+            throttle.warn(
+                f"quarantined:{topic}",
+                f"message on {topic} quarantined, skipped: {type(e).__name__}: {e} [{summarize(msg)}]",
+            )
+
+        if with_info:
+
+            def guarded(msg, info):
+                try:
+                    return cb(msg, info)
+                except Exception as e:  # noqa: BLE001 - the quarantine: any failure skips this message
+                    report(msg, e)
+        else:
+
+            def guarded(msg):
+                try:
+                    return cb(msg)
+                except Exception as e:  # noqa: BLE001 - the quarantine: any failure skips this message
+                    report(msg, e)
+
+        sub.callback = guarded
+        return sub
+
+    for sub in list(node.subscriptions):
+        guard(sub)
+    create = node.create_subscription
+
+    def create_subscription(*args, **kwargs):
+        return guard(create(*args, **kwargs))
+
+    node.create_subscription = create_subscription
 
 
 class Throttle:
