@@ -47,8 +47,8 @@ class Encoder(nn.Module):
         if mode == "cnn":
             h, w, _ = image_shape
             convs, c = [], 3
-            for s in (2, 1, 1, 1):
-                convs += [nn.Conv2d(c, 32, 3, s), nn.ReLU()]
+            for s in (2, 1, 1, 1):  # each conv LayerNorm'd over (C, H, W), as the project's CNN
+                convs += [nn.Conv2d(c, 32, 3, s), nn.GroupNorm(1, 32), nn.ReLU()]
                 c, h, w = 32, (h - 3) // s + 1, (w - 3) // s + 1
             self.cnn = nn.Sequential(*convs, nn.Flatten(), nn.Linear(32 * h * w, 50), nn.LayerNorm(50), nn.Tanh())
             d += 50

@@ -57,9 +57,9 @@ else
 fi
 
 # 4. The interfaces (msg/) through rosidl into the venv prefix.
-step "interfaces: rosidl build of msg/*.msg"
-msg_hash=$(hash_of "$ROOT"/msg/*.msg "$ROOT/CMakeLists.txt" "$ROOT/package.xml")
-if stamp_ok interfaces "$msg_hash" && "$PY" -c 'import robofume_ros.msg' 2>/dev/null; then
+step "interfaces: rosidl build of msg/*.msg and action/*.action"
+msg_hash=$(hash_of "$ROOT"/msg/*.msg "$ROOT"/action/*.action "$ROOT/CMakeLists.txt" "$ROOT/package.xml")
+if stamp_ok interfaces "$msg_hash" && "$PY" -c 'import robofume_ros.msg, robofume_ros.action' 2>/dev/null; then
   echo "up to date"
 else
   BUILD="$VENV/.robofume-build"

@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -124,12 +124,15 @@ def evaluate_policy(
     noise_scale: float = 1.0,
     phases=("forward", "backward"),
     noise_correlation: float = 0.0,
+    on_trial: Optional[Callable[[str, Optional[int]], None]] = None,
 ) -> tuple[EvalResult, list]:
     """Success rates of `policy` (rl.policy.Policy-like: act(image, proprio, instruction, deterministic,
     noise_scale=[, eps=])) on the pair's forward and backward tasks (those in `phases`; a task left out
     rates nan). Stochastic trials (deterministic=False) scale the actor's std by noise_scale; with
     noise_correlation > 0 their noise is AR(1)-correlated in time. `max_steps`: one time limit, or
-    (forward, backward). Returns (result, frames of the first forward trial)."""
+    (forward, backward). `on_trial(phase, steps to success or None)` runs after each trial (progress,
+    and cancellation: whatever it raises ends the evaluation). Returns (result, frames of the first
+    forward trial)."""
     from robofume_ros.sim.tasks import get_pair
     from robofume_ros.sim.world import ACTION_DIM, ResetFreeWorld
 
@@ -174,6 +177,8 @@ def evaluate_policy(
                     res[phase].append(
                         _run(world, policy, world.instruction, limits[phase], deterministic, rec, noise_scale, noise)
                     )
+                    if on_trial is not None:
+                        on_trial(phase, res[phase][-1])
             finally:
                 world.close()
     rate = lambda xs: float(np.mean([x is not None for x in xs])) if xs else float("nan")
@@ -240,12 +245,60 @@ def resolve_pair(pair_arg: "str | None", data: "str | None", policy_payload: "di
     return next(iter(found.values()))
 
 
+@dataclass
+class Prepared:
+    """Everything an evaluation needs, resolved from what a user gave (CLI or /evaluate goal)."""
+
+    policy: object
+    pair: object  # sim.tasks.TaskPair
+    scene_seed: Optional[int]
+    limits: tuple
+    start_jitter: float
+
+
+def prepare(policy_path, pair=None, data=None, scene_seed=None, max_steps: int = 0, start_jitter=None) -> Prepared:
+    """Load the checkpoint, resolve the pair (given, the dataset's, the checkpoint's), the scene
+    (the dataset's target scene), the time limits (given, from the dataset's demos, the pair's) and
+    the start jitter (given, the recipe's). Raises ValueError with a clear message."""
+    from robofume_ros import recipe
+    from robofume_ros.data.dataset import target_demo_steps
+    from robofume_ros.rl import checkpoint as ckpt
+    from robofume_ros.rl.policy import Policy
+    from robofume_ros.sim import tasks
+
+    try:
+        payload = ckpt.load_checkpoint(policy_path)
+        policy = Policy(payload, str(policy_path))
+        pair = tasks.get_pair(resolve_pair(pair, data, payload, str(policy_path)))
+    except (KeyError, ckpt.CheckpointError) as e:
+        raise ValueError(e.args[0] if e.args else str(e)) from e
+    scene = scene_seed if data is None else dataset_scene_seed(data)
+    if max_steps:
+        limits = (max_steps, max_steps)
+    else:
+        steps = target_demo_steps(data) if data else {}
+        limits = tasks.time_limits(pair, {ph: steps.get(pair.task(ph), []) for ph in ("forward", "backward")})
+    if start_jitter is None:
+        start_jitter = float(recipe.param(recipe.DEFAULT, "sim", "home_jitter_m"))
+    return Prepared(policy, pair, scene, tuple(limits), start_jitter)
+
+
 def main(argv=None) -> int:
     """`robofume evaluate`: ground-truth success of a checkpoint in a simulated reset-free pair."""
     ap = argparse.ArgumentParser(
         prog="robofume evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--policy", required=True, help="a checkpoint (robofume pretrain, the learner's policy_latest.pt)")
+    ap.add_argument(
+        "--policy",
+        help="a checkpoint (robofume pretrain, the learner's policy_latest.pt); with --remote: default the "
+        "running learner's newest policy",
+    )
+    ap.add_argument(
+        "--remote",
+        action="store_true",
+        help="run it as the /evaluate action of a running graph's evaluator_node (on any machine of the "
+        "ROS domain; feedback per trial, Ctrl-C cancels)",
+    )
     ap.add_argument("--pair", help="task pair (default: the dataset's, else the checkpoint's, else drawer)")
     where = ap.add_mutually_exclusive_group()
     where.add_argument("--data", help="the dataset the policy was trained on: evaluate in its target scene")
@@ -270,30 +323,20 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="write the result as JSON here")
     ap.add_argument("--video", help="write the first forward trial as a GIF here")
     ns = ap.parse_args(argv)
-    from robofume_ros import recipe
-    from robofume_ros.data.dataset import target_demo_steps
-    from robofume_ros.rl import checkpoint as ckpt
-    from robofume_ros.rl.policy import Policy
-    from robofume_ros.sim import tasks
+    if ns.remote:
+        from robofume_ros.ros.actions import evaluate_remote
 
+        return evaluate_remote(ns)
+    if not ns.policy:
+        ap.error("--policy is required (without --remote)")
     try:
-        payload = ckpt.load_checkpoint(ns.policy)
-        policy = Policy(payload, ns.policy)
-        pair = tasks.get_pair(resolve_pair(ns.pair, ns.data, payload, ns.policy))
-    except (KeyError, ValueError, ckpt.CheckpointError) as e:
-        print(f"robofume evaluate: {e.args[0] if e.args else e}", file=sys.stderr)
+        prep = prepare(ns.policy, ns.pair, ns.data, ns.scene_seed, ns.max_steps, ns.start_jitter)
+    except ValueError as e:
+        print(f"robofume evaluate: {e}", file=sys.stderr)
         return 2
-    scene = ns.scene_seed if ns.data is None else dataset_scene_seed(ns.data)
+    policy, pair, scene, limits, jitter = prep.policy, prep.pair, prep.scene_seed, prep.limits, prep.start_jitter
     if scene is None:
         print("no --data or --scene-seed: each trial in a freshly placed scene (generalisation)")
-    if ns.max_steps:
-        limits = (ns.max_steps, ns.max_steps)
-    else:
-        steps = target_demo_steps(ns.data) if ns.data else {}
-        limits = tasks.time_limits(pair, {ph: steps.get(pair.task(ph), []) for ph in ("forward", "backward")})
-    jitter = (
-        ns.start_jitter if ns.start_jitter is not None else float(recipe.param(recipe.DEFAULT, "sim", "home_jitter_m"))
-    )
     print(
         f"pair {pair.name} ({pair.forward} / {pair.backward}); time limits forward {limits[0]}, backward {limits[1]} steps"
     )

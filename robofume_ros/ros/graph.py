@@ -128,7 +128,7 @@ ARGUMENTS: list[LaunchArg] = [
         "policy_checkpoint",
         "",
         "actor checkpoint for the learned policy",
-        _ov(("policy", "checkpoint", str), ("learner", "init_checkpoint", str)),
+        _ov(("policy", "checkpoint", str), ("learner", "init_checkpoint", str), ("evaluator", "checkpoint", str)),
     ),
     LaunchArg("reward_model", "", "reward model checkpoint folder", _ov(("reward", "model_path", str))),
     LaunchArg(
@@ -136,7 +136,7 @@ ARGUMENTS: list[LaunchArg] = [
         "",
         "dataset folder(s), comma-separated, mixed into online training (Cal-QL 50/50); "
         "its target demos also set the episodes' time limits",
-        _ov(("learner", "offline_dataset", list)),
+        _ov(("learner", "offline_dataset", list), ("evaluator", "dataset", list)),
     ),
     LaunchArg(
         "budget_steps",
@@ -148,7 +148,7 @@ ARGUMENTS: list[LaunchArg] = [
         "run_dir",
         "",
         "folder for logs, bags, checkpoints (default: runs/<timestamp>)",
-        _ov(("learner", "run_dir", str)),
+        _ov(("learner", "run_dir", str), ("evaluator", "run_dir", str)),
     ),
     LaunchArg(
         "learner_device",
@@ -328,6 +328,9 @@ def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
         # without the reward the switcher falls back to time limits: not fatal, restarted
         add("reward", "reward_node", required=False, respawn=True)
         add("learner", "learner_node", required=False, respawn=True, nice=background_nice)
+        # /evaluate: ground-truth evaluation in its own simulated worlds, on request (a sim pair only)
+        if tasks.get_pair(a["world"]).simulated:
+            add("evaluator", "evaluator_node", required=False, nice=background_nice)
     if _truthy(a["record"]):
         add("recorder", "recorder_node", nice=background_nice)
 

@@ -1,0 +1,155 @@
+"""Evaluator: the /evaluate action, ground-truth evaluation of a policy from any machine on the graph.
+
+action: /evaluate (robofume_ros/action/Evaluate): goal = checkpoint, pair, trials, max_steps, seed;
+        feedback after every trial (task, trials done, successes so far); result = success rates and
+        the whole EvalResult as JSON. Cancel stops after the running trial.
+
+The evaluation runs in its own simulated worlds (never on the robot the graph drives), with the code
+of `robofume evaluate` (pipeline/evaluation.py). An empty checkpoint means the learner's newest
+policy (<run_dir>/learner/policy_latest.pt) or, before it wrote one, the node's `checkpoint`. One
+goal at a time: a second one while one runs is rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.node import Node
+
+from robofume_ros.action import Evaluate
+from robofume_ros.nodes._common import OK, Diagnostics, Throttle, run_node
+from robofume_ros.ros.params import declare, knob
+
+
+@dataclass
+class Params:
+    checkpoint: str = knob("", "policy checkpoint evaluated when a goal names none and the learner has written none")
+    run_dir: str = knob(
+        "", "the run's folder: a goal without a checkpoint evaluates <run_dir>/learner/policy_latest.pt"
+    )
+    dataset: list = knob(
+        [], "the run's dataset(s): the first one's target scene and demos' time limits (empty: the pair's)"
+    )
+    trials: int = knob(10, "trials per task when a goal says 0", range=(1, 1000))
+
+
+class Cancelled(Exception):
+    pass
+
+
+class EvaluatorNode(Node):
+    def __init__(self):
+        super().__init__("evaluator")
+        self.p = declare(self, Params)
+        self.log = self.get_logger()
+        self.throttle = Throttle(self.log)
+        self._busy = threading.Lock()
+        self.goals = self.done = self.cancelled = 0
+        self.last = ""
+        self.server = ActionServer(
+            self,
+            Evaluate,
+            "evaluate",
+            execute_callback=self.execute,
+            goal_callback=self.on_goal,
+            cancel_callback=lambda _goal: CancelResponse.ACCEPT,
+            callback_group=ReentrantCallbackGroup(),
+        )
+        self.diagnostics = Diagnostics(self, self.health, self.throttle)
+
+    def health(self):
+        values = {"goals": self.goals, "succeeded": self.done, "cancelled": self.cancelled, "busy": self._busy.locked()}
+        return OK, self.last or "waiting for /evaluate goals", values
+
+    def on_goal(self, goal):
+        if self._busy.locked():
+            self.log.warning("an /evaluate goal arrived while one runs: rejected")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def checkpoint_for(self, goal) -> str:
+        if goal.checkpoint:
+            return goal.checkpoint
+        latest = Path(self.p.run_dir).expanduser() / "learner" / "policy_latest.pt" if self.p.run_dir else None
+        if latest is not None and latest.exists():
+            return str(latest)
+        if self.p.checkpoint:
+            return self.p.checkpoint
+        raise ValueError("the goal names no checkpoint, and the node has neither a learner's policy nor `checkpoint`")
+
+    def execute(self, handle):
+        from robofume_ros.pipeline.evaluation import evaluate_policy, prepare
+
+        goal, result = handle.request, Evaluate.Result()
+        result.forward_success = result.backward_success = math.nan
+        with self._busy:
+            self.goals += 1
+            try:
+                path = self.checkpoint_for(goal)
+                prep = prepare(path, goal.pair or None, (self.p.dataset or [None])[0], None, int(goal.max_steps))
+            except ValueError as e:
+                result.ok, result.message = False, f"refused: {e}"
+                self.log.error(result.message)
+                handle.abort()
+                return result
+            trials = int(goal.trials) or self.p.trials
+            fb = Evaluate.Feedback(trials_total=2 * trials)
+
+            def on_trial(phase, steps):
+                fb.task, fb.trial = prep.pair.task(phase), fb.trial + 1
+                if steps is not None:
+                    if phase == "forward":
+                        fb.forward_successes += 1
+                    else:
+                        fb.backward_successes += 1
+                handle.publish_feedback(fb)
+                if handle.is_cancel_requested:
+                    raise Cancelled()
+
+            self.last = f"evaluating {path} on {prep.pair.name}, {trials} trials per task"
+            self.log.info(self.last)
+            try:
+                res, _ = evaluate_policy(
+                    prep.policy,
+                    pair=prep.pair.name,
+                    trials=trials,
+                    max_steps=prep.limits,
+                    seed=int(goal.seed),
+                    scene_seed=prep.scene_seed,
+                    start_jitter=prep.start_jitter,
+                    deterministic=not goal.stochastic,
+                    on_trial=on_trial,
+                )
+            except Cancelled:
+                self.cancelled += 1
+                result.ok, result.message = False, f"cancelled after {fb.trial} of {fb.trials_total} trials"
+                self.last = result.message
+                handle.canceled()
+                return result
+            self.done += 1
+            result.ok, result.pair = True, prep.pair.name
+            result.forward_success, result.backward_success = res.forward_success, res.backward_success
+            result.forward_trials, result.backward_trials = len(res.forward_trials), len(res.backward_trials)
+            result.result_json = json.dumps({"policy": path, **res.as_dict()})
+            result.message = (
+                f"{prep.pair.name}: forward {res.forward_success:.0%} ({result.forward_trials} trials), "
+                f"backward {res.backward_success:.0%} ({result.backward_trials} trials)"
+            )
+            self.last = result.message
+            self.log.info(result.message)
+            handle.succeed()
+            return result
+
+
+def main(args=None):
+    return run_node(EvaluatorNode, args, executor_threads=2)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""The /evaluate action: ground-truth evaluation served by evaluator_node, called from another
+process (`robofume evaluate --remote`), with feedback per trial, a result, and cancel."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from rosgraph import graph_under_test
+from tiny_models import tiny_learner_checkpoint
+
+
+def test_evaluate_action_runs_reports_progress_and_can_be_cancelled(tmp_path):
+    from action_msgs.msg import GoalStatus
+    from rclpy.action import ActionClient
+
+    from robofume_ros.action import Evaluate
+
+    ckpt = tiny_learner_checkpoint(tmp_path / "learner.pt")
+    args = {"policy_checkpoint": str(ckpt), "run_dir": str(tmp_path / "run"), "record": "false"}
+    with graph_under_test("finetune", args, tmp_path, only=("evaluator",)) as g:
+        # from another process, as a user on another machine would: the CLI's client
+        env = dict(g.runner.env)
+        out = tmp_path / "eval.json"
+        cmd = [sys.executable, "-m", "robofume_ros.cli", "evaluate", "--remote", "--trials", "2"]
+        cmd += ["--max-steps", "5", "--out", str(out)]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        lines = r.stdout.splitlines()
+        assert [ln.split("]")[0] for ln in lines if ln.startswith("[")] == ["[1/4", "[2/4", "[3/4", "[4/4"]
+        assert "drawer: forward" in lines[-1] and "(2 trials)" in lines[-1]
+        res = json.loads(out.read_text())
+        assert res["policy"] == str(ckpt) and res["setting"]["max_steps"] == [5, 5]
+        assert len(res["forward_trials"]) == 2 and len(res["backward_trials"]) == 2
+
+        # cancel: a long goal stops after the running trial, reported as cancelled
+        probe = g.probe({})
+        client = ActionClient(probe.node, Evaluate, "/evaluate")
+        assert client.wait_for_server(timeout_sec=30)
+        feedback = []
+        done = threading.Event()
+        state = {}
+
+        def on_result(fut):
+            state["result"] = fut.result()
+            done.set()
+
+        def on_goal(fut):
+            state["handle"] = fut.result()
+            state["handle"].get_result_async().add_done_callback(on_result)
+
+        client.send_goal_async(
+            Evaluate.Goal(trials=50, max_steps=5), feedback_callback=lambda m: feedback.append(m.feedback)
+        ).add_done_callback(on_goal)
+        deadline = time.monotonic() + 120
+        while not feedback and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert feedback, "no feedback from /evaluate"
+        state["handle"].cancel_goal_async()
+        assert done.wait(60), "the cancelled goal never ended"
+        res = state["result"]
+        assert res.status == GoalStatus.STATUS_CANCELED and not res.result.ok
+        assert "cancelled after" in res.result.message and feedback[-1].trials_total == 100
+        assert feedback[-1].trial < 100
+
+
+def test_evaluate_action_refuses_a_missing_checkpoint_clearly(tmp_path):
+    args = {"run_dir": str(tmp_path / "run"), "record": "false"}
+    with graph_under_test("finetune", args, tmp_path, only=("evaluator",)) as g:
+        env = dict(g.runner.env)
+        cmd = [sys.executable, "-m", "robofume_ros.cli", "evaluate", "--remote", "--policy", str(tmp_path / "nope.pt")]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1
+        assert "refused" in r.stdout and "checkpoint file not found" in r.stdout
+        assert set(g.runner.running()) == {"evaluator"}  # the node stays up for the next goal
