@@ -38,6 +38,7 @@ def _burn(stop_at: float) -> None:
 def measure(graph_name: str, args: dict, seconds: float, warmup: float, burn: bool, domain: int) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
 
     run_dir = Path(args["run_dir"])
     cmd = [sys.executable, "-m", "robofume_ros.cli", "launch", graph_name]
@@ -48,6 +49,8 @@ def measure(graph_name: str, args: dict, seconds: float, warmup: float, burn: bo
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
     node = rclpy.create_node("bench_latency", context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
     latest: dict = {}
 
     def on_diag(arr):
@@ -60,7 +63,7 @@ def measure(graph_name: str, args: dict, seconds: float, warmup: float, burn: bo
     try:
         t_end = time.time() + warmup
         while time.time() < t_end:
-            rclpy.spin_once(node, timeout_sec=0.2)
+            ex.spin_once(timeout_sec=0.2)
         if burn:
             stop_at = time.time() + seconds
             burners = [mp.Process(target=_burn, args=(stop_at,)) for _ in range(os.cpu_count() or 2)]
@@ -69,7 +72,7 @@ def measure(graph_name: str, args: dict, seconds: float, warmup: float, burn: bo
         latest.clear()
         t_end = time.time() + seconds
         while time.time() < t_end:
-            rclpy.spin_once(node, timeout_sec=0.2)
+            ex.spin_once(timeout_sec=0.2)
     finally:
         for b in burners:
             b.join(timeout=5)

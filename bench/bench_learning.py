@@ -8,7 +8,7 @@ Cal-QL at batch 256, in fp32 and with bf16 autocast, it times the project's grad
 (bench/plain_calql.py: the same Cal-QL math written as a reader first writes it) in alternating
 blocks of about --block-s seconds each, both reading batches from the same sampler. It prints the
 median steps/s of each, their spread (min..max over the blocks, as % of the median), the speed-up
-(ratio of medians), the FLOPs per step of each from the same counter (torch's FlopCounterMode over
+(the median over neighbouring block pairs of ours / plain, and its spread), the FLOPs per step of each from the same counter (torch's FlopCounterMode over
 one step, forward + backward), the project's achieved FLOP rate as a share of a matmul peak
 measured in the same run, and the share of the project's step in sampling / forward / backward /
 optimiser. The load average is printed before and after (the machine may be shared).
@@ -226,7 +226,7 @@ def main(argv=None):
         f"project step: fused CPU kernels (rl/native.py) {'in use' if fused else 'NOT available'}; baseline: bench/plain_calql.py"
     )
     print(
-        f"{'mode':9s} {'prec':5s} {'ours/s':>7s} {'spread':>9s} {'plain/s':>7s} {'spread':>9s} {'speed-up':>8s} "
+        f"{'mode':9s} {'prec':5s} {'ours/s':>7s} {'spread':>9s} {'plain/s':>7s} {'spread':>9s} {'speed-up':>8s} {'spread':>9s} "
         f"{'GFLOP ours':>10s} {'plain':>6s} {'ours of peak':>12s}  {'sample':>6s} {'fwd':>6s} {'bwd':>6s} {'optim':>6s}"
     )
     for mode in args.modes.split(","):
@@ -234,8 +234,12 @@ def main(argv=None):
             bf16 = prec == "bf16"
             a, b, fa, fb, ph = bench(mode, bf16, args.batch, args.repeats, args.block_s)
             ma, mb = statistics.median(a), statistics.median(b)
+            # the speed-up of each pair of neighbouring blocks, then their median: a machine whose
+            # speed drifts during the run slows both blocks of a pair alike
+            ratios = [x / y for x, y in zip(a, b)]
             print(
-                f"{mode:9s} {prec:5s} {ma:7.1f} {spread(a):>9s} {mb:7.1f} {spread(b):>9s} {ma / mb:7.2f}x "
+                f"{mode:9s} {prec:5s} {ma:7.1f} {spread(a):>9s} {mb:7.1f} {spread(b):>9s} "
+                f"{statistics.median(ratios):7.2f}x {spread(ratios):>9s} "
                 f"{fa / 1e9:10.2f} {fb / 1e9:6.2f} {ma * fa / peak[bf16]:12.1%}  "
                 + " ".join(f"{v:6.1%}" for v in ph.values()),
                 flush=True,

@@ -140,7 +140,8 @@ class Monitor:
             if kind == 1:
                 o.image.encoding = "yuv422_weird"
             o.proprio = [0.0, 0.6, 0.2] if kind == 2 else [0.0, float("nan") if kind == 3 else 0.6, 0.2, 1.0]
-            o.instruction, o.task, o.episode_index = "open the drawer", "drawer-open", max(self.last_episode, 0)
+            # an episode no one runs: the bag keeps the poison apart from the robot's episodes
+            o.instruction, o.task, o.episode_index = "open the drawer", "drawer-open", 999_999
             self.pub.publish(o)
             sent += 1
             time.sleep(1.0 / rate_hz)
@@ -173,19 +174,15 @@ def growth_mb_per_h(samples, skip_s: float) -> dict:
 
 
 def compare_with_bag(run_dir: Path, last_closed: int) -> dict:
-    from robofume_ros.data.bags import read_messages
+    from robofume_ros.data.bags import transitions_per_episode
     from robofume_ros.data.dataset import load_episodes
 
-    per_episode: dict = defaultdict(int)
-    bags = sorted((run_dir / "bags").iterdir())
-    for _t, _ty, m, _s in read_messages(bags, topics=["/observation"]):
-        if m.header.frame_id != "soak-poison":
-            per_episode[int(m.episode_index)] += 1
+    per_episode = transitions_per_episode(sorted((run_dir / "bags").iterdir()))
     stored = {int(e.provenance["episode_index"]): len(e) for e in load_episodes(run_dir / "learner" / "online")}
     closed = [i for i in sorted(per_episode) if 0 < i < last_closed]
     missing = [i for i in closed if i not in stored]
-    short = {i: (stored[i], per_episode[i] - 1) for i in closed if i in stored and stored[i] != per_episode[i] - 1}
-    bag_transitions = sum(per_episode[i] - 1 for i in closed)
+    short = {i: (stored[i], per_episode[i]) for i in closed if i in stored and stored[i] != per_episode[i]}
+    bag_transitions = sum(per_episode[i] for i in closed)
     learner_transitions = sum(stored.get(i, 0) for i in closed)
     return {
         "episodes_compared": len(closed),

@@ -292,10 +292,9 @@ def test_outage_link_cut_and_learner_kill_across_hosts_lose_no_transition(tmp_pa
     SIGKILLed mid-run; the learner backfills both gaps from the robot's recorder, and afterwards every
     episode it stored holds exactly the transitions of the robot's bag (`pytest -k outage`)."""
     pytest.importorskip("rclpy")
-    from test_ros_finetune import finetune_specs, stored_indices
+    from test_ros_finetune import bag_transitions, finetune_specs, stored_indices
     from tiny_models import tiny_learner_checkpoint, tiny_reward_model
 
-    from robofume_ros.data.bags import read_messages
     from robofume_ros.data.dataset import load_episodes
     from robofume_ros.ros.runner import GraphRunner
 
@@ -356,15 +355,13 @@ def test_outage_link_cut_and_learner_kill_across_hosts_lose_no_transition(tmp_pa
                 r.stop(sigint_timeout=6.0, sigterm_timeout=3.0)
     assert "gap in the stream" in log, log[-3000:]  # the link cut was noticed and backfilled
     end = max(stored_indices(learner_dir))
-    per_episode: dict = {}
-    for _t, _ty, m, _s in read_messages(sorted((tmp_path / "bags").iterdir()), topics=["/observation"]):
-        per_episode[int(m.episode_index)] = per_episode.get(int(m.episode_index), 0) + 1
+    per_episode = bag_transitions(tmp_path / "bags")
     stored_len = {int(e.provenance["episode_index"]): len(e) for e in load_episodes(learner_dir / "online")}
     closed = [i for i in sorted(per_episode) if 0 < i < end]
     assert len(closed) >= 8
     missing = set(closed) - set(stored_len)
     assert not missing, f"episodes the learner lost across the cut and the kill: {sorted(missing)}"
-    wrong = {i: (stored_len[i], per_episode[i] - 1) for i in closed if stored_len[i] != per_episode[i] - 1}
+    wrong = {i: (stored_len[i], per_episode[i]) for i in closed if stored_len[i] != per_episode[i]}
     assert not wrong, f"episode: (learner's transitions, bag's) differ: {wrong}"
     print(
         f"\nlink cut 20 s + learner SIGKILL across two hosts: {len(closed)} episodes, "

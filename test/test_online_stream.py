@@ -197,3 +197,27 @@ def test_an_overridden_outcome_relabels_the_stored_episode_on_disk_and_in_the_bu
     st2 = EpisodeStream(tmp_path, action_dim=4)
     st2.recover()
     assert st2.stored_success(0) is False
+
+
+def test_missing_commands_name_the_episodes_a_close_would_cut(tmp_path):
+    from robofume_ros.online.episode_stream import EpisodeStream
+
+    s = EpisodeStream(tmp_path, action_dim=4)
+    img = np.zeros((4, 4, 3), np.uint8)
+    for t in range(6):  # episode 1: steps 0..2, episode 2: steps 3..5
+        s.observation(100 + t, 1 + t // 3, img, np.zeros(4), "open the drawer", "drawer-open")
+    for t in (0, 2, 3, 4):  # step 1's command never came; the last step of an episode needs none
+        s.command(100 + t, np.zeros(4))
+    assert s.missing_commands(2, 10) == (101, [1])
+    assert s.missing_commands(3, 10) == (101, [1])  # episode 2 is whole: 3 and 4 commanded, 5 is its last
+    s.command(101, np.zeros(4))  # the backfill brings it
+    assert s.missing_commands(3, 10) == (None, [])
+    (ep1,) = s.close_before(2, True)
+    assert len(ep1) == 2 and not s.dropped
+    # a first frame the robot never acted on (taken before the arm went home) is no hole
+    s.observation(200, 3, img, np.zeros(4), "open the drawer", "drawer-open")
+    for t in (240, 241, 242):
+        s.observation(t, 3, img, np.zeros(4), "open the drawer", "drawer-open")
+        s.command(t, np.zeros(4))
+    assert s.missing_commands(4, 10) == (None, [])
+    assert s.missing_commands(4, 100) == (200, [3])

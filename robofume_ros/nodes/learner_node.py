@@ -145,6 +145,7 @@ class LearnerNode(Node):
         self.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
         # backfill: what the robot did while this learner was down or cut off, from the recorder
         self.backfill = None  # the request in flight: {"request", "since_ns", "t0", "sent"}
+        self._asked_for_commands: set = set()  # episodes a backfill was asked to complete (once each)
         self.backfill_requests = 0
         self.backfilled = 0  # observations that came in through a backfill
         self._held_phases: list = []  # phase messages held while a backfill is in flight
@@ -389,11 +390,31 @@ class LearnerNode(Node):
 
     def _apply_phases(self) -> None:
         while self._pending_phases:
+            if self.backfill is not None:  # e.g. asked for below: the phases wait for it
+                self._held_phases[:0] = [m for _t, m in self._pending_phases]  # older than the held ones
+                self._pending_phases.clear()
+                return
             t, msg = self._pending_phases[0]
             if self.stream.newest_episode < msg.episode_index and time.monotonic() - t < 2.0:
                 return
+            if self._ask_for_missing_commands(msg.episode_index):
+                continue
             self._pending_phases.pop(0)
             self._apply_phase(msg)
+
+    def _ask_for_missing_commands(self, before_episode: int) -> bool:
+        """Steps without their command would cut the episodes this phase closes (a command the
+        learner's reader missed, e.g. while it was matching the policy's writer after a restart):
+        ask the recorder once per episode, then close with whatever arrived."""
+        if not self.p.backfill:
+            return False
+        period = sorted(self._period_ns)[len(self._period_ns) // 2] if self._period_ns else 1e8
+        first, episodes = self.stream.missing_commands(before_episode, int(1.6 * period))
+        if first is None or set(episodes) <= self._asked_for_commands:
+            return False
+        self._asked_for_commands.update(episodes)
+        self.start_backfill(first - 1, f"commands missing in episode(s) {episodes}")
+        return True
 
     def _apply_phase(self, msg) -> None:
         # also on the first phase message after a (re)start: episodes of the journal that ended

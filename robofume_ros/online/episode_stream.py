@@ -291,6 +291,23 @@ class EpisodeStream:
         self.stored[ep.index] = (path, bool(success))
         return episode
 
+    def missing_commands(self, before_episode: int, pause_ns: int) -> tuple[Optional[int], list]:
+        """(stamp of the earliest step without its command, the open episodes before
+        `before_episode` that have such a step): what closing them now would cut. An episode's
+        last observation needs no command; nor does its first when the next one came more than
+        `pause_ns` later (a frame from before the arm went home: the robot never acted on it)."""
+        first, episodes = None, []
+        for idx, ep in self.open.items():
+            if idx >= before_episode or len(ep.steps) < 2:
+                continue
+            steps = sorted(ep.steps, key=lambda st: st.stamp)
+            head = 1 if steps[1].stamp - steps[0].stamp > pause_ns else 0
+            holes = [st.stamp for st in steps[head:-1] if st.action is None]
+            if holes:
+                episodes.append(idx)
+                first = holes[0] if first is None else min(first, holes[0])
+        return first, sorted(episodes)
+
     def backfill_since(self) -> int:
         """Where a backfill must start so that no step of an open episode (restored from the
         journal, maybe with holes) or after the newest stored one is missing: the oldest step of

@@ -44,7 +44,7 @@ from .types import (
 )
 from .writer import BagWriter
 from .recovery import RecoveryReport, recover_bag
-from .reader import BagReader, RawMessage, read_messages
+from .reader import BagReader, RawMessage, read_messages, transitions_per_episode
 from .synthetic import write_episodes_bag
 from .cdr import parse_command, parse_observation, parse_reward
 
@@ -82,6 +82,7 @@ __all__ = [
     'parse_observation',
     'parse_reward',
     'read_messages',
+    'transitions_per_episode',
     'recover_bag',
     'register_bag_types',
     'stamp_ns',

@@ -297,3 +297,24 @@ def read_messages(paths, topics=None, store=None):
         if topics:
             r.require(topics)
         return [(m.topic, m.msgtype, r.deserialize(m), m.stamp) for m in r.messages(topics)]
+
+
+def transitions_per_episode(paths) -> dict:
+    """Episode index -> the transitions the robot made in it, from a recorder's bag(s):
+    consecutive observations the first of which it acted on (a command with the observation's
+    stamp). A frame without a command (e.g. taken before the arm went home) starts the chain after
+    it, as the learner and `robofume dataset from-bags` build episodes."""
+    from .types import stamp_ns
+
+    obs, commanded = {}, set()
+    for topic, _ty, m, _s in read_messages(paths, topics=["/observation", "/robot/command"]):
+        if topic == "/observation":
+            obs.setdefault(int(m.episode_index), []).append(stamp_ns(m.header.stamp))
+        else:
+            commanded.add(stamp_ns(m.header.stamp))
+    out = {}
+    for ep, stamps in obs.items():
+        stamps.sort()
+        holes = [i for i, s in enumerate(stamps[:-1]) if s not in commanded]
+        out[ep] = len(stamps) - 1 - (holes[-1] + 1 if holes else 0)
+    return out
