@@ -79,7 +79,11 @@ def measure(graph_name: str, args: dict, seconds: float, warmup: float, burn: bo
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
         proc.wait(timeout=60)
-    return {k.split("/", 1)[1]: float(v) for k, v in latest.items() if k.startswith("frame_to_command_ms/")}
+    out = {k.split("/", 1)[1]: float(v) for k, v in latest.items() if k.startswith("frame_to_command_ms/")}
+    out.update(
+        {"queued_" + k.split("/", 1)[1]: float(v) for k, v in latest.items() if k.startswith("command_queued_ms/")}
+    )
+    return out
 
 
 def main(argv=None) -> int:
@@ -116,7 +120,9 @@ def main(argv=None) -> int:
         print(
             f"{graph_name} graph, {name}: frame -> command p50 {r.get('p50', float('nan')):.1f} ms, "
             f"p95 {r.get('p95', float('nan')):.1f}, p99 {r.get('p99', float('nan')):.1f}, "
-            f"max {r.get('max', float('nan')):.1f} ({r.get('n', 0):.0f} commands)",
+            f"max {r.get('max', float('nan')):.1f} ({r.get('n', 0):.0f} commands); then waiting for the robot "
+            f"node's executor p50 {r.get('queued_p50', float('nan')):.1f} ms, p99 {r.get('queued_p99', float('nan')):.1f}, "
+            f"max {r.get('queued_max', float('nan')):.1f}",
             flush=True,
         )
     if len(ns.nice) == 2:

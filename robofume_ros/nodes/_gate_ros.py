@@ -91,6 +91,7 @@ class GatedRobot:
         self.pub_safety = self.create_publisher(String, graph.TOPICS["safety"], qos.LATCHED)
         self._allowed = list(p.allowed_command_nodes)
         self._latency_ms: deque = deque(maxlen=600)  # the last minute of frame -> command latencies
+        self._queued_ms: deque = deque(maxlen=600)  # ... and how long each waited for this node's executor
         self._senders: dict[bytes, str] = {}  # publisher gid -> node name (from the ROS graph)
         for topic, human in ((graph.TOPICS["command"], False), (graph.TOPICS["intervention"], True)):
             self.create_subscription(
@@ -114,6 +115,7 @@ class GatedRobot:
             ),
             "stopped": self.gate.stopped,
             **{f"frame_to_command_ms/{k}": v for k, v in self.command_latency_ms().items()},
+            **{f"command_queued_ms/{k}": v for k, v in _quantiles(self._queued_ms).items()},
             **{f"safety/{k}": v for k, v in sorted(counts.items())},
         }
         refused = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("refused_source:")}
@@ -144,15 +146,9 @@ class GatedRobot:
 
     def command_latency_ms(self) -> dict:
         """Frame -> command latency at the robot side: the command's stamp is its observation's,
-        which is the camera frame's; measured on this node's clock as commands arrive."""
-        if not self._latency_ms:
-            return {}
-        lat = sorted(self._latency_ms)
-
-        def q(f):
-            return lat[min(len(lat) - 1, int(f * len(lat)))]
-
-        return {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "max": lat[-1], "n": len(lat)}
+        which is the camera frame's; measured when the middleware received the command (on the
+        system clock; on this node's clock as the callback runs when it runs on sim time)."""
+        return _quantiles(self._latency_ms)
 
     def _on_command(self, msg, from_intervention_topic: bool, topic: str = "", info=None):
         if self._allowed:
@@ -167,7 +163,14 @@ class GatedRobot:
                 return
         stamp_ns = stamp_key(msg.header.stamp)
         if stamp_ns and not from_intervention_topic:
-            self._latency_ms.append((self.get_clock().now().nanoseconds - stamp_ns) * 1e-6)
+            now_ns = self.get_clock().now().nanoseconds
+            received = (info or {}).get("received_timestamp") or 0
+            if received and abs(now_ns - received) < 10**10:  # this node runs on the system clock
+                # the time the command waited for this node's executor (e.g. while the simulator
+                # homes the arm) is counted apart: it is the robot side's delay, not the path's
+                self._queued_ms.append((now_ns - received) * 1e-6)
+                now_ns = received
+            self._latency_ms.append((now_ns - stamp_ns) * 1e-6)
         now = time.monotonic()
         human = from_intervention_topic or bool(msg.intervention)
         why = self.gate.submit(command_to_action(msg, self.action_dim), msg.source, human, now)
@@ -227,3 +230,15 @@ class GatedRobot:
 
     def log_safety_summary(self):
         self.get_logger().info(f"safety counts: {self.gate.counts_dict()}")
+
+
+def _quantiles(values) -> dict:
+    """p50 / p95 / p99 / max / n of a window of latencies (empty: {})."""
+    if not values:
+        return {}
+    lat = sorted(values)
+
+    def q(f):
+        return lat[min(len(lat) - 1, int(f * len(lat)))]
+
+    return {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "max": lat[-1], "n": len(lat)}
