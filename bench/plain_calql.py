@@ -89,6 +89,7 @@ class PlainCalQL:
         z = self.encoder.out_dim
         self.q1, self.q2 = mlp(z + A, 1, hidden), mlp(z + A, 1, hidden)
         self.q1_t, self.q2_t = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
+        self.encoder_t = copy.deepcopy(self.encoder)  # the target critic's own encoder, as the project's
         self.actor = Actor(z, A, hidden)
         self.log_alpha = torch.zeros((), requires_grad=True)
         critic_params = list(self.encoder.parameters()) + list(self.q1.parameters()) + list(self.q2.parameters())
@@ -113,8 +114,9 @@ class PlainCalQL:
         z = self.encoder(obs)
         with torch.no_grad():
             z_next = self.encoder(next_obs)
+            z_next_t = self.encoder_t(next_obs) if self.encoder.mode == "cnn" else z_next
             a_next, _, _ = self.actor.sample(z_next)
-            q_next_t = torch.min(self.q(self.q1_t, z_next, a_next), self.q(self.q2_t, z_next, a_next))
+            q_next_t = torch.min(self.q(self.q1_t, z_next_t, a_next), self.q(self.q2_t, z_next_t, a_next))
             target = r + disc * q_next_t
         q1_data, q2_data = self.q(self.q1, z, a_data), self.q(self.q2, z, a_data)
         td = F.mse_loss(q1_data.float(), target) + F.mse_loss(q2_data.float(), target)
@@ -157,7 +159,7 @@ class PlainCalQL:
 
         # --- targets
         with torch.no_grad():
-            for net, tgt in ((self.q1, self.q1_t), (self.q2, self.q2_t)):
+            for net, tgt in ((self.q1, self.q1_t), (self.q2, self.q2_t), (self.encoder, self.encoder_t)):
                 for p, pt in zip(net.parameters(), tgt.parameters()):
                     pt.mul_(0.995).add_(p, alpha=0.005)
         return {"q_data": q1_data.detach().float().mean(), "critic_loss": critic_loss.detach()}
