@@ -1,6 +1,6 @@
 """Speed bench of the learning core against a plain, textbook Cal-QL step (a script, not a test).
 
-  python bench/bench_learning.py [--threads 2] [--block-s 3] [--repeats 5] [--modes state,features,cnn] [--batch 256]
+  python bench/bench_learning.py [--threads 2] [--block-s 4] [--repeats 5] [--modes state,features,cnn] [--batch 256]
 
 For state-based, frozen-encoder (1280-d EfficientNet-lite0 features) and trainable-CNN (100x100)
 Cal-QL at batch 256, in fp32 and with bf16 autocast, it times the project's gradient step
@@ -207,7 +207,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5, help="pairs of alternating timing blocks")
-    ap.add_argument("--block-s", type=float, default=3.0, help="seconds per timing block")
+    ap.add_argument("--block-s", type=float, default=4.0, help="seconds per timing block")
     ap.add_argument("--modes", default="state,features,cnn")
     ap.add_argument("--precisions", default="fp32,bf16")
     args = ap.parse_args(argv)
