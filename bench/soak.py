@@ -90,6 +90,7 @@ class Monitor:
         self.low, self.high = np.asarray(low), np.asarray(high)
         self.lock = threading.Lock()
         self.learner: dict = {}
+        self.learner_t = 0.0  # when the learner's newest status arrived
         self.robot: dict = {}
         self.last_episode = -1
         self.outside = []  # (time, xyz) where the hand was outside the box
@@ -111,7 +112,7 @@ class Monitor:
             vals = {kv.key: kv.value for kv in st.values}
             with self.lock:
                 if st.name.endswith("/learner"):
-                    self.learner = vals
+                    self.learner, self.learner_t = vals, time.time()
                 elif st.name.endswith(("/sim", "/arm_bridge")):
                     self.robot = vals
 
@@ -263,14 +264,14 @@ def main(argv=None) -> int:
                         os.kill(p.pid, signal.SIGKILL)
                         rec["pid"] = p.pid
                     if target == "learner":  # where does the restarted learner resume?
-                        deadline = time.time() + 240
+                        killed_at, deadline = time.time(), time.time() + 240
                         while time.time() < deadline:
-                            time.sleep(2)
+                            time.sleep(1)
                             q = node_processes(proc.pid).get("learner")
                             with mon.lock:
-                                u = mon.learner.get("updates")
-                            if q is not None and q.pid != rec.get("pid") and u is not None and int(u) < before:
-                                rec["resumed_at_update"] = int(u)
+                                u, fresh = mon.learner.get("updates"), mon.learner_t > killed_at + 0.5
+                            if q is not None and q.pid != rec.get("pid") and fresh and u is not None:
+                                rec["resumed_at_update"] = int(u)  # its first status after the restart
                                 break
                         rec["updates_before"] = before
                         if "resumed_at_update" in rec:
