@@ -80,6 +80,7 @@ class Monitor:
     def __init__(self, domain: int, low, high):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
 
         from robofume_ros.msg import Observation, TaskPhase
 
@@ -87,6 +88,8 @@ class Monitor:
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx, domain_id=domain)
         self.node = rclpy.create_node("soak_monitor", context=self.ctx)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
         self.low, self.high = np.asarray(low), np.asarray(high)
         self.lock = threading.Lock()
         self.learner: dict = {}
@@ -105,7 +108,7 @@ class Monitor:
 
     def spin(self):
         while not self.stop:
-            self.rclpy.spin_once(self.node, timeout_sec=0.1)
+            self.executor.spin_once(timeout_sec=0.1)
 
     def on_diag(self, arr):
         for st in arr.status:
