@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fault-every", type=float, default=240.0, help="seconds between faults")
     ap.add_argument("--first-fault", type=float, default=180.0, help="seconds before the first fault")
     ap.add_argument("--out", default="runs/soak")
-    ap.add_argument("--domain-id", type=int, default=77)
+    ap.add_argument("--domain-id", type=int, default=177, help="outside the 1-100 the tests draw from")
     ns = ap.parse_args(argv)
     import yaml
 
