@@ -20,7 +20,7 @@ from pathlib import Path
 
 from robofume_ros.ros import graph as graph_mod
 from robofume_ros.ros.runner import GraphRunner
-from robofume_ros.nodes._gate_ros import COMMAND_SOURCES
+from robofume_ros.ros.gate import COMMAND_SOURCES
 
 _domains = itertools.count(1 + (os.getpid() * 7) % 60)
 

@@ -10,7 +10,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 from rosgraph import Probe, next_domain_id
 
-from robofume_ros.nodes._common import Throttle, quarantine, summarize
+from robofume_ros.ros.node import Throttle, quarantine, summarize
 
 
 class _Log:

@@ -1,7 +1,7 @@
 """Real-arm bridge: the graph's ArmCommands -> the arm driver's interface, and the arm's state back.
 
 in:  /robot/command, /robot/intervention (ArmCommand), /robot/stop (Bool) -- through the same
-     CommandGate + safety envelope as the simulator (nodes/_gate_ros.py) --;
+     CommandGate + safety envelope as the simulator (ros/gate.py) --;
      `joint_state_topic` (sensor_msgs/JointState); `ee_pose_topic` (geometry_msgs/PoseStamped, or ""
      to compute the pose by forward kinematics of the configured chain)
 out: `interface: servo`            -> geometry_msgs/TwistStamped on `servo_twist_topic` (MoveIt Servo's
@@ -36,8 +36,8 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import RobotState
-from robofume_ros.nodes._common import Throttle, run_node
-from robofume_ros.nodes._gate_ros import GatedRobot, GateParams
+from robofume_ros.ros.node import Throttle, run_node
+from robofume_ros.ros.gate import GatedRobot, GateParams
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.safety.kinematics import Chain, delta_rotation, matrix_to_quat_wxyz

@@ -19,7 +19,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import Observation, RobotState, TaskPhase
-from robofume_ros.nodes._common import OK, WARN, Diagnostics, Throttle, run_node
+from robofume_ros.ros.node import OK, WARN, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, compressed_to_rgb, image_to_rgb, resize_rgb, rgb_to_image

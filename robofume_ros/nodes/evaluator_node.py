@@ -23,7 +23,7 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 
 from robofume_ros.action import Evaluate
-from robofume_ros.nodes._common import OK, Diagnostics, Throttle, run_node
+from robofume_ros.ros.node import OK, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 
 

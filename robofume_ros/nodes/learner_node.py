@@ -28,7 +28,7 @@ from std_msgs.msg import String
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation, PolicyWeights, Reward, TaskPhase
 from robofume_ros.interfaces import backfill_topic
-from robofume_ros.nodes._common import ERROR, OK, Diagnostics, Throttle, run_node
+from robofume_ros.ros.node import ERROR, OK, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, command_to_action, image_to_rgb, stamp_key

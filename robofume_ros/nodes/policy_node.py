@@ -26,7 +26,7 @@ from std_msgs.msg import Float32
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation, PolicyWeights
-from robofume_ros.nodes._common import OK, WARN, Diagnostics, Throttle, run_node
+from robofume_ros.ros.node import OK, WARN, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob, on_runtime_change
 from robofume_ros.rl.exploration import ExplorationNoise
 from robofume_ros.ros import qos

@@ -25,7 +25,7 @@ from std_msgs.msg import String
 
 from robofume_ros.interfaces import BACKFILL_KEYS, MSGTYPES, backfill_topic
 from robofume_ros.ros import graph
-from robofume_ros.nodes._common import ERROR, OK, Diagnostics, Throttle, run_node
+from robofume_ros.ros.node import ERROR, OK, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from rclpy.node import Node
 
-from robofume_ros.nodes._common import run_node
+from robofume_ros.ros.node import run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos as Q
 

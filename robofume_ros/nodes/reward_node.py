@@ -23,7 +23,7 @@ from std_srvs.srv import Trigger
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import Observation, Reward
-from robofume_ros.nodes._common import OK, Diagnostics, Throttle, run_node
+from robofume_ros.ros.node import OK, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob, on_runtime_change
 from robofume_ros.ros import qos
 from robofume_ros.reward.debounce import frame_success

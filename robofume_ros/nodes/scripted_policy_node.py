@@ -17,7 +17,7 @@ from std_msgs.msg import Float64MultiArray
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation
-from robofume_ros.nodes._common import OK, WARN, Diagnostics, Throttle, run_node
+from robofume_ros.ros.node import OK, WARN, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import action_to_command

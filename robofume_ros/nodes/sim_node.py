@@ -1,7 +1,7 @@
 """Simulated robot: a reset-free MuJoCo / Meta-World pair behind the arm command interface.
 
 in:  /robot/command, /robot/intervention (ArmCommand), /robot/stop (Bool) -- all through the one
-     CommandGate + safety envelope the arm bridge uses (nodes/_gate_ros.py) --, /task_phase
+     CommandGate + safety envelope the arm bridge uses (ros/gate.py) --, /task_phase
 out: /camera/image_raw (Image rgb8), /robot/state (RobotState), /eval/ground_truth (GroundTruth,
      evaluation only), /sim/expert_state (privileged state for scripted experts), /clock (lockstep),
      /robot/safety (String, JSON counts)
@@ -28,8 +28,8 @@ from std_msgs.msg import Float64MultiArray
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import GroundTruth, RobotState, TaskPhase
-from robofume_ros.nodes._common import Throttle, ground_truth_msgs, run_node
-from robofume_ros.nodes._gate_ros import GatedRobot, GateParams
+from robofume_ros.ros.node import Throttle, ground_truth_msgs, run_node
+from robofume_ros.ros.gate import GatedRobot, GateParams
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import rgb_to_image, stamp_key

@@ -32,7 +32,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import GroundTruth, TaskPhase
-from robofume_ros.nodes._common import Throttle, ground_truth_msgs, run_node
+from robofume_ros.ros.node import Throttle, ground_truth_msgs, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import rgb_to_image

@@ -22,7 +22,7 @@ from std_srvs.srv import Trigger
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import GroundTruth, Observation, Reward, RewardOverride, TaskPhase
-from robofume_ros.nodes._common import OK, WARN, Diagnostics, Throttle, run_node
+from robofume_ros.ros.node import OK, WARN, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob, on_runtime_change
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, image_to_rgb, stamp_key

@@ -25,7 +25,7 @@ from std_srvs.srv import Trigger
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, RewardOverride, TaskPhase
-from robofume_ros.nodes._common import Throttle, run_node
+from robofume_ros.ros.node import Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import action_to_command

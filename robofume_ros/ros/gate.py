@@ -22,7 +22,7 @@ from std_srvs.srv import Trigger
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand
-from robofume_ros.nodes._common import OK, WARN, Diagnostics
+from robofume_ros.ros.node import OK, WARN, Diagnostics
 from robofume_ros.ros.params import knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import command_to_action, stamp_key
