@@ -181,10 +181,16 @@ def growth_mb_per_h(samples, skip_s: float) -> dict:
 
 
 def compare_with_bag(run_dir: Path, last_closed: int) -> dict:
-    from robofume_ros.data.bags import transitions_per_episode
+    from robofume_ros.data.bags import BagTruncatedError, recover_bag, transitions_per_episode
     from robofume_ros.data.dataset import load_episodes
 
-    per_episode = transitions_per_episode(sorted((run_dir / "bags").iterdir()))
+    bags = sorted((run_dir / "bags").iterdir())
+    try:
+        per_episode = transitions_per_episode(bags)
+    except BagTruncatedError:  # a recorder that did not close its last file: read up to the damage
+        for b in bags:
+            recover_bag(b)
+        per_episode = transitions_per_episode(bags)
     stored = {int(e.provenance["episode_index"]): len(e) for e in load_episodes(run_dir / "learner" / "online")}
     closed = [i for i in sorted(per_episode) if 0 < i < last_closed]
     missing = [i for i in closed if i not in stored]
@@ -303,7 +309,7 @@ def main(argv=None) -> int:
             learner = dict(mon.learner)
     finally:
         try:
-            os.killpg(proc.pid, signal.SIGINT)
+            proc.send_signal(signal.SIGINT)  # the runner stops its nodes in order (the recorder closes its bag)
             proc.wait(timeout=120)
         except ProcessLookupError:
             pass  # the graph stopped by itself (a required node died): reported below
