@@ -141,6 +141,21 @@ class TwoHosts:
             raise
         return self
 
+    def env(self, i: int, domain: int, profile: Path, log_dir: Path) -> dict:
+        """The environment of a process on host i: this domain, discovery over the veth link to the
+        other host (multicast + its address as a static peer), Fast DDS over UDP only."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ROS_", "FASTDDS", "FASTRTPS"))}
+        env.update(
+            ROS_DOMAIN_ID=str(domain),
+            ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET",
+            ROS_STATIC_PEERS=self.addr[1 - i],
+            FASTDDS_DEFAULT_PROFILES_FILE=str(profile),
+            RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
+            ROS_LOG_DIR=str(log_dir),
+            PYTHONPATH=str(ROOT),
+        )
+        return env
+
     def rx_bytes(self, i: int) -> int:
         r = _ip("-n", self.ns[i], "-s", "-j", "link", "show", self.dev[i])
         return int(json.loads(r.stdout)[0]["stats64"]["rx"]["bytes"])
@@ -212,16 +227,7 @@ def test_weights_and_transitions_cross_between_namespaces(tmp_path):
         rx_before = net.rx_bytes(0)
         try:
             for i, role in ((1, "learner"), (0, "actor")):  # ns a = robot PC, ns b = learner host
-                env = {k: v for k, v in os.environ.items() if not k.startswith(("ROS_", "FASTDDS", "FASTRTPS"))}
-                env.update(
-                    ROS_DOMAIN_ID=str(domain),
-                    ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET",
-                    ROS_STATIC_PEERS=net.addr[1 - i],
-                    FASTDDS_DEFAULT_PROFILES_FILE=str(profile),
-                    RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
-                    ROS_LOG_DIR=str(tmp_path / "roslog"),
-                    PYTHONPATH=str(ROOT),
-                )
+                env = net.env(i, domain, profile, tmp_path / "roslog")
                 script = tmp_path / "peer.py"
                 script.write_text(PEER)
                 cmd = [
@@ -310,16 +316,7 @@ def test_outage_link_cut_and_learner_kill_across_hosts_lose_no_transition(tmp_pa
         runners = []
         try:
             for i, names in ((1, {"learner"}), (0, {s.name for s in specs} - {"learner"})):
-                env = {k: v for k, v in os.environ.items() if not k.startswith(("ROS_", "FASTDDS", "FASTRTPS"))}
-                env.update(
-                    ROS_DOMAIN_ID=str(domain),
-                    ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET",
-                    ROS_STATIC_PEERS=net.addr[1 - i],
-                    FASTDDS_DEFAULT_PROFILES_FILE=str(profile),
-                    RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
-                    ROS_LOG_DIR=str(tmp_path / "roslog"),
-                    PYTHONPATH=str(ROOT),
-                )
+                env = net.env(i, domain, profile, tmp_path / "roslog")
                 wrapper = tmp_path / f"python_{net.ns[i]}.sh"  # every node of this host in its namespace
                 wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {net.ns[i]} {sys.executable} "$@"\n')
                 wrapper.chmod(0o755)
