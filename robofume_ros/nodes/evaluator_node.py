@@ -40,7 +40,7 @@ class Params:
 
 
 class Cancelled(Exception):
-    pass
+    """Raised from the per-trial hook when the goal's cancel was requested."""
 
 
 class EvaluatorNode(Node):
