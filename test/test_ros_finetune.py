@@ -184,7 +184,16 @@ def test_outage_backfill_keeps_every_transition_the_robot_made(tmp_path, models)
         def mid(m):
             return m.steps_in_episode >= 2
 
+        def wait_backfilled(n, timeout):
+            deadline = time.monotonic() + timeout
+            while g.log("learner").count("backfill (start) done") < n and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert g.log("learner").count("backfill (start) done") >= n, g.log("learner")[-3000:]
+
         for kill in range(2):
+            # kill a learner that is up: one killed during its start (a slow machine loads torch
+            # while the robot already runs episodes) would never log its backfill
+            wait_backfilled(kill + 1, 180)
             probe.wait_for("/task_phase", 1, timeout=180, pred=lambda m, k=kill: m.episode_index >= 4 + 6 * k)
             probe.wait_for("/task_phase", sum(map(mid, probe.get("/task_phase"))) + 1, timeout=30, pred=mid)
             proc = g.runner.procs["learner"].proc
@@ -193,9 +202,7 @@ def test_outage_backfill_keeps_every_transition_the_robot_made(tmp_path, models)
             deadline = time.monotonic() + 30
             while not g.runner.poll() and time.monotonic() < deadline:
                 time.sleep(0.2)
-            deadline = time.monotonic() + 120  # the restarted learner has its backfill
-            while g.log("learner").count("backfill (start) done") < kill + 2 and time.monotonic() < deadline:
-                time.sleep(0.5)
+            wait_backfilled(kill + 2, 120)  # the restarted learner has its backfill
         end = probe.get("/task_phase")[-1].episode_index
         probe.wait_for("/task_phase", 1, timeout=120, pred=lambda m: m.episode_index >= end + 3)
         deadline = time.monotonic() + 120  # and has stored every episode before `end` (slow when loaded)
