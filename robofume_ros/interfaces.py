@@ -15,37 +15,93 @@ from pathlib import Path
 
 PACKAGE = "robofume_ros"
 
-# topic key -> (name, message type); nodes take the names as defaults, so remapping is the only
-# way to change them, and both launchers apply the same remappings
+# topic key -> (name, message type). Names are relative: a node resolves them in its namespace
+# (`namespace:=robot1` puts the graph's topics under /robot1/...; without one they are /observation,
+# /robot/command, ...). /diagnostics stays global, as ROS tools expect it. Nodes take the names as
+# their defaults, so remapping is the only way to change them, and both launchers apply the same
+# remappings.
 _TABLE = {
-    "image": ("/camera/image_raw", "sensor_msgs/msg/Image"),  # from the sim or a real camera
-    "observation": ("/observation", "robofume_ros/msg/Observation"),  # control rate
-    "command": ("/robot/command", "robofume_ros/msg/ArmCommand"),  # from policy / scripted / teleop
-    "intervention": ("/robot/intervention", "robofume_ros/msg/ArmCommand"),  # a human's; overrides the policy
-    "state": ("/robot/state", "robofume_ros/msg/RobotState"),
-    "stop": ("/robot/stop", "std_msgs/msg/Bool"),  # true halts the arm within one tick, false releases
-    "expert_state": ("/sim/expert_state", "std_msgs/msg/Float64MultiArray"),  # privileged sim state, scripted experts
-    "reward": ("/reward", "robofume_ros/msg/Reward"),
-    "task_phase": ("/task_phase", "robofume_ros/msg/TaskPhase"),  # latched
-    "reward_override": ("/reward_override", "robofume_ros/msg/RewardOverride"),  # a person's verdict
-    "ground_truth": ("/eval/ground_truth", "robofume_ros/msg/GroundTruth"),  # evaluation only, never a reward
-    "weights": ("/policy/weights", "robofume_ros/msg/PolicyWeights"),  # latched
-    "help": ("/task_switcher/help", "std_msgs/msg/String"),  # the switcher asks a human for help
-    "safety": ("/robot/safety", "std_msgs/msg/String"),  # latched JSON: safety envelope counts and state
+    "image": ("camera/image_raw", "sensor_msgs/msg/Image"),  # from the sim or a real camera
+    "observation": ("observation", "robofume_ros/msg/Observation"),  # control rate
+    "command": ("robot/command", "robofume_ros/msg/ArmCommand"),  # from policy / scripted / teleop
+    "intervention": ("robot/intervention", "robofume_ros/msg/ArmCommand"),  # a human's; overrides the policy
+    "state": ("robot/state", "robofume_ros/msg/RobotState"),
+    "stop": ("robot/stop", "std_msgs/msg/Bool"),  # true halts the arm within one tick, false releases
+    "expert_state": ("sim/expert_state", "std_msgs/msg/Float64MultiArray"),  # privileged sim state, scripted experts
+    "reward": ("reward", "robofume_ros/msg/Reward"),
+    "task_phase": ("task_phase", "robofume_ros/msg/TaskPhase"),  # latched
+    "reward_override": ("reward_override", "robofume_ros/msg/RewardOverride"),  # a person's verdict
+    "ground_truth": ("eval/ground_truth", "robofume_ros/msg/GroundTruth"),  # evaluation only, never a reward
+    "weights": ("policy/weights", "robofume_ros/msg/PolicyWeights"),  # latched
+    "help": ("task_switcher/help", "std_msgs/msg/String"),  # the switcher asks a human for help
+    "safety": ("robot/safety", "std_msgs/msg/String"),  # latched JSON: safety envelope counts and state
     "diagnostics": ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray"),  # every node's health, 1 Hz
     # backfill: a learner that was down or cut off asks the recorder for what it missed (JSON
-    # {"request": id, "since_ns": stamp}); the recorder replays it on /backfill/<topic>, then "done"
-    "backfill_request": ("/backfill/request", "std_msgs/msg/String"),
-    "backfill_done": ("/backfill/done", "std_msgs/msg/String"),
+    # {"request": id, "since_ns": stamp}); the recorder replays it on backfill/<topic>, then "done"
+    "backfill_request": ("backfill/request", "std_msgs/msg/String"),
+    "backfill_done": ("backfill/done", "std_msgs/msg/String"),
 }
 TOPICS: dict[str, str] = {k: v[0] for k, v in _TABLE.items()}
 MSGTYPES: dict[str, str] = {k: v[1] for k, v in _TABLE.items()}
 BACKFILL_KEYS = ("observation", "command", "reward", "task_phase")  # the learner's inputs, replayable
+ACTIONS = {"evaluate": "evaluate"}  # action servers, relative like the topics
+
+
+def normalize_namespace(namespace: str) -> str:
+    """'robot1', '/robot1/' -> '/robot1'; '' and '/' -> '' (the root). A namespace is made of ROS
+    name tokens (letters, digits, underscores, not starting with a digit) separated by '/'."""
+    parts = [t for t in (namespace or "").strip().split("/") if t]
+    for t in parts:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", t):
+            raise ValueError(
+                f"invalid namespace {namespace!r}: {t!r} is not a ROS name token "
+                "(letters, digits and underscores, not starting with a digit)"
+            )
+    return "".join("/" + t for t in parts)
+
+
+def topic_name(key: str, namespace: str = "") -> str:
+    """The absolute name of topic `key` in a graph under `namespace` ('' = the root), as a bag
+    records it: topic_name("observation") == "/observation", topic_name("reward", "robot1") ==
+    "/robot1/reward"; global names (/diagnostics) stay as they are."""
+    return resolve_name(TOPICS[key], namespace)
+
+
+def resolve_name(name: str, namespace: str = "") -> str:
+    """A topic name as a node in `namespace` resolves it: absolute names stay, relative ones go
+    under the namespace ('reward', 'robot1' -> '/robot1/reward')."""
+    return name if name.startswith("/") else f"{normalize_namespace(namespace)}/{name}"
+
+
+def topic_key(topic: str):
+    """The table's key of a topic name, relative or absolute, in any namespace ('/robot1/reward'
+    -> 'reward'); None for a topic that is not the graph's."""
+    t = "/" + topic.strip("/")
+    matches = [
+        (len(name), k)
+        for k, name in TOPICS.items()
+        if t == "/" + name.strip("/") or (not name.startswith("/") and t.endswith("/" + name))
+    ]
+    return max(matches)[1] if matches else None
+
+
+def bag_namespace(topics, key: str = "observation") -> str:
+    """The namespace a recording's graph ran under, from the topic names in it: the prefix of its
+    `key` topic ('' for /observation, '/robot1' for /robot1/observation). Backfill replays are not
+    the graph's topics. ValueError when several namespaces hold it (say which one to read)."""
+    suffix = "/" + TOPICS[key]
+    found = sorted({t[: -len(suffix)] for t in topics if t.endswith(suffix) and "/backfill/" not in t + "/"})
+    if len(found) > 1:
+        raise ValueError(
+            f"the recording holds {TOPICS[key]} of several namespaces ({', '.join(f or '/' for f in found)}); "
+            "choose one (namespace=...)"
+        )
+    return found[0] if found else ""
 
 
 def backfill_topic(key: str) -> str:
-    """Where the recorder replays topic `key` for a backfill: /backfill/<its name>."""
-    return "/backfill" + TOPICS[key]
+    """Where the recorder replays topic `key` for a backfill: backfill/<its name>."""
+    return "backfill/" + TOPICS[key]
 
 
 def msg_dir() -> Path:

@@ -3,6 +3,7 @@
 import numpy as np
 
 from robofume_ros.data import bags as B
+from robofume_ros.interfaces import topic_name
 from robofume_ros.data.episode import Episode
 
 T0 = 1_700_000_000_000_000_000
@@ -71,7 +72,7 @@ def write_stream(path, steps, store=None, **writer_kw):
             if "phase" in s:
                 ph, task, instr, ep, reason = s["phase"]
                 w.write(
-                    B.TOPICS["task_phase"],
+                    topic_name("task_phase"),
                     B.MSGTYPES["task_phase"],
                     B.make_task_phase(store, ns, ph, task, instr, ep, reason),
                     ns,
@@ -79,15 +80,15 @@ def write_stream(path, steps, store=None, **writer_kw):
             if "obs" in s:
                 img, pr, instr, task, ph, ep = s["obs"]
                 w.write(
-                    B.TOPICS["observation"],
+                    topic_name("observation"),
                     B.MSGTYPES["observation"],
                     B.make_observation(store, ns, img, pr, instr, task, ph, ep),
                     ns,
                 )
             if "image" in s:
-                w.write(B.TOPICS["image"], B.MSGTYPES["image"], B.make_image(store, ns, s["image"]), ns)
+                w.write(topic_name("image"), B.MSGTYPES["image"], B.make_image(store, ns, s["image"]), ns)
             if "cmd" in s:
-                w.write(B.TOPICS["command"], B.MSGTYPES["command"], B.make_command(store, ns, s["cmd"]), ns)
+                w.write(topic_name("command"), B.MSGTYPES["command"], B.make_command(store, ns, s["cmd"]), ns)
             if "twist" in s:
                 V = store.types["geometry_msgs/msg/Vector3"]
                 lin, ang = s["twist"]
@@ -95,5 +96,5 @@ def write_stream(path, steps, store=None, **writer_kw):
                 w.write("/cmd_vel", "geometry_msgs/msg/Twist", msg, ns)
             if "reward" in s:
                 ok, prob, ep = s["reward"]
-                w.write(B.TOPICS["reward"], B.MSGTYPES["reward"], B.make_reward(store, ns, prob, ok, 0.5, "", ep), ns)
+                w.write(topic_name("reward"), B.MSGTYPES["reward"], B.make_reward(store, ns, prob, ok, 0.5, "", ep), ns)
     return path

@@ -120,6 +120,38 @@ def test_launch_file_starts_what_the_runner_starts(fake_launch, graph_name, args
             assert yaml.safe_load(Path(files[-1]).read_text()) == {s.name: {"ros__parameters": s.parameters}}
 
 
+def test_a_namespace_moves_every_node_with_its_params(fake_launch, tmp_path):
+    """namespace:=robot1: both launchers start every node under /robot1, with params files whose
+    node sections are rewritten to /robot1/<node> (ROS matches them against the fully qualified
+    name) and the same resolved values as at the root."""
+    args = {"namespace": "robot1", "seed": "3"}
+    specs = graph.nodes("finetune", args)
+    assert {s.namespace for s in specs} == {"/robot1"} and {s.fqn for s in specs} >= {"/robot1/policy"}
+    _, nodes = run_launch_file(ROOT / "launch" / "finetune.launch.py", args)
+    from robofume_ros.ros.runner import GraphRunner
+
+    runner = GraphRunner(specs, tmp_path, env={})
+    for node, s in zip(nodes, specs):
+        assert node.kwargs["namespace"] == "/robot1"
+        cmd = runner.command(s)
+        assert "__ns:=/robot1" in cmd and f"__node:={s.name}" in cmd
+        for files in (
+            node.kwargs["parameters"][: len(s.params_files)],
+            [cmd[i + 1] for i, c in enumerate(cmd) if c == "--params-file"][: len(s.params_files)],
+        ):
+            for original, rewritten in zip(s.params_files, files):
+                a, b = yaml.safe_load(Path(original).read_text()), yaml.safe_load(Path(rewritten).read_text())
+                assert b == {(k if k.startswith("/") else f"/robot1/{k}"): v for k, v in a.items()}
+        if s.parameters:
+            extra = yaml.safe_load(Path(cmd[len(cmd) - 1 - cmd[::-1].index("--params-file") + 1]).read_text())
+            assert extra == {f"/robot1/{s.name}": {"ros__parameters": s.parameters}}
+    plain = {d["name"]: d["resolved"] for d in graph.describe("finetune", {"seed": "3"})["nodes"]}
+    assert {d["name"]: d["resolved"] for d in graph.describe("finetune", args)["nodes"]} == plain
+    assert graph.nodes("sim", {"namespace": "/"})[0].namespace == ""
+    with pytest.raises(ValueError, match="not a ROS name token"):
+        graph.nodes("sim", {"namespace": "robot-1"})
+
+
 def test_background_work_yields_the_cores_to_the_control_path():
     nice = {s.name: s.nice for s in graph.nodes("finetune", {"policy": "learned"})}
     assert nice["learner"] == nice["recorder"] == 10

@@ -31,6 +31,25 @@ def test_one_topic_table():
     assert set(interfaces.MSGTYPES) == set(interfaces.TOPICS)
 
 
+def test_topic_names_resolve_in_a_namespace():
+    # relative names (a namespace moves them) but /diagnostics, which ROS tools expect global
+    assert [k for k, n in interfaces.TOPICS.items() if n.startswith("/")] == ["diagnostics"]
+    assert interfaces.topic_name("observation") == "/observation"
+    assert interfaces.topic_name("command", "robot1") == "/robot1/robot/command"
+    assert interfaces.topic_name("diagnostics", "robot1") == "/diagnostics"
+    assert interfaces.topic_key("/robot1/camera/image_raw") == "image"
+    assert interfaces.topic_key("robot/command") == interfaces.topic_key("/a/b/robot/command") == "command"
+    assert interfaces.topic_key("/replay/observation") == "observation" and interfaces.topic_key("/joy") is None
+    assert interfaces.bag_namespace(["/robot1/observation", "/robot1/backfill/observation", "/x"]) == "/robot1"
+    assert interfaces.bag_namespace(["/observation", "/backfill/observation"]) == ""
+    assert interfaces.bag_namespace(["/image"]) == ""
+    with pytest.raises(ValueError, match="several namespaces"):
+        interfaces.bag_namespace(["/robot1/observation", "/robot2/observation"])
+    assert interfaces.normalize_namespace("/robot1/arm/") == "/robot1/arm"
+    with pytest.raises(ValueError):
+        interfaces.normalize_namespace("2robot")
+
+
 def test_command_to_action_reads_rclpy_and_bag_messages_alike():
     store = bags.typestore()
     m = bags.make_command(store, 0, [0.1, -0.2, 0.3, 0.4, 0.5, 0.6, 1.0])

@@ -6,7 +6,6 @@ import numpy as np
 from robofume_ros.data.bags import (
     BagWriter,
     MSGTYPES,
-    TOPICS,
     make_ground_truth,
     make_observation,
     make_reward,
@@ -14,6 +13,7 @@ from robofume_ros.data.bags import (
 )
 from robofume_ros import recipe
 from robofume_ros.pipeline.report import write_report
+from robofume_ros.interfaces import topic_name
 
 
 def write_run_bag(path):
@@ -27,15 +27,15 @@ def write_run_bag(path):
         for i in range(10):
             gt = k % 2 == 0 and i >= 8
             verdict = gt or i == 0
-            w.write(TOPICS["ground_truth"], MSGTYPES["ground_truth"], make_ground_truth(store, t, task, gt), t)
+            w.write(topic_name("ground_truth"), MSGTYPES["ground_truth"], make_ground_truth(store, t, task, gt), t)
             w.write(
-                TOPICS["observation"],
+                topic_name("observation"),
                 MSGTYPES["observation"],
                 make_observation(store, t, np.zeros((8, 8, 3), np.uint8), [0, 0, 0, 1], instr, task, k % 2, k),
                 t,
             )
             w.write(
-                TOPICS["reward"],
+                topic_name("reward"),
                 MSGTYPES["reward"],
                 make_reward(store, t, 0.9 if verdict else 0.1, verdict, 0.5, instr, k),
                 t,

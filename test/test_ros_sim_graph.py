@@ -269,3 +269,63 @@ def test_every_node_reports_its_health_on_diagnostics(tmp_path):
             time.sleep(0.2)
         g.assert_alive()
     assert not healthy(latest), "\n".join(healthy(latest))
+
+
+def test_namespaced_graph_does_not_hear_an_unnamespaced_one(tmp_path):
+    """Two robots on one ROS domain: the drawer graph under namespace:=robot1 (recorded, lockstep
+    on its sim clock) and the window graph at the root. Every endpoint of each graph's topics
+    belongs to a node of that graph, each graph's task switcher counts only its own episodes, and
+    robot1's bag (topics /robot1/...) converts into drawer episodes with `dataset from-bags`."""
+    from robofume_ros.data.convert import main as from_bags
+    from robofume_ros.data.dataset import load_episodes
+    from robofume_ros.ros import graph as graph_mod
+    from robofume_ros.ros.runner import GraphRunner
+    from rosgraph import Probe, next_domain_id
+
+    bag_dir = tmp_path / "bags"
+    a = graph_mod.nodes(
+        "sim",
+        {"world": "drawer", "namespace": "robot1", "bag_dir": str(bag_dir), "fast": "true", "use_sim_time": "true"},
+    )
+    b = graph_mod.nodes("sim", {"world": "window", "record": "false"})
+    assert {s.namespace for s in a} == {"/robot1"} and {s.namespace for s in b} == {""}
+    domain = next_domain_id()
+    env = graph_mod.ros_env(domain_id=domain, log_dir=str(tmp_path / "ros_logs"), localhost_only=True)
+    runner = GraphRunner(a + b, tmp_path / "run", env)
+    probe = Probe(domain)
+    try:
+        runner.start()
+        for topic in ("/robot1/task_phase", "/task_phase", "/robot1/observation", "/observation"):
+            probe.subscribe(topic, TaskPhase if topic.endswith("phase") else Observation)
+        probe.wait_for("/robot1/task_phase", 1, timeout=240, pred=lambda m: m.episode_index >= 3)
+        probe.wait_for("/observation", 20, timeout=60)
+        assert not runner.poll(), "a node died"
+        assert (tmp_path / "run" / "logs" / "robot1" / "sim.log").is_file()  # logs/<namespace>/<node>.log
+        # who is connected to what: the graph's own nodes only, namespace by namespace
+        for key in ("observation", "command", "state", "image", "task_phase", "ground_truth"):
+            for ns, specs in (("/robot1", a), ("", b)):
+                topic = graph_mod.topic_name(key, ns)
+                ends = probe.node.get_publishers_info_by_topic(topic) + probe.node.get_subscriptions_info_by_topic(
+                    topic
+                )
+                owners = {f"{e.node_namespace.rstrip('/')}/{e.node_name}" for e in ends} - {"/probe"}
+                assert owners and owners <= {s.fqn for s in specs}, (topic, owners)
+    finally:
+        probe.close()
+        runner.stop(sigint_timeout=6.0, sigterm_timeout=3.0)
+    drawer_obs, window_obs = probe.get("/robot1/observation"), probe.get("/observation")
+    assert drawer_obs and {o.task for o in drawer_obs} <= {"drawer-open", "drawer-close"}
+    assert window_obs and {o.task for o in window_obs} <= {"window-open", "window-close"}
+    assert {m.task for m in probe.get("/robot1/task_phase")} == {"drawer-open", "drawer-close"}
+    assert {m.task for m in probe.get("/task_phase")} <= {"window-open", "window-close"}
+    # the namespaced recording: its topics under /robot1, and the converter finds them there
+    bag = next(bag_dir.iterdir())
+    from robofume_ros.data.bags import BagReader
+
+    with BagReader([bag]) as r:
+        topics = set(r.topics())
+    assert {"/robot1/observation", "/robot1/robot/command", "/robot1/task_phase"} <= topics
+    assert not {"/observation", "/robot/command"} & topics
+    assert from_bags([str(bag), "-o", str(tmp_path / "ds"), "--no-progress", "--labels", "phase"]) == 0
+    eps = load_episodes(tmp_path / "ds")
+    assert eps and {e.task for e in eps} <= {"drawer-open", "drawer-close"}

@@ -35,7 +35,7 @@ import json
 import struct
 import sys
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Optional
@@ -46,7 +46,7 @@ from . import bags as B
 from .dataset import DatasetWriter, FrameList
 from .episode import SOURCES, Episode
 from .images import buffer_to_rgb, resize_rgb
-from ..interfaces import command_to_action
+from ..interfaces import bag_namespace, command_to_action, resolve_name
 
 RewardFn = Callable[[np.ndarray, str], np.ndarray]  # images (N,H,W,3) uint8, instruction -> P(done) (N,)
 LABELS = ("auto", "demo", "phase", "reward-topic", "model", "none")
@@ -60,6 +60,17 @@ COMMAND_TYPES = (
 )
 
 
+TOPIC_FIELDS = (
+    "observation_topic",
+    "image_topic",
+    "command_topic",
+    "reward_topic",
+    "phase_topic",
+    "ground_truth_topic",
+    "proprio_topic",
+)
+
+
 @dataclass
 class ConvertConfig:
     observation_topic: str = B.TOPICS["observation"]
@@ -69,6 +80,9 @@ class ConvertConfig:
     phase_topic: str = B.TOPICS["task_phase"]
     ground_truth_topic: str = B.TOPICS["ground_truth"]
     proprio_topic: Optional[str] = None  # foreign mode: RobotState / JointState / *MultiArray
+    # relative topic names resolve in the namespace the recording's graph ran under: None = the
+    # one its observations name (/observation -> '', /robot1/observation -> /robot1)
+    namespace: Optional[str] = None
     action_dim: int = 4
     labels: str = "auto"
     k: int = 3
@@ -201,6 +215,15 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
     reader = B.BagReader([path], recover=cfg.recover)
     with reader:
         topics = reader.topics()
+        ns = bag_namespace(topics) if cfg.namespace is None else cfg.namespace
+        cfg = replace(
+            cfg,
+            **{
+                f: resolve_name(getattr(cfg, f), ns)
+                for f in TOPIC_FIELDS
+                if getattr(cfg, f) is not None and (f != "observation_topic" or cfg.image_topic is None)
+            },
+        )
         foreign = cfg.image_topic is not None
         obs_topic = cfg.image_topic if foreign else cfg.observation_topic
         if obs_topic not in topics:
@@ -654,6 +677,12 @@ def build_parser(prog="robofume dataset from-bags"):
     p.add_argument("--phase-topic", default=d["phase_topic"].default)
     p.add_argument("--ground-truth-topic", default=d["ground_truth_topic"].default)
     p.add_argument("--proprio-topic", default=None)
+    p.add_argument(
+        "--namespace",
+        default=None,
+        help="namespace the recorded graph ran under, for the relative topic names (default: the one "
+        "the bag's observations name, e.g. /robot1 for /robot1/observation)",
+    )
     p.add_argument("--action-dim", type=int, default=4, choices=(4, 7))
     p.add_argument("--labels", default="auto", choices=LABELS)
     p.add_argument("-k", type=int, default=3, help="positive frames at the end of a successful demo")
@@ -684,6 +713,7 @@ def main(argv=None) -> int:
         reward_topic=a.reward_topic,
         phase_topic=a.phase_topic,
         ground_truth_topic=a.ground_truth_topic,
+        namespace=a.namespace,
         proprio_topic=a.proprio_topic,
         action_dim=a.action_dim,
         labels="model" if a.reward_model and a.labels == "auto" else a.labels,

@@ -57,12 +57,12 @@ class Params(GateParams):
     action_dim: int = knob(4, "4 (xyz + gripper) or 7 (xyz + rpy + gripper) normalized actions")
     control_rate_hz: float = knob(10.0, "commands per second sent to the driver")
     base_frame: str = knob("base", "frame of the workspace box, twists and poses")
-    joint_state_topic: str = knob("/joint_states", "sensor_msgs/JointState from the driver")
+    joint_state_topic: str = knob("joint_states", "sensor_msgs/JointState from the driver")
     ee_pose_topic: str = knob("", "geometry_msgs/PoseStamped of the end-effector in base_frame ('' = FK of the chain)")
-    servo_twist_topic: str = knob("/servo_node/delta_twist_cmds", "MoveIt Servo twist command topic")
-    servo_start_service: str = knob("/servo_node/start_servo", "std_srvs/Trigger to start Servo (Humble); '' = none")
-    servo_pause_service: str = knob("/servo_node/pause_servo", "std_srvs/SetBool (Iron+, false = run); '' = none")
-    trajectory_topic: str = knob("/joint_trajectory_controller/joint_trajectory", "JointTrajectory controller topic")
+    servo_twist_topic: str = knob("servo_node/delta_twist_cmds", "MoveIt Servo twist command topic")
+    servo_start_service: str = knob("servo_node/start_servo", "std_srvs/Trigger to start Servo (Humble); '' = none")
+    servo_pause_service: str = knob("servo_node/pause_servo", "std_srvs/SetBool (Iron+, false = run); '' = none")
+    trajectory_topic: str = knob("joint_trajectory_controller/joint_trajectory", "JointTrajectory controller topic")
     trajectory_lookahead: float = knob(1.0, "time_from_start of each trajectory point, in control periods")
     latency_ticks: float = knob(
         1.0,
@@ -158,7 +158,7 @@ class ArmBridgeNode(Node, GatedRobot):
         try:  # Iron+: Servo accepts twists only after switch_command_type TWIST (moveit_msgs)
             from moveit_msgs.srv import ServoCommandType
 
-            name = (self.p.servo_pause_service or "/servo_node/pause_servo").rsplit("/", 1)[0] + "/switch_command_type"
+            name = (self.p.servo_pause_service or "servo_node/pause_servo").rsplit("/", 1)[0] + "/switch_command_type"
             self._servo_clients.append(
                 (
                     self.create_client(ServoCommandType, name),

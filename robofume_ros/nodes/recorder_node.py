@@ -51,7 +51,7 @@ _STAMP = struct.Struct("<iI")
 class Params:
     output_dir: str = knob("bags", "folder the bag directory is created in")
     bag_name: str = knob("", "bag directory name (default: robofume_<date>_<time>)")
-    topics: list = knob(DEFAULT_TOPICS, "topics to record")
+    topics: list = knob(DEFAULT_TOPICS, "topics to record (relative names resolve in the node's namespace)")
     max_bag_size_mb: float = knob(512.0, "start a new file past this size (0 = never)")
     max_bag_duration_s: float = knob(300.0, "start a new file past this duration (0 = never)")
     flush_interval_s: float = knob(0.5, "write pending messages to disk at least this often")
@@ -97,19 +97,24 @@ class RecorderNode(Node):
         self._ring: deque = deque()  # (receive ns, topic, raw bytes)
         self._replay: deque = deque()  # what is being replayed now
         self.backfills = 0
+        # topics by their resolved names (under this graph's namespace), as the bag records them
+        self.topics = [self.resolve_topic_name(t) for t in p.topics]
+        self._observation_topic = self.resolve_topic_name(graph.TOPICS["observation"])
         self._backfill_pubs = {
-            graph.TOPICS[k]: self.create_publisher(message_class(MSGTYPES[k]), backfill_topic(k), qos.BULK)
+            self.resolve_topic_name(graph.TOPICS[k]): self.create_publisher(
+                message_class(MSGTYPES[k]), backfill_topic(k), qos.BULK
+            )
             for k in BACKFILL_KEYS
         }
         self._backfill_done = self.create_publisher(String, graph.TOPICS["backfill_done"], qos.RELIABLE)
         self.create_subscription(String, graph.TOPICS["backfill_request"], self.on_backfill_request, qos.RELIABLE)
         self.create_timer(0.02, self._replay_some)
-        self.get_logger().info(f"recording {len(p.topics)} topics to {self.path}")
+        self.get_logger().info(f"recording {len(self.topics)} topics to {self.path}")
         self.discover()
 
     def discover(self):
         known = dict(self.get_topic_names_and_types())
-        for topic in self.p.topics:
+        for topic in self.topics:
             if topic in self.subscribed or topic not in known:
                 continue
             type_name = known[topic][0]
@@ -156,7 +161,7 @@ class RecorderNode(Node):
             return
         margin = int(1e9)  # a command or verdict may trail its observation: a second more, it dedups
         items = [(t, raw) for _, st, t, raw in self._ring if st >= since - margin]
-        oldest = min((st for _, st, t, _ in self._ring if t == graph.TOPICS["observation"]), default=None)
+        oldest = min((st for _, st, t, _ in self._ring if t == self._observation_topic), default=None)
         complete = oldest is not None and oldest <= since
         self._replay.append(("start", request, len(items), complete))
         self._replay.extend(("msg", t, raw) for t, raw in items)
@@ -201,7 +206,7 @@ class RecorderNode(Node):
         }
         if self.failed:
             return ERROR, f"recording stopped (see the log); everything before it is in {self.path}", values
-        missing = [t for t in self.p.topics if t not in self.subscribed]
+        missing = [t for t in self.topics if t not in self.subscribed]
         return (
             OK,
             f"recording {len(self.subscribed)} topics" + (f" (not yet seen: {len(missing)})" if missing else ""),

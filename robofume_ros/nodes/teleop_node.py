@@ -36,8 +36,8 @@ from robofume_ros.ros.override import override_message
 class Params:
     rate_hz: float = knob(10.0, "intervention commands per second while the human commands")
     action_dim: int = knob(4, "4 (xyz + gripper) or 7 (xyz + rpy + gripper)")
-    joy_topic: str = knob("/joy", "sensor_msgs/Joy input")
-    twist_topic: str = knob("/teleop/twist", "geometry_msgs/Twist input (normalized: 1.0 = full speed)")
+    joy_topic: str = knob("joy", "sensor_msgs/Joy input")
+    twist_topic: str = knob("teleop/twist", "geometry_msgs/Twist input (normalized: 1.0 = full speed)")
     axes_xyz: list = knob([1, 0, 4], "Joy axes for x, y, z (negative index = inverted: -(i+1))")
     axes_rpy: list = knob([3, -1, -1], "Joy axes for roll, pitch, yaw (-1 = unused; 7-D actions)")
     axis_scale: float = knob(1.0, "normalized command for a full stick deflection")
@@ -53,7 +53,7 @@ class Params:
     )
     undo_button: int = knob(5, "button: the last verdict was wrong (RewardOverride UNDO; -1 = none)")
     input_timeout_s: float = knob(0.3, "a twist older than this no longer commands")
-    pause_service: str = knob("/task_switcher/pause", "std_srvs/Trigger that pauses the task switcher")
+    pause_service: str = knob("task_switcher/pause", "std_srvs/Trigger that pauses the task switcher")
 
 
 def _axis(axes, spec: int) -> float:

@@ -299,6 +299,7 @@ def main(argv=None) -> int:
         help="run it as the /evaluate action of a running graph's evaluator_node (on any machine of the "
         "ROS domain; feedback per trial, Ctrl-C cancels)",
     )
+    ap.add_argument("--namespace", default="", help="with --remote: the graph's namespace (namespace:=...)")
     ap.add_argument("--pair", help="task pair (default: the dataset's, else the checkpoint's, else drawer)")
     where = ap.add_mutually_exclusive_group()
     where.add_argument("--data", help="the dataset the policy was trained on: evaluate in its target scene")

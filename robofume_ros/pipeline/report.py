@@ -26,15 +26,15 @@ def online_stream(bags: list) -> dict:
     episode index) its task, length and the simulator's verdict at its last frame; per scored frame
     the reward's probability and verdict next to the simulator's. Ground truth is read only here,
     for evaluation: the learner never sees it."""
-    from robofume_ros.data.bags import read_messages
+    from robofume_ros.data.bags import read_graph_messages
     from robofume_ros.ros.convert import stamp_key
 
-    msgs = read_messages(bags, topics=["/observation", "/reward", "/eval/ground_truth"])
+    msgs = read_graph_messages(bags, ["observation", "reward", "ground_truth"])
     gt, obs, rewards = {}, [], []
-    for topic, _t, m, _s in msgs:
-        if topic == "/eval/ground_truth":
+    for key, _t, m, _s in msgs:
+        if key == "ground_truth":
             gt[(stamp_key(m.header.stamp), m.task)] = bool(m.success)
-        elif topic == "/observation":
+        elif key == "observation":
             obs.append((stamp_key(m.header.stamp), int(m.episode_index), m.task))
         else:
             rewards.append(
@@ -76,16 +76,14 @@ def online_stream(bags: list) -> dict:
 
 def overrides(bags: list) -> dict:
     """A person's reward overrides in the bags, by verdict (RewardOverride)."""
-    from robofume_ros.data.bags import MissingTopicError, read_messages
-    from robofume_ros.interfaces import TOPICS, msg_constants
+    from robofume_ros.data.bags import read_graph_messages
+    from robofume_ros.interfaces import msg_constants
 
     names = {v: k.lower().replace("_", "-") for k, v in msg_constants("RewardOverride").items()}
     out = {n: 0 for n in names.values()}
-    try:
-        msgs = read_messages(bags, topics=[TOPICS["reward_override"]])
-    except MissingTopicError:  # recorded before overrides existed, or none was given
-        return out
-    for _topic, _t, m, _s in msgs:
+    # none recorded: before overrides existed, or none was given
+    msgs = read_graph_messages(bags, ["reward_override"], required=False)
+    for _key, _t, m, _s in msgs:
         key = names.get(int(m.verdict), f"verdict {int(m.verdict)}")
         out[key] = out.get(key, 0) + 1
     return out

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 
-def evaluate_remote(ns, server: str = "/evaluate", timeout: float = 30.0) -> int:
+def evaluate_remote(ns, server: str = "evaluate", timeout: float = 30.0) -> int:
     """Send `robofume evaluate`'s arguments as an /evaluate goal; 0 when it succeeded."""
     import rclpy
     from action_msgs.msg import GoalStatus
@@ -26,8 +26,12 @@ def evaluate_remote(ns, server: str = "/evaluate", timeout: float = 30.0) -> int
     if ns.data or ns.scene_seed is not None or ns.video or ns.tasks != ["forward", "backward"]:
         print("robofume evaluate --remote: --data, --scene-seed, --tasks and --video are the server's", file=sys.stderr)
         return 2
+    from robofume_ros.interfaces import normalize_namespace
+
+    namespace = normalize_namespace(getattr(ns, "namespace", "") or "")
     rclpy.init()
-    node = rclpy.create_node("evaluate_client")
+    node = rclpy.create_node("evaluate_client", namespace=namespace or "/")
+    server = node.resolve_service_name(server)  # under the graph's namespace, as the server resolves it
     ex = SingleThreadedExecutor()
     ex.add_node(node)
     client = ActionClient(node, Evaluate, server)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from robofume_ros.interfaces import TOPICS  # noqa: F401 - the one topic table, used as graph.TOPICS
+from robofume_ros.interfaces import TOPICS, topic_name  # noqa: F401 - the one topic table, as graph.TOPICS
 
 LEARNER_RUN_DIR = "runs/learner"  # the learner's run folder when no run_dir is given
 
@@ -62,6 +62,13 @@ ARGUMENTS: list[LaunchArg] = [
         "default",
         "the tuning, layered after the robot's params file: a name in config/recipes/ "
         "(default, quick) or a .yaml variant layered on default (comma-separated for several)",
+    ),
+    LaunchArg(
+        "namespace",
+        "",
+        "run the whole graph under this namespace (robot1): its topics, services and actions become "
+        "/robot1/...; /diagnostics and /clock stay global. Graphs in different namespaces share a ROS "
+        "domain without hearing each other",
     ),
     LaunchArg("policy", "scripted", "who commands the arm: scripted (Meta-World experts) or learned (policy_node)"),
     LaunchArg(
@@ -201,6 +208,7 @@ class NodeSpec:
     required: bool = True  # the run stops when a required node dies
     respawn: bool = False  # restart it instead (e.g. the learner resumes from its checkpoint)
     nice: int = 0  # CPU niceness (0-19): background work yields to the control path
+    namespace: str = ""  # '' (the root) or '/robot1': the node and its relative names go under it
 
     @property
     def params_file(self) -> str:
@@ -217,7 +225,19 @@ class NodeSpec:
             "required": self.required,
             "respawn": self.respawn,
             "nice": self.nice,
+            "namespace": self.namespace,
         }
+
+    @property
+    def fqn(self) -> str:
+        """The node's fully qualified name, /robot1/policy or /policy."""
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def key(self) -> str:
+        """How a runner names it (its process, logs/<key>.log): policy, or robot1/policy under a
+        namespace, so graphs in several namespaces can share one runner."""
+        return self.fqn.lstrip("/")
 
 
 def package_share() -> Path:
@@ -292,8 +312,12 @@ def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
     if not 0 <= background_nice <= 19:
         raise ValueError(f"background_nice must be 0..19, got {background_nice}")
 
+    from robofume_ros.interfaces import normalize_namespace
+
+    namespace = normalize_namespace(a["namespace"])
+
     def add(name, executable, **kw):
-        specs.append(NodeSpec(name=name, executable=executable, params_files=list(pfs), **kw))
+        specs.append(NodeSpec(name=name, executable=executable, params_files=list(pfs), namespace=namespace, **kw))
 
     from robofume_ros.sim import tasks
 
@@ -470,10 +494,40 @@ def resolved_parameters(spec: NodeSpec) -> dict:
     return dict(sorted(out.items()))
 
 
-def node_command(spec: NodeSpec, python: str, extra_params_file: Optional[str] = None) -> list[str]:
-    """The command line the runner uses for one node (what `ros2 run` + launch would do)."""
+def node_params_files(spec: NodeSpec, out_dir) -> list[str]:
+    """The params files a node reads, as its launcher hands them over. A file's sections are keyed
+    by node name (`policy:`), which ROS matches against the fully qualified name (/policy); under
+    a namespace the sections are rewritten to /robot1/policy (as Nav2's RewrittenYaml does), into
+    `out_dir`. `/**` sections apply to every node anyway."""
+    if not spec.namespace:
+        return list(spec.params_files)
+    import hashlib
+
+    import yaml
+
+    out = []
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for f in spec.params_files:
+        data = yaml.safe_load(Path(f).read_text()) or {}
+        rewritten = {(k if str(k).startswith("/") else f"{spec.namespace}/{k}"): v for k, v in data.items()}
+        tag = hashlib.sha1(f"{Path(f).resolve()}{spec.namespace}".encode()).hexdigest()[:8]
+        dst = Path(out_dir) / f"{Path(f).stem}.{spec.namespace.strip('/').replace('/', '_')}.{tag}.yaml"
+        text = yaml.safe_dump(rewritten, sort_keys=False)
+        if not dst.is_file() or dst.read_text() != text:
+            dst.write_text(text)
+        out.append(str(dst))
+    return out
+
+
+def node_command(
+    spec: NodeSpec, python: str, extra_params_file: Optional[str] = None, params_files: Optional[list] = None
+) -> list[str]:
+    """The command line the runner uses for one node (what `ros2 run` + launch would do);
+    `params_files`: node_params_files(spec, ...) where the graph runs under a namespace."""
     cmd = [python, "-m", f"robofume_ros.nodes.{spec.executable}", "--ros-args", "-r", f"__node:={spec.name}"]
-    for pf in spec.params_files:
+    if spec.namespace:
+        cmd += ["-r", f"__ns:={spec.namespace}"]
+    for pf in spec.params_files if params_files is None else params_files:
         cmd += ["--params-file", pf]
     if extra_params_file:
         cmd += ["--params-file", extra_params_file]
@@ -486,7 +540,8 @@ def overrides_yaml(spec: NodeSpec) -> str:
     """The launch-argument overrides of one node as a ROS params file."""
     import yaml
 
-    return yaml.safe_dump({spec.name: {"ros__parameters": dict(spec.parameters)}}, sort_keys=True)
+    key = spec.fqn if spec.namespace else spec.name
+    return yaml.safe_dump({key: {"ros__parameters": dict(spec.parameters)}}, sort_keys=True)
 
 
 def executables() -> list[str]:

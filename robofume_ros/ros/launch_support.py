@@ -15,14 +15,19 @@ def launch_nodes(graph_name: str, context):
     from launch_ros.actions import Node
 
     args = {a.name: LaunchConfiguration(a.name).perform(context) for a in graph.ARGUMENTS}
+    import tempfile
+
     actions = []
+    rewritten = tempfile.mkdtemp(prefix="robofume_params_")  # params files rewritten for a namespace
     for spec in graph.nodes(graph_name, args):
-        parameters = list(spec.params_files) + ([dict(spec.parameters)] if spec.parameters else [])
+        files = graph.node_params_files(spec, rewritten)
+        parameters = files + ([dict(spec.parameters)] if spec.parameters else [])
         actions.append(
             Node(
                 package="robofume_ros",
                 executable=spec.executable,
                 name=spec.name,
+                namespace=spec.namespace or None,
                 parameters=parameters,
                 remappings=list(spec.remappings),
                 output="screen",

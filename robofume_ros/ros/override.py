@@ -68,6 +68,7 @@ def main(argv=None) -> int:
     ap.add_argument("verdict", nargs="?", choices=sorted(set(VERDICT_KEYS.values())), help="one verdict, then exit")
     ap.add_argument("--source", default="keyboard", help="who gives the verdicts (recorded with each)")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the task switcher")
+    ap.add_argument("--namespace", default="", help="the graph's namespace (launched with namespace:=...)")
     ns = ap.parse_args(argv)
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -77,7 +78,9 @@ def main(argv=None) -> int:
     from robofume_ros.ros.discovery import wait_matched
 
     rclpy.init()
-    node = rclpy.create_node("reward_override")
+    from robofume_ros.interfaces import normalize_namespace
+
+    node = rclpy.create_node("reward_override", namespace=normalize_namespace(ns.namespace) or "/")
     ex = SingleThreadedExecutor()
     ex.add_node(node)
     phases = []
@@ -88,7 +91,10 @@ def main(argv=None) -> int:
         while not phases and time.monotonic() < deadline:
             ex.spin_once(timeout_sec=0.1)
         if not phases:
-            print(f"no {graph.TOPICS['task_phase']} within {ns.timeout:.0f} s: is the graph running?", file=sys.stderr)
+            print(
+                f"no {node.resolve_topic_name(graph.TOPICS['task_phase'])} within {ns.timeout:.0f} s: is the graph running?",
+                file=sys.stderr,
+            )
             return 2
         wait_matched(node, pubs={pub: 1}, timeout=ns.timeout)
         if ns.verdict is None:

@@ -21,11 +21,13 @@ BULK = QoSProfile(depth=1, history=HistoryPolicy.KEEP_ALL, reliability=Reliabili
 
 
 def for_topic(topic: str) -> QoSProfile:
-    """The profile a subscriber should use for one of the graph's topics (see graph.TOPICS)."""
-    from robofume_ros.ros.graph import TOPICS
+    """The profile a subscriber should use for one of the graph's topics (interfaces.TOPICS), by
+    its name relative or absolute, in any namespace."""
+    from robofume_ros.interfaces import topic_key
 
-    if topic in (TOPICS["image"], TOPICS["state"], TOPICS["expert_state"]):
+    key = topic_key(topic)
+    if key in ("image", "state", "expert_state"):
         return SENSOR
-    if topic in (TOPICS["task_phase"], TOPICS["weights"], TOPICS["help"], TOPICS["safety"]):
+    if key in ("task_phase", "weights", "help", "safety"):
         return LATCHED
     return RELIABLE

@@ -89,16 +89,18 @@ class GraphRunner:
         self.run_dir = Path(self.run_dir)
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.run_dir / "params").mkdir(parents=True, exist_ok=True)
-        names = [s.name for s in self.specs]
+        names = [s.fqn for s in self.specs]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate node names in graph: {names}")
 
     def command(self, spec) -> list[str]:
         override = None
         if spec.parameters:
-            override = self.run_dir / "params" / f"{spec.name}.yaml"
+            override = self.run_dir / "params" / f"{spec.key}.yaml"
+            override.parent.mkdir(parents=True, exist_ok=True)
             override.write_text(graph_mod.overrides_yaml(spec))
-        return graph_mod.node_command(spec, self.python, str(override) if override else None)
+        files = graph_mod.node_params_files(spec, self.run_dir / "params")
+        return graph_mod.node_command(spec, self.python, str(override) if override else None, files)
 
     def _spawn(self, np_: NodeProcess) -> None:
         logf = open(np_.log, "ab", buffering=0)
@@ -117,8 +119,9 @@ class GraphRunner:
 
     def start(self) -> "GraphRunner":
         for spec in self.specs:
-            np_ = NodeProcess(spec, self.run_dir / "logs" / f"{spec.name}.log")
-            self.procs[spec.name] = np_
+            np_ = NodeProcess(spec, self.run_dir / "logs" / f"{spec.key}.log")
+            np_.log.parent.mkdir(parents=True, exist_ok=True)
+            self.procs[spec.key] = np_
             self._spawn(np_)
         return self
 
@@ -133,7 +136,7 @@ class GraphRunner:
                 continue
             np_.exit_code = code
             respawn = np_.spec.respawn and np_.restarts < self.max_restarts
-            d = Death(np_.spec.name, np_.spec.executable, code, np_.log, respawn)
+            d = Death(np_.spec.key, np_.spec.executable, code, np_.log, respawn)
             new.append(d)
             self.deaths.append(d)
             if respawn:
@@ -214,7 +217,7 @@ def run_graph(
     write_description(Path(run_dir), description, log)
     env = graph_mod.ros_env(domain_id=domain_id, log_dir=str(Path(run_dir) / "ros_logs"), localhost_only=localhost_only)
     runner = GraphRunner(specs, Path(run_dir), env)
-    log(f"[robofume] starting graph '{graph}' with {len(specs)} nodes: {', '.join(s.name for s in specs)}")
+    log(f"[robofume] starting graph '{graph}' with {len(specs)} nodes: {', '.join(s.key for s in specs)}")
     log(f"[robofume] params file: {specs[0].params_file}; logs: {Path(run_dir) / 'logs'}")
     stop_requested = []
     old = signal.signal(signal.SIGINT, lambda *_: stop_requested.append(True))

@@ -44,7 +44,7 @@ from .types import (
 )
 from .writer import BagWriter
 from .recovery import RecoveryReport, recover_bag
-from .reader import BagReader, RawMessage, read_messages, transitions_per_episode
+from .reader import BagReader, RawMessage, read_graph_messages, read_messages, transitions_per_episode
 from .synthetic import write_episodes_bag
 from .cdr import parse_command, parse_observation, parse_reward
 
@@ -77,6 +77,7 @@ __all__ = [
     'make_observation',
     'make_reward',
     'make_task_phase',
+    'read_graph_messages',
     'msg_dir',
     'parse_command',
     'parse_observation',

@@ -299,6 +299,24 @@ def read_messages(paths, topics=None, store=None):
         return [(m.topic, m.msgtype, r.deserialize(m), m.stamp) for m in r.messages(topics)]
 
 
+def read_graph_messages(paths, keys, namespace=None, store=None, required=True):
+    """The graph's topics `keys` (interfaces.TOPICS keys) from a recording, under the namespace
+    its graph ran in (None: the one its observations name): a list of (key, msgtype, deserialized
+    msg, bag stamp). required=False skips keys the recording does not hold."""
+    from robofume_ros.interfaces import bag_namespace, topic_name
+
+    with BagReader(paths, store=store) as r:
+        present = r.topics()
+        ns = bag_namespace(present) if namespace is None else namespace
+        names = {topic_name(k, ns): k for k in keys}
+        if required:
+            r.require(list(names))
+        wanted = [t for t in names if t in present]
+        if not wanted:
+            return []
+        return [(names[m.topic], m.msgtype, r.deserialize(m), m.stamp) for m in r.messages(wanted)]
+
+
 def transitions_per_episode(paths) -> dict:
     """Episode index -> the transitions the robot made in it, from a recorder's bag(s):
     consecutive observations the first of which it acted on (a command with the observation's
@@ -307,8 +325,8 @@ def transitions_per_episode(paths) -> dict:
     from .types import stamp_ns
 
     obs, commanded = {}, set()
-    for topic, _ty, m, _s in read_messages(paths, topics=["/observation", "/robot/command"]):
-        if topic == "/observation":
+    for key, _ty, m, _s in read_graph_messages(paths, ["observation", "command"]):
+        if key == "observation":
             obs.setdefault(int(m.episode_index), []).append(stamp_ns(m.header.stamp))
         else:
             commanded.add(stamp_ns(m.header.stamp))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robofume_ros.interfaces import MSGTYPES, TOPICS
+from robofume_ros.interfaces import MSGTYPES, topic_name
 from .types import (
     typestore,
     make_observation,
@@ -37,6 +37,7 @@ def write_episodes_bag(
     phases=None,
     writer_kwargs=None,
     recent=None,
+    namespace: str = "",
 ) -> Path:
     """Write episodes as one continuous reset-free stream in the recorder's layout:
     Observation + ArmCommand (same stamp) per step, TaskPhase at each episode start (reason
@@ -46,7 +47,8 @@ def write_episodes_bag(
     written once, as obs 0 of episode k+1. Where they differ (the arm went home in between, as the
     simulator does with home_on_switch) episode k's last observation is written with index k and
     episode k+1 starts with its own. `recent` [(episode, success), ...]: a last TaskPhase carries
-    these as the switcher's remembered verdicts (e.g. after a person's override). Returns the bag path."""
+    these as the switcher's remembered verdicts (e.g. after a person's override). `namespace`: the
+    graph's, as a namespaced recorder writes it (/robot1/observation). Returns the bag path."""
     store = store or typestore()
     dt = int(round(1e9 / rate_hz))
     w = BagWriter(path, store=store, **(writer_kwargs or {}))
@@ -59,7 +61,7 @@ def write_episodes_bag(
             phase = phases[k] if phases is not None else k % 2
             reason = REASON_START if prev_success is None else (REASON_SUCCESS if prev_success else REASON_TIMEOUT)
             w.write(
-                TOPICS["task_phase"],
+                topic_name("task_phase", namespace),
                 MSGTYPES["task_phase"],
                 make_task_phase(store, t, phase, ep.task, ep.instruction, k, reason),
                 t,
@@ -80,16 +82,18 @@ def write_episodes_bag(
                 else:
                     done, r_k, r_instr = bool(i > 0 and ep.rewards[i - 1] == 0), k, ep.instruction
                 w.write(
-                    TOPICS["observation"],
+                    topic_name("observation", namespace),
                     MSGTYPES["observation"],
                     make_observation(store, t, ep.images[i], ep.proprio[i], ep.instruction, ep.task, phase, k),
                     t,
                 )
                 if i < T:
-                    w.write(TOPICS["command"], MSGTYPES["command"], make_command(store, t, ep.actions[i]), t)
+                    w.write(
+                        topic_name("command", namespace), MSGTYPES["command"], make_command(store, t, ep.actions[i]), t
+                    )
                 if with_rewards:
                     w.write(
-                        TOPICS["reward"],
+                        topic_name("reward", namespace),
                         MSGTYPES["reward"],
                         make_reward(store, t, 1.0 if done else 0.0, done, 0.5, r_instr, r_k),
                         t,
@@ -102,14 +106,14 @@ def write_episodes_bag(
                     and episodes[k - 1].task != ep.task
                 ):  # the finished task's flag too
                     w.write(
-                        TOPICS["ground_truth"],
+                        topic_name("ground_truth", namespace),
                         MSGTYPES["ground_truth"],
                         make_ground_truth(store, t, episodes[k - 1].task, bool(episodes[k - 1].success_gt[-1])),
                         t,
                     )
                 if with_ground_truth and ep.success_gt is not None:
                     w.write(
-                        TOPICS["ground_truth"],
+                        topic_name("ground_truth", namespace),
                         MSGTYPES["ground_truth"],
                         make_ground_truth(store, t, ep.task, bool(ep.success_gt[i])),
                         t,
@@ -119,7 +123,7 @@ def write_episodes_bag(
         if recent is not None:
             last = episodes[-1]
             w.write(
-                TOPICS["task_phase"],
+                topic_name("task_phase", namespace),
                 MSGTYPES["task_phase"],
                 make_task_phase(store, t, 0, last.task, last.instruction, n, REASON_TIMEOUT, recent=recent),
                 t,
