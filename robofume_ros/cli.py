@@ -90,9 +90,7 @@ def cmd_launch(argv: list[str]) -> int:
     ns = ap.parse_args(argv)
     args = parse_launch_args(ns.args)
     if ns.dry_run:
-        import yaml
-
-        print(yaml.safe_dump(graph.describe(ns.graph, args), sort_keys=False), end="")
+        print(graph.description_yaml(graph.describe(ns.graph, args)), end="")
         return 0
     run_dir = Path(args.get("run_dir") or default_run_dir(ns.graph))
     args["run_dir"] = str(run_dir)

@@ -152,6 +152,29 @@ def test_a_namespace_moves_every_node_with_its_params(fake_launch, tmp_path):
         graph.nodes("sim", {"namespace": "robot-1"})
 
 
+def test_a_fleet_is_one_graph_per_robot_and_one_learner():
+    specs = graph.nodes("finetune", {"robots": "left,right", "world": "drawer,window", "seed": "7"})
+    by = {s.key: s for s in specs}
+    robot_side = {"sim", "camera", "task_switcher", "policy", "reward", "recorder"}
+    assert set(by) == {f"{r}/{n}" for r in ("left", "right") for n in robot_side} | {"learner", "evaluator"}
+    assert by["learner"].parameters["robots"] == ["left", "right"] and by["learner"].namespace == ""
+    assert (by["left/sim"].parameters["world"], by["right/sim"].parameters["world"]) == ("drawer", "window")
+    assert (by["left/sim"].parameters["seed"], by["right/policy"].parameters["seed"]) == (7, 8)
+    assert by["right/task_switcher"].parameters["forward_task"] == "window-open"
+    for s in specs:
+        if s.namespace:  # a robot's node: its own sim clock, and its death does not stop the fleet
+            assert ("/clock", f"{s.namespace}/clock") in s.remappings and not s.required
+        else:
+            assert s.parameters["use_sim_time"] is False
+    assert by["left/recorder"].parameters["output_dir"].endswith("bags/left")
+    assert [s.namespace for s in graph.nodes("finetune", {"robots": "2", "namespace": "lab"})][:1] == ["/lab/robot1"]
+    for bad in ("0", "17", "a,a", "a/b", "robot-1"):
+        with pytest.raises(ValueError):
+            graph.nodes("finetune", {"robots": bad})
+    with pytest.raises(ValueError, match="fleet"):
+        graph.nodes("sim", {"robots": "2"})
+
+
 def test_background_work_yields_the_cores_to_the_control_path():
     nice = {s.name: s.nice for s in graph.nodes("finetune", {"policy": "learned"})}
     assert nice["learner"] == nice["recorder"] == 10

@@ -24,7 +24,7 @@ def models(tmp_path_factory):
     return tiny_learner_checkpoint(d / "learner.pt"), tiny_reward_model(d)
 
 
-def finetune_specs(tmp_path, models, budget=100000, max_episode_steps=40, learner=None, record=False):
+def finetune_specs(tmp_path, models, budget=100000, max_episode_steps=40, learner=None, record=False, **extra):
     """The graph with a recipe variant (a file layered on the default recipe, as a user would
     write one): the time limit and any learner settings."""
     ckpt, reward = models
@@ -42,16 +42,17 @@ def finetune_specs(tmp_path, models, budget=100000, max_episode_steps=40, learne
         "budget_steps": str(budget),
         "record": "true" if record else "false",
         "recipe": str(tmp_path / "variant.yaml"),
+        **extra,
     }
     specs = graph.nodes("finetune", args)
-    by = {s.name: s for s in specs}
+    by = {s.key: s for s in specs}
     # tiny-model settings: the random reward says "done" on every frame (threshold 0), debounced
     # over 3 frames, so episodes end on reward success after 3 steps; weights every 10 updates.
     # It says "done" for both tasks of the drawer pair, which the pair veto would reject: the veto is
     # pointed at another pair here (test_ros_reward tests it)
-    by["reward"].parameters.update(
-        threshold=0.0, debounce_frames=3, paired_instructions=["lift the cup", "lower the cup"]
-    )
+    for s in specs:
+        if s.name == "reward":
+            s.parameters.update(threshold=0.0, debounce_frames=3, paired_instructions=["lift the cup", "lower the cup"])
     by["learner"].parameters.update(weights_every=10, checkpoint_every=20, utd_ratio=0.5)
     return specs, by
 
@@ -93,6 +94,10 @@ def test_finetune_loop_learns_switches_and_survives_a_learner_crash(tmp_path, mo
         assert status["updates"] > 0 and status["online_transitions"] > 0
         assert "actor BC term on successful episodes only" in g.log("learner")
         assert "critics on 3-step TD targets" in g.log("learner")
+        # the learner (niced, training) stores episodes a little behind the robot on a loaded machine
+        deadline = time.monotonic() + 60
+        while len(list((learner_dir / "online" / "episodes").glob("ep_*"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
         online_eps = sorted((learner_dir / "online" / "episodes").iterdir())
         assert len(online_eps) >= 3
         # kill the learner: the runner respawns it, and it resumes with nothing it had lost
@@ -235,3 +240,55 @@ def stored_indices(learner_dir) -> list:
         except (OSError, ValueError, KeyError):
             pass
     return out
+
+
+def test_fleet_of_two_robots_feeds_one_learner(tmp_path, models):
+    """robots:=2: two simulated robots under /robot1 and /robot2, each with its own sim clock, feed
+    one learner; both robots' episodes reach its disk tagged with their robot, both policies get
+    its weights, and a robot whose policy dies leaves the other robot and the learner running."""
+    from robofume_ros.data.dataset import load_episodes
+
+    specs, by = finetune_specs(tmp_path, models, robots="2")
+    assert by["learner"].parameters["robots"] == ["robot1", "robot2"]
+    assert {by[f"robot{i}/sim"].parameters["seed"] for i in (1, 2)} == {0, 1}
+    learner_dir = tmp_path / "run" / "learner"
+    with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
+        topics = {f"/robot{i}/task_phase": TaskPhase for i in (1, 2)}
+        topics.update({f"/robot{i}/policy/weights": PolicyWeights for i in (1, 2)})
+        probe = g.probe(topics)
+        for i in (1, 2):
+            probe.wait_for(f"/robot{i}/task_phase", 1, timeout=240, pred=lambda m: m.episode_index >= 4)
+            probe.wait_for(f"/robot{i}/policy/weights", 1, timeout=120, pred=lambda m: m.version >= 10)
+        for i in (1, 2):
+            deadline = time.monotonic() + 60
+            while "now acting with learner weights" not in g.log(f"robot{i}/policy") and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert "now acting with learner weights" in g.log(f"robot{i}/policy")
+
+        def stored():
+            out = {}
+            for e in load_episodes(learner_dir / "online"):
+                out.setdefault(e.provenance.get("robot"), set()).add(int(e.provenance["episode_index"]))
+            return out
+
+        deadline = time.monotonic() + 90
+        while set(stored()) != {"robot1", "robot2"} and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert set(stored()) == {"robot1", "robot2"}, stored()
+        # robot1's policy dies: robot1 stops, robot2 and the learner go on
+        proc = g.runner.procs["robot1/policy"].proc
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        since = probe.get("/robot2/task_phase")[-1].episode_index
+        probe.wait_for("/robot2/task_phase", 1, timeout=120, pred=lambda m: m.episode_index >= since + 3)
+        deaths = g.runner.poll()
+        assert [d.node for d in deaths] == ["robot1/policy"], [d.message() for d in deaths]
+        assert "learner" in g.runner.running() and "robot2/policy" in g.runner.running()
+        n2 = len(stored().get("robot2", ()))
+        deadline = time.monotonic() + 90
+        while len(stored().get("robot2", ())) <= n2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(stored().get("robot2", ())) > n2  # the learner keeps storing robot2's episodes
+        log = g.log("learner")
+    assert "a fleet of 2 robots: robot1, robot2" in log
+    assert "[robot1] " in log and "[robot2] " in log

@@ -10,6 +10,12 @@ files (run_dir/learner/): online/ (dataset of every online episode, written befo
 
 Restart-safe: on start it resumes from learner.pt, reloads the online dataset and replays the
 journal, so a killed learner loses nothing it had received.
+
+A fleet (`robots: [robot1, robot2]`, `robofume launch finetune robots:=2`): one learner hears each
+robot's topics under its namespace (/robot1/observation, ...), keeps one feed per robot (episode
+stream, journal_<robot>.bin, backfill from that robot's recorder), stores every episode in the one
+online dataset tagged with provenance "robot", trains one policy on all of them and pushes its
+weights to every robot's /<robot>/policy/weights.
 """
 
 from __future__ import annotations
@@ -88,6 +94,11 @@ class Params:
     action_dim: int = knob(4, "action components: 4 (xyz + gripper) or 7 (xyz + rpy + gripper)")
     num_threads: int = knob(1, "torch threads for training")
     device: str = knob("auto", "where to train: auto (a CUDA GPU when torch sees one, else CPU), cpu, cuda or cuda:N")
+    robots: list = knob(
+        [],
+        "a fleet: the namespaces of the robots this learner trains on (each robot's topics under "
+        "/<robot>/..., weights pushed to each); [] = the robot of this learner's own graph",
+    )
     seed: int = knob(0, "seed for sampling")
 
 
@@ -97,7 +108,6 @@ class LearnerNode(Node):
         self.p = p = declare(self, Params)
         import torch
 
-        from robofume_ros.online.episode_stream import EpisodeStream
         from robofume_ros.online.trainer import OnlineTrainer, TrainerConfig
 
         torch.set_num_threads(max(1, p.num_threads))
@@ -111,17 +121,14 @@ class LearnerNode(Node):
             from robofume_ros.vision.encoder import FrozenImageEncoder
 
             self.features = FrozenImageEncoder()
-        self.stream = EpisodeStream(self.dir, p.action_dim)
-        finished, open_steps = self.stream.recover()
-        if finished or open_steps:
-            self.log.info(f"journal: recovered {len(finished)} finished episodes and {open_steps} steps of open ones")
+        from robofume_ros.data.dataset import DatasetWriter
+
         from robofume_ros.safety import signing
 
         key_path = Path(p.signing_key or Path(p.run_dir) / "keys" / "learner_ed25519").expanduser()
         self.signing_key = signing.load_or_create_private_key(key_path)
         self.key_id = signing.key_id(self.signing_key.public_key())
         self.log.info(f"weights signed with {key_path} (key {self.key_id}; policies trust {key_path}.pub)")
-        self.pub_weights = self.create_publisher(PolicyWeights, graph.TOPICS["weights"], qos.LATCHED)
         self.trainer = OnlineTrainer(
             self.L,
             TrainerConfig(
@@ -135,39 +142,14 @@ class LearnerNode(Node):
             on_weights=self.publish_weights,
             log=self.log.info,
         )
-        for ep in finished:
-            self._add(ep)
-        self.last_episode = None
-        # deep reader queues: while training holds the interpreter the stream waits, it is not dropped
-        self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.DEEP)
-        self.create_subscription(ArmCommand, graph.TOPICS["command"], self.on_command, qos.DEEP)
-        self.create_subscription(Reward, graph.TOPICS["reward"], self.on_reward, qos.DEEP)
-        self.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
-        # backfill: what the robot did while this learner was down or cut off, from the recorder
-        self.backfill = None  # the request in flight: {"request", "since_ns", "t0", "sent"}
-        self._asked_for_commands: set = set()  # episodes a backfill was asked to complete (once each)
-        self.backfill_requests = 0
-        self.backfilled = 0  # observations that came in through a backfill
-        self._held_phases: list = []  # phase messages held while a backfill is in flight
-        self._pending_phases: list = []  # (arrival, phase message) waiting for their episode's end
-        self._period_ns: deque = deque(maxlen=20)  # recent intervals between observations of an episode
+        # one feed per robot: this graph's own (robots: []), or each robot of a fleet, all into one
+        # online dataset (episodes tagged with their robot) and one replay buffer
+        writer = DatasetWriter(self.dir / "online")
+        self.feeds = [RobotFeed(self, r, writer) for r in (p.robots or [""])]
+        if p.robots:
+            self.log.info(f"a fleet of {len(p.robots)} robots: {', '.join(p.robots)}")
         self.create_timer(0.5, self._apply_phases)
-        self._last_live_ns = None
         if p.backfill:
-            subs = [
-                self.create_subscription(
-                    Observation, backfill_topic("observation"), lambda m: self.on_observation(m, True), qos.BULK
-                ),
-                self.create_subscription(
-                    ArmCommand, backfill_topic("command"), lambda m: self.on_command(m, True), qos.BULK
-                ),
-                self.create_subscription(Reward, backfill_topic("reward"), lambda m: self.on_reward(m, True), qos.BULK),
-                self.create_subscription(TaskPhase, backfill_topic("task_phase"), self._on_backfill_phase, qos.BULK),
-                self.create_subscription(String, graph.TOPICS["backfill_done"], self._on_backfill_done, qos.RELIABLE),
-            ]
-            self._backfill_subs = subs
-            self.pub_backfill = self.create_publisher(String, graph.TOPICS["backfill_request"], qos.RELIABLE)
-            self.start_backfill(self.stream.backfill_since(), "start")
             self.create_timer(0.2, self._backfill_tick)
         self.create_timer(10.0, self.report)
         self.weights_version = 0
@@ -229,6 +211,159 @@ class LearnerNode(Node):
                 self.features = FrozenImageEncoder()
             add_features(eps, self.features)
 
+    def _apply_phases(self) -> None:
+        for f in self.feeds:
+            f.apply_phases()
+
+    def _backfill_tick(self) -> None:
+        for f in self.feeds:
+            f.backfill_tick()
+
+    def _add(self, ep):
+        self._with_features([ep])
+        self.trainer.add_episode(ep)
+        robot = ep.provenance.get("robot")
+        self.log.info(
+            (f"[{robot}] " if robot else "") + f"episode {ep.provenance['episode_index']} ({ep.task}, {len(ep)} steps, "
+            f"{'success' if ep.success else 'no success'}) on disk and in the online buffer"
+        )
+
+    def publish_weights(self, version: int, blob: bytes, sha: str, path: Path):
+        m = PolicyWeights()
+        m.header.stamp = self.get_clock().now().to_msg()
+        m.version = int(version)
+        self.weights_version = m.version
+        m.sha256 = sha
+        m.signature = list(sign_weights(self.signing_key, version, sha))
+        m.key_id = self.key_id
+        if self.p.weights_transport == "inline":
+            m.data = blob
+        else:
+            m.checkpoint_path = str(path.resolve())
+        for f in self.feeds:  # every robot's policy (one in a graph of its own)
+            f.pub_weights.publish(m)
+
+    def health(self):
+        s = self.trainer.status()
+        steps = max(1, s["env_steps"])
+        values = {
+            "env_steps": s["env_steps"],
+            "updates": s["updates"],
+            "updates_per_s": s["updates_per_s"],
+            "utd": (s["updates"] - self.trainer.updates_at_start) / steps,
+            "utd_target": self.p.utd_ratio,
+            "episodes": s["episodes"],
+            "online_transitions": s["online_transitions"],
+            "offline_transitions": s["offline_transitions"],
+            "relabelled_episodes": s["relabelled"],
+            "backfill_requests": sum(f.backfill_requests for f in self.feeds),
+            "backfilled_observations": sum(f.backfilled for f in self.feeds),
+            "backfill_in_flight": any(f.backfill is not None for f in self.feeds),
+            "weights_version": self.weights_version,
+            "budget_steps": self.p.budget_steps,
+        }
+        dropped = self.dropped()
+        values.update({f"dropped/{k}": v for k, v in sorted(dropped.items())})
+        if self.p.robots:
+            for f in self.feeds:
+                values[f"robots/{f.robot}/episodes"] = len(f.stream.stored)
+                values[f"robots/{f.robot}/steps_received"] = f.stream.steps_received
+        if s["error"]:
+            return ERROR, f"training failed: {s['error']}", values
+        if s["done"]:
+            return OK, f"budget of {self.p.budget_steps} environment steps reached: training finished", values
+        return OK, f"training: {s['updates']} updates, {s['episodes']} online episodes", values
+
+    def report(self):
+        s = self.trainer.status()
+        if s["error"]:
+            # exit non-zero: the runner reports it and restarts the learner from its checkpoint
+            raise SystemExit(f"training failed: {s['error']}")
+        self.log.info(
+            f"env steps {s['env_steps']}, updates {s['updates']} ({s['updates_per_s']:.1f}/s), "
+            f"episodes {s['episodes']}, online transitions {s['online_transitions']}, "
+            f"dropped {self.dropped() or 'none'}"
+        )
+
+    def dropped(self) -> dict:
+        out: dict = {}
+        for f in self.feeds:
+            for k, v in f.stream.dropped.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def close(self):
+        self.trainer.stop()
+        for f in self.feeds:
+            f.stream.close()
+
+
+class _Tagged:
+    """A logger whose messages name the robot they are about (a fleet's learner hears several)."""
+
+    def __init__(self, log, tag: str):
+        self._log, self._tag = log, tag
+
+    def info(self, msg: str) -> None:
+        self._log.info(self._tag + msg)
+
+    def warn(self, msg: str) -> None:
+        self._log.warn(self._tag + msg)
+
+
+class RobotFeed:
+    """One robot's stream into the learner: its topics (under its namespace in a fleet), its
+    episode stream and journal, and the backfill of what the learner missed from its recorder."""
+
+    def __init__(self, node: "LearnerNode", robot: str, writer):
+        from robofume_ros.online.episode_stream import EpisodeStream
+
+        self.node, self.robot, self.p = node, robot.strip("/"), node.p
+        self.log = _Tagged(node.log, f"[{self.robot}] " if self.robot else "")
+        self.stream = EpisodeStream(node.dir, self.p.action_dim, writer=writer, robot=self.robot)
+        finished, open_steps = self.stream.recover()
+        if finished or open_steps:
+            self.log.info(f"journal: recovered {len(finished)} finished episodes and {open_steps} steps of open ones")
+        self.pub_weights = node.create_publisher(PolicyWeights, self.topic(graph.TOPICS["weights"]), qos.LATCHED)
+        for ep in finished:
+            node._add(ep)
+        self.last_episode = None
+        # deep reader queues: while training holds the interpreter the stream waits, it is not dropped
+        node.create_subscription(Observation, self.topic(graph.TOPICS["observation"]), self.on_observation, qos.DEEP)
+        node.create_subscription(ArmCommand, self.topic(graph.TOPICS["command"]), self.on_command, qos.DEEP)
+        node.create_subscription(Reward, self.topic(graph.TOPICS["reward"]), self.on_reward, qos.DEEP)
+        node.create_subscription(TaskPhase, self.topic(graph.TOPICS["task_phase"]), self.on_phase, qos.LATCHED)
+        # backfill: what the robot did while this learner was down or cut off, from the recorder
+        self.backfill = None  # the request in flight: {"request", "since_ns", "t0", "sent"}
+        self._asked_for_commands: set = set()  # episodes a backfill was asked to complete (once each)
+        self.backfill_requests = 0
+        self.backfilled = 0  # observations that came in through a backfill
+        self._held_phases: list = []  # phase messages held while a backfill is in flight
+        self._pending_phases: list = []  # (arrival, phase message) waiting for their episode's end
+        self._period_ns: deque = deque(maxlen=20)  # recent intervals between observations of an episode
+        self._last_live_ns = None
+        if self.p.backfill:
+            bt = lambda key: self.topic(backfill_topic(key))
+            self._backfill_subs = [
+                node.create_subscription(
+                    Observation, bt("observation"), lambda m: self.on_observation(m, True), qos.BULK
+                ),
+                node.create_subscription(ArmCommand, bt("command"), lambda m: self.on_command(m, True), qos.BULK),
+                node.create_subscription(Reward, bt("reward"), lambda m: self.on_reward(m, True), qos.BULK),
+                node.create_subscription(TaskPhase, bt("task_phase"), self._on_backfill_phase, qos.BULK),
+                node.create_subscription(
+                    String, self.topic(graph.TOPICS["backfill_done"]), self._on_backfill_done, qos.RELIABLE
+                ),
+            ]
+            self.pub_backfill = node.create_publisher(
+                String, self.topic(graph.TOPICS["backfill_request"]), qos.RELIABLE
+            )
+            self.start_backfill(self.stream.backfill_since(), "start")
+
+    def topic(self, name: str) -> str:
+        """A relative topic name of this robot: under its namespace in a fleet, else the node's."""
+        return f"{self.robot}/{name}" if self.robot else name
+
     # --- backfill ---------------------------------------------------------------------------
     def start_backfill(self, since_ns: int, why: str) -> None:
         """Ask the recorder for everything since `since_ns`; episodes close only once it is in."""
@@ -244,9 +379,9 @@ class LearnerNode(Node):
         b = self.backfill
         b.update(request=random.getrandbits(31), sent=False, sent_t=None, received=0, expected=None, done_t=None)
         b["tries"] += 1
-        self._backfill_tick()
+        self.backfill_tick()
 
-    def _backfill_tick(self) -> None:
+    def backfill_tick(self) -> None:
         b = self.backfill
         if b is None:
             return
@@ -304,7 +439,7 @@ class LearnerNode(Node):
         )
         # "done" travels on its own topic and may overtake the replay: finish once all of it is in
         b["expected"], b["done_t"] = int(done.get("messages", 0)), time.monotonic()
-        self._backfill_tick()
+        self.backfill_tick()
 
     def _count_backfill(self) -> None:
         if self.backfill is not None:
@@ -319,7 +454,7 @@ class LearnerNode(Node):
         held, self._held_phases = self._held_phases, []
         for m in held:  # in arrival order: each closes the episodes before its own
             self._pending_phases.append((time.monotonic(), m))
-        self._apply_phases()
+        self.apply_phases()
 
     def _on_backfill_phase(self, msg) -> None:
         self._count_backfill()
@@ -332,10 +467,10 @@ class LearnerNode(Node):
         try:
             image = image_to_rgb(obs.image)
             # the learner's store never holds what it cannot train on: the checkpoint's observation spec
-            check_observation(self.L.obs_spec, image, obs.proprio)
+            check_observation(self.node.L.obs_spec, image, obs.proprio)
         except (ImageError, ObservationMismatch) as e:
             if not backfill:
-                self.throttle.warn(f"bad:{str(e)[:24]}", f"observation dropped: {e}")  # throttled per field
+                self.node.throttle.warn(f"bad:{str(e)[:24]}", f"observation dropped: {e}")  # throttled per field
             return
         stamp = stamp_key(obs.header.stamp)
         if not backfill and self.p.backfill:
@@ -358,10 +493,10 @@ class LearnerNode(Node):
             stamp, obs.episode_index, image, obs.proprio, obs.instruction, obs.task, backfill=backfill
         )
         if new:
-            self.trainer.env_step()
+            self.node.trainer.env_step()
             self.backfilled += int(backfill)
         if self._pending_phases:
-            self._apply_phases()
+            self.apply_phases()
 
     def on_command(self, msg, backfill: bool = False):
         if backfill:
@@ -369,7 +504,7 @@ class LearnerNode(Node):
         a = command_to_action(msg, self.p.action_dim)
         if not np.all(np.isfinite(a)):
             if not backfill:
-                self.throttle.warn("nan", "non-finite command not used as an action")
+                self.node.throttle.warn("nan", "non-finite command not used as an action")
             return
         self.stream.command(stamp_key(msg.header.stamp), np.clip(a, -1.0, 1.0), backfill=backfill)
 
@@ -386,9 +521,9 @@ class LearnerNode(Node):
         # on their topic, so then none of its own is still on the way (a phase message, on another
         # topic, can overtake them); a silent robot (paused, stopped) closes it after a wait
         self._pending_phases.append((time.monotonic(), msg))
-        self._apply_phases()
+        self.apply_phases()
 
-    def _apply_phases(self) -> None:
+    def apply_phases(self) -> None:
         while self._pending_phases:
             if self.backfill is not None:  # e.g. asked for below: the phases wait for it
                 self._held_phases[:0] = [m for _t, m in self._pending_phases]  # older than the held ones
@@ -423,77 +558,14 @@ class LearnerNode(Node):
             success = msg.last_switch_reason == TaskPhase.REASON_SUCCESS
             outcomes = dict(zip(msg.recent_episodes, msg.recent_successes))
             for ep in self.stream.close_before(msg.episode_index, success, outcomes):
-                self._add(ep)
+                self.node._add(ep)
         self.last_episode = msg.episode_index
         # a person changed the verdict of an episode already stored (UNDO): disk and buffer follow
         for index, ok in zip(msg.recent_episodes, msg.recent_successes):
             if self.stream.stored_success(index) not in (None, bool(ok)):
                 rewards, terminals = self.stream.relabel(index, bool(ok))
-                self.trainer.relabel(int(index), rewards, terminals, bool(ok))
+                self.node.trainer.relabel(int(index), rewards, terminals, bool(ok), self.robot)
                 self.log.info(f"episode {index} relabelled {'success' if ok else 'no success'} (a person's verdict)")
-
-    def _add(self, ep):
-        self._with_features([ep])
-        self.trainer.add_episode(ep)
-        self.log.info(
-            f"episode {ep.provenance['episode_index']} ({ep.task}, {len(ep)} steps, "
-            f"{'success' if ep.success else 'no success'}) on disk and in the online buffer"
-        )
-
-    def publish_weights(self, version: int, blob: bytes, sha: str, path: Path):
-        m = PolicyWeights()
-        m.header.stamp = self.get_clock().now().to_msg()
-        m.version = int(version)
-        self.weights_version = m.version
-        m.sha256 = sha
-        m.signature = list(sign_weights(self.signing_key, version, sha))
-        m.key_id = self.key_id
-        if self.p.weights_transport == "inline":
-            m.data = blob
-        else:
-            m.checkpoint_path = str(path.resolve())
-        self.pub_weights.publish(m)
-
-    def health(self):
-        s = self.trainer.status()
-        steps = max(1, s["env_steps"])
-        values = {
-            "env_steps": s["env_steps"],
-            "updates": s["updates"],
-            "updates_per_s": s["updates_per_s"],
-            "utd": (s["updates"] - self.trainer.updates_at_start) / steps,
-            "utd_target": self.p.utd_ratio,
-            "episodes": s["episodes"],
-            "online_transitions": s["online_transitions"],
-            "offline_transitions": s["offline_transitions"],
-            "relabelled_episodes": s["relabelled"],
-            "backfill_requests": self.backfill_requests,
-            "backfilled_observations": self.backfilled,
-            "backfill_in_flight": self.backfill is not None,
-            "weights_version": self.weights_version,
-            "budget_steps": self.p.budget_steps,
-        }
-        values.update({f"dropped/{k}": v for k, v in sorted(self.stream.dropped.items())})
-        if s["error"]:
-            return ERROR, f"training failed: {s['error']}", values
-        if s["done"]:
-            return OK, f"budget of {self.p.budget_steps} environment steps reached: training finished", values
-        return OK, f"training: {s['updates']} updates, {s['episodes']} online episodes", values
-
-    def report(self):
-        s = self.trainer.status()
-        if s["error"]:
-            # exit non-zero: the runner reports it and restarts the learner from its checkpoint
-            raise SystemExit(f"training failed: {s['error']}")
-        self.log.info(
-            f"env steps {s['env_steps']}, updates {s['updates']} ({s['updates_per_s']:.1f}/s), "
-            f"episodes {s['episodes']}, online transitions {s['online_transitions']}, "
-            f"dropped {self.stream.dropped or 'none'}"
-        )
-
-    def close(self):
-        self.trainer.stop()
-        self.stream.close()
 
 
 def main(args=None) -> int:

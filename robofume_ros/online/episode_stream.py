@@ -108,14 +108,19 @@ class Journal:
 class EpisodeStream:
     """Feed it the stream; it returns closed Episodes (already in the dataset on disk)."""
 
-    def __init__(self, root: Path, action_dim: int, min_length: int = 1, writer=None, max_pending: int = 256):
+    def __init__(
+        self, root: Path, action_dim: int, min_length: int = 1, writer=None, max_pending: int = 256, robot: str = ""
+    ):
         from robofume_ros.data.dataset import DatasetWriter
 
         self.root = Path(root)
         self.action_dim = action_dim
         self.min_length = min_length
+        # one robot of a fleet: its episodes carry provenance "robot" in the shared online dataset
+        # (`writer`), its journal is its own
+        self.robot = robot
         self.writer = writer or DatasetWriter(self.root / "online")
-        self.journal = Journal(self.root / "journal.bin")
+        self.journal = Journal(self.root / (f"journal_{robot}.bin" if robot else "journal.bin"))
         self.open: dict[int, _Open] = {}
         self.closed_indices: set = set()
         self.stored: dict[int, tuple[Path, bool]] = {}  # episode index -> (its folder, success) on disk
@@ -284,6 +289,7 @@ class EpisodeStream:
                 "t_end_ns": steps[-1].stamp,
                 "reward_probability": [None if np.isnan(s.probability) else s.probability for s in steps],
                 "reward_success": [s.reward_success for s in steps],
+                **({"robot": self.robot} if self.robot else {}),
             },
             success_gt=np.array(gt, bool) if all(g is not None for g in gt) else None,
         )
@@ -413,7 +419,7 @@ class EpisodeStream:
         return finished, sum(len(ep.steps) for ep in self.open.values())
 
     def _dataset_provenance(self) -> list[tuple[Path, dict]]:
-        """(folder, meta.json) of every online episode on disk."""
+        """(folder, meta.json) of every online episode of this stream's robot on disk."""
         from robofume_ros.data.dataset import episode_dirs
         import json
 
@@ -421,9 +427,11 @@ class EpisodeStream:
         if (self.root / "online").exists():
             for d in episode_dirs(self.root / "online"):
                 try:
-                    out.append((d, json.loads((d / "meta.json").read_text())))
+                    meta = json.loads((d / "meta.json").read_text())
                 except (OSError, ValueError):
-                    pass
+                    continue
+                if meta.get("provenance", {}).get("robot", "") == self.robot:
+                    out.append((d, meta))
         return out
 
     def close(self) -> None:

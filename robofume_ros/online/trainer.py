@@ -78,11 +78,11 @@ class OnlineTrainer:
         s[1] += 1
         self._save_progress()
 
-    def relabel(self, episode_index: int, rewards, terminals, success: bool) -> bool:
-        """A stored online episode got a new outcome (a person's override): the replay buffer's
-        labels follow. False when the buffer does not hold it."""
+    def relabel(self, episode_index: int, rewards, terminals, success: bool, robot: str = "") -> bool:
+        """A stored online episode (of `robot`, in a fleet) got a new outcome (a person's override):
+        the replay buffer's labels follow. False when the buffer does not hold it."""
         with self.lock:
-            done = self.L.online.relabel(episode_index, rewards, terminals)
+            done = self.L.online.relabel(episode_index, rewards, terminals, robot)
         if done:
             self.relabelled += 1
         return done

@@ -125,7 +125,7 @@ class ReplayStore:
         self.n_obs = 0  # observation rows in use
         self.n = 0  # transition rows in use
         self.n_episodes = 0
-        # provenance episode_index (the robot's episode number) -> (first transition row, length)
+        # (provenance robot, episode_index: the robot's episode number) -> (first transition row, length)
         self.by_index: dict[int, tuple[int, int]] = {}
         cap_o, cap_t = capacity + 1, capacity
         self._obs = {"proprio": np.zeros((cap_o, proprio_dim), np.float32)}
@@ -190,9 +190,9 @@ class ReplayStore:
         self._set_labels(sl, ep.rewards, ep.terminals)
         tr["lang"][sl] = self.lang_index(ep.instruction)
         tr["episode"][sl] = self.n_episodes
-        index = (ep.provenance or {}).get("episode_index")
-        if index is not None:
-            self.by_index[int(index)] = (t0, T)
+        prov = ep.provenance or {}
+        if prov.get("episode_index") is not None:  # a fleet's robots each count their own episodes
+            self.by_index[(prov.get("robot", ""), int(prov["episode_index"]))] = (t0, T)
         self.n_obs += T + 1
         self.n += T
         self.n_episodes += 1
@@ -211,12 +211,14 @@ class ReplayStore:
         )
         tr["success"][sl] = float(succeeded(rewards, s.failure_reward))
 
-    def relabel(self, episode_index: int, rewards, terminals) -> bool:
-        """New rewards/terminals for the stored episode with provenance `episode_index` (a person
-        overrode its outcome); its targets and MC returns are recomputed. False when not stored."""
-        if episode_index not in self.by_index:
+    def relabel(self, episode_index: int, rewards, terminals, robot: str = "") -> bool:
+        """New rewards/terminals for the stored episode with provenance `episode_index` of `robot`
+        (a person overrode its outcome); its targets and MC returns are recomputed. False when not
+        stored."""
+        key = (robot, int(episode_index))
+        if key not in self.by_index:
             return False
-        t0, T = self.by_index[episode_index]
+        t0, T = self.by_index[key]
         if len(rewards) != T or len(terminals) != T:
             raise ValueError(f"episode {episode_index} has {T} transitions, got {len(rewards)} labels")
         self._set_labels(slice(t0, t0 + T), np.asarray(rewards, np.float32), np.asarray(terminals, bool))

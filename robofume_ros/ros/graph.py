@@ -70,6 +70,14 @@ ARGUMENTS: list[LaunchArg] = [
         "/robot1/...; /diagnostics and /clock stay global. Graphs in different namespaces share a ROS "
         "domain without hearing each other",
     ),
+    LaunchArg(
+        "robots",
+        "",
+        "a fleet: N (robots:=2 -> robot1, robot2) or names (robots:=left,right). Each robot runs its "
+        "own robot side, camera, policy, reward, task switcher and recorder under /<robot>, with seed "
+        "seed+i; one learner (and evaluator) trains on all of them and pushes weights to each. "
+        "world:=drawer,window gives robot i the i-th pair (cycled)",
+    ),
     LaunchArg("policy", "scripted", "who commands the arm: scripted (Meta-World experts) or learned (policy_node)"),
     LaunchArg(
         "use_sim_time",
@@ -297,8 +305,67 @@ def _truthy(v: str) -> bool:
 
 def nodes(graph: str, args: Optional[dict] = None) -> list[NodeSpec]:
     """The nodes of `graph` ("sim" or "finetune") for the given launch arguments."""
-    a = resolve_args(args)
-    return _nodes(graph, a, task_parameters(a)[0])
+    return resolve(graph, args, describe_nodes=False)[0]
+
+
+FLEET_SHARED = ("learner", "evaluator")  # one for the whole fleet, at the fleet's namespace
+MAX_ROBOTS = 16
+
+
+def robot_names(value: str) -> list[str]:
+    """The `robots` launch argument -> the fleet's robot names ([] = no fleet): a count N gives
+    robot1..robotN, a comma-separated list names them."""
+    from robofume_ros.interfaces import normalize_namespace
+
+    value = (value or "").strip()
+    if not value:
+        return []
+    if value.isdigit():
+        n = int(value)
+        if not 1 <= n <= MAX_ROBOTS:
+            raise ValueError(f"robots must be 1..{MAX_ROBOTS} (or a list of names), got {value}")
+        return [f"robot{i + 1}" for i in range(n)]
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    for n in names:
+        if "/" in n or not normalize_namespace(n):
+            raise ValueError(f"robot name {n!r} must be one ROS name token (letters, digits, underscores)")
+    if len(set(names)) != len(names) or len(names) > MAX_ROBOTS:
+        raise ValueError(f"robots must be up to {MAX_ROBOTS} distinct names, got {value!r}")
+    return names
+
+
+def _fleet(graph: str, a: dict, names: list) -> tuple[list[NodeSpec], dict]:
+    """Each robot's graph under <namespace>/<robot> without the shared nodes, then the shared ones
+    (the learner with `robots`, the evaluator) at <namespace>."""
+    if graph != "finetune":
+        raise ValueError("robots:= is a fine-tuning fleet (graph finetune); run a sim graph per namespace instead")
+    worlds = _convert(a["world"], list)
+    base_seed = int(a["seed"] or 0)
+    specs, per_robot = [], {}
+    for i, robot in enumerate(names):
+        ai = dict(a, world=worlds[i % len(worlds)], namespace=f"{a['namespace'].rstrip('/')}/{robot}")
+        ai["seed"] = str(base_seed + i)
+        if _truthy(a["record"]):  # each robot keeps its own bags (its recorder backfills the learner)
+            ai["bag_dir"] = str(Path(a["bag_dir"] or Path(a["run_dir"] or LEARNER_RUN_DIR) / "bags") / robot)
+        params, derived = task_parameters(ai)
+        for s in _nodes(graph, ai, params):
+            if s.name in FLEET_SHARED:
+                continue
+            # a robot that dies does not stop the fleet (the runner reports it, respawns what it would)
+            s.required = False
+            # each robot's simulator keeps its own time (lockstep): /clock under its namespace
+            s.remappings.append(("/clock", f"{s.namespace}/clock"))
+            specs.append(s)
+        per_robot[robot] = derived
+    a0 = dict(a, world=worlds[0])
+    params, derived = task_parameters(a0)
+    shared = [s for s in _nodes(graph, a0, params) if s.name in FLEET_SHARED]
+    for s in shared:
+        s.parameters["use_sim_time"] = False  # the robots' clocks are theirs; stamps come with the data
+        if s.name == "learner":
+            s.parameters["robots"] = list(names)
+            s.parameters["backfill"] = _truthy(a["record"])
+    return specs + shared, {**derived, "robots": per_robot}
 
 
 def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
@@ -454,7 +521,7 @@ def check_pair_of_inputs(pair, a: dict) -> None:
             raise ValueError(f"policy_checkpoint {ck} was trained on pair {cp!r}, not on world {pair.name!r}")
 
 
-def resolve(graph: str, args: Optional[dict] = None) -> tuple[list[NodeSpec], dict]:
+def resolve(graph: str, args: Optional[dict] = None, describe_nodes: bool = True) -> tuple[list[NodeSpec], dict]:
     """The nodes of a graph and the description of everything it is made of, resolved once (the
     task's datasets and checkpoint are read once): launch arguments, the task and what was derived
     from it, and every node with its params files, parameters, remappings and resolved values
@@ -462,8 +529,14 @@ def resolve(graph: str, args: Optional[dict] = None) -> tuple[list[NodeSpec], di
     a = resolve_args(args)
     from robofume_ros import recipe
 
-    task_params, derived = task_parameters(a)
-    specs = _nodes(graph, a, task_params)
+    names = robot_names(a["robots"])
+    if names:
+        specs, derived = _fleet(graph, a, names)
+    else:
+        task_params, derived = task_parameters(a)
+        specs = _nodes(graph, a, task_params)
+    if not describe_nodes:
+        return specs, {}
     description = {
         "graph": graph,
         "arguments": a,
@@ -472,6 +545,17 @@ def resolve(graph: str, args: Optional[dict] = None) -> tuple[list[NodeSpec], di
         "nodes": [{**s.as_dict(), "resolved": resolved_parameters(s)} for s in specs],
     }
     return specs, description
+
+
+def description_yaml(d: dict) -> str:
+    """A description as YAML a person reads: values written out, no anchors for shared lists."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data):
+            return True
+
+    return yaml.dump(d, Dumper=Dumper, sort_keys=False)
 
 
 def describe(graph: str, args: Optional[dict] = None) -> dict:

@@ -187,11 +187,10 @@ class GraphRunner:
 def write_description(run_dir: Path, d: dict, log=print) -> Path:
     """<run_dir>/graph.yaml: the resolved description of what runs (graph_mod.resolve), so a result
     always says exactly what produced it; the task's derived values are printed too."""
-    import yaml
 
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "graph.yaml"
-    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    path.write_text(graph_mod.description_yaml(d))
     t = d["task"]
     log(
         f"[robofume] task pair {t['pair']['name']!r} ({t['pair']['forward']} / {t['pair']['backward']}); "
