@@ -81,3 +81,47 @@ def test_summaries_name_fields_and_sizes_not_contents():
     s = summarize(o)
     assert s.startswith("Observation ") and "proprio=<3 items>" in s and "instruction='xxx" in s
     assert len(s) < 600 and summarize(b"\x00" * 10) == "10 raw bytes"
+
+
+_SLOW_CLOSE_NODE = """
+import sys, time
+from pathlib import Path
+from rclpy.node import Node
+from robofume_ros.ros.node import run_node
+
+class Slow(Node):
+    def __init__(self):
+        super().__init__("slow_close")
+        Path(sys.argv[1] + ".up").write_text("up")
+
+    def close(self):
+        time.sleep(1.5)  # e.g. the learner writing its checkpoint
+        Path(sys.argv[1]).write_text("saved")
+
+raise SystemExit(run_node(Slow, []))
+"""
+
+
+def test_a_second_ctrl_c_does_not_cut_short_what_a_node_saves_on_close(tmp_path):
+    """Ctrl-C reaches the runner and every node at once, and the runner then sends its own
+    SIGINT: a node already closing finishes close() and exits cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    marker = tmp_path / "saved"
+    env = dict(os.environ, ROS_DOMAIN_ID=str(next_domain_id()), ROS_LOG_DIR=str(tmp_path / "logs"))
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_CLOSE_NODE, str(marker)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "saved.up").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # spinning
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)  # inside close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+    assert marker.read_text() == "saved"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 import traceback
@@ -37,6 +38,9 @@ def run_node(make_node: Callable, args=None, executor_threads: int = 1) -> int:
             traceback.print_exc()
             code = 1
     finally:
+        # a Ctrl-C reaches the runner and every node at once (one process group), and the runner
+        # then asks each node again: a second SIGINT must not cut short what close() saves
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             close = getattr(node, "close", None)
             if close is not None:
