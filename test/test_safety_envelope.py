@@ -62,7 +62,9 @@ def check_output(cfg, a, prev, p, reasons):
         assert np.all(np.abs(a - prev) <= cfg.max_delta_per_tick + 1e-9)
     if p is not None:
         p = np.asarray(p)
-        target = p + a[:3] * cfg.max_translation_m
+        # where the hand gets if the command acts for its whole horizon (a velocity interface)
+        reach = max(1.0, cfg.command_horizon_s / cfg.control_period_s)
+        target = p + a[:3] * cfg.max_translation_m * reach
         inside = np.all(p >= WS_LOW) and np.all(p <= WS_HIGH)
         if inside:
             assert np.all(target >= WS_LOW - 1e-9) and np.all(target <= WS_HIGH + 1e-9), (p, a)
@@ -71,11 +73,13 @@ def check_output(cfg, a, prev, p, reasons):
             assert np.all(np.where(p > WS_HIGH, target <= p + 1e-12, True))
 
 
-@pytest.mark.parametrize("dim", [4, 7])
+@pytest.mark.parametrize("dim,horizon", [(4, 0.0), (7, 0.0), (4, 0.35)])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_envelope_output_is_always_safe(dim, data):
-    env = SafetyEnvelope(config(dim))
+def test_envelope_output_is_always_safe(dim, horizon, data):
+    """horizon 0.35 s: a twist that keeps moving the arm until a late next tick or the driver's
+    timeout (3.5 control periods) still ends inside the box."""
+    env = SafetyEnvelope(config(dim, command_horizon_s=horizon))
     cfg = env.config
     prev = np.zeros(dim)
     for _ in range(data.draw(st.integers(1, 20))):

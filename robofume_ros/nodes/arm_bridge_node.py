@@ -62,6 +62,12 @@ class Params(GateParams):
     servo_twist_topic: str = knob("servo_node/delta_twist_cmds", "MoveIt Servo twist command topic")
     servo_start_service: str = knob("servo_node/start_servo", "std_srvs/Trigger to start Servo (Humble); '' = none")
     servo_pause_service: str = knob("servo_node/pause_servo", "std_srvs/SetBool (Iron+, false = run); '' = none")
+    servo_timeout_s: float = knob(
+        0.3,
+        "Servo's incoming_command_timeout: a twist keeps the arm moving up to this long, so the "
+        "workspace check plans each twist for it and dead-reckons twists by how long they really ran",
+        range=(0.01, 10.0),
+    )
     trajectory_topic: str = knob("joint_trajectory_controller/joint_trajectory", "JointTrajectory controller topic")
     trajectory_lookahead: float = knob(1.0, "time_from_start of each trajectory point, in control periods")
     latency_ticks: float = knob(
@@ -113,7 +119,14 @@ class ArmBridgeNode(Node, GatedRobot):
         self.chain = Chain.from_flat(p.chain_joints, p.chain_tool, p.joint_lower, p.joint_upper)
         if len(p.joint_names) != self.chain.n:
             raise ValueError(f"{len(p.joint_names)} joint_names for a chain of {self.chain.n} joints")
-        self.setup_gate(p, p.action_dim, self.period, watchdog=True, require_observation=True)
+        self.setup_gate(
+            p,
+            p.action_dim,
+            self.period,
+            watchdog=True,
+            require_observation=True,
+            command_horizon_s=p.servo_timeout_s if p.interface == "servo" else 0.0,
+        )
         self.q = None  # arm joint positions, chain order
         self.gripper_pos = None
         self.pose = None  # (position (3,), rotation (3, 3)) from the pose topic
@@ -303,6 +316,7 @@ class ArmBridgeNode(Node, GatedRobot):
     def hold(self):
         if self.p.interface == "servo":
             self.publish_twist(np.zeros(3), np.zeros(3))  # Servo halts on a zero twist
+            self._sent.append((time.monotonic(), np.zeros(3)))  # the twist before it ran until now
         elif not self._held and self.q is not None:
             self.publish_trajectory(self.q)  # stop where the arm is, once
         self._q_cmd = None
@@ -311,11 +325,25 @@ class ArmBridgeNode(Node, GatedRobot):
     def _in_flight(self) -> np.ndarray:
         """Dead reckoning for the workspace check: every translation commanded since the newest
         arm state (plus `latency_ticks` of motion still in flight when it was measured). A late or
-        slow state stream then makes the check stricter, never blind."""
+        slow state stream then makes the check stricter, never blind. A twist (servo) moves the arm
+        until the next one or Servo's timeout: each counts for as long as it really ran, so a late
+        tick (a loaded machine) is not mistaken for one period of motion."""
         horizon = self._state_t - self.p.latency_ticks * self.period
-        while self._sent and self._sent[0][0] < horizon:
+        if self.p.interface != "servo":
+            while self._sent and self._sent[0][0] < horizon:
+                self._sent.popleft()
+            return sum((dp for _t, dp in self._sent), np.zeros(3))
+        # keep the newest twist sent before the horizon: it may still have been moving the arm
+        while len(self._sent) >= 2 and self._sent[1][0] <= horizon:
             self._sent.popleft()
-        return sum((dp for _t, dp in self._sent), np.zeros(3))
+        now = time.monotonic()
+        sent = list(self._sent)
+        total = np.zeros(3)
+        for i, (t, dp) in enumerate(sent):
+            end = min(sent[i + 1][0] if i + 1 < len(sent) else now, t + self.p.servo_timeout_s)
+            ran = max(0.0, end - max(t, horizon))
+            total += dp / self.period * ran
+        return total
 
     def execute(self, action, e):
         dp, dr, g = self.gate.envelope.to_physical(action)

@@ -66,6 +66,7 @@ class GatedRobot:
         control_period_s: float,
         watchdog: bool = True,
         require_observation: bool = False,
+        command_horizon_s: float = 0.0,
     ) -> None:
         self.action_dim = action_dim
         self.gate = make_gate(
@@ -76,6 +77,7 @@ class GatedRobot:
             max_rotation_rad=p.max_rotation_rad,
             max_delta_per_tick=p.max_delta_per_tick,
             control_period_s=control_period_s,
+            command_horizon_s=command_horizon_s,
             max_speed_m_s=p.max_speed_m_s,
             max_angular_speed_rad_s=p.max_angular_speed_rad_s,
             command_timeout_s=p.command_timeout_s,
@@ -106,6 +108,10 @@ class GatedRobot:
         )
         self.diagnostics = Diagnostics(self, self.gate_health, getattr(self, "throttle", None))
 
+    def robot_health(self) -> dict:
+        """The robot side's own values for /diagnostics (the simulator's pacing, ...)."""
+        return {}
+
     def gate_health(self):
         """/diagnostics of the robot side: the safety envelope's counts and state."""
         counts = self.gate.counts_dict()
@@ -117,6 +123,7 @@ class GatedRobot:
             **{f"frame_to_command_ms/{k}": v for k, v in self.command_latency_ms().items()},
             **{f"command_queued_ms/{k}": v for k, v in _quantiles(self._queued_ms).items()},
             **{f"safety/{k}": v for k, v in sorted(counts.items())},
+            **self.robot_health(),
         }
         refused = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("refused_source:")}
         if self.gate.stopped:

@@ -8,7 +8,10 @@ call `filter()` on every command before anything moves. It enforces, in order:
   4. rate limit   -- change per tick of each component limited to `max_delta_per_tick`;
   5. velocity     -- translation (and rotation) per tick scaled to `max_speed_m_s` (`max_angular_speed_rad_s`)
                      times the control period, keeping its direction;
-  6. workspace    -- translation scaled so the predicted end-effector position stays in the box.
+  6. workspace    -- translation scaled so the predicted end-effector position stays in the box, also
+                     if the command keeps acting for `command_horizon_s` (a velocity interface such as
+                     MoveIt Servo moves on at the commanded twist until the next one or its own
+                     timeout: a late next tick must not carry the hand out of the box).
 Every clip, rejection and stop is counted by reason, so the nodes can log and publish them.
 `CommandGate` (gate.py) wraps one envelope with the arbitration (stop > home > intervention >
 policy) and the watchdog; the sim node and the arm bridge both run their commands through it.
@@ -32,6 +35,9 @@ class EnvelopeConfig:
     max_rotation_rad: float = 0.05  # radians per tick for a rotation of 1.0 (7-D actions)
     max_delta_per_tick: float = 2.0  # largest change of a component between ticks (2.0 = off)
     control_period_s: float = 0.1  # one control tick, for the velocity limits
+    # how long one command may keep the arm moving: a velocity interface's timeout (Servo's
+    # incoming_command_timeout); 0 = one control period (a position setpoint is reached and held)
+    command_horizon_s: float = 0.0
     max_speed_m_s: float = 0.0  # end-effector speed limit (0 = only max_translation_m)
     max_angular_speed_rad_s: float = 0.0  # end-effector angular speed limit (0 = only max_rotation_rad)
     workspace_low: Sequence[float] = (-0.5, 0.3, 0.05)  # end-effector box, metres, base frame
@@ -65,6 +71,8 @@ class SafetyEnvelope:
             raise ValueError(f"workspace box must be 3 lows below 3 highs, got {c.workspace_low} / {c.workspace_high}")
         if c.max_translation_m <= 0 or c.max_rotation_rad <= 0 or c.control_period_s <= 0:
             raise ValueError("max_translation_m, max_rotation_rad and control_period_s must be positive")
+        if c.command_horizon_s < 0:
+            raise ValueError("command_horizon_s must be >= 0 (0 = one control period)")
         if c.max_speed_m_s < 0 or c.max_angular_speed_rad_s < 0 or c.max_delta_per_tick <= 0:
             raise ValueError("speed limits must be >= 0 and max_delta_per_tick > 0")
         self.counts: Counter = Counter()
@@ -188,7 +196,9 @@ class SafetyEnvelope:
             if not np.all(np.isfinite(p)):
                 self.counts["rejected:nonfinite_state"] += 1
                 return Decision(None, ["rejected: NaN or Inf in the end-effector position"])
-            delta = a[:3] * c.max_translation_m
+            # the displacement if this command acts for its whole horizon (>= one tick)
+            reach = max(1.0, c.command_horizon_s / c.control_period_s)
+            delta = a[:3] * c.max_translation_m * reach
             target = p + delta
             safe_target = np.clip(target, self.ws_low, self.ws_high)
             if np.any(safe_target != target):
@@ -199,7 +209,7 @@ class SafetyEnvelope:
                 new_delta = np.where(outside_low, np.maximum(delta, 0.0), new_delta)
                 new_delta = np.where(outside_high, np.minimum(delta, 0.0), new_delta)
                 a = a.copy()
-                a[:3] = new_delta / c.max_translation_m
+                a[:3] = new_delta / (c.max_translation_m * reach)
                 reasons.append("workspace")
                 self.counts["clipped:workspace"] += 1
         self._last_action = a
