@@ -72,3 +72,33 @@ def test_trainer_follows_utd_pushes_weights_and_stops_at_budget(tmp_path):
     assert status["done"] and status["episodes"] == 20 and status["env_steps"] == 60
     resumed = Learner.load(tmp_path / "learner.pt")
     assert resumed.step == L.step
+
+
+def test_trained_through_is_what_a_paced_simulator_waits_on(tmp_path):
+    rng = np.random.default_rng(1)
+    L = Learner(
+        LearnerConfig(obs_mode="state", lang_mode="onehot", max_instructions=2, agent={"batch_size": 8}),
+        proprio_dim=4,
+        action_dim=4,
+    )
+    L.add_offline([episode(rng)])
+    tr = OnlineTrainer(L, TrainerConfig(utd_ratio=2.0, budget_steps=100), tmp_path)  # not started
+    for _ in range(10):
+        tr.env_step()
+    assert tr.trained_through() is None, "nothing to train on yet: the robot must not wait"
+    tr.add_episode(episode(rng))
+    assert tr.trained_through() == 0  # no update yet covers any of the 10 steps
+    with tr.lock:
+        for _ in range(7):
+            L.update()
+    assert tr.trained_through() == 3  # at utd 2, steps 1-3 owe 6 updates, step 4 the 7th and 8th
+    tr.cfg.utd_ratio = 0.5
+    assert tr.trained_through() == 10, "every step whose (half an) update is made or not yet owed"
+    tr.cfg.utd_ratio = 2.0
+
+    tr.error = "boom"
+    assert tr.trained_through() is None, "a failed learner holds nobody"
+    tr.error = None
+    tr.done.set()
+    assert tr.trained_through() is None, "a finished learner holds nobody"
+    tr._csv.close()

@@ -250,6 +250,7 @@ def test_fleet_of_two_robots_feeds_one_learner(tmp_path, models):
 
     specs, by = finetune_specs(tmp_path, models, robots="2")
     assert by["learner"].parameters["robots"] == ["robot1", "robot2"]
+    by["learner"].nice = 0  # the fleet's plumbing is tested here; a niced learner only makes it slower
     assert {by[f"robot{i}/sim"].parameters["seed"] for i in (1, 2)} == {0, 1}
     learner_dir = tmp_path / "run" / "learner"
     with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
@@ -292,3 +293,39 @@ def test_fleet_of_two_robots_feeds_one_learner(tmp_path, models):
         log = g.log("learner")
     assert "a fleet of 2 robots: robot1, robot2" in log
     assert "[robot1] " in log and "[robot2] " in log
+
+
+def test_sim_time_waits_for_the_learner_and_keeps_its_utd_ratio(tmp_path, models):
+    """fast:=true (lockstep on the sim clock): with a UTD ratio the learner cannot reach at the
+    simulator's own pace, the simulator waits until the learner's updates cover its steps
+    (/learner/trained_until_ns), so the run keeps the configured ratio however fast the simulation
+    could go."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    utd, slack, steps_wanted = 8.0, 2, 40
+    learner = {"utd_ratio": utd, "weights_every": 100, "checkpoint_every": 1000}
+    specs, by = finetune_specs(tmp_path, models, learner=learner)
+    by["learner"].parameters.update(learner)  # finetune_specs' own settings are for the other tests
+    by["sim"].parameters["learner_slack_steps"] = slack
+    by["learner"].nice = 0  # the pace is the learner's: niced, it would only make the test slower
+    assert by["sim"].parameters["lockstep_wait_for_reward"] is True  # the graph runs a reward
+    with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
+        probe = g.probe({"/diagnostics": DiagnosticArray})
+
+        def status(name):
+            for arr in reversed(probe.get("/diagnostics")):
+                for s in arr.status:
+                    if s.name == name:
+                        return {kv.key: kv.value for kv in s.values}
+            return {}
+
+        deadline = time.monotonic() + 400
+        while float(status("robofume_ros/learner").get("env_steps", 0)) < steps_wanted and time.monotonic() < deadline:
+            time.sleep(1)
+        learner, sim = status("robofume_ros/learner"), status("robofume_ros/sim")
+        g.assert_alive()
+    steps, ratio = float(learner["env_steps"]), float(learner["utd"])
+    assert steps >= steps_wanted, (learner, sim)
+    # the simulator runs at most `slack` steps (+ the one in flight) ahead of the learner's updates
+    assert ratio >= utd * (steps - slack - 2) / steps, f"updates per env step {ratio:.2f} of {utd}: {learner} {sim}"
+    assert float(sim["waited_for_learner_s"]) > 0, sim

@@ -3,7 +3,9 @@
 in:  /observation, /robot/command, /reward, /task_phase (episode boundaries and outcomes, also
      a person's later overrides: a stored episode is relabelled). Never the simulator's
      ground truth: the report reads that from the recorded bag.
-out: /policy/weights (PolicyWeights, latched: inline bytes or a checkpoint path + sha256)
+out: /policy/weights (PolicyWeights, latched: inline bytes or a checkpoint path + sha256),
+     /learner/trained_until_ns (20 Hz: the stamp of the robot's newest step its updates cover at
+     its UTD ratio; a lockstep simulator waits on it, so sim time runs as fast as learning allows)
 files (run_dir/learner/): online/ (dataset of every online episode, written before training on
      it), journal.bin (every step as it arrives), learner.pt (checkpoint), policy_latest.pt,
      metrics.csv, status.json
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from rclpy.node import Node
-from std_msgs.msg import String
+from std_msgs.msg import Int64, String
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation, PolicyWeights, Reward, TaskPhase
@@ -148,10 +150,16 @@ class LearnerNode(Node):
         self.feeds = [RobotFeed(self, r, writer) for r in (p.robots or [""])]
         if p.robots:
             self.log.info(f"a fleet of {len(p.robots)} robots: {', '.join(p.robots)}")
-        self.create_timer(0.5, self._apply_phases)
+        # steady timers: their waits are wall seconds, and in sim time the clock stops while the
+        # simulator waits for this learner (its pace: /learner/trained_until_ns)
+        from rclpy.clock import Clock as RosClock, ClockType
+
+        steady = RosClock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(0.5, self._apply_phases, clock=steady)
         if p.backfill:
-            self.create_timer(0.2, self._backfill_tick)
-        self.create_timer(10.0, self.report)
+            self.create_timer(0.2, self._backfill_tick, clock=steady)
+        self.create_timer(10.0, self.report, clock=steady)
+        self.create_timer(0.05, self._publish_pace, clock=steady)
         self.weights_version = 0
         self.diagnostics = Diagnostics(self, self.health, self.throttle)
         self.trainer.start()
@@ -218,6 +226,11 @@ class LearnerNode(Node):
     def _backfill_tick(self) -> None:
         for f in self.feeds:
             f.backfill_tick()
+
+    def _publish_pace(self) -> None:
+        through = self.trainer.trained_through()
+        for f in self.feeds:
+            f.publish_pace(through)
 
     def _add(self, ep):
         self._with_features([ep])
@@ -293,6 +306,8 @@ class LearnerNode(Node):
         return out
 
     def close(self):
+        for f in self.feeds:  # episodes the switcher already ended reach the disk before the end
+            f.flush_phases()
         self.trainer.stop()
         for f in self.feeds:
             f.stream.close()
@@ -325,6 +340,8 @@ class RobotFeed:
         if finished or open_steps:
             self.log.info(f"journal: recovered {len(finished)} finished episodes and {open_steps} steps of open ones")
         self.pub_weights = node.create_publisher(PolicyWeights, self.topic(graph.TOPICS["weights"]), qos.LATCHED)
+        self.pub_pace = node.create_publisher(Int64, self.topic(graph.TOPICS["trained_until"]), qos.SENSOR)
+        self._steps: deque = deque()  # (the trainer's env step count, stamp) of this robot's new observations
         for ep in finished:
             node._add(ep)
         self.last_episode = None
@@ -332,7 +349,7 @@ class RobotFeed:
         node.create_subscription(Observation, self.topic(graph.TOPICS["observation"]), self.on_observation, qos.DEEP)
         node.create_subscription(ArmCommand, self.topic(graph.TOPICS["command"]), self.on_command, qos.DEEP)
         node.create_subscription(Reward, self.topic(graph.TOPICS["reward"]), self.on_reward, qos.DEEP)
-        node.create_subscription(TaskPhase, self.topic(graph.TOPICS["task_phase"]), self.on_phase, qos.LATCHED)
+        node.create_subscription(TaskPhase, self.topic(graph.TOPICS["task_phase"]), self.on_phase, qos.LATCHED_DEEP)
         # backfill: what the robot did while this learner was down or cut off, from the recorder
         self.backfill = None  # the request in flight: {"request", "since_ns", "t0", "sent"}
         self._asked_for_commands: set = set()  # episodes a backfill was asked to complete (once each)
@@ -359,6 +376,32 @@ class RobotFeed:
                 String, self.topic(graph.TOPICS["backfill_request"]), qos.RELIABLE
             )
             self.start_backfill(self.stream.backfill_since(), "start")
+
+    def flush_phases(self) -> None:
+        """At shutdown: close the episodes the switcher has already ended (phase messages held for
+        a backfill or waiting for the next episode's first observation); nothing more will come
+        (what did not arrive is in the recorder's bag)."""
+        waiting = list(self._held_phases) + [m for _t, m in self._pending_phases]
+        self._held_phases, self._pending_phases, self.backfill = [], [], None
+        for m in waiting:
+            try:
+                self._apply_phase(m)
+            except Exception as e:  # noqa: BLE001 - shutting down: say what was not stored, go on
+                self.log.warn(f"could not close episode(s) before {m.episode_index} at shutdown: {e}")
+
+    def publish_pace(self, through) -> None:
+        """The stamp of this robot's newest step that `through` (the trainer's covered env step
+        count) includes; -1 (hold nobody) when the learner does not pace (None) or has heard
+        nothing from this robot since it started. Before its first step is covered: that step's
+        stamp minus one, so the simulator waits within its slack."""
+        dq = self._steps
+        if through is None or not dq:
+            value = -1
+        else:
+            while len(dq) >= 2 and dq[1][0] <= through:
+                dq.popleft()
+            value = dq[0][1] if dq[0][0] <= through else dq[0][1] - 1
+        self.pub_pace.publish(Int64(data=int(value)))
 
     def topic(self, name: str) -> str:
         """A relative topic name of this robot: under its namespace in a fleet, else the node's."""
@@ -494,6 +537,7 @@ class RobotFeed:
         )
         if new:
             self.node.trainer.env_step()
+            self._steps.append((self.node.trainer.env_steps, stamp))
             self.backfilled += int(backfill)
         if self._pending_phases:
             self.apply_phases()

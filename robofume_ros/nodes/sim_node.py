@@ -1,7 +1,8 @@
 """Simulated robot: a reset-free MuJoCo / Meta-World pair behind the arm command interface.
 
 in:  /robot/command, /robot/intervention (ArmCommand), /robot/stop (Bool) -- all through the one
-     CommandGate + safety envelope the arm bridge uses (ros/gate.py) --, /task_phase
+     CommandGate + safety envelope the arm bridge uses (ros/gate.py) --, /task_phase,
+     /learner/trained_until_ns (lockstep: the learner's pace)
 out: /camera/image_raw (Image rgb8), /robot/state (RobotState), /eval/ground_truth (GroundTruth,
      evaluation only), /sim/expert_state (privileged state for scripted experts), /clock (lockstep),
      /robot/safety (String, JSON counts)
@@ -9,12 +10,16 @@ srv: ~/home (std_srvs/Trigger)
 
 Steps at `control_rate_hz` in wall time, or in lockstep (`lockstep:=true`): each step waits for the
 command answering the last frame and advances /clock by one control period, as fast as the loop
-allows. A task switch copies the scene across; it never resets it.
+allows, and while its newest step is more than `learner_slack_steps` ahead of the steps the
+learner's updates cover it waits for them (`follow_learner`): sim time then runs as fast as learning
+at the configured UTD ratio allows, so it learns what the same number of steps at 10 Hz would. A task switch copies the
+scene across; it never resets it.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,10 +29,10 @@ from rclpy.clock import ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, Int64
 
 from robofume_ros.ros import graph
-from robofume_ros.msg import GroundTruth, RobotState, TaskPhase
+from robofume_ros.msg import GroundTruth, Reward, RobotState, TaskPhase
 from robofume_ros.ros.node import Throttle, ground_truth_msgs, run_node
 from robofume_ros.ros.gate import GatedRobot, GateParams
 from robofume_ros.ros.params import declare, knob
@@ -45,6 +50,25 @@ class Params(GateParams):
     control_rate_hz: float = knob(10.0, "simulation steps per second of (sim or wall) time", range=(0.1, 1000.0))
     lockstep: bool = knob(False, "step as fast as possible, waiting for each frame's command; publishes /clock")
     lockstep_timeout_s: float = knob(2.0, "lockstep: wall seconds to wait for a command before holding still")
+    lockstep_wait_for_reward: bool = knob(
+        False,
+        "lockstep: also wait for the reward's verdict on the last frame before the next step, as at "
+        "10 Hz the verdict comes within the tick (the fine-tuning graph sets it when it runs a reward)",
+    )
+    follow_learner: bool = knob(
+        True,
+        "lockstep: wait while this robot's steps run more than learner_slack_steps ahead of what the "
+        "learner's updates cover (/learner/trained_until_ns), so a run in sim time keeps its UTD "
+        "ratio and learns as at 10 Hz",
+    )
+    learner_slack_steps: int = knob(
+        10, "lockstep: control steps the simulator may run ahead of the learner's updates", range=(1, 10**6)
+    )
+    learner_silent_s: float = knob(
+        2.0,
+        "lockstep: a learner silent this long (down, restarting) no longer holds the simulator",
+        range=(0.1, 3600.0),
+    )
     initial_phase: str = knob("forward", "task active before the first /task_phase message")
     home_on_switch: bool = knob(
         True,
@@ -87,6 +111,15 @@ class SimNode(Node, GatedRobot):
         self.pub_expert = node.create_publisher(Float64MultiArray, graph.TOPICS["expert_state"], qos.SENSOR)
         self.pub_clock = node.create_publisher(Clock, "/clock", 10) if p.lockstep else None
         node.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
+        self._pace = (-1, 0.0)  # (the learner's trained-until stamp ns, when heard: monotonic s)
+        self._frames: deque = deque(maxlen=100_000)  # stamps of the frames the learner has not covered
+        self.waited_for_learner_s = 0.0  # wall time lockstep spent waiting for the learner's updates
+        self._wait_t0 = None
+        self._reward_stamp_ns = None  # of the newest verdict (lockstep_wait_for_reward)
+        if p.lockstep and p.lockstep_wait_for_reward:
+            node.create_subscription(Reward, graph.TOPICS["reward"], self._on_reward, qos.RELIABLE)
+        if p.lockstep and p.follow_learner:
+            node.create_subscription(Int64, graph.TOPICS["trained_until"], self._on_pace, qos.SENSOR)
         # The simulator is the clock source: its own timers run on the steady (wall) clock even
         # when the rest of the graph uses /clock.
         wall = RosClock(clock_type=ClockType.STEADY_TIME)
@@ -134,15 +167,59 @@ class SimNode(Node, GatedRobot):
     def tick(self):
         self.step_once()
 
+    def _on_reward(self, msg) -> None:
+        self._reward_stamp_ns = max(self._reward_stamp_ns or 0, stamp_key(msg.header.stamp))
+
+    def _on_pace(self, msg) -> None:
+        self._pace = (int(msg.data), time.monotonic())
+
+    def robot_health(self) -> dict:
+        if not self.p.lockstep:
+            return {}
+        waited = self.waited_for_learner_s + (time.monotonic() - self._wait_t0 if self._wait_t0 else 0.0)
+        return {
+            "sim_steps": self.steps,
+            "steps_per_s": self.diagnostics.rate("steps", self.steps),
+            "waited_for_learner_s": round(waited, 2),
+            "learner_behind_steps": self.learner_lag_steps(),
+        }
+
+    def learner_lag_steps(self) -> int:
+        """Frames this robot published after the newest one the learner's updates cover (0: it
+        paces nobody, or is silent). Counted in frames, not sim time: homing between episodes
+        advances the clock without steps to learn from."""
+        until, heard = self._pace
+        if until < 0 or time.monotonic() - heard > self.p.learner_silent_s:
+            return 0
+        frames = self._frames
+        while frames and frames[0] <= until:
+            frames.popleft()
+        return len(frames)
+
+    def learner_behind(self) -> bool:
+        """Lockstep paced by learning: the learner (heard recently) covers steps more than the
+        slack behind this simulator's newest one."""
+        return self.p.follow_learner and self.learner_lag_steps() > self.p.learner_slack_steps
+
     def lockstep_tick(self):
-        answered = (
-            self.last_cmd_stamp_ns is not None
-            and self._last_frame_ns is not None
-            and self.last_cmd_stamp_ns >= self._last_frame_ns
+        now = time.monotonic()
+        if self.learner_behind():
+            if self._wait_t0 is None:
+                self._wait_t0 = now
+            return
+        if self._wait_t0 is not None:
+            self.waited_for_learner_s += now - self._wait_t0
+            self._wait_t0 = None
+        frame = self._last_frame_ns
+        answered = self.last_cmd_stamp_ns is not None and frame is not None and self.last_cmd_stamp_ns >= frame
+        judged = not self.p.lockstep_wait_for_reward or (
+            self._reward_stamp_ns is not None and frame is not None and self._reward_stamp_ns >= frame
         )
-        if answered or time.monotonic() - self._frame_wall > self.p.lockstep_timeout_s:
+        if (answered and judged) or time.monotonic() - self._frame_wall > self.p.lockstep_timeout_s:
             if not answered:
                 self.throttle.warn("lockstep", "no command for the last frame: stepping with the arm held")
+            elif not judged:
+                self.throttle.warn("lockstep_reward", "no reward verdict on the last frame: stepping without it")
             self.step_once()
 
     def stamp(self):
@@ -178,6 +255,8 @@ class SimNode(Node, GatedRobot):
         # state and expert state of the same frame are already out
         self.pub_image.publish(rgb_to_image(obs.image, stamp, frame_id="sim_camera"))
         self._last_frame_ns = stamp_key(stamp)
+        if self.p.lockstep and self.p.follow_learner:
+            self._frames.append(self._last_frame_ns)
         self._frame_wall = time.monotonic()
 
     def report(self):

@@ -104,6 +104,23 @@ class OnlineTrainer:
     def _target_updates(self) -> int:
         return self.updates_at_start + int(self.cfg.utd_ratio * self._steps_since_start())
 
+    def trained_through(self) -> Optional[int]:
+        """How many environment steps (counted as env_step() counts them) the updates made so far
+        cover at the configured UTD ratio: the pace of a simulator in sim time, which waits until
+        the steps it made are covered. None when it holds nobody: not training yet for lack of
+        online data, finished, failed, or utd_ratio 0."""
+        if (
+            self.cfg.utd_ratio <= 0
+            or self.done.is_set()
+            or self.error
+            or len(self.L.online) < max(1, self.cfg.min_online_transitions)
+        ):
+            return None
+        # the most steps whose owed updates (int(utd * steps), as the loop counts them) are made
+        made = self.L.step - self.updates_at_start
+        covered = int((made + 1) / self.cfg.utd_ratio - 1e-9)
+        return self._env_steps_at_start + min(self._steps_since_start(), covered)
+
     def _steps_since_start(self) -> int:
         return self.env_steps - self._env_steps_at_start
 

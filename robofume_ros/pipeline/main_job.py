@@ -7,6 +7,7 @@
   4. pretrain   Cal-QL offline pre-training, language-conditioned       (robofume pretrain)
   5. finetune   reset-free online fine-tuning as a ROS 2 graph: sim, camera, policy, reward,
                 task switcher, learner (robofume launch finetune), at 10 Hz wall-clock control
+                (--sim-time: in sim time, paced by the learner)
   6. retrain    OOO: a pessimistic policy (Cal-QL, as pre-training; IQL as an option) trained from
                 scratch on all data seen
   7. evaluate   forward/backward success by simulator ground truth for the pre-trained,
@@ -83,7 +84,7 @@ def finetune_args(out: Path, pair: str, recipe_spec: str, budget: int, seed: int
 
 def run_finetune(out: Path, args: dict) -> int:
     """Reset-free fine-tuning as the ROS graph, at the configured 10 Hz wall-clock control rate as on
-    a robot (the learner trains asynchronously)."""
+    a robot (the learner trains asynchronously), or in sim time paced by the learner (fast:=true)."""
     from robofume_ros.ros import runner
 
     run_dir = out / "finetune"
@@ -188,6 +189,13 @@ def main(argv=None) -> int:
         help="where pre-training, the learner and OOO retraining train: auto (a CUDA GPU when there is one), "
         "cpu, cuda or cuda:N",
     )
+    ap.add_argument(
+        "--sim-time",
+        action="store_true",
+        help="fine-tune in sim time (fast:=true use_sim_time:=true): the simulator steps as fast as the "
+        "policy, the reward and the learner's updates at the recipe's UTD ratio allow, instead of at the "
+        "10 Hz wall clock",
+    )
     ap.add_argument("--fresh", action="store_true", help="delete --out first")
     ns = ap.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -226,6 +234,8 @@ def main(argv=None) -> int:
 
     ft_args = finetune_args(out, ns.pair, recipe_spec, budget, ns.seed)
     ft_args["learner_device"] = ns.device
+    if ns.sim_time:
+        ft_args.update(fast="true", use_sim_time="true")
     derived = graph.task_parameters(graph.resolve_args(ft_args))[1]
     settings = {
         "pair": pair.name,
@@ -238,6 +248,7 @@ def main(argv=None) -> int:
         "time_limits_from": derived["time_limits_from"],
         "success_frames": values.get("task_switcher", {}).get("success_frames"),
         "home_jitter": values.get("sim", {}).get("home_jitter_m"),
+        "sim_time": bool(ns.sim_time),
     }
     (out / "settings.json").write_text(json.dumps(settings, indent=1))
     log(

@@ -445,6 +445,10 @@ def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
             by_name["learner"].parameters["signing_key"] = key
         if "policy" in by_name:
             by_name["policy"].parameters["trusted_key"] = key + ".pub"
+    if "reward" in by_name and "sim" in by_name:
+        # in sim time the simulator also waits for the verdict on each frame, as at 10 Hz it comes
+        # within the tick (it waits for nothing else where it runs at the wall clock)
+        by_name["sim"].parameters["lockstep_wait_for_reward"] = True
     if graph == "sim" and "task_switcher" in by_name:
         # scripted data collection ends episodes on the simulator's verdict unless told otherwise
         by_name["task_switcher"].parameters.setdefault("success_source", "ground_truth")

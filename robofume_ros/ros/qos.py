@@ -14,6 +14,15 @@ LATCHED = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 
+# A latched stream whose every message matters to a reader that may fall behind (the learner's
+# task phases: each ends an episode): the late-joiner gets the newest, live ones queue deep.
+LATCHED_DEEP = QoSProfile(
+    depth=1000,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+
 # A consumer that may fall behind for a while (the learner while it trains): a deep reader queue.
 DEEP = QoSProfile(depth=2000, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 # A backfill burst: every message must arrive, however many the replay holds.
