@@ -28,62 +28,28 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_node import BenchNode, node_processes
 
 KINDS = ("sim", "camera", "policy", "reward", "task_switcher", "recorder", "learner", "evaluator")
 
 
-def node_processes(root_pid: int) -> dict:
-    """{node key (robot1/policy, learner): psutil.Process} of a runner's node processes."""
-    import psutil
-
-    out = {}
-    try:
-        children = psutil.Process(root_pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return out
-    for p in children:
-        try:
-            cmd = p.cmdline()
-        except psutil.Error:
-            continue
-        node = next((c.split(":=", 1)[1] for c in cmd if c.startswith("__node:=")), None)
-        ns = next((c.split(":=", 1)[1] for c in cmd if c.startswith("__ns:=")), "")
-        if node:
-            out[f"{ns.strip('/')}/{node}".lstrip("/")] = p
-    return out
-
-
-class DiagnosticsMonitor:
-    """Newest /diagnostics values per status name, from its own ROS context."""
+class DiagnosticsMonitor(BenchNode):
+    """Newest /diagnostics values per status name."""
 
     def __init__(self, domain: int):
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
 
-        self.rclpy = rclpy
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain)
-        self.node = rclpy.create_node("fleet_bench", context=self.ctx)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self.lock = threading.Lock()
+        super().__init__(domain, "fleet_bench")
         self.values: dict = {}
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.on_diag, 100)
-        self.stop = False
-        self.thread = threading.Thread(target=self.spin, daemon=True)
-        self.thread.start()
-
-    def spin(self):
-        while not self.stop:
-            self.executor.spin_once(timeout_sec=0.1)
+        self.start()
 
     def on_diag(self, arr):
         with self.lock:
@@ -93,12 +59,6 @@ class DiagnosticsMonitor:
     def get(self, name: str) -> dict:
         with self.lock:
             return dict(self.values.get(name, {}))
-
-    def close(self):
-        self.stop = True
-        self.thread.join(timeout=2)
-        self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.ctx)
 
 
 def _num(v, default=0.0) -> float:

@@ -33,7 +33,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -42,6 +41,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_node import BenchNode, node_processes
 
 # the nodes a run must survive losing: the learner and the reward are restarted by the runner; the
 # robot side, camera and policy are required (their death stops the graph, the arm held safe)
@@ -55,46 +56,18 @@ def _burn(stop_at: float) -> None:
         x = (x * 1103515245 + 12345) % 2**31
 
 
-def node_processes(root_pid: int) -> dict:
-    """{node name: psutil.Process} of the graph's node processes (their command line names the
-    node module, e.g. robofume_ros.nodes.learner_node)."""
-    import psutil
-
-    out = {}
-    try:
-        children = psutil.Process(root_pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return out
-    for p in children:
-        try:
-            cmd = " ".join(p.cmdline())
-        except psutil.Error:
-            continue
-        for n in NODES:
-            if f"{n}_node" in cmd:
-                out[n] = p
-    return out
-
-
-class Monitor:
+class Monitor(BenchNode):
     """The soak's own ROS node: phases, learner diagnostics, the robot side's latency, the hand's
     position; and a publisher for the poison fault."""
 
     def __init__(self, domain: int, low, high):
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
 
         from robofume_ros.msg import Observation, TaskPhase
 
-        self.rclpy, self.Observation = rclpy, Observation
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain)
-        self.node = rclpy.create_node("soak_monitor", context=self.ctx)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
+        super().__init__(domain, "soak_monitor")
+        self.Observation = Observation
         self.low, self.high = np.asarray(low), np.asarray(high)
-        self.lock = threading.Lock()
         self.learner: dict = {}
         self.learner_t = 0.0  # when the learner's newest status arrived
         self.robot: dict = {}
@@ -105,13 +78,7 @@ class Monitor:
         self.node.create_subscription(TaskPhase, "/task_phase", self.on_phase, 50)
         self.node.create_subscription(Observation, "/observation", self.on_obs, 50)
         self.pub = self.node.create_publisher(Observation, "/observation", 10)
-        self.stop = False
-        self.thread = threading.Thread(target=self.spin, daemon=True)
-        self.thread.start()
-
-    def spin(self):
-        while not self.stop:
-            self.executor.spin_once(timeout_sec=0.1)
+        self.start()
 
     def on_diag(self, arr):
         for st in arr.status:
@@ -153,12 +120,6 @@ class Monitor:
             sent += 1
             time.sleep(1.0 / rate_hz)
         return sent
-
-    def close(self):
-        self.stop = True
-        self.thread.join(timeout=5)
-        self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.ctx)
 
 
 def growth_mb_per_h(samples, skip_s: float) -> dict:

@@ -342,6 +342,7 @@ class RobotFeed:
         self.pub_weights = node.create_publisher(PolicyWeights, self.topic(graph.TOPICS["weights"]), qos.LATCHED)
         self.pub_pace = node.create_publisher(Int64, self.topic(graph.TOPICS["trained_until"]), qos.SENSOR)
         self._steps: deque = deque()  # (the trainer's env step count, stamp) of this robot's new observations
+        self._covered_ns = -1  # the newest stamp of them the learner's updates cover
         for ep in finished:
             node._add(ep)
         self.last_episode = None
@@ -390,17 +391,18 @@ class RobotFeed:
                 self.log.warn(f"could not close episode(s) before {m.episode_index} at shutdown: {e}")
 
     def publish_pace(self, through) -> None:
-        """The stamp of this robot's newest step that `through` (the trainer's covered env step
-        count) includes; -1 (hold nobody) when the learner does not pace (None) or has heard
-        nothing from this robot since it started. Before its first step is covered: that step's
-        stamp minus one, so the simulator waits within its slack."""
+        """The newest stamp among this robot's steps that `through` (the trainer's covered env step
+        count) includes: backfilled steps arrive after newer live ones, so the newest, not the last
+        to arrive. -1 (hold nobody) when the learner does not pace (None) or has heard nothing from
+        this robot since it started; before its first step is covered, that step's stamp minus one,
+        so the simulator waits within its slack."""
         dq = self._steps
-        if through is None or not dq:
+        if through is None:
             value = -1
         else:
-            while len(dq) >= 2 and dq[1][0] <= through:
-                dq.popleft()
-            value = dq[0][1] if dq[0][0] <= through else dq[0][1] - 1
+            while dq and dq[0][0] <= through:
+                self._covered_ns = max(self._covered_ns, dq.popleft()[1])
+            value = self._covered_ns if self._covered_ns >= 0 else (dq[0][1] - 1 if dq else -1)
         self.pub_pace.publish(Int64(data=int(value)))
 
     def topic(self, name: str) -> str:

@@ -56,10 +56,11 @@ class Params(GateParams):
         "10 Hz the verdict comes within the tick (the fine-tuning graph sets it when it runs a reward)",
     )
     follow_learner: bool = knob(
-        True,
+        False,
         "lockstep: wait while this robot's steps run more than learner_slack_steps ahead of what the "
         "learner's updates cover (/learner/trained_until_ns), so a run in sim time keeps its UTD "
-        "ratio and learns as at 10 Hz",
+        "ratio and learns as at 10 Hz (off by default: a learner that missed frames during a link cut "
+        "and backfills on its next live frame can hold the simulator for good; see docs/fleet.md)",
     )
     learner_slack_steps: int = knob(
         10, "lockstep: control steps the simulator may run ahead of the learner's updates", range=(1, 10**6)
