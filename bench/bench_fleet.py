@@ -104,13 +104,12 @@ def run_fleet(n: int, ns, run: Path, out: Path, domain: int) -> dict:
         if proc.poll() is not None:
             raise RuntimeError(f"the graph stopped during warm-up; see {out / f'robots{n}' / 'graph.log'}")
         learner0 = mon.get("robofume_ros/learner")
-        procs = node_processes(proc.pid)
-        for p in procs.values():
+        cpu0 = {}
+        for k, p in node_processes(proc.pid).items():
             try:
-                p.cpu_times()
-            except psutil.Error:
-                pass
-        cpu0 = {k: sum(p.cpu_times()[:2]) for k, p in procs.items() if p.is_running()}
+                cpu0[k] = sum(p.cpu_times()[:2])
+            except psutil.Error:  # a node that just died (a robot may) is not counted
+                continue
         w0 = time.time()
         latencies = defaultdict(list)
         while time.time() - w0 < ns.seconds and proc.poll() is None:
