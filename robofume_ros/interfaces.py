@@ -47,7 +47,6 @@ _TABLE = {
 TOPICS: dict[str, str] = {k: v[0] for k, v in _TABLE.items()}
 MSGTYPES: dict[str, str] = {k: v[1] for k, v in _TABLE.items()}
 BACKFILL_KEYS = ("observation", "command", "reward", "task_phase")  # the learner's inputs, replayable
-ACTIONS = {"evaluate": "evaluate"}  # action servers, relative like the topics
 
 
 def normalize_namespace(namespace: str) -> str:

@@ -7,7 +7,7 @@
   4. pretrain   Cal-QL offline pre-training, language-conditioned       (robofume pretrain)
   5. finetune   reset-free online fine-tuning as a ROS 2 graph: sim, camera, policy, reward,
                 task switcher, learner (robofume launch finetune), at 10 Hz wall-clock control
-                (--sim-time: in sim time, paced by the learner)
+                (--sim-time: in sim time, lockstep)
   6. retrain    OOO: a pessimistic policy (Cal-QL, as pre-training; IQL as an option) trained from
                 scratch on all data seen
   7. evaluate   forward/backward success by simulator ground truth for the pre-trained,
@@ -84,7 +84,7 @@ def finetune_args(out: Path, pair: str, recipe_spec: str, budget: int, seed: int
 
 def run_finetune(out: Path, args: dict) -> int:
     """Reset-free fine-tuning as the ROS graph, at the configured 10 Hz wall-clock control rate as on
-    a robot (the learner trains asynchronously), or in sim time paced by the learner (fast:=true)."""
+    a robot (the learner trains asynchronously), or in lockstep sim time (fast:=true)."""
     from robofume_ros.ros import runner
 
     run_dir = out / "finetune"
@@ -193,8 +193,8 @@ def main(argv=None) -> int:
         "--sim-time",
         action="store_true",
         help="fine-tune in sim time (fast:=true use_sim_time:=true): the simulator steps as fast as the "
-        "policy, the reward and the learner's updates at the recipe's UTD ratio allow, instead of at the "
-        "10 Hz wall clock",
+        "policy and the reward answer each frame, instead of at the 10 Hz wall clock (pacing by the "
+        "learner's updates is the opt-in follow_learner: docs/fleet.md)",
     )
     ap.add_argument("--fresh", action="store_true", help="delete --out first")
     ns = ap.parse_args(argv)

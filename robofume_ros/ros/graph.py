@@ -342,12 +342,19 @@ def _fleet(graph: str, a: dict, names: list) -> tuple[list[NodeSpec], dict]:
     worlds = _convert(a["world"], list)
     base_seed = int(a["seed"] or 0)
     specs, per_robot = [], {}
+    by_world: dict = {}  # the task's parameters depend on the pair, not on the robot: read once per pair
+
+    def task(ai):
+        if ai["world"] not in by_world:
+            by_world[ai["world"]] = task_parameters(ai)
+        return by_world[ai["world"]]
+
     for i, robot in enumerate(names):
         ai = dict(a, world=worlds[i % len(worlds)], namespace=f"{a['namespace'].rstrip('/')}/{robot}")
         ai["seed"] = str(base_seed + i)
         if _truthy(a["record"]):  # each robot keeps its own bags (its recorder backfills the learner)
             ai["bag_dir"] = str(Path(a["bag_dir"] or Path(a["run_dir"] or LEARNER_RUN_DIR) / "bags") / robot)
-        params, derived = task_parameters(ai)
+        params, derived = task(ai)
         for s in _nodes(graph, ai, params):
             if s.name in FLEET_SHARED:
                 continue
@@ -358,7 +365,7 @@ def _fleet(graph: str, a: dict, names: list) -> tuple[list[NodeSpec], dict]:
             specs.append(s)
         per_robot[robot] = derived
     a0 = dict(a, world=worlds[0])
-    params, derived = task_parameters(a0)
+    params, derived = task(a0)
     shared = [s for s in _nodes(graph, a0, params) if s.name in FLEET_SHARED]
     for s in shared:
         s.parameters["use_sim_time"] = False  # the robots' clocks are theirs; stamps come with the data
