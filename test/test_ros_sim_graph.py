@@ -74,8 +74,14 @@ def test_recorded_bag_decodes_with_expected_counts(tmp_path):
     args = {"bag_dir": str(bag_dir), "fast": "true", "use_sim_time": "true"}
     with graph_under_test("sim", args, tmp_path) as g:
         probe = g.probe({"/observation": Observation, "/robot/command": ArmCommand})
-        # the recorder discovers topics once a second, so it starts a little after the probe
-        probe.wait_for("/robot/command", 300, timeout=120)
+        # the recorder discovers topics once a second, so it starts after the probe (later on a
+        # loaded machine): count from when it records both
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(
+            f"recording {t} " in g.log("recorder") for t in ("/observation", "/robot/command")
+        ):
+            time.sleep(0.2)
+        probe.wait_for("/robot/command", len(probe.get("/robot/command")) + 300, timeout=120)
         g.assert_alive()
     bags = list(bag_dir.iterdir())
     assert len(bags) == 1
