@@ -33,9 +33,9 @@ _TABLE = {
     "reward_override": ("reward_override", "robofume_ros/msg/RewardOverride"),  # a person's verdict
     "ground_truth": ("eval/ground_truth", "robofume_ros/msg/GroundTruth"),  # evaluation only, never a reward
     "weights": ("policy/weights", "robofume_ros/msg/PolicyWeights"),  # latched
-    # the stamp (ns) of the robot's newest step the learner's updates cover at its UTD ratio (-1:
-    # holds nobody): a lockstep simulator waits on it, so sim time runs as fast as learning allows
-    "trained_until": ("learner/trained_until_ns", "std_msgs/msg/Int64"),
+    # how far the learner's updates cover the robot's steps, and how far it has received them: a
+    # lockstep simulator waits on it, so sim time runs as fast as learning allows
+    "learner_pace": ("learner/pace", "robofume_ros/msg/LearnerPace"),
     "help": ("task_switcher/help", "std_msgs/msg/String"),  # the switcher asks a human for help
     "safety": ("robot/safety", "std_msgs/msg/String"),  # latched JSON: safety envelope counts and state
     "diagnostics": ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray"),  # every node's health, 1 Hz

@@ -308,7 +308,8 @@ def test_sim_time_waits_for_the_learner_and_keeps_its_utd_ratio(tmp_path, models
     learner = {"utd_ratio": utd, "weights_every": 100, "checkpoint_every": 1000}
     specs, by = finetune_specs(tmp_path, models, learner=learner)
     by["learner"].parameters.update(learner)  # finetune_specs' own settings are for the other tests
-    by["sim"].parameters.update(follow_learner=True, learner_slack_steps=slack)
+    assert by["sim"].parameters.get("follow_learner", True) is True
+    by["sim"].parameters.update(learner_slack_steps=slack)
     by["learner"].nice = 0  # the pace is the learner's: niced, it would only make the test slower
     assert by["sim"].parameters["lockstep_wait_for_reward"] is True  # the graph runs a reward
     with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:

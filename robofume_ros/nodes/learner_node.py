@@ -4,8 +4,9 @@ in:  /observation, /robot/command, /reward, /task_phase (episode boundaries and 
      a person's later overrides: a stored episode is relabelled). Never the simulator's
      ground truth: the report reads that from the recorded bag.
 out: /policy/weights (PolicyWeights, latched: inline bytes or a checkpoint path + sha256),
-     /learner/trained_until_ns (20 Hz: the stamp of the robot's newest step its updates cover at
-     its UTD ratio; a lockstep simulator waits on it, so sim time runs as fast as learning allows)
+     /learner/pace (LearnerPace, 20 Hz: the stamps of the robot's newest step its updates cover at
+     its UTD ratio and of the newest it received; a lockstep simulator waits on them, so sim time
+     runs as fast as learning allows)
 files (run_dir/learner/): online/ (dataset of every online episode, written before training on
      it), journal.bin (every step as it arrives), learner.pt (checkpoint), policy_latest.pt,
      metrics.csv, status.json
@@ -31,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 from rclpy.node import Node
-from std_msgs.msg import Int64, String
+from std_msgs.msg import String
 
 from robofume_ros.ros import graph
-from robofume_ros.msg import ArmCommand, Observation, PolicyWeights, Reward, TaskPhase
+from robofume_ros.msg import ArmCommand, LearnerPace, Observation, PolicyWeights, Reward, TaskPhase
 from robofume_ros.interfaces import backfill_topic
 from robofume_ros.ros.node import ERROR, OK, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
@@ -151,7 +152,7 @@ class LearnerNode(Node):
         if p.robots:
             self.log.info(f"a fleet of {len(p.robots)} robots: {', '.join(p.robots)}")
         # steady timers: their waits are wall seconds, and in sim time the clock stops while the
-        # simulator waits for this learner (its pace: /learner/trained_until_ns)
+        # simulator waits for this learner (its pace: /learner/pace)
         from rclpy.clock import Clock as RosClock, ClockType
 
         steady = RosClock(clock_type=ClockType.STEADY_TIME)
@@ -337,9 +338,10 @@ class RobotFeed:
         if finished or open_steps:
             self.log.info(f"journal: recovered {len(finished)} finished episodes and {open_steps} steps of open ones")
         self.pub_weights = node.create_publisher(PolicyWeights, self.topic(graph.TOPICS["weights"]), qos.LATCHED)
-        self.pub_pace = node.create_publisher(Int64, self.topic(graph.TOPICS["trained_until"]), qos.SENSOR)
+        self.pub_pace = node.create_publisher(LearnerPace, self.topic(graph.TOPICS["learner_pace"]), qos.SENSOR)
         self._steps: deque = deque()  # (the trainer's env step count, stamp) of this robot's new observations
         self._covered_ns = -1  # the newest stamp of them the learner's updates cover
+        self._received_ns = -1  # the newest stamp of them received (live or backfilled)
         for ep in finished:
             node._add(ep)
         self.last_episode = None
@@ -388,19 +390,21 @@ class RobotFeed:
                 self.log.warn(f"could not close episode(s) before {m.episode_index} at shutdown: {e}")
 
     def publish_pace(self, through) -> None:
-        """The newest stamp among this robot's steps that `through` (the trainer's covered env step
-        count) includes: backfilled steps arrive after newer live ones, so the newest, not the last
-        to arrive. -1 (hold nobody) when the learner does not pace (None) or has heard nothing from
-        this robot since it started; before its first step is covered, that step's stamp minus one,
-        so the simulator waits within its slack."""
+        """How far the learner is with this robot's steps (msg/LearnerPace): the newest stamp among
+        them that `through` (the trainer's covered env step count) includes -- backfilled steps
+        arrive after newer live ones, so the newest, not the last to arrive -- and the newest
+        received. Both -1 (hold nobody) when the learner does not pace (None) or has heard nothing
+        from this robot since it started; before its first step is covered, that step's stamp minus
+        one, so the simulator waits within its slack."""
         dq = self._steps
         if through is None:
-            value = -1
+            trained, received = -1, -1
         else:
             while dq and dq[0][0] <= through:
                 self._covered_ns = max(self._covered_ns, dq.popleft()[1])
-            value = self._covered_ns if self._covered_ns >= 0 else (dq[0][1] - 1 if dq else -1)
-        self.pub_pace.publish(Int64(data=int(value)))
+            trained = self._covered_ns if self._covered_ns >= 0 else (dq[0][1] - 1 if dq else -1)
+            received = self._received_ns if trained >= 0 else -1
+        self.pub_pace.publish(LearnerPace(trained_until_ns=int(trained), received_until_ns=int(received)))
 
     def topic(self, name: str) -> str:
         """A relative topic name of this robot: under its namespace in a fleet, else the node's."""
@@ -537,6 +541,7 @@ class RobotFeed:
         if new:
             self.node.trainer.env_step()
             self._steps.append((self.node.trainer.env_steps, stamp))
+            self._received_ns = max(self._received_ns, stamp)
             self.backfilled += int(backfill)
         if self._pending_phases:
             self.apply_phases()

@@ -2,7 +2,7 @@
 
 in:  /robot/command, /robot/intervention (ArmCommand), /robot/stop (Bool) -- all through the one
      CommandGate + safety envelope the arm bridge uses (ros/gate.py) --, /task_phase,
-     /learner/trained_until_ns (lockstep: the learner's pace)
+     /learner/pace (lockstep: how far the learner's updates are)
 out: /camera/image_raw (Image rgb8), /robot/state (RobotState), /eval/ground_truth (GroundTruth,
      evaluation only), /sim/expert_state (privileged state for scripted experts), /clock (lockstep),
      /robot/safety (String, JSON counts)
@@ -10,10 +10,12 @@ srv: ~/home (std_srvs/Trigger)
 
 Steps at `control_rate_hz` in wall time, or in lockstep (`lockstep:=true`): each step waits for the
 command answering the last frame and advances /clock by one control period, as fast as the loop
-allows, and while its newest step is more than `learner_slack_steps` ahead of the steps the
-learner's updates cover it waits for them (`follow_learner`): sim time then runs as fast as learning
-at the configured UTD ratio allows, so it learns what the same number of steps at 10 Hz would. A task switch copies the
-scene across; it never resets it.
+allows, and while more than `learner_slack_steps` of the frames the learner has received lie beyond
+what its updates cover it waits for them (`follow_learner`): sim time then runs as fast as learning
+at the configured UTD ratio allows, so it learns what the same number of steps at 10 Hz would.
+Frames the learner has not received (a link cut) hold nobody: the next live frame shows the learner
+its gap and it backfills it from the recorder. A task switch copies the scene across; it never
+resets it.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from rclpy.clock import ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
-from std_msgs.msg import Float64MultiArray, Int64
+from std_msgs.msg import Float64MultiArray
 
 from robofume_ros.ros import graph
-from robofume_ros.msg import GroundTruth, Reward, RobotState, TaskPhase
+from robofume_ros.msg import GroundTruth, LearnerPace, Reward, RobotState, TaskPhase
 from robofume_ros.ros.node import Throttle, ground_truth_msgs, run_node
 from robofume_ros.ros.gate import GatedRobot, GateParams
 from robofume_ros.ros.params import declare, knob
@@ -56,11 +58,10 @@ class Params(GateParams):
         "10 Hz the verdict comes within the tick (the fine-tuning graph sets it when it runs a reward)",
     )
     follow_learner: bool = knob(
-        False,
-        "lockstep: wait while this robot's steps run more than learner_slack_steps ahead of what the "
-        "learner's updates cover (/learner/trained_until_ns), so a run in sim time keeps its UTD "
-        "ratio and learns as at 10 Hz (off by default: a learner that missed frames during a link cut "
-        "and backfills on its next live frame can hold the simulator for good; see docs/fleet.md)",
+        True,
+        "lockstep: wait while more than learner_slack_steps of the frames the learner has received "
+        "lie beyond what its updates cover (/learner/pace), so a run in sim time keeps its UTD ratio "
+        "and learns as at 10 Hz",
     )
     learner_slack_steps: int = knob(
         10, "lockstep: control steps the simulator may run ahead of the learner's updates", range=(1, 10**6)
@@ -112,7 +113,7 @@ class SimNode(Node, GatedRobot):
         self.pub_expert = node.create_publisher(Float64MultiArray, graph.TOPICS["expert_state"], qos.SENSOR)
         self.pub_clock = node.create_publisher(Clock, "/clock", 10) if p.lockstep else None
         node.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
-        self._pace = (-1, 0.0)  # (the learner's trained-until stamp ns, when heard: monotonic s)
+        self._pace = (-1, -1, 0.0)  # the learner's (trained-until, received-until) stamps ns, when heard
         self._frames: deque = deque(maxlen=100_000)  # stamps of the frames the learner has not covered
         self.waited_for_learner_s = 0.0  # wall time lockstep spent waiting for the learner's updates
         self._wait_t0 = None
@@ -120,7 +121,7 @@ class SimNode(Node, GatedRobot):
         if p.lockstep and p.lockstep_wait_for_reward:
             node.create_subscription(Reward, graph.TOPICS["reward"], self._on_reward, qos.RELIABLE)
         if p.lockstep and p.follow_learner:
-            node.create_subscription(Int64, graph.TOPICS["trained_until"], self._on_pace, qos.SENSOR)
+            node.create_subscription(LearnerPace, graph.TOPICS["learner_pace"], self._on_pace, qos.SENSOR)
         # The simulator is the clock source: its own timers run on the steady (wall) clock even
         # when the rest of the graph uses /clock.
         wall = RosClock(clock_type=ClockType.STEADY_TIME)
@@ -172,7 +173,7 @@ class SimNode(Node, GatedRobot):
         self._reward_stamp_ns = max(self._reward_stamp_ns or 0, stamp_key(msg.header.stamp))
 
     def _on_pace(self, msg) -> None:
-        self._pace = (int(msg.data), time.monotonic())
+        self._pace = (int(msg.trained_until_ns), int(msg.received_until_ns), time.monotonic())
 
     def robot_health(self) -> dict:
         if not self.p.lockstep:
@@ -186,16 +187,23 @@ class SimNode(Node, GatedRobot):
         }
 
     def learner_lag_steps(self) -> int:
-        """Frames this robot published after the newest one the learner's updates cover (0: it
+        """Frames of this robot the learner has received but its updates do not cover yet (0: it
         paces nobody, or is silent). Counted in frames, not sim time: homing between episodes
-        advances the clock without steps to learn from."""
-        until, heard = self._pace
+        advances the clock without steps to learn from. Frames beyond the newest received one (in
+        flight, or lost in a link cut) hold nobody: the simulator's next frame shows the learner
+        the gap, and it backfills it from the recorder."""
+        until, received, heard = self._pace
         if until < 0 or time.monotonic() - heard > self.p.learner_silent_s:
             return 0
         frames = self._frames
         while frames and frames[0] <= until:
             frames.popleft()
-        return len(frames)
+        n = 0
+        for f in frames:  # stamps in order
+            if f > received or n > self.p.learner_slack_steps:
+                break
+            n += 1
+        return n
 
     def learner_behind(self) -> bool:
         """Lockstep paced by learning: the learner (heard recently) covers steps more than the

@@ -193,8 +193,8 @@ def main(argv=None) -> int:
         "--sim-time",
         action="store_true",
         help="fine-tune in sim time (fast:=true use_sim_time:=true): the simulator steps as fast as the "
-        "policy and the reward answer each frame, instead of at the 10 Hz wall clock (pacing by the "
-        "learner's updates is the opt-in follow_learner: docs/fleet.md)",
+        "policy and the reward answer each frame and the learner's updates keep the recipe's UTD ratio, "
+        "instead of at the 10 Hz wall clock (docs/fleet.md)",
     )
     ap.add_argument("--fresh", action="store_true", help="delete --out first")
     ns = ap.parse_args(argv)
