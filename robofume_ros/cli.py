@@ -8,6 +8,7 @@ robofume params [NODE]                              every node knob with default
 robofume topic echo|hz TOPIC                        watch a topic (like ros2 topic)
 robofume dataset from-bags|generate|info|video|plot datasets (see README)
 robofume pretrain ...                               offline Cal-QL pre-training
+robofume retrain --data D --data ONLINE --out DIR   OOO retraining on all data (--remote: the /retrain action)
 robofume evaluate --policy CKPT --data DATASET      ground-truth success in a simulated pair
 robofume reward train ...                           fine-tune the success classifier
 robofume reward audit RUN|BAGS                      the reward's verdicts on a run against its success source
@@ -25,6 +26,7 @@ from pathlib import Path
 # subcommands implemented elsewhere: name -> "module:function" taking argv
 DELEGATES = {
     "pretrain": "robofume_ros.rl.pretrain:main",
+    "retrain": "robofume_ros.pipeline.retrain:main",
     "main": "robofume_ros.pipeline.main_job:main",
     "topic": "robofume_ros.ros.topic_tools:main",
     "evaluate": "robofume_ros.pipeline.evaluation:main",

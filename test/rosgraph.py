@@ -109,6 +109,21 @@ class Probe:
                 raise TimeoutError("graph incomplete: " + "; ".join(missing))
             time.sleep(0.05)
 
+    def call(self, service: str, srv_type, request=None, timeout: float = 60.0):
+        """Call a service of the graph; the response, or AssertionError naming the service."""
+        client = self.node.create_client(srv_type, service)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise AssertionError(f"service {service} not available within {timeout} s")
+            done = threading.Event()
+            future = client.call_async(request if request is not None else srv_type.Request())
+            future.add_done_callback(lambda _f: done.set())
+            if not done.wait(timeout):
+                raise AssertionError(f"no answer from {service} within {timeout} s")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
     def get(self, topic: str) -> list:
         with self.lock:
             return [m for _, m in self.messages.get(topic, [])]

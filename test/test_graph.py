@@ -156,15 +156,26 @@ def test_a_fleet_is_one_graph_per_robot_and_one_learner():
     specs = graph.nodes("finetune", {"robots": "left,right", "world": "drawer,window", "seed": "7"})
     by = {s.key: s for s in specs}
     robot_side = {"sim", "camera", "task_switcher", "policy", "reward", "recorder"}
-    assert set(by) == {f"{r}/{n}" for r in ("left", "right") for n in robot_side} | {"learner", "evaluator"}
+    shared = {"learner", "evaluator", "lifecycle_manager"}
+    assert set(by) == {f"{r}/{n}" for r in ("left", "right") for n in robot_side} | shared
     assert by["learner"].parameters["robots"] == ["left", "right"] and by["learner"].namespace == ""
+    # one manager brings up every robot's managed nodes and the learner, each robot's sim last
+    assert by["lifecycle_manager"].parameters["node_names"] == [
+        "left/reward",
+        "right/reward",
+        "learner",
+        "left/policy",
+        "right/policy",
+        "left/sim",
+        "right/sim",
+    ]
     assert (by["left/sim"].parameters["world"], by["right/sim"].parameters["world"]) == ("drawer", "window")
     assert (by["left/sim"].parameters["seed"], by["right/policy"].parameters["seed"]) == (7, 8)
     assert by["right/task_switcher"].parameters["forward_task"] == "window-open"
     for s in specs:
         if s.namespace:  # a robot's node: its own sim clock, and its death does not stop the fleet
             assert ("/clock", f"{s.namespace}/clock") in s.remappings and not s.required
-        else:
+        elif s.name != "lifecycle_manager":
             assert s.parameters["use_sim_time"] is False
     assert by["left/recorder"].parameters["output_dir"].endswith("bags/left")
     assert [s.namespace for s in graph.nodes("finetune", {"robots": "2", "namespace": "lab"})][:1] == ["/lab/robot1"]

@@ -46,6 +46,7 @@ def test_quick_main_job_on_the_window_pair(tmp_path, capsys):
         "signing_key",  # the learner's weight-signing key (a path)
         "device",  # where it trains
         "backfill",  # off where the graph has no recorder
+        "autostart",  # off: the lifecycle manager brings it up
     }
     # every stage used the window pair: online episodes, checkpoints, evaluations, report
     from robofume_ros.data.dataset import dataset_info

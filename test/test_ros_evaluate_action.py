@@ -77,3 +77,58 @@ def test_evaluate_action_refuses_a_missing_checkpoint_clearly(tmp_path):
         assert r.returncode == 1
         assert "refused" in r.stdout and "checkpoint file not found" in r.stdout
         assert set(g.runner.running()) == {"evaluator"}  # the node stays up for the next goal
+
+
+def test_retrain_action_trains_reports_progress_and_can_be_cancelled(tmp_path):
+    """/retrain (OOO retraining, as the main job's stage) from another process: `robofume retrain
+    --remote` on the node's dataset prints feedback and writes a policy checkpoint that loads; a long
+    goal cancelled after its first feedback ends cancelled and keeps the checkpoint of that step."""
+    from action_msgs.msg import GoalStatus
+    from rclpy.action import ActionClient
+    from tiny_models import tiny_dataset
+
+    from robofume_ros.action import Retrain
+    from robofume_ros.rl.policy import Policy
+
+    data = tiny_dataset(tmp_path / "data")
+    args = {"offline_dataset": str(data), "run_dir": str(tmp_path / "run"), "record": "false"}
+    with graph_under_test("finetune", args, tmp_path, only=("evaluator",)) as g:
+        env = dict(g.runner.env)
+        cmd = [sys.executable, "-m", "robofume_ros.cli", "retrain", "--remote", "--steps", "200", "--algo", "iql"]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert [ln.split("]")[0] for ln in r.stdout.splitlines() if ln.startswith("[")] == ["[100/200", "[200/200"]
+        ckpt = tmp_path / "run" / "retrain" / "checkpoint.pt"
+        assert f"retrained iql: {ckpt}" in r.stdout.splitlines()[-1]
+        assert Policy.load(ckpt).dims["action_dim"] == 4
+
+        probe = g.probe({})
+        client = ActionClient(probe.node, Retrain, "/retrain")
+        assert client.wait_for_server(timeout_sec=30)
+        feedback, done, state = [], threading.Event(), {}
+
+        def on_result(fut):
+            state["result"] = fut.result()
+            done.set()
+
+        def on_goal(fut):
+            state["handle"] = fut.result()
+            state["handle"].get_result_async().add_done_callback(on_result)
+
+        out = tmp_path / "long"
+        client.send_goal_async(
+            Retrain.Goal(out=str(out), algo="iql", steps=100000),
+            feedback_callback=lambda m: feedback.append(m.feedback),
+        ).add_done_callback(on_goal)
+        deadline = time.monotonic() + 300
+        while not feedback and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert feedback and feedback[0].steps_total == 100000, "no feedback from /retrain"
+        state["handle"].cancel_goal_async()
+        assert done.wait(120), "the cancelled goal never ended"
+        res = state["result"]
+        assert (
+            res.status == GoalStatus.STATUS_CANCELED and not res.result.ok and "cancelled at step" in res.result.message
+        )
+        assert 100 <= res.result.steps < 100000 and (out / "checkpoint.pt").exists()
+        assert set(g.runner.running()) == {"evaluator"}

@@ -12,16 +12,9 @@ from pathlib import Path
 
 rclpy = pytest.importorskip("rclpy")
 from rosgraph import graph_under_test
-from tiny_models import tiny_learner_checkpoint, tiny_reward_model
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, PolicyWeights, Reward, TaskPhase
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    d = tmp_path_factory.mktemp("models")
-    return tiny_learner_checkpoint(d / "learner.pt"), tiny_reward_model(d)
 
 
 def finetune_specs(tmp_path, models, budget=100000, max_episode_steps=40, learner=None, record=False, **extra):

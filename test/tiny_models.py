@@ -8,6 +8,36 @@ import numpy as np
 from robofume_ros.data.episode import Episode
 
 
+def tiny_episodes(rng, n: int = 4, T: int = 20) -> list:
+    """Drawer-shaped demo episodes (random proprioception and actions, blank 100x100 frames)."""
+    eps = []
+    for k, instr in enumerate(["open the drawer", "close the drawer"] * (n // 2)):
+        eps.append(
+            Episode(
+                images=np.zeros((T + 1, 100, 100, 3), np.uint8),
+                proprio=rng.normal(size=(T + 1, 4)).astype(np.float32),
+                actions=rng.uniform(-1, 1, (T, 4)).astype(np.float32),
+                rewards=np.r_[-np.ones(T - 1), 0.0].astype(np.float32),
+                terminals=np.r_[np.zeros(T - 1, bool), True],
+                instruction=instr,
+                task="drawer-open" if k % 2 == 0 else "drawer-close",
+                source="target_demo",
+                success=True,
+            )
+        )
+    return eps
+
+
+def tiny_dataset(folder: Path, n: int = 4) -> Path:
+    """A dataset folder of `tiny_episodes` (as `robofume dataset generate` writes one)."""
+    from robofume_ros.data.dataset import DatasetWriter
+
+    with DatasetWriter(folder) as w:
+        for ep in tiny_episodes(np.random.default_rng(1), n):
+            w.append(ep)
+    return folder
+
+
 def tiny_learner_checkpoint(path: Path) -> Path:
     """A pre-trained-looking learner: tiny Cal-QL on random drawer-shaped data (state + one-hot)."""
     from robofume_ros.rl.learner import Learner, LearnerConfig
@@ -24,23 +54,7 @@ def tiny_learner_checkpoint(path: Path) -> Path:
         proprio_dim=4,
         action_dim=4,
     )
-    eps = []
-    for k, instr in enumerate(["open the drawer", "close the drawer"] * 2):
-        T = 20
-        eps.append(
-            Episode(
-                images=np.zeros((T + 1, 100, 100, 3), np.uint8),
-                proprio=rng.normal(size=(T + 1, 4)).astype(np.float32),
-                actions=rng.uniform(-1, 1, (T, 4)).astype(np.float32),
-                rewards=np.r_[-np.ones(T - 1), 0.0].astype(np.float32),
-                terminals=np.r_[np.zeros(T - 1, bool), True],
-                instruction=instr,
-                task="drawer-open" if k % 2 == 0 else "drawer-close",
-                source="target_demo",
-                success=True,
-            )
-        )
-    L.add_offline(eps)
+    L.add_offline(tiny_episodes(rng))
     L.update(5)
     L.task = {"name": "drawer", "forward": "drawer-open", "backward": "drawer-close"}
     L.obs_spec = {"image_shape": [100, 100, 3], "proprio_dim": 4, "feature_encoder": None}  # as pretrain records

@@ -29,14 +29,14 @@ import numpy as np
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.clock import Clock, ClockType
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import RobotState
-from robofume_ros.ros.node import Throttle, run_node
+from robofume_ros.ros.lifecycle import ManagedNode, ManagedParams
+from robofume_ros.ros.node import run_node
 from robofume_ros.ros.gate import GatedRobot, GateParams
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
@@ -47,7 +47,7 @@ GRIPPER_INTERFACES = ("none", "joint_trajectory", "float64", "gripper_action")
 
 
 @dataclass
-class Params(GateParams):
+class Params(GateParams, ManagedParams):
     robot_name: str = knob("franka", "label for logs")
     interface: str = knob(
         "servo",
@@ -105,12 +105,23 @@ class Params(GateParams):
     gripper_deadband: float = knob(0.1, "resend the gripper command when it changes by more than this")
 
 
-class ArmBridgeNode(Node, GatedRobot):
+class ArmBridgeNode(ManagedNode, GatedRobot):
+    """Managed: configure connects to the driver's topics (and starts Servo), activate lets
+    commands through the gate, deactivate holds the arm (a zero twist, or a stop where it is); the
+    robot's state is published in both."""
+
     def __init__(self):
         super().__init__("arm_bridge")
-        self.p = p = declare(self, Params)
-        self.log = self.get_logger()
-        self.throttle = Throttle(self.log)
+        self.p = declare(self, Params)
+
+    def health(self):
+        return self.gate_health()
+
+    def deactivate(self):
+        self.hold()
+
+    def configure(self):
+        p = self.p
         if p.interface not in INTERFACES:
             raise ValueError(f"interface must be one of {INTERFACES}, got {p.interface!r}")
         if p.gripper_interface not in GRIPPER_INTERFACES:
@@ -306,6 +317,10 @@ class ArmBridgeNode(Node, GatedRobot):
             predicted = self.chain.fk(base)[0]  # the next target starts from the last setpoint
         else:
             predicted = None if e is None else e[0] + self._in_flight()
+        if not self.active:  # inactive: the arm is held, no command goes through
+            self.hold()
+            self.publish_state(e, self.gate.stopped)
+            return
         t = self.gate_tick(predicted)
         if t.action is None:
             self.hold()

@@ -1,8 +1,14 @@
-"""Evaluator: the /evaluate action, ground-truth evaluation of a policy from any machine on the graph.
+"""Evaluator: the graph's long offline work as actions, callable from any machine on the graph:
+ground-truth evaluation (/evaluate) and OOO retraining (/retrain). One goal at a time (of either).
 
 action: /evaluate (robofume_ros/action/Evaluate): goal = checkpoint, pair, trials, max_steps, seed;
         feedback after every trial (task, trials done, successes so far); result = success rates and
         the whole EvalResult as JSON. Cancel stops after the running trial.
+
+action: /retrain (robofume_ros/action/Retrain): goal = datasets, out, algo, steps, seed (empty / 0:
+        the node's datasets plus <run_dir>/learner/online, <run_dir>/retrain, the recipe's sizes);
+        feedback at every log row (step, rate, losses); result = the checkpoint. Cancel stops at the
+        next log row and keeps the checkpoint of that step (pipeline/retrain.py, as the main job).
 
 The evaluation runs in its own simulated worlds (never on the robot the graph drives), with the code
 of `robofume evaluate` (pipeline/evaluation.py). An empty checkpoint means the learner's newest
@@ -22,7 +28,7 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 
-from robofume_ros.action import Evaluate
+from robofume_ros.action import Evaluate, Retrain
 from robofume_ros.ros.node import OK, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 
@@ -37,6 +43,8 @@ class Params:
         [], "the run's dataset(s): the first one's target scene and demos' time limits (empty: the pair's)"
     )
     trials: int = knob(10, "trials per task when a goal says 0", range=(1, 1000))
+    recipe: str = knob("default", "the recipe whose `main` section sizes a /retrain goal that says 0 steps")
+    device: str = knob("auto", "where /retrain trains: auto, cpu, cuda or cuda:N")
 
 
 class Cancelled(Exception):
@@ -61,6 +69,15 @@ class EvaluatorNode(Node):
             cancel_callback=lambda _goal: CancelResponse.ACCEPT,
             callback_group=ReentrantCallbackGroup(),
         )
+        self.retrainer = ActionServer(
+            self,
+            Retrain,
+            "retrain",
+            execute_callback=self.execute_retrain,
+            goal_callback=self.on_goal,
+            cancel_callback=lambda _goal: CancelResponse.ACCEPT,
+            callback_group=ReentrantCallbackGroup(),
+        )
         self.diagnostics = Diagnostics(self, self.health, self.throttle)
 
     def health(self):
@@ -69,7 +86,7 @@ class EvaluatorNode(Node):
 
     def on_goal(self, goal):
         if self._busy.locked():
-            self.log.warning("an /evaluate goal arrived while one runs: rejected")
+            self.log.warning("a goal arrived while one runs: rejected (one at a time)")
             return GoalResponse.REJECT
         return GoalResponse.ACCEPT
 
@@ -141,6 +158,77 @@ class EvaluatorNode(Node):
                 f"{prep.pair.name}: forward {res.forward_success:.0%} ({result.forward_trials} trials), "
                 f"backward {res.backward_success:.0%} ({result.backward_trials} trials)"
             )
+            self.last = result.message
+            self.log.info(result.message)
+            handle.succeed()
+            return result
+
+    def execute_retrain(self, handle):
+        from robofume_ros.pipeline.retrain import retrain
+
+        goal, result = handle.request, Retrain.Result()
+        run_dir = Path(self.p.run_dir).expanduser() if self.p.run_dir else None
+        with self._busy:
+            self.goals += 1
+            datasets = list(goal.datasets)
+            if not datasets:
+                online = run_dir / "learner" / "online" if run_dir else None
+                datasets = list(self.p.dataset) + ([str(online)] if online is not None and online.exists() else [])
+            out = Path(goal.out) if goal.out else (run_dir / "retrain" if run_dir else None)
+            if not datasets or out is None:
+                result.ok, result.message = (
+                    False,
+                    "refused: the goal names no datasets or out, and the node has no run_dir",
+                )
+                self.log.error(result.message)
+                handle.abort()
+                return result
+            fb = Retrain.Feedback()
+
+            def on_log(step, total, row):
+                fb.step, fb.steps_total = int(step), int(total)
+                fb.steps_per_s = float(row.get("steps_per_s", 0.0))
+                fb.metrics_json = json.dumps({k: float(v) for k, v in row.items()})
+                result.steps = int(step)
+                handle.publish_feedback(fb)
+                if handle.is_cancel_requested:
+                    raise Cancelled()
+
+            self.last = f"retraining on {', '.join(map(str, datasets))} into {out}"
+            self.log.info(self.last)
+            result.checkpoint = str(out / "checkpoint.pt")
+            try:
+                rc = retrain(
+                    datasets,
+                    out,
+                    self.p.recipe,
+                    int(goal.seed),
+                    self.p.device,
+                    goal.algo,
+                    int(goal.steps),
+                    on_log=on_log,
+                )
+            except Cancelled:
+                self.cancelled += 1
+                result.ok, result.message = False, f"cancelled at step {result.steps}; checkpoint {result.checkpoint}"
+                self.last = result.message
+                handle.canceled()
+                return result
+            except Exception as e:  # noqa: BLE001 - a bad goal or dataset fails the goal, never the node
+                result.ok, result.message = False, f"retraining failed: {type(e).__name__}: {e}"
+                self.last = result.message
+                self.log.error(result.message)
+                handle.abort()
+                return result
+            if rc not in (None, 0):
+                result.ok, result.message = False, f"retraining failed (exit code {rc}): see the node's log"
+                self.last = result.message
+                handle.abort()
+                return result
+            self.done += 1
+            result.ok = True
+            result.steps = result.steps or fb.steps_total
+            result.message = f"retrained {goal.algo or 'the recipe algorithm'}: {result.checkpoint}"
             self.last = result.message
             self.log.info(result.message)
             handle.succeed()

@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rclpy.node import Node
 from std_msgs.msg import String
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, LearnerPace, Observation, PolicyWeights, Reward, TaskPhase
 from robofume_ros.interfaces import backfill_topic
-from robofume_ros.ros.node import ERROR, OK, Diagnostics, Throttle, run_node
+from robofume_ros.ros.lifecycle import ManagedNode, ManagedParams
+from robofume_ros.ros.node import ERROR, OK, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, command_to_action, image_to_rgb, stamp_key
@@ -46,7 +46,7 @@ from robofume_ros.safety.signing import sign_weights
 
 
 @dataclass
-class Params:
+class Params(ManagedParams):
     init_checkpoint: str = knob("", "pre-trained learner checkpoint (robofume pretrain output) to start from")
     offline_dataset: list = knob([], "dataset folders mixed into every batch (Cal-QL: 50/50 with online data)")
     run_dir: str = knob(graph.LEARNER_RUN_DIR, "run folder; the learner writes to <run_dir>/learner")
@@ -105,17 +105,22 @@ class Params:
     seed: int = knob(0, "seed for sampling")
 
 
-class LearnerNode(Node):
+class LearnerNode(ManagedNode):
+    """Managed: configure loads the checkpoint, the offline data, the journal and the online data
+    and starts listening (experience is stored in every state from then on), activate starts (or
+    resumes) training and publishing weights, deactivate pauses training."""
+
     def __init__(self):
         super().__init__("learner")
-        self.p = p = declare(self, Params)
+        self.p = declare(self, Params)
+
+    def configure(self):
+        p = self.p
         import torch
 
         from robofume_ros.online.trainer import OnlineTrainer, TrainerConfig
 
         torch.set_num_threads(max(1, p.num_threads))
-        self.log = self.get_logger()
-        self.throttle = Throttle(self.log)
         self.dir = Path(p.run_dir).expanduser() / "learner"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.features = None  # frozen image encoder, built when the learner uses features
@@ -145,6 +150,7 @@ class LearnerNode(Node):
             on_weights=self.publish_weights,
             log=self.log.info,
         )
+        self.trainer.pause()  # until activated: an inactive learner paces nobody
         # one feed per robot: this graph's own (robots: []), or each robot of a fleet, all into one
         # online dataset (episodes tagged with their robot) and one replay buffer
         writer = DatasetWriter(self.dir / "online")
@@ -162,8 +168,12 @@ class LearnerNode(Node):
         self.create_timer(10.0, self.report, clock=steady)
         self.create_timer(0.05, self._publish_pace, clock=steady)
         self.weights_version = 0
-        self.diagnostics = Diagnostics(self, self.health, self.throttle)
+
+    def activate(self):
         self.trainer.start()
+
+    def deactivate(self):
+        self.trainer.pause()
 
     def _build_learner(self):
         from robofume_ros.data.dataset import load_episodes
@@ -304,10 +314,12 @@ class LearnerNode(Node):
         return dict(sum((Counter(f.stream.dropped) for f in self.feeds), Counter()))
 
     def close(self):
-        for f in self.feeds:  # episodes the switcher already ended reach the disk before the end
+        if getattr(self, "trainer", None) is None:
+            return  # configure failed before anything was built
+        for f in getattr(self, "feeds", []):  # episodes the switcher already ended reach the disk before the end
             f.flush_phases()
         self.trainer.stop()
-        for f in self.feeds:
+        for f in getattr(self, "feeds", []):
             f.stream.close()
 
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
 from std_msgs.msg import Float32
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation, PolicyWeights
-from robofume_ros.ros.node import OK, WARN, Diagnostics, Throttle, run_node
+from robofume_ros.ros.lifecycle import ManagedNode, ManagedParams
+from robofume_ros.ros.node import OK, WARN, run_node
 from robofume_ros.ros.params import declare, knob, on_runtime_change
 from robofume_ros.rl.exploration import ExplorationNoise
 from robofume_ros.ros import qos
@@ -34,7 +34,7 @@ from robofume_ros.ros.convert import ImageError, action_to_command, image_to_rgb
 
 
 @dataclass
-class Params:
+class Params(ManagedParams):
     checkpoint: str = knob("", "policy or learner checkpoint to start from (required)")
     deterministic: bool = knob(False, "act with the mean action (evaluation) instead of sampling (fine-tuning)")
     noise_scale: float = knob(
@@ -60,10 +60,16 @@ class Params:
     )
 
 
-class PolicyNode(Node):
+class PolicyNode(ManagedNode):
+    """Managed: configure loads the checkpoint, activate starts answering observations, deactivate
+    stops commanding (the robot's watchdog then holds the arm)."""
+
     def __init__(self):
         super().__init__("policy")
-        self.p = p = declare(self, Params)
+        self.p = declare(self, Params)
+
+    def configure(self):
+        p = self.p
         if not p.checkpoint:
             raise ValueError("parameter 'checkpoint' is required (a policy or learner checkpoint file)")
         import torch
@@ -76,8 +82,6 @@ class PolicyNode(Node):
         self._mismatch = ObservationMismatch
         self.noise = ExplorationNoise(self.policy.dims["action_dim"], 0.0, seed=p.seed)
         self._instruction = None  # the episode's task: a new one restarts the noise
-        self.log = self.get_logger()
-        self.throttle = Throttle(self.log)
         self.version = 0
         self._trusted = None  # the learner's public key, loaded with the first weights
         self.refused_weights = 0
@@ -86,7 +90,6 @@ class PolicyNode(Node):
         self._lock = threading.Lock()
         self.ticks = 0
         self._latency_ms = deque(maxlen=200)  # the newest ticks' observation-to-command latency
-        self.diagnostics = Diagnostics(self, self.health, self.throttle)
         on_runtime_change(self, p)  # noise_scale: read at every tick
         self.pub = self.create_publisher(ArmCommand, graph.TOPICS["command"], qos.RELIABLE)
         self.pub_latency = self.create_publisher(Float32, "~/latency_ms", 10)
@@ -159,6 +162,8 @@ class PolicyNode(Node):
         return copy.deepcopy(self.policy, memo={id(frozen): frozen} if frozen is not None else None)
 
     def on_observation(self, obs):
+        if not self.active:
+            return  # inactive: no command (configured, or deactivated to hold the arm)
         with self._lock:
             if self._pending is not None:
                 (new, self.version), self._pending = self._pending, None

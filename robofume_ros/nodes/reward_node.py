@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from rclpy.node import Node
 from std_srvs.srv import Trigger
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import Observation, Reward
-from robofume_ros.ros.node import OK, Diagnostics, Throttle, run_node
+from robofume_ros.ros.lifecycle import ManagedNode, ManagedParams
+from robofume_ros.ros.node import OK, run_node
 from robofume_ros.ros.params import declare, knob, on_runtime_change
 from robofume_ros.ros import qos
 from robofume_ros.reward.debounce import frame_success
@@ -31,7 +31,7 @@ from robofume_ros.ros.convert import ImageError, image_to_rgb
 
 
 @dataclass
-class Params:
+class Params(ManagedParams):
     model_path: str = knob("", "reward model checkpoint folder (robofume reward train output) (required)")
     threshold: float = knob(
         -1.0, "decision threshold; negative = the one stored with the model", range=(-1.0, 1.0), runtime=True
@@ -51,14 +51,17 @@ class Params:
     )
 
 
-class RewardNode(Node):
+class RewardNode(ManagedNode):
+    """Managed: configure loads the model, activate starts publishing verdicts, deactivate stops."""
+
     def __init__(self):
         super().__init__("reward")
-        self.p = p = declare(self, Params)
+        self.p = declare(self, Params)
+
+    def configure(self):
+        p = self.p
         if not p.model_path:
             raise ValueError("parameter 'model_path' is required (a reward model checkpoint folder)")
-        self.log = self.get_logger()
-        self.throttle = Throttle(self.log)
         if p.paired_instructions and len(p.paired_instructions) != 2:
             raise ValueError(f"paired_instructions must name two instructions, got {p.paired_instructions}")
         pair = list(p.paired_instructions)
@@ -79,7 +82,6 @@ class RewardNode(Node):
         self.worker.start()
         self.create_timer(10.0, self.report)
         self._last_latency_ms = 0.0
-        self.diagnostics = Diagnostics(self, self.health, self.throttle)
         on_runtime_change(self, self.p, self._apply_param)
 
     def _apply_param(self, name, value):
@@ -114,6 +116,8 @@ class RewardNode(Node):
         return model
 
     def on_observation(self, obs):
+        if not self.active:
+            return  # no verdicts while inactive
         with self._cv:
             if self._newest is not None:
                 self.skipped += 1  # a newer frame replaces one that was never scored

@@ -28,14 +28,14 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from rclpy.clock import Clock as RosClock
 from rclpy.clock import ClockType
-from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import GroundTruth, LearnerPace, Reward, RobotState, TaskPhase
-from robofume_ros.ros.node import Throttle, ground_truth_msgs, run_node
+from robofume_ros.ros.lifecycle import ManagedNode, ManagedParams
+from robofume_ros.ros.node import ground_truth_msgs, run_node
 from robofume_ros.ros.gate import GatedRobot, GateParams
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
@@ -43,7 +43,7 @@ from robofume_ros.ros.convert import rgb_to_image, stamp_key
 
 
 @dataclass
-class Params(GateParams):
+class Params(GateParams, ManagedParams):
     world: str = knob("drawer", "reset-free task pair: a name from `robofume tasks` or a task file (.yaml)")
     seed: int = knob(0, "object placement seed (the simulation is deterministic given it)")
     camera: str = knob("corner4", "Meta-World camera to render (corner4, corner2, corner3, topview, behindGripper)")
@@ -83,15 +83,19 @@ class Params(GateParams):
     )
 
 
-class SimNode(Node, GatedRobot):
+class SimNode(ManagedNode, GatedRobot):
+    """Managed: configure builds the world, activate starts stepping (and publishes the first
+    frame), deactivate stops stepping: the arm stays where it is."""
+
     def __init__(self):
+        super().__init__("sim")
+        self.p = declare(self, Params)
+
+    def configure(self):
         from robofume_ros.sim.world import ResetFreeWorld  # imports MuJoCo: only when a sim runs
 
-        super().__init__("sim")
         node = self
-        self.p = p = declare(node, Params)
-        self.log = node.get_logger()
-        self.throttle = Throttle(self.log)
+        p = self.p
         self.world = ResetFreeWorld(
             pair=p.world, camera=p.camera, image_size=(p.image_height, p.image_width), seed=p.seed, render=True
         )
@@ -134,7 +138,13 @@ class SimNode(Node, GatedRobot):
             f"world {p.world} ({'/'.join(self.world.tasks)}), camera {p.camera} "
             f"{p.image_width}x{p.image_height}, {p.control_rate_hz} Hz{' lockstep' if p.lockstep else ''}"
         )
-        self.publish_frame()
+
+    def activate(self):
+        self._frame_wall = time.monotonic()
+        self.publish_frame()  # the first frame (again, after a pause): lockstep waits for its command
+
+    def health(self):
+        return self.gate_health()
 
     # --- inputs -----------------------------------------------------------------------------
     def on_phase(self, msg):
@@ -167,7 +177,8 @@ class SimNode(Node, GatedRobot):
         self.publish_frame()
 
     def tick(self):
-        self.step_once()
+        if self.active:  # inactive: no steps, the arm stays where it is
+            self.step_once()
 
     def _on_reward(self, msg) -> None:
         self._reward_stamp_ns = max(self._reward_stamp_ns or 0, stamp_key(msg.header.stamp))
@@ -211,6 +222,8 @@ class SimNode(Node, GatedRobot):
         return self.p.follow_learner and self.learner_lag_steps() > self.p.learner_slack_steps
 
     def lockstep_tick(self):
+        if not self.active:
+            return
         now = time.monotonic()
         if self.learner_behind():
             if self._wait_t0 is None:
@@ -275,7 +288,8 @@ class SimNode(Node, GatedRobot):
         self.log.info(f"{self.steps} steps; task {self.world.task}; envelope {dict(counts) or 'no interventions'}")
 
     def close(self):
-        self.world.close()
+        if getattr(self, "world", None) is not None:
+            self.world.close()
 
 
 def main(args=None) -> int:

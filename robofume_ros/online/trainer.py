@@ -57,6 +57,7 @@ class OnlineTrainer:
         self.lock = threading.Lock()  # guards the online store against concurrent add/sample
         self._io_lock = threading.RLock()  # status/progress files are written from both threads
         self._stop = threading.Event()
+        self._paused = threading.Event()  # no updates while set (the learner node is inactive)
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name="learner-train", daemon=True)
         self.t0 = time.monotonic()
@@ -92,12 +93,20 @@ class OnlineTrainer:
 
     # --- the loop -----------------------------------------------------------------------------
     def start(self) -> "OnlineTrainer":
-        self.thread.start()
+        """Start training, or resume it after pause()."""
+        self._paused.clear()
+        if not self.thread.is_alive() and self.thread.ident is None:
+            self.thread.start()
         return self
+
+    def pause(self) -> None:
+        """No more updates until start(); the one in progress finishes. Data still arrives."""
+        self._paused.set()
 
     def stop(self) -> None:
         self._stop.set()
-        self.thread.join(timeout=30)
+        if self.thread.ident is not None:
+            self.thread.join(timeout=30)
         self.checkpoint()
         self._csv.close()
 
@@ -108,9 +117,10 @@ class OnlineTrainer:
         """How many environment steps (counted as env_step() counts them) the updates made so far
         cover at the configured UTD ratio: the pace of a simulator in sim time, which waits until
         the steps it made are covered. None when it holds nobody: not training yet for lack of
-        online data, finished, failed, or utd_ratio 0."""
+        online data, paused, finished, failed, or utd_ratio 0."""
         if (
             self.cfg.utd_ratio <= 0
+            or self._paused.is_set()
             or self.done.is_set()
             or self.error
             or len(self.L.online) < max(1, self.cfg.min_online_transitions)
@@ -132,7 +142,8 @@ class OnlineTrainer:
                     self.finish()
                     return
                 if (
-                    len(self.L.online) < max(1, self.cfg.min_online_transitions)
+                    self._paused.is_set()
+                    or len(self.L.online) < max(1, self.cfg.min_online_transitions)
                     or self.L.step >= self._target_updates()
                 ):
                     time.sleep(0.01)

@@ -292,12 +292,11 @@ def main(argv=None) -> int:
         timings=timings,
     )
 
-    from robofume_ros.rl.learner import BC_ONLY_SUCCESSFUL
+    from robofume_ros.pipeline.retrain import pretrain_overrides, retrain as ooo_retrain
 
     # the actor's BC term on successful episodes only, in pre-training as online (the recipe's learner value)
-    bc_successful = bool(values.get("learner", {}).get("bc_only_successful", False))
     pre = out / "pretrain"
-    calql_set = [f"{BC_ONLY_SUCCESSFUL['calql']}=True"] if bc_successful else []
+    calql_set = pretrain_overrides(recipe_spec, "calql")
     stage(
         "pretrain",
         pre / "DONE",
@@ -308,23 +307,10 @@ def main(argv=None) -> int:
     stage("finetune", out / "finetune" / "DONE", run_finetune, out, ft_args, timings=timings)
 
     retrain = out / "retrain"
-    retrain_set = (
-        [f"{BC_ONLY_SUCCESSFUL[mp.retrain_algo]}=True"]
-        if bc_successful and mp.retrain_algo in BC_ONLY_SUCCESSFUL
-        else []
-    )
     stage(
         "retrain (OOO)",
         retrain / "DONE",
-        lambda: run_pretrain(
-            [data, out / "finetune" / "learner" / "online"],
-            retrain,
-            mp.retrain_algo,
-            mp.retrain_steps,
-            ns.seed,
-            retrain_set,
-            ["--device", ns.device],
-        ),
+        lambda: ooo_retrain([data, out / "finetune" / "learner" / "online"], retrain, recipe_spec, ns.seed, ns.device),
         timings=timings,
     )
 
@@ -358,10 +344,11 @@ def _check_same_pair(out: Path, pair: str) -> None:
             raise SystemExit(f"[main] {out} holds a run of pair {have!r}, not {pair!r}: use another --out or --fresh")
 
 
-def run_pretrain(data, out: Path, algo: str, steps: int, seed: int, overrides=(), extra=()) -> int:
+def run_pretrain(data, out: Path, algo: str, steps: int, seed: int, overrides=(), extra=(), on_log=None) -> int:
     """`robofume pretrain` on one or more datasets with the main job's observation setup (frozen
-    features, bf16); `overrides` are KEY=VALUE algorithm settings. Marks `out/DONE` on success.
-    The experiments pre-train through here too."""
+    features, bf16); `overrides` are KEY=VALUE algorithm settings; `on_log(step, steps, metrics)`
+    sees every log row (and may raise to stop). Marks `out/DONE` on success. The experiments
+    pre-train through here too."""
     from robofume_ros.rl import pretrain
 
     datas = data if isinstance(data, list) else [data]
@@ -369,7 +356,7 @@ def run_pretrain(data, out: Path, algo: str, steps: int, seed: int, overrides=()
     argv += ["--seed", str(seed), "--bf16", *extra] + [a for kv in overrides for a in ("--set", kv)]
     for d in datas:
         argv += ["--data", str(d)]
-    rc = pretrain.main(argv)
+    rc = pretrain.main(argv, on_log=on_log)
     if rc in (None, 0):
         (Path(out) / "DONE").write_text("ok\n")
     return rc

@@ -121,7 +121,9 @@ def data_task(datasets) -> "dict | None":
     return get_pair(next(iter(named.values()))).as_dict() if named else None
 
 
-def main(argv=None) -> int:
+def main(argv=None, on_log=None) -> int:
+    """`robofume pretrain`; `on_log(step, steps, metrics)` is called at every log row (progress for
+    an action's feedback) and may raise to stop: the checkpoint of that step is saved first."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -241,6 +243,12 @@ def main(argv=None) -> int:
                 writer.writerow({"step": L.step, **row})
                 csv_file.flush()
                 bar.set_postfix(q=f"{row.get('q_data', 0):.1f}", mc=f"{row.get('mc_return', 0):.1f}")
+                if on_log is not None:
+                    try:
+                        on_log(L.step, args.steps, row)
+                    except BaseException:
+                        L.save(ck)  # stopped by the caller: keep what was trained (--resume goes on)
+                        raise
             if L.step % args.save_every == 0:
                 L.save(ck)
         bar.close()

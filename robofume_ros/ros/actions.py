@@ -1,6 +1,7 @@
 """Clients of the graph's actions, from any machine on the ROS domain.
 
     robofume evaluate --remote [--policy CKPT] [--trials N] ...   the /evaluate action (evaluator_node)
+    robofume retrain --remote [--steps N] ...                     the /retrain action (evaluator_node)
 
 Feedback is printed after every trial; Ctrl-C cancels the goal (the server stops after the running
 trial) and prints what was done.
@@ -14,71 +15,104 @@ import time
 from pathlib import Path
 
 
-def evaluate_remote(ns, server: str = "evaluate", timeout: float = 30.0) -> int:
-    """Send `robofume evaluate`'s arguments as an /evaluate goal; 0 when it succeeded."""
+def run_goal(action_type, server: str, goal, on_feedback, namespace: str = "", timeout: float = 30.0, what=""):
+    """Send `goal` to the action `server` (resolved in `namespace`), print feedback through
+    `on_feedback(feedback)`, wait for the result (Ctrl-C cancels the goal and waits for the server
+    to stop). Returns (succeeded, result), or (False, None) when there is no server or it rejected."""
     import rclpy
     from action_msgs.msg import GoalStatus
     from rclpy.action import ActionClient
     from rclpy.executors import SingleThreadedExecutor
 
-    from robofume_ros.action import Evaluate
-
-    if ns.data or ns.scene_seed is not None or ns.video or ns.tasks != ["forward", "backward"]:
-        print("robofume evaluate --remote: --data, --scene-seed, --tasks and --video are the server's", file=sys.stderr)
-        return 2
     from robofume_ros.interfaces import normalize_namespace
 
-    namespace = normalize_namespace(getattr(ns, "namespace", "") or "")
     rclpy.init()
-    node = rclpy.create_node("evaluate_client", namespace=namespace or "/")
+    node = rclpy.create_node(
+        f"{server.strip('/').replace('/', '_')}_client", namespace=normalize_namespace(namespace) or "/"
+    )
     server = node.resolve_service_name(server)  # under the graph's namespace, as the server resolves it
     ex = SingleThreadedExecutor()
     ex.add_node(node)
-    client = ActionClient(node, Evaluate, server)
+    client = ActionClient(node, action_type, server)
     try:
         if not client.wait_for_server(timeout_sec=timeout):
             print(f"no {server} action server within {timeout:.0f} s: is evaluator_node running?", file=sys.stderr)
-            return 2
-        goal = Evaluate.Goal(
-            checkpoint=ns.policy or "",
-            pair=ns.pair or "",
-            trials=ns.trials,
-            max_steps=ns.max_steps,
-            seed=ns.seed,
-            stochastic=ns.stochastic,
-        )
-
-        def on_feedback(msg):
-            f = msg.feedback
-            print(
-                f"[{f.trial}/{f.trials_total}] {f.task}: successes forward {f.forward_successes}, "
-                f"backward {f.backward_successes}",
-                flush=True,
-            )
-
-        fut = client.send_goal_async(goal, feedback_callback=on_feedback)
+            return False, None
+        fut = client.send_goal_async(goal, feedback_callback=lambda msg: on_feedback(msg.feedback))
         ex.spin_until_future_complete(fut, timeout_sec=timeout)
         handle = fut.result()
         if handle is None or not handle.accepted:
-            print(f"{server} rejected the goal (one evaluation at a time)", file=sys.stderr)
-            return 2
+            print(f"{server} rejected the goal (one goal at a time)", file=sys.stderr)
+            return False, None
         res_fut = handle.get_result_async()
         try:
             while not res_fut.done():
                 ex.spin_once(timeout_sec=0.1)
         except KeyboardInterrupt:
-            print("cancelling after the running trial ...", flush=True)
+            print(f"cancelling {what or 'the goal'} ...", flush=True)
             handle.cancel_goal_async()
             deadline = time.monotonic() + 600
             while not res_fut.done() and time.monotonic() < deadline:
                 ex.spin_once(timeout_sec=0.1)
         wrapped = res_fut.result()
-        r = wrapped.result
-        print(r.message)
-        if ns.out and r.result_json:
-            Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(ns.out).write_text(json.dumps(json.loads(r.result_json), indent=1))
-        return 0 if wrapped.status == GoalStatus.STATUS_SUCCEEDED and r.ok else 1
+        return wrapped.status == GoalStatus.STATUS_SUCCEEDED, wrapped.result
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def evaluate_remote(ns, server: str = "evaluate", timeout: float = 30.0) -> int:
+    """Send `robofume evaluate`'s arguments as an /evaluate goal; 0 when it succeeded."""
+    from robofume_ros.action import Evaluate
+
+    if ns.data or ns.scene_seed is not None or ns.video or ns.tasks != ["forward", "backward"]:
+        print("robofume evaluate --remote: --data, --scene-seed, --tasks and --video are the server's", file=sys.stderr)
+        return 2
+    goal = Evaluate.Goal(
+        checkpoint=ns.policy or "",
+        pair=ns.pair or "",
+        trials=ns.trials,
+        max_steps=ns.max_steps,
+        seed=ns.seed,
+        stochastic=ns.stochastic,
+    )
+
+    def on_feedback(f):
+        print(
+            f"[{f.trial}/{f.trials_total}] {f.task}: successes forward {f.forward_successes}, "
+            f"backward {f.backward_successes}",
+            flush=True,
+        )
+
+    ok, r = run_goal(
+        Evaluate, server, goal, on_feedback, getattr(ns, "namespace", ""), timeout, "after the running trial"
+    )
+    if r is None:
+        return 2
+    print(r.message)
+    if ns.out and r.result_json:
+        Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(ns.out).write_text(json.dumps(json.loads(r.result_json), indent=1))
+    return 0 if ok and r.ok else 1
+
+
+def retrain_remote(ns, server: str = "retrain", timeout: float = 30.0) -> int:
+    """Send `robofume retrain`'s arguments as a /retrain goal; 0 when it succeeded."""
+    from robofume_ros.action import Retrain
+
+    goal = Retrain.Goal(
+        datasets=[str(d) for d in ns.data or []], out=ns.out or "", algo=ns.algo or "", steps=ns.steps, seed=ns.seed
+    )
+
+    def on_feedback(f):
+        m = json.loads(f.metrics_json or "{}")
+        print(
+            f"[{f.step}/{f.steps_total}] {f.steps_per_s:.1f} steps/s, Q on data {m.get('q_data', float('nan')):.1f}",
+            flush=True,
+        )
+
+    ok, r = run_goal(Retrain, server, goal, on_feedback, ns.namespace, timeout, "at the next log row")
+    if r is None:
+        return 2
+    print(r.message)
+    return 0 if ok and r.ok else 1

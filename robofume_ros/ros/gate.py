@@ -106,7 +106,8 @@ class GatedRobot:
         self.create_timer(
             max(p.safety_report_s, 0.1), self.publish_safety, clock=Clock(clock_type=ClockType.STEADY_TIME)
         )
-        self.diagnostics = Diagnostics(self, self.gate_health, getattr(self, "throttle", None))
+        if getattr(self, "diagnostics", None) is None:  # a managed node has its own, reporting health()
+            self.diagnostics = Diagnostics(self, self.gate_health, getattr(self, "throttle", None))
 
     def robot_health(self) -> dict:
         """The robot side's own values for /diagnostics (the simulator's pacing, ...)."""

@@ -168,8 +168,8 @@ ARGUMENTS: list[LaunchArg] = [
     LaunchArg(
         "learner_device",
         "",
-        "where the learner trains: auto (a CUDA GPU when torch sees one, else CPU), cpu, cuda or cuda:N",
-        _ov(("learner", "device", str)),
+        "where the learner (and /retrain) trains: auto (a CUDA GPU when torch sees one, else CPU), cpu, cuda or cuda:N",
+        _ov(("learner", "device", str), ("evaluator", "device", str)),
     ),
     LaunchArg(
         "background_nice",
@@ -443,6 +443,8 @@ def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
         for ov in arg.overrides:
             if ov.node in by_name:
                 by_name[ov.node].parameters[ov.param] = _convert(value, ov.kind)
+    if "evaluator" in by_name:
+        by_name["evaluator"].parameters["recipe"] = a["recipe"]  # sizes a /retrain goal as the main job
     if "learner" in by_name and "recorder" not in by_name:
         by_name["learner"].parameters["backfill"] = False  # nobody keeps what the learner misses
     if graph == "finetune":
@@ -532,6 +534,42 @@ def check_pair_of_inputs(pair, a: dict) -> None:
             raise ValueError(f"policy_checkpoint {ck} was trained on pair {cp!r}, not on world {pair.name!r}")
 
 
+# managed (lifecycle) nodes, in bring-up order: the robot side last, so it moves only once its
+# reward, learner and policy act (ros/lifecycle.py, nodes/lifecycle_manager_node.py)
+MANAGED = ("reward_node", "learner_node", "policy_node", "sim_node", "arm_bridge_node")
+MANAGER = "lifecycle_manager"
+
+
+def lifecycle_managed(specs: list) -> list:
+    """`specs` with one lifecycle manager that brings up exactly the managed nodes among them (in
+    MANAGED order), which then wait for it (autostart false); none when there are none. The
+    runner applies it to the nodes it runs, so a subset of a graph (one host's) manages its own."""
+    given = next((s for s in specs if s.executable == "lifecycle_manager_node"), None)
+    specs = [s for s in specs if s is not given]
+    managed = sorted((s for s in specs if s.executable in MANAGED), key=lambda s: MANAGED.index(s.executable))
+    if not managed:
+        return specs
+    for s in managed:
+        s.parameters["autostart"] = False
+    root = min((s.namespace for s in managed), key=len)  # the graph's (a fleet's) namespace
+    if not all(s.namespace.startswith(root) for s in managed):
+        root = ""
+    manager = NodeSpec(
+        name=MANAGER,
+        executable="lifecycle_manager_node",
+        params_files=list(managed[0].params_files),
+        # relative to the manager's namespace (robot1/policy in a fleet): the graph moves as a whole
+        parameters={"node_names": [s.fqn[len(root) :].lstrip("/") for s in managed]},
+        required=False,
+        respawn=True,
+        namespace=root,
+    )
+    if given is not None:  # keep its own settings (autostart, retry_s, ...); the node list is the specs'
+        given.parameters["node_names"] = manager.parameters["node_names"]
+        manager = given
+    return specs + [manager]
+
+
 def resolve(graph: str, args: Optional[dict] = None, describe_nodes: bool = True) -> tuple[list[NodeSpec], dict]:
     """The nodes of a graph and the description of everything it is made of, resolved once (the
     task's datasets and checkpoint are read once): launch arguments, the task and what was derived
@@ -546,6 +584,7 @@ def resolve(graph: str, args: Optional[dict] = None, describe_nodes: bool = True
     else:
         task_params, derived = task_parameters(a)
         specs = _nodes(graph, a, task_params)
+    specs = lifecycle_managed(specs)
     if not describe_nodes:
         return specs, {}
     description = {

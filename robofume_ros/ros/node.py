@@ -12,7 +12,9 @@ from typing import Callable
 
 def run_node(make_node: Callable, args=None, executor_threads: int = 1) -> int:
     """rclpy.init, build the node (an rclpy Node subclass), spin until Ctrl-C/SIGTERM, call its
-    close() if it has one, destroy it, shut down. Returns the process exit code."""
+    close() if it has one, destroy it, shut down. Returns the process exit code. A managed node
+    (ros/lifecycle.py) with `autostart` configures and activates itself first (a failed configure
+    ends the process with exit code 1); without it, it waits for the lifecycle manager."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
@@ -22,6 +24,9 @@ def run_node(make_node: Callable, args=None, executor_threads: int = 1) -> int:
     try:
         node = make_node()
         quarantine(node)
+        managed = callable(getattr(node, "autostart", None))  # a ManagedNode
+        if managed and node.p.autostart and not node.autostart():
+            raise SystemExit(1)  # configure failed: the node logged why
         executor = MultiThreadedExecutor(executor_threads) if executor_threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
@@ -42,7 +47,7 @@ def run_node(make_node: Callable, args=None, executor_threads: int = 1) -> int:
         # then asks each node again: a second SIGINT must not cut short what close() saves
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
-            close = getattr(node, "close", None)
+            close = getattr(node, "release", None) or getattr(node, "close", None)
             if close is not None:
                 try:
                     close()

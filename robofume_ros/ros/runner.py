@@ -118,6 +118,8 @@ class GraphRunner:
         np_.exit_code = None
 
     def start(self) -> "GraphRunner":
+        # one lifecycle manager for the managed nodes this runner runs (all of a graph, or one host's)
+        self.specs = graph_mod.lifecycle_managed(self.specs)
         for spec in self.specs:
             np_ = NodeProcess(spec, self.run_dir / "logs" / f"{spec.key}.log")
             np_.log.parent.mkdir(parents=True, exist_ok=True)
