@@ -6,24 +6,15 @@ import time
 
 import numpy as np
 
-from robofume_ros.data.episode import Episode
+from tiny_models import tiny_episode
+
 from robofume_ros.online.trainer import OnlineTrainer, TrainerConfig
 from robofume_ros.rl.learner import Learner, LearnerConfig
 from robofume_ros.rl.policy import Policy
 
 
 def episode(rng, T=12, instr="open the drawer"):
-    return Episode(
-        images=np.zeros((T + 1, 8, 8, 3), np.uint8),
-        proprio=rng.normal(size=(T + 1, 4)).astype(np.float32),
-        actions=rng.uniform(-1, 1, (T, 4)).astype(np.float32),
-        rewards=np.r_[-np.ones(T - 1), 0.0].astype(np.float32),
-        terminals=np.r_[np.zeros(T - 1, bool), True],
-        instruction=instr,
-        task="drawer-open",
-        source="online",
-        success=True,
-    )
+    return tiny_episode(rng, T, instr, "drawer-open", size=8, source="online")
 
 
 def test_trainer_follows_utd_pushes_weights_and_stops_at_budget(tmp_path):

@@ -14,6 +14,28 @@ from rosgraph import graph_under_test
 from tiny_models import tiny_learner_checkpoint
 
 
+def send_then_cancel(client, goal, wait_s: float = 300):
+    """Send `goal`, cancel it after its first feedback; (feedback list, the wrapped result)."""
+    feedback, done, state = [], threading.Event(), {}
+
+    def on_result(fut):
+        state["result"] = fut.result()
+        done.set()
+
+    def on_goal(fut):
+        state["handle"] = fut.result()
+        state["handle"].get_result_async().add_done_callback(on_result)
+
+    client.send_goal_async(goal, feedback_callback=lambda m: feedback.append(m.feedback)).add_done_callback(on_goal)
+    deadline = time.monotonic() + wait_s
+    while not feedback and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert feedback, "no feedback from the action"
+    state["handle"].cancel_goal_async()
+    assert done.wait(120), "the cancelled goal never ended"
+    return feedback, state["result"]
+
+
 def test_evaluate_action_runs_reports_progress_and_can_be_cancelled(tmp_path):
     from action_msgs.msg import GoalStatus
     from rclpy.action import ActionClient
@@ -41,28 +63,7 @@ def test_evaluate_action_runs_reports_progress_and_can_be_cancelled(tmp_path):
         probe = g.probe({})
         client = ActionClient(probe.node, Evaluate, "/evaluate")
         assert client.wait_for_server(timeout_sec=30)
-        feedback = []
-        done = threading.Event()
-        state = {}
-
-        def on_result(fut):
-            state["result"] = fut.result()
-            done.set()
-
-        def on_goal(fut):
-            state["handle"] = fut.result()
-            state["handle"].get_result_async().add_done_callback(on_result)
-
-        client.send_goal_async(
-            Evaluate.Goal(trials=50, max_steps=5), feedback_callback=lambda m: feedback.append(m.feedback)
-        ).add_done_callback(on_goal)
-        deadline = time.monotonic() + 120
-        while not feedback and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert feedback, "no feedback from /evaluate"
-        state["handle"].cancel_goal_async()
-        assert done.wait(60), "the cancelled goal never ended"
-        res = state["result"]
+        feedback, res = send_then_cancel(client, Evaluate.Goal(trials=50, max_steps=5), 120)
         assert res.status == GoalStatus.STATUS_CANCELED and not res.result.ok
         assert "cancelled after" in res.result.message and feedback[-1].trials_total == 100
         assert feedback[-1].trial < 100
@@ -105,28 +106,9 @@ def test_retrain_action_trains_reports_progress_and_can_be_cancelled(tmp_path):
         probe = g.probe({})
         client = ActionClient(probe.node, Retrain, "/retrain")
         assert client.wait_for_server(timeout_sec=30)
-        feedback, done, state = [], threading.Event(), {}
-
-        def on_result(fut):
-            state["result"] = fut.result()
-            done.set()
-
-        def on_goal(fut):
-            state["handle"] = fut.result()
-            state["handle"].get_result_async().add_done_callback(on_result)
-
         out = tmp_path / "long"
-        client.send_goal_async(
-            Retrain.Goal(out=str(out), algo="iql", steps=100000),
-            feedback_callback=lambda m: feedback.append(m.feedback),
-        ).add_done_callback(on_goal)
-        deadline = time.monotonic() + 300
-        while not feedback and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert feedback and feedback[0].steps_total == 100000, "no feedback from /retrain"
-        state["handle"].cancel_goal_async()
-        assert done.wait(120), "the cancelled goal never ended"
-        res = state["result"]
+        feedback, res = send_then_cancel(client, Retrain.Goal(out=str(out), algo="iql", steps=100000))
+        assert feedback[0].steps_total == 100000
         assert (
             res.status == GoalStatus.STATUS_CANCELED and not res.result.ok and "cancelled at step" in res.result.message
         )

@@ -8,24 +8,25 @@ import numpy as np
 from robofume_ros.data.episode import Episode
 
 
+def tiny_episode(rng, T=20, instr="open the drawer", task="drawer-open", size=100, source="target_demo") -> Episode:
+    """A successful drawer-shaped episode: random proprioception and actions, blank frames."""
+    return Episode(
+        images=np.zeros((T + 1, size, size, 3), np.uint8),
+        proprio=rng.normal(size=(T + 1, 4)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (T, 4)).astype(np.float32),
+        rewards=np.r_[-np.ones(T - 1), 0.0].astype(np.float32),
+        terminals=np.r_[np.zeros(T - 1, bool), True],
+        instruction=instr,
+        task=task,
+        source=source,
+        success=True,
+    )
+
+
 def tiny_episodes(rng, n: int = 4, T: int = 20) -> list:
-    """Drawer-shaped demo episodes (random proprioception and actions, blank 100x100 frames)."""
-    eps = []
-    for k, instr in enumerate(["open the drawer", "close the drawer"] * (n // 2)):
-        eps.append(
-            Episode(
-                images=np.zeros((T + 1, 100, 100, 3), np.uint8),
-                proprio=rng.normal(size=(T + 1, 4)).astype(np.float32),
-                actions=rng.uniform(-1, 1, (T, 4)).astype(np.float32),
-                rewards=np.r_[-np.ones(T - 1), 0.0].astype(np.float32),
-                terminals=np.r_[np.zeros(T - 1, bool), True],
-                instruction=instr,
-                task="drawer-open" if k % 2 == 0 else "drawer-close",
-                source="target_demo",
-                success=True,
-            )
-        )
-    return eps
+    """Demos of both drawer tasks, alternating."""
+    pairs = [("open the drawer", "drawer-open"), ("close the drawer", "drawer-close")]
+    return [tiny_episode(rng, T, *pairs[k % 2]) for k in range(n)]
 
 
 def tiny_dataset(folder: Path, n: int = 4) -> Path:

@@ -60,35 +60,46 @@ class EvaluatorNode(Node):
         self._busy = threading.Lock()
         self.goals = self.done = self.cancelled = 0
         self.last = ""
-        self.server = ActionServer(
-            self,
-            Evaluate,
-            "evaluate",
-            execute_callback=self.execute,
-            goal_callback=self.on_goal,
-            cancel_callback=lambda _goal: CancelResponse.ACCEPT,
-            callback_group=ReentrantCallbackGroup(),
-        )
-        self.retrainer = ActionServer(
-            self,
-            Retrain,
-            "retrain",
-            execute_callback=self.execute_retrain,
-            goal_callback=self.on_goal,
-            cancel_callback=lambda _goal: CancelResponse.ACCEPT,
-            callback_group=ReentrantCallbackGroup(),
-        )
+        self.servers = [
+            ActionServer(
+                self,
+                action,
+                name,
+                execute_callback=execute,
+                goal_callback=self.on_goal,
+                cancel_callback=lambda _goal: CancelResponse.ACCEPT,
+                callback_group=ReentrantCallbackGroup(),
+            )
+            for action, name, execute in (
+                (Evaluate, "evaluate", self.execute),
+                (Retrain, "retrain", self.execute_retrain),
+            )
+        ]
         self.diagnostics = Diagnostics(self, self.health, self.throttle)
 
     def health(self):
         values = {"goals": self.goals, "succeeded": self.done, "cancelled": self.cancelled, "busy": self._busy.locked()}
-        return OK, self.last or "waiting for /evaluate goals", values
+        return OK, self.last or "waiting for /evaluate and /retrain goals", values
 
     def on_goal(self, goal):
         if self._busy.locked():
             self.log.warning("a goal arrived while one runs: rejected (one at a time)")
             return GoalResponse.REJECT
         return GoalResponse.ACCEPT
+
+    def _end(self, handle, result, how: str, message: str):
+        """Finish a goal: "succeed", "abort" (refused or failed) or "canceled", with its message."""
+        result.ok, result.message = how == "succeed", message
+        self.last = message
+        if how == "succeed":
+            self.done += 1
+            self.log.info(message)
+        elif how == "canceled":
+            self.cancelled += 1
+        else:
+            self.log.error(message)
+        getattr(handle, how)()
+        return result
 
     def checkpoint_for(self, goal) -> str:
         if goal.checkpoint:
@@ -111,10 +122,7 @@ class EvaluatorNode(Node):
                 path = self.checkpoint_for(goal)
                 prep = prepare(path, goal.pair or None, (self.p.dataset or [None])[0], None, int(goal.max_steps))
             except ValueError as e:
-                result.ok, result.message = False, f"refused: {e}"
-                self.log.error(result.message)
-                handle.abort()
-                return result
+                return self._end(handle, result, "abort", f"refused: {e}")
             trials = int(goal.trials) or self.p.trials
             fb = Evaluate.Feedback(trials_total=2 * trials)
 
@@ -144,24 +152,18 @@ class EvaluatorNode(Node):
                     on_trial=on_trial,
                 )
             except Cancelled:
-                self.cancelled += 1
-                result.ok, result.message = False, f"cancelled after {fb.trial} of {fb.trials_total} trials"
-                self.last = result.message
-                handle.canceled()
-                return result
-            self.done += 1
-            result.ok, result.pair = True, prep.pair.name
+                return self._end(handle, result, "canceled", f"cancelled after {fb.trial} of {fb.trials_total} trials")
+            result.pair = prep.pair.name
             result.forward_success, result.backward_success = res.forward_success, res.backward_success
             result.forward_trials, result.backward_trials = len(res.forward_trials), len(res.backward_trials)
             result.result_json = json.dumps({"policy": path, **res.as_dict()})
-            result.message = (
+            return self._end(
+                handle,
+                result,
+                "succeed",
                 f"{prep.pair.name}: forward {res.forward_success:.0%} ({result.forward_trials} trials), "
-                f"backward {res.backward_success:.0%} ({result.backward_trials} trials)"
+                f"backward {res.backward_success:.0%} ({result.backward_trials} trials)",
             )
-            self.last = result.message
-            self.log.info(result.message)
-            handle.succeed()
-            return result
 
     def execute_retrain(self, handle):
         from robofume_ros.pipeline.retrain import retrain
@@ -176,13 +178,9 @@ class EvaluatorNode(Node):
                 datasets = list(self.p.dataset) + ([str(online)] if online is not None and online.exists() else [])
             out = Path(goal.out) if goal.out else (run_dir / "retrain" if run_dir else None)
             if not datasets or out is None:
-                result.ok, result.message = (
-                    False,
-                    "refused: the goal names no datasets or out, and the node has no run_dir",
+                return self._end(
+                    handle, result, "abort", "refused: the goal names no datasets or out, and the node has no run_dir"
                 )
-                self.log.error(result.message)
-                handle.abort()
-                return result
             fb = Retrain.Feedback()
 
             def on_log(step, total, row):
@@ -209,30 +207,17 @@ class EvaluatorNode(Node):
                     on_log=on_log,
                 )
             except Cancelled:
-                self.cancelled += 1
-                result.ok, result.message = False, f"cancelled at step {result.steps}; checkpoint {result.checkpoint}"
-                self.last = result.message
-                handle.canceled()
-                return result
+                return self._end(
+                    handle, result, "canceled", f"cancelled at step {result.steps}; checkpoint {result.checkpoint}"
+                )
             except Exception as e:  # noqa: BLE001 - a bad goal or dataset fails the goal, never the node
-                result.ok, result.message = False, f"retraining failed: {type(e).__name__}: {e}"
-                self.last = result.message
-                self.log.error(result.message)
-                handle.abort()
-                return result
+                return self._end(handle, result, "abort", f"retraining failed: {type(e).__name__}: {e}")
             if rc not in (None, 0):
-                result.ok, result.message = False, f"retraining failed (exit code {rc}): see the node's log"
-                self.last = result.message
-                handle.abort()
-                return result
-            self.done += 1
-            result.ok = True
+                return self._end(handle, result, "abort", f"retraining failed (exit code {rc}): see the node's log")
             result.steps = result.steps or fb.steps_total
-            result.message = f"retrained {goal.algo or 'the recipe algorithm'}: {result.checkpoint}"
-            self.last = result.message
-            self.log.info(result.message)
-            handle.succeed()
-            return result
+            return self._end(
+                handle, result, "succeed", f"retrained {goal.algo or 'the recipe algorithm'}: {result.checkpoint}"
+            )
 
 
 def main(args=None):
