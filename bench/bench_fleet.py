@@ -37,8 +37,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_node import BenchNode, node_processes
 
-KINDS = ("sim", "camera", "policy", "reward", "task_switcher", "recorder", "learner", "evaluator")
-
 
 class DiagnosticsMonitor(BenchNode):
     """Newest /diagnostics values per status name."""
@@ -48,6 +46,7 @@ class DiagnosticsMonitor(BenchNode):
 
         super().__init__(domain, "fleet_bench")
         self.values: dict = {}
+        self.messages: dict = {}  # status name -> (level, message)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.on_diag, 100)
         self.start()
 
@@ -55,6 +54,11 @@ class DiagnosticsMonitor(BenchNode):
         with self.lock:
             for st in arr.status:
                 self.values[st.name] = {kv.key: kv.value for kv in st.values}
+                self.messages[st.name] = (st.level[0] if isinstance(st.level, bytes) else int(st.level), st.message)
+
+    def message(self, name: str) -> tuple:
+        with self.lock:
+            return self.messages.get(name, (None, ""))
 
     def get(self, name: str) -> dict:
         with self.lock:
@@ -97,12 +101,21 @@ def run_fleet(n: int, ns, run: Path, out: Path, domain: int) -> dict:
     mon = DiagnosticsMonitor(domain)
     robots = [f"robot{i + 1}" for i in range(n)]
     try:
-        # warm-up: every robot's stream reaches the learner and the learner trains
-        t0 = time.time()
+        # warm-up: the lifecycle manager has every node active, the learner trains, then a settle
+        # time; at most `warmup` seconds. A node that failed to configure ends the bench with why.
+        t0, ready = time.time(), None
         while time.time() - t0 < ns.warmup and proc.poll() is None:
             time.sleep(1)
+            level, _ = mon.message("robofume_ros/lifecycle_manager")
+            if ready is None and level == 0 and _num(mon.get("robofume_ros/learner").get("updates")) > 0:
+                ready = time.time()
+            if ready is not None and time.time() - ready >= ns.settle:
+                break
         if proc.poll() is not None:
             raise RuntimeError(f"the graph stopped during warm-up; see {out / f'robots{n}' / 'graph.log'}")
+        level, message = mon.message("robofume_ros/lifecycle_manager")
+        if level == 2:
+            raise RuntimeError(f"the graph did not come up: {message}")
         learner0 = mon.get("robofume_ros/learner")
         cpu0 = {}
         for k, p in node_processes(proc.pid).items():
@@ -161,7 +174,13 @@ def main(argv=None) -> int:
     ap.add_argument("--run", required=True, help="a main-job run folder: its checkpoint, reward model and data")
     ap.add_argument("--robots", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--seconds", type=float, default=120.0, help="measuring window per fleet size")
-    ap.add_argument("--warmup", type=float, default=90.0, help="seconds before the window (models load)")
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=240.0,
+        help="at most this long for every node to be active and the learner to train",
+    )
+    ap.add_argument("--settle", type=float, default=20.0, help="seconds after that before the window")
     ap.add_argument("--out", default="runs/bench_fleet")
     ap.add_argument("--domain-id", type=int, default=178, help="outside the 1-100 the tests draw from")
     ns = ap.parse_args(argv)
@@ -169,7 +188,10 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for n in ns.robots:
-        print(f"fleet of {n}: {ns.warmup:g} s warm-up, {ns.seconds:g} s window ...", flush=True)
+        print(
+            f"fleet of {n}: up to {ns.warmup:g} s warm-up (all nodes active, then {ns.settle:g} s), {ns.seconds:g} s window ...",
+            flush=True,
+        )
         results.append(run_fleet(n, ns, Path(ns.run), out, ns.domain_id))
         print(json.dumps(results[-1]), flush=True)
     (out / "fleet.json").write_text(json.dumps(results, indent=1))
