@@ -117,7 +117,10 @@ class LifecycleManagerNode(Node):
         self._wake = threading.Condition()
         self._pass_done = 0
         self._stop = False
-        self.create_subscription(DiagnosticArray, TOPICS["diagnostics"], self._on_diagnostics, 50)
+        # the nodes' own reasons come from /diagnostics, read only while a node is failing (every
+        # node reports there once a second: reading it all the time would cost the cores)
+        self._diag_sub = None
+        self.create_timer(1.0, self._follow_diagnostics)
         services = MutuallyExclusiveCallbackGroup()
         for name, cb in (
             ("~/startup", self.srv_startup),
@@ -248,6 +251,14 @@ class LifecycleManagerNode(Node):
         return self._wait(client, self._send(client, req), timeout)
 
     # --- inputs -------------------------------------------------------------------------------------
+    def _follow_diagnostics(self) -> None:
+        failing = any(n.failed_at is not None for n in self.nodes)
+        if failing and self._diag_sub is None:
+            self._diag_sub = self.create_subscription(DiagnosticArray, TOPICS["diagnostics"], self._on_diagnostics, 50)
+        elif not failing and self._diag_sub is not None:
+            self.destroy_subscription(self._diag_sub)
+            self._diag_sub = None
+
     def _on_diagnostics(self, arr) -> None:
         for st in arr.status:
             n = self._by_diag.get(st.name)
