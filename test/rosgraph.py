@@ -168,13 +168,32 @@ class GraphUnderTest:
         dead = set(self.runner.procs) - set(self.runner.running())
         assert not dead, f"nodes not running: {dead}"
 
+    def wait_active(self, manager: str = "/lifecycle_manager", timeout: float = 300.0) -> None:
+        """Until the lifecycle manager says every managed node is active (its ~/is_active)."""
+        from std_srvs.srv import Trigger
+
+        probe = self.probe({})
+        deadline, message = time.monotonic() + timeout, ""
+        while time.monotonic() < deadline:
+            res = probe.call(f"{manager}/is_active", Trigger, timeout=max(1.0, deadline - time.monotonic()))
+            if res.success:
+                return
+            message = res.message
+            self.assert_alive()
+            time.sleep(0.2)
+        raise AssertionError(f"managed nodes not all active within {timeout:.0f} s: {message}")
+
     def log(self, node: str) -> str:
         return (self.runner.run_dir / "logs" / f"{node}.log").read_text(errors="replace")
 
 
 @contextlib.contextmanager
-def graph_under_test(graph: str, args: dict, tmp_path: Path, only: tuple | None = None, specs=None):
-    """Start the nodes of `graph` (optionally only those named in `only`), yield, always stop."""
+def graph_under_test(
+    graph: str, args: dict, tmp_path: Path, only: tuple | None = None, specs=None, wait_active: bool = True
+):
+    """Start the nodes of `graph` (optionally only those named in `only`), wait until the lifecycle
+    manager has every managed node active (`wait_active`; a robot side may publish its state
+    before it takes commands), yield, always stop."""
     domain = next_domain_id()
     specs = specs if specs is not None else graph_mod.nodes(graph, args)
     for s in specs:  # the tests' probes (probe0, probe1, ...) may command the arm like a policy
@@ -187,6 +206,9 @@ def graph_under_test(graph: str, args: dict, tmp_path: Path, only: tuple | None 
     g = GraphUnderTest(runner, domain)
     try:
         runner.start()
+        manager = next((s for s in runner.specs if s.executable == "lifecycle_manager_node"), None)
+        if wait_active and manager is not None and manager.parameters.get("autostart", True):
+            g.wait_active(manager.fqn)
         yield g
     finally:
         for p in g.probes:

@@ -71,7 +71,7 @@ def test_managed_nodes_act_only_while_active_through_every_transition(tmp_path, 
 
     specs, by = finetune_specs(tmp_path, models)
     by["lifecycle_manager"].parameters["autostart"] = False
-    with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
+    with graph_under_test("finetune", {}, tmp_path, specs=specs, wait_active=False) as g:
         probe = g.probe(
             {
                 "/robot/state": RobotState,
@@ -163,7 +163,7 @@ def test_a_policy_that_fails_to_load_stays_unconfigured_and_the_arm_never_moves(
     bad.write_bytes(b"this is not a checkpoint" * 10)
     by["policy"].parameters["checkpoint"] = str(bad)
     by["lifecycle_manager"].parameters["retry_s"] = 1.0
-    with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
+    with graph_under_test("finetune", {}, tmp_path, specs=specs, wait_active=False) as g:
         probe = g.probe({"/robot/state": RobotState, "/robot/command": ArmCommand, "/diagnostics": DiagnosticArray})
         for n in ("reward", "learner"):
             deadline = time.monotonic() + 300
