@@ -95,7 +95,7 @@ class OnlineTrainer:
     def start(self) -> "OnlineTrainer":
         """Start training, or resume it after pause()."""
         self._paused.clear()
-        if not self.thread.is_alive() and self.thread.ident is None:
+        if self.thread.ident is None:  # never started
             self.thread.start()
         return self
 

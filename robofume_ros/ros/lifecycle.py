@@ -86,8 +86,8 @@ class ManagedNode(LifecycleNode):
             self.log.error(f"configure failed, staying unconfigured: {self.configure_error}")
             try:
                 self.close()
-            except Exception:  # noqa: BLE001 - half-built: free what can be freed
-                pass
+            except Exception as e:  # noqa: BLE001 - half-built: free what can be freed, say what could not
+                self.log.warning(f"close() after the failed configure raised: {type(e).__name__}: {e}")
             self._destroy_configured()
             return TransitionCallbackReturn.FAILURE
         self.configured, self.configure_error = True, None
