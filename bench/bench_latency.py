@@ -53,10 +53,14 @@ def measure(graph_name: str, args: dict, seconds: float, warmup: float, burn: bo
     ex.add_node(node)
     latest: dict = {}
 
+    stages: dict = {}  # the path's stages as each node reports them: camera, policy
+
     def on_diag(arr):
         for st in arr.status:
             if st.name.endswith(("/sim", "/arm_bridge")):
                 latest.update({kv.key: kv.value for kv in st.values})
+            elif st.name.endswith(("/camera", "/policy")):
+                stages[st.name.rsplit("/", 1)[1]] = {kv.key: kv.value for kv in st.values}
 
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     burners = []
@@ -70,6 +74,7 @@ def measure(graph_name: str, args: dict, seconds: float, warmup: float, burn: bo
             for b in burners:
                 b.start()
         latest.clear()
+        stages.clear()
         t_end = time.time() + seconds
         while time.time() < t_end:
             ex.spin_once(timeout_sec=0.2)
@@ -83,6 +88,10 @@ def measure(graph_name: str, args: dict, seconds: float, warmup: float, burn: bo
     out.update(
         {"queued_" + k.split("/", 1)[1]: float(v) for k, v in latest.items() if k.startswith("command_queued_ms/")}
     )
+    for node, values in stages.items():  # e.g. camera_frame_age_p99, policy_compute_p99
+        for k, v in values.items():
+            if k.startswith(("frame_age_ms/", "compute_ms/")):
+                out[f"{node}_{k.split('_ms/')[0]}_{k.split('/')[1]}"] = float(v)
     return out
 
 
@@ -96,6 +105,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=float, default=30.0)
     ap.add_argument("--out", default="runs/bench_latency")
     ap.add_argument("--nice", type=int, nargs="+", default=[0, 10], help="background_nice values to compare")
+    ap.add_argument("--loads", nargs="+", default=["idle", "cores busy"], choices=("idle", "cores busy"))
     ns = ap.parse_args(argv)
     graph_name = ns.graph or ("finetune" if ns.run else "sim")
     base = {"world": ns.world, "record": "false"}
@@ -111,7 +121,7 @@ def main(argv=None) -> int:
     else:
         raise SystemExit("give --run (a main-job run folder) or --checkpoint")
     results = {}
-    conditions = [(nice, load) for load in ("idle", "cores busy") for nice in ns.nice]
+    conditions = [(nice, load) for load in ns.loads for nice in ns.nice]
     for k, (nice, load) in enumerate(conditions):
         name = f"background_nice {nice}, {load}"
         args = dict(base, background_nice=str(nice), run_dir=str(Path(ns.out) / f"nice{nice}_{load.replace(' ', '_')}"))
@@ -125,8 +135,16 @@ def main(argv=None) -> int:
             f"max {r.get('queued_max', float('nan')):.1f}",
             flush=True,
         )
+        nan = float("nan")
+        print(
+            "  stages p50 / p99 ms: frame at the camera "
+            f"{r.get('camera_frame_age_p50', nan):.1f} / {r.get('camera_frame_age_p99', nan):.1f}, "
+            f"at the policy {r.get('policy_frame_age_p50', nan):.1f} / {r.get('policy_frame_age_p99', nan):.1f}, "
+            f"policy compute {r.get('policy_compute_p50', nan):.1f} / {r.get('policy_compute_p99', nan):.1f}",
+            flush=True,
+        )
     if len(ns.nice) == 2:
-        for load in ("idle", "cores busy"):
+        for load in ns.loads:
             a, b = (results[f"background_nice {n}, {load}"].get("p99") for n in ns.nice)
             if a and b:
                 print(f"{load}: p99 with background_nice {ns.nice[1]} / {ns.nice[0]}: {b / a:.2f}x")

@@ -6,7 +6,7 @@ robofume main [--pair P] [--quick]                  the main job (see README)
 robofume tasks [PAIR ...] [--cycles N]              task pairs, instructions, scripted cycle check
 robofume params [NODE]                              every node knob with default and description
 robofume topic echo|hz TOPIC                        watch a topic (like ros2 topic)
-robofume dataset from-bags|generate|info|video|plot datasets (see README)
+robofume dataset from-bags|generate|collect|info|video|plot datasets (see README)
 robofume pretrain ...                               offline Cal-QL pre-training
 robofume retrain --data D --data ONLINE --out DIR   OOO retraining on all data (--remote: the /retrain action)
 robofume evaluate --policy CKPT --data DATASET      ground-truth success in a simulated pair
@@ -38,6 +38,7 @@ DELEGATES = {
 DATASET = {
     "from-bags": ("robofume_ros.data.convert:main", []),
     "generate": ("robofume_ros.data.generate:main", []),
+    "collect": ("robofume_ros.data.generate:collect_main", []),
     "info": ("robofume_ros.data.inspect:main", ["info"]),
     "video": ("robofume_ros.data.inspect:main", ["video"]),
     "plot": ("robofume_ros.data.inspect:main", ["plot"]),

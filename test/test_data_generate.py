@@ -109,3 +109,47 @@ def test_bags_convert_back_to_the_same_target_demos(tiny, tmp_path):
         for name in ("images", "actions", "rewards", "terminals", "success_gt"):
             np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
         np.testing.assert_allclose(x.proprio, y.proprio)
+
+
+def test_collect_appends_new_episodes_in_the_datasets_scene(tiny, tmp_path):
+    """`robofume dataset collect` appends demos (per direction) or failures to a dataset: the same
+    pair, scene and image size as its target data, noise of their own (never the generated
+    episodes again), every attempt reported; a stop keeps what was written; another pair is refused."""
+    import shutil
+
+    from robofume_ros.data.dataset import dataset_pair
+    from robofume_ros.data.generate import collect, collect_main
+
+    d = tmp_path / "d"
+    shutil.copytree(tiny, d)
+    seen = []
+    rec = collect("demos", d, episodes=1, seed=0, on_attempt=lambda task, kept: seen.append((task, kept)))
+    assert rec["counts"]["episodes"] == 2 and [t for t, k in seen if k] == list(PAIRS["drawer"].tasks)
+    old, new = load_episodes(tiny, sources="target_demo"), load_episodes(d, sources="target_demo")[2:]
+    assert len(new) == 2 and all(ep.success and ep.images.shape[1:] == (32, 32, 3) for ep in new)
+    assert all(ep.provenance["seed"] == 3 for ep in new)  # the dataset's scene
+    for a, b in zip(old, new):
+        assert a.task == b.task and (len(a) != len(b) or not np.array_equal(a.actions, b.actions))
+    assert dataset_info(d)["episodes"] == 8
+
+    class Stop(Exception):
+        pass
+
+    def stop(task, kept):
+        raise Stop()
+
+    with pytest.raises(Stop):
+        collect("failures", d, episodes=5, seed=1, on_attempt=stop)
+    log = json.loads((d / "collect.json").read_text())
+    assert [r["kind"] for r in log] == ["demos", "failures"] and "Stop" in log[1]["stopped"]
+    assert dataset_info(d)["episodes"] == 8 + log[1]["counts"]["episodes"]
+
+    with pytest.raises(ValueError, match="holds pair 'drawer'"):
+        collect("failures", d, pair="window")
+    with pytest.raises(ValueError, match="kind must be"):
+        collect("resets", d)
+    # a new folder is a dataset of its own: its pair and scene recorded as a generated one's
+    assert collect_main(["failures", "-o", str(tmp_path / "new"), "--pair", "window", "--episodes", "1"]) == 0
+    assert dataset_pair(tmp_path / "new") == "window"
+    (ep,) = load_episodes(tmp_path / "new")
+    assert ep.source == "failure" and not ep.success_gt.any() and ep.task in PAIRS["window"].tasks

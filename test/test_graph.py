@@ -166,6 +166,8 @@ def test_a_fleet_is_one_graph_per_robot_and_one_learner():
         "learner",
         "left/policy",
         "right/policy",
+        "left/task_switcher",
+        "right/task_switcher",
         "left/sim",
         "right/sim",
     ]

@@ -114,3 +114,43 @@ def test_retrain_action_trains_reports_progress_and_can_be_cancelled(tmp_path):
         )
         assert 100 <= res.result.steps < 100000 and (out / "checkpoint.pt").exists()
         assert set(g.runner.running()) == {"evaluator"}
+
+
+def test_collect_action_writes_episodes_reports_progress_and_can_be_cancelled(tmp_path):
+    """/collect (scripted data collection in the evaluator's own simulated world) from another
+    process: `robofume dataset collect failures --remote` prints one line per attempt and the
+    failures are in the dataset; a long demo goal cancelled after its first feedback ends cancelled,
+    and every episode it reported is on disk."""
+    from action_msgs.msg import GoalStatus
+    from rclpy.action import ActionClient
+
+    from robofume_ros.action import Collect
+    from robofume_ros.data.dataset import dataset_info, dataset_pair
+
+    args = {"run_dir": str(tmp_path / "run"), "record": "false"}
+    with graph_under_test("finetune", args, tmp_path, only=("evaluator",)) as g:
+        env = dict(g.runner.env)
+        out = tmp_path / "failures"
+        cmd = [sys.executable, "-m", "robofume_ros.cli", "dataset", "collect", "failures", "--remote"]
+        cmd += ["--episodes", "2", "--pair", "drawer", "-o", str(out)]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[-1].startswith("collected 2 failures of drawer") and str(out) in lines[-1]
+        assert sum(1 for ln in lines if ln.startswith("[") and ": kept" in ln) == 2
+        info = dataset_info(out)
+        assert info["episodes"] == 2 and all(m["source"] == "failure" for m in info["episode_meta"])
+        assert dataset_pair(out) == "drawer"
+
+        probe = g.probe({})
+        client = ActionClient(probe.node, Collect, "/collect")
+        assert client.wait_for_server(timeout_sec=30)
+        feedback, res = send_then_cancel(client, Collect.Goal(kind="demos", pair="drawer", episodes=50))
+        assert feedback[0].episodes_total == 100
+        assert (
+            res.status == GoalStatus.STATUS_CANCELED and not res.result.ok and "cancelled after" in res.result.message
+        )
+        demos = tmp_path / "run" / "collected" / "demos"
+        assert res.result.dataset == str(demos) and 1 <= res.result.attempts < 100
+        assert dataset_info(demos)["episodes"] == res.result.episodes
+        assert set(g.runner.running()) == {"evaluator"}

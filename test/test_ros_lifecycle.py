@@ -1,6 +1,6 @@
 """Managed (lifecycle) nodes and the lifecycle manager, across processes (tiny models).
 
-- every managed node (reward, learner, policy, sim) goes through configure / activate / deactivate /
+- every managed node (reward, learner, policy, task switcher, sim) goes through configure / activate / deactivate /
   cleanup by lifecycle service calls, and acts only while active;
 - a policy whose checkpoint does not load stays unconfigured with its reason on /diagnostics, no
   command is published and the arm does not move, the rest of the graph comes up in order (the
@@ -67,7 +67,7 @@ def test_managed_nodes_act_only_while_active_through_every_transition(tmp_path, 
     before activation, and each deactivation stops exactly that node's output."""
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from robofume_ros.msg import ArmCommand, Reward, RobotState
+    from robofume_ros.msg import ArmCommand, Reward, RobotState, TaskPhase
 
     specs, by = finetune_specs(tmp_path, models)
     by["lifecycle_manager"].parameters["autostart"] = False
@@ -77,10 +77,11 @@ def test_managed_nodes_act_only_while_active_through_every_transition(tmp_path, 
                 "/robot/state": RobotState,
                 "/robot/command": ArmCommand,
                 "/reward": Reward,
+                "/task_phase": TaskPhase,
                 "/diagnostics": DiagnosticArray,
             }
         )
-        managed = ["reward", "learner", "policy", "sim"]
+        managed = ["reward", "learner", "policy", "task_switcher", "sim"]
         for n in managed:  # up, waiting to be configured: no frames, no commands, no verdicts
             assert _state(probe, n) == UNCONFIGURED
         assert not probe.get("/robot/state") and not probe.get("/robot/command") and not probe.get("/reward")
@@ -135,6 +136,23 @@ def test_managed_nodes_act_only_while_active_through_every_transition(tmp_path, 
         assert after["lifecycle_state"] == "inactive"
         assert after["updates"] == before["updates"], (before, after)
         assert _change(probe, "learner", ACTIVATE)
+
+        # the task switcher deactivated: the episode's clock stops while the frames go on
+        def clock():
+            n = len(probe.get("/task_phase"))
+            probe.wait_for("/task_phase", n + 1, timeout=10)  # republished once a second
+            ph = probe.get("/task_phase")[-1]
+            return ph.episode_index, ph.steps_in_episode
+
+        assert _change(probe, "task_switcher", DEACTIVATE)
+        time.sleep(0.5)
+        stopped = clock()
+        assert _count_after(probe, "/robot/state", 2.0) > 0 and clock() == stopped
+        assert _change(probe, "task_switcher", ACTIVATE)
+        deadline = time.monotonic() + 30
+        while clock() == stopped and time.monotonic() < deadline:
+            pass
+        assert clock() != stopped, "the activated switcher does not count ticks"
 
         # the sim deactivated: it stops stepping
         assert _change(probe, "sim", DEACTIVATE)
@@ -192,7 +210,7 @@ def test_a_policy_that_fails_to_load_stays_unconfigured_and_the_arm_never_moves(
         assert _state(probe, "sim") == INACTIVE  # configured, held back: it never steps
         res = probe.call("/lifecycle_manager/is_active", Trigger)
         assert not res.success and "/policy: unconfigured (configure failed)" in res.message, res.message
-        assert "/sim: inactive (waiting for /policy)" in res.message, res.message
+        assert "/sim: inactive (waiting for /policy, /task_switcher)" in res.message, res.message
         time.sleep(3.0)
         assert not probe.get("/robot/command") and not probe.get("/robot/state"), "the arm was driven without a policy"
 
@@ -202,8 +220,9 @@ def test_a_policy_that_fails_to_load_stays_unconfigured_and_the_arm_never_moves(
         assert _state(probe, "policy") == ACTIVE and _state(probe, "sim") == ACTIVE
         assert probe.call("/lifecycle_manager/is_active", Trigger).success
         log = g.log("lifecycle_manager")
-        managed = ("/reward", "/learner", "/policy", "/sim")
+        managed = ("/reward", "/learner", "/policy", "/task_switcher", "/sim")
         lines = [ln for ln in log.splitlines() if ln.endswith("-> active")]
         order = [next(n for n in managed if f"{n}: " in ln) for ln in lines]
-        assert order[-2:] == ["/policy", "/sim"] and sorted(order) == sorted(managed), lines  # the robot side last
+        assert order[-3:] == ["/policy", "/task_switcher", "/sim"], lines  # the robot side last
+        assert sorted(order) == sorted(managed), lines
         g.assert_alive()

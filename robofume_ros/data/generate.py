@@ -31,6 +31,13 @@ the recorder's layout (write_episodes_bag; consecutive episodes share their boun
 
 Deterministic for a given --seed (MuJoCo is deterministic; every episode draws its noise from its
 own generator seeded by (seed, source, index)).
+
+    robofume dataset collect demos|failures -o DIR [--episodes N] [--pair P] [--seed S] [--remote]
+
+appends more scripted demos (per direction) or failures to a dataset, in the same scene as its
+target data (the placement seed of DIR's generate.json), with noise of their own (--seed picks a
+stream that never repeats the generated episodes); --remote asks a running graph's /collect action
+(evaluator_node), which runs the same `collect()` with feedback per attempt and cancel.
 """
 
 from __future__ import annotations
@@ -75,6 +82,7 @@ class GenerateConfig:
     k: int = K_POSITIVE
     bags: bool = False
     progress: bool = True
+    stream: int = 0  # 0: generate's noise; collect() uses 1 + its seed (new episodes, same scene)
 
     @classmethod
     def quick(cls, out: str, **kw) -> "GenerateConfig":
@@ -83,8 +91,9 @@ class GenerateConfig:
         return cls(out=out, **d)
 
 
-def _rng(seed: int, source: str, *idx: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed), _SOURCE_IDS[source], *map(int, idx)])
+def _rng(cfg: GenerateConfig, source: str, *idx: int) -> np.random.Generator:
+    key = [int(cfg.seed), _SOURCE_IDS[source], *map(int, idx)]
+    return np.random.default_rng(key + [int(cfg.stream)] if cfg.stream else key)
 
 
 def _bar(total, desc, enable, unit="ep"):
@@ -183,7 +192,7 @@ def gen_prior(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_eps: 
         try:
             # a few spare attempts so a rare noisy miss does not leave a task short
             while kept < cfg.prior_episodes and tried < 2 * cfg.prior_episodes + 2:
-                rng = _rng(cfg.seed, "prior", ti, tried)
+                rng = _rng(cfg, "prior", ti, tried)
                 obs = world.reset()
                 ro, ok, first = _expert_episode(world, obs, rng, cfg.prior_noise, cfg.prior_max_steps, cfg.k)
                 tried += 1
@@ -224,7 +233,9 @@ def gen_prior(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_eps: 
     }
 
 
-def gen_target_demos(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_eps: Optional[list]):
+def gen_target_demos(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_eps: Optional[list], on_attempt=None):
+    """Successful expert demos of both tasks in turn, reset-free; `on_attempt(task, kept)` after
+    every attempt (it may raise to stop: what was written stays)."""
     from robofume_ros.sim import ResetFreeWorld
 
     world = ResetFreeWorld(cfg.pair, camera=cfg.camera, image_size=cfg.image_size, seed=cfg.seed, render=True)
@@ -238,12 +249,13 @@ def gen_target_demos(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, ba
         phase = "forward"
         while any(got[p] < want[p] for p in got) and attempt < 4 * (2 * cfg.demos) + 4:
             world.switch(phase)
-            rng = _rng(cfg.seed, "target_demo", attempt)
+            rng = _rng(cfg, "target_demo", attempt)
             world.home(cfg.home_jitter, rng)  # the reset-free protocol: the arm goes home between episodes
             obs = world.observe()
             ro, ok, first = _expert_episode(world, obs, rng, cfg.demo_noise, cfg.demo_max_steps, cfg.k)
             frames += len(ro) + 1
-            if ok and got[phase] < want[phase]:
+            kept = ok and got[phase] < want[phase]
+            if kept:
                 ep = ro.episode(
                     "target_demo",
                     world.task,
@@ -270,6 +282,8 @@ def gen_target_demos(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, ba
             elif not ok:
                 dropped[phase] += 1
             attempt += 1
+            if on_attempt is not None:
+                on_attempt(world.task, kept)
             phase = "backward" if phase == "forward" else "forward"
     finally:
         world.close()
@@ -298,9 +312,10 @@ def _failure_action(world, mode, rng, t, stop_at):
     raise ValueError(mode)
 
 
-def gen_failures(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_eps: Optional[list]):
+def gen_failures(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_eps: Optional[list], on_attempt=None):
     """Failures of the pair's tasks in the target scene. Reset-free: between failure episodes the
-    expert (not recorded, render-free) moves the scene to where the next task is not yet done."""
+    expert (not recorded, render-free) moves the scene to where the next task is not yet done.
+    `on_attempt(task, kept)` after every recorded attempt (it may raise to stop)."""
     from robofume_ros.sim import ResetFreeWorld
     from robofume_ros.sim.world import expert_policy
 
@@ -332,13 +347,13 @@ def gen_failures(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_ep
             world.render_enabled = False
             opp = "backward" if phase == "forward" else "forward"
             world.switch(opp)
-            prng = _rng(cfg.seed, "failure", 100000 + attempt)
+            prng = _rng(cfg, "failure", 100000 + attempt)
             n = 0
             while (not world.ground_truth_success() or n < 5) and n < cfg.demo_max_steps:
                 world.step(world.scripted_action(0.05, prng))
                 n += 1
             world.switch(phase)
-            world.home(cfg.home_jitter, _rng(cfg.seed, "failure", 200000 + attempt))
+            world.home(cfg.home_jitter, _rng(cfg, "failure", 200000 + attempt))
             world.render_enabled = True
             obs = world.observe()
             if obs.success:  # cannot start a failure from an already-done state; try the other
@@ -346,7 +361,7 @@ def gen_failures(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_ep
                 phase = opp
                 continue
             mode = FAILURE_MODES[attempt % len(FAILURE_MODES)]
-            rng = _rng(cfg.seed, "failure", attempt)
+            rng = _rng(cfg, "failure", attempt)
             stop_at = int(rng.integers(cfg.failure_length // 4, cfg.failure_length // 2 + 1))
             ro = _Rollout(obs, world)
             for t in range(cfg.failure_length):
@@ -380,6 +395,8 @@ def gen_failures(cfg: GenerateConfig, writer: DatasetWriter, stats: dict, bag_ep
                 modes[mode] += 1
                 bar.update(1)
                 bar.set_postfix(fps=f"{frames / (time.perf_counter() - t0):.0f}")
+            if on_attempt is not None:
+                on_attempt(world.task, not any(ro.gt))
             phase = opp
     finally:
         world.close()
@@ -430,6 +447,118 @@ def generate(cfg: GenerateConfig) -> dict:
     }
     (out / "generate.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+COLLECT_KINDS = ("demos", "failures")
+
+
+def collect(
+    kind: str,
+    out,
+    pair: str = "",
+    episodes: int = 0,
+    seed: int = 0,
+    scene_seed: Optional[int] = None,
+    on_attempt=None,
+    progress: bool = False,
+) -> dict:
+    """Append `episodes` scripted demos (per direction) or failures of `pair` to the dataset `out`
+    (created if missing), reset-free as `generate` makes them. An existing dataset gives the pair,
+    the scene (its placement seed) and the image size; `seed` picks a noise stream of its own, so
+    the new episodes never repeat the generated ones. `on_attempt(task, kept)` after every attempt
+    may raise to stop: the episodes written stay. Returns the collection's record (also appended to
+    `out`/collect.json). ValueError for an unknown kind or pair or a dataset of another pair."""
+    from robofume_ros.sim import tasks
+
+    from .dataset import dataset_pair
+
+    if kind not in COLLECT_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(COLLECT_KINDS)}, got {kind!r}")
+    out = Path(out)
+    gen = out / "generate.json"
+    base = json.loads(gen.read_text())["config"] if gen.exists() else {}
+    have = dataset_pair(out) if gen.exists() else None
+    if pair and have and tasks.get_pair(pair).name != tasks.get_pair(have).name:
+        raise ValueError(f"{out} holds pair {have!r}, not {pair!r}: collect into another folder")
+    p = tasks.get_pair(pair or have or "drawer")
+    n = int(episodes) or (GenerateConfig.demos if kind == "demos" else GenerateConfig.failures)
+    cfg = GenerateConfig(
+        out=str(out),
+        seed=int(base.get("seed", seed) if scene_seed is None else scene_seed),
+        pair=p.name,
+        camera=base.get("camera", p.camera),
+        image_size=tuple(base.get("image_size", GenerateConfig.image_size)),
+        demos=n if kind == "demos" else 0,
+        failures=n if kind == "failures" else 0,
+        home_jitter=float(base.get("home_jitter", GenerateConfig.home_jitter)),
+        progress=progress,
+        stream=1 + int(seed),
+    )
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    t0 = time.perf_counter()
+    writer = DatasetWriter(out, fsync=True, extra_meta={"generator": "robofume dataset collect"})
+    stats: dict = {}
+    counts = {"episodes": 0, "attempts": 0}
+
+    def hook(task, kept):
+        counts["attempts"] += 1
+        counts["episodes"] += int(kept)
+        if on_attempt is not None:
+            on_attempt(task, kept)
+
+    record = {"kind": kind, "pair": p.name, "config": _cfg_json(cfg), "counts": counts, "stopped": None}
+    try:
+        (gen_target_demos if kind == "demos" else gen_failures)(cfg, writer, stats, None, hook)
+    except BaseException as e:
+        record["stopped"] = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        writer.sync()
+        record.update(stats=stats, seconds=time.perf_counter() - t0, finished=time.time())
+        log = out / "collect.json"
+        runs = json.loads(log.read_text()) if log.exists() else []
+        log.write_text(json.dumps(runs + [record], indent=1))
+        if not gen.exists():  # a new dataset: its pair and scene, as a generated one says them
+            gen.write_text(json.dumps({"config": _cfg_json(cfg), "stats": stats, "collected": True}, indent=1))
+    return record
+
+
+def collect_main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="robofume dataset collect",
+        description="append scripted demos or failures of a simulated pair to a dataset (same scene, new "
+        "noise); --remote asks a running graph's /collect action",
+    )
+    ap.add_argument("kind", choices=COLLECT_KINDS)
+    ap.add_argument("-o", "--out", default="", help="dataset folder (created or appended to)")
+    ap.add_argument("--episodes", type=int, default=0, help="demos per direction, or failures in all")
+    ap.add_argument("--pair", default="", help="task pair (default: the dataset's, else drawer)")
+    ap.add_argument("--seed", type=int, default=0, help="noise stream (0, 1, ...: each gives new episodes)")
+    ap.add_argument("--remote", action="store_true", help="send it to the graph's /collect action (evaluator_node)")
+    ap.add_argument("--namespace", default="", help="--remote: the graph's namespace")
+    a = ap.parse_args(argv)
+    if a.remote:
+        from robofume_ros.ros.actions import collect_remote
+
+        return collect_remote(a)
+    if not a.out:
+        ap.error("-o/--out is required (or --remote)")
+
+    def show(task, kept):
+        print(f"{task}: {'kept' if kept else 'not kept'}", flush=True)
+
+    try:
+        r = collect(a.kind, a.out, a.pair, a.episodes, a.seed, on_attempt=show)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        print(f"robofume dataset collect: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stopped; the episodes written are in {a.out} (collect.json counts them)")
+        return 130
+    print(
+        f"collected {r['counts']['episodes']} {a.kind} of {r['pair']} in {r['counts']['attempts']} attempts into {a.out}"
+    )
+    return 0
 
 
 def _by_source(info):

@@ -11,6 +11,7 @@ stale or missing frames give a throttled warning and are dropped, never a crash.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from rclpy.node import Node
@@ -19,7 +20,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import Observation, RobotState, TaskPhase
-from robofume_ros.ros.node import OK, WARN, Diagnostics, Throttle, run_node
+from robofume_ros.ros.node import OK, WARN, Diagnostics, Throttle, quantiles, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, compressed_to_rgb, image_to_rgb, resize_rgb, rgb_to_image
@@ -56,6 +57,7 @@ class CameraNode(Node):
         self.last_frame_wall_ns = None
         self.published = 0
         self.dropped = 0
+        self._frame_age_ms: deque = deque(maxlen=600)  # frame stamp -> this node has it, the last minute
         self.pub = self.create_publisher(Observation, graph.TOPICS["observation"], qos.RELIABLE)
         if p.compressed:
             self.create_subscription(
@@ -132,6 +134,8 @@ class CameraNode(Node):
         self.pub.publish(obs)
         self.published += 1
         self.last_pub_ns = stamp_ns
+        if stamp_ns > 0:
+            self._frame_age_ms.append((now.nanoseconds - stamp_ns) * 1e-6)
 
     def health(self):
         values = {
@@ -139,6 +143,7 @@ class CameraNode(Node):
             "rate_hz": self.diagnostics.rate("published", self.published),
             "frames_dropped": self.dropped,
             "target_rate_hz": self.p.control_rate_hz,
+            **{f"frame_age_ms/{k}": v for k, v in quantiles(self._frame_age_ms).items()},
         }
         now = self.get_clock().now().nanoseconds
         if self.last_frame_wall_ns is None:

@@ -1,5 +1,6 @@
 """Evaluator: the graph's long offline work as actions, callable from any machine on the graph:
-ground-truth evaluation (/evaluate) and OOO retraining (/retrain). One goal at a time (of either).
+ground-truth evaluation (/evaluate), OOO retraining (/retrain) and scripted data collection
+(/collect). One goal at a time (of any).
 
 action: /evaluate (robofume_ros/action/Evaluate): goal = checkpoint, pair, trials, max_steps, seed;
         feedback after every trial (task, trials done, successes so far); result = success rates and
@@ -9,6 +10,12 @@ action: /retrain (robofume_ros/action/Retrain): goal = datasets, out, algo, step
         the node's datasets plus <run_dir>/learner/online, <run_dir>/retrain, the recipe's sizes);
         feedback at every log row (step, rate, losses); result = the checkpoint. Cancel stops at the
         next log row and keeps the checkpoint of that step (pipeline/retrain.py, as the main job).
+
+action: /collect (robofume_ros/action/Collect): goal = kind (demos or failures), pair, episodes, out,
+        seed (empty out: <run_dir>/collected/<kind>; a new folder is in the scene of the node's
+        dataset); feedback after every attempt (task, kept, episodes written); cancel stops after the
+        running attempt, every episode written stays (data/generate.py collect(), as
+        `robofume dataset collect`).
 
 The evaluation runs in its own simulated worlds (never on the robot the graph drives), with the code
 of `robofume evaluate` (pipeline/evaluation.py). An empty checkpoint means the learner's newest
@@ -28,7 +35,7 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 
-from robofume_ros.action import Evaluate, Retrain
+from robofume_ros.action import Collect, Evaluate, Retrain
 from robofume_ros.ros.node import OK, Diagnostics, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 
@@ -45,6 +52,12 @@ class Params:
     trials: int = knob(10, "trials per task when a goal says 0", range=(1, 1000))
     recipe: str = knob("default", "the recipe whose `main` section sizes a /retrain goal that says 0 steps")
     device: str = knob("auto", "where /retrain trains: auto, cpu, cuda or cuda:N")
+    num_threads: int = knob(
+        1,
+        "torch threads for evaluation and /retrain on the CPU (more than 1 spins idle threads "
+        "whenever the control path holds the cores)",
+        range=(1, 256),
+    )
 
 
 class Cancelled(Exception):
@@ -55,6 +68,9 @@ class EvaluatorNode(Node):
     def __init__(self):
         super().__init__("evaluator")
         self.p = declare(self, Params)
+        import torch
+
+        torch.set_num_threads(self.p.num_threads)
         self.log = self.get_logger()
         self.throttle = Throttle(self.log)
         self._busy = threading.Lock()
@@ -73,13 +89,14 @@ class EvaluatorNode(Node):
             for action, name, execute in (
                 (Evaluate, "evaluate", self.execute),
                 (Retrain, "retrain", self.execute_retrain),
+                (Collect, "collect", self.execute_collect),
             )
         ]
         self.diagnostics = Diagnostics(self, self.health, self.throttle)
 
     def health(self):
         values = {"goals": self.goals, "succeeded": self.done, "cancelled": self.cancelled, "busy": self._busy.locked()}
-        return OK, self.last or "waiting for /evaluate and /retrain goals", values
+        return OK, self.last or "waiting for /evaluate, /retrain and /collect goals", values
 
     def on_goal(self, goal):
         if self._busy.locked():
@@ -217,6 +234,56 @@ class EvaluatorNode(Node):
             result.steps = result.steps or fb.steps_total
             return self._end(
                 handle, result, "succeed", f"retrained {goal.algo or 'the recipe algorithm'}: {result.checkpoint}"
+            )
+
+    def execute_collect(self, handle):
+        from robofume_ros.data.dataset import dataset_pair
+        from robofume_ros.data.generate import collect
+
+        goal, result = handle.request, Collect.Result()
+        with self._busy:
+            self.goals += 1
+            run_dir = Path(self.p.run_dir).expanduser() if self.p.run_dir else None
+            out = Path(goal.out) if goal.out else (run_dir / "collected" / goal.kind if run_dir else None)
+            if out is None:
+                return self._end(handle, result, "abort", "refused: the goal names no out, and the node has no run_dir")
+            result.dataset = str(out)
+            try:  # a new folder is collected in the scene of the node's dataset (the robot's workspace)
+                first = (self.p.dataset or [None])[0]
+                pair = goal.pair or (dataset_pair(first) if first else None) or ""
+                scene = None
+                if first and (Path(first) / "generate.json").exists() and not (out / "generate.json").exists():
+                    from robofume_ros.pipeline.evaluation import dataset_scene_seed
+
+                    scene = dataset_scene_seed(first)
+            except (OSError, ValueError) as e:
+                return self._end(handle, result, "abort", f"refused: {e}")
+            fb = Collect.Feedback(episodes_total=int(goal.episodes) * (2 if goal.kind == "demos" else 1))
+
+            def on_attempt(task, kept):
+                fb.task, fb.kept = task, bool(kept)
+                fb.attempts, fb.episodes = fb.attempts + 1, fb.episodes + int(kept)
+                result.episodes, result.attempts = fb.episodes, fb.attempts
+                handle.publish_feedback(fb)
+                if handle.is_cancel_requested:
+                    raise Cancelled()
+
+            self.last = f"collecting {goal.kind} into {out}"
+            self.log.info(self.last)
+            try:
+                rec = collect(goal.kind, out, pair, int(goal.episodes), int(goal.seed), scene, on_attempt=on_attempt)
+            except Cancelled:
+                return self._end(
+                    handle, result, "canceled", f"cancelled after {result.episodes} episodes; they are in {out}"
+                )
+            except (ValueError, KeyError, OSError) as e:
+                return self._end(handle, result, "abort", f"refused: {e}")
+            result.episodes, result.attempts = rec["counts"]["episodes"], rec["counts"]["attempts"]
+            return self._end(
+                handle,
+                result,
+                "succeed",
+                f"collected {result.episodes} {goal.kind} of {rec['pair']} in {result.attempts} attempts into {out}",
             )
 
 

@@ -26,7 +26,7 @@ from std_msgs.msg import Float32
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation, PolicyWeights
 from robofume_ros.ros.lifecycle import ManagedNode, ManagedParams
-from robofume_ros.ros.node import OK, WARN, run_node
+from robofume_ros.ros.node import OK, WARN, quantiles, run_node
 from robofume_ros.ros.params import declare, knob, on_runtime_change
 from robofume_ros.rl.exploration import ExplorationNoise
 from robofume_ros.ros import qos
@@ -67,6 +67,7 @@ class PolicyNode(ManagedNode):
     def __init__(self):
         super().__init__("policy")
         self.p = declare(self, Params)
+        on_runtime_change(self, self.p)  # noise_scale: read at every tick (once: configure may run again)
 
     def configure(self):
         p = self.p
@@ -89,8 +90,8 @@ class PolicyNode(ManagedNode):
         self._spare = None  # the other buffer: new weights load into it while the policy acts
         self._lock = threading.Lock()
         self.ticks = 0
-        self._latency_ms = deque(maxlen=200)  # the newest ticks' observation-to-command latency
-        on_runtime_change(self, p)  # noise_scale: read at every tick
+        self._latency_ms = deque(maxlen=600)  # the newest ticks' observation-to-command latency
+        self._age_ms = deque(maxlen=600)  # ... and how old their frames were when this node had them
         self.pub = self.create_publisher(ArmCommand, graph.TOPICS["command"], qos.RELIABLE)
         self.pub_latency = self.create_publisher(Float32, "~/latency_ms", 10)
         self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)
@@ -205,6 +206,7 @@ class PolicyNode(ManagedNode):
         ms = (time.perf_counter() - t0) * 1e3
         self.pub_latency.publish(Float32(data=ms))
         self._latency_ms.append(ms)
+        self._age_ms.append(age * 1e3)
         self.ticks += 1
 
     def health(self):
@@ -215,6 +217,8 @@ class PolicyNode(ManagedNode):
             "rate_hz": self.diagnostics.rate("ticks", self.ticks),
             "latency_p50_ms": float(np.percentile(lat, 50)),
             "latency_p95_ms": p95,
+            **{f"compute_ms/{k}": v for k, v in quantiles(self._latency_ms).items()},
+            **{f"frame_age_ms/{k}": v for k, v in quantiles(self._age_ms).items()},
             "weights_version": self.version,
             "weights_refused": self.refused_weights,
             "mode": "deterministic" if self.p.deterministic else f"stochastic (noise {self.p.noise_scale})",

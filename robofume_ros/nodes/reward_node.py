@@ -57,6 +57,7 @@ class RewardNode(ManagedNode):
     def __init__(self):
         super().__init__("reward")
         self.p = declare(self, Params)
+        on_runtime_change(self, self.p, self._apply_param)  # once: configure may run again
 
     def configure(self):
         p = self.p
@@ -82,10 +83,9 @@ class RewardNode(ManagedNode):
         self.worker.start()
         self.create_timer(10.0, self.report)
         self._last_latency_ms = 0.0
-        on_runtime_change(self, self.p, self._apply_param)
 
     def _apply_param(self, name, value):
-        if name == "threshold" and value >= 0:
+        if name == "threshold" and value >= 0 and self.configured:  # else _load() applies it
             self.model.threshold = float(value)  # the next frame is judged with it
 
     def health(self):

@@ -9,6 +9,11 @@ services (std_srvs/Trigger): ~/pause, ~/resume, ~/force_switch, ~/stop, and a pe
      reward's success until the episode ends), ~/undo_verdict (flip the last episode's outcome)
 
 If the reward stops arriving the episode still ends at its time limit: the switcher never hangs.
+
+Managed (ros/lifecycle.py): configure builds the state machine and its topics, activate starts
+counting observations as control ticks. The lifecycle manager activates it after the reward (its
+success source), so no episode's clock runs before a verdict can end it; its episode count carries
+over a cleanup and configure, so episode indices stay unique for the learner and the recorder.
 """
 
 from __future__ import annotations
@@ -16,13 +21,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from rclpy.node import Node
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import GroundTruth, Observation, Reward, RewardOverride, TaskPhase
-from robofume_ros.ros.node import OK, WARN, Diagnostics, Throttle, run_node
+from robofume_ros.ros.lifecycle import ManagedNode, ManagedParams
+from robofume_ros.ros.node import OK, WARN, run_node
 from robofume_ros.ros.params import declare, knob, on_runtime_change
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, image_to_rgb, stamp_key
@@ -41,7 +46,7 @@ CLOCK_JUMP_NS = 10**9  # stamps this far behind the last tick: the clock restart
 
 
 @dataclass
-class Params:
+class Params(ManagedParams):
     forward_task: str = knob("drawer-open", "task id of the forward task")
     forward_instruction: str = knob("open the drawer", "language instruction of the forward task")
     backward_task: str = knob("drawer-close", "task id of the backward (reset) task")
@@ -62,33 +67,37 @@ class Params:
     max_verdict_age_ticks: int = knob(3, "ignore success verdicts older than this many ticks")
     help_after_timeouts: int = knob(4, "consecutive timeouts before pausing and asking a human for help (0 = never)")
     control_rate_hz: float = knob(10.0, "expected observation rate (for the verdict age check)", range=(0.1, 1000.0))
-    wait_for_success_source: bool = knob(
-        True,
-        "start the first episode only once the success source has "
-        "published (a slow-loading reward model does not cost timeouts)",
-    )
 
 
-class TaskSwitcherNode(Node):
+class TaskSwitcherNode(ManagedNode):
+    """Managed: configure builds the state machine, activate counts ticks, deactivate stops."""
+
     def __init__(self):
         super().__init__("task_switcher")
-        self.p = p = declare(self, Params)
+        self.p = declare(self, Params)
+        self.sm = None  # built at the first configure, kept over a cleanup (episode indices stay unique)
+        on_runtime_change(self, self.p, self._apply_param)  # from the next tick
+
+    def _apply_param(self, name, value):
+        if self.sm is not None and hasattr(self.sm, name):
+            setattr(self.sm, name, value)
+
+    def configure(self):
+        p = self.p
         if p.success_source not in ("reward", "ground_truth"):
             raise ValueError(f"success_source must be reward or ground_truth, got {p.success_source!r}")
-        self.log = self.get_logger()
-        self.throttle = Throttle(self.log)
-        self.sm = TaskSwitcher(
-            TaskSpec(p.forward_task, p.forward_instruction),
-            TaskSpec(p.backward_task, p.backward_instruction),
-            max_episode_steps=p.max_episode_steps,
-            success_frames=p.success_frames,
-            help_after_timeouts=p.help_after_timeouts,
-            backward_max_episode_steps=p.backward_max_episode_steps,
-        )
+        if self.sm is None:
+            self.sm = TaskSwitcher(
+                TaskSpec(p.forward_task, p.forward_instruction),
+                TaskSpec(p.backward_task, p.backward_instruction),
+                max_episode_steps=p.max_episode_steps,
+                success_frames=p.success_frames,
+                help_after_timeouts=p.help_after_timeouts,
+                backward_max_episode_steps=p.backward_max_episode_steps,
+            )
         self.verdict = None  # (success, stamp_ns) for the active episode/task
         self.last_tick_ns = None
         self.rejected = 0  # observations not counted as ticks (malformed or not newer)
-        self.source_seen = not p.wait_for_success_source
         self.pub_phase = self.create_publisher(TaskPhase, graph.TOPICS["task_phase"], qos.LATCHED)
         self.pub_help = self.create_publisher(String, graph.TOPICS["help"], qos.LATCHED)
         self.pub_stop = self.create_publisher(Bool, graph.TOPICS["stop"], qos.RELIABLE)
@@ -109,19 +118,18 @@ class TaskSwitcherNode(Node):
         ):
             self.create_service(Trigger, f"~/{name}", fn)
         self.create_timer(1.0, self.publish_phase)
-        self.diagnostics = Diagnostics(self, self.health, self.throttle)
-        on_runtime_change(self, p, lambda name, value: setattr(self.sm, name, value))  # from the next tick
         self.publish_phase()
-        self.log.info(f"start: {self.sm.summary()}; success from {p.success_source}")
+        self.log.info(f"configured: {self.sm.summary()}; success from {p.success_source}")
+
+    def activate(self):
+        self.verdict = None  # a verdict from before the pause does not end the next tick's episode
 
     # --- verdicts ---------------------------------------------------------------------------
     def on_reward(self, msg):
-        self.source_seen = True
         if msg.episode_index == self.sm.episode_index and msg.instruction in ("", self.sm.active.instruction):
             self.verdict = (bool(msg.success), stamp_key(msg.header.stamp))
 
     def on_ground_truth(self, msg):
-        self.source_seen = True
         if msg.task == self.sm.active.task:
             self.verdict = (bool(msg.success), stamp_key(msg.header.stamp))
 
@@ -148,16 +156,11 @@ class TaskSwitcherNode(Node):
         return True
 
     def on_observation(self, obs):
+        if not self.active:
+            return  # inactive: no episode's clock runs
         if obs.episode_index != self.sm.episode_index:
             return  # an observation assembled before the last switch reached the camera node
         if not self._is_tick(obs):
-            return
-        if not self.source_seen:
-            self.throttle.warn(
-                "wait",
-                f"waiting for the first message from the success source "
-                f"({self.p.success_source}) before the first episode starts",
-            )
             return
         success = None
         if self.verdict is not None:
@@ -202,8 +205,6 @@ class TaskSwitcherNode(Node):
             return WARN, f"paused after {sm.consecutive_timeouts} timeouts in a row: waiting for help", values
         if sm.paused:
             return WARN, "paused", values
-        if not self.source_seen:
-            return WARN, f"waiting for the success source ({self.p.success_source})", values
         return OK, sm.summary(), values
 
     def publish_phase(self):

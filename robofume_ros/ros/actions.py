@@ -2,6 +2,7 @@
 
     robofume evaluate --remote [--policy CKPT] [--trials N] ...   the /evaluate action (evaluator_node)
     robofume retrain --remote [--steps N] ...                     the /retrain action (evaluator_node)
+    robofume dataset collect demos|failures --remote ...          the /collect action (evaluator_node)
 
 Feedback is printed after every trial; Ctrl-C cancels the goal (the server stops after the running
 trial) and prints what was done.
@@ -112,6 +113,25 @@ def retrain_remote(ns, server: str = "retrain", timeout: float = 30.0) -> int:
         )
 
     ok, r = run_goal(Retrain, server, goal, on_feedback, ns.namespace, timeout, "at the next log row")
+    if r is None:
+        return 2
+    print(r.message)
+    return 0 if ok and r.ok else 1
+
+
+def collect_remote(ns, server: str = "collect", timeout: float = 30.0) -> int:
+    """Send `robofume dataset collect`'s arguments as a /collect goal; 0 when it succeeded."""
+    from robofume_ros.action import Collect
+
+    goal = Collect.Goal(kind=ns.kind, pair=ns.pair or "", episodes=ns.episodes, out=ns.out or "", seed=ns.seed)
+
+    def on_feedback(f):
+        print(
+            f"[{f.episodes}/{f.episodes_total}] {f.task}: {'kept' if f.kept else 'not kept'} ({f.attempts} attempts)",
+            flush=True,
+        )
+
+    ok, r = run_goal(Collect, server, goal, on_feedback, ns.namespace, timeout, "after the running attempt")
     if r is None:
         return 2
     print(r.message)

@@ -22,7 +22,7 @@ from std_srvs.srv import Trigger
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand
-from robofume_ros.ros.node import OK, WARN, Diagnostics
+from robofume_ros.ros.node import OK, WARN, Diagnostics, quantiles
 from robofume_ros.ros.params import knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import command_to_action, stamp_key
@@ -122,7 +122,7 @@ class GatedRobot:
             ),
             "stopped": self.gate.stopped,
             **{f"frame_to_command_ms/{k}": v for k, v in self.command_latency_ms().items()},
-            **{f"command_queued_ms/{k}": v for k, v in _quantiles(self._queued_ms).items()},
+            **{f"command_queued_ms/{k}": v for k, v in quantiles(self._queued_ms).items()},
             **{f"safety/{k}": v for k, v in sorted(counts.items())},
             **self.robot_health(),
         }
@@ -156,7 +156,7 @@ class GatedRobot:
         """Frame -> command latency at the robot side: the command's stamp is its observation's,
         which is the camera frame's; measured when the middleware received the command (on the
         system clock; on this node's clock as the callback runs when it runs on sim time)."""
-        return _quantiles(self._latency_ms)
+        return quantiles(self._latency_ms)
 
     def _on_command(self, msg, from_intervention_topic: bool, topic: str = "", info=None):
         if self._allowed:
@@ -238,15 +238,3 @@ class GatedRobot:
 
     def log_safety_summary(self):
         self.get_logger().info(f"safety counts: {self.gate.counts_dict()}")
-
-
-def _quantiles(values) -> dict:
-    """p50 / p95 / p99 / max / n of a window of latencies (empty: {})."""
-    if not values:
-        return {}
-    lat = sorted(values)
-
-    def q(f):
-        return lat[min(len(lat) - 1, int(f * len(lat)))]
-
-    return {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "max": lat[-1], "n": len(lat)}

@@ -536,7 +536,7 @@ def check_pair_of_inputs(pair, a: dict) -> None:
 
 # managed (lifecycle) nodes, in bring-up order: the robot side last, so it moves only once its
 # reward, learner and policy act (ros/lifecycle.py, nodes/lifecycle_manager_node.py)
-MANAGED = ("reward_node", "learner_node", "policy_node", "sim_node", "arm_bridge_node")
+MANAGED = ("reward_node", "learner_node", "policy_node", "task_switcher_node", "sim_node", "arm_bridge_node")
 MANAGER = "lifecycle_manager"
 
 

@@ -217,5 +217,17 @@ class Diagnostics:
         self.pub.publish(arr)
 
 
+def quantiles(values) -> dict:
+    """p50 / p95 / p99 / max / n of a window of latencies (empty: {})."""
+    if not values:
+        return {}
+    lat = sorted(values)
+
+    def q(f):
+        return lat[min(len(lat) - 1, int(f * len(lat)))]
+
+    return {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "max": lat[-1], "n": len(lat)}
+
+
 def _fmt(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
