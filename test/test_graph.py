@@ -393,3 +393,17 @@ def test_dry_run_prints_the_resolved_graph(capsys):
     assert sw["help_after_timeouts"] == 0 and sw["success_frames"] == 3 and sw["forward_task"] == "handle-press"
     assert nodes["learner"]["resolved"]["budget_steps"] == 500 and nodes["learner"]["resolved"]["n_step"] == 10
     assert d["nodes"] == graph.describe("finetune", {"world": "handle", "budget_steps": "500"})["nodes"]
+
+
+def test_the_sim_graph_runs_the_policy_it_is_told():
+    """`robofume launch sim policy:=learned policy_checkpoint:=X` deploys the learned policy (no
+    learner); the default is the scripted experts; fine-tuning always runs the learned one."""
+
+    def names(graph_name, args):
+        return {s.name for s in graph.nodes(graph_name, args)}
+
+    assert "scripted_policy" in names("sim", {}) and "policy" not in names("sim", {})
+    learned = graph.nodes("sim", {"policy": "learned", "policy_checkpoint": "/x/ckpt.pt"})
+    by = {s.name: s for s in learned}
+    assert "scripted_policy" not in by and by["policy"].parameters["checkpoint"] == "/x/ckpt.pt"
+    assert "learner" not in by and "policy" in names("finetune", {"policy": "scripted"})

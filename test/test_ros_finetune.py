@@ -158,7 +158,7 @@ def test_dead_reward_node_means_timeouts_not_a_hang(tmp_path, models):
         assert [d.node for d in deaths] == ["reward"]
         assert "node 'reward' (reward_node) died: killed by SIGKILL" in deaths[0].message()
         assert not g.runner.fatal(deaths), "the reward is not required: the graph carries on"
-        start = probe.get("/task_phase")[-1]
+        start = probe.wait_for("/task_phase", 1, timeout=30)[-1]  # latched, and again once a second
         phases = probe.wait_for(
             "/task_phase",
             1,

@@ -5,7 +5,7 @@ out: /robot/command (ArmCommand, header.stamp = the observation's stamp, source 
      ~/latency_ms (std_msgs/Float32: observation-to-command latency of each tick)
 
 Stochastic while fine-tuning (exploration: white noise, the actor's std scaled by noise_scale),
-deterministic for evaluation. New weights are decoded off the control path (a separate callback group) and swapped in
+deterministic for evaluation. New weights are decoded off the control path (a thread of their own) and swapped in
 between two ticks, so no tick is missed. No observation, no command: when observations stop, the
 arm stops being driven (and the robot's watchdog holds it).
 """
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from std_msgs.msg import Float32
 
 from robofume_ros.ros import graph
@@ -95,14 +94,17 @@ class PolicyNode(ManagedNode):
         self.pub = self.create_publisher(ArmCommand, graph.TOPICS["command"], qos.RELIABLE)
         self.pub_latency = self.create_publisher(Float32, "~/latency_ms", 10)
         self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)
+        # new weights are verified and loaded in a thread of their own, never in the executor:
+        # one executor thread serves the control ticks (rclpy's multi-threaded executor delayed
+        # observations by up to 80 ms, see docs/latency.md)
+        self._incoming = None  # the newest weights message not yet loaded
+        self._cv = threading.Condition()
+        self._stop = False
+        self._loader = None
         if p.follow_learner:
-            self.create_subscription(
-                PolicyWeights,
-                graph.TOPICS["weights"],
-                self.on_weights,
-                qos.LATCHED,
-                callback_group=MutuallyExclusiveCallbackGroup(),
-            )
+            self.create_subscription(PolicyWeights, graph.TOPICS["weights"], self.on_weights, qos.LATCHED)
+            self._loader = threading.Thread(target=self._load_loop, name="weights-loader", daemon=True)
+            self._loader.start()
         self.log.info(
             f"policy from {p.checkpoint} ({self.policy.obs_mode} observations, "
             f"{'deterministic' if p.deterministic else f'stochastic, noise scale {p.noise_scale}'})"
@@ -121,7 +123,31 @@ class PolicyNode(ManagedNode):
         signing.verify_weights(self._trusted, msg.version, msg.sha256, bytes(msg.signature))
 
     def on_weights(self, msg):
-        """Runs in its own callback group: verifying and decoding never delay a control tick."""
+        """Hand the message to the loader thread (a newer one replaces one still waiting)."""
+        with self._cv:
+            self._incoming = msg
+            self._cv.notify()
+
+    def _load_loop(self):
+        while True:
+            with self._cv:
+                while self._incoming is None and not self._stop:
+                    self._cv.wait(0.5)
+                if self._stop:
+                    return
+                msg, self._incoming = self._incoming, None
+            self._load_weights(msg)
+
+    def close(self):
+        if getattr(self, "_loader", None) is not None:
+            with self._cv:
+                self._stop = True
+                self._cv.notify()
+            self._loader.join(timeout=10)
+            self._loader = None
+
+    def _load_weights(self, msg):
+        """Verify and decode new weights off the control path, into the spare policy."""
         try:
             self._check_origin(msg)
             blob = bytes(msg.data) if len(msg.data) else Path(msg.checkpoint_path).read_bytes()
@@ -231,7 +257,7 @@ class PolicyNode(ManagedNode):
 
 
 def main(args=None) -> int:
-    return run_node(PolicyNode, args, executor_threads=2)
+    return run_node(PolicyNode, args)
 
 
 if __name__ == "__main__":

@@ -413,9 +413,7 @@ def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
             add("teleop", "teleop_node", required=False)
     add("camera", "camera_node")
     add("task_switcher", "task_switcher_node")
-    policy = "scripted" if graph == "sim" else a["policy"]
-    if graph == "finetune" and a["policy"] == "scripted":
-        policy = "learned"  # fine-tuning always runs the learned policy
+    policy = "learned" if graph == "finetune" else a["policy"]  # fine-tuning always runs the learned policy
     if policy == "scripted":
         add("scripted_policy", "scripted_policy_node")
     elif policy == "learned":
