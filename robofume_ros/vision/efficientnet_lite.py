@@ -136,6 +136,31 @@ class EfficientNetLiteModel(PreTrainedModel):
         return BaseModelOutputWithPoolingAndNoAttention(last_hidden_state=x, pooler_output=pooled)
 
 
+def for_inference(model: EfficientNetLiteModel) -> EfficientNetLiteModel:
+    """A frozen copy for inference only: every BatchNorm folded into the convolution before it
+    (the same function up to float rounding, ~1e-5) and weights in channels-last layout; about a
+    quarter faster per frame on one CPU core (docs/latency.md). `model` itself is left as it is."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    m = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def fold(conv, bn):
+        w, b = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+        conv.weight, conv.bias = nn.Parameter(w, requires_grad=False), nn.Parameter(b, requires_grad=False)
+        return nn.Identity()
+
+    m._bn0 = fold(m._conv_stem, m._bn0)
+    m._bn1 = fold(m._conv_head, m._bn1)
+    for blk in m._blocks:
+        if blk.has_expand:
+            blk._bn0 = fold(blk._expand_conv, blk._bn0)
+        blk._bn1 = fold(blk._depthwise_conv, blk._bn1)
+        blk._bn2 = fold(blk._project_conv, blk._bn2)
+    return m.to(memory_format=torch.channels_last)
+
+
 AutoConfig.register("efficientnet_lite", EfficientNetLiteConfig, exist_ok=True)
 AutoModel.register(EfficientNetLiteConfig, EfficientNetLiteModel, exist_ok=True)
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from . import FEATURE_DIM, FEATURE_ENCODER_ID, INPUT_SIZE
-from .efficientnet_lite import LITE_MEAN, LITE_STD, load_pretrained_lite0
+from .efficientnet_lite import LITE_MEAN, LITE_STD, for_inference, load_pretrained_lite0
 from .preprocess import to_pixels
 
 
@@ -16,9 +16,9 @@ class FrozenImageEncoder:
 
     # 128 px input: ~9 ms per 100x100 frame on one CPU core (224 px: ~50 ms); training features
     # and the policy's online features must use the same setting, so it is the default everywhere.
+    # The network runs with its batch norms folded (for_inference): the same features, faster.
     def __init__(self, image_size: int = INPUT_SIZE, batch: int = 64, bf16: bool = False, model=None):
-        self.model = model if model is not None else load_pretrained_lite0()
-        self.model.eval().requires_grad_(False)
+        self.model = for_inference(model if model is not None else load_pretrained_lite0())
         self.image_size, self.batch, self.bf16 = image_size, batch, bf16
         self.dim = FEATURE_DIM
         self.id = FEATURE_ENCODER_ID if image_size == INPUT_SIZE else f"efficientnet_lite0-tflite@{image_size}"
@@ -32,6 +32,7 @@ class FrozenImageEncoder:
         out = []
         for i in range(0, len(images), self.batch):
             x = to_pixels(images[i : i + self.batch], self.image_size, LITE_MEAN, LITE_STD)
+            x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 out.append(self.model(pixel_values=x).pooler_output.float())
         f = torch.cat(out).numpy()
