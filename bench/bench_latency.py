@@ -59,7 +59,7 @@ def measure(graph_name: str, args: dict, seconds: float, warmup: float, burn: bo
         for st in arr.status:
             if st.name.endswith(("/sim", "/arm_bridge")):
                 latest.update({kv.key: kv.value for kv in st.values})
-            elif st.name.endswith(("/camera", "/policy")):
+            elif st.name.endswith(("/camera", "/policy", "/reward")):
                 stages[st.name.rsplit("/", 1)[1]] = {kv.key: kv.value for kv in st.values}
 
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
@@ -92,6 +92,8 @@ def measure(graph_name: str, args: dict, seconds: float, warmup: float, burn: bo
         for k, v in values.items():
             if k.startswith(("frame_age_ms/", "compute_ms/")):
                 out[f"{node}_{k.split('_ms/')[0]}_{k.split('/')[1]}"] = float(v)
+            elif node == "reward" and k in ("inference_hz", "inference_ms"):
+                out[f"reward_{k}"] = float(v)
     return out
 
 
@@ -140,7 +142,8 @@ def main(argv=None) -> int:
             "  stages p50 / p99 ms: frame at the camera "
             f"{r.get('camera_frame_age_p50', nan):.1f} / {r.get('camera_frame_age_p99', nan):.1f}, "
             f"at the policy {r.get('policy_frame_age_p50', nan):.1f} / {r.get('policy_frame_age_p99', nan):.1f}, "
-            f"policy compute {r.get('policy_compute_p50', nan):.1f} / {r.get('policy_compute_p99', nan):.1f}",
+            f"policy compute {r.get('policy_compute_p50', nan):.1f} / {r.get('policy_compute_p99', nan):.1f}; "
+            f"reward {r.get('reward_inference_hz', nan):.1f} verdicts/s, {r.get('reward_inference_ms', nan):.0f} ms each",
             flush=True,
         )
     if len(ns.nice) == 2:

@@ -25,7 +25,7 @@ from std_msgs.msg import Float32
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation, PolicyWeights
 from robofume_ros.ros.lifecycle import ManagedNode, ManagedParams
-from robofume_ros.ros.node import OK, WARN, quantiles, run_node
+from robofume_ros.ros.node import OK, WARN, NewestWorker, quantiles, run_node
 from robofume_ros.ros.params import declare, knob, on_runtime_change
 from robofume_ros.rl.exploration import ExplorationNoise
 from robofume_ros.ros import qos
@@ -97,14 +97,10 @@ class PolicyNode(ManagedNode):
         # new weights are verified and loaded in a thread of their own, never in the executor:
         # one executor thread serves the control ticks (rclpy's multi-threaded executor delayed
         # observations by up to 80 ms, see docs/latency.md)
-        self._incoming = None  # the newest weights message not yet loaded
-        self._cv = threading.Condition()
-        self._stop = False
         self._loader = None
         if p.follow_learner:
-            self.create_subscription(PolicyWeights, graph.TOPICS["weights"], self.on_weights, qos.LATCHED)
-            self._loader = threading.Thread(target=self._load_loop, name="weights-loader", daemon=True)
-            self._loader.start()
+            self._loader = NewestWorker(self._load_weights, "weights-loader")  # a newer message wins
+            self.create_subscription(PolicyWeights, graph.TOPICS["weights"], self._loader.put, qos.LATCHED)
         self.log.info(
             f"policy from {p.checkpoint} ({self.policy.obs_mode} observations, "
             f"{'deterministic' if p.deterministic else f'stochastic, noise scale {p.noise_scale}'})"
@@ -122,28 +118,9 @@ class PolicyNode(ManagedNode):
             self._trusted = signing.load_public_key(self.p.trusted_key)
         signing.verify_weights(self._trusted, msg.version, msg.sha256, bytes(msg.signature))
 
-    def on_weights(self, msg):
-        """Hand the message to the loader thread (a newer one replaces one still waiting)."""
-        with self._cv:
-            self._incoming = msg
-            self._cv.notify()
-
-    def _load_loop(self):
-        while True:
-            with self._cv:
-                while self._incoming is None and not self._stop:
-                    self._cv.wait(0.5)
-                if self._stop:
-                    return
-                msg, self._incoming = self._incoming, None
-            self._load_weights(msg)
-
     def close(self):
         if getattr(self, "_loader", None) is not None:
-            with self._cv:
-                self._stop = True
-                self._cv.notify()
-            self._loader.join(timeout=10)
+            self._loader.stop()
             self._loader = None
 
     def _load_weights(self, msg):

@@ -113,11 +113,19 @@ class RecorderNode(Node):
         self.discover()
 
     def discover(self):
-        known = dict(self.get_topic_names_and_types())
+        """Subscribe to every topic to record: the graph's own topics at once with their types from
+        the topic table (the bag must hold the run from its first frame, however late discovery
+        tells this node about the publishers), other topics once the ROS graph shows their type."""
+        table = {self.resolve_topic_name(graph.TOPICS[k]): MSGTYPES[k] for k in MSGTYPES if k in graph.TOPICS}
+        known = (
+            {}
+            if all(t in table or t in self.subscribed for t in self.topics)
+            else dict(self.get_topic_names_and_types())
+        )
         for topic in self.topics:
-            if topic in self.subscribed or topic not in known:
+            if topic in self.subscribed or (topic not in table and topic not in known):
                 continue
-            type_name = known[topic][0]
+            type_name = table.get(topic) or known[topic][0]
             try:
                 cls = message_class(type_name)
             except (ImportError, AttributeError, ValueError) as e:

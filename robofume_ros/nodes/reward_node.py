@@ -13,7 +13,6 @@ counts as not done (reward.debounce.frame_success).
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from std_srvs.srv import Trigger
 from robofume_ros.ros import graph
 from robofume_ros.msg import Observation, Reward
 from robofume_ros.ros.lifecycle import ManagedNode, ManagedParams
-from robofume_ros.ros.node import OK, run_node
+from robofume_ros.ros.node import OK, NewestWorker, run_node
 from robofume_ros.ros.params import declare, knob, on_runtime_change
 from robofume_ros.ros import qos
 from robofume_ros.reward.debounce import frame_success
@@ -69,9 +68,6 @@ class RewardNode(ManagedNode):
         self.partner = dict(zip(pair, reversed(pair)))  # each instruction -> the other one
         self.vetoed = 0
         self.model = self._load()
-        self._newest = None
-        self._cv = threading.Condition()
-        self._stop = False
         self._episode = None
         self._count = 0
         self.scored = 0
@@ -79,8 +75,7 @@ class RewardNode(ManagedNode):
         self.pub = self.create_publisher(Reward, graph.TOPICS["reward"], qos.RELIABLE)
         self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)
         self.create_service(Trigger, "~/reload", self.srv_reload)
-        self.worker = threading.Thread(target=self._loop, name="reward-inference", daemon=True)
-        self.worker.start()
+        self.worker = NewestWorker(self._score_safely, "reward-inference")
         self.create_timer(10.0, self.report)
         self._last_latency_ms = 0.0
 
@@ -118,24 +113,14 @@ class RewardNode(ManagedNode):
     def on_observation(self, obs):
         if not self.active:
             return  # no verdicts while inactive
-        with self._cv:
-            if self._newest is not None:
-                self.skipped += 1  # a newer frame replaces one that was never scored
-            self._newest = obs
-            self._cv.notify()
+        if self.worker.put(obs):
+            self.skipped += 1  # a newer frame replaced one that was never scored
 
-    def _loop(self):
-        while True:
-            with self._cv:
-                while self._newest is None and not self._stop:
-                    self._cv.wait(0.5)
-                if self._stop:
-                    return
-                obs, self._newest = self._newest, None
-            try:
-                self._score(obs)
-            except Exception as e:  # noqa: BLE001 - one bad frame must not stop the reward
-                self.throttle.warn("infer", f"reward inference failed: {e}")
+    def _score_safely(self, obs):
+        try:
+            self._score(obs)
+        except Exception as e:  # noqa: BLE001 - one bad frame must not stop the reward
+            self.throttle.warn("infer", f"reward inference failed: {e}")
 
     def _score(self, obs):
         try:
@@ -186,10 +171,7 @@ class RewardNode(ManagedNode):
         )
 
     def close(self):
-        with self._cv:
-            self._stop = True
-            self._cv.notify()
-        self.worker.join(timeout=5)
+        self.worker.stop(timeout=5)
 
 
 def main(args=None) -> int:

@@ -62,6 +62,18 @@ def run_goal(action_type, server: str, goal, on_feedback, namespace: str = "", t
         rclpy.try_shutdown()
 
 
+def send(action_type, server: str, goal, line, ns, timeout: float, what: str):
+    """`run_goal` from a CLI: prints `line(feedback)` for every feedback and the result's message.
+    Returns (exit code: 0 succeeded, 1 refused / failed / cancelled, 2 no server; the result)."""
+    ok, r = run_goal(
+        action_type, server, goal, lambda f: print(line(f), flush=True), getattr(ns, "namespace", ""), timeout, what
+    )
+    if r is None:
+        return 2, None
+    print(r.message)
+    return (0 if ok and r.ok else 1), r
+
+
 def evaluate_remote(ns, server: str = "evaluate", timeout: float = 30.0) -> int:
     """Send `robofume evaluate`'s arguments as an /evaluate goal; 0 when it succeeded."""
     from robofume_ros.action import Evaluate
@@ -78,23 +90,17 @@ def evaluate_remote(ns, server: str = "evaluate", timeout: float = 30.0) -> int:
         stochastic=ns.stochastic,
     )
 
-    def on_feedback(f):
-        print(
+    def line(f):
+        return (
             f"[{f.trial}/{f.trials_total}] {f.task}: successes forward {f.forward_successes}, "
-            f"backward {f.backward_successes}",
-            flush=True,
+            f"backward {f.backward_successes}"
         )
 
-    ok, r = run_goal(
-        Evaluate, server, goal, on_feedback, getattr(ns, "namespace", ""), timeout, "after the running trial"
-    )
-    if r is None:
-        return 2
-    print(r.message)
-    if ns.out and r.result_json:
+    code, r = send(Evaluate, server, goal, line, ns, timeout, "after the running trial")
+    if r is not None and ns.out and r.result_json:
         Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
         Path(ns.out).write_text(json.dumps(json.loads(r.result_json), indent=1))
-    return 0 if ok and r.ok else 1
+    return code
 
 
 def retrain_remote(ns, server: str = "retrain", timeout: float = 30.0) -> int:
@@ -105,18 +111,11 @@ def retrain_remote(ns, server: str = "retrain", timeout: float = 30.0) -> int:
         datasets=[str(d) for d in ns.data or []], out=ns.out or "", algo=ns.algo or "", steps=ns.steps, seed=ns.seed
     )
 
-    def on_feedback(f):
+    def line(f):
         m = json.loads(f.metrics_json or "{}")
-        print(
-            f"[{f.step}/{f.steps_total}] {f.steps_per_s:.1f} steps/s, Q on data {m.get('q_data', float('nan')):.1f}",
-            flush=True,
-        )
+        return f"[{f.step}/{f.steps_total}] {f.steps_per_s:.1f} steps/s, Q on data {m.get('q_data', float('nan')):.1f}"
 
-    ok, r = run_goal(Retrain, server, goal, on_feedback, ns.namespace, timeout, "at the next log row")
-    if r is None:
-        return 2
-    print(r.message)
-    return 0 if ok and r.ok else 1
+    return send(Retrain, server, goal, line, ns, timeout, "at the next log row")[0]
 
 
 def collect_remote(ns, server: str = "collect", timeout: float = 30.0) -> int:
@@ -125,14 +124,7 @@ def collect_remote(ns, server: str = "collect", timeout: float = 30.0) -> int:
 
     goal = Collect.Goal(kind=ns.kind, pair=ns.pair or "", episodes=ns.episodes, out=ns.out or "", seed=ns.seed)
 
-    def on_feedback(f):
-        print(
-            f"[{f.episodes}/{f.episodes_total}] {f.task}: {'kept' if f.kept else 'not kept'} ({f.attempts} attempts)",
-            flush=True,
-        )
+    def line(f):
+        return f"[{f.episodes}/{f.episodes_total}] {f.task}: {'kept' if f.kept else 'not kept'} ({f.attempts} attempts)"
 
-    ok, r = run_goal(Collect, server, goal, on_feedback, ns.namespace, timeout, "after the running attempt")
-    if r is None:
-        return 2
-    print(r.message)
-    return 0 if ok and r.ok else 1
+    return send(Collect, server, goal, line, ns, timeout, "after the running attempt")[0]

@@ -174,8 +174,9 @@ ARGUMENTS: list[LaunchArg] = [
     LaunchArg(
         "background_nice",
         "10",
-        "CPU niceness of the background work (learner, recorder): it yields the cores to the control "
-        "path (robot, camera, policy) whenever that has a frame to process; 0 runs everything alike",
+        "CPU niceness of the background work (learner, recorder, evaluator; the reward half of it): it "
+        "yields the cores to the control path (robot, camera, policy) whenever that has a frame to "
+        "process; 0 runs everything alike",
     ),
     LaunchArg(
         "weights_key",
@@ -422,7 +423,9 @@ def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
         raise ValueError(f"policy must be scripted or learned, got {a['policy']!r}")
     if graph == "finetune":
         # without the reward the switcher falls back to time limits: not fatal, restarted
-        add("reward", "reward_node", required=False, respawn=True)
+        # the reward is off the control path (the policy never waits for it) but ends episodes: it
+        # yields to the control path, half as far as the learner, which yields to it (docs/latency.md)
+        add("reward", "reward_node", required=False, respawn=True, nice=background_nice // 2)
         add("learner", "learner_node", required=False, respawn=True, nice=background_nice)
         # /evaluate: ground-truth evaluation in its own simulated worlds, on request (a sim pair only)
         if tasks.get_pair(a["world"]).simulated:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections import Counter
@@ -215,6 +216,41 @@ class Diagnostics:
         arr.header.stamp = self.node.get_clock().now().to_msg()
         arr.status = [st]
         self.pub.publish(arr)
+
+
+class NewestWorker:
+    """A thread that runs `work(item)` on the newest item handed to it by `put()`, off the executor:
+    an item still waiting is replaced by a newer one (`put` then returns True). Used for the
+    reward's inference (newest frame) and the policy's weight loading (newest weights)."""
+
+    def __init__(self, work: Callable, name: str):
+        self._work, self._item, self._stop = work, None, False
+        self._cv = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, item) -> bool:
+        with self._cv:
+            replaced = self._item is not None
+            self._item = item
+            self._cv.notify()
+        return replaced
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._thread.join(timeout=timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while self._item is None and not self._stop:
+                    self._cv.wait(0.5)
+                if self._stop:
+                    return
+                item, self._item = self._item, None
+            self._work(item)
 
 
 def quantiles(values) -> dict:
