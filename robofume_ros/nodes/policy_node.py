@@ -78,7 +78,7 @@ class PolicyNode(ManagedNode):
 
         torch.set_num_threads(max(1, p.num_threads))
         torch.manual_seed(p.seed)
-        self.policy = Policy.load(p.checkpoint)
+        self.policy = Policy.load(p.checkpoint).prepare()  # the first frame is answered at once
         self._mismatch = ObservationMismatch
         self.noise = ExplorationNoise(self.policy.dims["action_dim"], 0.0, seed=p.seed)
         self._instruction = None  # the episode's task: a new one restarts the noise

@@ -113,6 +113,19 @@ class Policy:
             raise ckpt.CheckpointError(f"{name}: weights do not fit this policy ({e})") from e
 
     @torch.no_grad()
+    def prepare(self) -> "Policy":
+        """Load what act() would otherwise load on its first frame (the frozen image encoder of a
+        features policy) and run it once on a blank frame: a node calls this when it configures,
+        so its first command does not wait seconds for a model to load."""
+        if self.obs_mode == "features" and self._frozen is None:
+            from robofume_ros.vision.encoder import FrozenImageEncoder
+
+            self._frozen = FrozenImageEncoder()
+            shape = (self.obs_spec or {}).get("image_shape") or [100, 100, 3]
+            self._frozen(np.zeros(shape, np.uint8))
+        return self
+
+    @torch.no_grad()
     def act(
         self,
         image: Optional[np.ndarray],
