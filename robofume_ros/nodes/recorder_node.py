@@ -99,6 +99,8 @@ class RecorderNode(Node):
         self.backfills = 0
         # topics by their resolved names (under this graph's namespace), as the bag records them
         self.topics = [self.resolve_topic_name(t) for t in p.topics]
+        # the graph's own topics with their types (topic table): subscribed without waiting for discovery
+        self._table_types = {self.resolve_topic_name(graph.TOPICS[k]): MSGTYPES[k] for k in MSGTYPES}
         self._observation_topic = self.resolve_topic_name(graph.TOPICS["observation"])
         self._backfill_pubs = {
             self.resolve_topic_name(graph.TOPICS[k]): self.create_publisher(
@@ -116,14 +118,11 @@ class RecorderNode(Node):
         """Subscribe to every topic to record: the graph's own topics at once with their types from
         the topic table (the bag must hold the run from its first frame, however late discovery
         tells this node about the publishers), other topics once the ROS graph shows their type."""
-        table = {self.resolve_topic_name(graph.TOPICS[k]): MSGTYPES[k] for k in MSGTYPES if k in graph.TOPICS}
-        known = (
-            {}
-            if all(t in table or t in self.subscribed for t in self.topics)
-            else dict(self.get_topic_names_and_types())
-        )
-        for topic in self.topics:
-            if topic in self.subscribed or (topic not in table and topic not in known):
+        table = self._table_types
+        pending = [t for t in self.topics if t not in self.subscribed]
+        known = {} if all(t in table for t in pending) else dict(self.get_topic_names_and_types())
+        for topic in pending:
+            if topic not in table and topic not in known:
                 continue
             type_name = table.get(topic) or known[topic][0]
             try:

@@ -149,11 +149,7 @@ class Policy:
             obs["image"] = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0)
         elif self.obs_mode == "features":
             if features is None:
-                if self._frozen is None:
-                    from robofume_ros.vision.encoder import FrozenImageEncoder
-
-                    self._frozen = FrozenImageEncoder()
-                features = self._frozen(image)
+                features = self.prepare()._frozen(image)
             obs["features"] = torch.as_tensor(np.asarray(features, np.float32)).view(1, -1)
         mean, log_std = self.actor(self.encoder(obs))
         a = self.actor.explore(
