@@ -225,3 +225,31 @@ def test_scripted_policy_drives_the_standin_through_the_bridge(tmp_path):
     assert done[-1].task == "drawer-close" and done[-1].last_switch_reason == TaskPhase.REASON_SUCCESS
     P = np.array([pos(s) for s in states])
     assert np.ptp(P, axis=0).max() > 0.03, "the scripted expert did not move the arm"
+
+
+def test_bridge_calls_servo_start_again_until_it_is_answered(tmp_path):
+    """A service that is ready may not have seen the bridge's request (discovery is not symmetric):
+    the bridge sends start_servo again while it has no answer, and stops once answered."""
+    from std_srvs.srv import Trigger
+
+    specs = arm_specs(only=("arm_bridge",), servo_pause_service="")
+    calls = []
+
+    def start(req, res):
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            time.sleep(2.6)  # the first answer comes after the bridge's patience (2 s)
+        res.success, res.message = True, "started"
+        return res
+
+    with graph_under_test("sim", {}, tmp_path, specs=specs) as g:
+        probe = g.probe({})
+        probe.node.create_service(Trigger, "/servo_node/start_servo", start)
+        deadline = time.monotonic() + 30
+        while len(calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(3.0)  # answered by now: no further calls
+        g.assert_alive()
+        log = g.log("arm_bridge")
+    assert len(calls) == 2, calls
+    assert "called servo_node/start_servo again (no answer)" in log, log

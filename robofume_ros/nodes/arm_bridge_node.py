@@ -191,16 +191,30 @@ class ArmBridgeNode(ManagedNode, GatedRobot):
             )
         except ImportError:
             pass
+        self._servo_calls = {}  # client -> (future, monotonic time sent)
         self._servo_started = not self._servo_clients
         if self._servo_clients:
             self._servo_timer = self.create_timer(0.5, self._try_start_servo)
 
     def _try_start_servo(self):
-        ready = [(c, r) for c, r in self._servo_clients if c.service_is_ready()]
-        for client, req in ready:
-            client.call_async(req)
-            self.log.info(f"servo: called {client.srv_name}")
-        if ready:
+        """Call each offered service until it answers: a service that is ready may not yet have
+        matched this client's request writer, and a request it never saw is never answered, so a
+        call without an answer after 2 s is sent again. Done once every offered service answered."""
+        now = time.monotonic()
+        for client, req in self._servo_clients:
+            call = self._servo_calls.get(client)
+            if call is not None and call[0].done():
+                continue
+            if not client.service_is_ready() or (call is not None and now - call[1] < 2.0):
+                continue
+            self._servo_calls[client] = (client.call_async(req), now)
+            self.log.info(f"servo: called {client.srv_name}" + (" again (no answer)" if call else ""))
+        answered = [(c, f.result()) for c, (f, _) in self._servo_calls.items() if f.done()]
+        pending = [c for c, (f, _) in self._servo_calls.items() if not f.done()]
+        if answered and not pending:
+            for client, res in answered:
+                if res is not None and not getattr(res, "success", True):
+                    self.log.warn(f"servo: {client.srv_name} answered: {getattr(res, 'message', '')}")
             self._servo_started = True
             self._servo_timer.cancel()
 

@@ -203,6 +203,8 @@ class LifecycleManagerNode(Node):
 
     def _refresh(self, n: Managed) -> None:
         res = self._call(n.get, GetState.Request(), 2.0)
+        if res is None and n.seen and n.get.service_is_ready():
+            return  # busy (a learner's update holds its executor), not gone: keep the last state
         state = res.current_state.id if res is not None else State.PRIMARY_STATE_UNKNOWN
         if res is not None and not n.seen:
             n.seen = True
