@@ -14,18 +14,29 @@ failures). One JSON line per setting, and results.json.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_finetuning import probe_parser, recipe_defaults, scene_seed  # sets MUJOCO_GL, the repo path
-
-FULL = recipe_defaults()
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 def main(argv=None) -> int:
-    ap = probe_parser(__doc__, "--policy", "policy or learner checkpoint")
+    from robofume_ros import recipe
+    from robofume_ros.data.dataset import dataset_pair
+    from robofume_ros.pipeline.evaluation import dataset_scene_seed
+    from robofume_ros.sim.tasks import get_pair
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policy", required=True, help="policy or learner checkpoint")
+    ap.add_argument("--data", required=True, help="its dataset (the pair, and the scene of its demos)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--eval-trials", type=int, default=20)
+    ap.add_argument("--eval-seed", type=int, default=7000, help="start seed of the trials")
+    ap.add_argument("--home-jitter", type=float, default=recipe.load()["sim"]["home_jitter_m"])
     ap.add_argument("--settings", nargs="+", default=["0.5:0", "0.5:0.9"], help="noise_scale:correlation ...")
     ap.add_argument("--repeats", type=int, default=2, help="stochastic passes over the same trials")
     ap.add_argument("--low-z", type=float, default=0.05, help="a start this far below home height counts as low")
@@ -39,11 +50,13 @@ def main(argv=None) -> int:
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
     pol = Policy.load(ns.policy)
+    pair = get_pair(dataset_pair(ns.data))
     common = dict(
+        pair=pair.name,
         trials=ns.eval_trials,
-        max_steps=FULL.max_episode_steps,
+        max_steps=pair.time_limits[0],
         seed=ns.eval_seed,
-        scene_seed=scene_seed(Path(ns.data)),
+        scene_seed=dataset_scene_seed(Path(ns.data)),
         start_jitter=ns.home_jitter,
         phases=("forward",),
     )

@@ -1,12 +1,12 @@
 """Probe: what does a learner's critic think of the online episodes' starts? (docs/results.md: the n-step findings)
 
-For every online forward episode of a fine-tuning run (finetune_probe.py's or the learner node's
-`online/` dataset): its start height relative to the median start, its ground-truth success, its MC
-return from the first step (the learner's reward scale), the critics' value of the deterministic
-policy there, min Q(s, tanh(mean)), and the share of the episode's rows the self-imitation filter
-(`bc_self_imitation`) would clone.
+For every online forward episode of a fine-tuning run (the learner node's `online/` dataset): its
+start height relative to the median start, its ground-truth success, its MC return from the first
+step (the learner's reward scale), the critics' value of the deterministic policy there,
+min Q(s, tanh(mean)), and the share of the episode's rows whose MC return is above that value.
 
-    .venv/bin/python experiments/online_values.py --learner runs/probe/learner.pt --online runs/probe/online
+    .venv/bin/python experiments/online_values.py --learner runs/main_drawer/finetune/learner/learner.pt \
+        --online runs/main_drawer/finetune/learner/online
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--learner", required=True, help="learner checkpoint (finetune_probe's learner.pt)")
+    ap.add_argument("--learner", required=True, help="learner checkpoint (the learner node's learner.pt)")
     ap.add_argument("--online", required=True, help="the run's online dataset")
     ap.add_argument("--task-word", default="open", help="episodes whose instruction contains this word")
     ns = ap.parse_args(argv)
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
             "steps": len(ep.rewards),
             "mc_return": round(float(b["mc_returns"][0]), 1),
             "value_det": round(float(v[0]), 1),
-            "sil_rows": round(float((b["mc_returns"] > v).float().mean()), 2),
+            "rows_above_value": round(float((b["mc_returns"] > v).float().mean()), 2),
         }
         rows.append(r)
         print(json.dumps(r), flush=True)

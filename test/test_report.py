@@ -9,6 +9,7 @@ from robofume_ros.data.bags import (
     make_ground_truth,
     make_observation,
     make_reward,
+    make_task_phase,
     typestore,
 )
 from robofume_ros import recipe
@@ -16,14 +17,18 @@ from robofume_ros.pipeline.report import write_report
 from robofume_ros.interfaces import topic_name
 
 
-def write_run_bag(path):
+def write_run_bag(path, phases=False):
     """6 episodes of 10 frames, alternating tasks; even episodes really succeed on their last 2
-    frames; the reward says success on those frames and also (falsely) on each episode's first."""
+    frames; the reward says success on those frames and also (falsely) on each episode's first.
+    `phases`: the switcher's phase at each episode's start (the last one then never ended)."""
     store = typestore()
     w = BagWriter(path, store=store)
     t = 1_000_000_000
     for k in range(6):
         task, instr = ("drawer-open", "open the drawer") if k % 2 == 0 else ("drawer-close", "close the drawer")
+        if phases:
+            m = make_task_phase(store, t, k % 2, task, instr, k, 0 if k == 0 else 2 - (k % 2))
+            w.write(topic_name("task_phase"), MSGTYPES["task_phase"], m, t)
         for i in range(10):
             gt = k % 2 == 0 and i >= 8
             verdict = gt or i == 0
@@ -96,6 +101,22 @@ def test_report_tables_plots_and_reward_rates(tmp_path):
     assert r["per_task"]["drawer-close"]["fp_rate"] == 0.1 and r["per_task"]["drawer-close"]["fn_rate"] is None
     for png in ("learning_curve.png", "reward_trace.png", "success.png"):
         assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_the_episode_the_budget_cut_is_not_counted(tmp_path):
+    """With the switcher's phases recorded, the run's last episode (never ended: the budget stopped
+    the run) is left out of the online success counts; without them every episode counts."""
+    from robofume_ros.pipeline.report import online_stream
+
+    write_run_bag(tmp_path / "with" / "run", phases=True)
+    write_run_bag(tmp_path / "without" / "run")
+    eps = online_stream([tmp_path / "with" / "run"])["episodes"]
+    assert [e["ended"] for e in eps] == [True] * 5 + [False]
+    assert [e["ended"] for e in online_stream([tmp_path / "without" / "run"])["episodes"]] == [None] * 6
+    write_run_bag(tmp_path / "finetune" / "bags" / "run", phases=True)
+    write_report(tmp_path, {}, {"pair": "drawer", "success_frames": 2}, {})
+    curve = json.loads((tmp_path / "results.json").read_text())["learning_curve"]
+    assert curve["drawer-open"]["episodes"] == 3 and curve["drawer-close"]["episodes"] == 2
 
 
 def test_reward_trace_counts_episodes_that_start_done(tmp_path):

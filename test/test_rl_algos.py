@@ -322,54 +322,6 @@ def test_calql_bc_term_can_leave_out_online_data():
     torch.testing.assert_close(m["bc_loss"], per[[0, 2, 3, 4, 5, 7]].mean())
 
 
-def test_calql_self_imitation_clones_online_rows_that_beat_the_critic():
-    """bc_self_imitation: offline rows are cloned as before; an online row only where its MC return is
-    above min Q(s, tanh(mean)), the critics' value of the deterministic policy there."""
-    L, agent, batch = _mixed_calql_batch()
-    with torch.no_grad():
-        z = agent.encoder(batch["obs"])
-        mean, _ = agent.actor(z)
-        v = agent.critic(z, torch.tanh(mean)[:, None]).min(0).values[:, 0]
-    # online rows 4, 6 above the deterministic policy's value, 5, 7 below
-    batch["mc_returns"] = v + torch.tensor([-1.0, 1.0, -1.0, 1.0, 2.0, -2.0, 3.0, -0.5])
-    per = ((torch.tanh(mean) - batch["actions"]) ** 2).mean(-1)
-    L.set_agent_option("bc_self_imitation", True)
-    _, m = agent.losses(batch)
-    torch.testing.assert_close(m["bc_loss"], per[[0, 1, 2, 3, 4, 6]].mean())
-    torch.testing.assert_close(m["bc_sil_rate"], torch.tensor(0.5))
-    L.set_bc_only_successful(True)
-    batch["success"] = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0])
-    _, m = agent.losses(batch)
-    torch.testing.assert_close(m["bc_loss"], per[[0, 2, 3, 4]].mean())
-    L.set_agent_option("bc_self_imitation", False)
-    _, m = agent.losses(batch)
-    torch.testing.assert_close(m["bc_loss"], per[[0, 2, 3, 4, 5, 7]].mean())
-
-
-def test_calql_pre_tanh_bc_on_online_rows():
-    """bc_online_pre_tanh: online rows are cloned as (mean - atanh(a))^2, offline rows as before.
-    Cloning a policy's own noisy actions is then unbiased for its mean: the action-space MSE's
-    minimiser, atanh(E[tanh(m + s*eps)]), lies below m, the pre-tanh one does not."""
-    L, agent, batch = _mixed_calql_batch()
-    from robofume_ros.rl.calql import PRE_TANH_CLIP
-
-    batch["actions"][5] = torch.tensor([1.0, -1.0])  # saturated: the target stays finite
-    with torch.no_grad():
-        mean, _ = agent.actor(agent.encoder(batch["obs"]))
-    act = ((torch.tanh(mean) - batch["actions"]) ** 2).mean(-1)
-    pre = ((mean - torch.atanh(batch["actions"].clamp(-PRE_TANH_CLIP, PRE_TANH_CLIP))) ** 2).mean(-1)
-    assert torch.isfinite(pre).all()
-    L.set_agent_option("bc_online_pre_tanh", True)
-    _, m = agent.losses(batch)
-    torch.testing.assert_close(m["bc_loss"], torch.cat([act[:4], pre[4:]]).mean())
-    # the two minimisers for samples a = tanh(m + 0.5 eps) of a mean m = 1
-    a = torch.tanh(1.0 + 0.5 * torch.randn(200000, generator=torch.Generator().manual_seed(0)))
-    assert (
-        float(torch.atanh(a.mean())) < 0.9
-        and abs(float(torch.atanh(a.clamp(-PRE_TANH_CLIP, PRE_TANH_CLIP)).mean()) - 1.0) < 0.01
-    )
-
-
 def test_learner_restricts_each_algorithms_bc_term():
     for algo, option in (("calql", "bc_only_successful"), ("cql", "bc_only_successful"), ("bc", "only_successful")):
         L = Learner(LearnerConfig(algo=algo, lang_mode="none"), 2, 2)

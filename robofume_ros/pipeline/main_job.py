@@ -66,15 +66,18 @@ def record_seconds(timings: Path, name: str, seconds: float) -> None:
     timings.write_text(json.dumps(t, indent=1))
 
 
-def finetune_args(out: Path, pair: str, recipe_spec: str, budget: int, seed: int) -> dict:
-    """The fine-tuning graph's launch arguments: system switches only (the tuning is the recipe's)."""
-    run_dir = out / "finetune"
+def finetune_args(
+    run_dir: Path, pair: str, recipe_spec: str, budget: int, seed: int, checkpoint: Path, reward: Path, data: Path
+) -> dict:
+    """The fine-tuning graph's launch arguments: system switches only (the tuning is the recipe's).
+    The main job and the experiments start the graph through here."""
+    run_dir = Path(run_dir)
     return {
         "world": pair,
         "recipe": recipe_spec,
-        "policy_checkpoint": str(out / "pretrain" / "checkpoint.pt"),
-        "reward_model": str(out / "reward"),
-        "offline_dataset": str(out / "data"),
+        "policy_checkpoint": str(checkpoint),
+        "reward_model": str(reward),
+        "offline_dataset": str(data),
         "budget_steps": str(budget),
         "run_dir": str(run_dir),
         "bag_dir": str(run_dir / "bags"),
@@ -82,16 +85,19 @@ def finetune_args(out: Path, pair: str, recipe_spec: str, budget: int, seed: int
     }
 
 
-def run_finetune(out: Path, args: dict) -> int:
+def run_finetune(run_dir: Path, args: dict, domain: int | None = None, log=log) -> int:
     """Reset-free fine-tuning as the ROS graph, at the configured 10 Hz wall-clock control rate as on
-    a robot (the learner trains asynchronously), or in lockstep sim time (fast:=true)."""
+    a robot (the learner trains asynchronously), or in sim time paced by the learner (fast:=true
+    use_sim_time:=true), until the learner reaches its budget; marks run_dir/DONE. `domain`: its
+    own ROS domain (default $ROS_DOMAIN_ID, else one from the process id), on this host only."""
     from robofume_ros.ros import runner
 
-    run_dir = out / "finetune"
+    run_dir = Path(run_dir)
     status_file = run_dir / "learner" / "status.json"
     last = [0.0]
     # its own ROS domain, on this host only: two runs (or a run and a robot) must not hear each other
-    domain = int(os.environ.get("ROS_DOMAIN_ID") or 100 + os.getpid() % 100)
+    if domain is None:
+        domain = int(os.environ.get("ROS_DOMAIN_ID") or 100 + os.getpid() % 100)
     log(f"finetune: ROS domain {domain} (watch with ROS_DOMAIN_ID={domain} robofume topic echo /reward)")
 
     def on_tick(elapsed: float):
@@ -232,7 +238,10 @@ def main(argv=None) -> int:
 
     from robofume_ros.ros import graph
 
-    ft_args = finetune_args(out, ns.pair, recipe_spec, budget, ns.seed)
+    pre = out / "pretrain"
+    ft_args = finetune_args(
+        out / "finetune", ns.pair, recipe_spec, budget, ns.seed, pre / "checkpoint.pt", out / "reward", data
+    )
     ft_args["learner_device"] = ns.device
     if ns.sim_time:
         ft_args.update(fast="true", use_sim_time="true")
@@ -295,7 +304,6 @@ def main(argv=None) -> int:
     from robofume_ros.pipeline.retrain import pretrain_overrides, retrain as ooo_retrain
 
     # the actor's BC term on successful episodes only, in pre-training as online (the recipe's learner value)
-    pre = out / "pretrain"
     calql_set = pretrain_overrides(recipe_spec, "calql")
     stage(
         "pretrain",
@@ -304,7 +312,7 @@ def main(argv=None) -> int:
         timings=timings,
     )
 
-    stage("finetune", out / "finetune" / "DONE", run_finetune, out, ft_args, timings=timings)
+    stage("finetune", out / "finetune" / "DONE", run_finetune, out / "finetune", ft_args, timings=timings)
 
     retrain = out / "retrain"
     stage(

@@ -23,13 +23,16 @@ def _fig(w=7, h=4):
 
 def online_stream(bags: list) -> dict:
     """What the reset-free run did, from the recorder's bags: per episode (observations grouped by
-    episode index) its task, length and the simulator's verdict at its last frame; per scored frame
+    episode index) its task, length, the simulator's verdict at its last frame and whether the task
+    switcher ended it (`ended`; the run's last episode is cut by the budget); per scored frame
     the reward's probability and verdict next to the simulator's. Ground truth is read only here,
     for evaluation: the learner never sees it."""
     from robofume_ros.data.bags import read_graph_messages
     from robofume_ros.ros.convert import stamp_key
 
     msgs = read_graph_messages(bags, ["observation", "reward", "ground_truth"])
+    phases = read_graph_messages(bags, ["task_phase"], required=False)
+    current = max((int(m.episode_index) for _k, _t, m, _s in phases), default=-1)
     gt, obs, rewards = {}, [], []
     for key, _t, m, _s in msgs:
         if key == "ground_truth":
@@ -58,6 +61,8 @@ def online_stream(bags: list) -> dict:
         step += ep["steps"]
         ep["end_step"] = step
         ep["gt_success"] = gt.get((ep.pop("last"), ep["task"]))
+        # the switcher ended it (the run's last one is cut by the budget); None: no phases recorded
+        ep["ended"] = e < current if current >= 0 else None
     frames = []
     for s, e, p, ok, thr in sorted(rewards):
         if s in task_of:
@@ -95,7 +100,7 @@ def learning_curve(stream: dict, png: Path, window: int = 5) -> dict:
     fig = _fig()
     ax = fig.add_subplot(1, 1, 1)
     out = {}
-    eps = [e for e in stream["episodes"] if e["gt_success"] is not None]
+    eps = [e for e in stream["episodes"] if e["gt_success"] is not None and e["ended"] is not False]
     for task in sorted({e["task"] for e in eps}):
         mine = [e for e in eps if e["task"] == task]
         gt = np.array([e["gt_success"] for e in mine], float)

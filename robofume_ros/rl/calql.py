@@ -33,9 +33,6 @@ from robofume_ros.rl.common import AgentBase, ObsDims, ScalarParam, autocast, ke
 from robofume_ros.rl.networks import NetConfig, ObsEncoder, StackedQ, TanhGaussianActor, grad_norm
 
 
-PRE_TANH_CLIP = 0.999  # |a| cap before atanh for pre-tanh BC targets (atanh 3.8): saturated actions stay finite
-
-
 @dataclass
 class CalQLConfig:
     net: NetConfig = field(default_factory=NetConfig)  # encoder and MLP sizes
@@ -69,14 +66,6 @@ class CalQLConfig:
     # exploration that failed is not imitated; RL still sees it)
     bc_online: bool = True  # False: the BC term only on offline transitions (online attempts,
     # noisy from exploration, train the critic and the RL term only)
-    bc_self_imitation: bool = False  # online rows enter the BC term only where their MC return beats the
-    # critic's value of the deterministic policy there, min Q(s, tanh(mean))
-    # (self-imitation, Oh et al. 2018): an attempt that did better than the
-    # policy is expected to is cloned, a routine noisy success is not
-    bc_online_pre_tanh: bool = False  # online rows cloned in pre-tanh space, (mean - atanh(a))^2 (MSE loss only):
-    # the policy's own actions a = tanh(mean' + noise) are unbiased targets
-    # there, while in action space E[tanh(m + noise)] < tanh(m) and cloning
-    # them shrinks the actor's mean every round
     actor_proprio_dropout: float = 0.0  # share of actor inputs (per transition, training only) whose
     # proprioception is set to its mean: the actor must read the image
     # where hand pose alone is ambiguous (causal confusion with BC data)
@@ -164,20 +153,12 @@ class CalQL(AgentBase):
                     bc_per = -self.actor.log_prob(mean, log_std, a_data)
                 else:
                     bc_per = ((torch.tanh(mean) - a_data) ** 2).mean(-1)
-                    if cfg.bc_online_pre_tanh:
-                        u = torch.atanh(a_data.clamp(-PRE_TANH_CLIP, PRE_TANH_CLIP))
-                        bc_per = torch.where(batch["online"] > 0, ((mean - u) ** 2).mean(-1), bc_per)
-                if cfg.bc_only_successful or not cfg.bc_online or cfg.bc_self_imitation:
+                if cfg.bc_only_successful or not cfg.bc_online:
                     # which transitions are cloned: their episode succeeded (replay's flag) and/or
                     # they came from the offline store (sample_mixed's "online" marks the others)
                     w = batch["success"] if cfg.bc_only_successful else torch.ones_like(bc_per)
                     if not cfg.bc_online:
                         w = w * (1.0 - batch["online"])
-                    elif cfg.bc_self_imitation:
-                        better = (mc > self.deterministic_value(zd, mean)).float()
-                        online = batch["online"]
-                        w = w * (1.0 - online + online * better)
-                        m["bc_sil_rate"] = (online * better).sum() / online.sum().clamp_min(1.0)
                     bc = (w * bc_per).sum() / w.sum().clamp_min(1.0)
                     m["bc_share"] = w.mean()
                 else:

@@ -156,23 +156,13 @@ class Learner:
             raise ValueError(f"{self.cfg.algo} has no behaviour-cloning term to restrict")
         self.set_agent_option(BC_ONLY_SUCCESSFUL[self.cfg.algo], on)
 
-    def set_online_bc(self, include: bool = True, self_imitation: bool = False, pre_tanh: bool = False) -> str:
-        """Which online attempts the actor's BC term sees (Cal-QL/CQL): all of them (the default), none
-        (include False), or with self_imitation only those that beat the critic's value of the
-        deterministic policy (ignored when include is False); pre_tanh: the online rows it sees are
-        cloned in pre-tanh space (unbiased for the policy's own noisy actions). Returns a line for
-        the log ("" if default)."""
+    def set_online_bc(self, include: bool = True) -> str:
+        """Whether the actor's BC term (Cal-QL/CQL) sees the online attempts too (the default) or
+        only the offline data (include False). Returns a line for the log ("" if default)."""
         if not include:
             self.set_agent_option("bc_online", False)
             return "actor BC term on offline data only"
-        notes = []
-        if self_imitation:
-            self.set_agent_option("bc_self_imitation", True)
-            notes.append("actor BC term on online rows that beat the critic's value only (self-imitation)")
-        if pre_tanh:
-            self.set_agent_option("bc_online_pre_tanh", True)
-            notes.append("online rows cloned in pre-tanh space")
-        return "; ".join(notes)
+        return ""
 
     def add_episode(self, ep) -> None:
         """Add one finished online episode (its MC returns are computed now; calibration stays on)."""
