@@ -62,13 +62,10 @@ class LiveParams:
 
 
 def test_runtime_knobs_change_while_running_within_their_range():
-    from robofume_ros.ros.params import on_runtime_change
-
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=graph_domain())
     try:
         node = _node(ctx, "live_node")
-        p = declare(node, LiveParams)
         applied = []
 
         def apply(name, value):
@@ -76,7 +73,7 @@ def test_runtime_knobs_change_while_running_within_their_range():
                 raise ValueError("7 frames: refused by the node")
             applied.append((name, value))
 
-        on_runtime_change(node, p, apply)
+        p = declare(node, LiveParams, apply)
         assert not node.describe_parameter("noise").read_only and node.describe_parameter("model").read_only
         assert node.set_parameters([Parameter("noise", value=0.2)])[0].successful
         assert p.noise == 0.2 and applied == [("noise", 0.2)]
@@ -96,6 +93,7 @@ def test_runtime_knobs_change_while_running_within_their_range():
 
 def test_the_switcher_takes_a_new_debounce_while_running(tmp_path):
     """`ros2 param set /task_switcher success_frames 5` reaches the running state machine."""
+    import re
     import time
 
     from rcl_interfaces.msg import Parameter as ParamMsg
@@ -130,8 +128,61 @@ def test_the_switcher_takes_a_new_debounce_while_running(tmp_path):
         while "parameter success_frames set to 5 while running" not in log and time.monotonic() < deadline:
             time.sleep(0.1)
             log = g.log("task_switcher")
+
+        # a user's threshold on a reported value raises the node's level while it holds
+        def switcher_status(since):
+            return [
+                st
+                for arr in probe.get("/diagnostics")[since:]
+                for st in arr.status
+                if st.name.endswith("/task_switcher")
+            ]
+
+        bad = set_param("diagnostics_error", ["time_limit >> 1"])
+        assert not bad.successful and "is not 'KEY > NUMBER' or 'KEY < NUMBER'" in bad.reason, bad.reason
+        assert set_param("diagnostics_error", ["time_limit > 1", "no_such_value < 3"]).successful
+        since = len(probe.get("/diagnostics"))
+        deadline = time.monotonic() + 10
+        while not switcher_status(since) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        st = switcher_status(since)[-1]
+        assert st.level == b"\x02" and re.search(r"ERROR time_limit \d+ > 1", st.message), (st.level, st.message)
+        assert "rules on values not reported: no_such_value" in st.message
+        assert set_param("diagnostics_error", ["time_limit > 100000"]).successful
+        since = len(probe.get("/diagnostics"))
+        deadline = time.monotonic() + 10
+        while not switcher_status(since) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        st = switcher_status(since)[-1]
+        assert st.level == b"\x00" and "ERROR" not in st.message, (st.level, st.message)
         g.assert_alive()
     assert "parameter success_frames set to 5 while running" in log
+
+
+def test_threshold_rules_over_diagnostics_values():
+    from robofume_ros.ros.node import ERROR, OK, WARN, apply_rules, parse_rules
+
+    assert parse_rules(["compute_ms/p95 > 50", "inference_hz<5", "warnings/quarantined:/observation > 0"]) == [
+        ("compute_ms/p95", ">", 50.0),
+        ("inference_hz", "<", 5.0),
+        ("warnings/quarantined:/observation", ">", 0.0),
+    ]
+    for bad in ("a >> 1", "a > b", "> 3", "a = 3"):
+        with pytest.raises(ValueError, match="is not 'KEY > NUMBER'"):
+            parse_rules([bad])
+    values = {"a": 7.0, "b": 0, "mode": "deterministic"}
+    assert apply_rules(OK, "fine", values) == (OK, "fine")
+    assert apply_rules(OK, "fine", values, warn=["a > 5"]) == (WARN, "fine | WARN a 7 > 5")
+    assert apply_rules(OK, "fine", values, warn=["a > 5"], error=["b < 1"]) == (
+        ERROR,
+        "fine | ERROR b 0 < 1; WARN a 7 > 5",
+    )
+    # a node's own ERROR stays; a rule that does not hold, or names nothing numeric, changes no level
+    assert apply_rules(ERROR, "down", values, warn=["a > 8"])[0] == ERROR
+    assert apply_rules(OK, "fine", values, warn=["mode > 1", "typo > 1"]) == (
+        OK,
+        "fine | rules on values not reported: mode, typo",
+    )
 
 
 def graph_domain() -> int:

@@ -20,14 +20,14 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import Observation, RobotState, TaskPhase
-from robofume_ros.ros.node import OK, WARN, Diagnostics, Throttle, quantiles, run_node
+from robofume_ros.ros.node import OK, WARN, Diagnostics, DiagnosticsParams, Throttle, quantiles, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, compressed_to_rgb, image_to_rgb, resize_rgb, rgb_to_image
 
 
 @dataclass
-class Params:
+class Params(DiagnosticsParams):
     control_rate_hz: float = knob(
         10.0, "observations per second (frames arriving faster are thinned)", range=(0.1, 1000.0)
     )

@@ -36,12 +36,12 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 
 from robofume_ros.action import Collect, Evaluate, Retrain
-from robofume_ros.ros.node import OK, Diagnostics, Throttle, run_node
+from robofume_ros.ros.node import OK, Diagnostics, DiagnosticsParams, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 
 
 @dataclass
-class Params:
+class Params(DiagnosticsParams):
     checkpoint: str = knob("", "policy checkpoint evaluated when a goal names none and the learner has written none")
     run_dir: str = knob(
         "", "the run's folder: a goal without a checkpoint evaluates <run_dir>/learner/policy_latest.pt"

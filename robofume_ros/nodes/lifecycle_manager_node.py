@@ -33,7 +33,7 @@ from std_srvs.srv import Trigger
 
 from robofume_ros.interfaces import TOPICS
 from robofume_ros.ros.lifecycle import STATE_NAMES
-from robofume_ros.ros.node import ERROR, OK, WARN, Diagnostics, Throttle, run_node
+from robofume_ros.ros.node import ERROR, OK, WARN, Diagnostics, DiagnosticsParams, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 
 CONFIGURE, ACTIVATE, DEACTIVATE = (
@@ -49,7 +49,7 @@ UNCONFIGURED, INACTIVE, ACTIVE = (
 
 
 @dataclass
-class Params:
+class Params(DiagnosticsParams):
     node_names: list = knob(
         [], "the managed nodes (relative to this namespace, or absolute), in bring-up order (the robot side last)"
     )

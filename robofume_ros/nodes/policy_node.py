@@ -25,8 +25,8 @@ from std_msgs.msg import Float32
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation, PolicyWeights
 from robofume_ros.ros.lifecycle import ManagedNode, ManagedParams
-from robofume_ros.ros.node import OK, WARN, NewestWorker, quantiles, run_node
-from robofume_ros.ros.params import declare, knob, on_runtime_change
+from robofume_ros.ros.node import OK, RULES_HELP, WARN, NewestWorker, parse_rules, quantiles, run_node
+from robofume_ros.ros.params import declare, knob
 from robofume_ros.rl.exploration import ExplorationNoise
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, action_to_command, image_to_rgb
@@ -54,9 +54,9 @@ class Params(ManagedParams):
         False, "load weights without checking their signature (a closed test network only)"
     )
     num_threads: int = knob(1, "torch intra-op threads for inference")
-    latency_warn_ms: float = knob(
-        50.0, "/diagnostics WARN when the p95 observation-to-command latency exceeds this (ms)", range=(0.1, 1e4)
-    )
+    diagnostics_warn: list = knob(
+        ["latency_p95_ms > 50"], RULES_HELP.format("WARN"), runtime=True, check=parse_rules
+    )  # a command 50 ms late is half a 10 Hz tick
 
 
 class PolicyNode(ManagedNode):
@@ -65,8 +65,7 @@ class PolicyNode(ManagedNode):
 
     def __init__(self):
         super().__init__("policy")
-        self.p = declare(self, Params)
-        on_runtime_change(self, self.p)  # noise_scale: read at every tick (once: configure may run again)
+        self.p = declare(self, Params)  # noise_scale: read at every tick
 
     def configure(self):
         p = self.p
@@ -228,8 +227,6 @@ class PolicyNode(ManagedNode):
         }
         if self.refused_weights:
             return WARN, f"{self.refused_weights} weights messages refused (not signed by the trusted learner)", values
-        if p95 > self.p.latency_warn_ms:
-            return WARN, f"latency p95 {p95:.1f} ms above {self.p.latency_warn_ms:.0f} ms", values
         return OK, f"acting with weights v{self.version}" if self.ticks else "waiting for observations", values
 
 

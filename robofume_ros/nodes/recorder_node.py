@@ -25,7 +25,7 @@ from std_msgs.msg import String
 
 from robofume_ros.interfaces import BACKFILL_KEYS, MSGTYPES, backfill_topic
 from robofume_ros.ros import graph
-from robofume_ros.ros.node import ERROR, OK, Diagnostics, Throttle, run_node
+from robofume_ros.ros.node import ERROR, OK, Diagnostics, DiagnosticsParams, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 
@@ -48,7 +48,7 @@ _STAMP = struct.Struct("<iI")
 
 
 @dataclass
-class Params:
+class Params(DiagnosticsParams):
     output_dir: str = knob("bags", "folder the bag directory is created in")
     bag_name: str = knob("", "bag directory name (default: robofume_<date>_<time>)")
     topics: list = knob(DEFAULT_TOPICS, "topics to record (relative names resolve in the node's namespace)")

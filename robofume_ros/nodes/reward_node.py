@@ -23,7 +23,7 @@ from robofume_ros.ros import graph
 from robofume_ros.msg import Observation, Reward
 from robofume_ros.ros.lifecycle import ManagedNode, ManagedParams
 from robofume_ros.ros.node import OK, NewestWorker, run_node
-from robofume_ros.ros.params import declare, knob, on_runtime_change
+from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.reward.debounce import frame_success
 from robofume_ros.ros.convert import ImageError, image_to_rgb
@@ -55,8 +55,7 @@ class RewardNode(ManagedNode):
 
     def __init__(self):
         super().__init__("reward")
-        self.p = declare(self, Params)
-        on_runtime_change(self, self.p, self._apply_param)  # once: configure may run again
+        self.p = declare(self, Params, self._apply_param)  # here, once: configure may run again
 
     def configure(self):
         p = self.p

@@ -17,14 +17,14 @@ from std_msgs.msg import Float64MultiArray
 
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation
-from robofume_ros.ros.node import OK, WARN, Diagnostics, Throttle, run_node
+from robofume_ros.ros.node import OK, WARN, Diagnostics, DiagnosticsParams, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import action_to_command
 
 
 @dataclass
-class Params:
+class Params(DiagnosticsParams):
     noise_std: float = knob(0.0, "std of Gaussian noise added to every expert action component")
     failure_prob: float = knob(0.0, "probability that an episode is driven by random actions instead (failure data)")
     seed: int = knob(0, "seed of the noise and failure draws")

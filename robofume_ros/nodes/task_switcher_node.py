@@ -28,7 +28,7 @@ from robofume_ros.ros import graph
 from robofume_ros.msg import GroundTruth, Observation, Reward, RewardOverride, TaskPhase
 from robofume_ros.ros.lifecycle import ManagedNode, ManagedParams
 from robofume_ros.ros.node import OK, WARN, run_node
-from robofume_ros.ros.params import declare, knob, on_runtime_change
+from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.ros.convert import ImageError, image_to_rgb, stamp_key
 from robofume_ros.switching.task_switcher import (
@@ -74,9 +74,8 @@ class TaskSwitcherNode(ManagedNode):
 
     def __init__(self):
         super().__init__("task_switcher")
-        self.p = declare(self, Params)
+        self.p = declare(self, Params, self._apply_param)  # runtime changes: from the next tick
         self.sm = None  # built at the first configure, kept over a cleanup (episode indices stay unique)
-        on_runtime_change(self, self.p, self._apply_param)  # from the next tick
 
     def _apply_param(self, name, value):
         if self.sm is not None and hasattr(self.sm, name):

@@ -1,4 +1,4 @@
-"""Per-frame success decisions (pure; used by the reward node and the in-process experiment).
+"""Per-frame success decisions (pure; used by the reward node, the report and the reward audits).
 
 Debouncing: success is declared only after ``n`` consecutive positive frames, which turns a few
 isolated false positives of the classifier into none, at the price of ``n-1`` frames of delay.

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
-from robofume_ros.ros.node import ERROR, OK, WARN, Diagnostics, Throttle
+from robofume_ros.ros.node import ERROR, OK, WARN, Diagnostics, DiagnosticsParams, Throttle
 from robofume_ros.ros.params import knob
 
 # the managed nodes' states, by lifecycle_msgs/State ids
@@ -28,7 +28,7 @@ STATE_NAMES = {0: "unknown", 1: "unconfigured", 2: "inactive", 3: "active", 4: "
 
 
 @dataclass
-class ManagedParams:
+class ManagedParams(DiagnosticsParams):
     autostart: bool = knob(
         True,
         "configure and activate at start by itself; the graph's lifecycle manager sets false and "

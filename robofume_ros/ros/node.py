@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import threading
 import time
 import traceback
 from collections import Counter
+from dataclasses import dataclass
 from typing import Callable
+
+from robofume_ros.ros.params import knob
 
 
 def run_node(make_node: Callable, args=None, executor_threads: int = 1) -> int:
@@ -169,12 +173,65 @@ def ground_truth_msgs(world, obs, stamp) -> list:
 
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
+LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR"}
+_RULE = re.compile(r"^\s*([^\s<>]+)\s*([<>])\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+def parse_rules(rules) -> list[tuple[str, str, float]]:
+    """'KEY > NUMBER' / 'KEY < NUMBER' rules over a node's /diagnostics values -> (key, op, limit);
+    ValueError naming the first one that is not such a rule."""
+    out = []
+    for r in rules:
+        m = _RULE.match(str(r))
+        if m is None:
+            raise ValueError(f"diagnostics rule {r!r} is not 'KEY > NUMBER' or 'KEY < NUMBER'")
+        out.append((m[1], m[2], float(m[3])))
+    return out
+
+
+def apply_rules(level: int, message: str, values: dict, warn=(), error=()) -> tuple[int, str]:
+    """The node's own (level, message) raised by a user's thresholds: each `warn` / `error` rule
+    that holds for the values raises the level to WARN / ERROR and is named in the message. A rule
+    whose key the node does not report (yet: a latency before the first command) changes nothing
+    and is named too, so a misspelt key shows."""
+    fired, absent = [], []
+    for rules, lvl in ((error, ERROR), (warn, WARN)):
+        for key, op, limit in parse_rules(rules):
+            try:
+                x = float(values[key])
+            except (KeyError, TypeError, ValueError):
+                absent.append(key)
+                continue
+            if (x > limit) if op == ">" else (x < limit):
+                fired.append(f"{LEVEL_NAMES[lvl]} {key} {x:.4g} {op} {limit:g}")
+                level = max(level, lvl)
+    if fired:
+        message += " | " + "; ".join(fired)
+    if absent:
+        message += f" | rules on values not reported: {', '.join(absent)}"
+    return level, message
+
+
+RULES_HELP = (
+    "/diagnostics {} when one of these holds over this node's reported values: 'KEY > NUMBER' or "
+    "'KEY < NUMBER', KEY as in `robofume topic echo /diagnostics` (e.g. 'compute_ms/p95 > 50', "
+    "'inference_hz < 5', 'warnings/quarantined:/observation > 0')"
+)
+
+
+@dataclass
+class DiagnosticsParams:
+    """Thresholds a user sets on any node's /diagnostics values (a node may give defaults)."""
+
+    diagnostics_warn: list = knob([], RULES_HELP.format("WARN"), runtime=True, check=parse_rules)
+    diagnostics_error: list = knob([], RULES_HELP.format("ERROR"), runtime=True, check=parse_rules)
 
 
 class Diagnostics:
     """Publishes the node's health on /diagnostics (diagnostic_msgs/DiagnosticArray), as Nav2 and
     ros2_control nodes do, once per `period_s`: `status()` returns (level, message, {key: value});
-    the throttled-warning counts (dropped and refused inputs, by kind) are added as `warnings/<key>`.
+    the throttled-warning counts (dropped and refused inputs, by kind) are added as `warnings/<key>`,
+    then the user's thresholds on these values apply (DiagnosticsParams, `apply_rules`).
     `rate(name, count)` turns a running counter into a per-second rate between two reports.
     `ros2 topic echo /diagnostics`, rqt_robot_monitor and Foxglove show it."""
 
@@ -208,6 +265,10 @@ class Diagnostics:
         values = dict(values)
         if self.throttle is not None:
             values.update({f"warnings/{k}": v for k, v in sorted(self.throttle.counts.items())})
+        p = getattr(self.node, "p", None)  # its params, once declared (DiagnosticsParams)
+        warn, error = getattr(p, "diagnostics_warn", ()), getattr(p, "diagnostics_error", ())
+        if warn or error:
+            level, message = apply_rules(level, message, values, warn, error)
         st = DiagnosticStatus()
         st.level = bytes([int(level)])
         st.name, st.message, st.hardware_id = self.name, message, ""

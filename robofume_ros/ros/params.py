@@ -13,16 +13,30 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import field
-from typing import Any, Type, TypeVar
+from typing import Any, Callable, Type, TypeVar
 
 T = TypeVar("T")
 
 
-def knob(default: Any, help: str, range: tuple | None = None, choices: tuple | None = None, runtime: bool = False):
+def knob(
+    default: Any,
+    help: str,
+    range: tuple | None = None,
+    choices: tuple | None = None,
+    runtime: bool = False,
+    check: Callable[[Any], None] | None = None,
+):
     """A dataclass field with a default and a description (lists are copied per instance);
-    `range` (low, high) for a number, `choices` for a string: values outside are rejected.
+    `range` (low, high) for a number, `choices` for a string: values outside are rejected;
+    `check(value)` raises ValueError for any other value it refuses (at start and on set).
     `runtime`: safe to change while the node runs (`ros2 param set`); the others are read-only."""
-    meta = {"help": help, "range": range, "choices": tuple(choices) if choices else None, "runtime": runtime}
+    meta = {
+        "help": help,
+        "range": range,
+        "choices": tuple(choices) if choices else None,
+        "runtime": runtime,
+        "check": check,
+    }
     check_value("default", default, meta)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
@@ -37,6 +51,11 @@ def check_value(name: str, value: Any, meta: dict) -> None:
         raise ValueError(f"parameter {name}={value!r} is outside its range [{lo_hi[0]}, {lo_hi[1]}]")
     if choices and value not in choices:
         raise ValueError(f"parameter {name}={value!r} is not one of {', '.join(map(repr, choices))}")
+    if meta.get("check") is not None:
+        try:
+            meta["check"](value)
+        except ValueError as e:
+            raise ValueError(f"parameter {name}={value!r}: {e}") from None
 
 
 def constraints(params_cls) -> dict:
@@ -69,9 +88,11 @@ def _descriptor(help_text: str, default: Any, meta: dict):
     return desc
 
 
-def declare(node, params_cls: Type[T]) -> T:
+def declare(node, params_cls: Type[T], apply: Callable | None = None) -> T:
     """Declare every field of `params_cls` on an rclpy node and return the values in effect.
-    Raises ValueError naming the parameter and its allowed values for one outside them."""
+    Raises ValueError naming the parameter and its allowed values for one outside them. Where
+    the class has `runtime` knobs they may then change while the node runs (on_runtime_change,
+    with `apply(name, value)`)."""
     meta = constraints(params_cls)
     values = {}
     for name, default, help_text in describe(params_cls):
@@ -96,7 +117,10 @@ def declare(node, params_cls: Type[T]) -> T:
         if isinstance(default, (list, tuple)) and val is not None:
             val = list(val)
         values[name] = val
-    return params_cls(**values)
+    params = params_cls(**values)
+    if any(m.get("runtime") for m in meta.values()):
+        on_runtime_change(node, params, apply)
+    return params
 
 
 def on_runtime_change(node, params, apply=None) -> None:
