@@ -36,6 +36,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -219,9 +220,21 @@ def subset_dataset(data: Path, out: Path, target_demos: int) -> Path:
     return sub
 
 
-def _pool(parallel: int):
-    # each job starts a graph (subprocesses, signal handlers): a process of its own, not a fork of torch
-    return cf.ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn"))
+def _run(parallel: int, jobs: list) -> list:
+    """Run `jobs` [(fn, *args)], `parallel` at a time; their futures. Each job starts a graph
+    (subprocesses, signal handlers), so each runs in a process of its own, not a fork of torch.
+    Ctrl-C or SIGTERM stops every running job's graph (SIGTERM to each worker) and cancels the rest."""
+    pool = cf.ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn"))
+    futs = [pool.submit(*job) for job in jobs]
+    try:
+        cf.wait(futs)
+    except KeyboardInterrupt:
+        for proc in list(pool._processes.values()):  # the executor keeps no public handle on them
+            proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return futs
 
 
 def main(argv=None) -> int:
@@ -276,16 +289,15 @@ def main(argv=None) -> int:
         log(
             f"{len(runs)} fine-tuning runs on {ns.pair}, budget {ns.budget}, {ns.eval_trials} evaluation trials per task"
         )
-        with _pool(ns.parallel) as pool:
-            futs = {k: pool.submit(pretrain_job, ns, *k) for k in keys}
-            pre = {k: f.result() for k, f in futs.items()}
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: the graphs stop cleanly
+        futs = _run(ns.parallel, [(pretrain_job, ns, *k) for k in keys])
+        pre = {k: f.result() for k, f in zip(keys, futs)}
         base = ns.domain if ns.domain is not None else 100 + os.getpid() % 50
-        with _pool(ns.parallel) as pool:
-            futs = []
-            for i, r in enumerate(runs):
-                k = ("given", ns.recipes[0], 0) if ns.pretrained else (r.algo, r.recipe, r.seed)
-                futs.append(pool.submit(finetune_job, ns, r, pre[k], base + i % max(ns.parallel, 1)))
-            failed = [str(e) for e in (f.exception() for f in futs) if e is not None]
+        jobs = []
+        for i, r in enumerate(runs):
+            k = ("given", ns.recipes[0], 0) if ns.pretrained else (r.algo, r.recipe, r.seed)
+            jobs.append((finetune_job, ns, r, pre[k], base + i % max(ns.parallel, 1)))
+        failed = [str(e) for e in (f.exception() for f in _run(ns.parallel, jobs)) if e is not None]
         for msg in failed:
             log(f"FAILED: {msg}")
     # every finished run under --out (other invocations may have run other variants or seeds)
@@ -363,4 +375,8 @@ def table(results: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("stopped: finished runs are kept under --out; run again to go on", file=sys.stderr)
+        sys.exit(130)

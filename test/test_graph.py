@@ -362,6 +362,30 @@ def test_the_pair_sets_tasks_instructions_and_time_limits(tmp_path):
         graph.nodes("finetune", {"world": str(f)})
 
 
+def test_the_scene_is_the_datasets_and_the_seed_only_the_runs_randomness(tmp_path):
+    """A run's seed must not move the drawer away from where its demos were recorded: the sim's
+    scene comes from its offline dataset, for every robot of a fleet, unless scene_seed says."""
+    import json
+
+    from robofume_ros.data.dataset import DatasetWriter
+
+    DatasetWriter(tmp_path / "ds").close()
+    (tmp_path / "ds" / "generate.json").write_text(json.dumps({"config": {"pair": "drawer", "seed": 3}}))
+    ds = str(tmp_path / "ds")
+
+    def sims(args):
+        return {s.key: s.parameters for s in graph.nodes("finetune", args) if s.name == "sim"}
+
+    one = sims({"world": "drawer", "offline_dataset": ds, "seed": "9"})["sim"]
+    assert (one["seed"], one["scene_seed"]) == (9, 3)
+    assert sims({"world": "drawer", "offline_dataset": ds, "scene_seed": "4"})["sim"]["scene_seed"] == 4
+    assert "scene_seed" not in sims({"world": "drawer"})["sim"]  # no dataset: the sim's seed picks the scene
+    d = graph.describe("finetune", {"world": "drawer", "offline_dataset": ds})
+    assert d["task"]["scene_seed"] == 3 and d["task"]["scene_seed_from"] == f"the scene of {ds}"
+    fleet = sims({"robots": "a,b", "world": "drawer", "offline_dataset": ds, "seed": "1"})
+    assert [(p["seed"], p["scene_seed"]) for p in fleet.values()] == [(1, 3), (2, 3)]
+
+
 def test_inputs_of_another_pair_are_refused(tmp_path):
     import json
     from tiny_models import tiny_learner_checkpoint

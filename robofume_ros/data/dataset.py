@@ -452,16 +452,27 @@ def target_demo_steps(path) -> dict:
     return out
 
 
-def dataset_pair(path) -> "str | None":
-    """The reset-free pair a generated dataset's target data belongs to (its generate.json), or
-    None for a dataset without one (converted from bags)."""
+def _generated(path, key: str, what: str):
     g = Path(path) / "generate.json"
     if not g.exists():
         return None
     try:
-        return json.loads(g.read_text())["config"].get("pair")
+        return json.loads(g.read_text())["config"].get(key)
     except (OSError, ValueError, KeyError, AttributeError) as e:
-        raise DatasetError(f"{g}: cannot read the pair it was generated for ({e})") from e
+        raise DatasetError(f"{g}: cannot read {what} ({e})") from e
+
+
+def dataset_pair(path) -> "str | None":
+    """The reset-free pair a generated dataset's target data belongs to (its generate.json), or
+    None for a dataset without one (converted from bags)."""
+    return _generated(path, "pair", "the pair it was generated for")
+
+
+def dataset_scene(path) -> "int | None":
+    """The object placement seed of a generated dataset's target scene (where its demos were
+    recorded: the robot's workspace), or None for a dataset without generate.json."""
+    seed = _generated(path, "seed", "the seed of its scene")
+    return None if seed is None else int(seed)
 
 
 class TransitionSampler:

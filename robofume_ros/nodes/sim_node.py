@@ -45,7 +45,12 @@ from robofume_ros.ros.convert import rgb_to_image, stamp_key
 @dataclass
 class Params(GateParams, ManagedParams):
     world: str = knob("drawer", "reset-free task pair: a name from `robofume tasks` or a task file (.yaml)")
-    seed: int = knob(0, "object placement seed (the simulation is deterministic given it)")
+    seed: int = knob(0, "random seed: the home jitter between episodes (and the scene when scene_seed is -1)")
+    scene_seed: int = knob(
+        -1,
+        "object placement seed of the scene (the graph sets its dataset's: the demos' scene); -1: seed",
+        range=(-1, 2**31 - 1),
+    )
     camera: str = knob("corner4", "Meta-World camera to render (corner4, corner2, corner3, topview, behindGripper)")
     image_width: int = knob(100, "rendered frame width in pixels; keep it at the resolution the data was generated at")
     image_height: int = knob(100, "rendered frame height in pixels")
@@ -97,7 +102,11 @@ class SimNode(ManagedNode, GatedRobot):
         node = self
         p = self.p
         self.world = ResetFreeWorld(
-            pair=p.world, camera=p.camera, image_size=(p.image_height, p.image_width), seed=p.seed, render=True
+            pair=p.world,
+            camera=p.camera,
+            image_size=(p.image_height, p.image_width),
+            seed=p.scene_seed if p.scene_seed >= 0 else p.seed,
+            render=True,
         )
         # the one command path (same as the arm bridge); lockstep waits for commands, so no watchdog
         self.setup_gate(p, self.world.action_dim, 1.0 / p.control_rate_hz, watchdog=not p.lockstep)

@@ -45,7 +45,10 @@ MOCAP_M_PER_ACTION = 0.01  # Meta-World: an action of 1.0 moves the mocap hand 1
 @dataclass
 class Params:
     world: str = knob("drawer", "reset-free task pair: a name from `robofume tasks` or a task file (.yaml)")
-    seed: int = knob(0, "object placement seed")
+    seed: int = knob(0, "object placement seed when scene_seed is -1")
+    scene_seed: int = knob(
+        -1, "object placement seed of the scene (the graph sets its dataset's); -1: seed", range=(-1, 2**31 - 1)
+    )
     camera: str = knob("corner4", "Meta-World camera to render")
     image_width: int = knob(200, "camera frame width")
     image_height: int = knob(200, "camera frame height")
@@ -86,7 +89,11 @@ class StandinDriverNode(Node):
         self.throttle = Throttle(self.log)
         self.period = 1.0 / p.control_rate_hz
         self.world = ResetFreeWorld(
-            pair=p.world, camera=p.camera, image_size=(p.image_height, p.image_width), seed=p.seed, render=True
+            pair=p.world,
+            camera=p.camera,
+            image_size=(p.image_height, p.image_width),
+            seed=p.scene_seed if p.scene_seed >= 0 else p.seed,
+            render=True,
         )
         self.obs = self.world.reset()
         # The mocap weld sags under gravity (a few mm below its target); a real arm's controller

@@ -212,12 +212,14 @@ def evaluate_policy(
 def dataset_scene_seed(data) -> int:
     """The placement seed of a generated dataset's target scene (where its demos were recorded and
     where the robot fine-tunes): its `generate.json`."""
-    meta = Path(data) / "generate.json"
-    if not meta.exists():
+    from robofume_ros.data.dataset import dataset_scene
+
+    seed = dataset_scene(data)
+    if seed is None:
         raise FileNotFoundError(
             f"{data}: no generate.json (not a dataset from `robofume dataset generate`); give --scene-seed instead"
         )
-    return int(json.loads(meta.read_text())["config"]["seed"])
+    return seed
 
 
 def resolve_pair(pair_arg: "str | None", data: "str | None", policy_payload: "dict | None", name: str = "") -> str:

@@ -119,7 +119,8 @@ ARGUMENTS: list[LaunchArg] = [
     LaunchArg(
         "seed",
         "",
-        "random seed for the simulator and the stochastic policies",
+        "random seed of the run: the simulator's home jitter, the stochastic policies, the learner "
+        "(the scene is scene_seed's)",
         _ov(
             ("sim", "seed", int),
             ("standin_driver", "seed", int),
@@ -127,6 +128,13 @@ ARGUMENTS: list[LaunchArg] = [
             ("policy", "seed", int),
             ("learner", "seed", int),
         ),
+    ),
+    LaunchArg(
+        "scene_seed",
+        "",
+        "object placement seed of the simulated scene (default: the first offline dataset's, where its "
+        "demos were recorded, else seed)",
+        _ov(("sim", "scene_seed", int), ("standin_driver", "scene_seed", int)),
     ),
     LaunchArg(
         "success_source",
@@ -510,6 +518,17 @@ def task_parameters(a: dict) -> tuple[dict, dict]:
         "reward": {"paired_instructions": list(pair.instructions)},
     }
     derived = {"pair": pair.as_dict(), "time_limits": [fwd, bwd], "time_limits_from": source}
+    # the robot's workspace is the scene of the demos: a seed picks the run's randomness, not its scene
+    if pair.simulated and not a.get("scene_seed"):
+        from robofume_ros.data.dataset import dataset_pair, dataset_scene
+
+        for d in _convert(a["offline_dataset"], list) if a.get("offline_dataset") else []:
+            dp = dataset_pair(d) if Path(d).is_dir() else None  # a fleet's datasets may hold other pairs
+            scene = dataset_scene(d) if dp and tasks.get_pair(dp).name == pair.name else None
+            if scene is not None:
+                params["sim"]["scene_seed"] = params["standin_driver"]["scene_seed"] = scene
+                derived.update(scene_seed=scene, scene_seed_from=f"the scene of {d}")
+                break
     return params, derived
 
 
