@@ -11,8 +11,8 @@ launch argument or a recipe. The dimensions:
              for every run
   --rewards  learned (the reward node decides success) or ground_truth (the simulator's success
              ends episodes: the reward ablation, never a product setting)
-  --clocks   wall (10 Hz wall-clock control, the main job's) or sim (sim time paced by the
-             learner: fast:=true use_sim_time:=true)
+  --clocks   sim (sim time paced by the learner: fast:=true use_sim_time:=true; the main job's
+             default) or wall (the 10 Hz wall clock of a real arm)
   --recipes  recipe specs: config/recipes/ names or variant .yaml files layered on the default
   --seeds
 
@@ -251,7 +251,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--algos", nargs="+", default=["calql"], choices=sorted(ALGO_NAMES))
     ap.add_argument("--rewards", nargs="+", default=["learned"], choices=["learned", "ground_truth"])
-    ap.add_argument("--clocks", nargs="+", default=["wall"], choices=["wall", "sim"])
+    ap.add_argument("--clocks", nargs="+", default=["sim"], choices=["sim", "wall"], help="as robofume main --clock")
     ap.add_argument("--recipes", nargs="+", default=[recipe.DEFAULT], help="recipe names or variant .yaml files")
     ap.add_argument("--budget", type=int, default=None, help="online environment steps (default: the recipe's)")
     ap.add_argument("--pretrain-steps", type=int, default=None, help="default: the recipe's")

@@ -6,8 +6,8 @@
   3. reward     fine-tune the success classifier on demos + failures   (robofume reward train)
   4. pretrain   Cal-QL offline pre-training, language-conditioned       (robofume pretrain)
   5. finetune   reset-free online fine-tuning as a ROS 2 graph: sim, camera, policy, reward,
-                task switcher, learner (robofume launch finetune), at 10 Hz wall-clock control
-                (--sim-time: in sim time, lockstep)
+                task switcher, learner (robofume launch finetune), in sim time paced by the
+                learner (--clock wall: at the 10 Hz wall-clock control rate of a real arm)
   6. retrain    OOO: a pessimistic policy (Cal-QL, as pre-training; IQL as an option) trained from
                 scratch on all data seen
   7. evaluate   forward/backward success by simulator ground truth for the pre-trained,
@@ -196,11 +196,12 @@ def main(argv=None) -> int:
         "cpu, cuda or cuda:N",
     )
     ap.add_argument(
-        "--sim-time",
-        action="store_true",
-        help="fine-tune in sim time (fast:=true use_sim_time:=true): the simulator steps as fast as the "
+        "--clock",
+        choices=("sim", "wall"),
+        default="sim",
+        help="fine-tuning's clock: sim (fast:=true use_sim_time:=true: the simulator steps as fast as the "
         "policy and the reward answer each frame and the learner's updates keep the recipe's UTD ratio, "
-        "instead of at the 10 Hz wall clock (docs/fleet.md)",
+        "whatever else loads the machine) or wall (the 10 Hz wall clock of a real arm) (docs/fleet.md)",
     )
     ap.add_argument("--fresh", action="store_true", help="delete --out first")
     ns = ap.parse_args(argv)
@@ -243,7 +244,7 @@ def main(argv=None) -> int:
         out / "finetune", ns.pair, recipe_spec, budget, ns.seed, pre / "checkpoint.pt", out / "reward", data
     )
     ft_args["learner_device"] = ns.device
-    if ns.sim_time:
+    if ns.clock == "sim":
         ft_args.update(fast="true", use_sim_time="true")
     derived = graph.task_parameters(graph.resolve_args(ft_args))[1]
     settings = {
@@ -257,7 +258,7 @@ def main(argv=None) -> int:
         "time_limits_from": derived["time_limits_from"],
         "success_frames": values.get("task_switcher", {}).get("success_frames"),
         "home_jitter": values.get("sim", {}).get("home_jitter_m"),
-        "sim_time": bool(ns.sim_time),
+        "clock": ns.clock,
     }
     (out / "settings.json").write_text(json.dumps(settings, indent=1))
     log(
