@@ -25,6 +25,9 @@ _TABLE = {
     "observation": ("observation", "robofume_ros/msg/Observation"),  # control rate
     "command": ("robot/command", "robofume_ros/msg/ArmCommand"),  # from policy / scripted / teleop
     "intervention": ("robot/intervention", "robofume_ros/msg/ArmCommand"),  # a human's; overrides the policy
+    # what the arm executed while a person had it, stamped with the observation it answered (the
+    # newest policy command's stamp): the learner and the dataset tools store it as that step's action
+    "executed": ("robot/executed", "robofume_ros/msg/ArmCommand"),
     "state": ("robot/state", "robofume_ros/msg/RobotState"),
     "stop": ("robot/stop", "std_msgs/msg/Bool"),  # true halts the arm within one tick, false releases
     "expert_state": ("sim/expert_state", "std_msgs/msg/Float64MultiArray"),  # privileged sim state, scripted experts
@@ -46,7 +49,7 @@ _TABLE = {
 }
 TOPICS: dict[str, str] = {k: v[0] for k, v in _TABLE.items()}
 MSGTYPES: dict[str, str] = {k: v[1] for k, v in _TABLE.items()}
-BACKFILL_KEYS = ("observation", "command", "reward", "task_phase")  # the learner's inputs, replayable
+BACKFILL_KEYS = ("observation", "command", "executed", "reward", "task_phase")  # the learner's inputs, replayable
 
 
 def normalize_namespace(namespace: str) -> str:

@@ -237,3 +237,20 @@ def test_a_persons_later_verdict_labels_the_converted_episode(tmp_path):
     got = load_episodes(tmp_path / "ds")
     assert [e.success for e in got] == [False, True, True]
     assert got[1].rewards[-1] == 0 and got[1].terminals[-1] and (got[0].rewards == -1).all()
+
+
+def test_the_executed_action_of_a_person_wins_over_the_policys_command():
+    from types import SimpleNamespace
+
+    from robofume_ros.data.convert import ConvertReport, pair_commands
+
+    obs = [SimpleNamespace(stamp=s, action=None, intervention=False) for s in (100, 200, 300)]
+    policy = [(s, np.array([0.1 * i, 0, 0, 0], np.float32), False) for i, s in enumerate((100, 200, 300))]
+    executed = [(200, np.array([-0.5, 0, 0, 1], np.float32), True)]
+    for cmds in (policy + executed, executed + policy):  # either order in the bag
+        for o in obs:
+            o.action, o.intervention = None, False
+        rep = ConvertReport()
+        pair_commands(obs, cmds, rep)
+        assert [float(o.action[0]) for o in obs] == [0.0, -0.5, pytest.approx(0.2)]
+        assert [o.intervention for o in obs] == [False, True, False] and not rep.dropped

@@ -221,3 +221,31 @@ def test_missing_commands_name_the_episodes_a_close_would_cut(tmp_path):
         s.command(t, np.zeros(4))
     assert s.missing_commands(4, 10) == (None, [])
     assert s.missing_commands(4, 100) == (200, [3])
+
+
+def test_what_the_arm_executed_while_a_person_drove_is_the_action(tmp_path):
+    """Steps 2 and 3 were driven by a person: the robot side's executed action is their action,
+    whether it arrives before or after the policy's command or before the observation; the count
+    is in the provenance, and a kill (journal replay, also after a compaction) keeps it."""
+    st = EpisodeStream(tmp_path, action_dim=4)
+    obs = lambda s, e=0: st.observation(s, e, np.zeros((8, 8, 3), np.uint8), [s, 0, 0, 1], "open the drawer", "t")
+    obs(1)
+    st.command(1, [0.1, 0, 0, 0])
+    st.command(2, [-0.7, 0, 0, 1], intervention=True)  # before its observation and the policy's command
+    obs(2)
+    st.command(2, [0.2, 0, 0, 0])  # the policy's, dropped by the gate: not the action
+    obs(3)
+    st.command(3, [0.3, 0, 0, 0])
+    st.command(3, [-0.8, 0, 0, 1], intervention=True)  # after the policy's
+    obs(4)
+    st.command(4, [0.4, 0, 0, 0])
+    obs(5)
+    st.command(5, [0.5, 0, 0, 0], backfill=True)
+    st.command(5, [-0.9, 0, 0, 1], backfill=True, intervention=True)  # a backfill may bring both
+    st.journal.close()  # killed before the episode closed
+    st2 = EpisodeStream(tmp_path, action_dim=4)
+    st2.recover()
+    st2.observation(6, 0, np.zeros((8, 8, 3), np.uint8), [6, 0, 0, 1], "open the drawer", "t")
+    [ep] = st2.close_before(1, success=True)
+    np.testing.assert_allclose(ep.actions[:, 0], [0.1, -0.7, -0.8, 0.4, -0.9])
+    assert ep.provenance["interventions"] == 3

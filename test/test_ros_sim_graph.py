@@ -193,6 +193,41 @@ def test_stop_topic_holds_the_arm(tmp_path):
     assert all(s.stopped for s in held)
 
 
+def test_the_robot_side_reports_what_it_executed_while_a_person_drove(tmp_path):
+    """While a person drives (/robot/intervention), the policy's commands are dropped and the robot
+    side says what it executed instead, once per observation the policy answered (the stamp of its
+    newest command), so the learner stores the person's action; without a person it says nothing."""
+    with graph_under_test("sim", {"record": "false"}, tmp_path, only=("sim",)) as g:
+        probe = g.probe({"/robot/executed": ArmCommand, "/robot/state": RobotState})
+        probe.wait_for("/robot/state", 3, timeout=60)
+        policy = probe.publisher("/robot/command", ArmCommand)
+        person = probe.publisher("/robot/intervention", ArmCommand)
+        probe.wait_subscribed({"/robot/executed": 1})
+
+        def command(pub, x, stamp_s, human):
+            c = ArmCommand()
+            c.header.stamp.sec = stamp_s
+            c.translation.x, c.gripper = x, 1.0 if human else -1.0
+            c.source, c.intervention = ("teleop", True) if human else ("policy", False)
+            pub.publish(c)
+
+        for k in range(10):  # the policy alone: it is what the arm executes, nothing to report
+            command(policy, 0.5, 1000 + k, False)
+            time.sleep(0.1)
+        quiet = len(probe.get("/robot/executed"))
+        for k in range(10, 30):  # a person takes over while the policy keeps answering
+            command(policy, 0.5, 1000 + k, False)
+            command(person, -0.5, 0, True)
+            time.sleep(0.1)
+        executed = probe.wait_for("/robot/executed", 10, timeout=10)
+        g.assert_alive()
+    assert quiet == 0
+    stamps = [m.header.stamp.sec for m in executed]
+    assert all(1010 <= s < 1030 for s in stamps) and len(set(stamps)) == len(stamps), stamps
+    assert all(m.intervention and m.source == "teleop" for m in executed)
+    assert all(m.translation.x < 0 and m.gripper > 0 for m in executed)  # the person's, after the envelope
+
+
 def test_only_allowed_nodes_drive_the_arm(tmp_path):
     """A node that is not a configured command source (allowed_command_nodes) cannot move the
     arm: its commands are refused, counted on /robot/safety and reported by node name."""

@@ -64,6 +64,7 @@ TOPIC_FIELDS = (
     "observation_topic",
     "image_topic",
     "command_topic",
+    "executed_topic",
     "reward_topic",
     "phase_topic",
     "ground_truth_topic",
@@ -76,6 +77,7 @@ class ConvertConfig:
     observation_topic: str = B.TOPICS["observation"]
     image_topic: Optional[str] = None  # foreign mode: sensor_msgs/msg/Image topic
     command_topic: str = B.TOPICS["command"]
+    executed_topic: str = B.TOPICS["executed"]  # what the arm did while a person drove (wins)
     reward_topic: str = B.TOPICS["reward"]
     phase_topic: str = B.TOPICS["task_phase"]
     ground_truth_topic: str = B.TOPICS["ground_truth"]
@@ -240,6 +242,7 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
             )
         wanted = {obs_topic: "obs", cfg.command_topic: "cmd"}
         for t, role in (
+            (cfg.executed_topic, "executed"),
             (cfg.reward_topic, "reward"),
             (cfg.phase_topic, "phase"),
             (cfg.ground_truth_topic, "gt"),
@@ -271,9 +274,9 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
                             img = resize_rgb(img, cfg.image_size)
                         obs.append(_Obs(st or mstamp, img, pr, instr, task, ph, ep))
                         continue
-                    if role == "cmd":
+                    if role in ("cmd", "executed"):
                         st, a, iv = B.parse_command(data, cfg.action_dim)
-                        cmds.append((st or mstamp, a, iv))
+                        cmds.append((st or mstamp, a, iv or role == "executed"))
                         continue
                     if role == "reward":
                         st, prob, ok, ep = B.parse_reward(data)
@@ -315,13 +318,14 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
                 if cfg.image_size:
                     o.image = resize_rgb(o.image, cfg.image_size)
                 obs.append(o)
-            elif role == "cmd":
+            elif role in ("cmd", "executed"):
                 try:
                     a = command_vector(msg, m.msgtype, cfg.action_dim)
                 except ValueError as err:
                     rep.dropped[f"bad_command ({err})"] += 1
                     continue
-                cmds.append((_stamp(msg, m.stamp), a, bool(getattr(msg, "intervention", False))))
+                iv = bool(getattr(msg, "intervention", False)) or role == "executed"
+                cmds.append((_stamp(msg, m.stamp), a, iv))
             elif role == "reward":
                 rewards[_stamp(msg, m.stamp)].append(
                     (int(msg.episode_index), bool(msg.success), float(msg.probability))
@@ -370,7 +374,8 @@ def _median_period(stamps) -> int:
 
 
 def pair_commands(obs: list, cmds: list, rep: ConvertReport, exact_only: bool = False) -> int:
-    """Attach commands to observations: equal stamps first; then each remaining command answers
+    """Attach commands to observations: equal stamps first, where what the arm executed while a
+    person drove (intervention) wins over the policy's command; then each remaining command answers
     the latest unanswered frame at most half a control period before it. Drops unmatched frames
     and commands (counted in rep.dropped). Returns the control period (ns)."""
     period = _median_period([c[0] for c in cmds]) or _median_period([o.stamp for o in obs])
@@ -381,10 +386,11 @@ def pair_commands(obs: list, cmds: list, rep: ConvertReport, exact_only: bool = 
     leftover = []
     for st, a, iv in cmds:
         o = by_stamp.get(st)
-        if o is not None and o.action is None:
+        if o is not None and (o.action is None or (iv and not o.intervention)):
             o.action, o.intervention = a, iv
         elif o is not None:
-            rep.dropped["duplicate_command"] += 1
+            if not (o.intervention and not iv):  # the policy's command a person's replaced is no duplicate
+                rep.dropped["duplicate_command"] += 1
         else:
             leftover.append((st, a, iv))
     if leftover and not exact_only:

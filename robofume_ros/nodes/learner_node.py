@@ -360,6 +360,7 @@ class RobotFeed:
         # deep reader queues: while training holds the interpreter the stream waits, it is not dropped
         node.create_subscription(Observation, self.topic(graph.TOPICS["observation"]), self.on_observation, qos.DEEP)
         node.create_subscription(ArmCommand, self.topic(graph.TOPICS["command"]), self.on_command, qos.DEEP)
+        node.create_subscription(ArmCommand, self.topic(graph.TOPICS["executed"]), self.on_executed, qos.DEEP)
         node.create_subscription(Reward, self.topic(graph.TOPICS["reward"]), self.on_reward, qos.DEEP)
         node.create_subscription(TaskPhase, self.topic(graph.TOPICS["task_phase"]), self.on_phase, qos.LATCHED_DEEP)
         # backfill: what the robot did while this learner was down or cut off, from the recorder
@@ -378,6 +379,7 @@ class RobotFeed:
                     Observation, bt("observation"), lambda m: self.on_observation(m, True), qos.BULK
                 ),
                 node.create_subscription(ArmCommand, bt("command"), lambda m: self.on_command(m, True), qos.BULK),
+                node.create_subscription(ArmCommand, bt("executed"), lambda m: self.on_executed(m, True), qos.BULK),
                 node.create_subscription(Reward, bt("reward"), lambda m: self.on_reward(m, True), qos.BULK),
                 node.create_subscription(TaskPhase, bt("task_phase"), self._on_backfill_phase, qos.BULK),
                 node.create_subscription(
@@ -558,7 +560,7 @@ class RobotFeed:
         if self._pending_phases:
             self.apply_phases()
 
-    def on_command(self, msg, backfill: bool = False):
+    def on_command(self, msg, backfill: bool = False, intervention: bool = False):
         if backfill:
             self._count_backfill()
         a = command_to_action(msg, self.p.action_dim)
@@ -566,7 +568,11 @@ class RobotFeed:
             if not backfill:
                 self.node.throttle.warn("nan", "non-finite command not used as an action")
             return
-        self.stream.command(stamp_key(msg.header.stamp), np.clip(a, -1.0, 1.0), backfill=backfill)
+        self.stream.command(stamp_key(msg.header.stamp), np.clip(a, -1.0, 1.0), backfill, intervention)
+
+    def on_executed(self, msg, backfill: bool = False):
+        """What the arm executed while a person drove: that step's action, not the policy's."""
+        self.on_command(msg, backfill, intervention=True)
 
     def on_reward(self, msg, backfill: bool = False):
         if backfill:

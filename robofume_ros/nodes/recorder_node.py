@@ -35,6 +35,7 @@ DEFAULT_TOPICS = [
         "observation",
         "command",
         "intervention",
+        "executed",
         "state",
         "reward",
         "task_phase",

@@ -1,7 +1,9 @@
 """Builds training episodes from the robot's topic stream, writing every step to disk first.
 
 The stream: observations (image, proprio, instruction, episode index), the command answering each
-observation (same stamp), the reward model's verdicts, and task-phase switches. An episode is all
+observation (same stamp), the reward model's verdicts, and task-phase switches. Where a person
+drove (teleop intervention), the robot side reports what it executed for that observation, and
+that is the step's action, whichever of it and the policy's command arrives first. An episode is all
 observations with one episode index; transition t is (o_t, a_t, o_{t+1}). When the switcher moves
 on, the episode closes: labelled the RoboFuME way (reward 0 and terminal on the last transition when
 it ended by success, -1 everywhere else), written atomically to the online dataset, and only then
@@ -46,6 +48,7 @@ class _Step:
     probability: float = float("nan")
     reward_success: Optional[bool] = None
     success_gt: Optional[bool] = None
+    intervention: bool = False  # the action is what the arm executed while a person drove
 
 
 @dataclass
@@ -130,7 +133,8 @@ class EpisodeStream:
         self.dropped: dict[str, int] = {}
         self.steps_received = 0
         self._replaying = False
-        # messages that arrived before their observation, by stamp: {"cmd": action, "rew": (p, s), "gt": {task: ok}}
+        # messages that arrived before their observation, by stamp: {"cmd": action, "iv": the action
+        # is a person's executed one, "rew": (p, s), "gt": {task: ok}}
         self._early: dict[int, dict] = {}
         self.max_pending = max_pending
 
@@ -166,7 +170,7 @@ class EpisodeStream:
         early = self._early.pop(stamp, None)
         if early is not None:
             if "cmd" in early:
-                step.action = early["cmd"]
+                step.action, step.intervention = early["cmd"], bool(early.get("iv"))
             if "rew" in early:
                 step.probability, step.reward_success = early["rew"]
             if task in early.get("gt", {}):
@@ -190,6 +194,10 @@ class EpisodeStream:
         """Keep what arrived before its observation; the oldest stamp goes when too many wait
         (a command that never met its observation is a drop, unless it was a backfill's repeat)."""
         entry = self._early.setdefault(stamp, {})
+        if kind == "cmd" and entry.get("iv"):
+            return  # a person's executed action already waits here: the policy's does not replace it
+        if kind == "icmd":
+            kind, entry["iv"] = "cmd", True
         if kind == "gt":
             entry.setdefault("gt", {}).update(value)
         else:
@@ -201,16 +209,22 @@ class EpisodeStream:
             if "cmd" in old and old.get("live"):
                 self._drop("command_without_observation")
 
-    def command(self, stamp: int, action, backfill: bool = False) -> None:
+    def command(self, stamp: int, action, backfill: bool = False, intervention: bool = False) -> None:
+        """The action of the observation at `stamp`: the policy's command, or (`intervention`) what
+        the arm executed while a person drove, which wins whichever of the two arrives first."""
         a = np.asarray(action, np.float32)
         found = self._step_at(stamp)
-        if found is not None and backfill and found[1].action is not None:
-            return  # a repeat of what arrived live
-        self._log(("cmd", stamp, a))
         if found is not None:
-            found[1].action = a
+            step = found[1]
+            if step.intervention and not intervention:
+                return  # the policy's command for a step a person drove
+            if backfill and step.action is not None and step.intervention == intervention:
+                return  # a repeat of what arrived live
+        self._log(("icmd" if intervention else "cmd", stamp, a))
+        if found is not None:
+            found[1].action, found[1].intervention = a, found[1].intervention or intervention
         else:
-            self._hold(stamp, "cmd", a, backfill)
+            self._hold(stamp, "icmd" if intervention else "cmd", a, backfill)
 
     def reward(self, stamp: int, probability: float, success: Optional[bool] = None, backfill: bool = False) -> None:
         found = self._step_at(stamp)
@@ -289,6 +303,7 @@ class EpisodeStream:
                 "t_end_ns": steps[-1].stamp,
                 "reward_probability": [None if np.isnan(s.probability) else s.probability for s in steps],
                 "reward_success": [s.reward_success for s in steps],
+                "interventions": int(sum(s.intervention for s in steps[:-1])),
                 **({"robot": self.robot} if self.robot else {}),
             },
             success_gt=np.array(gt, bool) if all(g is not None for g in gt) else None,
@@ -368,14 +383,14 @@ class EpisodeStream:
             for st in ep.steps:
                 keep.append(("obs", st.stamp, ep.index, st.image, st.proprio, ep.instruction, ep.task))
                 if st.action is not None:
-                    keep.append(("cmd", st.stamp, st.action))
+                    keep.append(("icmd" if st.intervention else "cmd", st.stamp, st.action))
                 if not np.isnan(st.probability):
                     keep.append(("rew", st.stamp, st.probability, st.reward_success))
                 if st.success_gt is not None:
                     keep.append(("gt", st.stamp, ep.task, st.success_gt))
         for stamp, early in self._early.items():  # still waiting for their observation
             if "cmd" in early:
-                keep.append(("cmd", stamp, early["cmd"]))
+                keep.append(("icmd" if early.get("iv") else "cmd", stamp, early["cmd"]))
             if "rew" in early:
                 keep.append(("rew", stamp, *early["rew"]))
             for task, ok in early.get("gt", {}).items():
@@ -407,6 +422,8 @@ class EpisodeStream:
                         self.observation(*r[1:])
                 elif kind == "cmd":
                     self.command(*r[1:])
+                elif kind == "icmd":
+                    self.command(*r[1:], intervention=True)
                 elif kind == "rew":
                     self.reward(*r[1:])
                 elif kind == "gt":

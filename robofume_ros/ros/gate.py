@@ -5,7 +5,9 @@
   in:  /robot/command (ArmCommand: policy, scripted), /robot/intervention (ArmCommand from a human),
        /robot/stop (std_msgs/Bool: true latches a stop at the next tick, false releases)
   out: /robot/safety (std_msgs/String, JSON counts of every clip, rejection, stop and hold; latched,
-       on change and every `safety_report_s`)
+       on change and every `safety_report_s`); /robot/executed (ArmCommand: what the arm executed
+       while a person had it, once per observation, stamped with the newest policy command's
+       stamp, i.e. the observation it answered: the learner stores it as that step's action)
   srv: ~/home (std_srvs/Trigger): retreat to `home_position` through the envelope
 The node calls `gate_tick(ee_position)` once per control tick and executes what it returns.
 """
@@ -17,6 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from builtin_interfaces.msg import Time
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
@@ -25,7 +28,7 @@ from robofume_ros.msg import ArmCommand
 from robofume_ros.ros.node import OK, WARN, Diagnostics, quantiles
 from robofume_ros.ros.params import knob
 from robofume_ros.ros import qos
-from robofume_ros.ros.convert import command_to_action, stamp_key
+from robofume_ros.ros.convert import action_to_command, command_to_action, stamp_key
 from robofume_ros.safety.gate import make_gate
 
 
@@ -90,6 +93,9 @@ class GatedRobot:
         self._last_counts = None
         self._last_hold_reason = None
         self.last_cmd_stamp_ns = None
+        self._answered_ns = None  # stamp of the newest policy command: the observation it answered
+        self._executed_ns = None  # ... of the last one an executed intervention was published for
+        self.pub_executed = self.create_publisher(ArmCommand, graph.TOPICS["executed"], qos.RELIABLE)
         self.pub_safety = self.create_publisher(String, graph.TOPICS["safety"], qos.LATCHED)
         self._allowed = list(p.allowed_command_nodes)
         self._latency_ms: deque = deque(maxlen=600)  # the last minute of frame -> command latencies
@@ -183,6 +189,8 @@ class GatedRobot:
         human = from_intervention_topic or bool(msg.intervention)
         why = self.gate.submit(command_to_action(msg, self.action_dim), msg.source, human, now)
         self.last_cmd_stamp_ns = stamp_ns
+        if not human and stamp_ns:
+            self._answered_ns = max(self._answered_ns or 0, stamp_ns)
         if why is not None:
             self.throttle.warn("reject" if why.startswith("rejected") else "dropped", f"command not executed ({why})")
 
@@ -222,6 +230,12 @@ class GatedRobot:
             self._last_hold_reason = reason
         elif t.action is not None:
             self._last_hold_reason = None
+        if t.intervention and t.action is not None and self._answered_ns and self._answered_ns != self._executed_ns:
+            # a person drove this step: what the arm did is the action of the observation the
+            # policy last answered, not the policy's command (once per observation)
+            self._executed_ns = self._answered_ns
+            stamp = Time(sec=self._answered_ns // 10**9, nanosec=self._answered_ns % 10**9)
+            self.pub_executed.publish(action_to_command(t.action, stamp, t.source or "teleop", intervention=True))
         counts = self.gate.counts_dict()
         interesting = {
             k: v
