@@ -30,12 +30,13 @@ def online_stream(bags: list) -> dict:
     from robofume_ros.data.bags import read_graph_messages
     from robofume_ros.ros.convert import stamp_key
 
-    msgs = read_graph_messages(bags, ["observation", "reward", "ground_truth"])
-    phases = read_graph_messages(bags, ["task_phase"], required=False)
-    current = max((int(m.episode_index) for _k, _t, m, _s in phases), default=-1)
-    gt, obs, rewards = {}, [], []
+    needed = ("observation", "reward", "ground_truth")
+    msgs = read_graph_messages(bags, [*needed, "task_phase"], required=needed)  # phases: newer bags only
+    gt, obs, rewards, current = {}, [], [], -1
     for key, _t, m, _s in msgs:
-        if key == "ground_truth":
+        if key == "task_phase":
+            current = max(current, int(m.episode_index))
+        elif key == "ground_truth":
             gt[(stamp_key(m.header.stamp), m.task)] = bool(m.success)
         elif key == "observation":
             obs.append((stamp_key(m.header.stamp), int(m.episode_index), m.task))

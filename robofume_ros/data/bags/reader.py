@@ -302,7 +302,8 @@ def read_messages(paths, topics=None, store=None):
 def read_graph_messages(paths, keys, namespace=None, store=None, required=True):
     """The graph's topics `keys` (interfaces.TOPICS keys) from a recording, under the namespace
     its graph ran in (None: the one its observations name): a list of (key, msgtype, deserialized
-    msg, bag stamp). required=False skips keys the recording does not hold."""
+    msg, bag stamp). required=False skips keys the recording does not hold; a collection of keys
+    requires those only (one pass over the bag for required and optional topics alike)."""
     from robofume_ros.interfaces import bag_namespace, topic_name
 
     with BagReader(paths, store=store) as r:
@@ -310,7 +311,8 @@ def read_graph_messages(paths, keys, namespace=None, store=None, required=True):
         ns = bag_namespace(present) if namespace is None else namespace
         names = {topic_name(k, ns): k for k in keys}
         if required:
-            r.require(list(names))
+            must = keys if required is True else required
+            r.require([t for t, k in names.items() if k in must])
         wanted = [t for t in names if t in present]
         if not wanted:
             return []
