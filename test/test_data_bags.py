@@ -73,6 +73,75 @@ def test_split_files_definitions_embedded_and_readable_by_rosbags(tmp_path):
         assert stamps == sorted(stamps) and len(stamps) == 50
 
 
+OLD_TASK_PHASE = """std_msgs/Header header
+uint8 phase
+string task
+string instruction
+uint32 episode_index
+uint8 last_switch_reason
+uint32 steps_in_episode
+bool paused
+uint32 forward_successes
+uint32 backward_successes
+uint32 forward_timeouts
+uint32 backward_timeouts
+"""
+
+
+def test_a_bag_recorded_with_an_older_message_layout_is_read_as_recorded(tmp_path):
+    """A recording made before TaskPhase gained fields: its bytes follow the definition embedded
+    in the bag, not this package's current one, and everything that reads bags reads them so."""
+    from rosbags.typesys import get_types_from_msg
+
+    from robofume_ros.data.bags.reader import read_graph_messages
+
+    phase_t = B.MSGTYPES["task_phase"]
+    old = B.typestore(fresh=True)
+    old.fielddefs.pop(phase_t)
+    old.types.pop(phase_t)
+    old.cache.clear()
+    old.register(get_types_from_msg(OLD_TASK_PHASE, phase_t))
+    H = old.types["std_msgs/msg/Header"]
+    Tm = old.types["builtin_interfaces/msg/Time"]
+    path = tmp_path / "old_bag"
+    with B.BagWriter(path, store=old) as w:
+        for i in range(5):
+            ns = T0 + i * 100_000_000
+            w.write(
+                "/observation",
+                B.MSGTYPES["observation"],
+                B.make_observation(old, ns, np.full((8, 8, 3), i, np.uint8), [i], "open it", "t-open"),
+                ns,
+            )
+            m = old.types[phase_t](
+                header=H(stamp=Tm(sec=ns // 10**9, nanosec=ns % 10**9), frame_id=""),
+                phase=i % 2,
+                task="t-open",
+                instruction="open it",
+                episode_index=i,
+                last_switch_reason=1,
+                steps_in_episode=7,
+                paused=False,
+                forward_successes=i,
+                backward_successes=0,
+                forward_timeouts=0,
+                backward_timeouts=0,
+            )
+            w.write("/task_phase", phase_t, m, ns)
+    with B.BagReader(path) as r:
+        assert r.redefined == {phase_t}
+    msgs = read_graph_messages(path, ["observation", "task_phase"])
+    phases = [m for k, _t, m, _s in msgs if k == "task_phase"]
+    assert [p.forward_successes for p in phases] == [0, 1, 2, 3, 4]
+    assert [p.episode_index for p in phases] == [0, 1, 2, 3, 4]
+    assert not hasattr(phases[0], "overrides")  # the layout it was recorded with
+    obs = [m for k, _t, m, _s in msgs if k == "observation"]
+    assert [m.instruction for m in obs] == ["open it"] * 5
+    # a bag recorded with this package's layout needs no store of its own
+    with B.BagReader(_write(tmp_path / "new_bag", 3)) as r:
+        assert r.redefined == set()
+
+
 def test_writer_refuses_existing_and_unknown_type(tmp_path):
     (tmp_path / "b").mkdir()
     with pytest.raises(B.BagError, match="exists"):
@@ -275,3 +344,22 @@ def test_cdr_parser_generator_follows_any_layout():
         assert out[6] == T0 + k and out[7] == m.h.frame_id and out[8] == m.g
     with pytest.raises(KeyError, match="has no field"):
         compile_parser(s, "test_msgs/msg/Layout", ("zz",))
+
+
+def test_built_messages_match_msg_and_an_older_build_is_named():
+    """The recorder embeds msg/'s definitions next to the bytes the built classes publish: it
+    checks they agree (a build from an older msg/ would make its bags unreadable)."""
+    from rosbags.typesys import get_types_from_msg
+
+    from robofume_ros.ros.messages import built_layout_mismatch, message_class
+
+    store = B.typestore()
+    for t in B.MSGTYPES.values():
+        assert built_layout_mismatch(t, message_class(t), store) is None, t
+    phase_t = B.MSGTYPES["task_phase"]
+    old = B.typestore(fresh=True)
+    old.fielddefs.pop(phase_t)
+    old.types.pop(phase_t)
+    old.register(get_types_from_msg(OLD_TASK_PHASE, phase_t))
+    why = built_layout_mismatch(phase_t, message_class(phase_t), old)
+    assert why and "recent_episodes" in why and "rebuild" in why

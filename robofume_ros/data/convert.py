@@ -258,7 +258,8 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
         outcomes: dict = {}  # episode index -> (stamp of the phase message that said it, success)
         store = reader.store
         pbar = _pbar(total, f"read {Path(path).name}", cfg.progress)
-        fast = {B.MSGTYPES["observation"], B.MSGTYPES["command"], B.MSGTYPES["reward"]}
+        # parsers generated from msg/ read this package's layouts only, not a bag's older ones
+        fast = {B.MSGTYPES["observation"], B.MSGTYPES["command"], B.MSGTYPES["reward"]} - reader.redefined
         n_done = 0
         for topic, msgtype, data, mstamp in reader.raw_tuples(list(wanted)):
             role = wanted[topic]

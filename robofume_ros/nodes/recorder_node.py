@@ -12,7 +12,6 @@ Messages are written as the serialized CDR bytes that arrived (no deserialize/se
 
 from __future__ import annotations
 
-import importlib
 import json
 import struct
 import time
@@ -28,6 +27,7 @@ from robofume_ros.ros import graph
 from robofume_ros.ros.node import ERROR, OK, Diagnostics, DiagnosticsParams, Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
+from robofume_ros.ros.messages import built_layout_mismatch, message_class
 
 DEFAULT_TOPICS = [
     graph.TOPICS[k]
@@ -64,12 +64,6 @@ class Params(DiagnosticsParams):
     )
 
 
-def message_class(type_name: str):
-    """'pkg/msg/Name' -> the Python message class."""
-    pkg, kind, name = type_name.split("/")
-    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
-
-
 class RecorderNode(Node):
     def __init__(self):
         from robofume_ros.data.bags import BagWriter, typestore
@@ -90,6 +84,7 @@ class RecorderNode(Node):
         self.subscribed = {}
         self.counts = {}
         self.failed = False
+        self.refused: dict = {}  # topic -> why it is not recorded (built message != msg/)
         self.create_timer(1.0, self.discover)
         self.create_timer(p.flush_interval_s, self.flush)
         self.create_timer(10.0, self.report)
@@ -120,7 +115,7 @@ class RecorderNode(Node):
         the topic table (the bag must hold the run from its first frame, however late discovery
         tells this node about the publishers), other topics once the ROS graph shows their type."""
         table = self._table_types
-        pending = [t for t in self.topics if t not in self.subscribed]
+        pending = [t for t in self.topics if t not in self.subscribed and t not in self.refused]
         known = {} if all(t in table for t in pending) else dict(self.get_topic_names_and_types())
         for topic in pending:
             if topic not in table and topic not in known:
@@ -130,6 +125,12 @@ class RecorderNode(Node):
                 cls = message_class(type_name)
             except (ImportError, AttributeError, ValueError) as e:
                 self.throttle.warn(f"type:{topic}", f"cannot record {topic}: type {type_name} not importable ({e})")
+                continue
+            why = built_layout_mismatch(type_name, cls, self.writer.store)
+            if why:  # the bag would describe these bytes with a definition they do not follow
+                if topic not in self.refused:
+                    self.refused[topic] = why
+                    self.get_logger().error(f"not recording {topic}: {why}")
                 continue
             profile = qos.for_topic(topic)  # best-effort publishers need best-effort subscribers
             self.subscribed[topic] = self.create_subscription(
@@ -214,6 +215,8 @@ class RecorderNode(Node):
         }
         if self.failed:
             return ERROR, f"recording stopped (see the log); everything before it is in {self.path}", values
+        if self.refused:
+            return ERROR, "not recording " + "; ".join(f"{t}: {w}" for t, w in self.refused.items()), values
         missing = [t for t in self.topics if t not in self.subscribed]
         return (
             OK,

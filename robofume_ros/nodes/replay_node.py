@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from rclpy.node import Node
 
+from robofume_ros.ros.messages import message_class
 from robofume_ros.ros.node import run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos as Q
@@ -58,13 +59,6 @@ class Params:
     wait_timeout_s: float = knob(30.0, "give up waiting for subscribers after this long and play anyway")
     max_late_s: float = knob(0.0, "skip messages that are more than this late (0 = never skip, publish late)")
     exit_when_done: bool = knob(True, "exit (code 0) when playback ends; false = stay up (e.g. latched topics)")
-
-
-def message_class(type_name: str):
-    import importlib
-
-    pkg, kind, name = type_name.split("/")
-    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
 
 
 def parse_remap(entries) -> dict:

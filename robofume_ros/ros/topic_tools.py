@@ -9,15 +9,11 @@ Large arrays (image data) are summarised unless --full-arrays is given.
 from __future__ import annotations
 
 import argparse
-import importlib
 import statistics
 import sys
 import time
 
-
-def message_class(type_name: str):
-    pkg, kind, name = type_name.split("/")
-    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+from robofume_ros.ros.messages import message_class
 
 
 def to_yaml(msg, indent: int = 0, full_arrays: bool = False, max_items: int = 16) -> str:

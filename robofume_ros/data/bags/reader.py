@@ -19,6 +19,8 @@ from .types import (
     MissingTopicError,
     UnknownMessageTypeError,
     typestore,
+    bag_store,
+    redefined_types,
     register_bag_types,
 )
 from .recovery import _file_index, _mcap_complete, recover_bag
@@ -61,6 +63,8 @@ class BagReader:
         self.recover = recover
         self.readers = []
         self.warnings: list[str] = []  # damage skipped in recover mode (chunks failing their CRC)
+        self._stores: dict = {}  # bag path -> its own store, where it defines a type differently
+        self.redefined: set[str] = set()  # types some bag defines differently from this package
 
     def open(self):
         from rosbags.rosbag2 import Reader
@@ -96,10 +100,18 @@ class BagReader:
                 if "end magic" in msg or "seems to be empty" in msg or "Invalid MCAP footer" in msg:
                     raise BagTruncatedError(f"bag {p} is truncated: {msg}") from err
                 raise BagCorruptError(f"bag {p} cannot be opened: {msg}") from err
-            if not self._own_store and any(c.msgtype not in self.store.fielddefs for c in r.connections):
-                self.store = typestore(fresh=True)
-                self._own_store = True
-            register_bag_types(self.store, r.connections)
+            diff = redefined_types(self.store, r.connections)
+            if diff:  # recorded with other versions of these messages: read them as recorded
+                self.redefined |= diff
+                self._stores[str(r.path)] = bag_store(r.connections, diff)
+                if len(self.paths) == 1:
+                    self.store = self._stores[str(r.path)]
+                    self._own_store = True
+            else:
+                if not self._own_store and any(c.msgtype not in self.store.fielddefs for c in r.connections):
+                    self.store = typestore(fresh=True)
+                    self._own_store = True
+                register_bag_types(self.store, r.connections)
             self.readers.append(r)
         return self
 
@@ -136,8 +148,8 @@ class BagReader:
                 f"topic(s) {missing} not in bag(s) {[str(p) for p in self.paths]}{what}; available: {sorted(have)}"
             )
 
-    def check_type(self, msgtype: str) -> None:
-        if msgtype not in self.store.fielddefs:
+    def check_type(self, msgtype: str, store=None) -> None:
+        if msgtype not in (store or self.store).fielddefs:
             raise UnknownMessageTypeError(
                 f"message type {msgtype!r} is not known (not a standard ROS 2 type, not in "
                 f"robofume_ros/msg and no definition embedded in the bag)"
@@ -188,9 +200,10 @@ class BagReader:
             yield m.topic, m.msgtype, m.data, m.stamp
 
     def deserialize(self, m: RawMessage):
-        self.check_type(m.msgtype)
+        store = self._stores.get(m.bag, self.store)
+        self.check_type(m.msgtype, store)
         try:
-            return self.store.deserialize_cdr(m.data, m.msgtype)
+            return store.deserialize_cdr(m.data, m.msgtype)
         except Exception as err:
             raise BagCorruptError(
                 f"cannot deserialize a {m.msgtype} message on {m.topic} at t={m.stamp} in {m.bag}: {err}"

@@ -72,25 +72,82 @@ def typestore(fresh: bool = False):
     return copy.deepcopy(store) if fresh else store
 
 
-def register_bag_types(store, connections) -> None:
-    """Register message types defined inside a bag (MCAP schemas) that the store lacks."""
+def _parsed_definition(c) -> Optional[dict]:
+    """The parse tree of the definition a connection embeds (MCAP schema), None where it has none."""
     from rosbags.typesys import get_types_from_idl, get_types_from_msg
     from rosbags.interfaces import MessageDefinitionFormat
 
+    md = c.msgdef
+    if md is None or md.format == MessageDefinitionFormat.NONE or not md.data:
+        return None
+    try:
+        if md.format == MessageDefinitionFormat.IDL:
+            return get_types_from_idl(md.data)
+        return get_types_from_msg(md.data, c.msgtype)
+    except Exception as err:  # unparsable definition
+        raise UnknownMessageTypeError(f"cannot parse the definition of {c.msgtype} embedded in the bag: {err}") from err
+
+
+_EMBEDDED_FIELDS: dict = {}
+
+
+def _embedded_fields(c) -> dict:
+    """{type name: its fields, as a store holds them} for a connection's embedded definition
+    (its message type and the types it uses), cached per definition text."""
+    md = c.msgdef
+    key = (c.msgtype, getattr(md, "data", None))
+    if key not in _EMBEDDED_FIELDS:
+        from rosbags.typesys.store import Typestore
+
+        parsed = _parsed_definition(c)
+        probe = Typestore()
+        if parsed:
+            probe.register(parsed)
+        _EMBEDDED_FIELDS[key] = {n: [(f[0].lower(), f[1]) for f in fd[1]] for n, fd in probe.fielddefs.items()}
+    return _EMBEDDED_FIELDS[key]
+
+
+def redefined_types(store, connections) -> set:
+    """Types a bag defines differently from `store`: a recording made by an older (or newer)
+    version of a message, whose bytes only its own definition reads."""
+    out = set()
+    for c in connections:
+        for name, fields in _embedded_fields(c).items():
+            have = store.fielddefs.get(name)
+            if have is not None and [(f[0].lower(), f[1]) for f in have[1]] != fields:
+                out.add(name)
+    return out
+
+
+def bag_store(connections, redefined):
+    """A private store where the bag's own definitions of `redefined` types (and of the types
+    that use them) replace the current ones."""
+    store = typestore(fresh=True)
+    users = set(redefined)
+    for c in connections:  # a type embedding a redefined type is read with the bag's definition too
+        if c.msgtype in store.fielddefs and set(_embedded_fields(c)) & set(redefined):
+            users.add(c.msgtype)
+    for name in users:
+        store.fielddefs.pop(name, None)
+        store.types.pop(name, None)
+    store.cache.clear()
+    register_bag_types(store, connections)
+    return store
+
+
+def register_bag_types(store, connections) -> None:
+    """Register message types defined inside a bag (MCAP schemas) that the store lacks."""
     for c in connections:
         if c.msgtype in store.fielddefs:
             continue
-        md = c.msgdef
-        if md is None or md.format == MessageDefinitionFormat.NONE or not md.data:
+        parsed = _parsed_definition(c)
+        if not parsed:
             continue
         try:
-            if md.format == MessageDefinitionFormat.IDL:
-                store.register(get_types_from_idl(md.data))
-            else:
-                store.register(get_types_from_msg(md.data, c.msgtype))
-        except Exception as err:  # conflicting or unparsable definition
+            store.register(parsed)
+        except Exception as err:  # conflicting definition
             raise UnknownMessageTypeError(
-                f"cannot parse the definition of {c.msgtype} embedded in the bag: {err}"
+                f"cannot register the definition of {c.msgtype} embedded in the bag: {err}"
             ) from err
 
 
