@@ -204,3 +204,71 @@ def test_the_recipe_is_within_every_knobs_range():
     with pytest.raises(ValueError, match=r"policy.noise_scale=9.0 is outside its range \[0.0, 5.0\]"):
         meta = constraints(importlib.import_module("robofume_ros.nodes.policy_node").Params)
         check_value("policy.noise_scale", 9.0, meta["noise_scale"])
+
+
+def test_a_managed_node_turns_error_when_its_input_stops(tmp_path):
+    """/diagnostics: the task switcher reports how long its observations have been silent and,
+    active and silent longer than `input_timeout_s` (set while running), turns ERROR naming the
+    topic; observations again bring it back."""
+    import time
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rcl_interfaces.msg import Parameter as ParamMsg
+    from rcl_interfaces.srv import SetParameters
+    from rosgraph import graph_under_test
+
+    from robofume_ros.msg import Observation
+
+    with graph_under_test(
+        "finetune", {"run_dir": str(tmp_path / "run"), "record": "false"}, tmp_path, only=("task_switcher",)
+    ) as g:
+        probe = g.probe({"/diagnostics": DiagnosticArray})
+        client = probe.node.create_client(SetParameters, "/task_switcher/set_parameters")
+        assert client.wait_for_service(timeout_sec=20)
+        req = SetParameters.Request()
+        req.parameters = [ParamMsg(name="input_timeout_s", value=Parameter("x", value=1.5).get_parameter_value())]
+        fut = client.call_async(req)
+        deadline = time.monotonic() + 10
+        while not fut.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fut.result().results[0].successful
+        obs = probe.publisher("/observation", Observation)
+
+        def statuses(since):
+            return [
+                st
+                for arr in probe.get("/diagnostics")[since:]
+                for st in arr.status
+                if st.name.endswith("/task_switcher")
+            ]
+
+        def wait_status(pred, timeout=15.0):
+            since = len(probe.get("/diagnostics"))
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                for st in statuses(since):
+                    if pred(st):
+                        return st
+                time.sleep(0.1)
+            raise AssertionError(f"no such status; last: {[(s.level, s.message) for s in statuses(0)[-3:]]}")
+
+        def age(st):
+            return float({kv.key: kv.value for kv in st.values}.get("input_age_s//observation", "nan"))
+
+        # before its first observation the node reports no silence: it waits, it is not broken
+        first = wait_status(lambda st: True)
+        assert "input_age_s//observation" not in {kv.key for kv in first.values} and first.level != b"\x02"
+        for _ in range(5):
+            obs.publish(Observation())
+            time.sleep(0.05)
+        heard = wait_status(lambda st: age(st) < 1.0)
+        assert heard.level != b"\x02", heard.message
+        silent = wait_status(lambda st: st.level == b"\x02")
+        assert "ERROR no /observation for" in silent.message and "input_timeout_s 1.5" in silent.message
+        assert age(silent) > 1.5
+        for _ in range(5):
+            obs.publish(Observation())
+            time.sleep(0.05)
+        back = wait_status(lambda st: age(st) < 1.0)
+        assert back.level != b"\x02" and "no /observation" not in back.message, back.message
+        g.assert_alive()

@@ -358,7 +358,9 @@ class RobotFeed:
             node._add(ep)
         self.last_episode = None
         # deep reader queues: while training holds the interpreter the stream waits, it is not dropped
-        node.create_subscription(Observation, self.topic(graph.TOPICS["observation"]), self.on_observation, qos.DEEP)
+        self.observation_topic = node.create_subscription(
+            Observation, self.topic(graph.TOPICS["observation"]), self.on_observation, qos.DEEP
+        ).topic_name
         node.create_subscription(ArmCommand, self.topic(graph.TOPICS["command"]), self.on_command, qos.DEEP)
         node.create_subscription(ArmCommand, self.topic(graph.TOPICS["executed"]), self.on_executed, qos.DEEP)
         node.create_subscription(Reward, self.topic(graph.TOPICS["reward"]), self.on_reward, qos.DEEP)
@@ -524,6 +526,8 @@ class RobotFeed:
     def on_observation(self, obs, backfill: bool = False):
         if backfill:
             self._count_backfill()
+        else:
+            self.node.diagnostics.heard(self.observation_topic)
         try:
             image = image_to_rgb(obs.image)
             # the learner's store never holds what it cannot train on: the checkpoint's observation spec

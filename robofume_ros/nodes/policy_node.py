@@ -92,7 +92,9 @@ class PolicyNode(ManagedNode):
         self._age_ms = deque(maxlen=600)  # ... and how old their frames were when this node had them
         self.pub = self.create_publisher(ArmCommand, graph.TOPICS["command"], qos.RELIABLE)
         self.pub_latency = self.create_publisher(Float32, "~/latency_ms", 10)
-        self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)
+        self.observation_topic = self.create_subscription(
+            Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE
+        ).topic_name
         # new weights are verified and loaded in a thread of their own, never in the executor:
         # one executor thread serves the control ticks (rclpy's multi-threaded executor delayed
         # observations by up to 80 ms, see docs/latency.md)
@@ -167,6 +169,7 @@ class PolicyNode(ManagedNode):
     def on_observation(self, obs):
         if not self.active:
             return  # inactive: no command (configured, or deactivated to hold the arm)
+        self.diagnostics.heard(self.observation_topic)
         with self._lock:
             if self._pending is not None:
                 (new, self.version), self._pending = self._pending, None

@@ -72,7 +72,9 @@ class RewardNode(ManagedNode):
         self.scored = 0
         self.skipped = 0
         self.pub = self.create_publisher(Reward, graph.TOPICS["reward"], qos.RELIABLE)
-        self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)
+        self.observation_topic = self.create_subscription(
+            Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE
+        ).topic_name
         self.create_service(Trigger, "~/reload", self.srv_reload)
         self.worker = NewestWorker(self._score_safely, "reward-inference")
         self.create_timer(10.0, self.report)
@@ -112,6 +114,7 @@ class RewardNode(ManagedNode):
     def on_observation(self, obs):
         if not self.active:
             return  # no verdicts while inactive
+        self.diagnostics.heard(self.observation_topic)
         if self.worker.put(obs):
             self.skipped += 1  # a newer frame replaced one that was never scored
 

@@ -100,7 +100,9 @@ class TaskSwitcherNode(ManagedNode):
         self.pub_phase = self.create_publisher(TaskPhase, graph.TOPICS["task_phase"], qos.LATCHED)
         self.pub_help = self.create_publisher(String, graph.TOPICS["help"], qos.LATCHED)
         self.pub_stop = self.create_publisher(Bool, graph.TOPICS["stop"], qos.RELIABLE)
-        self.create_subscription(Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE)
+        self.observation_topic = self.create_subscription(
+            Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE
+        ).topic_name
         if p.success_source == "reward":
             self.create_subscription(Reward, graph.TOPICS["reward"], self.on_reward, qos.RELIABLE)
         else:
@@ -157,6 +159,7 @@ class TaskSwitcherNode(ManagedNode):
     def on_observation(self, obs):
         if not self.active:
             return  # inactive: no episode's clock runs
+        self.diagnostics.heard(self.observation_topic)
         if obs.episode_index != self.sm.episode_index:
             return  # an observation assembled before the last switch reached the camera node
         if not self._is_tick(obs):

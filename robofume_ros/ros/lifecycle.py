@@ -34,6 +34,13 @@ class ManagedParams(DiagnosticsParams):
         "configure and activate at start by itself; the graph's lifecycle manager sets false and "
         "brings the nodes up in order",
     )
+    input_timeout_s: float = knob(
+        10.0,
+        "/diagnostics turns ERROR when an input this node has heard (its observations) stays silent "
+        "this long while it is active (0 = never)",
+        range=(0.0, 3600.0),
+        runtime=True,
+    )
 
 
 _ENTITIES = (  # (what rclpy keeps them in, how to destroy one)
@@ -95,6 +102,7 @@ class ManagedNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
+        self.diagnostics.restart_silence()
         self.activate()
         self.active = True
         self.log.info("active")

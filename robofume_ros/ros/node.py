@@ -244,6 +244,7 @@ class Diagnostics:
 
         self.pub = node.create_publisher(DiagnosticArray, TOPICS["diagnostics"], 10)
         self._rates: dict = {}
+        self._heard: dict = {}  # input -> monotonic time its last message arrived
         ns = node.get_namespace().rstrip("/")
         self.name = f"robofume_ros{ns}/{node.get_name()}"
         # a steady timer: with use_sim_time the report still comes when the sim clock stops
@@ -255,6 +256,29 @@ class Diagnostics:
         self._rates[name] = (now, count)
         return (count - c0) / (now - t0) if now > t0 else 0.0
 
+    def heard(self, what: str) -> None:
+        """An input (a topic name) delivered a message now: its silence is reported as
+        `input_age_s/<what>`, and an active managed node whose input stays silent longer than its
+        `input_timeout_s` turns ERROR."""
+        self._heard[what] = time.monotonic()
+
+    def restart_silence(self) -> None:
+        """Count every input's silence from now (a node that was inactive heard nothing by design)."""
+        now = time.monotonic()
+        self._heard = dict.fromkeys(self._heard, now)
+
+    def _silence(self, level: int, message: str, values: dict) -> tuple[int, str]:
+        now = time.monotonic()
+        ages = {what: now - t for what, t in self._heard.items()}
+        values.update({f"input_age_s/{what}": round(age, 2) for what, age in ages.items()})
+        timeout = float(getattr(getattr(self.node, "p", None), "input_timeout_s", 0.0) or 0.0)
+        if timeout > 0 and getattr(self.node, "active", False):
+            silent = [f"no {what} for {age:.1f} s" for what, age in ages.items() if age > timeout]
+            if silent:
+                level = ERROR
+                message += f" | ERROR {'; '.join(silent)} (input_timeout_s {timeout:g})"
+        return level, message
+
     def publish(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
@@ -263,6 +287,7 @@ class Diagnostics:
         except Exception as e:  # noqa: BLE001 - a failing report is itself the report
             level, message, values = ERROR, f"diagnostics failed: {type(e).__name__}: {e}", {}
         values = dict(values)
+        level, message = self._silence(level, message, values)
         if self.throttle is not None:
             values.update({f"warnings/{k}": v for k, v in sorted(self.throttle.counts.items())})
         p = getattr(self.node, "p", None)  # its params, once declared (DiagnosticsParams)
