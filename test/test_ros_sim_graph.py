@@ -228,6 +228,49 @@ def test_the_robot_side_reports_what_it_executed_while_a_person_drove(tmp_path):
     assert all(m.translation.x < 0 and m.gripper > 0 for m in executed)  # the person's, after the envelope
 
 
+def test_a_person_gives_demonstrations_with_no_policy_running(tmp_path):
+    """policy:=none teleop:=true: a person drives (geometry_msgs/Twist into the teleop node), the
+    robot side reports what it executed on each observation (no policy stamp to attach it to),
+    and `robofume dataset from-bags --source target_demo` turns the recording into episodes whose
+    actions are the person's."""
+    from geometry_msgs.msg import Twist
+
+    from robofume_ros.data.convert import main as from_bags
+    from robofume_ros.data.dataset import load_episodes
+
+    bag_dir = tmp_path / "bags"
+    args = {"policy": "none", "teleop": "true", "bag_dir": str(bag_dir)}
+    with graph_under_test("sim", args, tmp_path) as g:
+        assert not {"scripted_policy", "policy"} & set(g.runner.procs) and "teleop" in g.runner.procs
+        probe = g.probe({"/robot/executed": ArmCommand, "/observation": Observation})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(
+            f"recording {t} " in g.log("recorder") for t in ("/observation", "/robot/executed")
+        ):
+            time.sleep(0.2)
+        probe.wait_for("/observation", 3, timeout=60)
+        twist = probe.publisher("/teleop/twist", Twist)
+        probe.wait_subscribed({"/robot/executed": 1})
+        for k in range(40):  # a person pushes the arm down and back, 4 s at 10 Hz
+            t = Twist()
+            t.linear.z, t.linear.y = -0.5, (0.5 if k < 20 else -0.5)
+            twist.publish(t)
+            time.sleep(0.1)
+        executed = probe.wait_for("/robot/executed", 25, timeout=10)
+        observed = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in probe.get("/observation")}
+        g.assert_alive()
+    stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in executed]
+    assert len(set(stamps)) == len(stamps) and set(stamps) <= observed  # once per observation, its stamp
+    assert all(m.intervention and m.source == "teleop" and m.translation.z < 0 for m in executed)
+    out = tmp_path / "demos"
+    assert from_bags([str(b) for b in bag_dir.iterdir()] + ["-o", str(out), "--source", "target_demo"]) == 0
+    eps = load_episodes(out)
+    actions = np.concatenate([e.actions for e in eps])
+    assert len(actions) >= 25, [len(e.actions) for e in eps]  # the person's steps became transitions
+    assert (actions[:, 2] < 0).mean() > 0.9  # z: down, as the person pushed
+    assert {e.source for e in eps} == {"target_demo"}
+
+
 def test_only_allowed_nodes_drive_the_arm(tmp_path):
     """A node that is not a configured command source (allowed_command_nodes) cannot move the
     arm: its commands are refused, counted on /robot/safety and reported by node name."""

@@ -231,16 +231,19 @@ def _read_bag(path, cfg: ConvertConfig, rep: ConvertReport):
         if obs_topic not in topics:
             hint = "" if foreign else " (for a bag without robofume Observations pass --image-topic)"
             reader.require([obs_topic], hint)
-        reader.require([cfg.command_topic], " (set --command-topic)")
+        # a person's demonstrations with no policy running: what the arm executed is every action
+        by_hand = not foreign and cfg.command_topic not in topics and bool(cfg.executed_topic in topics)
+        if not by_hand:
+            reader.require([cfg.command_topic], " (set --command-topic)")
         want_obs_type = "sensor_msgs/msg/Image" if foreign else B.MSGTYPES["observation"]
         if topics[obs_topic] != want_obs_type:
             raise B.BagError(f"{obs_topic} in {path} carries {topics[obs_topic]}, expected {want_obs_type}")
-        if topics[cfg.command_topic] not in COMMAND_TYPES:
+        if not by_hand and topics[cfg.command_topic] not in COMMAND_TYPES:
             raise B.UnknownMessageTypeError(
                 f"{cfg.command_topic} in {path} carries {topics[cfg.command_topic]}; "
                 f"supported command types: {COMMAND_TYPES}"
             )
-        wanted = {obs_topic: "obs", cfg.command_topic: "cmd"}
+        wanted = {obs_topic: "obs"} if by_hand else {obs_topic: "obs", cfg.command_topic: "cmd"}
         for t, role in (
             (cfg.executed_topic, "executed"),
             (cfg.reward_topic, "reward"),

@@ -6,8 +6,9 @@
        /robot/stop (std_msgs/Bool: true latches a stop at the next tick, false releases)
   out: /robot/safety (std_msgs/String, JSON counts of every clip, rejection, stop and hold; latched,
        on change and every `safety_report_s`); /robot/executed (ArmCommand: what the arm executed
-       while a person had it, once per observation, stamped with the newest policy command's
-       stamp, i.e. the observation it answered: the learner stores it as that step's action)
+       while a person had it, once per observation, stamped with the newest observation's stamp
+       (/observation, or the newest a policy command answered): the learner stores it as that
+       step's action, also when no policy runs and a person gives demonstrations)
   srv: ~/home (std_srvs/Trigger): retreat to `home_position` through the envelope
 The node calls `gate_tick(ee_position)` once per control tick and executes what it returns.
 """
@@ -24,7 +25,7 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from robofume_ros.ros import graph
-from robofume_ros.msg import ArmCommand
+from robofume_ros.msg import ArmCommand, Observation
 from robofume_ros.ros.node import OK, WARN, Diagnostics, quantiles
 from robofume_ros.ros.params import knob
 from robofume_ros.ros import qos
@@ -94,6 +95,7 @@ class GatedRobot:
         self._last_hold_reason = None
         self.last_cmd_stamp_ns = None
         self._answered_ns = None  # stamp of the newest policy command: the observation it answered
+        self._observed_ns = None  # stamp of the newest observation (a person acts on it with no policy)
         self._executed_ns = None  # ... of the last one an executed intervention was published for
         self.pub_executed = self.create_publisher(ArmCommand, graph.TOPICS["executed"], qos.RELIABLE)
         self.pub_safety = self.create_publisher(String, graph.TOPICS["safety"], qos.LATCHED)
@@ -106,6 +108,7 @@ class GatedRobot:
                 ArmCommand, topic, lambda m, info, t=topic, h=human: self._on_command(m, h, t, info), qos.RELIABLE
             )
         self.create_subscription(Bool, graph.TOPICS["stop"], self._on_stop, qos.RELIABLE)
+        self.create_subscription(Observation, graph.TOPICS["observation"], self._on_observation_stamp, qos.RELIABLE)
         self.create_service(Trigger, "~/home", self._srv_home)
         from rclpy.clock import Clock, ClockType
 
@@ -194,6 +197,9 @@ class GatedRobot:
         if why is not None:
             self.throttle.warn("reject" if why.startswith("rejected") else "dropped", f"command not executed ({why})")
 
+    def _on_observation_stamp(self, msg):
+        self._observed_ns = max(self._observed_ns or 0, stamp_key(msg.header.stamp)) or None
+
     def _on_stop(self, msg):
         if msg.data:
             was = self.gate.stopped
@@ -230,11 +236,13 @@ class GatedRobot:
             self._last_hold_reason = reason
         elif t.action is not None:
             self._last_hold_reason = None
-        if t.intervention and t.action is not None and self._answered_ns and self._answered_ns != self._executed_ns:
-            # a person drove this step: what the arm did is the action of the observation the
-            # policy last answered, not the policy's command (once per observation)
-            self._executed_ns = self._answered_ns
-            stamp = Time(sec=self._answered_ns // 10**9, nanosec=self._answered_ns % 10**9)
+        newest = max(self._answered_ns or 0, self._observed_ns or 0)
+        if t.intervention and t.action is not None and newest and newest != self._executed_ns:
+            # a person drove this step: what the arm did is the action of the newest observation
+            # (the one the policy last answered, or a newer one it has not answered yet, or the
+            # person's own when no policy runs), not the policy's command; once per observation
+            self._executed_ns = newest
+            stamp = Time(sec=newest // 10**9, nanosec=newest % 10**9)
             self.pub_executed.publish(action_to_command(t.action, stamp, t.source or "teleop", intervention=True))
         counts = self.gate.counts_dict()
         interesting = {

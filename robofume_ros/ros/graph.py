@@ -78,7 +78,12 @@ ARGUMENTS: list[LaunchArg] = [
         "seed+i; one learner (and evaluator) trains on all of them and pushes weights to each. "
         "world:=drawer,window gives robot i the i-th pair (cycled)",
     ),
-    LaunchArg("policy", "scripted", "who commands the arm: scripted (Meta-World experts) or learned (policy_node)"),
+    LaunchArg(
+        "policy",
+        "scripted",
+        "who commands the arm: scripted (Meta-World experts), learned (policy_node) or none (a person "
+        "drives with teleop:=true: demonstrations by hand, recorded)",
+    ),
     LaunchArg(
         "use_sim_time",
         "false",
@@ -418,8 +423,8 @@ def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
         add("arm_bridge", "arm_bridge_node")
         if _truthy(a["standin_driver"]):
             add("standin_driver", "standin_driver_node")
-        if _truthy(a["teleop"]):
-            add("teleop", "teleop_node", required=False)
+    if _truthy(a["teleop"]):
+        add("teleop", "teleop_node", required=False)
     add("camera", "camera_node")
     add("task_switcher", "task_switcher_node")
     policy = "learned" if graph == "finetune" else a["policy"]  # fine-tuning always runs the learned policy
@@ -427,8 +432,8 @@ def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
         add("scripted_policy", "scripted_policy_node")
     elif policy == "learned":
         add("policy", "policy_node")
-    else:
-        raise ValueError(f"policy must be scripted or learned, got {a['policy']!r}")
+    elif policy != "none":
+        raise ValueError(f"policy must be scripted, learned or none, got {a['policy']!r}")
     if graph == "finetune":
         # without the reward the switcher falls back to time limits: not fatal, restarted
         # the reward is off the control path (the policy never waits for it) but ends episodes: it
