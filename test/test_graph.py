@@ -406,6 +406,56 @@ def test_inputs_of_another_pair_are_refused(tmp_path):
         graph.nodes("finetune", {"world": "window", "policy_checkpoint": str(path)})
 
 
+def test_a_fleet_practising_two_pairs_takes_each_pairs_data_and_a_multi_task_policy(tmp_path):
+    """world:=drawer,window: the offline datasets of both pairs and a checkpoint pre-trained on
+    both are the fleet's inputs; each robot's scene and time limits come from its own pair's data;
+    a dataset or checkpoint of a pair the fleet does not practise is still refused."""
+    import json
+    from tiny_models import tiny_learner_checkpoint
+    from robofume_ros.data.dataset import DatasetWriter
+    from robofume_ros.pipeline.evaluation import resolve_pair
+    from robofume_ros.rl import checkpoint as ckpt
+    from robofume_ros.rl.policy import checkpoint_pair, checkpoint_pairs
+    from robofume_ros.rl.pretrain import data_task
+
+    ds = {}
+    for pair, scene in (("drawer", 3), ("window", 5), ("handle", 7)):
+        with DatasetWriter(tmp_path / pair):
+            pass
+        (tmp_path / pair / "generate.json").write_text(json.dumps({"config": {"seed": scene, "pair": pair}}))
+        ds[pair] = str(tmp_path / pair)
+    task = data_task([ds["drawer"], ds["window"]])
+    assert [t["name"] for t in task["pairs"]] == ["drawer", "window"]
+    path = tiny_learner_checkpoint(tmp_path / "ck")
+    p = ckpt.load_checkpoint(path)
+    p["task"] = p["policy"]["task"] = task
+    ckpt.save_checkpoint(path, p)
+    assert checkpoint_pairs(p) == ["drawer", "window"] and checkpoint_pair(p) is None
+    args = {
+        "robots": "2",
+        "world": "drawer,window",
+        "offline_dataset": f"{ds['drawer']},{ds['window']}",
+        "policy_checkpoint": str(path),
+    }
+    sims = {s.namespace: s.parameters for s in graph.nodes("finetune", args) if s.name == "sim"}
+    assert {ns: (q["world"], q["scene_seed"]) for ns, q in sims.items()} == {
+        "/robot1": ("drawer", 3),
+        "/robot2": ("window", 5),
+    }
+    with pytest.raises(
+        ValueError, match=r"generated for pair 'handle', not for the fleet's worlds \['drawer', 'window'\]"
+    ):
+        graph.nodes("finetune", {**args, "offline_dataset": f"{ds['drawer']},{ds['handle']}"})
+    with pytest.raises(ValueError, match=r"trained on pairs \['drawer', 'window'\], not on world 'handle'"):
+        graph.nodes("finetune", {"world": "handle", "policy_checkpoint": str(path)})
+    # evaluating a multi-task policy: one of its pairs, named
+    assert resolve_pair("window", None, p) == "window"
+    with pytest.raises(ValueError, match="say which to evaluate"):
+        resolve_pair(None, None, p)
+    with pytest.raises(ValueError, match="not on 'handle'"):
+        resolve_pair("handle", None, p)
+
+
 def test_dry_run_prints_the_resolved_graph(capsys):
     from robofume_ros import cli
 

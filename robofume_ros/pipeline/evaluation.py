@@ -226,7 +226,7 @@ def resolve_pair(pair_arg: "str | None", data: "str | None", policy_payload: "di
     """The pair to evaluate: --pair, else the dataset's, else the checkpoint's; any two that are given
     must agree (a clear error before anything runs)."""
     from robofume_ros.data.dataset import dataset_pair
-    from robofume_ros.rl.policy import checkpoint_pair
+    from robofume_ros.rl.policy import checkpoint_pairs
     from robofume_ros.sim import tasks
 
     found = {}
@@ -236,12 +236,19 @@ def resolve_pair(pair_arg: "str | None", data: "str | None", policy_payload: "di
         dp = dataset_pair(data)
         if dp:
             found[f"dataset {data}"] = tasks.get_pair(dp).name
+    several = []
     if policy_payload is not None:
-        cp = checkpoint_pair(policy_payload)
-        if cp:
-            found[f"checkpoint {name}"] = cp
+        cps = checkpoint_pairs(policy_payload)
+        if len(cps) == 1:
+            found[f"checkpoint {name}"] = cps[0]
+        several = cps if len(cps) > 1 else []
     if len(set(found.values())) > 1:
         raise ValueError("pairs disagree: " + ", ".join(f"{k} is {v!r}" for k, v in found.items()))
+    if several:  # a multi-task checkpoint: the pair to evaluate is one of its pairs, named
+        if not found:
+            raise ValueError(f"checkpoint {name} was trained on pairs {several}: say which to evaluate (--pair)")
+        if next(iter(found.values())) not in several:
+            raise ValueError(f"checkpoint {name} was trained on pairs {several}, not on {next(iter(found.values()))!r}")
     if not found:
         return tasks.DEFAULT_PAIR
     return next(iter(found.values()))

@@ -30,12 +30,23 @@ def _policy_payload(p: dict, name: str) -> dict:
     return p
 
 
-def checkpoint_pair(payload: dict) -> Optional[str]:
-    """The task pair a learner or policy payload was trained for (None where it does not say)."""
+def checkpoint_pairs(payload: dict) -> list:
+    """The task pairs a learner or policy payload was trained for: one, several (a multi-task
+    policy for a fleet whose robots practise different pairs), or [] where it does not say."""
     task = payload.get("task")
     if task is None and isinstance(payload.get("policy"), dict):
         task = payload["policy"].get("task")
-    return task.get("name") if isinstance(task, dict) else None
+    if not isinstance(task, dict):
+        return []
+    if task.get("pairs"):
+        return [t["name"] for t in task["pairs"]]
+    return [task["name"]] if task.get("name") else []
+
+
+def checkpoint_pair(payload: dict) -> Optional[str]:
+    """The one task pair a payload was trained for (None where it does not say or holds several)."""
+    pairs = checkpoint_pairs(payload)
+    return pairs[0] if len(pairs) == 1 else None
 
 
 class ObservationMismatch(ValueError):

@@ -109,16 +109,18 @@ def plot_q_vs_mc(csv_path: Path, png_path: Path) -> None:
 
 
 def data_task(datasets) -> "dict | None":
-    """The task pair of the generated datasets among `datasets` (TaskPair.as_dict()), None if none says;
-    datasets of two different pairs are an error."""
+    """The task pair of the generated datasets among `datasets` (TaskPair.as_dict()), None if none
+    says; datasets of several pairs make a multi-task policy: {"pairs": [TaskPair.as_dict(), ...]}
+    (a fleet whose robots practise different pairs; the instruction tells the tasks apart)."""
     from robofume_ros.data.dataset import dataset_pair
     from robofume_ros.sim.tasks import get_pair
 
-    pairs = {d: dataset_pair(d) for d in datasets}
-    named = {d: p for d, p in pairs.items() if p}
-    if len(set(named.values())) > 1:
-        raise ValueError("datasets of different task pairs: " + ", ".join(f"{d} ({p})" for d, p in named.items()))
-    return get_pair(next(iter(named.values()))).as_dict() if named else None
+    names = sorted({get_pair(p).name for p in (dataset_pair(d) for d in datasets) if p})
+    if not names:
+        return None
+    if len(names) == 1:
+        return get_pair(names[0]).as_dict()
+    return {"pairs": [get_pair(n).as_dict() for n in names]}
 
 
 def main(argv=None, on_log=None) -> int:
@@ -189,8 +191,8 @@ def main(argv=None, on_log=None) -> int:
         "image_conversion": "robofume_ros.data.images (rgb8, resize_rgb to image_shape)",
         "feature_encoder": FEATURE_ENCODER_ID if args.obs_mode == "features" else None,
     }
-    if L.task:
-        print(f"task pair {L.task['name']!r} ({L.task['forward']} / {L.task['backward']})", flush=True)
+    for t in (L.task or {}).get("pairs", [L.task] if L.task else []):
+        print(f"task pair {t['name']!r} ({t['forward']} / {t['backward']})", flush=True)
     n_succ = sum(e.success for e in episodes)
     print(
         f"{len(episodes)} episodes ({n_succ} successful), {len(L.offline)} transitions; "

@@ -360,7 +360,7 @@ def _fleet(graph: str, a: dict, names: list) -> tuple[list[NodeSpec], dict]:
 
     def task(ai):
         if ai["world"] not in by_world:
-            by_world[ai["world"]] = task_parameters(ai)
+            by_world[ai["world"]] = task_parameters(ai, worlds)
         return by_world[ai["world"]]
 
     for i, robot in enumerate(names):
@@ -478,7 +478,7 @@ def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
     return specs
 
 
-def task_parameters(a: dict) -> tuple[dict, dict]:
+def task_parameters(a: dict, fleet_pairs=()) -> tuple[dict, dict]:
     """What the task pair sets on the nodes, and the derived values with where they came from:
     ({node: {param: value}}, {"pair": ..., "time_limits": [fwd, bwd], "time_limits_from": ...}).
     Time limits: the recipe's where it sets them, else TIME_LIMIT_FACTOR x the longest target demo
@@ -507,7 +507,7 @@ def task_parameters(a: dict) -> tuple[dict, dict]:
         fwd = int(fixed.get("max_episode_steps", fwd))
         bwd = int(fixed.get("backward_max_episode_steps", 0)) or fwd
         source = f"the recipe {a['recipe']!r}"
-    check_pair_of_inputs(pair, a)
+    check_pair_of_inputs(pair, a, fleet_pairs)
     world = a["world"]
     params = {
         "sim": {"world": world, "camera": pair.camera},
@@ -537,26 +537,31 @@ def task_parameters(a: dict) -> tuple[dict, dict]:
     return params, derived
 
 
-def check_pair_of_inputs(pair, a: dict) -> None:
-    """A dataset generated for another pair, or a checkpoint trained on another pair, is refused
-    before anything starts (ValueError naming both)."""
+def check_pair_of_inputs(pair, a: dict, fleet_pairs=()) -> None:
+    """A dataset generated for another pair (in a fleet: for none of its pairs), or a checkpoint
+    not trained on this pair, is refused before anything starts (ValueError naming both)."""
     from robofume_ros.data.dataset import dataset_pair
     from robofume_ros.sim import tasks
 
+    allowed = {tasks.get_pair(p).name for p in fleet_pairs} | {pair.name}
     for d in _convert(a["offline_dataset"], list) if a.get("offline_dataset") else []:
         dp = dataset_pair(d) if Path(d).is_dir() else None
-        if dp and tasks.get_pair(dp).name != pair.name:
+        if dp and tasks.get_pair(dp).name not in allowed:
             raise ValueError(
-                f"offline_dataset {d} was generated for pair {tasks.get_pair(dp).name!r}, not for world {pair.name!r}"
+                f"offline_dataset {d} was generated for pair {tasks.get_pair(dp).name!r}, not for "
+                + (f"world {pair.name!r}" if len(allowed) == 1 else f"the fleet's worlds {sorted(allowed)}")
             )
     ck = a.get("policy_checkpoint")
     if ck and Path(ck).is_file():
         from robofume_ros.rl import checkpoint
-        from robofume_ros.rl.policy import checkpoint_pair
+        from robofume_ros.rl.policy import checkpoint_pairs
 
-        cp = checkpoint_pair(checkpoint.load_checkpoint(ck))
-        if cp and cp != pair.name:
-            raise ValueError(f"policy_checkpoint {ck} was trained on pair {cp!r}, not on world {pair.name!r}")
+        cps = checkpoint_pairs(checkpoint.load_checkpoint(ck))
+        if cps and pair.name not in cps:
+            raise ValueError(
+                f"policy_checkpoint {ck} was trained on pair{'s' if len(cps) > 1 else ''} "
+                f"{cps if len(cps) > 1 else repr(cps[0])}, not on world {pair.name!r}"
+            )
 
 
 # managed (lifecycle) nodes, in bring-up order: the robot side last, so it moves only once its
