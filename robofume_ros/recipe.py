@@ -94,7 +94,19 @@ class MainParams:
     demos: int = knob(20, "target demos per direction (0: the dataset generator's own --quick sizes)")
     reward_epochs: int = knob(60, "reward classifier fine-tuning epochs")
     reward_max_fpr: float = knob(0.01, "FP-rate cap on held-out frames when the reward threshold is chosen")
-    reward_reverse_k: int = knob(0, "start frames of the paired task used as positives")
+    reward_threshold_method: str = knob(
+        "fpr_floor",
+        "how the reward threshold is chosen on held-out frames: fpr_floor (the lowest threshold within "
+        "the FP-rate cap) or fpr_cap (the middle of the range that meets it)",
+        choices=("fpr_floor", "fpr_cap"),
+    )
+    reward_threshold_neg_frac: float = knob(
+        1.0,
+        "the threshold is chosen with this first fraction of each held-out demo as negatives (1.0: every "
+        "frame before its last ones, the almost-done frames as hard as online ones)",
+        range=(0.0, 1.0),
+    )
+    reward_reverse_k: int = knob(3, "start frames of a demo used as positives of the paired task (its goal state)")
     reward_pair_negatives: int = knob(3, "end frames of a demo used as negatives of the paired task")
     pretrain_steps: int = knob(3000, "Cal-QL offline pre-training gradient steps")
     budget_steps: int = knob(9000, "online environment steps of reset-free fine-tuning")

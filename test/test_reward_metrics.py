@@ -63,6 +63,13 @@ def test_select_threshold_methods():
     # perfectly separable -> threshold between the classes
     ts, ms = select_threshold([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], "fpr_cap")
     assert 0.2 < ts <= 0.8 and ms["accuracy"] == 1.0
+    # the floor of the cap: the lowest threshold within it, not the middle of the tied range
+    yf = [0] * 100 + [1] * 4
+    pf = [i / 200 for i in range(100)] + [0.9, 0.95, 0.97, 0.98]  # negatives 0 .. .495
+    tm, _ = select_threshold(yf, pf, "fpr_cap", max_fpr=0.01)
+    tf, mf = select_threshold(yf, pf, "fpr_floor", max_fpr=0.01)
+    assert 0.49 < tf < 0.495 + 1e-9 < tm and mf["fp"] == 1 and mf["tp"] == 4  # 1 of 100 negatives above
+    assert select_threshold(yf, pf, "fpr_floor", max_fpr=0.0)[1]["fp"] == 0
     with pytest.raises(ValueError):
         select_threshold([], [], "f1")
     with pytest.raises(ValueError):

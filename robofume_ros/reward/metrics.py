@@ -72,6 +72,9 @@ def select_threshold(labels, probs, method: str = "fpr_cap", max_fpr: float = 0.
     * ``"fpr_cap"``: minimise the false-negative rate subject to FP rate <= ``max_fpr`` (ties: the
       lowest FP rate, then the threshold in the middle of the tied range); if no threshold meets the
       cap, the one with the lowest FP rate;
+    * ``"fpr_floor"``: the lowest threshold whose FP rate is <= ``max_fpr`` (the most recall the
+      cap allows; on negatives as hard as online frames, where the middle of a tied range sits at
+      the positives' ceiling and misses online successes);
     * ``"balanced"``: minimise FN rate + FP rate.
     Returns (threshold, metrics at that threshold)."""
     y = np.asarray(labels).astype(bool).ravel()
@@ -95,11 +98,16 @@ def select_threshold(labels, probs, method: str = "fpr_cap", max_fpr: float = 0.
             best = cand[key <= key.min() + 1e-12]
         else:
             best = np.flatnonzero(fpr == fpr.min())
+    elif method == "fpr_floor":
+        ok = np.flatnonzero(fpr <= max_fpr + 1e-12)
+        cand = ok if len(ok) else np.flatnonzero(fpr == fpr.min())
+        t = float(np.clip(thr[cand].min(), 0.0, 1.0))
+        return t, binary_metrics(y, p, t)
     elif method == "balanced":
         s = fnr + fpr
         best = np.flatnonzero(s <= s.min() + 1e-12)
     else:
-        raise ValueError(f"unknown threshold method {method!r} (f1, fpr_cap, balanced)")
+        raise ValueError(f"unknown threshold method {method!r} (f1, fpr_cap, fpr_floor, balanced)")
     # middle of the tied (contiguous) range is more robust than its edge
     t = float(thr[best[len(best) // 2]])
     t = float(np.clip(t, 0.0, 1.0))

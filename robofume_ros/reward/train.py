@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lora-r", type=int, default=0, help="LoRA rank on the vision tower (dual encoder) / language model (vlm)"
     )
-    p.add_argument("--threshold-method", choices=("fpr_cap", "f1", "balanced"), default="fpr_cap")
+    p.add_argument("--threshold-method", choices=("fpr_cap", "fpr_floor", "f1", "balanced"), default="fpr_cap")
     p.add_argument("--max-fpr", type=float, default=0.05, help="FP-rate cap for --threshold-method fpr_cap")
     p.add_argument(
         "--threshold-neg-frac",
