@@ -198,7 +198,8 @@ class GatedRobot:
             self.throttle.warn("reject" if why.startswith("rejected") else "dropped", f"command not executed ({why})")
 
     def _on_observation_stamp(self, msg):
-        self._observed_ns = max(self._observed_ns or 0, stamp_key(msg.header.stamp)) or None
+        # the latest, not the largest: one observation with a wild stamp must not stick
+        self._observed_ns = stamp_key(msg.header.stamp) or None
 
     def _on_stop(self, msg):
         if msg.data:
