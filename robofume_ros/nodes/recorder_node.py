@@ -58,8 +58,8 @@ class Params(DiagnosticsParams):
     flush_interval_s: float = knob(0.5, "write pending messages to disk at least this often")
     backfill_s: float = knob(
         120.0,
-        "seconds of the learner's inputs kept in memory to backfill a learner that was down or cut off "
-        "(replayed on /backfill/<topic> when it asks; 0 = off)",
+        "seconds (real time, also in sim time) of the learner's inputs kept in memory to backfill a "
+        "learner that was down or cut off (replayed on /backfill/<topic> when it asks; 0 = off)",
         range=(0.0, 3600.0),
     )
 
@@ -90,7 +90,7 @@ class RecorderNode(Node):
         self.create_timer(10.0, self.report)
         self.diagnostics = Diagnostics(self, self.health, self.throttle)
         # backfill: the newest `backfill_s` of the learner's inputs, as the raw bytes that arrived
-        self._ring: deque = deque()  # (receive ns, topic, raw bytes)
+        self._ring: deque = deque()  # (monotonic receive ns, header stamp ns, topic, raw bytes)
         self._replay: deque = deque()  # what is being replayed now
         self.backfills = 0
         # topics by their resolved names (under this graph's namespace), as the bag records them
@@ -147,8 +147,11 @@ class RecorderNode(Node):
             # each of the learner's inputs starts with a std_msgs/Header: its stamp follows the
             # 4-byte CDR encapsulation (sec int32, nanosec uint32)
             sec, nsec = _STAMP.unpack_from(data, 4)
-            self._ring.append((stamp, sec * 1_000_000_000 + nsec, topic, data))
-            horizon = stamp - int(self.p.backfill_s * 1e9)
+            # kept for backfill_s of real time: a learner's restart takes wall seconds, and in sim
+            # time the robot runs free while nobody paces it, many sim seconds per wall second
+            now = time.monotonic_ns()
+            self._ring.append((now, sec * 1_000_000_000 + nsec, topic, data))
+            horizon = now - int(self.p.backfill_s * 1e9)
             while self._ring and self._ring[0][0] < horizon:
                 self._ring.popleft()
         try:
