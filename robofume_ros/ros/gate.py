@@ -150,8 +150,10 @@ class GatedRobot:
             return "<unknown>"
         gid = bytes(gid_info["data"])
         name = self._senders.get(gid)
-        if name is None:  # a publisher not seen before: look it up in the graph once
+        if name is None:  # a publisher not seen before: look it up in the graph
             for e in self.get_publishers_info_by_topic(topic):
+                if not e.node_name or "UNKNOWN" in e.node_name:
+                    continue  # discovery knows the endpoint, not yet its node: ask again next time
                 ns = e.node_namespace.rstrip("/")
                 self._senders[bytes(e.endpoint_gid)] = f"{ns}/{e.node_name}" if ns else e.node_name
             name = self._senders.get(gid, "<unknown>")
