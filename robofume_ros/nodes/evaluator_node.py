@@ -8,8 +8,8 @@ action: /evaluate (robofume_ros/action/Evaluate): goal = checkpoint, pair, trial
 
 action: /retrain (robofume_ros/action/Retrain): goal = datasets, out, algo, steps, seed (empty / 0:
         the node's datasets plus <run_dir>/learner/online, <run_dir>/retrain, the recipe's sizes);
-        feedback at every log row (step, rate, losses); result = the checkpoint. Cancel stops at the
-        next log row and keeps the checkpoint of that step (pipeline/retrain.py, as the main job).
+        feedback at every log row (step, rate, losses); result = the checkpoint. Cancel stops after the
+        running update and keeps the checkpoint of that step (pipeline/retrain.py, as the main job).
 
 action: /collect (robofume_ros/action/Collect): goal = kind (demos or failures), pair, episodes, out,
         seed (empty out: <run_dir>/collected/<kind>; a new folder is in the scene of the node's
@@ -206,7 +206,10 @@ class EvaluatorNode(Node):
                 fb.metrics_json = json.dumps({k: float(v) for k, v in row.items()})
                 result.steps = int(step)
                 handle.publish_feedback(fb)
+
+            def stop(step):  # a cancel is answered after the running update, not at the next log row
                 if handle.is_cancel_requested:
+                    result.steps = int(step)
                     raise Cancelled()
 
             self.last = f"retraining on {', '.join(map(str, datasets))} into {out}"
@@ -222,6 +225,7 @@ class EvaluatorNode(Node):
                     goal.algo,
                     int(goal.steps),
                     on_log=on_log,
+                    stop=stop,
                 )
             except Cancelled:
                 return self._end(

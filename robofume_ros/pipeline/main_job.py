@@ -357,10 +357,12 @@ def _check_same_pair(out: Path, pair: str) -> None:
             raise SystemExit(f"[main] {out} holds a run of pair {have!r}, not {pair!r}: use another --out or --fresh")
 
 
-def run_pretrain(data, out: Path, algo: str, steps: int, seed: int, overrides=(), extra=(), on_log=None) -> int:
+def run_pretrain(
+    data, out: Path, algo: str, steps: int, seed: int, overrides=(), extra=(), on_log=None, stop=None
+) -> int:
     """`robofume pretrain` on one or more datasets with the main job's observation setup (frozen
     features, bf16); `overrides` are KEY=VALUE algorithm settings; `on_log(step, steps, metrics)`
-    sees every log row (and may raise to stop). Marks `out/DONE` on success. The experiments
+    sees every log row and `stop(step)` every update (either may raise to stop). Marks `out/DONE` on success. The experiments
     pre-train through here too."""
     from robofume_ros.rl import pretrain
 
@@ -369,7 +371,7 @@ def run_pretrain(data, out: Path, algo: str, steps: int, seed: int, overrides=()
     argv += ["--seed", str(seed), "--bf16", *extra] + [a for kv in overrides for a in ("--set", kv)]
     for d in datas:
         argv += ["--data", str(d)]
-    rc = pretrain.main(argv, on_log=on_log)
+    rc = pretrain.main(argv, on_log=on_log, stop=stop)
     if rc in (None, 0):
         (Path(out) / "DONE").write_text("ok\n")
     return rc

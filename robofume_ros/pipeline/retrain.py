@@ -29,11 +29,12 @@ def retrain(
     algo: str = "",
     steps: int = 0,
     on_log: Optional[Callable[[int, int, dict], None]] = None,
+    stop: Optional[Callable[[int], None]] = None,
 ) -> int:
     """Train `algo` (default: the recipe's retrain_algo) for `steps` (default: retrain_steps) from
     scratch on `datasets`; the checkpoint goes to `out`/checkpoint.pt, `out`/DONE marks success.
-    `on_log(step, steps, metrics)` is called at every log row and may raise to stop (the checkpoint
-    of that step is saved first). Returns `robofume pretrain`'s exit code."""
+    `on_log(step, steps, metrics)` is called at every log row and `stop(step)` after every update;
+    either may raise to stop (the checkpoint of that step is saved first). Returns `robofume pretrain`'s exit code."""
     from robofume_ros import recipe
     from robofume_ros.pipeline.main_job import run_pretrain
 
@@ -53,6 +54,7 @@ def retrain(
         pretrain_overrides(recipe_spec, algo),
         ["--device", device],
         on_log=on_log,
+        stop=stop,
     )
 
 

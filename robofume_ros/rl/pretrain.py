@@ -123,9 +123,10 @@ def data_task(datasets) -> "dict | None":
     return {"pairs": [get_pair(n).as_dict() for n in names]}
 
 
-def main(argv=None, on_log=None) -> int:
+def main(argv=None, on_log=None, stop=None) -> int:
     """`robofume pretrain`; `on_log(step, steps, metrics)` is called at every log row (progress for
-    an action's feedback) and may raise to stop: the checkpoint of that step is saved first."""
+    an action's feedback) and `stop(step)` after every update (an action's cancel, answered within a
+    step, not a log row); either may raise to stop: the checkpoint of that step is saved first."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -226,6 +227,12 @@ def main(argv=None, on_log=None) -> int:
         while L.step < args.steps:
             pending.append(L.update())
             bar.update(1)
+            if stop is not None:
+                try:
+                    stop(L.step)
+                except BaseException:
+                    L.save(ck)
+                    raise
             if L.step % args.log_every == 0 or L.step == args.steps:
                 keys = pending[-1].keys()
                 row = {k: torch.stack([m[k].float() for m in pending]).mean().item() for k in keys}  # one sync per log
