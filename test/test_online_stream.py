@@ -249,3 +249,69 @@ def test_what_the_arm_executed_while_a_person_drove_is_the_action(tmp_path):
     [ep] = st2.close_before(1, success=True)
     np.testing.assert_allclose(ep.actions[:, 0], [0.1, -0.7, -0.8, 0.4, -0.9])
     assert ep.provenance["interventions"] == 3
+
+
+def test_a_collection_by_hand_keeps_what_the_goal_asks_for(tmp_path):
+    """HandCollection (the teleop node's ~/collect): demos are the episodes the switcher ended in
+    success, one goal's worth per direction; the rest are counted, not kept; collect.json records
+    it and the step journal is gone. A dataset of another pair refuses the robot's task."""
+    import json
+
+    from robofume_ros.data.dataset import DatasetWriter, dataset_info
+    from robofume_ros.online.hand_collection import HandCollection
+
+    seen = []
+    out = tmp_path / "demos"
+    c = HandCollection(out, "demos", 1, action_dim=4, on_episode=lambda *e: seen.append(e[:2]))
+    c.phase(3, False, {}, now=0.0)  # the episode running when the goal came (3) is collected from now
+    plan = [(3, "drawer-open", "forward", True), (4, "drawer-close", "backward", False)]
+    plan += [(5, "drawer-close", "backward", True), (6, "drawer-open", "forward", True)]
+    plan += [(7, "drawer-close", "backward", True)]
+    stamp = 100
+    for index, task, direction, success in plan:
+        for _ in range(4):
+            c.observation(stamp, index, np.zeros((8, 8, 3), np.uint8), [0, 0, 0, 1], task, task, direction)
+            c.command(stamp, [0.0, 0.0, -0.5, 1.0], executed=True)
+            stamp += 1
+        assert not c.done
+        c.phase(index + 1, success, {index: success}, now=float(index))
+        c.poll(now=index + 5.0)  # the next episode's observations would close it too (below)
+        if c.done:
+            break
+    assert c.done and index == 5  # one forward (3) and one backward (5) success; 4 failed
+    assert seen == [("drawer-open", True), ("drawer-close", False), ("drawer-close", True)]
+    record = c.finish()
+    eps = load_episodes(out)
+    assert [(e.task, e.source, e.success) for e in eps] == [
+        ("drawer-open", "target_demo", True),
+        ("drawer-close", "target_demo", True),
+    ]
+    assert all(e.provenance["interventions"] == len(e) == 3 for e in eps)  # 4 observations: 3 steps
+    assert record["counts"] == {"episodes": 2, "attempts": 3, "forward": 1, "backward": 1}
+    assert json.loads((out / "collect.json").read_text())[-1]["source"] == "teleop"
+    assert not list(out.glob(".robofume_collect_*")) and dataset_info(out)["episodes"] == 2
+
+    # a phase message can overtake the episode's last observations: it closes once a later
+    # episode's observation came, or after a wait
+    f = HandCollection(tmp_path / "failures", "failures", 1, action_dim=4)
+    f.phase(0, False, {}, now=0.0)
+    for s in range(3):
+        f.observation(s, 0, np.zeros((8, 8, 3), np.uint8), [0, 0, 0, 1], "i", "drawer-open", "forward")
+        f.command(s, [0.1, 0, 0, 0], executed=False)
+    f.phase(1, False, {0: False}, now=10.0)
+    assert f.episodes == 0
+    f.poll(now=10.5)
+    assert f.episodes == 0
+    f.poll(now=12.5)
+    assert f.done and f.episodes == 1
+    f.finish()
+    assert load_episodes(tmp_path / "failures")[0].source == "failure"
+
+    # a dataset of another pair refuses the robot's task
+    window = tmp_path / "window"
+    DatasetWriter(window)
+    (window / "generate.json").write_text(json.dumps({"config": {"pair": "window", "seed": 0}}))
+    w = HandCollection(window, "demos", 1, action_dim=4)
+    w.observation(1, 0, np.zeros((8, 8, 3), np.uint8), [0, 0, 0, 1], "i", "drawer-open", "forward")
+    assert w.error and "window" in w.error and "drawer-open" in w.error
+    w.finish(w.error)

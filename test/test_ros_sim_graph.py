@@ -271,6 +271,71 @@ def test_a_person_gives_demonstrations_with_no_policy_running(tmp_path):
     assert {e.source for e in eps} == {"target_demo"}
 
 
+def test_a_person_collects_demonstrations_by_hand_through_the_collect_action(tmp_path):
+    """`robofume dataset collect demos --remote --source teleop` (the teleop node's ~/collect
+    action): a person drives the arm and presses "success" (a RewardOverride); every episode the
+    task switcher ends as a success is written as a demo until there is one of each direction,
+    with the person's executed actions, and the command prints one line per episode."""
+    import subprocess
+    import sys
+
+    from geometry_msgs.msg import Twist
+
+    from robofume_ros.data.dataset import load_episodes
+    from robofume_ros.msg import RewardOverride
+    from robofume_ros.ros.override import override_message
+
+    out = tmp_path / "by_hand"
+    # no reward node in this graph: only the person's verdicts (or the time limit) end an episode,
+    # not the simulator's (which would end the backward task at once: the drawer is still closed)
+    args = {"policy": "none", "teleop": "true", "record": "false", "success_source": "reward"}
+    with graph_under_test("sim", args, tmp_path) as g:
+        probe = g.probe({"/observation": Observation, "/task_phase": TaskPhase})
+        probe.wait_for("/observation", 3, timeout=60)
+        twist = probe.publisher("/teleop/twist", Twist)
+        verdicts = probe.publisher("/reward_override", RewardOverride)
+        cmd = [sys.executable, "-m", "robofume_ros.cli", "dataset", "collect", "demos", "--remote"]
+        cmd += ["--source", "teleop", "--episodes", "1", "-o", str(out)]
+        proc = subprocess.Popen(
+            cmd, env=dict(g.runner.env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "collecting 2 demos by hand" not in g.log("teleop") and time.monotonic() < deadline:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(0.2)
+            for _ in range(6):  # each round: the person drives 2 s, then says "success"
+                if proc.poll() is not None:
+                    break
+                for _k in range(20):
+                    t = Twist()
+                    t.linear.z = -0.5
+                    twist.publish(t)
+                    time.sleep(0.1)
+                phase = probe.get("/task_phase")[-1]
+                verdicts.publish(
+                    override_message(phase, RewardOverride.SUCCESS, "test", probe.node.get_clock().now().to_msg())
+                )
+                time.sleep(1.0)
+            stdout, _ = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        g.assert_alive()
+    assert proc.returncode == 0, stdout
+    lines = stdout.splitlines()
+    assert lines[-1].startswith("collected 2 demos by hand") and str(out) in lines[-1], stdout
+    # one feedback line per episode kept (the last may lose the race with the result: another channel)
+    assert 1 <= sum(1 for ln in lines if ln.startswith("[") and ": kept" in ln) <= 2, stdout
+    eps = load_episodes(out)
+    assert sorted(e.task for e in eps) == ["drawer-close", "drawer-open"]
+    for e in eps:
+        assert e.source == "target_demo" and e.success and e.terminals[-1] and e.rewards[-1] == 0
+        assert len(e.actions) >= 5 and (e.actions[:, 2] < 0).mean() > 0.8  # the person's: down
+        assert e.provenance["collected_by"] == "teleop" and e.provenance["interventions"] >= 5
+    record = json.loads((out / "collect.json").read_text())[-1]
+    assert record["source"] == "teleop" and record["counts"]["episodes"] == 2 and record["stopped"] is None
+
+
 def test_only_allowed_nodes_drive_the_arm(tmp_path):
     """A node that is not a configured command source (allowed_command_nodes) cannot move the
     arm: its commands are refused, counted on /robot/safety and reported by node name."""

@@ -535,12 +535,21 @@ def collect_main(argv=None) -> int:
     ap.add_argument("--pair", default="", help="task pair (default: the dataset's, else drawer)")
     ap.add_argument("--seed", type=int, default=0, help="noise stream (0, 1, ...: each gives new episodes)")
     ap.add_argument("--remote", action="store_true", help="send it to the graph's /collect action (evaluator_node)")
+    ap.add_argument(
+        "--source",
+        choices=("scripted", "teleop"),
+        default="scripted",
+        help="--remote: the simulated pair's scripted experts (/collect), or a person driving the running graph "
+        "(teleop:=true; /teleop/collect: every episode the task switcher ends, kept when it is what was asked)",
+    )
     ap.add_argument("--namespace", default="", help="--remote: the graph's namespace")
     a = ap.parse_args(argv)
     if a.remote:
         from robofume_ros.ros.actions import collect_remote
 
-        return collect_remote(a)
+        return collect_remote(a, "teleop/collect" if a.source == "teleop" else "collect")
+    if a.source == "teleop":
+        ap.error("--source teleop collects from a running graph: add --remote")
     if not a.out:
         ap.error("-o/--out is required (or --remote)")
 

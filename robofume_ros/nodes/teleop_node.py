@@ -9,26 +9,38 @@ out: /robot/intervention (ArmCommand, intervention=true, source="teleop") at `ra
      /reward_override (RewardOverride) on the success / not-success / undo buttons
 srv: ~/request_reset (std_srvs/Trigger): pause the task switcher (`pause_service`), log and ask a
      human to reset the scene; resume with `ros2 service call /task_switcher/resume std_srvs/srv/Trigger`
+action: ~/collect (robofume_ros/action/Collect; `robofume dataset collect demos|failures --remote
+     --source teleop`): demonstrations or failures by hand. From the goal on, every episode the task
+     switcher closes (the reward, the success / not-success buttons, the time limit) is written to
+     the goal's dataset when it is what the goal asks for: a success (demos, `episodes` per
+     direction) or not (failures, `episodes` in all); the steps the person drove carry what the arm
+     executed (/robot/executed), the others the policy's command (online/hand_collection.py).
+     Cancel stops at once; the episodes written stay.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import Twist
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Joy
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from robofume_ros.ros import graph
-from robofume_ros.msg import ArmCommand, RewardOverride, TaskPhase
+from robofume_ros.action import Collect
+from robofume_ros.msg import ArmCommand, Observation, RewardOverride, TaskPhase
 from robofume_ros.ros.node import Throttle, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
-from robofume_ros.ros.convert import action_to_command
+from robofume_ros.ros.convert import ImageError, action_to_command, command_to_action, image_to_rgb, stamp_key
 from robofume_ros.ros.override import override_message
 
 
@@ -54,6 +66,7 @@ class Params:
     undo_button: int = knob(5, "button: the last verdict was wrong (RewardOverride UNDO; -1 = none)")
     input_timeout_s: float = knob(0.3, "a twist older than this no longer commands")
     pause_service: str = knob("task_switcher/pause", "std_srvs/Trigger that pauses the task switcher")
+    run_dir: str = knob("", "the run's folder: a ~/collect goal without `out` writes <run_dir>/collected/<kind>")
 
 
 def _axis(axes, spec: int) -> float:
@@ -87,6 +100,24 @@ class TeleopNode(Node):
         self.create_subscription(Twist, p.twist_topic, self.on_twist, 10)
         self.create_service(Trigger, "~/request_reset", self.srv_reset)
         self.create_timer(1.0 / p.rate_hz, self.tick)
+        # collecting by hand: the stream is heard always and used only while a ~/collect goal runs
+        self.collection = None
+        self._collect_lock = threading.Lock()  # the collection, between the stream's callbacks and the goal
+        self._collect_busy = threading.Lock()  # one goal at a time
+        self.create_subscription(Observation, graph.TOPICS["observation"], self._collect_observation, qos.DEEP)
+        for key, executed in (("command", False), ("executed", True)):
+            self.create_subscription(
+                ArmCommand, graph.TOPICS[key], lambda m, e=executed: self._collect_command(m, e), qos.DEEP
+            )
+        self.collect_server = ActionServer(
+            self,
+            Collect,
+            "~/collect",
+            execute_callback=self.execute_collect,
+            goal_callback=lambda _g: GoalResponse.REJECT if self._collect_busy.locked() else GoalResponse.ACCEPT,
+            cancel_callback=lambda _g: CancelResponse.ACCEPT,
+            callback_group=ReentrantCallbackGroup(),
+        )
         self.log.info(
             f"teleop: {p.joy_topic} (dead-man button {p.enable_button}) and {p.twist_topic} -> "
             f"{graph.TOPICS['intervention']}"
@@ -94,6 +125,111 @@ class TeleopNode(Node):
 
     def _on_phase(self, msg):
         self.phase = msg
+        with self._collect_lock:
+            if self.collection is not None:
+                outcomes = dict(zip(msg.recent_episodes, msg.recent_successes))
+                success = msg.last_switch_reason == TaskPhase.REASON_SUCCESS
+                self.collection.phase(int(msg.episode_index), success, outcomes)
+
+    # --- collecting by hand (~/collect) -------------------------------------------------------------
+    def _collect_observation(self, obs):
+        if self.collection is None:
+            return
+        try:
+            image = image_to_rgb(obs.image)
+        except ImageError as e:
+            self.throttle.warn("collect_image", f"observation not collected: {e}")
+            return
+        direction = "backward" if obs.phase == TaskPhase.BACKWARD else "forward"
+        with self._collect_lock:
+            if self.collection is not None:
+                self.collection.observation(
+                    stamp_key(obs.header.stamp),
+                    int(obs.episode_index),
+                    image,
+                    obs.proprio,
+                    obs.instruction,
+                    obs.task,
+                    direction,
+                )
+
+    def _collect_command(self, msg, executed: bool):
+        if self.collection is None:
+            return
+        a = command_to_action(msg, self.p.action_dim)
+        if not np.all(np.isfinite(a)):
+            return
+        with self._collect_lock:
+            if self.collection is not None:
+                self.collection.command(stamp_key(msg.header.stamp), np.clip(a, -1.0, 1.0), executed)
+
+    def execute_collect(self, handle):
+        goal, result = handle.request, Collect.Result()
+        if not self._collect_busy.acquire(blocking=False):
+            result.ok, result.message = False, "refused: a collection is running (one goal at a time)"
+            handle.abort()
+            return result
+        try:
+            return self._collect(handle, goal, result)
+        finally:
+            self._collect_busy.release()
+
+    def _collect(self, handle, goal, result):
+        from robofume_ros.online.hand_collection import HandCollection
+
+        out = (
+            Path(goal.out) if goal.out else (Path(self.p.run_dir) / "collected" / goal.kind if self.p.run_dir else None)
+        )
+
+        def end(how: str, message: str):
+            result.ok, result.message = how == "succeed", message
+            (self.log.info if how == "succeed" else self.log.error)(message)
+            getattr(handle, how)()
+            return result
+
+        if out is None:
+            return end("abort", "refused: the goal names no out, and the node has no run_dir")
+        result.dataset = str(out)
+        events = []
+        try:
+            c = HandCollection(
+                out, goal.kind, int(goal.episodes), self.p.action_dim, on_episode=lambda *e: events.append(e)
+            )
+        except (ValueError, OSError) as e:
+            return end("abort", f"refused: {e}")
+        fb = Collect.Feedback(episodes_total=c.total)
+        with self._collect_lock:
+            if self.phase is not None:  # the episode running now is the first one collected
+                c.phase(int(self.phase.episode_index), False, {})
+            self.collection = c
+        self.log.info(f"collecting {c.total} {goal.kind} by hand into {out}: drive the arm, end each episode")
+        stopped = None
+
+        def report():
+            while events:
+                task, kept, why = events.pop(0)
+                fb.task, fb.kept, fb.attempts, fb.episodes = task, bool(kept), fb.attempts + 1, fb.episodes + int(kept)
+                handle.publish_feedback(fb)
+                self.log.info(f"{task}: {'kept' if kept else 'not kept'} ({why}); {fb.episodes}/{c.total}")
+
+        try:
+            while not c.done and c.error is None and not handle.is_cancel_requested:
+                time.sleep(0.05)
+                with self._collect_lock:
+                    c.poll()
+                report()
+            report()
+            stopped = "cancelled" if handle.is_cancel_requested and not c.done else c.error
+        finally:
+            with self._collect_lock:
+                self.collection = None
+            c.finish(stopped)
+        result.episodes, result.attempts = c.episodes, c.attempts
+        if c.error is not None:
+            return end("abort", f"stopped: {c.error}; {c.episodes} episodes are in {out}")
+        if stopped == "cancelled":
+            return end("canceled", f"cancelled after {c.episodes} episodes; they are in {out}")
+        return end("succeed", f"collected {c.episodes} {goal.kind} by hand in {c.attempts} episodes into {out}")
 
     def _deadzone(self, v):
         v = np.asarray(v, dtype=np.float64)
@@ -180,7 +316,7 @@ class TeleopNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(TeleopNode, args)
+    return run_node(TeleopNode, args, executor_threads=2)
 
 
 if __name__ == "__main__":

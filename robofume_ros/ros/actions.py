@@ -3,6 +3,7 @@
     robofume evaluate --remote [--policy CKPT] [--trials N] ...   the /evaluate action (evaluator_node)
     robofume retrain --remote [--steps N] ...                     the /retrain action (evaluator_node)
     robofume dataset collect demos|failures --remote ...          the /collect action (evaluator_node)
+    robofume dataset collect demos|failures --remote --source teleop   by hand: /teleop/collect (teleop_node)
 
 Feedback is printed after every trial; Ctrl-C cancels the goal (the server stops after the running
 trial) and prints what was done.
@@ -37,7 +38,8 @@ def run_goal(action_type, server: str, goal, on_feedback, namespace: str = "", t
     client = ActionClient(node, action_type, server)
     try:
         if not client.wait_for_server(timeout_sec=timeout):
-            print(f"no {server} action server within {timeout:.0f} s: is evaluator_node running?", file=sys.stderr)
+            node_name = "teleop_node (teleop:=true)" if "teleop" in server else "evaluator_node"
+            print(f"no {server} action server within {timeout:.0f} s: is {node_name} running?", file=sys.stderr)
             return False, None
         fut = client.send_goal_async(goal, feedback_callback=lambda msg: on_feedback(msg.feedback))
         ex.spin_until_future_complete(fut, timeout_sec=timeout)
@@ -115,11 +117,12 @@ def retrain_remote(ns, server: str = "retrain", timeout: float = 30.0) -> int:
         m = json.loads(f.metrics_json or "{}")
         return f"[{f.step}/{f.steps_total}] {f.steps_per_s:.1f} steps/s, Q on data {m.get('q_data', float('nan')):.1f}"
 
-    return send(Retrain, server, goal, line, ns, timeout, "at the next log row")[0]
+    return send(Retrain, server, goal, line, ns, timeout, "after the running update")[0]
 
 
 def collect_remote(ns, server: str = "collect", timeout: float = 30.0) -> int:
-    """Send `robofume dataset collect`'s arguments as a /collect goal; 0 when it succeeded."""
+    """Send `robofume dataset collect`'s arguments as a /collect goal (a scripted collection, or by
+    hand with server teleop/collect); 0 when it succeeded."""
     from robofume_ros.action import Collect
 
     goal = Collect.Goal(kind=ns.kind, pair=ns.pair or "", episodes=ns.episodes, out=ns.out or "", seed=ns.seed)

@@ -176,7 +176,7 @@ ARGUMENTS: list[LaunchArg] = [
         "run_dir",
         "",
         "folder for logs, bags, checkpoints (default: runs/<timestamp>)",
-        _ov(("learner", "run_dir", str), ("evaluator", "run_dir", str)),
+        _ov(("learner", "run_dir", str), ("evaluator", "run_dir", str), ("teleop", "run_dir", str)),
     ),
     LaunchArg(
         "learner_device",
