@@ -270,7 +270,7 @@ class Diagnostics:
     def _silence(self, level: int, message: str, values: dict) -> tuple[int, str]:
         now = time.monotonic()
         ages = {what: now - t for what, t in self._heard.items()}
-        values.update({f"input_age_s/{what}": round(age, 2) for what, age in ages.items()})
+        values.update({f"input_age_s/{what.lstrip('/')}": round(age, 2) for what, age in ages.items()})
         timeout = float(getattr(getattr(self.node, "p", None), "input_timeout_s", 0.0) or 0.0)
         if timeout > 0 and getattr(self.node, "active", False):
             silent = [f"no {what} for {age:.1f} s" for what, age in ages.items() if age > timeout]
