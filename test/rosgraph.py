@@ -109,18 +109,26 @@ class Probe:
                 raise TimeoutError("graph incomplete: " + "; ".join(missing))
             time.sleep(0.05)
 
-    def call(self, service: str, srv_type, request=None, timeout: float = 60.0):
-        """Call a service of the graph; the response, or AssertionError naming the service."""
+    def call(self, service: str, srv_type, request=None, timeout: float = 60.0, resend_s: float | None = None):
+        """Call a service of the graph; the response, or AssertionError naming the service.
+        `resend_s` (for queries only: a call may then arrive twice): send the request again after
+        that long without an answer. A service is "available" once the client matched the server,
+        which may not yet have matched the client's request writer: a request it never sees is
+        never answered."""
         client = self.node.create_client(srv_type, service)
         try:
             if not client.wait_for_service(timeout_sec=timeout):
                 raise AssertionError(f"service {service} not available within {timeout} s")
             done = threading.Event()
-            future = client.call_async(request if request is not None else srv_type.Request())
-            future.add_done_callback(lambda _f: done.set())
-            if not done.wait(timeout):
-                raise AssertionError(f"no answer from {service} within {timeout} s")
-            return future.result()
+            deadline, sent = time.monotonic() + timeout, []
+            while True:
+                sent.append(client.call_async(request if request is not None else srv_type.Request()))
+                sent[-1].add_done_callback(lambda _f: done.set())
+                left = max(0.0, deadline - time.monotonic())
+                if done.wait(min(left, resend_s) if resend_s else left):
+                    return next(f for f in sent if f.done()).result()
+                if time.monotonic() >= deadline:
+                    raise AssertionError(f"no answer from {service} within {timeout} s")
         finally:
             self.node.destroy_client(client)
 
@@ -175,7 +183,9 @@ class GraphUnderTest:
         probe = self.probe({})
         deadline, message = time.monotonic() + timeout, ""
         while time.monotonic() < deadline:
-            res = probe.call(f"{manager}/is_active", Trigger, timeout=max(1.0, deadline - time.monotonic()))
+            res = probe.call(
+                f"{manager}/is_active", Trigger, timeout=max(1.0, deadline - time.monotonic()), resend_s=2.0
+            )
             if res.success:
                 return
             message = res.message
