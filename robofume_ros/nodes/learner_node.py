@@ -36,6 +36,7 @@ from std_msgs.msg import String
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, LearnerPace, Observation, PolicyWeights, Reward, TaskPhase
 from robofume_ros.interfaces import backfill_topic
+from robofume_ros.online.episode_stream import PHASE_WAIT_S
 from robofume_ros.ros.lifecycle import ManagedNode, ManagedParams
 from robofume_ros.ros.node import ERROR, OK, run_node
 from robofume_ros.ros.params import declare, knob
@@ -600,7 +601,7 @@ class RobotFeed:
                 self._pending_phases.clear()
                 return
             t, msg = self._pending_phases[0]
-            if self.stream.newest_episode < msg.episode_index and time.monotonic() - t < 2.0:
+            if self.stream.newest_episode < msg.episode_index and time.monotonic() - t < PHASE_WAIT_S:
                 return
             if self._ask_for_missing_commands(msg.episode_index):
                 continue

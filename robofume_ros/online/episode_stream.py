@@ -37,6 +37,9 @@ import numpy as np
 from robofume_ros.data.episode import Episode
 
 _LEN = struct.Struct("<I")
+# a /task_phase message closes its episodes once an observation of a later episode arrived (the
+# message can overtake their last observations on its own topic), or after this many seconds
+PHASE_WAIT_S = 2.0
 
 
 @dataclass

@@ -28,10 +28,9 @@ from typing import Optional
 
 from robofume_ros.data.dataset import DatasetWriter, dataset_pair
 from robofume_ros.data.episode import Episode
-from robofume_ros.online.episode_stream import EpisodeStream
+from robofume_ros.online.episode_stream import PHASE_WAIT_S, EpisodeStream
 
 KINDS = ("demos", "failures")
-PHASE_WAIT_S = 2.0  # a phase closes its episodes once a later episode's observation came, or after this
 
 
 class _Keep:
@@ -66,7 +65,7 @@ class HandCollection:
         self.source = source
         self.on_episode = on_episode
         self.kept = {"forward": 0, "backward": 0}
-        self.episodes = self.attempts = 0
+        self.attempts = 0
         self.tasks: dict[str, str] = {}  # task -> direction, as the observations said
         self.error: Optional[str] = None  # why the collection cannot go on (foreign task)
         self._staging = Path(tempfile.mkdtemp(prefix=".robofume_collect_", dir=self.out))
@@ -117,6 +116,11 @@ class HandCollection:
         return self.episodes >= self.n
 
     @property
+    def episodes(self) -> int:
+        """Episodes kept so far."""
+        return sum(self.kept.values())
+
+    @property
     def total(self) -> int:
         return 2 * self.n if self.kind == "demos" else self.n
 
@@ -138,7 +142,6 @@ class HandCollection:
             ep.provenance = {**ep.provenance, "collected_by": self.source, "direction": direction}
             path = self.writer.append(ep)  # on disk (atomic) before it counts
             self.kept[direction] += 1
-            self.episodes += 1
             why = f"{ep.provenance.get('interventions', 0)} of {len(ep)} steps driven by a person"
         if self.on_episode is not None:
             self.on_episode(ep.task, keep, why)
