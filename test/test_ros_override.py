@@ -17,7 +17,7 @@ def test_overrides_end_flip_and_refuse(tmp_path):
 
     args = {"run_dir": str(tmp_path / "run"), "record": "false"}
     with graph_under_test("finetune", args, tmp_path, only=("task_switcher",)) as g:
-        probe = g.probe({"/task_phase": TaskPhase})
+        probe = g.probe({"/task_phase": TaskPhase, "/reward_override": RewardOverride})
         obs_pub = probe.publisher("/observation", Observation)
         reward_pub = probe.publisher("/reward", Reward)
         ovr = probe.publisher("/reward_override", RewardOverride)
@@ -57,6 +57,12 @@ def test_overrides_end_flip_and_refuse(tmp_path):
         assert res.result().success and "episode 1 (backward) ended as a success by service" in res.result().message
         ph = phase(lambda m: m.episode_index == 2)
         assert list(ph.recent_successes) == [False, True] and ph.overrides == 3
+        # the service's verdict goes out on the topic (recorder, reward), and is not applied twice
+        out = probe.wait_for("/reward_override", 1, timeout=10, pred=lambda m: m.source.endswith(" service"))[-1]
+        assert (out.episode_index, out.verdict) == (1, RewardOverride.SUCCESS)
+        assert out.source == "/task_switcher service"
+        ph = probe.wait_for("/task_phase", len(probe.get("/task_phase")) + 1, timeout=10)[-1]  # the next one
+        assert ph.overrides == 3 and ph.episode_index == 2
         g.assert_alive()
         log = g.log("task_switcher")
     assert "override refused, nothing changed: success names episode 5, but the active episode is 1" in log

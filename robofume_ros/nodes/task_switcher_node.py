@@ -3,7 +3,8 @@
 in:  /observation (one tick per observation), /reward (success_source "reward") or
      /eval/ground_truth (success_source "ground_truth": scripted data collection only)
      /reward_override (RewardOverride: a person's verdict, which wins over the reward's)
-out: /task_phase (latched, on every change and at 1 Hz), /task_switcher/help, /robot/stop
+out: /task_phase (latched, on every change and at 1 Hz), /task_switcher/help, /robot/stop,
+     /reward_override (the verdicts given through the services, once applied)
 services (std_srvs/Trigger): ~/pause, ~/resume, ~/force_switch, ~/stop, and a person's verdicts
      ~/override_success (end the episode as a success now), ~/override_not_success (ignore the
      reward's success until the episode ends), ~/undo_verdict (flip the last episode's outcome)
@@ -108,6 +109,10 @@ class TaskSwitcherNode(ManagedNode):
         else:
             self.create_subscription(GroundTruth, graph.TOPICS["ground_truth"], self.on_ground_truth, qos.RELIABLE)
         self.create_subscription(RewardOverride, graph.TOPICS["reward_override"], self.on_override, qos.RELIABLE)
+        # a verdict given through the services goes out on the topic too, once applied: the recorder
+        # keeps it and the reward learns from it as from any other (this node skips its own)
+        self.pub_override = self.create_publisher(RewardOverride, graph.TOPICS["reward_override"], qos.RELIABLE)
+        self.service_source = f"{self.get_fully_qualified_name()} service"
         for name, fn in (
             ("pause", self.srv_pause),
             ("resume", self.srv_resume),
@@ -240,6 +245,8 @@ class TaskSwitcherNode(ManagedNode):
         return text
 
     def on_override(self, msg):
+        if msg.source == self.service_source:
+            return  # applied when the service was called
         try:
             self.apply_override(int(msg.verdict), int(msg.episode_index), msg.source or "topic")
         except OverrideError as e:
@@ -255,6 +262,11 @@ class TaskSwitcherNode(ManagedNode):
             res.success, res.message = True, self.apply_override(verdict, episode, "service")
         except OverrideError as e:
             res.success, res.message = False, f"refused, nothing changed: {e}"
+            return res
+        msg = RewardOverride()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.episode_index, msg.verdict, msg.source = int(episode), int(verdict), self.service_source
+        self.pub_override.publish(msg)
         return res
 
     # --- services ---------------------------------------------------------------------------
