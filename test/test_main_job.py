@@ -53,6 +53,10 @@ def test_quick_main_job_on_the_window_pair(tmp_path, capsys):
 
     online = dataset_info(out / "finetune" / "learner" / "online")
     assert online["episodes"] >= 1 and set(online["tasks"]) <= {"window-open", "window-close"}
+    # OOO trained on the online episodes relabelled by the final reward (no person: no adapted version)
+    relabel = json.loads((out / "retrain" / "online_relabelled" / "relabel.json").read_text())
+    assert relabel["episodes"] == online["episodes"] and relabel["model"] == str(out / "reward")
+    assert nodes["reward"]["parameters"]["adapt_dir"] == str(out / "finetune" / "reward_adapted")
     from robofume_ros.rl import checkpoint as ckpt
     from robofume_ros.rl.policy import checkpoint_pair
 

@@ -1,5 +1,6 @@
 """The reward node across processes: /reward at the observation rate, newest frame first, hot reload."""
 
+import json
 import time
 
 import numpy as np
@@ -136,3 +137,71 @@ def test_reload_service_keeps_the_old_model_when_the_new_one_is_broken(tmp_path,
         pub.publish(observation(probe, 5))
         probe.wait_for("/reward", 1, timeout=20)  # still scoring with the old model
         g.assert_alive()
+
+
+def test_the_reward_adapts_to_a_persons_verdict_without_dropping_a_frame(tmp_path):
+    """A success the reward misses (a green square; it was trained on red ones): a person says
+    "success" on /reward_override, the node adapts its head in the background and swaps it in, every
+    frame sent meanwhile is scored, the new version names itself in /reward and is kept on disk."""
+    from tiny_models import adaptable_reward_model, framed
+
+    from robofume_ros.msg import RewardOverride
+    from robofume_ros.ros.convert import rgb_to_image
+
+    model = adaptable_reward_model(tmp_path / "m")
+    adapted = tmp_path / "adapted"
+    spec = reward_spec(tmp_path, model, adapt=True, adapt_dir=str(adapted), paired_instructions=[])
+    seen, later = framed(6, 21, (20, 230, 20)), framed(6, 22, (20, 230, 20))
+
+    def frame(i, img, episode):
+        o = observation(None, i, episode)
+        o.image = rgb_to_image(img, o.header.stamp)
+        o.instruction = "put the red square"
+        return o
+
+    with graph_under_test("finetune", {}, tmp_path, specs=spec) as g:
+        probe = g.probe({"/reward": Reward})
+        pub = probe.publisher("/observation", Observation)
+        override = probe.publisher("/reward_override", RewardOverride)
+        deadline = time.monotonic() + 60
+        while not probe.get("/reward") and time.monotonic() < deadline:  # node up and model loaded
+            pub.publish(frame(0, later[0], 0))
+            time.sleep(0.2)
+        i, sent = 1, []
+
+        def send(images, episode):
+            nonlocal i
+            for img in images:
+                o = frame(i, img, episode)
+                sent.append((o.header.stamp.sec, o.header.stamp.nanosec))
+                pub.publish(o)
+                i += 1
+                time.sleep(0.2)
+
+        send(later, 1)  # how the head in use judges frames it will not be taught on
+        send(seen, 2)  # the episode the person judges
+        probe.wait_for(
+            "/reward", 1, timeout=20, pred=lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == sent[-1]
+        )
+        msg = RewardOverride()
+        msg.episode_index, msg.verdict, msg.source = 2, RewardOverride.SUCCESS, "test"
+        override.publish(msg)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(m.model_id.endswith("+adapted1") for m in probe.get("/reward")):
+            send(later[:1], 3)
+        send(later, 4)  # the same frames as episode 1, judged by the adapted head
+        probe.wait_for(
+            "/reward", 1, timeout=20, pred=lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == sent[-1]
+        )
+        g.assert_alive()
+    msgs = probe.get("/reward")
+    by_episode = {e: [m for m in msgs if m.episode_index == e] for e in (1, 4)}
+    assert all(m.model_id.endswith("+adapted1") for m in by_episode[4]), "the adapted head judges the new frames"
+    assert not any("+adapted" in m.model_id for m in by_episode[1])
+    before = np.mean([m.probability for m in by_episode[1]])
+    after = np.mean([m.probability for m in by_episode[4]])
+    assert after > before + 0.2, (before, after)
+    scored = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in msgs}
+    assert set(sent) <= scored, f"{len(set(sent) - scored)} of {len(sent)} frames were not scored"
+    assert (adapted / "v1" / "reward_model.json").exists() and (adapted / "trusted_labels.npz").exists()
+    assert json.loads((adapted / "v1" / "adapt.json").read_text())["trusted_frames"] >= 3

@@ -70,3 +70,28 @@ def tiny_reward_model(folder: Path) -> Path:
     make_tiny_clip(folder / "clip")
     DualEncoderRewardModel.from_pretrained(str(folder / "clip")).save(folder / "model")
     return folder / "model"
+
+
+def adaptable_reward_model(folder: Path, clip: Path | None = None) -> Path:
+    """A tiny reward trained on red squares (test_reward_training's synthetic episodes) by `reward
+    train`'s own code, so its anchor set is stored with it: one the reward node can adapt online."""
+    from test_reward_training import synthetic_dataset
+
+    from robofume_ros.reward.tiny import make_tiny_clip
+    from robofume_ros.reward.train import train_reward_model
+
+    clip = clip or make_tiny_clip(Path(folder) / "clip")
+    train_reward_model(
+        synthetic_dataset(), Path(folder) / "rm", backbone=str(clip), epochs=40, pretrain_epochs=10, lr=3e-3,
+        val_frac=0.3, progress=False, precision="fp32",
+    )  # fmt: skip
+    return Path(folder) / "rm"
+
+
+def framed(n: int, seed: int, colour) -> np.ndarray:
+    """n frames of test_reward_training's kind, each with a 28x28 square of `colour` (RGB)."""
+    from test_reward_training import square_frames
+
+    im, _ = square_frames(n, seed, np.ones(n, bool))
+    im[np.all(im == (230, 20, 20), axis=-1)] = colour
+    return im

@@ -51,6 +51,11 @@ class Params(DiagnosticsParams):
     )
     trials: int = knob(10, "trials per task when a goal says 0", range=(1, 1000))
     recipe: str = knob("default", "the recipe whose `main` section sizes a /retrain goal that says 0 steps")
+    reward_model: str = knob(
+        "",
+        "the run's reward model: /retrain (without datasets named) relabels the online episodes with its newest "
+        "version adapted online (<run_dir>/reward_adapted) first; empty: their stored labels",
+    )
     device: str = knob("auto", "where /retrain trains: auto, cpu, cuda or cuda:N")
     num_threads: int = knob(
         1,
@@ -189,12 +194,23 @@ class EvaluatorNode(Node):
         run_dir = Path(self.p.run_dir).expanduser() if self.p.run_dir else None
         with self._busy:
             self.goals += 1
-            datasets = list(goal.datasets)
+            datasets, relabel = list(goal.datasets), {}
             if not datasets:
                 online = run_dir / "learner" / "online" if run_dir else None
-                datasets = list(self.p.dataset) + ([str(online)] if online is not None and online.exists() else [])
+                datasets = list(self.p.dataset)
+                if online is not None and online.exists():
+                    relabel = {"online": [str(online)]}
+                    if self.p.reward_model:
+                        from robofume_ros.pipeline.retrain import online_pair, recipe_success_frames
+                        from robofume_ros.reward.adapt import latest_model
+
+                        relabel.update(
+                            reward_model=latest_model(self.p.reward_model, run_dir / "reward_adapted"),
+                            success_frames=recipe_success_frames(self.p.recipe),
+                            pair=online_pair(online),
+                        )
             out = Path(goal.out) if goal.out else (run_dir / "retrain" if run_dir else None)
-            if not datasets or out is None:
+            if not (datasets or relabel) or out is None:
                 return self._end(
                     handle, result, "abort", "refused: the goal names no datasets or out, and the node has no run_dir"
                 )
@@ -226,6 +242,7 @@ class EvaluatorNode(Node):
                     int(goal.steps),
                     on_log=on_log,
                     stop=stop,
+                    **relabel,
                 )
             except Cancelled:
                 return self._end(

@@ -203,6 +203,13 @@ def main(argv=None) -> int:
         "policy and the reward answer each frame and the learner's updates keep the recipe's UTD ratio, "
         "whatever else loads the machine) or wall (the 10 Hz wall clock of a real arm) (docs/fleet.md)",
     )
+    ap.add_argument(
+        "--person",
+        type=int,
+        default=0,
+        help="experiments: a simulated person overrules the reward during fine-tuning with at most this many "
+        "verdicts, watching the simulator (0: nobody, as in the recipe)",
+    )
     ap.add_argument("--fresh", action="store_true", help="delete --out first")
     ns = ap.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -244,6 +251,8 @@ def main(argv=None) -> int:
         out / "finetune", ns.pair, recipe_spec, budget, ns.seed, pre / "checkpoint.pt", out / "reward", data
     )
     ft_args["learner_device"] = ns.device
+    if ns.person:
+        ft_args["simulated_person"] = str(ns.person)
     if ns.clock == "sim":
         ft_args.update(fast="true", use_sim_time="true")
     derived = graph.task_parameters(graph.resolve_args(ft_args))[1]
@@ -259,6 +268,7 @@ def main(argv=None) -> int:
         "success_frames": values.get("task_switcher", {}).get("success_frames"),
         "home_jitter": values.get("sim", {}).get("home_jitter_m"),
         "clock": ns.clock,
+        "simulated_person_verdicts": ns.person,
     }
     (out / "settings.json").write_text(json.dumps(settings, indent=1))
     log(
@@ -319,11 +329,25 @@ def main(argv=None) -> int:
 
     stage("finetune", out / "finetune" / "DONE", run_finetune, out / "finetune", ft_args, timings=timings)
 
+    from robofume_ros.reward.adapt import latest_model
+
     retrain = out / "retrain"
+    # OOO relabels the online episodes with the final reward (the newest version it adapted to online)
+    final_reward = latest_model(out / "reward", out / "finetune" / "reward_adapted")
     stage(
         "retrain (OOO)",
         retrain / "DONE",
-        lambda: ooo_retrain([data, out / "finetune" / "learner" / "online"], retrain, recipe_spec, ns.seed, ns.device),
+        lambda: ooo_retrain(
+            [data],
+            retrain,
+            recipe_spec,
+            ns.seed,
+            ns.device,
+            online=[out / "finetune" / "learner" / "online"],
+            reward_model=final_reward,
+            success_frames=int(settings["success_frames"] or 1),
+            pair=pair.instructions,
+        ),
         timings=timings,
     )
 

@@ -176,6 +176,42 @@ def reward_trace(stream: dict, png: Path, last: int = 6, success_frames: int = 3
     return out
 
 
+def reward_adaptation(run: Path, bags: list, success_frames: int = 3, tolerance: int = 2) -> dict:
+    """What the reward learned online (reward.adapt): its versions, the trusted labels, and the
+    debounced verdicts of the last version on the run's recorded frames next to those the reward gave
+    as it ran; what OOO's relabelling changed. Empty when the reward did not adapt."""
+    from robofume_ros.reward.adapt import LABELS_FILE, VERSION_FILE, versions
+
+    out: dict = {}
+    relabel = run / "retrain" / "online_relabelled" / "relabel.json"
+    if relabel.exists():
+        out["ooo_relabel"] = json.loads(relabel.read_text())
+    adapted = run / "finetune" / "reward_adapted"
+    vs = versions(adapted)
+    if not vs:
+        return out
+    last = json.loads((vs[-1] / VERSION_FILE).read_text())
+    out.update(versions=len(vs), last_version=str(vs[-1]), trusted_frames=last.get("trusted_frames"))
+    if (adapted / LABELS_FILE).exists():
+        import numpy as np
+
+        with np.load(adapted / LABELS_FILE) as z:
+            kinds = [f"{w}_{'success' if ok else 'not_done'}" for w, ok in zip(z["why"], z["success"])]
+        out["labels"] = {k: kinds.count(k) for k in sorted(set(kinds))}
+    if bags:
+        from robofume_ros.reward.audit import rescored_stream
+        from robofume_ros.reward.base import load_reward_model
+        from robofume_ros.reward.online_recall import by_task, verdict_counts
+
+        model = load_reward_model(vs[-1])
+        stream = rescored_stream(bags, model)
+        out["last_version_on_the_run"] = {
+            task: verdict_counts(eps, model.threshold, success_frames, tolerance)
+            for task, eps in by_task(stream["frames"]).items()
+        }
+    return out
+
+
 def _verdict_rates(frames: list) -> dict:
     """Frame-level FN rate (done by ground truth, reward says not) and FP rate of the reward's verdict."""
     pos = [f for f in frames if f["gt"]]
@@ -242,6 +278,7 @@ def write_report(run: Path, results: dict, settings: dict, seconds: dict) -> Pat
         if stream["frames"]
         else {}
     )
+    adaptation = reward_adaptation(run, bags, settings.get("success_frames") or 3)
     success_bars(results, run / "success.png")
     has_q = q_curve(run / "finetune" / "learner" / "metrics.csv", run / "q_online.png")
     video = None
@@ -324,6 +361,27 @@ def write_report(run: Path, results: dict, settings: dict, seconds: dict) -> Pat
                 "",
             ]
         lines += ["![reward trace](reward_trace.png)", ""]
+    if adaptation.get("versions"):
+        after = adaptation.get("last_version_on_the_run", {})
+        lines += [
+            f"The reward adapted online (`reward:adapt`): {adaptation['versions']} versions, the last on "
+            f"{adaptation['trusted_frames']} trusted frames ({json.dumps(adaptation.get('labels', {}))}). Its last "
+            "version's verdicts on the same recorded frames: "
+            + "; ".join(
+                f"{task} {c['recognised']} recognised, {c['premature']} premature, {c['missed']} missed"
+                for task, c in after.items()
+            )
+            + f" (`robofume reward audit {run} --model {adaptation['last_version']}`).",
+            "",
+        ]
+    if adaptation.get("ooo_relabel"):
+        c = adaptation["ooo_relabel"]
+        lines += [
+            f"OOO relabelled the {c['episodes']} online episodes with {c['model_id']} before retraining: "
+            f"successes {c['successes_before']} -> {c['successes_after']} ({c['became_success']} new, "
+            f"{c['became_failure']} withdrawn), {c['person_verdicts_kept']} judged by a person kept.",
+            "",
+        ]
     if has_q:
         lines += ["![Q vs MC](q_online.png)", ""]
     if video:
@@ -333,7 +391,16 @@ def write_report(run: Path, results: dict, settings: dict, seconds: dict) -> Pat
     path = run / "report.md"
     path.write_text("\n".join(lines) + "\n")
     (run / "results.json").write_text(
-        json.dumps({"results": results, "learning_curve": curve, "reward": trace, "stage_seconds": seconds}, indent=1)
+        json.dumps(
+            {
+                "results": results,
+                "learning_curve": curve,
+                "reward": trace,
+                "reward_adaptation": adaptation,
+                "stage_seconds": seconds,
+            },
+            indent=1,
+        )
     )
     return path
 

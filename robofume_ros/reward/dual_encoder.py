@@ -519,6 +519,14 @@ class DualEncoderRewardModel(RewardModel):
         f = self.image_features(as_frames(frame))
         return self.predict_proba_features(f.expand(len(instructions), -1), list(instructions))
 
+    def predict_with_features(self, frame, instruction: str, partner: str | None = None):
+        """(P(done), P(done) for the partner or None, the frame's image features (D,)): the reward
+        node's step when it adapts online (reward.adapt keeps the features of what it labels)."""
+        f = self.image_features(as_frames(frame))
+        instrs = [instruction] + ([partner] if partner else [])
+        p = self.predict_proba_features(f.expand(len(instrs), -1), instrs)
+        return float(p[0]), (float(p[1]) if partner else None), f[0].numpy()
+
     def predict_proba_features(self, features, instruction) -> np.ndarray:
         """Same as :meth:`predict_proba` on precomputed :meth:`image_features` (frozen towers only)."""
         f = torch.as_tensor(features, dtype=torch.float32)

@@ -336,6 +336,18 @@ def train_reward_model(
         model.save(out, embed_backbone=embed_backbone)
     else:
         model.save(out)
+    anchor_frames = 0
+    if feats is not None:  # the frames the head learned: what online adaptation must keep (reward.adapt)
+        from .adapt import save_anchor
+
+        sets = [(f_train, train_set)] + ([(f_val, val_set)] if val_set is not None else [])
+        anchor_frames = save_anchor(
+            out,
+            torch.cat([f for f, _ in sets]).numpy(),
+            np.concatenate([np.asarray(s.labels) for _, s in sets]),
+            [i for _, s in sets for i in s.instructions],
+            seed=seed,
+        )
     figures = []
     if val_set is not None and val_set.n_pos:
         plot_pr_curve(val_set.labels, p_val, out / "pr_curve.png", threshold=thr, title="PR curve (held-out labels)")
@@ -382,6 +394,7 @@ def train_reward_model(
             else None,
             "heldout_success_gt": average_precision(gt_y, gt_p) if gt_y is not None and gt_y.any() else None,
         },
+        "anchor_frames": anchor_frames,
         "calibration_ece": reliability(val_set.labels, p_val)["ece"] if val_set is not None else None,
         "history": {k_: {kk: [round(float(x), 5) for x in vv] for kk, vv in v.items()} for k_, v in hist.items()},
         "train_seconds": round(time.time() - t_start, 1),

@@ -158,7 +158,12 @@ ARGUMENTS: list[LaunchArg] = [
         "actor checkpoint for the learned policy",
         _ov(("policy", "checkpoint", str), ("learner", "init_checkpoint", str), ("evaluator", "checkpoint", str)),
     ),
-    LaunchArg("reward_model", "", "reward model checkpoint folder", _ov(("reward", "model_path", str))),
+    LaunchArg(
+        "reward_model",
+        "",
+        "reward model checkpoint folder",
+        _ov(("reward", "model_path", str), ("evaluator", "reward_model", str)),
+    ),
     LaunchArg(
         "offline_dataset",
         "",
@@ -177,6 +182,13 @@ ARGUMENTS: list[LaunchArg] = [
         "",
         "folder for logs, bags, checkpoints (default: runs/<timestamp>)",
         _ov(("learner", "run_dir", str), ("evaluator", "run_dir", str), ("teleop", "run_dir", str)),
+    ),
+    LaunchArg(
+        "simulated_person",
+        "0",
+        "experiments in simulation: a stand-in for a person who overrules the reward, watching the simulator, "
+        "with this many verdicts (0: none; never part of the recipe)",
+        _ov(("simulated_person", "budget", int)),
     ),
     LaunchArg(
         "learner_device",
@@ -376,6 +388,8 @@ def _fleet(graph: str, a: dict, names: list) -> tuple[list[NodeSpec], dict]:
             s.required = False
             # each robot's simulator keeps its own time (lockstep): /clock under its namespace
             s.remappings.append(("/clock", f"{s.namespace}/clock"))
+            if s.name == "reward":  # each robot's reward adapts to what it sees
+                s.parameters["adapt_dir"] = str(Path(s.parameters["adapt_dir"]) / robot)
             specs.append(s)
         per_robot[robot] = derived
     a0 = dict(a, world=worlds[0])
@@ -443,6 +457,10 @@ def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
         # /evaluate: ground-truth evaluation in its own simulated worlds, on request (a sim pair only)
         if tasks.get_pair(a["world"]).simulated:
             add("evaluator", "evaluator_node", required=False, nice=background_nice)
+        if int(a["simulated_person"] or 0) > 0:
+            if a["robot"] != "sim":
+                raise ValueError("simulated_person:= watches the simulator: it needs robot:=sim")
+            add("simulated_person", "simulated_person_node", required=False)
     if _truthy(a["record"]):
         add("recorder", "recorder_node", nice=background_nice)
 
@@ -468,6 +486,8 @@ def _nodes(graph: str, a: dict, task_params: dict) -> list[NodeSpec]:
             by_name["learner"].parameters["signing_key"] = key
         if "policy" in by_name:
             by_name["policy"].parameters["trusted_key"] = key + ".pub"
+        if "reward" in by_name:  # the reward's adapted versions and trusted labels (the recipe's adapt)
+            by_name["reward"].parameters["adapt_dir"] = str(Path(a["run_dir"] or LEARNER_RUN_DIR) / "reward_adapted")
     if "reward" in by_name and "sim" in by_name:
         # in sim time the simulator also waits for the verdict on each frame, as at 10 Hz it comes
         # within the tick (it waits for nothing else where it runs at the wall clock)
