@@ -83,6 +83,23 @@ def verdict(p, q, gt, thr, n=3, tolerance=2):
     return ("missed" if any(gt) else "none"), None
 
 
+def judge_all(model, episodes, partner) -> list:
+    """Every episode judged by one model: its verdict and frame false positives."""
+    rows = []
+    for ep in episodes:
+        p, q = judge(model, ep, partner)
+        gt = np.array(ep["gt"])
+        rows.append(
+            {
+                "task": ep["task"],
+                "verdict": verdict(p, q, ep["gt"], model.threshold)[0],
+                "fp_frames": int(((p >= model.threshold) & ~gt).sum()),
+                "neg_frames": int((~gt).sum()),
+            }
+        )
+    return rows
+
+
 def summarise(rows):
     out = {}
     for task in sorted({r["task"] for r in rows}):
@@ -147,18 +164,7 @@ def replay(model, episodes, pair, person_budget: int, reaction: int, cfg, seed: 
             if res.accepted:
                 version += 1
                 current = with_head(current, res.head, version)
-    final = []
-    for ep in episodes:
-        p, q = judge(current, ep, partner)
-        gt = np.array(ep["gt"])
-        final.append(
-            {
-                "task": ep["task"],
-                "verdict": verdict(p, q, ep["gt"], current.threshold)[0],
-                "fp_frames": int(((p >= current.threshold) & ~gt).sum()),
-                "neg_frames": int((~gt).sum()),
-            }
-        )
+    final = judge_all(current, episodes, partner)
     return {
         "person_budget": person_budget,
         "person_verdicts_used": used,
@@ -197,19 +203,7 @@ def main(argv=None) -> int:
             cache.write_bytes(pickle.dumps(episodes))
     pair = sorted({e["instruction"] for e in episodes})
     cfg = AdaptConfig()
-    base = []
-    partner = dict(zip(pair, reversed(pair))) if len(pair) == 2 else {}
-    for ep in episodes:
-        p, q = judge(model, ep, partner)
-        gt = np.array(ep["gt"])
-        base.append(
-            {
-                "task": ep["task"],
-                "verdict": verdict(p, q, ep["gt"], model.threshold)[0],
-                "fp_frames": int(((p >= model.threshold) & ~gt).sum()),
-                "neg_frames": int((~gt).sum()),
-            }
-        )
+    base = judge_all(model, episodes, dict(zip(pair, reversed(pair))) if len(pair) == 2 else {})
     results = {"run": ns.run, "model": ns.model, "base": summarise(base), "replays": []}
     print("base:", json.dumps(results["base"]))
     for budget in ns.person:

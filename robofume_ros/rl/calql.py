@@ -22,15 +22,14 @@ Metrics come back as 0-dim tensors (no host sync inside the step); call .item() 
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
-from robofume_ros.rl.common import AgentBase, ObsDims, ScalarParam, autocast, keep_freed_memory
-from robofume_ros.rl.networks import NetConfig, ObsEncoder, StackedQ, TanhGaussianActor, grad_norm
+from robofume_ros.rl.common import AgentBase, ObsDims, ScalarParam, autocast
+from robofume_ros.rl.networks import NetConfig, TanhGaussianActor, grad_norm
 
 
 @dataclass
@@ -76,15 +75,7 @@ class CalQLConfig:
 
 class CalQL(AgentBase):
     def __init__(self, cfg: CalQLConfig, dims: ObsDims, device="cpu"):
-        self.cfg, self.dims, self.device, self.bf16 = cfg, dims, device, cfg.bf16
-        if torch.device(device).type == "cpu":
-            keep_freed_memory()  # reuse the step's big activation buffers (no page faults)
-        self.encoder = ObsEncoder(cfg.net, dims.proprio_dim, dims.lang_dim, dims.feature_dim, dims.image_shape).to(
-            device
-        )
-        self.critic = StackedQ(self.encoder.out_dim, dims.action_dim, cfg.net.hidden, 2).to(device)
-        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
-        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self._build_critics(cfg, dims, device)
         self.actor = TanhGaussianActor(self.encoder.out_dim, dims.action_dim, cfg.net).to(device)
         self.log_alpha = ScalarParam(math.log(cfg.init_alpha)).to(device)
         self.log_alpha_prime = ScalarParam(0.0).to(device)

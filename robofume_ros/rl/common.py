@@ -101,6 +101,23 @@ class AgentBase:
     optimizers: dict
     bf16: bool = False
 
+    def _build_critics(self, cfg, dims, device) -> None:
+        """What every actor-critic here starts from: the observation encoder, twin critics and their
+        target copies on `device` (frozen targets, updated by Polyak averaging)."""
+        import copy
+
+        from robofume_ros.rl.networks import ObsEncoder, StackedQ
+
+        self.cfg, self.dims, self.device, self.bf16 = cfg, dims, device, cfg.bf16
+        if torch.device(device).type == "cpu":
+            keep_freed_memory()  # reuse the step's big activation buffers (no page faults)
+        self.encoder = ObsEncoder(cfg.net, dims.proprio_dim, dims.lang_dim, dims.feature_dim, dims.image_shape).to(
+            device
+        )
+        self.critic = StackedQ(self.encoder.out_dim, dims.action_dim, cfg.net.hidden, 2).to(device)
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+
     @torch.no_grad()
     def act(
         self, obs: dict, deterministic: bool = True, noise_scale: float = 1.0, eps: Optional[torch.Tensor] = None

@@ -12,16 +12,13 @@ The image encoder (obs_mode "cnn") is trained by the Q loss only; V and the acto
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
 
-from robofume_ros.rl.common import AgentBase, ObsDims, autocast, keep_freed_memory
+from robofume_ros.rl.common import AgentBase, ObsDims, autocast
 from robofume_ros.rl.networks import (
     NetConfig,
-    ObsEncoder,
-    StackedQ,
     TanhGaussianActor,
     gaussian_log_prob,
     grad_norm,
@@ -55,15 +52,7 @@ def squashed_mean_log_prob(mean: torch.Tensor, log_std: torch.Tensor, a: torch.T
 
 class IQL(AgentBase):
     def __init__(self, cfg: IQLConfig, dims: ObsDims, device="cpu"):
-        self.cfg, self.dims, self.device, self.bf16 = cfg, dims, device, cfg.bf16
-        if torch.device(device).type == "cpu":
-            keep_freed_memory()  # reuse the step's big activation buffers (no page faults)
-        self.encoder = ObsEncoder(cfg.net, dims.proprio_dim, dims.lang_dim, dims.feature_dim, dims.image_shape).to(
-            device
-        )
-        self.critic = StackedQ(self.encoder.out_dim, dims.action_dim, cfg.net.hidden, 2).to(device)
-        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
-        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self._build_critics(cfg, dims, device)
         self.value = mlp(self.encoder.out_dim, cfg.net.hidden, 1, out_gain=1.0).to(device)
         self.actor = TanhGaussianActor(self.encoder.out_dim, dims.action_dim, cfg.net).to(device)
         self.encoder_trainable = any(True for _ in self.encoder.parameters())
