@@ -180,6 +180,7 @@ def test_a_fleet_is_one_graph_per_robot_and_one_learner():
         elif s.name != "lifecycle_manager":
             assert s.parameters["use_sim_time"] is False
     assert by["left/recorder"].parameters["output_dir"].endswith("bags/left")
+    assert by["left/reward"].parameters["adapt_dir"].endswith("reward_adapted/left")  # each reward its own
     assert [s.namespace for s in graph.nodes("finetune", {"robots": "2", "namespace": "lab"})][:1] == ["/lab/robot1"]
     for bad in ("0", "17", "a,a", "a/b", "robot-1"):
         with pytest.raises(ValueError):
@@ -482,3 +483,11 @@ def test_the_sim_graph_runs_the_policy_it_is_told():
     by = {s.name: s for s in learned}
     assert "scripted_policy" not in by and by["policy"].parameters["checkpoint"] == "/x/ckpt.pt"
     assert "learner" not in by and "policy" in names("finetune", {"policy": "scripted"})
+
+
+def test_a_simulated_person_joins_only_when_an_experiment_asks_and_only_in_simulation():
+    assert "simulated_person" not in {s.name for s in graph.nodes("finetune", {})}
+    by = {s.name: s for s in graph.nodes("finetune", {"simulated_person": "12"})}
+    assert by["simulated_person"].parameters["budget"] == 12 and not by["simulated_person"].required
+    with pytest.raises(ValueError, match="watches the simulator"):
+        graph.nodes("finetune", {"simulated_person": "3", "robot": "franka"})
