@@ -214,6 +214,7 @@ def test_ooo_relabels_online_episodes_with_the_final_reward_and_keeps_a_persons_
                 (False, False, False),  # nothing there, nothing claimed
                 (True, False, False),  # missed again
                 (False, True, False),  # ended as a success although the reward never fired: a person's verdict
+                (False, True, True),  # the loop's own success (the reward fired): it stands
             ]
         ):
             ep = episode("online", stored, 300 + i, end_with_square=square)
@@ -226,17 +227,18 @@ def test_ooo_relabels_online_episodes_with_the_final_reward_and_keeps_a_persons_
     before = {e.provenance["episode_index"]: e.rewards.copy() for e in load_episodes(online)}
     counts = relabel_online(online, folder, tmp_path / "relabelled", success_frames=2)
     got = {e.provenance["episode_index"]: e for e in load_episodes(tmp_path / "relabelled")}
-    assert counts["episodes"] == 4 and counts["person_verdicts_kept"] == 1
+    assert counts["episodes"] == 5 and counts["person_verdicts_kept"] == 1 and counts["online_successes_kept"] == 1
     for i in (0, 2):  # the square's last 3 frames: success from the second of them on (2 in a row)
         assert got[i].success and got[i].terminals.tolist() == [False] * 9 + [True, True]
         assert got[i].rewards.tolist() == [-1.0] * 9 + [0.0, 0.0]
-        assert got[i].provenance["reward_model"]["online_success"] is False
+        assert got[i].provenance["reward_model"]["model_id"] == load_reward_model(folder).model_id
     assert not got[1].success and not got[1].terminals.any()
-    assert got[3].success and got[3].terminals[-1] and "reward_model" not in got[3].provenance  # kept
-    assert counts["became_success"] == 2 and counts["successes_before"] == 1 and counts["successes_after"] == 3
+    for i in (3, 4):  # kept as they were
+        assert got[i].success and got[i].terminals[-1] and "reward_model" not in got[i].provenance
+    assert counts["became_success"] == 2 and counts["successes_before"] == 2 and counts["successes_after"] == 4
     for e in load_episodes(online):  # the run's own dataset is untouched (the copy's arrays are hard links)
         np.testing.assert_array_equal(e.rewards, before[e.provenance["episode_index"]])
-        assert not e.success or e.provenance["episode_index"] == 3
+        assert not e.success or e.provenance["episode_index"] in (3, 4)
 
 
 # ------------------------------------------------------------------ the simulated person of experiments

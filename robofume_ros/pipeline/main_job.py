@@ -332,7 +332,7 @@ def main(argv=None) -> int:
     from robofume_ros.reward.adapt import latest_model
 
     retrain = out / "retrain"
-    # OOO relabels the online episodes with the final reward (the newest version it adapted to online)
+    # OOO looks for missed successes with the final reward (the newest version it adapted to online)
     final_reward = latest_model(out / "reward", out / "finetune" / "reward_adapted")
     stage(
         "retrain (OOO)",

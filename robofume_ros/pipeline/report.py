@@ -377,9 +377,9 @@ def write_report(run: Path, results: dict, settings: dict, seconds: dict) -> Pat
     if adaptation.get("ooo_relabel"):
         c = adaptation["ooo_relabel"]
         lines += [
-            f"OOO relabelled the {c['episodes']} online episodes with {c['model_id']} before retraining: "
-            f"successes {c['successes_before']} -> {c['successes_after']} ({c['became_success']} new, "
-            f"{c['became_failure']} withdrawn), {c['person_verdicts_kept']} judged by a person kept.",
+            f"OOO relabelled the online episodes that ended without a success with {c['model_id']} before "
+            f"retraining: {c['became_success']} successes found (successes {c['successes_before']} -> "
+            f"{c['successes_after']}; {c['person_verdicts_kept']} episodes a person judged kept as judged).",
             "",
         ]
     if has_q:
