@@ -45,7 +45,7 @@ LABELS_FILE = "trusted_labels.npz"
 
 # RewardOverride verdicts and TaskPhase reasons (msg/*.msg), as plain ints: no message import here
 SUCCESS, NOT_SUCCESS, UNDO = 1, 2, 3
-REASON_SUCCESS, REASON_TIMEOUT = 1, 2
+REASON_SUCCESS, REASON_TIMEOUT, REASON_FORCED = 1, 2, 3
 
 
 class AdaptError(ValueError):
@@ -137,7 +137,7 @@ class EpisodeLog:
     def phase(self, episode_index: int, reason: int) -> None:
         """Episode `episode_index` began because the one before it ended with `reason`."""
         prev = int(episode_index) - 1
-        if prev < 0 or reason not in (REASON_SUCCESS, REASON_TIMEOUT, 3):  # 3: forced (switched by hand)
+        if prev < 0 or reason not in (REASON_SUCCESS, REASON_TIMEOUT, REASON_FORCED):
             return
         ep = self.episodes.get(prev)
         if ep is None or ep.outcome is not None:
@@ -178,8 +178,9 @@ class EpisodeLog:
 
     def kept(self) -> list[TrustedFrame]:
         """The last frames of the episodes the reward itself ended as a success and nobody challenged:
-        not labels to learn from (that would be the reward teaching itself), but what an adapted head
-        must keep recognising (the gate), or a few corrections would trade one task for another."""
+        what an adapted head must keep recognising (the gate), or a few corrections would trade one
+        task for another. Only those a person watched are also labels (:meth:`labels`): the others
+        would be the reward teaching itself."""
         return list(self._kept.values())
 
     def counts(self) -> dict:
