@@ -43,6 +43,17 @@ def person_gave_verdict(meta: dict, success_frames: int) -> bool:
     return "reward_success" in prov and bool(meta.get("success")) != fired
 
 
+def _judge(model, images, instruction: str, partner, batch_size: int):
+    """P(done) per frame for the instruction and, with a partner, for it too: the image tower runs
+    once per frame where the model has one (dual encoders), else the model judges each."""
+    if hasattr(model, "image_features"):
+        f = model.image_features(images, batch_size=batch_size)
+        q = model.predict_proba_features(f, partner) if partner else None
+        return model.predict_proba_features(f, instruction), q
+    q = model.predict_proba(images, partner, batch_size=batch_size) if partner else None
+    return model.predict_proba(images, instruction, batch_size=batch_size), q
+
+
 def relabel_online(
     online, reward_model, out, success_frames: int = 1, pair=(), batch_size: int = 64, stop=None
 ) -> dict:
@@ -85,12 +96,7 @@ def relabel_online(
             ep = load_episode(d)
         except DatasetError as e:
             raise DatasetError(f"cannot relabel {d}: {e}") from e
-        p = model.predict_proba(ep.images, ep.instruction, batch_size=batch_size)
-        q = (
-            model.predict_proba(ep.images, partner[ep.instruction], batch_size=batch_size)
-            if ep.instruction in partner
-            else None
-        )
+        p, q = _judge(model, ep.images, ep.instruction, partner.get(ep.instruction), batch_size)
         ok = debounce([frame_success(p[t], thr, None if q is None else q[t]) for t in range(len(p))], success_frames)
         terminals = ok[1:].copy()
         rewards = np.where(terminals, 0.0, -1.0).astype(np.float32)
