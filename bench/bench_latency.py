@@ -6,10 +6,13 @@ frame is, and reports p50 / p95 / p99 / max over the last minute on /diagnostics
 (`frame_to_command_ms/*`). This bench runs the graph four times in one invocation: with the
 background work (learner, recorder) at the same CPU priority as the control path
 (`background_nice:=0`, the baseline) and niced (`background_nice:=10`, the default), each idle and
-with every core busy (a bounded CPU burner), and prints each and the ratios.
+with every core busy (a bounded CPU burner), and prints each and the ratios. `--features shared own`
+compares the camera computing the image features once for the policy, reward and learner
+(`camera.shared_features`, the default) with each of them running its own encoder.
 
     .venv/bin/python bench/bench_latency.py --run runs/main_drawer            # the fine-tuning graph
     .venv/bin/python bench/bench_latency.py --checkpoint CKPT --graph sim      # policy only, no learner
+    .venv/bin/python bench/bench_latency.py --run RUN --nice 10 --features shared own --loads idle
 
 Goal (#22): p99 <= 20 ms at 10 Hz, idle or loaded.
 """
@@ -90,7 +93,7 @@ def measure(graph_name: str, args: dict, seconds: float, warmup: float, burn: bo
     )
     for node, values in stages.items():  # e.g. camera_frame_age_p99, policy_compute_p99
         for k, v in values.items():
-            if k.startswith(("frame_age_ms/", "compute_ms/")):
+            if k.startswith(("frame_age_ms/", "compute_ms/", "features_ms/")):
                 out[f"{node}_{k.split('_ms/')[0]}_{k.split('/')[1]}"] = float(v)
             elif node == "reward" and k in ("inference_hz", "inference_ms"):
                 out[f"reward_{k}"] = float(v)
@@ -108,6 +111,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/bench_latency")
     ap.add_argument("--nice", type=int, nargs="+", default=[0, 10], help="background_nice values to compare")
     ap.add_argument("--loads", nargs="+", default=["idle", "cores busy"], choices=("idle", "cores busy"))
+    ap.add_argument(
+        "--features",
+        nargs="+",
+        default=["shared"],
+        choices=("shared", "own"),
+        help="shared: the camera computes the image features once (the default graph); own: every consumer "
+        "runs its own encoder (camera.shared_features false)",
+    )
     ns = ap.parse_args(argv)
     graph_name = ns.graph or ("finetune" if ns.run else "sim")
     base = {"world": ns.world, "record": "false"}
@@ -123,10 +134,16 @@ def main(argv=None) -> int:
     else:
         raise SystemExit("give --run (a main-job run folder) or --checkpoint")
     results = {}
-    conditions = [(nice, load) for load in ns.loads for nice in ns.nice]
-    for k, (nice, load) in enumerate(conditions):
-        name = f"background_nice {nice}, {load}"
-        args = dict(base, background_nice=str(nice), run_dir=str(Path(ns.out) / f"nice{nice}_{load.replace(' ', '_')}"))
+    Path(ns.out).mkdir(parents=True, exist_ok=True)
+    own = Path(ns.out).resolve() / "own_features.yaml"  # a recipe variant: only what differs
+    own.write_text("camera:\n  ros__parameters:\n    shared_features: false\n")
+    conditions = [(f, nice, load) for load in ns.loads for nice in ns.nice for f in ns.features]
+    for k, (feat, nice, load) in enumerate(conditions):
+        name = f"background_nice {nice}, {load}" + (f", {feat} features" if len(ns.features) > 1 else "")
+        folder = f"nice{nice}_{load.replace(' ', '_')}_{feat}"
+        args = dict(base, background_nice=str(nice), run_dir=str(Path(ns.out) / folder))
+        if feat == "own":
+            args["recipe"] = str(own)
         results[name] = measure(graph_name, args, ns.seconds, ns.warmup, load != "idle", domain=90 + k)
         r = results[name]
         print(
@@ -142,16 +159,24 @@ def main(argv=None) -> int:
             "  stages p50 / p99 ms: frame at the camera "
             f"{r.get('camera_frame_age_p50', nan):.1f} / {r.get('camera_frame_age_p99', nan):.1f}, "
             f"at the policy {r.get('policy_frame_age_p50', nan):.1f} / {r.get('policy_frame_age_p99', nan):.1f}, "
-            f"policy compute {r.get('policy_compute_p50', nan):.1f} / {r.get('policy_compute_p99', nan):.1f}; "
+            f"policy compute {r.get('policy_compute_p50', nan):.1f} / {r.get('policy_compute_p99', nan):.1f}, "
+            f"camera features {r.get('camera_features_p50', nan):.1f} / {r.get('camera_features_p99', nan):.1f}; "
             f"reward {r.get('reward_inference_hz', nan):.1f} verdicts/s, {r.get('reward_inference_ms', nan):.0f} ms each",
             flush=True,
         )
-    if len(ns.nice) == 2:
+    if len(ns.nice) == 2 and len(ns.features) == 1:
         for load in ns.loads:
             a, b = (results[f"background_nice {n}, {load}"].get("p99") for n in ns.nice)
             if a and b:
                 print(f"{load}: p99 with background_nice {ns.nice[1]} / {ns.nice[0]}: {b / a:.2f}x")
-    Path(ns.out).mkdir(parents=True, exist_ok=True)
+    if len(ns.features) == 2:
+        for load in ns.loads:
+            for nice in ns.nice:
+                r = {f: results[f"background_nice {nice}, {load}, {f} features"] for f in ns.features}
+                for q in ("p50", "p99"):
+                    a, b = r["own"].get(q), r["shared"].get(q)
+                    if a and b:
+                        print(f"{load}, background_nice {nice}: {q} with shared / own features: {b / a:.2f}x")
     (Path(ns.out) / "latency.json").write_text(json.dumps(results, indent=1))
     return 0
 

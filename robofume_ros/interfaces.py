@@ -23,6 +23,9 @@ PACKAGE = "robofume_ros"
 _TABLE = {
     "image": ("camera/image_raw", "sensor_msgs/msg/Image"),  # from the sim or a real camera
     "observation": ("observation", "robofume_ros/msg/Observation"),  # control rate
+    # nothing is published here: a node that can use the camera's shared image features subscribes,
+    # and the camera computes them only while someone does (a lazy publisher, as image_transport's)
+    "features_wanted": ("observation/features_wanted", "std_msgs/msg/Empty"),
     "command": ("robot/command", "robofume_ros/msg/ArmCommand"),  # from policy / scripted / teleop
     "intervention": ("robot/intervention", "robofume_ros/msg/ArmCommand"),  # a human's; overrides the policy
     # what the arm executed while a person had it, stamped with the observation it answered (the

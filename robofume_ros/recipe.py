@@ -108,6 +108,12 @@ class MainParams:
     )
     reward_reverse_k: int = knob(3, "start frames of a demo used as positives of the paired task (its goal state)")
     reward_pair_negatives: int = knob(3, "end frames of a demo used as negatives of the paired task")
+    reward_precision: str = knob(
+        "fp32",
+        "the reward's image-tower precision in training and in the loop: fp32 judges on the camera's shared "
+        "features (one encoder pass per frame for the whole graph); bf16 (or auto) runs its own tower",
+        choices=("fp32", "bf16", "auto"),
+    )
     pretrain_steps: int = knob(3000, "Cal-QL offline pre-training gradient steps")
     budget_steps: int = knob(9000, "online environment steps of reset-free fine-tuning")
     retrain_algo: str = knob("calql", "OOO's pessimistic offline algorithm from scratch on all data: calql or iql")

@@ -108,6 +108,29 @@ def test_default_backbone_uses_packaged_weights():
     assert f.shape == (2, 1280 * 5) and torch.isfinite(f).all()
 
 
+def test_an_fp32_default_reward_judges_on_the_cameras_shared_features():
+    """The built-in tower in float32 takes the camera's features (vision.SHARED_FEATURES_ID) in
+    place of its own pass, with the same verdicts; in bf16, or with another tower or LoRA, it does
+    not (its features would differ from what its head was trained on)."""
+    from robofume_ros.vision import SHARED_FEATURES_ID, SHARED_GRID
+    from robofume_ros.vision.encoder import FrozenImageEncoder
+
+    m = DualEncoderRewardModel.from_pretrained("default", precision="fp32")
+    assert m.features_id == SHARED_FEATURES_ID
+    shots = frames(3)
+    camera = FrozenImageEncoder(grid=SHARED_GRID)(shots)
+    for k in range(3):
+        own = m.predict_with_features(shots[k], "open the drawer", "close the drawer")
+        shared = m.predict_with_features(shots[k], "open the drawer", "close the drawer", features=camera[k])
+        assert shared[0] == pytest.approx(own[0], abs=1e-4) and shared[1] == pytest.approx(own[1], abs=1e-4)
+        np.testing.assert_allclose(shared[2], own[2], atol=2e-4)
+    assert DualEncoderRewardModel(m.backbone, head=m.head, precision="bf16").features_id is None
+    assert (
+        DualEncoderRewardModel.from_pretrained("default", precision="fp32", spatial_grid=0).features_id
+        == (SHARED_FEATURES_ID.split("+")[0])
+    )
+
+
 def test_vlm_llava_yes_no_and_roundtrip(folders, tmp_path):
     m = VLMRewardModel.from_pretrained(str(folders["llava"]), lora_r=4)
     assert "open the drawer" in m.prompt("open the drawer")

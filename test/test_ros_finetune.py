@@ -14,7 +14,7 @@ rclpy = pytest.importorskip("rclpy")
 from rosgraph import graph_under_test
 
 from robofume_ros.ros import graph
-from robofume_ros.msg import ArmCommand, PolicyWeights, Reward, TaskPhase
+from robofume_ros.msg import ArmCommand, Observation, PolicyWeights, Reward, TaskPhase
 
 
 def finetune_specs(tmp_path, models, budget=100000, max_episode_steps=40, learner=None, record=False, **extra):
@@ -147,8 +147,10 @@ def test_dead_reward_node_means_timeouts_not_a_hang(tmp_path, models):
     specs, by = finetune_specs(tmp_path, models, max_episode_steps=15)
     by["reward"].respawn = False  # stays dead: the switcher must carry on by its time limit
     with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
-        probe = g.probe({"/task_phase": TaskPhase, "/reward": Reward})
+        probe = g.probe({"/task_phase": TaskPhase, "/reward": Reward, "/observation": Observation})
         probe.wait_for("/reward", 5, timeout=180)
+        # a state policy, a tiny CLIP reward and learner: nobody asks for the camera's features
+        assert not any(o.features_id or len(o.features) for o in probe.get("/observation"))
         g.runner.procs["reward"].proc.send_signal(signal.SIGKILL)
         deaths = []
         deadline = time.monotonic() + 20
@@ -325,3 +327,58 @@ def test_sim_time_waits_for_the_learner_and_keeps_its_utd_ratio(tmp_path, models
     # the simulator runs at most `slack` steps (+ the one in flight) ahead of the learner's updates
     assert ratio >= utd * (steps - slack - 2) / steps, f"updates per env step {ratio:.2f} of {utd}: {learner} {sim}"
     assert float(sim["waited_for_learner_s"]) > 0, sim
+
+
+def test_the_camera_computes_the_image_features_once_for_policy_reward_and_learner(tmp_path, models):
+    """A policy on the frozen encoder's features and the built-in reward tower in fp32 ask for the
+    camera's shared features: every observation carries them (pooled + grid, as the encoder makes
+    them from its image), the policy and the reward judge on them, and the learner stores them with
+    its episodes; with models that cannot use them (the other tests' graphs) nobody asks and the
+    camera sends none."""
+    import numpy as np
+    from diagnostic_msgs.msg import DiagnosticArray
+    from tiny_models import tiny_features_checkpoint
+
+    from robofume_ros.data.dataset import load_episodes
+    from robofume_ros.reward.dual_encoder import DualEncoderRewardModel
+    from robofume_ros.ros.convert import image_to_rgb
+    from robofume_ros.vision import FEATURE_ENCODER_ID, SHARED_FEATURES_ID, SHARED_GRID
+    from robofume_ros.vision.encoder import FrozenImageEncoder
+
+    DualEncoderRewardModel.from_pretrained("default", precision="fp32").save(tmp_path / "reward")
+    specs, by = finetune_specs(tmp_path, (tiny_features_checkpoint(tmp_path / "f.pt"), tmp_path / "reward"))
+    learner_dir = tmp_path / "run" / "learner"
+    with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
+        probe = g.probe({"/diagnostics": DiagnosticArray, "/observation": Observation})
+
+        def status(name):
+            for arr in reversed(probe.get("/diagnostics")):
+                for st in arr.status:
+                    if st.name == name:
+                        return {kv.key: kv.value for kv in st.values}
+            return {}
+
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not (
+            len(list((learner_dir / "online" / "episodes").glob("ep_*"))) >= 4
+            and float(status("robofume_ros/policy").get("features/shared", 0)) > 20
+            and float(status("robofume_ros/reward").get("features/shared", 0)) > 20
+        ):
+            time.sleep(0.5)
+        policy, reward, camera = (status(f"robofume_ros/{n}") for n in ("policy", "reward", "camera"))
+        obs = [o for o in probe.get("/observation") if o.features_id][-3:]
+        g.assert_alive()
+    assert camera["features/sent"] == "True", camera
+    # the first frames may go out before the camera has heard the askers: those are computed locally
+    assert float(policy["features/shared"]) > 20 and float(policy["features/computed"]) < 20, policy
+    assert float(reward["features/shared"]) > 20, reward
+    assert obs and all(o.features_id == SHARED_FEATURES_ID for o in obs)
+    frames = np.stack([image_to_rgb(o.image) for o in obs])
+    np.testing.assert_allclose(
+        np.stack([np.asarray(o.features) for o in obs]), FrozenImageEncoder(grid=SHARED_GRID)(frames), atol=1e-4
+    )
+    stored = load_episodes(learner_dir / "online")
+    assert len(stored) >= 4
+    for ep in stored[-2:]:  # (the first may hold frames sent before the camera heard the askers)
+        assert ep.feature_encoder == FEATURE_ENCODER_ID
+        np.testing.assert_allclose(ep.features, FrozenImageEncoder()(np.asarray(ep.images)), atol=1e-4)

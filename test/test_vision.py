@@ -125,3 +125,98 @@ def test_a_checkpoint_trained_on_another_encoders_features_is_refused(tmp_path):
         Learner.load(tmp_path / "old.pt")
     p["policy"]["obs_spec"]["feature_encoder"] = FEATURE_ENCODER_ID
     Policy(p, "l.pt")  # the current encoder's id loads
+
+
+def test_the_shared_features_are_the_policys_then_the_reward_towers_grid(lite0):
+    """The camera's shared features (vision.SHARED_FEATURES_ID): the policy's pooled vector first,
+    then the map pooled to the reward tower's 2x2 grid; each consumer takes its own part by id."""
+    from robofume_ros.vision import (
+        FEATURE_DIM,
+        SHARED_FEATURE_DIM,
+        SHARED_FEATURES_ID,
+        SHARED_GRID,
+        feature_dim,
+        shared_slice,
+    )
+
+    shared = FrozenImageEncoder(model=lite0, grid=SHARED_GRID)
+    f = shared(frames())
+    assert f.shape == (2, SHARED_FEATURE_DIM) and shared.id == SHARED_FEATURES_ID
+    np.testing.assert_allclose(f[:, :FEATURE_DIM], FrozenImageEncoder(model=lite0)(frames()), atol=1e-6)
+    with torch.no_grad():
+        h = lite0(pixel_values=to_pixels(frames(), 128, LITE_MEAN, LITE_STD)).last_hidden_state
+    # channel-major: value c * 4 + k is channel c's k-th grid cell (row-major over the 2x2 cells)
+    np.testing.assert_allclose(f[0, FEATURE_DIM + 4 * 7 + 0], h[0, 7, :2, :2].mean().item(), atol=1e-4)
+    np.testing.assert_allclose(f[0, FEATURE_DIM + 4 * 7 + 3], h[0, 7, 2:, 2:].mean().item(), atol=1e-4)
+    assert feature_dim(SHARED_FEATURES_ID) == SHARED_FEATURE_DIM and feature_dim(FEATURE_ENCODER_ID) == FEATURE_DIM
+    assert feature_dim("clip-vit-b32") is None and feature_dim(FEATURE_ENCODER_ID + "+gridx") is None
+    assert shared_slice(SHARED_FEATURES_ID, FEATURE_ENCODER_ID, SHARED_FEATURE_DIM) == FEATURE_DIM
+    assert shared_slice(SHARED_FEATURES_ID, SHARED_FEATURES_ID, SHARED_FEATURE_DIM) == SHARED_FEATURE_DIM
+    assert shared_slice(SHARED_FEATURES_ID, "efficientnet_lite0-tflite@224", SHARED_FEATURE_DIM) is None
+    assert shared_slice("", FEATURE_ENCODER_ID, 0) is None
+
+
+def test_an_observations_features_are_taken_only_by_the_encoder_they_belong_to():
+    """ros.convert.shared_features: a consumer gets the camera's features when they are its
+    encoder's, None when there are none or another's, and a clear error for a wrong length or NaN."""
+    from robofume_ros.msg import Observation
+    from robofume_ros.ros.convert import FeaturesError, shared_features
+    from robofume_ros.vision import FEATURE_DIM, SHARED_FEATURE_DIM, SHARED_FEATURES_ID
+
+    obs = Observation()
+    assert shared_features(obs, FEATURE_ENCODER_ID) is None  # none sent: compute your own
+    values = np.arange(SHARED_FEATURE_DIM, dtype=np.float32)
+    obs.features, obs.features_id = values.tolist(), SHARED_FEATURES_ID
+    np.testing.assert_array_equal(shared_features(obs, FEATURE_ENCODER_ID), values[:FEATURE_DIM])
+    np.testing.assert_array_equal(shared_features(obs, SHARED_FEATURES_ID), values)
+    assert shared_features(obs, "clip-vit-b32+grid2") is None  # another encoder's: not these
+    assert shared_features(obs, None) is None
+    obs.features = values[:100].tolist()
+    with pytest.raises(FeaturesError, match="100 values, expected 6400"):
+        shared_features(obs, FEATURE_ENCODER_ID)
+    bad = values.copy()
+    bad[3] = np.nan
+    obs.features = bad.tolist()
+    with pytest.raises(FeaturesError, match="NaN"):
+        shared_features(obs, FEATURE_ENCODER_ID)
+
+
+def test_a_datasets_shared_features_serve_the_policy_and_the_reward_without_a_second_pass(tmp_path, lite0):
+    """`robofume main` writes the shared features (pooled + grid) once: the policy's add_features
+    takes their pooled part and the reward's training (fp32 built-in tower) all of them, neither
+    running the network again; a bf16 reward encodes its own."""
+    from robofume_ros.data.dataset import DatasetWriter, load_episodes, write_features
+    from robofume_ros.reward.dual_encoder import DualEncoderRewardModel
+    from robofume_ros.reward.train import _features_by_episode
+    from robofume_ros.rl.pointmass import scripted_dataset
+    from robofume_ros.vision import FEATURE_DIM, SHARED_FEATURES_ID, SHARED_GRID
+
+    with DatasetWriter(tmp_path / "d") as w:
+        w.extend(scripted_dataset(2, noise=1.5, seed=1, image_size=32))
+    shared = FrozenImageEncoder(model=lite0, grid=SHARED_GRID)
+    assert write_features(tmp_path / "d", shared, progress=False) == 2
+    eps = load_episodes(tmp_path / "d")
+    assert [ep.feature_encoder for ep in eps] == [SHARED_FEATURES_ID] * 2
+    full = [np.array(ep.features) for ep in eps]
+
+    class NoNetwork(FrozenImageEncoder):
+        def __init__(self):
+            self.id = FEATURE_ENCODER_ID
+
+        def __call__(self, images):
+            raise AssertionError("the network ran again")
+
+    policy_eps = load_episodes(tmp_path / "d")
+    add_features(policy_eps, NoNetwork())
+    for ep, f in zip(policy_eps, full):
+        assert ep.feature_encoder == FEATURE_ENCODER_ID
+        np.testing.assert_array_equal(ep.features, f[:, :FEATURE_DIM])
+
+    reward = DualEncoderRewardModel.from_pretrained("default", precision="fp32")
+    reward.image_features = lambda *a, **k: (_ for _ in ()).throw(AssertionError("the tower ran again"))
+    got = _features_by_episode(reward, eps, [0, 1], progress=False)
+    for k in (0, 1):
+        np.testing.assert_array_equal(got[k].numpy(), full[k])
+    bf16 = DualEncoderRewardModel.from_pretrained("default", precision="bf16")
+    own = _features_by_episode(bf16, eps, [0], progress=False)[0].numpy()
+    assert own.shape == full[0].shape and not np.allclose(own, full[0], atol=1e-3)  # its own, in bf16

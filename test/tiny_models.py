@@ -63,6 +63,37 @@ def tiny_learner_checkpoint(path: Path) -> Path:
     return path
 
 
+def tiny_features_checkpoint(path: Path) -> Path:
+    """A tiny learner that acts on the frozen image encoder's features (obs_mode "features", as the
+    main job pre-trains), on random features: what matters is the path its inputs take."""
+    from robofume_ros.rl.learner import Learner, LearnerConfig
+    from robofume_ros.vision import FEATURE_DIM, FEATURE_ENCODER_ID
+
+    rng = np.random.default_rng(0)
+    eps = tiny_episodes(rng)
+    for ep in eps:
+        ep.features = rng.random((len(ep) + 1, FEATURE_DIM)).astype(np.float32)
+        ep.feature_encoder = FEATURE_ENCODER_ID
+    L = Learner(
+        LearnerConfig(
+            algo="calql",
+            obs_mode="features",
+            lang_mode="onehot",
+            max_instructions=4,
+            agent={"batch_size": 32, "net": {"hidden": (32, 32)}},
+        ),
+        proprio_dim=4,
+        action_dim=4,
+        feature_dim=FEATURE_DIM,
+    )
+    L.add_offline(eps)
+    L.update(5)
+    L.task = {"name": "drawer", "forward": "drawer-open", "backward": "drawer-close"}
+    L.obs_spec = {"image_shape": [100, 100, 3], "proprio_dim": 4, "feature_encoder": FEATURE_ENCODER_ID}
+    L.save(path)
+    return path
+
+
 def tiny_reward_model(folder: Path) -> Path:
     from robofume_ros.reward.dual_encoder import DualEncoderRewardModel
     from robofume_ros.reward.tiny import make_tiny_clip

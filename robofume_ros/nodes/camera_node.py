@@ -3,7 +3,10 @@
 in:  image topic (sensor_msgs/Image rgb8/bgr8/mono8/rgba8/bgra8, or CompressedImage), /robot/state,
      /task_phase
 out: /observation (robofume_ros/Observation): cropped + resized rgb8 frame, latest proprio,
-     active task and instruction, episode index; header.stamp = the camera frame's stamp.
+     active task and instruction, episode index; header.stamp = the camera frame's stamp; with
+     `shared_features` the frame's image features (the one vision encoder, vision.SHARED_FEATURES_ID),
+     computed here once for the policy, the reward and the learner, which would each run the same
+     network on the same frame otherwise (docs/latency.md).
 
 Frames arriving faster than the control rate are thinned to it; wrong encodings, odd sizes,
 stale or missing frames give a throttled warning and are dropped, never a crash.
@@ -11,6 +14,8 @@ stale or missing frames give a throttled warning and are dropped, never a crash.
 
 from __future__ import annotations
 
+import array
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -40,6 +45,13 @@ class Params(DiagnosticsParams):
     require_state: bool = knob(True, "publish only when a robot state has arrived")
     default_task: str = knob("", "task id used before the first /task_phase message")
     default_instruction: str = knob("", "instruction used before the first /task_phase message")
+    shared_features: bool = knob(
+        True,
+        "compute the frame's image features (EfficientNet-Lite0, pooled + 2x2 grid) once here and send them "
+        "with the observation while a node asks for them (the policy, reward and learner do when their models "
+        "use that encoder), instead of each running the network (false: never; each runs its own)",
+    )
+    num_threads: int = knob(1, "torch threads for the shared features")
 
 
 class CameraNode(Node):
@@ -68,7 +80,30 @@ class CameraNode(Node):
         self.create_subscription(RobotState, graph.TOPICS["state"], self.on_state, qos.SENSOR)
         self.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
         self.create_timer(1.0, self.watchdog)
+        self.encoder = None
+        self._features_ms: deque = deque(maxlen=600)
+        if p.shared_features:
+            import numpy as np
+            import torch
+
+            from robofume_ros.vision import SHARED_GRID
+            from robofume_ros.vision.encoder import FrozenImageEncoder
+
+            torch.set_num_threads(max(1, p.num_threads))
+            self.encoder = FrozenImageEncoder(grid=SHARED_GRID)
+            self.encoder(np.zeros((*self.size, 3), np.uint8))  # loaded and warm before the first frame
+        # computed only while some node asks for them (see interfaces: features_wanted)
+        self.features_wanted = False
+        self._wanted_topic = self.resolve_topic_name(graph.TOPICS["features_wanted"])
+        if self.encoder is not None:
+            self.create_timer(1.0, self._count_askers)
         self.diagnostics = Diagnostics(self, self.health, self.throttle)
+
+    def _count_askers(self):
+        wanted = self.count_subscribers(self._wanted_topic) > 0
+        if wanted != self.features_wanted:
+            self.get_logger().info(f"shared image features {'on: a node asks' if wanted else 'off: nobody asks'}")
+        self.features_wanted = wanted
 
     def on_state(self, msg):
         self.state = msg
@@ -124,6 +159,13 @@ class CameraNode(Node):
         obs.header.frame_id = msg.header.frame_id
         obs.image = rgb_to_image(rgb, msg.header.stamp, msg.header.frame_id)
         obs.image_stamp = msg.header.stamp
+        if self.encoder is not None and self.features_wanted:
+            t0 = time.perf_counter()
+            feats = array.array("f")
+            feats.frombytes(self.encoder(rgb).astype("float32", copy=False).tobytes())
+            obs.features = feats  # an array('f') is taken as it is (a list would be checked value by value)
+            obs.features_id = self.encoder.id
+            self._features_ms.append((time.perf_counter() - t0) * 1e3)
         if state is not None:
             obs.proprio = list(state.proprio)
         if self.phase is not None:
@@ -144,6 +186,8 @@ class CameraNode(Node):
             "frames_dropped": self.dropped,
             "target_rate_hz": self.p.control_rate_hz,
             **{f"frame_age_ms/{k}": v for k, v in quantiles(self._frame_age_ms).items()},
+            "features/sent": self.encoder is not None and self.features_wanted,
+            **{f"features_ms/{k}": v for k, v in quantiles(self._features_ms).items()},
         }
         now = self.get_clock().now().nanoseconds
         if self.last_frame_wall_ns is None:

@@ -38,10 +38,18 @@ from robofume_ros.msg import ArmCommand, LearnerPace, Observation, PolicyWeights
 from robofume_ros.interfaces import backfill_topic
 from robofume_ros.online.episode_stream import PHASE_WAIT_S
 from robofume_ros.ros.lifecycle import ManagedNode, ManagedParams
-from robofume_ros.ros.node import ERROR, OK, run_node
+from robofume_ros.ros.node import ERROR, OK, ask_for_shared_features, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
-from robofume_ros.ros.convert import ImageError, command_to_action, image_to_rgb, stamp_key
+from robofume_ros.ros.convert import (
+    FeaturesError,
+    ImageError,
+    command_to_action,
+    image_to_rgb,
+    shared_features,
+    stamp_key,
+)
+from robofume_ros.vision import FEATURE_ENCODER_ID
 from robofume_ros.rl.policy import ObservationMismatch, check_observation
 from robofume_ros.safety.signing import sign_weights
 
@@ -126,10 +134,14 @@ class LearnerNode(ManagedNode):
         self.dir.mkdir(parents=True, exist_ok=True)
         self.features = None  # frozen image encoder, built when the learner uses features
         self.L = self._build_learner()
-        if self.L.cfg.obs_mode == "features" and self.features is None:
-            from robofume_ros.vision.encoder import FrozenImageEncoder
+        if self.L.cfg.obs_mode == "features":
+            if self.features is None:  # for frames that come without the camera's features
+                from robofume_ros.vision.encoder import FrozenImageEncoder
 
-            self.features = FrozenImageEncoder()
+                self.features = FrozenImageEncoder()
+            if not getattr(self, "_asked", False):
+                ask_for_shared_features(self)
+                self._asked = True
         from robofume_ros.data.dataset import DatasetWriter
 
         from robofume_ros.safety import signing
@@ -533,7 +545,8 @@ class RobotFeed:
             image = image_to_rgb(obs.image)
             # the learner's store never holds what it cannot train on: the checkpoint's observation spec
             check_observation(self.node.L.obs_spec, image, obs.proprio)
-        except (ImageError, ObservationMismatch) as e:
+            features = shared_features(obs, FEATURE_ENCODER_ID) if self.node.L.cfg.obs_mode == "features" else None
+        except (ImageError, ObservationMismatch, FeaturesError) as e:
             if not backfill:
                 self.node.throttle.warn(f"bad:{str(e)[:24]}", f"observation dropped: {e}")  # throttled per field
             return
@@ -555,7 +568,7 @@ class RobotFeed:
                 if gap_ns > limit or jump > 1:
                     self.start_backfill(last[0], f"a {gap_ns * 1e-9:.1f} s gap in the stream")
         new = self.stream.observation(
-            stamp, obs.episode_index, image, obs.proprio, obs.instruction, obs.task, backfill=backfill
+            stamp, obs.episode_index, image, obs.proprio, obs.instruction, obs.task, backfill, features
         )
         if new:
             self.node.trainer.env_step()

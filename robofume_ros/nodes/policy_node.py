@@ -25,11 +25,20 @@ from std_msgs.msg import Float32
 from robofume_ros.ros import graph
 from robofume_ros.msg import ArmCommand, Observation, PolicyWeights
 from robofume_ros.ros.lifecycle import ManagedNode, ManagedParams
-from robofume_ros.ros.node import OK, RULES_HELP, WARN, NewestWorker, parse_rules, quantiles, run_node
+from robofume_ros.ros.node import (
+    OK,
+    RULES_HELP,
+    WARN,
+    NewestWorker,
+    ask_for_shared_features,
+    parse_rules,
+    quantiles,
+    run_node,
+)
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.rl.exploration import ExplorationNoise
 from robofume_ros.ros import qos
-from robofume_ros.ros.convert import ImageError, action_to_command, image_to_rgb
+from robofume_ros.ros.convert import FeaturesError, ImageError, action_to_command, image_to_rgb, shared_features
 
 
 @dataclass
@@ -78,6 +87,11 @@ class PolicyNode(ManagedNode):
         torch.set_num_threads(max(1, p.num_threads))
         torch.manual_seed(p.seed)
         self.policy = Policy.load(p.checkpoint).prepare()  # the first frame is answered at once
+        # a features policy takes the camera's shared features when they are its encoder's
+        self._features_id = self.policy.feature_encoder_id
+        self.features_shared = self.features_computed = 0
+        if self._features_id:
+            ask_for_shared_features(self)
         self._mismatch = ObservationMismatch
         self.noise = ExplorationNoise(self.policy.dims["action_dim"], 0.0, seed=p.seed)
         self._instruction = None  # the episode's task: a new one restarts the noise
@@ -186,6 +200,14 @@ class PolicyNode(ManagedNode):
         except ImageError as e:
             self.throttle.warn("bad", f"bad observation image: {e}")
             return
+        try:
+            features = shared_features(obs, self._features_id)
+        except FeaturesError as e:
+            self.throttle.warn("features", f"bad observation: {e}")
+            return
+        if self._features_id:
+            self.features_shared += features is not None
+            self.features_computed += features is None
         if obs.instruction != self._instruction:
             self._instruction = obs.instruction
             self.noise.reset()
@@ -195,6 +217,7 @@ class PolicyNode(ManagedNode):
                 np.asarray(obs.proprio, np.float32),
                 obs.instruction,
                 deterministic=self.p.deterministic,
+                features=features,
                 noise_scale=self.p.noise_scale,
                 eps=self.noise(),
             )
@@ -224,6 +247,8 @@ class PolicyNode(ManagedNode):
             "latency_p95_ms": p95,
             **{f"compute_ms/{k}": v for k, v in quantiles(self._latency_ms).items()},
             **{f"frame_age_ms/{k}": v for k, v in quantiles(self._age_ms).items()},
+            "features/shared": self.features_shared,  # frames answered with the camera's features
+            "features/computed": self.features_computed,  # ... with this node's own encoder
             "weights_version": self.version,
             "weights_refused": self.refused_weights,
             "mode": "deterministic" if self.p.deterministic else f"stochastic (noise {self.p.noise_scale})",

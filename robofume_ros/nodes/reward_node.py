@@ -32,11 +32,11 @@ from std_srvs.srv import Trigger
 from robofume_ros.ros import graph
 from robofume_ros.msg import Observation, Reward, RewardOverride, TaskPhase
 from robofume_ros.ros.lifecycle import ManagedNode, ManagedParams
-from robofume_ros.ros.node import OK, NewestWorker, run_node
+from robofume_ros.ros.node import OK, NewestWorker, ask_for_shared_features, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
 from robofume_ros.reward.debounce import frame_success
-from robofume_ros.ros.convert import ImageError, image_to_rgb
+from robofume_ros.ros.convert import FeaturesError, ImageError, image_to_rgb, shared_features
 
 
 @dataclass
@@ -56,7 +56,10 @@ class Params(ManagedParams):
     )
     num_threads: int = knob(1, "torch threads for inference (1 is the robust choice on a robot PC)")
     precision: str = knob(
-        "auto", "auto (bf16 where the CPU supports it), bf16 or fp32", choices=("auto", "bf16", "fp32")
+        "model",
+        "the precision the model was trained in (model), auto (bf16 where the CPU supports it), bf16 or fp32; "
+        "only an fp32 model of the built-in tower judges on the camera's shared features",
+        choices=("model", "auto", "bf16", "fp32"),
     )
     adapt: bool = knob(
         True,
@@ -104,6 +107,10 @@ class RewardNode(ManagedNode):
         self._count = 0
         self.scored = 0
         self.skipped = 0
+        self.features_shared = 0  # frames judged on the camera's features (no image tower here)
+        if getattr(self.model, "features_id", None) and not getattr(self, "_asked", False):
+            ask_for_shared_features(self)  # a model of the camera's encoder: no tower pass here
+            self._asked = True
         self.pub = self.create_publisher(Reward, graph.TOPICS["reward"], qos.RELIABLE)
         self.observation_topic = self.create_subscription(
             Observation, graph.TOPICS["observation"], self.on_observation, qos.RELIABLE
@@ -128,6 +135,7 @@ class RewardNode(ManagedNode):
             "frames_scored": self.scored,
             "inference_hz": self.diagnostics.rate("scored", self.scored),
             "frames_skipped": self.skipped,
+            "features/shared": self.features_shared,
             "vetoed_by_pair": self.vetoed,
             "inference_ms": self._last_latency_ms,
             "threshold": float(model.threshold),
@@ -145,7 +153,8 @@ class RewardNode(ManagedNode):
         from robofume_ros.reward.base import load_reward_model
 
         path = latest_model(self.p.model_path, self.p.adapt_dir) if self.p.adapt else self.p.model_path
-        model = load_reward_model(path, num_threads=self.p.num_threads, precision=self.p.precision)
+        kw = {} if self.p.precision == "model" else {"precision": self.p.precision}
+        model = load_reward_model(path, num_threads=self.p.num_threads, **kw)
         if self.p.threshold >= 0:
             model.threshold = self.p.threshold
         self.get_logger().info(
@@ -175,10 +184,16 @@ class RewardNode(ManagedNode):
             self.throttle.warn("bad", f"bad observation image: {e}")
             return
         model = self.model
+        try:  # the camera's features, when they are this model's image tower's
+            shared = shared_features(obs, getattr(model, "features_id", None))
+        except FeaturesError as e:
+            self.throttle.warn("features", f"bad observation: {e}")
+            return
+        self.features_shared += shared is not None
         t0 = time.perf_counter()
         partner = self.partner.get(obs.instruction)
-        if self.adapter is not None:
-            prob, p_partner, feature = model.predict_with_features(frame, obs.instruction, partner)
+        if self.adapter is not None or shared is not None:
+            prob, p_partner, feature = model.predict_with_features(frame, obs.instruction, partner, features=shared)
         else:
             prob, p_partner = model.predict_proba_with_partner(frame, obs.instruction, partner)
         latency = (time.perf_counter() - t0) * 1e3

@@ -52,6 +52,7 @@ class _Step:
     reward_success: Optional[bool] = None
     success_gt: Optional[bool] = None
     intervention: bool = False  # the action is what the arm executed while a person drove
+    features: Optional[np.ndarray] = None  # the frame's frozen-encoder features, when the camera sent them
 
 
 @dataclass
@@ -143,10 +144,20 @@ class EpisodeStream:
 
     # --- input ------------------------------------------------------------------------------
     def observation(
-        self, stamp: int, episode: int, image: np.ndarray, proprio, instruction: str, task: str, backfill: bool = False
+        self,
+        stamp: int,
+        episode: int,
+        image: np.ndarray,
+        proprio,
+        instruction: str,
+        task: str,
+        backfill: bool = False,
+        features: Optional[np.ndarray] = None,
     ) -> bool:
         """Add one observation; False when it was not new (a duplicate, or its episode is closed).
-        `backfill`: a replay of what this learner missed, where repeats are expected (not drops)."""
+        `backfill`: a replay of what this learner missed, where repeats are expected (not drops).
+        `features`: the frame's vision.FEATURE_ENCODER_ID features (the camera's), kept with it so
+        that the learner does not run the encoder again; an episode keeps them when every step has them."""
         if stamp in self._seen:
             if not backfill:
                 self._drop("duplicate_observation")
@@ -160,6 +171,7 @@ class EpisodeStream:
                 np.asarray(proprio, np.float32),
                 instruction,
                 task,
+                None if features is None else np.asarray(features, np.float32),
             )
         )
         if episode in self.closed_indices:
@@ -170,6 +182,8 @@ class EpisodeStream:
         if ep is None:
             ep = self.open[episode] = _Open(episode, instruction, task)
         step = _Step(stamp, np.asarray(image, np.uint8), np.asarray(proprio, np.float32))
+        if features is not None:
+            step.features = np.asarray(features, np.float32)
         early = self._early.pop(stamp, None)
         if early is not None:
             if "cmd" in early:
@@ -311,6 +325,11 @@ class EpisodeStream:
             },
             success_gt=np.array(gt, bool) if all(g is not None for g in gt) else None,
         )
+        if all(s.features is not None for s in steps):  # the camera's: no encoder pass for the learner
+            from robofume_ros.vision import FEATURE_ENCODER_ID
+
+            episode.features = np.stack([s.features for s in steps])
+            episode.feature_encoder = FEATURE_ENCODER_ID
         path = self.writer.append(episode)  # on disk (atomic) before anyone trains on it
         self.stored[ep.index] = (path, bool(success))
         return episode
@@ -384,7 +403,7 @@ class EpisodeStream:
         keep = []
         for ep in self.open.values():
             for st in ep.steps:
-                keep.append(("obs", st.stamp, ep.index, st.image, st.proprio, ep.instruction, ep.task))
+                keep.append(("obs", st.stamp, ep.index, st.image, st.proprio, ep.instruction, ep.task, st.features))
                 if st.action is not None:
                     keep.append(("icmd" if st.intervention else "cmd", st.stamp, st.action))
                 if not np.isnan(st.probability):
@@ -420,9 +439,9 @@ class EpisodeStream:
         try:
             for r in records:
                 kind = r[0]
-                if kind == "obs":
+                if kind == "obs":  # (journals before the features: 7 fields)
                     if r[2] not in done:
-                        self.observation(*r[1:])
+                        self.observation(*r[1:7], features=r[7] if len(r) > 7 else None)
                 elif kind == "cmd":
                     self.command(*r[1:])
                 elif kind == "icmd":

@@ -279,9 +279,12 @@ def main(argv=None) -> int:
 
     def features():
         from robofume_ros.data.dataset import write_features
+        from robofume_ros.vision import SHARED_GRID
         from robofume_ros.vision.encoder import FrozenImageEncoder
 
-        write_features(data, FrozenImageEncoder())
+        # the shared features (pooled + grid): the policy's pre-training takes the pooled part, the
+        # reward's training (an fp32 built-in tower) all of it, so neither runs the network again
+        write_features(data, FrozenImageEncoder(grid=SHARED_GRID))
         (out / "features.done").write_text("ok\n")
 
     stage("features", out / "features.done", features, timings=timings)
@@ -312,6 +315,8 @@ def main(argv=None) -> int:
             str(mp.reward_reverse_k),
             "--pair-negatives",
             str(mp.reward_pair_negatives),
+            "--precision",
+            mp.reward_precision,
         ],
         timings=timings,
     )

@@ -276,10 +276,11 @@ class TowersBackbone(Backbone):
         out = self.vision(pixel_values=px)
         pooled = _pooled(out).float()
         if self.spatial_grid > 0:
+            from ..vision.encoder import grid_pool
+
             h = out.last_hidden_state
             if h.ndim == 4:
-                g = F.adaptive_avg_pool2d(h.float(), self.spatial_grid).flatten(1)
-                pooled = torch.cat([pooled, g], dim=1)
+                pooled = torch.cat([pooled, grid_pool(h, self.spatial_grid)], dim=1)
         return pooled
 
     def text_features(self, texts):
@@ -519,10 +520,35 @@ class DualEncoderRewardModel(RewardModel):
         f = self.image_features(as_frames(frame))
         return self.predict_proba_features(f.expand(len(instructions), -1), list(instructions))
 
-    def predict_with_features(self, frame, instruction: str, partner: str | None = None):
+    @property
+    def features_id(self) -> str | None:
+        """The id of this model's image features when they are the one vision encoder's (the
+        built-in EfficientNet-Lite0 at its input size, frozen, in float32), so a camera's shared
+        features (vision.SHARED_FEATURES_ID) can stand in for the image tower; None otherwise."""
+        from ..vision import FEATURE_ENCODER_ID, INPUT_SIZE, grid_id
+        from ..vision.efficientnet_lite import LITE_MEAN, LITE_STD
+
+        bb = self.backbone
+        if (
+            not isinstance(bb, TowersBackbone)
+            or bb.vision_source != BUILTIN_VISION
+            or bb.image_size != INPUT_SIZE
+            or self.lora
+            or self.precision != "fp32"
+            or not torch.allclose(bb.mean.flatten(), torch.tensor(LITE_MEAN, dtype=torch.float32))
+            or not torch.allclose(bb.std.flatten(), torch.tensor(LITE_STD, dtype=torch.float32))
+        ):
+            return None
+        return grid_id(FEATURE_ENCODER_ID, bb.spatial_grid)
+
+    def predict_with_features(self, frame, instruction: str, partner: str | None = None, features=None):
         """(P(done), P(done) for the partner or None, the frame's image features (D,)): the reward
-        node's step when it adapts online (reward.adapt keeps the features of what it labels)."""
-        f = self.image_features(as_frames(frame))
+        node's step (reward.adapt keeps the features of what it labels). `features`: the frame's
+        features (`features_id`'s, e.g. the camera's shared ones) instead of running the tower."""
+        if features is not None:
+            f = torch.as_tensor(np.asarray(features, np.float32)).view(1, -1)
+        else:
+            f = self.image_features(as_frames(frame))
         instrs = [instruction] + ([partner] if partner else [])
         p = self.predict_proba_features(f.expand(len(instrs), -1), instrs)
         return float(p[0]), (float(p[1]) if partner else None), f[0].numpy()

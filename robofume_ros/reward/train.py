@@ -104,25 +104,45 @@ def build_parser() -> argparse.ArgumentParser:
         "the hard negatives of a task almost done, which training leaves unlabelled)",
     )
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="fp32",
+        help="the image tower's precision (stored with the model): fp32 lets the reward node judge on the "
+        "camera's shared features; bf16 (auto: where the CPU has it) runs its own tower in the loop",
+    )
     p.add_argument("--embed-backbone", action="store_true", help="copy the towers into the checkpoint folder")
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
 def _features_by_episode(model, episodes, idx, progress):
-    """{episode index: (T+1, D) tensor} of frozen-tower features, one pass over all frames."""
+    """{episode index: (T+1, D) tensor} of frozen-tower features, one pass over all frames. An
+    episode whose stored features are the model's tower's (the dataset's shared features, written
+    by `robofume main`'s features stage: vision.SHARED_FEATURES_ID) is not encoded again."""
+    import torch
 
-    idx = list(idx)
-    if not idx:
-        return {}
-    frames = np.concatenate([episodes[i].images for i in idx])
-    f = model.image_features(frames, batch_size=64, progress=progress)
-    out, o = {}, 0
+    from robofume_ros.vision import shared_slice
+
+    out, todo = {}, []
+    want = getattr(model, "features_id", None)
     for i in idx:
-        n = len(episodes[i].images)
-        out[i] = f[o : o + n]
-        o += n
+        ep = episodes[i]
+        n = None
+        if want and ep.features is not None and ep.feature_encoder:
+            n = shared_slice(ep.feature_encoder, want, np.shape(ep.features)[1])
+        if n is None:
+            todo.append(i)
+        else:
+            out[i] = torch.from_numpy(np.ascontiguousarray(ep.features[:, :n], dtype=np.float32))
+    if todo:
+        frames = np.concatenate([episodes[i].images for i in todo])
+        f = model.image_features(frames, batch_size=64, progress=progress)
+        o = 0
+        for i in todo:
+            n = len(episodes[i].images)
+            out[i] = f[o : o + n]
+            o += n
     return out
 
 

@@ -123,6 +123,15 @@ class Policy:
         except RuntimeError as e:
             raise ckpt.CheckpointError(f"{name}: weights do not fit this policy ({e})") from e
 
+    @property
+    def feature_encoder_id(self) -> Optional[str]:
+        """The id of the frozen image features this policy acts on (None: it reads images itself)."""
+        if self.obs_mode != "features":
+            return None
+        from robofume_ros.vision import FEATURE_ENCODER_ID
+
+        return (self.obs_spec or {}).get("feature_encoder") or FEATURE_ENCODER_ID
+
     @torch.no_grad()
     def prepare(self) -> "Policy":
         """Load what act() would otherwise load on its first frame (the frozen image encoder of a

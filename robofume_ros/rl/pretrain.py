@@ -23,7 +23,7 @@ import torch
 
 from robofume_ros.rl.checkpoint import CheckpointError
 from robofume_ros.rl.device import DeviceError, bf16_supported, resolve_device
-from robofume_ros.vision import FEATURE_ENCODER_ID
+from robofume_ros.vision import FEATURE_ENCODER_ID, shared_slice
 from robofume_ros.rl.learner import ALGOS, Learner, LearnerConfig
 
 
@@ -156,13 +156,12 @@ def main(argv=None, on_log=None, stop=None) -> int:
     if not episodes:
         print(f"error: no episodes in {args.data}", file=sys.stderr)
         return 2
-    if args.obs_mode == "features" and any(
-        e.features is None or e.feature_encoder != FEATURE_ENCODER_ID for e in episodes
-    ):
+    if args.obs_mode == "features":
         from robofume_ros.vision.encoder import add_features
 
-        print(f"computing frozen {FEATURE_ENCODER_ID} features once per frame ...", flush=True)
-        add_features(episodes)
+        if any(shared_slice(e.feature_encoder or "", FEATURE_ENCODER_ID, 0) is None for e in episodes):
+            print(f"computing frozen {FEATURE_ENCODER_ID} features once per frame ...", flush=True)
+        add_features(episodes)  # the dataset's own where they hold the policy's
     e0 = episodes[0]
     dims = dict(
         proprio_dim=e0.proprio.shape[1],

@@ -23,6 +23,8 @@ __all__ = [
     "resize_rgb",
     # message <-> numpy and clock helpers of this module
     "image_to_rgb",
+    "FeaturesError",
+    "shared_features",
     "compressed_to_rgb",
     "rgb_to_image",
     "action_to_command",
@@ -34,6 +36,32 @@ __all__ = [
 def image_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/Image -> (H, W, 3) uint8 RGB (data/images.py: the one conversion)."""
     return buffer_to_rgb(msg.height, msg.width, msg.encoding, msg.step, msg.data)
+
+
+class FeaturesError(ValueError):
+    """An observation's shared image features that cannot be what they claim (length, NaN)."""
+
+
+def shared_features(msg, wanted_id) -> np.ndarray | None:
+    """The image features an Observation carries (the camera's, computed once per frame) that a
+    consumer whose encoder id is `wanted_id` can use instead of running its own encoder, as a float32
+    array; None when the message carries none or another encoder's (the consumer then computes its
+    own from the image). Raises FeaturesError for features of the wrong length or not finite."""
+    from robofume_ros.vision import feature_dim, shared_slice
+
+    fid = getattr(msg, "features_id", "")
+    if not fid or not wanted_id:
+        return None
+    values = np.asarray(msg.features, dtype=np.float32).reshape(-1)
+    want = feature_dim(fid)
+    if want is not None and len(values) != want:
+        raise FeaturesError(f"features ({fid}) hold {len(values)} values, expected {want}")
+    n = shared_slice(fid, wanted_id, len(values))
+    if n is None:
+        return None
+    if not np.all(np.isfinite(values[:n])):
+        raise FeaturesError(f"features ({fid}) hold NaN or Inf")
+    return values[:n]
 
 
 def compressed_to_rgb(msg) -> np.ndarray:

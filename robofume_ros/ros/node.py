@@ -339,6 +339,16 @@ class NewestWorker:
             self._work(item)
 
 
+def ask_for_shared_features(node) -> None:
+    """Tell the camera that this node can use the image features it computes once per frame (a
+    subscription on the features_wanted topic, which the camera counts; nothing is ever sent)."""
+    from std_msgs.msg import Empty
+
+    from robofume_ros.ros import graph
+
+    node.create_subscription(Empty, graph.TOPICS["features_wanted"], lambda _m: None, 1)
+
+
 def quantiles(values) -> dict:
     """p50 / p95 / p99 / max / n of a window of latencies (empty: {})."""
     if not values:
