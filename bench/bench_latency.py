@@ -119,6 +119,7 @@ def main(argv=None) -> int:
         help="shared: the camera computes the image features once (the default graph); own: every consumer "
         "runs its own encoder (camera.shared_features false)",
     )
+    ap.add_argument("--recipe", default=None, help="a recipe variant file for every condition (e.g. camera threads)")
     ns = ap.parse_args(argv)
     graph_name = ns.graph or ("finetune" if ns.run else "sim")
     base = {"world": ns.world, "record": "false"}
@@ -137,13 +138,15 @@ def main(argv=None) -> int:
     Path(ns.out).mkdir(parents=True, exist_ok=True)
     own = Path(ns.out).resolve() / "own_features.yaml"  # a recipe variant: only what differs
     own.write_text("camera:\n  ros__parameters:\n    shared_features: false\n")
+    if ns.recipe:
+        base["recipe"] = str(Path(ns.recipe).resolve())
     conditions = [(f, nice, load) for load in ns.loads for nice in ns.nice for f in ns.features]
     for k, (feat, nice, load) in enumerate(conditions):
         name = f"background_nice {nice}, {load}" + (f", {feat} features" if len(ns.features) > 1 else "")
         folder = f"nice{nice}_{load.replace(' ', '_')}_{feat}"
         args = dict(base, background_nice=str(nice), run_dir=str(Path(ns.out) / folder))
         if feat == "own":
-            args["recipe"] = str(own)
+            args["recipe"] = ",".join(filter(None, [base.get("recipe"), str(own)]))
         results[name] = measure(graph_name, args, ns.seconds, ns.warmup, load != "idle", domain=90 + k)
         r = results[name]
         print(

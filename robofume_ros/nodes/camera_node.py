@@ -80,27 +80,29 @@ class CameraNode(Node):
         self.create_subscription(RobotState, graph.TOPICS["state"], self.on_state, qos.SENSOR)
         self.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
         self.create_timer(1.0, self.watchdog)
+        # the shared features are computed only while some node asks for them (interfaces:
+        # features_wanted); the network is loaded when the first one does
         self.encoder = None
+        self.features_wanted = False
         self._features_ms: deque = deque(maxlen=600)
+        self._wanted_topic = self.resolve_topic_name(graph.TOPICS["features_wanted"])
         if p.shared_features:
+            self.create_timer(1.0, self._count_askers)
+        self.diagnostics = Diagnostics(self, self.health, self.throttle)
+
+    def _count_askers(self):
+        wanted = self.count_subscribers(self._wanted_topic) > 0
+        if wanted and self.encoder is None:
             import numpy as np
             import torch
 
             from robofume_ros.vision import SHARED_GRID
             from robofume_ros.vision.encoder import FrozenImageEncoder
 
-            torch.set_num_threads(max(1, p.num_threads))
-            self.encoder = FrozenImageEncoder(grid=SHARED_GRID)
-            self.encoder(np.zeros((*self.size, 3), np.uint8))  # loaded and warm before the first frame
-        # computed only while some node asks for them (see interfaces: features_wanted)
-        self.features_wanted = False
-        self._wanted_topic = self.resolve_topic_name(graph.TOPICS["features_wanted"])
-        if self.encoder is not None:
-            self.create_timer(1.0, self._count_askers)
-        self.diagnostics = Diagnostics(self, self.health, self.throttle)
-
-    def _count_askers(self):
-        wanted = self.count_subscribers(self._wanted_topic) > 0
+            torch.set_num_threads(max(1, self.p.num_threads))
+            encoder = FrozenImageEncoder(grid=SHARED_GRID)
+            encoder(np.zeros((*self.size, 3), np.uint8))  # warm before its first frame
+            self.encoder = encoder
         if wanted != self.features_wanted:
             self.get_logger().info(f"shared image features {'on: a node asks' if wanted else 'off: nobody asks'}")
         self.features_wanted = wanted
@@ -186,7 +188,7 @@ class CameraNode(Node):
             "frames_dropped": self.dropped,
             "target_rate_hz": self.p.control_rate_hz,
             **{f"frame_age_ms/{k}": v for k, v in quantiles(self._frame_age_ms).items()},
-            "features/sent": self.encoder is not None and self.features_wanted,
+            "features/sent": self.features_wanted,
             **{f"features_ms/{k}": v for k, v in quantiles(self._features_ms).items()},
         }
         now = self.get_clock().now().nanoseconds
