@@ -222,6 +222,15 @@ def test_outage_backfill_keeps_every_transition_the_robot_made(tmp_path, models)
     assert not wrong, f"episode: (learner's transitions, bag's) differ: {wrong}"
 
 
+def node_status(probe, name) -> dict:
+    """The newest /diagnostics values of node `name` (e.g. "robofume_ros/learner") the probe heard."""
+    for arr in reversed(probe.get("/diagnostics")):
+        for st in arr.status:
+            if st.name == name:
+                return {kv.key: kv.value for kv in st.values}
+    return {}
+
+
 def bag_transitions(bag_dir) -> dict:
     from robofume_ros.data.bags import transitions_per_episode
 
@@ -311,11 +320,7 @@ def test_sim_time_waits_for_the_learner_and_keeps_its_utd_ratio(tmp_path, models
         probe = g.probe({"/diagnostics": DiagnosticArray})
 
         def status(name):
-            for arr in reversed(probe.get("/diagnostics")):
-                for s in arr.status:
-                    if s.name == name:
-                        return {kv.key: kv.value for kv in s.values}
-            return {}
+            return node_status(probe, name)
 
         deadline = time.monotonic() + 400
         while float(status("robofume_ros/learner").get("env_steps", 0)) < steps_wanted and time.monotonic() < deadline:
@@ -337,7 +342,7 @@ def test_the_camera_computes_the_image_features_once_for_policy_reward_and_learn
     camera sends none."""
     import numpy as np
     from diagnostic_msgs.msg import DiagnosticArray
-    from tiny_models import tiny_features_checkpoint
+    from tiny_models import tiny_learner_checkpoint
 
     from robofume_ros.data.dataset import load_episodes
     from robofume_ros.reward.dual_encoder import DualEncoderRewardModel
@@ -346,17 +351,13 @@ def test_the_camera_computes_the_image_features_once_for_policy_reward_and_learn
     from robofume_ros.vision.encoder import FrozenImageEncoder
 
     DualEncoderRewardModel.from_pretrained("default", precision="fp32").save(tmp_path / "reward")
-    specs, by = finetune_specs(tmp_path, (tiny_features_checkpoint(tmp_path / "f.pt"), tmp_path / "reward"))
+    specs, by = finetune_specs(tmp_path, (tiny_learner_checkpoint(tmp_path / "f.pt", "features"), tmp_path / "reward"))
     learner_dir = tmp_path / "run" / "learner"
     with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
         probe = g.probe({"/diagnostics": DiagnosticArray, "/observation": Observation})
 
         def status(name):
-            for arr in reversed(probe.get("/diagnostics")):
-                for st in arr.status:
-                    if st.name == name:
-                        return {kv.key: kv.value for kv in st.values}
-            return {}
+            return node_status(probe, name)
 
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not (

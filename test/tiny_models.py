@@ -39,57 +39,40 @@ def tiny_dataset(folder: Path, n: int = 4) -> Path:
     return folder
 
 
-def tiny_learner_checkpoint(path: Path) -> Path:
-    """A pre-trained-looking learner: tiny Cal-QL on random drawer-shaped data (state + one-hot)."""
-    from robofume_ros.rl.learner import Learner, LearnerConfig
-
-    rng = np.random.default_rng(0)
-    L = Learner(
-        LearnerConfig(
-            algo="calql",
-            obs_mode="state",
-            lang_mode="onehot",
-            max_instructions=4,
-            agent={"batch_size": 32, "net": {"hidden": (32, 32)}},
-        ),
-        proprio_dim=4,
-        action_dim=4,
-    )
-    L.add_offline(tiny_episodes(rng))
-    L.update(5)
-    L.task = {"name": "drawer", "forward": "drawer-open", "backward": "drawer-close"}
-    L.obs_spec = {"image_shape": [100, 100, 3], "proprio_dim": 4, "feature_encoder": None}  # as pretrain records
-    L.save(path)
-    return path
-
-
-def tiny_features_checkpoint(path: Path) -> Path:
-    """A tiny learner that acts on the frozen image encoder's features (obs_mode "features", as the
-    main job pre-trains), on random features: what matters is the path its inputs take."""
+def tiny_learner_checkpoint(path: Path, obs_mode: str = "state") -> Path:
+    """A pre-trained-looking learner: tiny Cal-QL on random drawer-shaped data (state + one-hot);
+    obs_mode "features": it acts on the frozen image encoder's features (as the main job pre-trains),
+    here random ones: what matters is the path its inputs take."""
     from robofume_ros.rl.learner import Learner, LearnerConfig
     from robofume_ros.vision import FEATURE_DIM, FEATURE_ENCODER_ID
 
     rng = np.random.default_rng(0)
     eps = tiny_episodes(rng)
-    for ep in eps:
+    features = obs_mode == "features"
+    for ep in eps if features else []:
         ep.features = rng.random((len(ep) + 1, FEATURE_DIM)).astype(np.float32)
         ep.feature_encoder = FEATURE_ENCODER_ID
     L = Learner(
         LearnerConfig(
             algo="calql",
-            obs_mode="features",
+            obs_mode=obs_mode,
             lang_mode="onehot",
             max_instructions=4,
             agent={"batch_size": 32, "net": {"hidden": (32, 32)}},
         ),
         proprio_dim=4,
         action_dim=4,
-        feature_dim=FEATURE_DIM,
+        feature_dim=FEATURE_DIM if features else None,
     )
     L.add_offline(eps)
     L.update(5)
     L.task = {"name": "drawer", "forward": "drawer-open", "backward": "drawer-close"}
-    L.obs_spec = {"image_shape": [100, 100, 3], "proprio_dim": 4, "feature_encoder": FEATURE_ENCODER_ID}
+    # as pretrain records it
+    L.obs_spec = {
+        "image_shape": [100, 100, 3],
+        "proprio_dim": 4,
+        "feature_encoder": FEATURE_ENCODER_ID if features else None,
+    }
     L.save(path)
     return path
 
