@@ -60,10 +60,18 @@ def _replay_spec(tmp_path, **params):
 
 def _by_topic(path):
     out = {}
+    store = B.typestore()
     with B.BagReader([path]) as r:
         for m in r.messages():
-            out.setdefault(m.topic, []).append((m.msgtype, bytes(m.data)))
+            out.setdefault(m.topic, []).append((m.msgtype, _canonical(store, m.msgtype, bytes(m.data))))
     return out
+
+
+def _canonical(store, msgtype: str, cdr: bytes) -> bytes:
+    """The message's CDR as rosbags writes it: Fast DDS pads a message whose length is not a
+    multiple of 4 (an Observation ends in a string) with trailing bytes a bag written by rosbags
+    does not have; the message is the same."""
+    return bytes(store.serialize_cdr(store.deserialize_cdr(cdr, msgtype), msgtype))
 
 
 def _wait_exit(g, name, timeout):

@@ -193,7 +193,11 @@ def make_observation(
     phase: int = 0,
     episode_index: int = 0,
     image_ns: Optional[int] = None,
+    features=None,
+    features_id: str = "",
 ):
+    """An Observation as the camera sends it; `features` (with `features_id`): its shared image
+    features, none by default."""
     return store.types[MSGTYPES["observation"]](
         header=_header(store, ns),
         image=make_image(store, ns if image_ns is None else image_ns, image),
@@ -203,6 +207,8 @@ def make_observation(
         phase=int(phase),
         episode_index=int(episode_index),
         image_stamp=_time(store, ns if image_ns is None else image_ns),
+        features=np.asarray([] if features is None else features, dtype=np.float32).reshape(-1),
+        features_id=features_id,
     )
 
 
