@@ -520,11 +520,12 @@ class DualEncoderRewardModel(RewardModel):
         f = self.image_features(as_frames(frame))
         return self.predict_proba_features(f.expand(len(instructions), -1), list(instructions))
 
-    @property
+    @functools.cached_property
     def features_id(self) -> str | None:
         """The id of this model's image features when they are the one vision encoder's (the
         built-in EfficientNet-Lite0 at its input size, frozen, in float32), so a camera's shared
-        features (vision.SHARED_FEATURES_ID) can stand in for the image tower; None otherwise."""
+        features (vision.SHARED_FEATURES_ID) can stand in for the image tower; None otherwise.
+        Worked out once per model (the reward node asks on every frame)."""
         from ..vision import FEATURE_ENCODER_ID, INPUT_SIZE, grid_id
         from ..vision.efficientnet_lite import LITE_MEAN, LITE_STD
 
