@@ -17,6 +17,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from robofume_ros.ros import graph
+from robofume_ros.ros.convert import stamp_key
 from robofume_ros.msg import ArmCommand, RobotState, TaskPhase
 
 TWIST = "/servo_node/delta_twist_cmds"
@@ -65,8 +66,8 @@ def test_teleop_overrides_policy_is_recorded_and_requests_reset(tmp_path):
             policy.publish(c)
 
         def run(seconds, with_human):
-            t0 = time.monotonic()
-            while time.monotonic() - t0 < seconds:
+            t0 = time.time()  # the bridge stamps its twists with the system clock
+            while time.time() - t0 < seconds:
                 policy_cmd()
                 if with_human:
                     human.publish(Twist(linear=Vector3(y=-1.0)))
@@ -75,7 +76,7 @@ def test_teleop_overrides_policy_is_recorded_and_requests_reset(tmp_path):
 
         t_policy = run(1.5, False)
         t_human = run(2.0, True)
-        t_back = run(2.0, False)
+        t_back = run(2.5, False)
         twists = probe.timed(TWIST)
         # home: retreat to the configured home position through the envelope
         res = call(probe, "/arm_bridge/home")
@@ -89,15 +90,24 @@ def test_teleop_overrides_policy_is_recorded_and_requests_reset(tmp_path):
         counts = json.loads(probe.get("/robot/safety")[-1].data)["counts"]
         g.assert_alive()
 
-    def lin(m):
-        return np.array([m.twist.linear.x, m.twist.linear.y, m.twist.linear.z])
-
-    pol = [lin(m) for t, m in twists if t_policy + 0.3 < t < t_human]
-    hum = [lin(m) for t, m in twists if t_human + 0.3 < t < t_back]
-    back = [lin(m) for t, m in twists if t_back + 0.5 + 0.3 < t < t_back + 2.0]
+    # when the bridge sent each twist (its stamp), not when the probe heard it: a loaded machine
+    # delivers late, and lateness is not what this test is about
+    twists = [
+        (stamp_key(m.header.stamp) * 1e-9, np.array([m.twist.linear.x, m.twist.linear.y, m.twist.linear.z]))
+        for _, m in twists
+    ]
+    pol = [v for t, v in twists if t_policy + 0.3 < t < t_human]
+    hum = [v for t, v in twists if t_human + 0.5 < t < t_back]
     assert pol and all(v[0] > 0 and v[1] == 0 for v in pol), "policy commands did not run"
     assert hum and all(v[1] < 0 and v[0] == 0 for v in hum), "the policy ran during the intervention"
-    assert back and all(v[0] > 0 and v[1] == 0 for v in back), "the policy did not get the arm back"
+    # once the human stops, the arm stays theirs until teleop's input times out (0.3 s) and the
+    # bridge's hold after the last intervention (0.5 s) ends, a tick of each later at most; then
+    # the policy has it again (a tick holding still in between is fine: its next command is news)
+    last_human = max((t for t, v in twists if t > t_back and v[1] < 0), default=t_back)
+    assert last_human - t_back < 0.3 + 0.5 + 2 * 0.1 + 0.3, f"the human kept the arm {last_human - t_back:.2f} s"
+    back = [v for t, v in twists if last_human < t < t_back + 2.5]
+    assert all(v[1] == 0 and v[0] >= 0 for v in back), "after the human, something but the policy moved the arm"
+    assert sum(v[0] > 0 for v in back) >= 5, "the policy did not get the arm back"
     assert counts["dropped:policy_during_intervention"] >= 10 and counts["interventions"] >= 10
     assert counts["home:requested"] == 1
 
