@@ -92,6 +92,8 @@ class SimNode(ManagedNode, GatedRobot):
     """Managed: configure builds the world, activate starts stepping (and publishes the first
     frame), deactivate stops stepping: the arm stays where it is."""
 
+    OWN_FRAMES = True  # the gate knows each frame it acts on: it rendered it
+
     def __init__(self):
         super().__init__("sim")
         self.p = declare(self, Params)
@@ -174,7 +176,7 @@ class SimNode(ManagedNode, GatedRobot):
         """This tick's command through the gate (stop > home > intervention > policy, envelope,
         watchdog); hold still (keeping the gripper) when it says so."""
         self.gate_saw_observation()  # the simulator's own state is always fresh
-        t = self.gate_tick(self.world.ee_pose()[:3])
+        t = self.gate_tick(self.world.ee_pose()[:3], frame_ns=self._last_frame_ns or 0)
         if t.action is None:
             return np.array([0.0, 0.0, 0.0, self.gate.last_gripper])
         return t.action

@@ -6,9 +6,11 @@
        /robot/stop (std_msgs/Bool: true latches a stop at the next tick, false releases)
   out: /robot/safety (std_msgs/String, JSON counts of every clip, rejection, stop and hold; latched,
        on change and every `safety_report_s`); /robot/executed (ArmCommand: what the arm executed
-       while a person had it, once per observation, stamped with the newest observation's stamp
-       (/observation, or the newest a policy command answered): the learner stores it as that
-       step's action, also when no policy runs and a person gives demonstrations)
+       while a person had it, once per observation, stamped with the observation of the state it
+       acted on: the simulator names its own frame; an arm takes the newest observation heard
+       (/observation, or the newest a policy command answered), and when that one already has its
+       action, the next one to arrive stamped before the tick (a camera running late). The learner
+       stores it as that step's action, also when no policy runs and a person gives demonstrations)
   srv: ~/home (std_srvs/Trigger): retreat to `home_position` through the envelope
 The node calls `gate_tick(ee_position)` once per control tick and executes what it returns.
 """
@@ -61,7 +63,10 @@ class GateParams:
 
 class GatedRobot:
     """Mixin for an rclpy Node: call `setup_gate()` in __init__, `gate_tick()` every control tick,
-    `gate_saw_observation()` when fresh robot state arrives, and provide `current_ee_position()`."""
+    `gate_saw_observation()` when fresh robot state arrives, and provide `current_ee_position()`.
+    A node that renders the frames itself (the simulator) sets OWN_FRAMES and passes `frame_ns`."""
+
+    OWN_FRAMES = False
 
     def setup_gate(
         self,
@@ -97,6 +102,7 @@ class GatedRobot:
         self._answered_ns = None  # stamp of the newest policy command: the observation it answered
         self._observed_ns = None  # stamp of the newest observation (a person acts on it with no policy)
         self._executed_ns = None  # ... of the last one an executed intervention was published for
+        self._pending = None  # (action, source, tick ns): executed before its observation arrived
         self.pub_executed = self.create_publisher(ArmCommand, graph.TOPICS["executed"], qos.RELIABLE)
         self.pub_safety = self.create_publisher(String, graph.TOPICS["safety"], qos.LATCHED)
         self._allowed = list(p.allowed_command_nodes)
@@ -108,7 +114,8 @@ class GatedRobot:
                 ArmCommand, topic, lambda m, info, t=topic, h=human: self._on_command(m, h, t, info), qos.RELIABLE
             )
         self.create_subscription(Bool, graph.TOPICS["stop"], self._on_stop, qos.RELIABLE)
-        self.create_subscription(Observation, graph.TOPICS["observation"], self._on_observation_stamp, qos.RELIABLE)
+        if not self.OWN_FRAMES:
+            self.create_subscription(Observation, graph.TOPICS["observation"], self._on_observation_stamp, qos.RELIABLE)
         self.create_service(Trigger, "~/home", self._srv_home)
         from rclpy.clock import Clock, ClockType
 
@@ -202,6 +209,40 @@ class GatedRobot:
     def _on_observation_stamp(self, msg):
         # the latest, not the largest: one observation with a wild stamp must not stick
         self._observed_ns = stamp_key(msg.header.stamp) or None
+        if self._pending is not None and self._observed_ns:
+            action, source, tick_ns = self._pending
+            if self._observed_ns <= (self._executed_ns or 0):
+                return  # an older observation arriving late: still waiting for the one acted on
+            self._pending = None
+            if self._observed_ns <= tick_ns:  # taken before the arm acted: the state it acted on
+                self._publish_executed(action, source, self._observed_ns)
+            else:
+                self.gate.counts["executed:no_observation"] += 1
+
+    # --- what a person made the arm do -------------------------------------------------------
+    def _record_executed(self, action, source: str, frame_ns: int | None) -> None:
+        """Publish a person's executed action with the stamp of the observation it acted on, once
+        per observation (a person at 30 Hz on a 10 Hz camera gives one action per frame)."""
+        if frame_ns is not None:  # the node knows its frame
+            if frame_ns and frame_ns != self._executed_ns:
+                self._publish_executed(action, source, frame_ns)
+            return
+        newest = max(self._answered_ns or 0, self._observed_ns or 0)
+        if newest and newest != self._executed_ns:
+            # the one the policy last answered, or a newer one it has not answered yet, or the
+            # person's own when no policy runs
+            self._publish_executed(action, source, newest)
+            return
+        # the newest observation heard already has its action: the frame of this state is still
+        # on its way (a loaded camera); it is the next one to arrive stamped before now
+        if self._pending is not None:
+            self.gate.counts["executed:no_observation"] += 1
+        self._pending = (action, source, self.get_clock().now().nanoseconds)
+
+    def _publish_executed(self, action, source: str, stamp_ns: int) -> None:
+        self._executed_ns = stamp_ns
+        stamp = Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+        self.pub_executed.publish(action_to_command(action, stamp, source, intervention=True))
 
     def _on_stop(self, msg):
         if msg.data:
@@ -227,8 +268,9 @@ class GatedRobot:
         self.gate.saw_observation(time.monotonic())
 
     # --- the tick ---------------------------------------------------------------------------
-    def gate_tick(self, ee_position):
-        """The gate's decision for this tick; logs (throttled) every clip and hold."""
+    def gate_tick(self, ee_position, frame_ns: int | None = None):
+        """The gate's decision for this tick; logs (throttled) every clip and hold. `frame_ns`: the
+        stamp of the frame of the state this tick acts on, where the node knows it (OWN_FRAMES)."""
         t = self.gate.tick(time.monotonic(), ee_position)
         if t.action is not None and t.reasons:
             self.throttle.warn("clip", f"command modified by the safety envelope: {', '.join(t.reasons)}")
@@ -239,14 +281,8 @@ class GatedRobot:
             self._last_hold_reason = reason
         elif t.action is not None:
             self._last_hold_reason = None
-        newest = max(self._answered_ns or 0, self._observed_ns or 0)
-        if t.intervention and t.action is not None and newest and newest != self._executed_ns:
-            # a person drove this step: what the arm did is the action of the newest observation
-            # (the one the policy last answered, or a newer one it has not answered yet, or the
-            # person's own when no policy runs), not the policy's command; once per observation
-            self._executed_ns = newest
-            stamp = Time(sec=newest // 10**9, nanosec=newest % 10**9)
-            self.pub_executed.publish(action_to_command(t.action, stamp, t.source or "teleop", intervention=True))
+        if t.intervention and t.action is not None:
+            self._record_executed(t.action, t.source or "teleop", frame_ns)
         counts = self.gate.counts_dict()
         interesting = {
             k: v
