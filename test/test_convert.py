@@ -66,3 +66,27 @@ def test_command_to_action():
     assert command_to_action(c, 7).tolist() == [0.1, 0.2, 0.3, 1, 2, 3, -1.0]
     with pytest.raises(ValueError):
         command_to_action(c, 5)
+
+
+def test_frames_thinned_to_the_control_rate_on_a_schedule():
+    from robofume_ros.data.images import FrameThinner
+
+    def kept(stamps_ms, rate_hz=10.0):
+        t = FrameThinner(rate_hz)
+        return [s for s in stamps_ms if t.keep(s * 10**6)]
+
+    # a 30 Hz camera gives one frame per 100 ms period; a 20 Hz one every other frame
+    assert kept([round(k * 1000 / 30) for k in range(31)]) == [0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]
+    assert kept(range(0, 1001, 50)) == list(range(0, 1001, 100))
+    # a source at the control rate whose ticks jitter (a loaded simulator) loses none
+    jittery = [0, 115, 185, 300, 420, 480, 600, 700, 790, 905]
+    assert kept(jittery) == jittery
+    # a 12 Hz source averages the control rate, never above it
+    twelve = kept([round(k * 1000 / 12) for k in range(121)])
+    assert 99 <= len(twelve) <= 101 and min(b - a for a, b in zip(twelve, twelve[1:])) >= 70
+    # the same frame twice counts once; a clock set back starts over; a stalled source resumes
+    assert kept([0, 100, 100, 200]) == [0, 100, 200]
+    assert kept([5000, 5100, 0, 100]) == [5000, 5100, 0, 100]
+    assert kept([0, 100, 2000, 2050, 2100]) == [0, 100, 2000, 2100]
+    with pytest.raises(ValueError, match="rate_hz"):
+        FrameThinner(0.0)

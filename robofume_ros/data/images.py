@@ -64,3 +64,31 @@ def resize_rgb(img: np.ndarray, size, crop=None) -> np.ndarray:
     ys = ((np.arange(H) + 0.5) * h / H).astype(np.int64)
     xs = ((np.arange(W) + 0.5) * w / W).astype(np.int64)
     return np.ascontiguousarray(img[ys][:, xs])
+
+
+class FrameThinner:
+    """Which camera frames become observations at `rate_hz`: one per control period on a schedule,
+    not by the gap to the last one kept, so a source at the control rate whose frames jitter (a
+    loaded simulator ticking 85 ms after the previous one) loses none, and a faster camera (30 Hz)
+    gives one frame per period. A frame is kept when its stamp reaches the next slot less
+    `slack` of a period; the slot then moves one period on (or to this frame, when the source fell
+    more than a period behind)."""
+
+    def __init__(self, rate_hz: float, slack: float = 0.3):
+        if not rate_hz > 0:
+            raise ValueError(f"rate_hz must be positive, got {rate_hz}")
+        if not 0.0 <= slack < 0.5:
+            raise ValueError(f"slack must be in [0, 0.5), got {slack}")
+        self.period_ns = int(round(1e9 / rate_hz))
+        self.slack_ns = int(slack * self.period_ns)
+        self.due_ns: int | None = None  # the next slot
+
+    def keep(self, stamp_ns: int) -> bool:
+        last_kept = None if self.due_ns is None else self.due_ns - self.period_ns
+        if last_kept is not None and last_kept <= stamp_ns < self.due_ns - self.slack_ns:
+            return False  # early for its slot (a faster camera), or the frame kept already
+        if last_kept is None or stamp_ns < last_kept or stamp_ns - self.due_ns >= self.period_ns:
+            self.due_ns = stamp_ns + self.period_ns  # first frame, a clock set back, or a source a period behind
+        else:
+            self.due_ns += self.period_ns
+        return True

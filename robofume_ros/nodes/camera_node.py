@@ -28,6 +28,7 @@ from robofume_ros.msg import Observation, RobotState, TaskPhase
 from robofume_ros.ros.node import OK, WARN, Diagnostics, DiagnosticsParams, Throttle, quantiles, run_node
 from robofume_ros.ros.params import declare, knob
 from robofume_ros.ros import qos
+from robofume_ros.data.images import FrameThinner
 from robofume_ros.ros.convert import ImageError, compressed_to_rgb, image_to_rgb, resize_rgb, rgb_to_image
 
 
@@ -59,13 +60,12 @@ class CameraNode(Node):
         super().__init__("camera")
         self.p = p = declare(self, Params)
         self.throttle = Throttle(self.get_logger())
-        self.period_ns = int(1e9 / p.control_rate_hz)
+        self.thinner = FrameThinner(p.control_rate_hz)
         self.size = (p.output_height, p.output_width)
         self.crop = tuple(int(v) for v in p.crop) if p.crop and len(p.crop) == 4 else None
         self.state = None
         self._states = {}  # recent robot states by stamp: a frame gets the state of its own instant
         self.phase = None
-        self.last_pub_ns = None
         self.last_frame_wall_ns = None
         self.published = 0
         self.dropped = 0
@@ -73,11 +73,11 @@ class CameraNode(Node):
         self.pub = self.create_publisher(Observation, graph.TOPICS["observation"], qos.RELIABLE)
         if p.compressed:
             self.create_subscription(
-                CompressedImage, graph.TOPICS["image"] + "/compressed", self.on_compressed, qos.SENSOR
+                CompressedImage, graph.TOPICS["image"] + "/compressed", self.on_compressed, qos.FRAMES
             )
         else:
-            self.create_subscription(Image, graph.TOPICS["image"], self.on_image, qos.SENSOR)
-        self.create_subscription(RobotState, graph.TOPICS["state"], self.on_state, qos.SENSOR)
+            self.create_subscription(Image, graph.TOPICS["image"], self.on_image, qos.FRAMES)
+        self.create_subscription(RobotState, graph.TOPICS["state"], self.on_state, qos.FRAMES)
         self.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
         self.create_timer(1.0, self.watchdog)
         # the shared features are computed only while some node asks for them (interfaces:
@@ -132,8 +132,7 @@ class CameraNode(Node):
         now = self.get_clock().now()
         self.last_frame_wall_ns = now.nanoseconds
         stamp_ns = Time.from_msg(msg.header.stamp).nanoseconds
-        # thin to the control rate (10% slack so a source at exactly the rate is never thinned)
-        if self.last_pub_ns is not None and stamp_ns - self.last_pub_ns < 0.9 * self.period_ns:
+        if not self.thinner.keep(stamp_ns):  # one frame per control period
             return
         age = (now.nanoseconds - stamp_ns) * 1e-9
         if stamp_ns > 0 and age > self.p.max_frame_age_s:
@@ -177,7 +176,6 @@ class CameraNode(Node):
             obs.instruction, obs.task = self.p.default_instruction, self.p.default_task
         self.pub.publish(obs)
         self.published += 1
-        self.last_pub_ns = stamp_ns
         if stamp_ns > 0:
             self._frame_age_ms.append((now.nanoseconds - stamp_ns) * 1e-6)
 

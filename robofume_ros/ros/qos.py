@@ -4,6 +4,10 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 # Sensor-style streams: newest data matters, never queue stale frames.
 SENSOR = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
+# The same streams into the camera node, which makes every observation: a few frames and states
+# queue while it is busy for a moment (a loaded machine), so the robot steps no frame goes missing
+# for; it thins to the control rate and skips frames older than its max age itself.
+FRAMES = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
 # Control and learning streams: every message matters (commands, observations for the learner).
 RELIABLE = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 # State that late joiners must see (task phase, latest weights notification).
