@@ -60,14 +60,17 @@ class Monitor(BenchNode):
     """The soak's own ROS node: phases, learner diagnostics, the robot side's latency, the hand's
     position; and a publisher for the poison fault."""
 
-    def __init__(self, domain: int, low, high):
+    def __init__(self, domain: int, low, high, pair: str):
         from diagnostic_msgs.msg import DiagnosticArray
+
+        from robofume_ros.sim.tasks import get_pair
 
         from robofume_ros.msg import Observation, TaskPhase
 
         super().__init__(domain, "soak_monitor")
         self.Observation = Observation
         self.low, self.high = np.asarray(low), np.asarray(high)
+        self.pair = get_pair(pair)
         self.learner: dict = {}
         self.learner_t = 0.0  # when the learner's newest status arrived
         self.robot: dict = {}
@@ -115,7 +118,8 @@ class Monitor(BenchNode):
                 o.image.encoding = "yuv422_weird"
             o.proprio = [0.0, 0.6, 0.2] if kind == 2 else [0.0, float("nan") if kind == 3 else 0.6, 0.2, 1.0]
             # an episode no one runs: the bag keeps the poison apart from the robot's episodes
-            o.instruction, o.task, o.episode_index = "open the drawer", "drawer-open", 999_999
+            o.instruction, o.task = self.pair.instruction("forward"), self.pair.task("forward")
+            o.episode_index = 999_999
             self.pub.publish(o)
             sent += 1
             time.sleep(1.0 / rate_hz)
@@ -206,7 +210,7 @@ def main(argv=None) -> int:
     )
     log = open(out / "graph.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    mon = Monitor(ns.domain_id, gate["workspace_low"], gate["workspace_high"])
+    mon = Monitor(ns.domain_id, gate["workspace_low"], gate["workspace_high"], world)
     samples, faults, latency, updates_lost = [], [], [], []
     t0 = time.time()
     next_fault, k = t0 + ns.first_fault, 0
