@@ -26,7 +26,8 @@ UNCONFIGURED, INACTIVE, ACTIVE = 1, 2, 3  # lifecycle_msgs/State ids
 def _state(probe, node: str) -> int:
     from lifecycle_msgs.srv import GetState
 
-    return probe.call(f"/{node}/get_state", GetState).current_state.id
+    # a query: asked again every 5 s, as a just-matched server may never see the first request
+    return probe.call(f"/{node}/get_state", GetState, resend_s=5.0).current_state.id
 
 
 def _change(probe, node: str, transition: int) -> bool:
@@ -208,7 +209,7 @@ def test_a_policy_that_fails_to_load_stays_unconfigured_and_the_arm_never_moves(
         )
         assert _state(probe, "policy") == UNCONFIGURED
         assert _state(probe, "sim") == INACTIVE  # configured, held back: it never steps
-        res = probe.call("/lifecycle_manager/is_active", Trigger)
+        res = probe.call("/lifecycle_manager/is_active", Trigger, resend_s=5.0)
         assert not res.success and "/policy: unconfigured (configure failed)" in res.message, res.message
         assert "/sim: inactive (waiting for /policy, /task_switcher)" in res.message, res.message
         time.sleep(3.0)
@@ -218,7 +219,7 @@ def test_a_policy_that_fails_to_load_stays_unconfigured_and_the_arm_never_moves(
         shutil.copyfile(models[0], bad)
         probe.wait_for("/robot/command", 10, timeout=120)
         assert _state(probe, "policy") == ACTIVE and _state(probe, "sim") == ACTIVE
-        assert probe.call("/lifecycle_manager/is_active", Trigger).success
+        assert probe.call("/lifecycle_manager/is_active", Trigger, resend_s=5.0).success
         log = g.log("lifecycle_manager")
         managed = ("/reward", "/learner", "/policy", "/task_switcher", "/sim")
         lines = [ln for ln in log.splitlines() if ln.endswith("-> active")]
