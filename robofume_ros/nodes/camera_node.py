@@ -71,13 +71,15 @@ class CameraNode(Node):
         self.dropped = 0
         self._frame_age_ms: deque = deque(maxlen=600)  # frame stamp -> this node has it, the last minute
         self.pub = self.create_publisher(Observation, graph.TOPICS["observation"], qos.RELIABLE)
+        # states first: when a frame and its state are both waiting, the executor takes them in
+        # this order, so the frame finds the state of its own instant
+        self.create_subscription(RobotState, graph.TOPICS["state"], self.on_state, qos.FRAMES)
         if p.compressed:
             self.create_subscription(
                 CompressedImage, graph.TOPICS["image"] + "/compressed", self.on_compressed, qos.FRAMES
             )
         else:
             self.create_subscription(Image, graph.TOPICS["image"], self.on_image, qos.FRAMES)
-        self.create_subscription(RobotState, graph.TOPICS["state"], self.on_state, qos.FRAMES)
         self.create_subscription(TaskPhase, graph.TOPICS["task_phase"], self.on_phase, qos.LATCHED)
         self.create_timer(1.0, self.watchdog)
         # the shared features are computed only while some node asks for them (interfaces:
