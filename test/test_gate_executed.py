@@ -10,6 +10,7 @@ from rclpy.node import Node
 from rosgraph import next_domain_id
 
 from robofume_ros.msg import ArmCommand, Observation
+from robofume_ros.ros.convert import stamp_key
 from robofume_ros.ros.gate import GatedRobot, GateParams
 from robofume_ros.ros.node import Throttle
 
@@ -65,11 +66,11 @@ def test_an_action_waits_for_its_late_observation_and_takes_no_other(arm):
     _tick(arm)  # acts on frame 0: heard in time
     _person(arm, 0.6)
     _tick(arm)  # acts on frame 1, not heard yet: held back, not given frame 0 again
-    assert [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in arm.sent] == [stamps[0]]
+    assert [stamp_key(m.header.stamp) for m in arm.sent] == [stamps[0]]
     _observation(arm, stamps[0])  # a duplicate of an old frame arriving late changes nothing
     assert len(arm.sent) == 1
     _observation(arm, stamps[1])  # frame 1 arrives after the tick that acted on it
-    got = [(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, round(m.translation.y, 2)) for m in arm.sent]
+    got = [(stamp_key(m.header.stamp), round(m.translation.y, 2)) for m in arm.sent]
     assert got == [(stamps[0], 0.5), (stamps[1], 0.6)]
     # a frame taken after the tick is not the state the arm acted on: the action has no observation
     _person(arm, 0.7)

@@ -268,7 +268,6 @@ def test_a_person_gives_demonstrations_with_no_policy_running(tmp_path):
             time.sleep(0.1)
             observed = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in probe.get("/observation")}
         g.assert_alive()
-    print(f"{len(stamps)} executed, {len(set(stamps) - observed)} without an observation")
     assert len(set(stamps)) == len(stamps) and set(stamps) <= observed  # once per observation, its stamp
     assert all(m.intervention and m.source == "teleop" and m.translation.z < 0 for m in executed)
     out = tmp_path / "demos"
