@@ -199,7 +199,7 @@ def test_an_overridden_outcome_relabels_the_stored_episode_on_disk_and_in_the_bu
     assert st2.stored_success(0) is False
 
 
-def test_missing_commands_name_the_episodes_a_close_would_cut(tmp_path):
+def test_missing_steps_name_the_episodes_a_close_would_cut(tmp_path):
     from robofume_ros.online.episode_stream import EpisodeStream
 
     s = EpisodeStream(tmp_path, action_dim=4)
@@ -208,10 +208,10 @@ def test_missing_commands_name_the_episodes_a_close_would_cut(tmp_path):
         s.observation(100 + t, 1 + t // 3, img, np.zeros(4), "open the drawer", "drawer-open")
     for t in (0, 2, 3, 4):  # step 1's command never came; the last step of an episode needs none
         s.command(100 + t, np.zeros(4))
-    assert s.missing_commands(2, 10) == (101, [1])
-    assert s.missing_commands(3, 10) == (101, [1])  # episode 2 is whole: 3 and 4 commanded, 5 is its last
+    assert s.missing_steps(2, 10) == (101, [1])
+    assert s.missing_steps(3, 10) == (101, [1])  # episode 2 is whole: 3 and 4 commanded, 5 is its last
     s.command(101, np.zeros(4))  # the backfill brings it
-    assert s.missing_commands(3, 10) == (None, [])
+    assert s.missing_steps(3, 10) == (None, [])
     (ep1,) = s.close_before(2, True)
     assert len(ep1) == 2 and not s.dropped
     # a first frame the robot never acted on (taken before the arm went home) is no hole
@@ -219,8 +219,18 @@ def test_missing_commands_name_the_episodes_a_close_would_cut(tmp_path):
     for t in (240, 241, 242):
         s.observation(t, 3, img, np.zeros(4), "open the drawer", "drawer-open")
         s.command(t, np.zeros(4))
-    assert s.missing_commands(4, 10) == (None, [])
-    assert s.missing_commands(4, 100) == (200, [3])
+    assert s.missing_steps(4, 10) == (None, [])
+    assert s.missing_steps(4, 100) == (200, [3])
+    # observations missing between two commanded steps (delivered after a restart's backfill): a
+    # hole at the step before them, closed once they arrive
+    for t in (300, 301, 305, 306):
+        s.observation(t, 4, img, np.zeros(4), "close the drawer", "drawer-close")
+        s.command(t, np.zeros(4))
+    assert s.missing_steps(5, 2) == (301, [4])
+    for t in (302, 303, 304):
+        s.observation(t, 4, img, np.zeros(4), "close the drawer", "drawer-close")
+        s.command(t, np.zeros(4))
+    assert s.missing_steps(5, 2) == (None, [])
 
 
 def test_what_the_arm_executed_while_a_person_drove_is_the_action(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 rclpy = pytest.importorskip("rclpy")
 from rosgraph import graph_under_test
 
-from robofume_ros.ros import graph
+from robofume_ros.ros import graph, qos
 from robofume_ros.msg import ArmCommand, Observation, PolicyWeights, Reward, TaskPhase
 
 
@@ -181,7 +181,8 @@ def test_outage_backfill_keeps_every_transition_the_robot_made(tmp_path, models)
     assert by["learner"].parameters.get("backfill", True)  # with a recorder in the graph
     learner_dir = tmp_path / "run" / "learner"
     with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
-        probe = g.probe({"/task_phase": TaskPhase})
+        probe = g.probe()
+        probe.subscribe("/task_phase", TaskPhase, qos.LATCHED_DEEP)  # every verdict, as the learner hears them
 
         def mid(m):
             return m.steps_in_episode >= 2
@@ -215,11 +216,23 @@ def test_outage_backfill_keeps_every_transition_the_robot_made(tmp_path, models)
     from robofume_ros.data.dataset import load_episodes
 
     per_episode = bag_transitions(tmp_path / "bags")
-    stored = {int(e.provenance["episode_index"]): len(e) for e in load_episodes(learner_dir / "online")}
+    episodes = load_episodes(learner_dir / "online")
+    stored = {int(e.provenance["episode_index"]): len(e) for e in episodes}
     closed = [i for i in sorted(per_episode) if 0 < i < end]  # episodes both saw begin and end
     assert closed and set(closed) <= set(stored), f"episodes missing from the learner: {set(closed) - set(stored)}"
     wrong = {i: (stored[i], per_episode[i]) for i in closed if stored[i] != per_episode[i]}
     assert not wrong, f"episode: (learner's transitions, bag's) differ: {wrong}"
+    # and each is labelled with the task switcher's verdict, also the ones that ended while the
+    # learner was down (more of them than one phase message remembers on a slow machine)
+    verdicts = {}
+    for m in probe.get("/task_phase"):
+        verdicts.update(zip(map(int, m.recent_episodes), map(bool, m.recent_successes)))
+    mislabelled = {
+        i: (e.success, verdicts[i])
+        for e in episodes
+        if (i := int(e.provenance["episode_index"])) in closed and i in verdicts and e.success != verdicts[i]
+    }
+    assert set(closed) - set(verdicts) == set() and not mislabelled, (set(closed) - set(verdicts), mislabelled)
 
 
 def node_status(probe, name) -> dict:

@@ -380,7 +380,7 @@ class RobotFeed:
         node.create_subscription(TaskPhase, self.topic(graph.TOPICS["task_phase"]), self.on_phase, qos.LATCHED_DEEP)
         # backfill: what the robot did while this learner was down or cut off, from the recorder
         self.backfill = None  # the request in flight: {"request", "since_ns", "t0", "sent"}
-        self._asked_for_commands: set = set()  # episodes a backfill was asked to complete (once each)
+        self._asked_for_steps: set = set()  # episodes a backfill was asked to complete (once each)
         self.backfill_requests = 0
         self.backfilled = 0  # observations that came in through a backfill
         self._held_phases: list = []  # phase messages held while a backfill is in flight
@@ -452,7 +452,9 @@ class RobotFeed:
     def _new_request(self) -> None:
         # a random id: a restarted learner never takes an answer meant for its previous run
         b = self.backfill
-        b.update(request=random.getrandbits(31), sent=False, sent_t=None, received=0, expected=None, done_t=None)
+        b.update(
+            request=random.getrandbits(31), sent=False, sent_t=None, received=0, expected=None, done_t=None, rx_t=None
+        )
         b["tries"] += 1
         self.backfill_tick()
 
@@ -461,8 +463,10 @@ class RobotFeed:
         if b is None:
             return
         # the timeout runs from the request (waiting for discovery and live data before it can be long
-        # on a loaded machine: up to 60 s)
-        waited = time.monotonic() - (b["sent_t"] or b["t0"])
+        # on a loaded machine: up to 60 s), then from the newest replayed message: a recorder that
+        # answers slowly (niced on a busy machine, a long outage to replay) is waited for while its
+        # replay keeps coming
+        waited = time.monotonic() - max(b["sent_t"] or b["t0"], b["rx_t"] or 0.0)
         if waited > (self.p.backfill_timeout_s if b["sent_t"] else 60.0):
             self.log.warn(
                 f"backfill ({b['why']}): no answer from a recorder within {self.p.backfill_timeout_s:.0f} s; "
@@ -473,9 +477,10 @@ class RobotFeed:
         if b["expected"] is not None and b["received"] >= b["expected"]:
             self._finish_backfill()
             return
-        if b["expected"] is not None and time.monotonic() - b["done_t"] > 1.0:
+        if b["expected"] is not None and time.monotonic() - max(b["done_t"], b["rx_t"] or 0.0) > 1.0:
             # part of the replay never arrived (the recorder's writers had not yet matched this
-            # learner's readers): ask again, what did arrive is deduplicated
+            # learner's readers): ask again once nothing more came for a second (a busy learner
+            # takes a long replay in slowly), what did arrive is deduplicated
             if b["tries"] >= 5:
                 self.log.warn(f"backfill ({b['why']}): {b['received']} of {b['expected']} after 5 tries; going on")
                 self._finish_backfill()
@@ -519,6 +524,7 @@ class RobotFeed:
     def _count_backfill(self) -> None:
         if self.backfill is not None:
             self.backfill["received"] += 1
+            self.backfill["rx_t"] = time.monotonic()
 
     def _finish_backfill(self) -> None:
         b, self.backfill = self.backfill, None
@@ -526,8 +532,12 @@ class RobotFeed:
             f"backfill ({b['why']}) done: {b['received']} of {b['expected']} replayed messages received; "
             f"closing {len(self._held_phases)} held phase messages' episodes"
         )
-        held, self._held_phases = self._held_phases, []
-        for m in held:  # in arrival order: each closes the episodes before its own
+        # in episode order, each closing the episodes before its own with its verdicts: the live
+        # (latched) newest one arrives before the replayed older ones, and the switcher's memory of
+        # verdicts in one message is bounded (an outage can be longer); stable for equal indices
+        held = sorted(self._held_phases, key=lambda m: m.episode_index)
+        self._held_phases = []
+        for m in held:
             self._pending_phases.append((time.monotonic(), m))
         self.apply_phases()
 
@@ -616,23 +626,25 @@ class RobotFeed:
             t, msg = self._pending_phases[0]
             if self.stream.newest_episode < msg.episode_index and time.monotonic() - t < PHASE_WAIT_S:
                 return
-            if self._ask_for_missing_commands(msg.episode_index):
+            if self._ask_for_missing_steps(msg.episode_index):
                 continue
             self._pending_phases.pop(0)
             self._apply_phase(msg)
 
-    def _ask_for_missing_commands(self, before_episode: int) -> bool:
-        """Steps without their command would cut the episodes this phase closes (a command the
-        learner's reader missed, e.g. while it was matching the policy's writer after a restart):
-        ask the recorder once per episode, then close with whatever arrived."""
+    def _ask_for_missing_steps(self, before_episode: int) -> bool:
+        """Steps without their command, or observations missing between two steps, would cut the
+        episodes this phase closes or join them wrongly (a command the learner's reader missed
+        while it was matching the policy's writer after a restart; observations delivered late,
+        after a restart's backfill): ask the recorder once per episode, then close with whatever
+        arrived."""
         if not self.p.backfill:
             return False
         period = sorted(self._period_ns)[len(self._period_ns) // 2] if self._period_ns else 1e8
-        first, episodes = self.stream.missing_commands(before_episode, int(1.6 * period))
-        if first is None or set(episodes) <= self._asked_for_commands:
+        first, episodes = self.stream.missing_steps(before_episode, int(1.6 * period))
+        if first is None or set(episodes) <= self._asked_for_steps:
             return False
-        self._asked_for_commands.update(episodes)
-        self.start_backfill(first - 1, f"commands missing in episode(s) {episodes}")
+        self._asked_for_steps.update(episodes)
+        self.start_backfill(first - 1, f"steps missing in episode(s) {episodes}")
         return True
 
     def _apply_phase(self, msg) -> None:

@@ -132,7 +132,7 @@ class RecorderNode(Node):
                     self.refused[topic] = why
                     self.get_logger().error(f"not recording {topic}: {why}")
                 continue
-            profile = qos.for_topic(topic)  # best-effort publishers need best-effort subscribers
+            profile = qos.for_recording(topic)
             self.subscribed[topic] = self.create_subscription(
                 cls, topic, lambda data, t=topic, ty=type_name: self.on_message(t, ty, data), profile, raw=True
             )

@@ -13,6 +13,8 @@ command answering the last frame and advances /clock by one control period, as f
 allows, and while more than `learner_slack_steps` of the frames the learner has received lie beyond
 what its updates cover it waits for them (`follow_learner`): sim time then runs as fast as learning
 at the configured UTD ratio allows, so it learns what the same number of steps at 10 Hz would.
+A learner that paced it and went silent (killed, restarting) holds it no longer, and until it is
+back the simulator steps at `control_rate_hz` of wall time, as a real robot goes on meanwhile.
 Frames the learner has not received (a link cut) hold nobody: the next live frame shows the learner
 its gap and it backfills it from the recorder. A task switch copies the scene across; it never
 resets it.
@@ -73,7 +75,9 @@ class Params(GateParams, ManagedParams):
     )
     learner_silent_s: float = knob(
         2.0,
-        "lockstep: a learner silent this long (down, restarting) no longer holds the simulator",
+        "lockstep: a learner silent this long (down, restarting) no longer holds the simulator; "
+        "until it is heard again the simulator steps at control_rate_hz of wall time, as a real "
+        "robot goes on while its learner is away",
         range=(0.1, 3600.0),
     )
     initial_phase: str = knob("forward", "task active before the first /task_phase message")
@@ -227,6 +231,11 @@ class SimNode(ManagedNode, GatedRobot):
             n += 1
         return n
 
+    def learner_away(self) -> bool:
+        """A learner that paced this simulator has gone silent (killed, restarting, cut off)."""
+        until, _received, heard = self._pace
+        return self.p.follow_learner and until >= 0 and time.monotonic() - heard > self.p.learner_silent_s
+
     def learner_behind(self) -> bool:
         """Lockstep paced by learning: the learner (heard recently) covers steps more than the
         slack behind this simulator's newest one."""
@@ -248,6 +257,11 @@ class SimNode(ManagedNode, GatedRobot):
         judged = not self.p.lockstep_wait_for_reward or (
             self._reward_stamp_ns is not None and frame is not None and self._reward_stamp_ns >= frame
         )
+        if self.learner_away() and now - self._frame_wall < self.period:
+            # no faster than a real robot while nobody learns: a restart's backlog (for the
+            # recorder to replay, the learner to backfill) is what 10 Hz makes, not what a free
+            # simulator makes in the same wall seconds
+            return
         if (answered and judged) or time.monotonic() - self._frame_wall > self.p.lockstep_timeout_s:
             if not answered:
                 self.throttle.warn("lockstep", "no command for the last frame: stepping with the arm held")

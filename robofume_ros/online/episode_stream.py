@@ -334,18 +334,25 @@ class EpisodeStream:
         self.stored[ep.index] = (path, bool(success))
         return episode
 
-    def missing_commands(self, before_episode: int, pause_ns: int) -> tuple[Optional[int], list]:
-        """(stamp of the earliest step without its command, the open episodes before
-        `before_episode` that have such a step): what closing them now would cut. An episode's
-        last observation needs no command; nor does its first when the next one came more than
-        `pause_ns` later (a frame from before the arm went home: the robot never acted on it)."""
+    def missing_steps(self, before_episode: int, pause_ns: int) -> tuple[Optional[int], list]:
+        """(stamp of the earliest hole, the open episodes before `before_episode` that have one):
+        what closing them now would cut or join wrongly. A hole is a step without its command, or
+        a step the next observation follows more than `pause_ns` later (observations missing in
+        between: one delivered late past a restart's backfill; chaining across them would make a
+        transition the robot never made). An episode's last observation needs no command; nor does
+        its first when the next one came more than `pause_ns` later (a frame from before the arm
+        went home: the robot never acted on it)."""
         first, episodes = None, []
         for idx, ep in self.open.items():
             if idx >= before_episode or len(ep.steps) < 2:
                 continue
             steps = sorted(ep.steps, key=lambda st: st.stamp)
             head = 1 if steps[1].stamp - steps[0].stamp > pause_ns else 0
-            holes = [st.stamp for st in steps[head:-1] if st.action is None]
+            holes = [
+                st.stamp
+                for st, nxt in zip(steps[head:-1], steps[head + 1 :])
+                if st.action is None or nxt.stamp - st.stamp > pause_ns
+            ]
             if holes:
                 episodes.append(idx)
                 first = holes[0] if first is None else min(first, holes[0])

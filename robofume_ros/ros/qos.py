@@ -33,6 +33,18 @@ DEEP = QoSProfile(depth=2000, history=HistoryPolicy.KEEP_LAST, reliability=Relia
 BULK = QoSProfile(depth=1, history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 
 
+def for_recording(topic: str) -> QoSProfile:
+    """A recorder's subscription to one of the graph's topics: the topic's reliability and
+    durability (best-effort publishers need best-effort subscribers) with a deep reader queue. The
+    bag is the record of what the robot did: a recorder that is busy for a while (niced on a loaded
+    machine, writing a file, replaying a backfill) must find what arrived meanwhile still queued,
+    not replaced by newer messages as in a control stream's queue of 50."""
+    p = for_topic(topic)
+    return QoSProfile(
+        depth=DEEP.depth, history=HistoryPolicy.KEEP_LAST, reliability=p.reliability, durability=p.durability
+    )
+
+
 def for_topic(topic: str) -> QoSProfile:
     """The profile a subscriber should use for one of the graph's topics (interfaces.TOPICS), by
     its name relative or absolute, in any namespace."""
