@@ -11,6 +11,8 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from rosgraph import graph_under_test
+
+from robofume_ros.ros.actions import wait_for_action
 from tiny_models import tiny_learner_checkpoint
 
 
@@ -62,7 +64,7 @@ def test_evaluate_action_runs_reports_progress_and_can_be_cancelled(tmp_path):
         # cancel: a long goal stops after the running trial, reported as cancelled
         probe = g.probe({})
         client = ActionClient(probe.node, Evaluate, "/evaluate")
-        assert client.wait_for_server(timeout_sec=30)
+        assert wait_for_action(probe.node, client, "/evaluate", 30)
         feedback, res = send_then_cancel(client, Evaluate.Goal(trials=50, max_steps=5), 120)
         assert res.status == GoalStatus.STATUS_CANCELED and not res.result.ok
         assert "cancelled after" in res.result.message and feedback[-1].trials_total == 100
@@ -105,7 +107,7 @@ def test_retrain_action_trains_reports_progress_and_can_be_cancelled(tmp_path):
 
         probe = g.probe({})
         client = ActionClient(probe.node, Retrain, "/retrain")
-        assert client.wait_for_server(timeout_sec=30)
+        assert wait_for_action(probe.node, client, "/retrain", 30)
         out = tmp_path / "long"
         feedback, res = send_then_cancel(client, Retrain.Goal(out=str(out), algo="iql", steps=100000))
         assert feedback[0].steps_total == 100000
@@ -144,7 +146,7 @@ def test_collect_action_writes_episodes_reports_progress_and_can_be_cancelled(tm
 
         probe = g.probe({})
         client = ActionClient(probe.node, Collect, "/collect")
-        assert client.wait_for_server(timeout_sec=30)
+        assert wait_for_action(probe.node, client, "/collect", 30)
         feedback, res = send_then_cancel(client, Collect.Goal(kind="demos", pair="drawer", episodes=50))
         assert feedback[0].episodes_total == 100
         assert (

@@ -17,6 +17,38 @@ import time
 from pathlib import Path
 
 
+def wait_for_action(node, client, server: str, timeout: float = 30.0, spin=None, resend_s: float = 1.0) -> bool:
+    """Until the action `server` can hear `client`'s goal: False when it is not there in `timeout`.
+
+    `wait_for_server` returns once this side has discovered the server's services, which can be
+    before the server has matched this client: a goal request (or its answer) sent in between is
+    never seen, and the client waits forever. So ask the server something harmless until it answers
+    -- cancelling a goal id nobody has (answered "unknown goal", nothing cancelled) -- over the
+    action's own services, asking again every `resend_s` (an unanswered ask is the same race).
+    `spin(seconds)` spins the node when no executor thread does."""
+    import uuid
+
+    from action_msgs.srv import CancelGoal
+
+    deadline = time.monotonic() + timeout
+    if not client.wait_for_server(timeout_sec=timeout):
+        return False
+    ping = node.create_client(CancelGoal, f"{server.rstrip('/')}/_action/cancel_goal")
+    try:
+        req = CancelGoal.Request()
+        req.goal_info.goal_id.uuid = list(uuid.uuid4().bytes)  # nobody's goal; a zero stamp: only this id
+        while time.monotonic() < deadline:
+            fut = ping.call_async(req)
+            until = min(deadline, time.monotonic() + resend_s)
+            while not fut.done() and time.monotonic() < until:
+                spin(0.05) if spin else time.sleep(0.05)
+            if fut.done():
+                return True
+        return False
+    finally:
+        node.destroy_client(ping)
+
+
 def run_goal(action_type, server: str, goal, on_feedback, namespace: str = "", timeout: float = 30.0, what=""):
     """Send `goal` to the action `server` (resolved in `namespace`), print feedback through
     `on_feedback(feedback)`, wait for the result (Ctrl-C cancels the goal and waits for the server
@@ -37,7 +69,7 @@ def run_goal(action_type, server: str, goal, on_feedback, namespace: str = "", t
     ex.add_node(node)
     client = ActionClient(node, action_type, server)
     try:
-        if not client.wait_for_server(timeout_sec=timeout):
+        if not wait_for_action(node, client, server, timeout, spin=lambda t: ex.spin_once(timeout_sec=t)):
             node_name = "teleop_node (teleop:=true)" if "teleop" in server else "evaluator_node"
             print(f"no {server} action server within {timeout:.0f} s: is {node_name} running?", file=sys.stderr)
             return False, None
