@@ -236,6 +236,40 @@ def test_home_returns_the_arm_joints_not_just_the_hand():
     assert left_c > 0.1  # the hand is home, the arm's posture is not
 
 
+def _press_and_slide(reference: str) -> tuple:
+    """The soak's pattern: a policy presses the hand down onto the table and slides it sideways,
+    every command through the envelope of config/sim.yaml's box, checked against `reference`."""
+    from robofume_ros.safety.envelope import EnvelopeConfig, SafetyEnvelope
+
+    low, high = np.array([-0.55, 0.3, 0.03]), np.array([0.55, 1.05, 0.5])
+    env = SafetyEnvelope(EnvelopeConfig(max_translation_m=0.01, workspace_low=low, workspace_high=high))
+    w = ResetFreeWorld("door-lock", seed=0, render=False)
+    w.reset()
+    lowest_hand, lowest_origin = np.inf, np.inf
+    for t in range(120):
+        side = 1.0 if (t // 20) % 2 else -1.0
+        point = w.command_origin() if reference == "origin" else w.ee_pose()[:3]
+        d = env.filter([0.6 * side, -0.3 * side, -1.0, 1.0], point)
+        w.step(d.action)
+        lowest_hand = min(lowest_hand, float(w.proprio[2]))
+        lowest_origin = min(lowest_origin, float(w.command_origin()[2]))
+    return lowest_hand, lowest_origin, low[2]
+
+
+def test_workspace_check_on_the_command_origin_keeps_a_pressed_hand_in_the_box():
+    """Meta-World moves the hand's mocap target, not the hand: pressed on the table the hand
+    stops while the target runs on below it (to Meta-World's own limit, 18 cm under the floor),
+    and the weld presses the hand harder into the table (5 mm lower here; under the floor, 29
+    times, in docs/soak.md's hour). Checked against the target (what the sim node does), neither
+    leaves the box."""
+    hand, origin, floor = _press_and_slide("origin")
+    assert origin >= floor - 1e-9
+    assert hand >= floor
+    hand_ee, origin_ee, _ = _press_and_slide("hand")  # the old check, against the measured hand
+    assert origin_ee < floor - 0.05  # the target ran far under the floor
+    assert hand_ee < hand  # and pulled the hand lower than the check on the target lets it go
+
+
 # ------------------------------------------------------------------ prior-data worlds
 def test_prior_world_differs_visually_and_expert_succeeds():
     size = (64, 64)

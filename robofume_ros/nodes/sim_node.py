@@ -178,9 +178,10 @@ class SimNode(ManagedNode, GatedRobot):
     # --- stepping ---------------------------------------------------------------------------
     def _action(self) -> np.ndarray:
         """This tick's command through the gate (stop > home > intervention > policy, envelope,
-        watchdog); hold still (keeping the gripper) when it says so."""
+        watchdog); hold still (keeping the gripper) when it says so. The workspace check runs on
+        the point the command moves (the arm's target), as the arm bridge's dead reckoning does."""
         self.gate_saw_observation()  # the simulator's own state is always fresh
-        t = self.gate_tick(self.world.ee_pose()[:3], frame_ns=self._last_frame_ns or 0)
+        t = self.gate_tick(self.world.command_origin(), frame_ns=self._last_frame_ns or 0)
         if t.action is None:
             return np.array([0.0, 0.0, 0.0, self.gate.last_gripper])
         return t.action
@@ -218,8 +219,8 @@ class SimNode(ManagedNode, GatedRobot):
         advances the clock without steps to learn from. Frames beyond the newest received one (in
         flight, or lost in a link cut) hold nobody: the simulator's next frame shows the learner
         the gap, and it backfills it from the recorder."""
-        until, received, heard = self._pace
-        if until < 0 or time.monotonic() - heard > self.p.learner_silent_s:
+        until, received, _heard = self._pace
+        if until < 0 or self._learner_silent():
             return 0
         frames = self._frames
         while frames and frames[0] <= until:
@@ -231,10 +232,13 @@ class SimNode(ManagedNode, GatedRobot):
             n += 1
         return n
 
+    def _learner_silent(self) -> bool:
+        """Nothing heard from the pacing learner for `learner_silent_s` (or never)."""
+        return time.monotonic() - self._pace[2] > self.p.learner_silent_s
+
     def learner_away(self) -> bool:
         """A learner that paced this simulator has gone silent (killed, restarting, cut off)."""
-        until, _received, heard = self._pace
-        return self.p.follow_learner and until >= 0 and time.monotonic() - heard > self.p.learner_silent_s
+        return self.p.follow_learner and self._pace[0] >= 0 and self._learner_silent()
 
     def learner_behind(self) -> bool:
         """Lockstep paced by learning: the learner (heard recently) covers steps more than the

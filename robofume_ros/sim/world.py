@@ -362,6 +362,14 @@ class _WorldBase:
         body = self._env.data.body("hand")
         return np.concatenate([body.xpos, body.xquat]).astype(np.float64)
 
+    def command_origin(self) -> np.ndarray:
+        """Where the next action's displacement starts: Meta-World adds it to the hand's mocap
+        target, not to the hand. The two agree while the hand moves freely; a hand blocked by an
+        object or the table stays put while the target runs on (17 cm below the table after a
+        policy pressed down for a while), and the weld then drags the hand out of any box that was
+        checked against the hand. The safety envelope bounds this point (x, y, z, metres)."""
+        return np.asarray(self._env.data.mocap_pos[0], dtype=np.float64).copy()
+
     def object_qpos(self) -> np.ndarray:
         """qpos entries after the arm's 9 (the scene's objects: drawer slide, window slide, ...)."""
         return self._env.data.qpos[9:].copy()
