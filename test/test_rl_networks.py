@@ -239,19 +239,44 @@ def test_denormals_flushed_on_every_thread_inside_the_block_only():
     assert np.float32(1e-39) * np.float32(1.0) != 0.0
 
 
-def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
+def test_a_killed_builds_lock_is_removed_and_a_live_builds_kept(tmp_path, monkeypatch):
     """A build killed mid-way leaves torch's lock file, on which every later process would wait
-    forever; native.py removes it when it is old, and leaves a live build's lock alone."""
+    forever. The build runs under a flock that dies with its process: whoever gets the flock
+    knows torch's lock is a dead build's and removes it; while a live process holds the flock
+    nobody touches its lock."""
     import os
-    import time
+    import subprocess
+    import sys
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     from torch.utils.cpp_extension import _get_build_directory
 
     name = "robofume_lock_test"
     lock = os.path.join(_get_build_directory(name, False), "lock")
-    open(lock, "w").close()
-    assert not native.clear_stale_lock(name) and os.path.exists(lock)  # fresh: a build running now
-    old = time.time() - native.STALE_LOCK_S - 60
-    os.utime(lock, (old, old))
-    assert native.clear_stale_lock(name) and not os.path.exists(lock)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from robofume_ros.rl import native; g = native.hold_build_lock({name!r}); "
+            "open(" + repr(lock) + ", 'w').close(); print('held', flush=True); input()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"  # a live build, with its lock file
+        assert native.hold_build_lock(name, wait=False) is None  # busy: not ours to clear
+        assert os.path.exists(lock)
+    finally:
+        holder.kill()  # killed mid-build: torch's lock stays, the flock goes with the process
+        holder.wait()
+    assert os.path.exists(lock)
+    guard = native.hold_build_lock(name, wait=False)
+    assert guard is not None
+    try:
+        assert native.clear_dead_build_lock(name) and not os.path.exists(lock)
+        assert not native.clear_dead_build_lock(name)
+    finally:
+        guard.close()

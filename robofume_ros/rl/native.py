@@ -46,24 +46,38 @@ def build_name() -> str:
     return "robofume_critic_kernels_" + h.hexdigest()[:16]
 
 
-STALE_LOCK_S = 600.0  # a build takes ~30 s; a lock file this old was left by a killed build
+def hold_build_lock(name: str, wait: bool = True):
+    """An exclusive flock beside torch's build folder, held while this process loads or builds
+    `name`: an open file to close when done, or None (wait=False and another process holds it).
+    The kernel releases a flock when its process dies, however it dies; torch's own `lock` file
+    stays behind a killed build and every later process waits for it to go, forever. So torch's
+    lock found while holding this one was left by a dead build: `clear_dead_build_lock` removes it
+    at once (an age rule kept every learner waiting for 10 minutes after a killed build)."""
+    import fcntl
 
+    from torch.utils.cpp_extension import _get_build_directory
 
-def clear_stale_lock(name: str) -> bool:
-    """torch's extension build holds a `lock` file in the build folder and every other process waits
-    for it to go, forever: a build killed mid-way (SIGKILL, a crashed node) would hang each later
-    learner. Removes a lock older than STALE_LOCK_S; returns whether it did."""
+    folder = Path(_get_build_directory(name, False))
+    fh = open(folder.parent / f"{name}.flock", "a")
     try:
-        from torch.utils.cpp_extension import _get_build_directory
+        fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
 
-        lock = Path(_get_build_directory(name, False)) / "lock"
-        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
-            lock.unlink()
-            LOG.warning("removed a stale build lock %s (a build of the kernels was killed mid-way)", lock)
-            return True
-    except Exception:  # noqa: BLE001 - private torch helper moved, permissions: leave it to torch
-        pass
-    return False
+
+def clear_dead_build_lock(name: str) -> bool:
+    """Remove torch's build lock of `name`, left by a killed build; call it holding
+    `hold_build_lock(name)` (no live build can own it then). Returns whether there was one."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = Path(_get_build_directory(name, False)) / "lock"
+    if not lock.exists():
+        return False
+    lock.unlink()
+    LOG.warning("removed a build lock left by a killed build of the kernels (%s)", lock)
+    return True
 
 
 def kernels(verbose: bool = False):
@@ -78,11 +92,15 @@ def kernels(verbose: bool = False):
             from torch.utils.cpp_extension import load
 
             name = build_name()
-            clear_stale_lock(name)
             t = time.perf_counter()
-            mod = load(
-                name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"], verbose=verbose
-            )
+            guard = hold_build_lock(name)  # waits while another process builds or loads them
+            try:
+                clear_dead_build_lock(name)
+                mod = load(
+                    name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"], verbose=verbose
+                )
+            finally:
+                guard.close()
             dt = time.perf_counter() - t
             # a compile (first use of this source on this CPU) takes ~30 s: say so, it looks like a hang
             (LOG.info if dt > 5 else LOG.debug)(
