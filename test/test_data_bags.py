@@ -276,6 +276,50 @@ def test_fast_mcap_scan_matches_rosbags_reader(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "f.npy"), eps[0].images)
 
 
+def test_recorded_since_reads_a_live_recorders_files_for_a_backfill(tmp_path):
+    """A backfill older than the recorder's memory comes from its own files: the closed ones and
+    the one still being written (flushed, no footer), by header stamp and logging time."""
+    from robofume_ros.data.bags.reader import recorded_since
+    from robofume_ros.interfaces import MSGTYPES, topic_name
+
+    rng = np.random.default_rng(6)
+    T = 6
+    r = -np.ones(T, np.float32)
+    eps = [
+        Episode(
+            rng.integers(0, 255, (T + 1, 6, 7, 3), dtype=np.uint8),
+            rng.normal(size=(T + 1, 4)).astype(np.float32),
+            rng.uniform(-1, 1, (T, 4)).astype(np.float32),
+            r,
+            r == 0,
+            "i",
+            "drawer-open",
+        )
+        for _ in range(2)
+    ]
+    bag = B.write_episodes_bag(eps, tmp_path / "bag", writer_kwargs={"max_bytes": 4000})
+    types = {topic_name(k, ""): MSGTYPES[k] for k in ("observation", "command")}
+    with B.BagReader([bag]) as rd:
+        recorded = [(m.topic, bytes(m.data), m.stamp) for m in rd.messages(list(types))]
+    stamp = {"/observation": lambda d: B.parse_observation(d)[0], "/robot/command": lambda d: B.parse_command(d)[0]}
+    stamps = sorted(stamp[t](d) for t, d, _ in recorded)
+    since, before = stamps[len(stamps) // 4], recorded[3 * len(recorded) // 4][2]
+    want = sorted((t, d) for t, d, logged in recorded if stamp[t](d) >= since and logged <= before)
+    files = sorted(bag.glob("*.mcap"))
+    assert len(files) > 1
+    got, oldest = recorded_since(files, types, since, before)
+    assert sorted(got) == want and 0 < len(want) < len(recorded)
+    assert oldest == stamps[0]
+    # the same messages in a bag still being written: read up to its last flushed chunk
+    live = B.BagWriter(tmp_path / "live")
+    for topic, data, logged in recorded:
+        live.write(topic, types[topic], data, logged)
+    live.flush()
+    got_live, _ = recorded_since(sorted((tmp_path / "live").glob("*.mcap")), types, since, before)
+    assert sorted(got_live) == want
+    live.close()
+
+
 def test_generated_cdr_parsers_read_what_rosbags_reads():
     """The converter's parsers are generated from the message definitions: for each hot type they
     return what rosbags' generic deserializer returns, and a truncated message is an error."""

@@ -101,7 +101,10 @@ def test_outcomes_come_from_the_switchers_verdicts_not_only_the_newest(tmp_path)
     assert not e2.success and e3.success
 
 
-def test_waiting_messages_survive_a_kill_after_a_compaction(tmp_path):
+def test_waiting_messages_survive_a_kill_after_a_compaction(tmp_path, monkeypatch):
+    from robofume_ros.online import episode_stream
+
+    monkeypatch.setattr(episode_stream, "COMPACT_MIN_BYTES", 0)  # compact at the first close
     st = EpisodeStream(tmp_path, action_dim=4)
     feed(st, 0, [1, 2, 3])
     st.command(4, [0.5, 0, 0, 0])  # episode 1's first command, before its observation
@@ -113,6 +116,30 @@ def test_waiting_messages_survive_a_kill_after_a_compaction(tmp_path):
     st2.observation(5, 1, np.zeros((8, 8, 3), np.uint8), [5, 0, 0, 1], "close the drawer", "drawer-close")
     [ep] = st2.close_before(2, success=False)
     np.testing.assert_allclose(ep.actions[:, 0], [0.5])
+
+
+def test_closing_a_backlog_rewrites_the_journal_rarely_and_a_kill_duplicates_nothing(tmp_path, monkeypatch):
+    """A restart's backfill leaves many episodes open, closed one phase message at a time: the
+    journal is rewritten when it has doubled, not at every close (each rewrite costs the whole
+    open set). A kill then leaves records of stored episodes in it, and recovery skips them."""
+    from robofume_ros.data.dataset import load_episodes
+    from robofume_ros.online import episode_stream
+
+    monkeypatch.setattr(episode_stream, "COMPACT_MIN_BYTES", 1)
+    st = EpisodeStream(tmp_path, action_dim=4)
+    rewrites = []
+    real = st.journal.rewrite
+    st.journal.rewrite = lambda records: (rewrites.append(len(records)), real(records))
+    for e in range(20):
+        feed(st, e, [3 * e + 1, 3 * e + 2, 3 * e + 3])
+    closed = [ep for e in range(1, 20) for ep in st.close_before(e, success=True)]
+    assert len(closed) == 19 and len(rewrites) <= 2, rewrites  # was one per close
+    st.journal.close()  # killed
+    st2 = EpisodeStream(tmp_path, action_dim=4)
+    finished, open_steps = st2.recover()
+    assert finished == [] and open_steps == 3  # episode 19 is still open
+    indices = [int(e.provenance["episode_index"]) for e in load_episodes(tmp_path / "online")]
+    assert sorted(indices) == list(range(19))
 
 
 def test_a_killed_learner_loses_nothing_it_received(tmp_path):

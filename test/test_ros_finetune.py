@@ -176,9 +176,11 @@ def test_dead_reward_node_means_timeouts_not_a_hang(tmp_path, models):
 def test_outage_backfill_keeps_every_transition_the_robot_made(tmp_path, models):
     """The learner killed mid-episode twice: on each restart it asks the recorder for what it
     missed; afterwards every episode it stored holds exactly the transitions the bag holds
-    (`pytest -k outage`)."""
+    (`pytest -k outage`). The recorder keeps only 3 s in memory here, less than a restart takes:
+    the rest comes from its bag files, as after a long outage."""
     specs, by = finetune_specs(tmp_path, models, record=True)
     assert by["learner"].parameters.get("backfill", True)  # with a recorder in the graph
+    by["recorder"].parameters.update(backfill_s=3.0)
     learner_dir = tmp_path / "run" / "learner"
     with graph_under_test("finetune", {}, tmp_path, specs=specs) as g:
         probe = g.probe()
@@ -212,7 +214,9 @@ def test_outage_backfill_keeps_every_transition_the_robot_made(tmp_path, models)
         while not set(range(1, end)) <= set(stored_indices(learner_dir)) and time.monotonic() < deadline:
             time.sleep(0.5)
         log = g.log("learner")
+        recorder_log = g.log("recorder")
     assert log.count("backfill (start) done") >= 3, log[-3000:]  # the first start and the two restarts
+    assert "from the bag: older than memory" in recorder_log, recorder_log[-3000:]
     from robofume_ros.data.dataset import load_episodes
 
     per_episode = bag_transitions(tmp_path / "bags")

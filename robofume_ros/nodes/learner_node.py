@@ -515,7 +515,11 @@ class RobotFeed:
         self.log.info(
             f"backfill ({b['why']}): {done.get('messages')} messages replayed, "
             f"{self.backfilled} observations new so far"
-            + ("" if done.get("complete", True) else "; the recorder no longer held the oldest (see its bag)")
+            + (
+                ""
+                if done.get("complete", True)
+                else "; the recorder does not hold the oldest (it started after them: see the earlier bag)"
+            )
         )
         # "done" travels on its own topic and may overtake the replay: finish once all of it is in
         b["expected"], b["done_t"] = int(done.get("messages", 0)), time.monotonic()

@@ -5,7 +5,9 @@ out: <output_dir>/<bag_name>/ : numbered MCAP files with message definitions emb
      size or duration, flushed every `flush_interval_s` so a killed recorder loses at most that.
 backfill: keeps the newest `backfill_s` of the learner's inputs in memory; on a request on
      /backfill/request it replays them on /backfill/<topic> and says /backfill/done, so a learner
-     that was down or cut off loses no transition the robot made.
+     that was down or cut off loses no transition the robot made. A request older than memory
+     reaches back is served from this recorder's own bag files first (a learner down for longer
+     than `backfill_s`, e.g. a slow restart on a loaded machine).
 
 Messages are written as the serialized CDR bytes that arrived (no deserialize/serialize round trip).
 """
@@ -59,7 +61,8 @@ class Params(DiagnosticsParams):
     backfill_s: float = knob(
         120.0,
         "seconds (real time, also in sim time) of the learner's inputs kept in memory to backfill a "
-        "learner that was down or cut off (replayed on /backfill/<topic> when it asks; 0 = off)",
+        "learner that was down or cut off (replayed on /backfill/<topic> when it asks; older ones are "
+        "read back from this recorder's bag files; 0 = no backfill)",
         range=(0.0, 3600.0),
     )
 
@@ -90,7 +93,7 @@ class RecorderNode(Node):
         self.create_timer(10.0, self.report)
         self.diagnostics = Diagnostics(self, self.health, self.throttle)
         # backfill: the newest `backfill_s` of the learner's inputs, as the raw bytes that arrived
-        self._ring: deque = deque()  # (monotonic receive ns, header stamp ns, topic, raw bytes)
+        self._ring: deque = deque()  # (monotonic receive ns, header stamp ns, topic, raw bytes, bag stamp ns)
         self._replay: deque = deque()  # what is being replayed now
         self.backfills = 0
         # topics by their resolved names (under this graph's namespace), as the bag records them
@@ -150,7 +153,7 @@ class RecorderNode(Node):
             # kept for backfill_s of real time: a learner's restart takes wall seconds, and in sim
             # time the robot runs free while nobody paces it, many sim seconds per wall second
             now = time.monotonic_ns()
-            self._ring.append((now, sec * 1_000_000_000 + nsec, topic, data))
+            self._ring.append((now, sec * 1_000_000_000 + nsec, topic, data, stamp))
             horizon = now - int(self.p.backfill_s * 1e9)
             while self._ring and self._ring[0][0] < horizon:
                 self._ring.popleft()
@@ -172,17 +175,40 @@ class RecorderNode(Node):
             self.throttle.warn("backfill", f"malformed backfill request {msg.data[:80]!r}: {e}")
             return
         margin = int(1e9)  # a command or verdict may trail its observation: a second more, it dedups
-        items = [(t, raw) for _, st, t, raw in self._ring if st >= since - margin]
-        oldest = min((st for _, st, t, _ in self._ring if t == self._observation_topic), default=None)
+        items = [(t, raw) for _, st, t, raw, _ in self._ring if st >= since - margin]
+        oldest = min((st for _, st, t, _, _ in self._ring if t == self._observation_topic), default=None)
         complete = oldest is not None and oldest <= since
+        from_bag = 0
+        if not complete and not self.failed and self.p.backfill_s > 0:
+            older, oldest_on_disk = self._from_bag(since - margin)
+            from_bag = len(older)
+            items[:0] = older
+            complete = oldest_on_disk is not None and oldest_on_disk <= since
         self._replay.append(("start", request, len(items), complete))
         self._replay.extend(("msg", t, raw) for t, raw in items)
         self._replay.append(("done", request, len(items), complete))
         self.backfills += 1
         self.get_logger().info(
             f"backfill request {request}: replaying {len(items)} messages since {since}"
-            + ("" if complete else f" (kept only the last {self.p.backfill_s:.0f} s: older ones are in the bag)")
+            + (f" ({from_bag} of them from the bag: older than memory)" if from_bag else "")
+            + ("" if complete else " (this recorder started after it: older ones are in an earlier bag)")
         )
+
+    def _from_bag(self, since: int) -> tuple:
+        """The learner's inputs stamped since `since` that arrived before the oldest kept in
+        memory, read back from this recorder's bag files (flushed first), and the oldest stamp
+        they hold."""
+        from robofume_ros.data.bags.reader import _file_index, recorded_since
+
+        try:
+            self.writer.flush()
+            files = sorted(self.path.glob("*.mcap"), key=_file_index)
+            types = {t: self._table_types[t] for t in self._backfill_pubs}
+            before = self._ring[0][4] if self._ring else None
+            return recorded_since(files, types, since, before)
+        except Exception as e:  # noqa: BLE001 - the backfill then holds what memory kept, said so
+            self.throttle.warn("backfill_bag", f"backfill could not read the bag {self.path}: {e}")
+            return [], None
 
     def _replay_some(self, budget: int = 100):
         while self._replay and budget > 0:

@@ -304,6 +304,36 @@ def _scan_mcap(f: Path, topics, types: dict, skip_damaged: bool = False, warning
     return mm, out
 
 
+_HEADER_STAMP = struct.Struct("<iI")  # a std_msgs/Header's stamp, after the 4-byte CDR encapsulation
+
+
+def recorded_since(files, types: dict, since_stamp_ns: int, logged_before_ns: Optional[int] = None) -> tuple:
+    """What a live recorder's own MCAP `files` hold for a backfill: (topic, CDR bytes) of the
+    topics in `types` (topic -> msgtype; each message starts with a std_msgs/Header) whose header
+    stamp is >= `since_stamp_ns` and that were logged at or before `logged_before_ns` (None: any
+    time; one logged at that very instant may be in memory too, and a learner drops duplicates), in
+    file order, and the oldest header stamp seen on any of them (None: none). The file being
+    written has no footer yet: it is read up to its last flushed chunk. Damaged chunks are
+    skipped (the bag's own readers report them)."""
+    out, oldest = [], None
+    for f in files:
+        try:
+            mm, msgs = _scan_mcap(Path(f), list(types), types, skip_damaged=True)
+        except _NotFast:  # compressed, or a record cut by the end of a file being written
+            continue
+        for topic, _msgtype, data, t in msgs:
+            if len(data) < 12 or (logged_before_ns is not None and t > logged_before_ns):
+                continue
+            sec, nsec = _HEADER_STAMP.unpack_from(data, 4)
+            stamp = sec * 1_000_000_000 + nsec
+            oldest = stamp if oldest is None else min(oldest, stamp)
+            if stamp >= since_stamp_ns:
+                out.append((topic, bytes(data)))
+        data = None
+        del msgs, mm  # the views go first; the map closes with its last reference
+    return out, oldest
+
+
 def read_messages(paths, topics=None, store=None):
     """Convenience: list of (topic, msgtype, deserialized msg, bag stamp)."""
     with BagReader(paths, store=store) as r:
