@@ -241,26 +241,28 @@ def test_sigkill_loses_at_most_one_second(tmp_path):
     assert got[-1] <= last_i and lost_s <= 1.0, f"lost {lost_s:.2f} s of messages"
 
 
+def small_episodes(rng, n: int, T: int) -> list:
+    """`n` episodes of `T` random steps with 6x7 images, none successful."""
+    r = -np.ones(T, np.float32)
+    return [
+        Episode(
+            rng.integers(0, 255, (T + 1, 6, 7, 3), dtype=np.uint8),
+            rng.normal(size=(T + 1, 4)).astype(np.float32),
+            rng.uniform(-1, 1, (T, 4)).astype(np.float32),
+            r,
+            r == 0,
+            "i",
+            "drawer-open",
+        )
+        for _ in range(n)
+    ]
+
+
 def test_fast_mcap_scan_matches_rosbags_reader(tmp_path):
     """raw_tuples' memory-mapped MCAP scan yields exactly what rosbags' reader yields."""
     from robofume_ros.data.dataset import FrameList
 
-    rng = np.random.default_rng(5)
-    eps = []
-    for _ in range(2):
-        T = 5
-        r = -np.ones(T, np.float32)
-        eps.append(
-            Episode(
-                rng.integers(0, 255, (T + 1, 6, 7, 3), dtype=np.uint8),
-                rng.normal(size=(T + 1, 4)).astype(np.float32),
-                rng.uniform(-1, 1, (T, 4)).astype(np.float32),
-                r,
-                r == 0,
-                "i",
-                "drawer-open",
-            )
-        )
+    eps = small_episodes(np.random.default_rng(5), 2, 5)
     bag = B.write_episodes_bag(eps, tmp_path / "bag", writer_kwargs={"max_bytes": 4000})
     assert len(list(bag.glob("*.mcap"))) > 1  # split files are scanned in order too
     with B.BagReader([bag]) as r:
@@ -282,21 +284,7 @@ def test_recorded_since_reads_a_live_recorders_files_for_a_backfill(tmp_path):
     from robofume_ros.data.bags.reader import recorded_since
     from robofume_ros.interfaces import MSGTYPES, topic_name
 
-    rng = np.random.default_rng(6)
-    T = 6
-    r = -np.ones(T, np.float32)
-    eps = [
-        Episode(
-            rng.integers(0, 255, (T + 1, 6, 7, 3), dtype=np.uint8),
-            rng.normal(size=(T + 1, 4)).astype(np.float32),
-            rng.uniform(-1, 1, (T, 4)).astype(np.float32),
-            r,
-            r == 0,
-            "i",
-            "drawer-open",
-        )
-        for _ in range(2)
-    ]
+    eps = small_episodes(np.random.default_rng(6), 2, 6)
     bag = B.write_episodes_bag(eps, tmp_path / "bag", writer_kwargs={"max_bytes": 4000})
     types = {topic_name(k, ""): MSGTYPES[k] for k in ("observation", "command")}
     with B.BagReader([bag]) as rd:
