@@ -491,3 +491,23 @@ def test_a_simulated_person_joins_only_when_an_experiment_asks_and_only_in_simul
     assert by["simulated_person"].parameters["budget"] == 12 and not by["simulated_person"].required
     with pytest.raises(ValueError, match="watches the simulator"):
         graph.nodes("finetune", {"simulated_person": "3", "robot": "franka"})
+
+
+def test_a_node_that_segfaults_leaves_its_python_stack_in_the_death_report(tmp_path, monkeypatch):
+    """A node killed by its own SIGSEGV (an extension's bug) is reported with the Python stack of
+    every thread, which the runner has each node write into its log."""
+    import time
+
+    from robofume_ros.ros.runner import GraphRunner
+
+    spec = graph.NodeSpec(name="crasher", executable="reward_node", params_files=[])
+    runner = GraphRunner([spec], tmp_path, {k: v for k, v in graph.ros_env().items() if k != "PYTHONFAULTHANDLER"})
+    crash = "import ctypes\ndef load_model():\n    ctypes.string_at(0)\nload_model()\n"
+    monkeypatch.setattr(runner, "command", lambda s: [sys.executable, "-c", crash])
+    with runner.start():
+        deadline, deaths = time.monotonic() + 30, []
+        while not deaths and time.monotonic() < deadline:
+            deaths = runner.poll()
+            time.sleep(0.1)
+    assert deaths and "SIGSEGV" in deaths[0].message()
+    assert "Segmentation fault" in deaths[0].message() and "load_model" in deaths[0].message()

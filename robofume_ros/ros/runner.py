@@ -110,7 +110,9 @@ class GraphRunner:
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self.env,
+                # a node killed by a signal of its own (SIGSEGV in an extension, SIGABRT) writes
+                # every thread's Python stack into its log, which the death report quotes
+                env={"PYTHONFAULTHANDLER": "1", **self.env},
                 preexec_fn=functools.partial(_in_child, np_.spec.nice),
             )
         finally:
