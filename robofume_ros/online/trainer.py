@@ -74,9 +74,8 @@ class OnlineTrainer:
     def add_episode(self, ep) -> None:
         """Into the online buffer now if no update holds it, else at the training thread's next
         turn (before its next update). Never waits for the loop: it takes the lock again right
-        after each update, so a caller blocking on it got in about once every few updates (0.9 s
-        per episode on a loaded machine; a restart's backfill closing hundreds of episodes took
-        minutes and kept the node from everything else meanwhile)."""
+        after each update, so a caller blocking on it got in only once every few updates, and a
+        restart's backfill closes hundreds of episodes in one go."""
         if self.lock.acquire(blocking=False):
             try:
                 self._take_incoming()
