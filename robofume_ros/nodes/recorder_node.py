@@ -15,7 +15,6 @@ Messages are written as the serialized CDR bytes that arrived (no deserialize/se
 from __future__ import annotations
 
 import json
-import struct
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 from rclpy.node import Node
 from std_msgs.msg import String
 
+from robofume_ros.data.bags.reader import header_stamp_ns
 from robofume_ros.interfaces import BACKFILL_KEYS, MSGTYPES, backfill_topic
 from robofume_ros.ros import graph
 from robofume_ros.ros.node import ERROR, OK, Diagnostics, DiagnosticsParams, Throttle, run_node
@@ -46,8 +46,6 @@ DEFAULT_TOPICS = [
         "safety",
     )
 ]
-
-_STAMP = struct.Struct("<iI")
 
 
 @dataclass
@@ -149,11 +147,10 @@ class RecorderNode(Node):
         if self.p.backfill_s > 0 and topic in self._backfill_pubs and len(data) >= 12:
             # each of the learner's inputs starts with a std_msgs/Header: its stamp follows the
             # 4-byte CDR encapsulation (sec int32, nanosec uint32)
-            sec, nsec = _STAMP.unpack_from(data, 4)
             # kept for backfill_s of real time: a learner's restart takes wall seconds, and in sim
             # time the robot runs free while nobody paces it, many sim seconds per wall second
             now = time.monotonic_ns()
-            self._ring.append((now, sec * 1_000_000_000 + nsec, topic, data, stamp))
+            self._ring.append((now, header_stamp_ns(data), topic, data, stamp))
             horizon = now - int(self.p.backfill_s * 1e9)
             while self._ring and self._ring[0][0] < horizon:
                 self._ring.popleft()
@@ -198,11 +195,11 @@ class RecorderNode(Node):
         """The learner's inputs stamped since `since` that arrived before the oldest kept in
         memory, read back from this recorder's bag files (flushed first), and the oldest stamp
         they hold."""
-        from robofume_ros.data.bags.reader import _file_index, recorded_since
+        from robofume_ros.data.bags.reader import _mcap_files, recorded_since
 
         try:
             self.writer.flush()
-            files = sorted(self.path.glob("*.mcap"), key=_file_index)
+            files = _mcap_files(self.path)
             types = {t: self._table_types[t] for t in self._backfill_pubs}
             before = self._ring[0][4] if self._ring else None
             return recorded_since(files, types, since, before)

@@ -365,7 +365,7 @@ class _WorldBase:
     def command_origin(self) -> np.ndarray:
         """Where the next action's displacement starts: Meta-World adds it to the hand's mocap
         target, not to the hand. The two agree while the hand moves freely; a hand blocked by an
-        object or the table stays put while the target runs on (17 cm below the table after a
+        object or the table stays put while the target runs on (15 cm below the table after a
         policy pressed down for a while), and the weld then drags the hand out of any box that was
         checked against the hand. The safety envelope bounds this point (x, y, z, metres)."""
         return np.asarray(self._env.data.mocap_pos[0], dtype=np.float64).copy()

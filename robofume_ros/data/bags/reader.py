@@ -307,6 +307,12 @@ def _scan_mcap(f: Path, topics, types: dict, skip_damaged: bool = False, warning
 _HEADER_STAMP = struct.Struct("<iI")  # a std_msgs/Header's stamp, after the 4-byte CDR encapsulation
 
 
+def header_stamp_ns(data) -> int:
+    """The header stamp (ns) of CDR bytes of a message that starts with a std_msgs/Header."""
+    sec, nsec = _HEADER_STAMP.unpack_from(data, 4)
+    return sec * 1_000_000_000 + nsec
+
+
 def recorded_since(files, types: dict, since_stamp_ns: int, logged_before_ns: Optional[int] = None) -> tuple:
     """What a live recorder's own MCAP `files` hold for a backfill: (topic, CDR bytes) of the
     topics in `types` (topic -> msgtype; each message starts with a std_msgs/Header) whose header
@@ -324,8 +330,7 @@ def recorded_since(files, types: dict, since_stamp_ns: int, logged_before_ns: Op
         for topic, _msgtype, data, t in msgs:
             if len(data) < 12 or (logged_before_ns is not None and t > logged_before_ns):
                 continue
-            sec, nsec = _HEADER_STAMP.unpack_from(data, 4)
-            stamp = sec * 1_000_000_000 + nsec
+            stamp = header_stamp_ns(data)
             oldest = stamp if oldest is None else min(oldest, stamp)
             if stamp >= since_stamp_ns:
                 out.append((topic, bytes(data)))
